@@ -1,0 +1,1 @@
+"""The one place SDK clients are built, from credential blocks."""

@@ -1,0 +1,293 @@
+"""ARM's HTTP surface: cloud metadata, subscriptions, resource groups, providers, features,
+long-running operation monitors and the generic resource routes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from emulator.http import HttpError, Request, Response, Router
+from emulator.services.arm import ids
+from emulator.services.arm.models import ArmModel, Operation, failure_error, public
+from emulator.services.entra.models import ARM_AUDIENCES, Principal
+
+ArmHandler = Callable[[Request, Principal], Response]
+
+
+def add_arm_route(
+    router: Router, arm: ArmModel, method: str, template: str, handler: ArmHandler
+) -> None:
+    """Add a management-plane route: bearer token for ARM and api-version required."""
+
+    def authenticated(request: Request) -> Response:
+        principal = arm.entra.authenticate(request.headers.get("authorization"), ARM_AUDIENCES)
+        if not request.query.get("api-version"):
+            raise HttpError(
+                400, "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            )
+        return handler(request, principal)
+
+    router.add(method, template, authenticated)
+
+
+def register(router: Router, arm: ArmModel, base_url: str) -> None:
+    """Add the ARM routes; `base_url` is the emulator's https origin. Services with routes
+    more specific than the generic resource routes register theirs first."""
+
+    def arm_route(method: str, template: str, handler: ArmHandler) -> None:
+        add_arm_route(router, arm, method, template, handler)
+
+    def page(request: Request, items: list[dict[str, Any]]) -> Response:
+        start = int(request.query.get("$skiptoken") or 0)
+        end = start + arm.page_size
+        body: dict[str, Any] = {"value": [public(i) for i in items[start:end]]}
+        if end < len(items):
+            query = dict(request.query, **{"$skiptoken": str(end)})
+            body["nextLink"] = f"{base_url}{request.path}?{urlencode(query)}"
+        return Response(200, body)
+
+    def monitor_url(op: Operation, kind: str, request: Request) -> str:
+        query = urlencode({"api-version": request.query["api-version"]})
+        return (f"{base_url}/subscriptions/{ids.subscription_of(op.resource_id)}/providers/"
+                f"{op.namespace}/locations/{op.location}/{kind}/{op.id}?{query}")
+
+    def lro_headers(op: Operation | None, style: str, request: Request) -> dict[str, str]:
+        if op is None:
+            return {}
+        if style == "azure-async-operation":
+            return {"Azure-AsyncOperation": monitor_url(op, "operationStatuses", request)}
+        if style == "location":
+            return {"Location": monitor_url(op, "operationResults", request)}
+        return {}
+
+    # -- cloud metadata, subscriptions, tenants ---------------------------------------------
+    def metadata(request: Request) -> Response:
+        return Response(200, cloud_metadata(base_url))
+
+    def list_subscriptions(request: Request, principal: Principal) -> Response:
+        return page(request, list(arm.subscriptions.values()))
+
+    def get_subscription(request: Request, principal: Principal) -> Response:
+        return Response(200, arm.subscription(request.params["sub"]))
+
+    def list_tenants(request: Request, principal: Principal) -> Response:
+        tenant = arm.entra.tenant_id
+        return page(request, [{"id": f"/tenants/{tenant}", "tenantId": tenant,
+                               "displayName": "byok emulator", "tenantCategory": "Home"}])
+
+    router.add("GET", "/metadata/endpoints", metadata)
+    arm_route("GET", "/subscriptions", list_subscriptions)
+    arm_route("GET", "/tenants", list_tenants)
+    arm_route("GET", "/subscriptions/{sub}", get_subscription)
+
+    # -- resource groups -------------------------------------------------------------------
+    def rg_id(request: Request) -> str:
+        return f"/subscriptions/{request.params['sub']}/resourceGroups/{request.params['rg']}"
+
+    def put_group(request: Request, principal: Principal) -> Response:
+        status, body = arm.put_resource_group(request.params["sub"], request.params["rg"],
+                                              request.json())
+        return Response(status, body)
+
+    def get_group(request: Request, principal: Principal) -> Response:
+        arm.subscription(request.params["sub"])
+        return Response(200, public(arm.resource_group(rg_id(request))))
+
+    def head_group(request: Request, principal: Principal) -> Response:
+        return Response(204 if arm.get(rg_id(request)) else 404)
+
+    def patch_group(request: Request, principal: Principal) -> Response:
+        group = arm.resource_group(rg_id(request))
+        if "tags" in request.json():
+            group["tags"] = request.json()["tags"] or {}
+        return Response(200, public(group))
+
+    def delete_group(request: Request, principal: Principal) -> Response:
+        op = arm.delete_resource_group(request.params["sub"], request.params["rg"])
+        if op is None:
+            raise HttpError(404, "ResourceGroupNotFound",
+                            f"Resource group '{request.params['rg']}' could not be found.")
+        return Response(202, None, lro_headers(op, "location", request))
+
+    def list_groups(request: Request, principal: Principal) -> Response:
+        sub = request.params["sub"]
+        arm.subscription(sub)
+        return page(request, arm.children(f"/subscriptions/{sub}/resourceGroups",
+                                          "Microsoft.Resources/resourceGroups"))
+
+    def list_group_resources(request: Request, principal: Principal) -> Response:
+        group = arm.resource_group(rg_id(request))
+        prefix = group["id"].lower() + "/providers/"
+        with arm.lock:
+            found = [r for k, r in arm.resources.items() if k.startswith(prefix)]
+        return page(request, sorted(found, key=lambda r: r["id"].lower()))
+
+    group = "/subscriptions/{sub}/resourceGroups/{rg}"
+    arm_route("GET", "/subscriptions/{sub}/resourceGroups", list_groups)
+    arm_route("PUT", group, put_group)
+    arm_route("GET", group, get_group)
+    arm_route("HEAD", group, head_group)
+    arm_route("PATCH", group, patch_group)
+    arm_route("DELETE", group, delete_group)
+    arm_route("GET", group + "/resources", list_group_resources)
+
+    # -- operation monitors ----------------------------------------------------------------
+    def operation_status(request: Request, principal: Principal) -> Response:
+        return Response(200, arm.operation(request.params["op"]).status_body())
+
+    def operation_result(request: Request, principal: Principal) -> Response:
+        op = arm.operation(request.params["op"])
+        if op.status == "InProgress":
+            return Response(202, None, {"Location": monitor_url(op, "operationResults", request)})
+        if op.status == "Failed":
+            status = op.fail.status if op.fail and 400 <= op.fail.status < 500 else 400
+            return Response(status, {"error": failure_error(op.fail)})
+        return Response(200, op.result) if op.result else Response(204)
+
+    monitors = "/subscriptions/{sub}/providers/{ns}/locations/{loc}"
+    arm_route("GET", monitors + "/operationStatuses/{op}", operation_status)
+    arm_route("GET", monitors + "/operationResults/{op}", operation_result)
+
+    # -- providers -------------------------------------------------------------------------
+    def provider_json(request: Request, namespace: str) -> dict[str, Any]:
+        provider = arm.provider(namespace)
+        types = sorted({t.split("/", 1)[1] for t in
+                        (s.type for s in arm.types.values())
+                        if t.lower().startswith(provider.namespace.lower() + "/")})
+        return {
+            "id": f"/subscriptions/{request.params['sub']}/providers/{provider.namespace}",
+            "namespace": provider.namespace,
+            "registrationState": provider.state,
+            "registrationPolicy": "RegistrationRequired",
+            "resourceTypes": [{"resourceType": t, "locations": [], "apiVersions": []}
+                              for t in types],
+        }
+
+    def get_provider(request: Request, principal: Principal) -> Response:
+        arm.subscription(request.params["sub"])
+        return Response(200, provider_json(request, request.params["ns"]))
+
+    def list_providers(request: Request, principal: Principal) -> Response:
+        arm.subscription(request.params["sub"])
+        return page(request, [provider_json(request, p.namespace)
+                              for p in sorted(arm.providers.values(), key=lambda p: p.namespace)])
+
+    def register_provider(request: Request, principal: Principal) -> Response:
+        arm.subscription(request.params["sub"])
+        arm.register_provider(request.params["ns"])
+        return Response(200, provider_json(request, request.params["ns"]))
+
+    def unregister_provider(request: Request, principal: Principal) -> Response:
+        arm.subscription(request.params["sub"])
+        provider = arm.provider(request.params["ns"])
+        provider.state = "Unregistered"
+        return Response(200, provider_json(request, request.params["ns"]))
+
+    # -- features (registered before the provider routes they would otherwise match) ---------
+    features = "/subscriptions/{sub}/providers/Microsoft.Features/providers/{ns}/features"
+
+    def get_feature(request: Request, principal: Principal) -> Response:
+        sub = arm.subscription(request.params["sub"])["subscriptionId"]
+        return Response(200, arm.feature(request.params["ns"], request.params["name"]).to_json(sub))
+
+    def register_feature(request: Request, principal: Principal) -> Response:
+        sub = arm.subscription(request.params["sub"])["subscriptionId"]
+        feature = arm.register_feature(request.params["ns"], request.params["name"])
+        return Response(200, feature.to_json(sub))
+
+    def unregister_feature(request: Request, principal: Principal) -> Response:
+        sub = arm.subscription(request.params["sub"])["subscriptionId"]
+        feature = arm.unregister_feature(request.params["ns"], request.params["name"])
+        return Response(200, feature.to_json(sub))
+
+    def list_features(request: Request, principal: Principal) -> Response:
+        sub = arm.subscription(request.params["sub"])["subscriptionId"]
+        namespace = request.params.get("ns")
+        with arm.lock:
+            found = [f for f in arm.features.values() if f.behaviour != "unknown"
+                     and (namespace is None or f.namespace.lower() == namespace.lower())]
+        return page(request, [f.to_json(sub) for f in found])
+
+    arm_route("GET", features, list_features)
+    arm_route("GET", "/subscriptions/{sub}/providers/Microsoft.Features/features", list_features)
+    arm_route("GET", features + "/{name}", get_feature)
+    arm_route("POST", features + "/{name}/register", register_feature)
+    arm_route("POST", features + "/{name}/unregister", unregister_feature)
+    arm_route("GET", "/subscriptions/{sub}/providers", list_providers)
+    arm_route("GET", "/subscriptions/{sub}/providers/{ns}", get_provider)
+    arm_route("POST", "/subscriptions/{sub}/providers/{ns}/register", register_provider)
+    arm_route("POST", "/subscriptions/{sub}/providers/{ns}/unregister", unregister_provider)
+
+    # -- generic resources -----------------------------------------------------------------
+    def resource(request: Request, principal: Principal) -> Response:
+        rid = ids.parse(request.path)
+        spec = arm.spec_for(rid)
+        if not rid.name:  # a collection: list, or an action on the parent
+            if request.method == "GET":
+                scope = rid.parent if len(rid.types) > 1 else rid.scope
+                if len(rid.types) > 1:
+                    arm.require(scope)
+                elif rid.resource_group:
+                    arm.resource_group(scope)
+                return page(request, arm.children(scope, spec.type))
+            if request.method == "POST":
+                parent = request.path.rstrip("/").rsplit("/", 1)
+                result = arm.action(parent[0], parent[1], request.json())
+                return result if isinstance(result, Response) else Response(200, result)
+            raise HttpError(405, "UnsupportedOperation",
+                            f"The emulator does not support {request.method} on '{request.path}'.")
+        if request.method in ("PUT", "PATCH"):
+            status, body, op = arm.put(request.path, request.json(), principal, request.method,
+                                       request.query["api-version"])
+            return Response(status, body, lro_headers(op, spec.lro_for(request.method), request))
+        if request.method == "DELETE":
+            status, op = arm.delete(request.path)
+            return Response(status, None, lro_headers(op, spec.delete_lro, request))
+        if request.method == "HEAD":
+            return Response(204 if arm.get(rid.id()) else 404)
+        return Response(200, public(arm.require(rid.id())))
+
+    for method in ("GET", "PUT", "PATCH", "DELETE", "POST", "HEAD"):
+        arm_route(method, "/subscriptions/{rest:path}", resource)
+
+
+def cloud_metadata(base_url: str) -> dict[str, Any]:
+    """ARM's cloud-metadata document (what `az cloud register` reads)."""
+    return {
+        "portal": base_url,
+        "authentication": {
+            "loginEndpoint": base_url,
+            "audiences": ["https://management.core.windows.net/", "https://management.azure.com/"],
+            "tenant": "common",
+            "identityProvider": "AAD",
+        },
+        "media": base_url,
+        "graphAudience": "https://graph.windows.net/",
+        "graph": "https://graph.windows.net/",
+        "name": "BYOKEmulator",
+        "suffixes": {
+            "azureDataLakeStoreFileSystem": "azuredatalakestore.net",
+            "acrLoginServer": "azurecr.io",
+            "sqlServerHostname": "database.windows.net",
+            "azureDataLakeAnalyticsCatalogAndJob": "azuredatalakeanalytics.net",
+            "keyVaultDns": "vault.azure.net",
+            "storage": "core.windows.net",
+            "azureFrontDoorEndpointSuffix": "azurefd.net",
+            "storageSyncEndpointSuffix": "afs.azure.net",
+            "mhsmDns": "managedhsm.azure.net",
+            "mysqlServerEndpoint": "mysql.database.azure.com",
+            "postgresqlServerEndpoint": "postgres.database.azure.com",
+            "mariadbServerEndpoint": "mariadb.database.azure.com",
+            "synapseAnalytics": "dev.azuresynapse.net",
+            "attestationEndpoint": "attest.azure.net",
+        },
+        "batch": "https://batch.core.windows.net/",
+        "resourceManager": base_url + "/",
+        "vmImageAliasDoc": base_url + "/vm-image-aliases.json",
+        "activeDirectoryDataLake": "https://datalake.azure.net/",
+        "sqlManagement": "https://management.core.windows.net:8443/",
+        "gallery": base_url + "/",
+        "microsoftGraphResourceId": "https://graph.microsoft.com/",
+    }

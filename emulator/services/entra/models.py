@@ -1,0 +1,176 @@
+"""Entra ID state: the tenant, its principals, and the tokens it issues."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import jwt
+
+from emulator.faults import FaultInjector
+from emulator.http import HttpError, Response
+
+# Audiences the management plane accepts (the SDKs ask for the public cloud's by default).
+ARM_AUDIENCES = frozenset(
+    {"https://management.azure.com", "https://management.core.windows.net"}
+)
+KEYVAULT_AUDIENCES = frozenset({"https://vault.azure.net"})
+
+
+@dataclass
+class Principal:
+    """A service principal or a managed identity's principal."""
+
+    object_id: str
+    client_id: str
+    display_name: str
+    kind: str  # "ServicePrincipal" or "ManagedIdentity"
+    secret: str | None = None
+    visible_at: float = 0.0  # monotonic time from which directory look-ups find it
+
+    @property
+    def visible(self) -> bool:
+        """Whether the directory has caught up with this principal yet."""
+        return time.monotonic() >= self.visible_at
+
+
+def _audience(scope: str) -> str:
+    """'https://vault.azure.net/.default' -> 'https://vault.azure.net'."""
+    resource = scope.split()[0] if scope else ""
+    if resource.endswith("/.default"):
+        resource = resource[: -len("/.default")]
+    return resource.rstrip("/")
+
+
+class EntraModel:
+    """One tenant with its principals; issues and checks signed bearer tokens."""
+
+    token_lifetime = 3599
+
+    def __init__(self, tenant_id: str, faults: FaultInjector) -> None:
+        self.tenant_id = tenant_id
+        self.faults = faults
+        self._key = secrets.token_bytes(32)
+        self._lock = threading.Lock()
+        self.principals: dict[str, Principal] = {}
+
+    def add_service_principal(
+        self, display_name: str, client_id: str | None = None, secret: str | None = None
+    ) -> Principal:
+        """Register an application's service principal with a client secret."""
+        principal = Principal(
+            object_id=str(uuid.uuid4()),
+            client_id=client_id or str(uuid.uuid4()),
+            display_name=display_name,
+            kind="ServicePrincipal",
+            secret=secret or secrets.token_urlsafe(30),
+        )
+        with self._lock:
+            self.principals[principal.object_id] = principal
+        return principal
+
+    def add_managed_identity(self, display_name: str) -> Principal:
+        """A managed identity's principal; directory look-ups see it after the
+        `principal-visible` delayed effect."""
+        principal = Principal(
+            object_id=str(uuid.uuid4()),
+            client_id=str(uuid.uuid4()),
+            display_name=display_name,
+            kind="ManagedIdentity",
+            visible_at=self.faults.effect_time("principal-visible"),
+        )
+        with self._lock:
+            self.principals[principal.object_id] = principal
+        return principal
+
+    def remove(self, object_id: str) -> None:
+        """Delete a principal (its identity was deleted)."""
+        with self._lock:
+            self.principals.pop(object_id, None)
+
+    def by_client_id(self, client_id: str) -> Principal | None:
+        """The principal with this application (client) id."""
+        with self._lock:
+            return next((p for p in self.principals.values() if p.client_id == client_id), None)
+
+    def issue_token(self, tenant: str, form: dict[str, str]) -> dict[str, object]:
+        """The client-credentials grant: check the secret and sign a token for the scope."""
+        if tenant.lower() not in (self.tenant_id, "organizations"):
+            raise OAuthError(
+                400, "invalid_request", f"AADSTS90002: Tenant '{tenant}' not found."
+            )
+        if form.get("grant_type") != "client_credentials":
+            raise OAuthError(
+                400, "unsupported_grant_type",
+                f"AADSTS70003: grant type {form.get('grant_type')!r} is not supported here.",
+            )
+        client_id = form.get("client_id", "")
+        principal = self.by_client_id(client_id)
+        if principal is None or principal.secret is None:
+            raise OAuthError(
+                400, "unauthorized_client",
+                f"AADSTS700016: Application with identifier '{client_id}' was not found "
+                f"in the directory '{self.tenant_id}'.",
+            )
+        if not hmac.compare_digest(form.get("client_secret", ""), principal.secret):
+            raise OAuthError(
+                401, "invalid_client",
+                f"AADSTS7000215: Invalid client secret provided for app '{client_id}'.",
+            )
+        now = int(time.time())
+        claims = {
+            "aud": _audience(form.get("scope", "")),
+            "iss": f"https://sts.emulator/{self.tenant_id}/",
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.token_lifetime,
+            "oid": principal.object_id,
+            "appid": principal.client_id,
+            "tid": self.tenant_id,
+            "sub": principal.object_id,
+        }
+        return {
+            "token_type": "Bearer",
+            "expires_in": self.token_lifetime,
+            "ext_expires_in": self.token_lifetime,
+            "access_token": jwt.encode(claims, self._key, algorithm="HS256"),
+        }
+
+    def authenticate(self, authorization: str | None, audiences: frozenset[str]) -> Principal:
+        """The principal behind a bearer token valid for one of `audiences`; 401 otherwise."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise HttpError(
+                401, "AuthenticationFailed", "Authentication failed. The 'Authorization' "
+                "header is missing or not a bearer token.",
+            )
+        try:
+            claims = jwt.decode(
+                token, self._key, algorithms=["HS256"], options={"verify_aud": False}
+            )
+        except jwt.ExpiredSignatureError:
+            raise HttpError(401, "ExpiredAuthenticationToken", "The access token expired.")
+        except jwt.InvalidTokenError:
+            raise HttpError(401, "InvalidAuthenticationToken", "The access token is invalid.")
+        if str(claims.get("aud", "")).rstrip("/") not in audiences:
+            raise HttpError(
+                401, "InvalidAuthenticationTokenAudience",
+                f"The access token has an invalid audience {claims.get('aud')!r}.",
+            )
+        with self._lock:
+            principal = self.principals.get(str(claims.get("oid")))
+        if principal is None:
+            raise HttpError(401, "InvalidAuthenticationToken", "The token's principal is gone.")
+        return principal
+
+
+class OAuthError(HttpError):
+    """An OAuth 2.0 error answer: {"error", "error_description"}."""
+
+    def response(self) -> Response:
+        body = {"error": self.code, "error_description": self.message, "error_codes": []}
+        return Response(self.status, body)

@@ -1,0 +1,296 @@
+"""Key Vault state: the management-plane vault resource (Microsoft.KeyVault/vaults) and
+each vault's keys, served on an origin of its own."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from emulator.http import HttpError
+from emulator.services.arm.models import ArmModel, PutContext, TypeHooks, TypeSpec
+from emulator.services.authorization.models import allowed_key_operations
+from emulator.services.entra.models import Principal
+from emulator.services.keyvault import crypto
+
+VAULT_TYPE = "Microsoft.KeyVault/vaults"
+_VAULT_NAME = re.compile(r"^[a-zA-Z](?!.*--)[a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$")
+# From this api-version on, new vaults use Azure RBAC unless told otherwise.
+RBAC_DEFAULT_SINCE = "2026-02-01"
+KEY_PERMISSIONS = frozenset({
+    "all", "get", "list", "create", "import", "update", "delete", "recover", "backup",
+    "restore", "purge", "rotate", "getrotationpolicy", "setrotationpolicy", "encrypt",
+    "decrypt", "wrapkey", "unwrapkey", "sign", "verify", "release",
+})
+
+
+@dataclass
+class KeyVersion:
+    """One version of a key."""
+
+    version: str
+    kty: str
+    material: crypto.PrivateKey
+    key_ops: list[str]
+    enabled: bool = True
+    created: int = field(default_factory=lambda: int(time.time()))
+    updated: int = field(default_factory=lambda: int(time.time()))
+    exp: int | None = None
+    nbf: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StoredKey:
+    """A key: its versions, oldest first, and its soft-delete state."""
+
+    name: str
+    versions: list[KeyVersion] = field(default_factory=list)
+    deleted_date: int | None = None
+    rotation_policy: dict[str, Any] | None = None
+
+    def version(self, version: str | None) -> KeyVersion:
+        """A version by id, or the latest for None/empty."""
+        if not version:
+            return self.versions[-1]
+        for v in self.versions:
+            if v.version == version:
+                return v
+        raise key_not_found(f"{self.name}/{version}")
+
+
+@dataclass
+class VaultData:
+    """The data plane of one vault."""
+
+    resource_id: str
+    name: str
+    port: int
+    keys: dict[str, StoredKey] = field(default_factory=dict)
+
+
+def key_not_found(name: str) -> HttpError:
+    """Key Vault's 404 for a key."""
+    return HttpError(404, "KeyNotFound",
+                     f"A key with (name/id) {name} was not found in this key vault.")
+
+
+class KeyVaultModel:
+    """Every vault's keys, and the access checks against the vault's policies or roles."""
+
+    def __init__(self, arm: ArmModel, listen: Callable[[], int],
+                 unlisten: Callable[[int], None]) -> None:
+        self.arm = arm
+        self._listen, self._unlisten = listen, unlisten
+        self.lock = threading.RLock()
+        self.vaults: dict[int, VaultData] = {}  # by port
+
+    def open_vault(self, resource_id: str, name: str) -> VaultData:
+        """Give a new vault its own origin."""
+        with self.lock:
+            for data in self.vaults.values():
+                if data.resource_id.lower() == resource_id.lower():
+                    return data
+            data = VaultData(resource_id, name, self._listen())
+            self.vaults[data.port] = data
+            return data
+
+    def close_vault(self, resource_id: str) -> None:
+        """Stop serving a deleted vault."""
+        with self.lock:
+            for port, data in list(self.vaults.items()):
+                if data.resource_id.lower() == resource_id.lower():
+                    del self.vaults[port]
+                    self._unlisten(port)
+
+    def vault_for_port(self, port: int) -> tuple[VaultData, dict[str, Any]]:
+        """The vault served on `port` and its ARM resource."""
+        with self.lock:
+            data = self.vaults.get(port)
+        resource = self.arm.get(data.resource_id) if data else None
+        if data is None or resource is None:
+            raise HttpError(404, "VaultNotFound", "No vault is served on this origin.")
+        return data, resource
+
+    def authorize(self, resource: dict[str, Any], principal: Principal, operation: str) -> None:
+        """403 unless the vault's access policies (or, on RBAC vaults, role assignments)
+        effectively grant `operation` on keys to the caller."""
+        props = resource["properties"]
+        op = operation.lower()
+        if props.get("enableRbacAuthorization"):
+            if op in allowed_key_operations(self.arm, resource["id"], principal.object_id):
+                return
+            raise HttpError(
+                403, "Forbidden",
+                f"Caller is not authorized to perform action on resource. Action: "
+                f"'Microsoft.KeyVault/vaults/keys/{op}/action' Caller: appid={principal.client_id};"
+                f"oid={principal.object_id} Vault: {resource['name']}",
+                inner="ForbiddenByRbac",
+            )
+        effective = resource.get("_access_effective", {})
+        for policy in props.get("accessPolicies") or []:
+            if policy.get("objectId") != principal.object_id:
+                continue
+            granted = {p.lower() for p in (policy.get("permissions") or {}).get("keys") or []}
+            if ("all" in granted or op in granted) and time.monotonic() >= effective.get(
+                principal.object_id, 0.0
+            ):
+                return
+        raise HttpError(
+            403, "Forbidden",
+            f"The user, group or application 'appid={principal.client_id};oid="
+            f"{principal.object_id}' does not have keys {op} permission on key vault "
+            f"'{resource['name']}'.",
+            inner="AccessDenied",
+        )
+
+    @staticmethod
+    def new_version(kty: str, material: crypto.PrivateKey, body: dict[str, Any]) -> KeyVersion:
+        """A key version from a create/import request body."""
+        attributes = body.get("attributes") or {}
+        default_ops = (["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"]
+                       if kty.startswith("RSA") else ["sign", "verify"])
+        return KeyVersion(
+            version=secrets.token_hex(16),
+            kty=kty,
+            material=material,
+            key_ops=list(body.get("key_ops") or default_ops),
+            enabled=attributes.get("enabled", True),
+            exp=attributes.get("exp"),
+            nbf=attributes.get("nbf"),
+            tags=dict(body.get("tags") or {}),
+        )
+
+
+class VaultHooks(TypeHooks):
+    """Vault rules of current Azure, and the vault's data-plane origin."""
+
+    def __init__(self, keyvault: KeyVaultModel) -> None:
+        self.keyvault = keyvault
+
+    def validate(self, ctx: PutContext) -> None:
+        name = ctx.rid.name
+        if not _VAULT_NAME.match(name):
+            raise HttpError(
+                400, "VaultNameNotValid",
+                f"The vault name '{name}' is invalid: 3-24 characters, letters, digits and "
+                "single hyphens, starting with a letter and ending with a letter or digit.",
+            )
+        props = ctx.body.get("properties") or {}
+        old = (ctx.existing or {}).get("properties") or {}
+        if not props.get("tenantId") and not old.get("tenantId"):
+            raise HttpError(400, "BadRequest", "The property 'tenantId' is required.")
+        if not props.get("sku") and not old.get("sku"):
+            raise HttpError(400, "BadRequest", "The property 'sku' is required.")
+        if props.get("enableSoftDelete") is False:
+            raise HttpError(
+                400, "BadRequest",
+                'The property "enableSoftDelete" cannot be set to false: soft delete is '
+                "mandatory for key vaults.",
+            )
+        if props.get("enablePurgeProtection") is False:
+            raise HttpError(
+                400, "BadRequest",
+                'The property "enablePurgeProtection" cannot be set to false. Omit it, or '
+                "set it to true (purge protection cannot be disabled once enabled).",
+            )
+        for policy in props.get("accessPolicies") or []:
+            _check_policy(policy)
+        with ctx.arm.lock:
+            for resource in ctx.arm.resources.values():
+                if (resource["type"] == VAULT_TYPE and resource["name"].lower() == name.lower()
+                        and resource["id"].lower() != ctx.rid.id().lower()):
+                    raise HttpError(
+                        409, "VaultAlreadyExists",
+                        f"The vault name '{name}' is already in use. Vault names are globally "
+                        "unique.",
+                    )
+
+    def build(self, ctx: PutContext, resource: dict[str, Any]) -> None:
+        old = (ctx.existing or {}).get("properties") or {}
+        props = resource["properties"] = {**old, **resource["properties"]}
+        props.setdefault("enableSoftDelete", True)
+        props.setdefault("softDeleteRetentionInDays", 90)
+        props.setdefault("enableRbacAuthorization", ctx.api_version >= RBAC_DEFAULT_SINCE)
+        props.setdefault("accessPolicies", [])
+        props.setdefault("enabledForDeployment", False)
+        props.setdefault("enabledForDiskEncryption", False)
+        props.setdefault("enabledForTemplateDeployment", False)
+        props.setdefault("publicNetworkAccess", "Enabled")
+        data = self.keyvault.open_vault(resource["id"], resource["name"])
+        props["vaultUri"] = f"https://127.0.0.1:{data.port}/"
+        previous = (ctx.existing or {}).get("_access_effective", {})
+        resource["_access_effective"] = dict(previous)
+        record_policy_changes(ctx.arm, resource, old.get("accessPolicies") or [],
+                              props["accessPolicies"])
+
+    def deleted(self, arm: ArmModel, resource: dict[str, Any]) -> None:
+        self.keyvault.close_vault(resource["id"])
+
+
+def _check_policy(policy: dict[str, Any]) -> None:
+    for field_name in ("tenantId", "objectId"):
+        if not policy.get(field_name):
+            raise HttpError(400, "BadRequest", f"An access policy lacks '{field_name}'.")
+    for perm in (policy.get("permissions") or {}).get("keys") or []:
+        if perm.lower() not in KEY_PERMISSIONS:
+            raise HttpError(400, "BadRequest", f"'{perm}' is not a valid key permission.")
+
+
+def record_policy_changes(arm: ArmModel, resource: dict[str, Any],
+                          before: list[dict[str, Any]], after: list[dict[str, Any]]) -> None:
+    """A principal whose key permissions changed gets them after the `access-grant` delay."""
+
+    def perms(policies: list[dict[str, Any]]) -> dict[str, set[str]]:
+        return {p["objectId"]: {k.lower() for k in (p.get("permissions") or {}).get("keys") or []}
+                for p in policies}
+
+    old, new = perms(before), perms(after)
+    for object_id, keys in new.items():
+        if keys - old.get(object_id, set()):
+            resource["_access_effective"][object_id] = arm.faults.effect_time("access-grant")
+
+
+def update_access_policies(arm: ArmModel, vault_id: str, kind: str,
+                           policies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The accessPolicies/{add|replace|remove} operation; returns the vault's new list."""
+    if kind not in ("add", "replace", "remove"):
+        raise HttpError(400, "BadRequest", f"Invalid operation kind '{kind}'.")
+    for policy in policies:
+        _check_policy(policy)
+    with arm.lock:
+        vault = arm.require(vault_id)
+        current = vault["properties"].get("accessPolicies") or []
+        merged = {p["objectId"]: {**p, "permissions": dict(p.get("permissions") or {})}
+                  for p in current}
+        for policy in policies:
+            oid = policy["objectId"]
+            entry = merged.setdefault(oid, {**policy, "permissions": {}})
+            for kind_name, wanted in (policy.get("permissions") or {}).items():
+                have = list(entry["permissions"].get(kind_name) or [])
+                if kind == "add":
+                    have += [w for w in wanted if w.lower() not in {h.lower() for h in have}]
+                elif kind == "replace":
+                    have = list(wanted)
+                else:
+                    have = [h for h in have if h.lower() not in {w.lower() for w in wanted}]
+                entry["permissions"][kind_name] = have
+            if not any(entry["permissions"].values()):
+                merged.pop(oid)
+        new = list(merged.values())
+        record_policy_changes(arm, vault, current, new)
+        vault["properties"]["accessPolicies"] = new
+        return new
+
+
+def register_types(arm: ArmModel, keyvault: KeyVaultModel) -> None:
+    """Serve vaults: create polls the vault's provisioningState (RegisteringDns → Succeeded),
+    update (PATCH) and delete answer synchronously, as Azure does."""
+    arm.register_type(TypeSpec(
+        VAULT_TYPE, lro="provisioning-state", create_status=201, patch_lro="sync",
+        pending_state="RegisteringDns", hooks=VaultHooks(keyvault),
+    ))

@@ -1,0 +1,250 @@
+"""Key Vault's HTTP surface: the accessPolicies management operation and each vault's
+data plane (challenge authentication, keys, wrap and unwrap)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from emulator.http import HttpError, Request, Response, Router
+from emulator.services.arm.routes import add_arm_route
+from emulator.services.entra.models import KEYVAULT_AUDIENCES, Principal
+from emulator.services.keyvault import crypto
+from emulator.services.keyvault.models import (
+    KeyVaultModel,
+    KeyVersion,
+    StoredKey,
+    VaultData,
+    key_not_found,
+    update_access_policies,
+)
+
+
+def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: str) -> None:
+    """Add the Key Vault routes; `base_url` is the authority named in the challenge."""
+    arm = keyvault.arm
+
+    def access_policy(request: Request, principal: Principal) -> Response:
+        vault_id = request.path.rsplit("/accessPolicies/", 1)[0]
+        policies = (request.json().get("properties") or {}).get("accessPolicies") or []
+        new = update_access_policies(arm, vault_id, request.params["kind"], policies)
+        return Response(200, {
+            "id": request.path, "name": request.params["kind"],
+            "type": "Microsoft.KeyVault/vaults/accessPolicies",
+            "properties": {"accessPolicies": new},
+        })
+
+    add_arm_route(
+        router, arm, "PUT",
+        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{vault}"
+        "/accessPolicies/{kind}",
+        access_policy,
+    )
+
+    challenge = {
+        "WWW-Authenticate": f'Bearer authorization="{base_url}/{tenant_id}", '
+        f'resource="https://vault.azure.net"'
+    }
+
+    def data_route(method: str, template: str, operation: str, handler: Any) -> None:
+        def served(request: Request) -> Response:
+            if "authorization" not in request.headers:
+                raise HttpError(401, "Unauthorized", "AKV10000: Request is missing a Bearer or "
+                                "PoP token.", headers=challenge)
+            try:
+                principal = arm.entra.authenticate(request.headers["authorization"],
+                                                   KEYVAULT_AUDIENCES)
+            except HttpError as exc:
+                raise HttpError(401, "Unauthorized", exc.message, headers=challenge) from exc
+            if not request.query.get("api-version"):
+                raise HttpError(400, "BadParameter", "The 'api-version' parameter is missing.")
+            data, resource = keyvault.vault_for_port(request.port)
+            keyvault.authorize(resource, principal, operation)
+            with keyvault.lock:
+                return handler(request, data, f"https://{request.host}")
+
+        router.add(method, template, served, ports="vault")
+
+    def live_key(data: VaultData, name: str) -> StoredKey:
+        key = data.keys.get(name.lower())
+        if key is None or key.deleted_date is not None:
+            raise key_not_found(name)
+        return key
+
+    def usable(key: StoredKey, version: str | None, operation: str) -> KeyVersion:
+        v = key.version(version)
+        if not v.enabled:
+            raise HttpError(403, "Forbidden", f"Operation {operation} is not allowed on a "
+                            "disabled key.", inner="KeyDisabled")
+        if operation not in ("get",) and operation not in [o.lower() for o in v.key_ops]:
+            raise HttpError(403, "Forbidden", f"Operation {operation} is not allowed by the "
+                            "key's key_ops.", inner="KeyOperationForbidden")
+        return v
+
+    def bundle(origin: str, key: StoredKey, v: KeyVersion) -> dict[str, Any]:
+        jwk = crypto.public_jwk(v.material, v.kty)
+        jwk["kid"] = f"{origin}/keys/{key.name}/{v.version}"
+        jwk["key_ops"] = v.key_ops
+        return {"key": jwk, "attributes": attributes(v), "tags": v.tags}
+
+    def attributes(v: KeyVersion) -> dict[str, Any]:
+        attrs: dict[str, Any] = {"enabled": v.enabled, "created": v.created,
+                                 "updated": v.updated, "recoveryLevel": "Recoverable",
+                                 "recoverableDays": 90, "exportable": False}
+        if v.exp:
+            attrs["exp"] = v.exp
+        if v.nbf:
+            attrs["nbf"] = v.nbf
+        return attrs
+
+    def add_version(data: VaultData, name: str, v: KeyVersion) -> StoredKey:
+        key = data.keys.get(name.lower())
+        if key is not None and key.deleted_date is not None:
+            raise HttpError(409, "Conflict", f"Key {name} is currently in a deleted but "
+                            "recoverable state, and its name cannot be reused; recover or "
+                            "purge it first.", inner="ObjectIsDeletedButRecoverable")
+        if key is None:
+            key = data.keys[name.lower()] = StoredKey(name)
+        if key.versions and key.versions[0].kty != v.kty:
+            raise HttpError(400, "BadParameter", f"Key {name} is of type {key.versions[0].kty};"
+                            f" a new version cannot be {v.kty}.")
+        key.versions.append(v)
+        return key
+
+    def create_key(request: Request, data: VaultData, origin: str) -> Response:
+        body = request.json()
+        kty = body.get("kty", "")
+        material = crypto.generate(kty, body.get("key_size"), body.get("crv"))
+        key = add_version(data, request.params["name"], keyvault.new_version(kty, material, body))
+        return Response(200, bundle(origin, key, key.versions[-1]))
+
+    def import_key(request: Request, data: VaultData, origin: str) -> Response:
+        body = request.json()
+        jwk = body.get("key") or {}
+        material = crypto.from_jwk(jwk)
+        kty = jwk["kty"] + ("-HSM" if body.get("Hsm") and "-HSM" not in jwk["kty"] else "")
+        body.setdefault("key_ops", jwk.get("key_ops"))
+        key = add_version(data, request.params["name"], keyvault.new_version(kty, material, body))
+        return Response(200, bundle(origin, key, key.versions[-1]))
+
+    def get_key(request: Request, data: VaultData, origin: str) -> Response:
+        key = live_key(data, request.params["name"])
+        return Response(200, bundle(origin, key, key.version(request.params.get("version"))))
+
+    def update_key(request: Request, data: VaultData, origin: str) -> Response:
+        key = live_key(data, request.params["name"])
+        v = key.version(request.params.get("version"))
+        body = request.json()
+        attrs = body.get("attributes") or {}
+        if "enabled" in attrs:
+            v.enabled = bool(attrs["enabled"])
+        for name in ("exp", "nbf"):
+            if name in attrs:
+                setattr(v, name, attrs[name])
+        if body.get("key_ops"):
+            v.key_ops = list(body["key_ops"])
+        if "tags" in body:
+            v.tags = dict(body["tags"] or {})
+        v.updated = int(time.time())
+        return Response(200, bundle(origin, key, v))
+
+    def rotate_key(request: Request, data: VaultData, origin: str) -> Response:
+        key = live_key(data, request.params["name"])
+        latest = key.versions[-1]
+        size = latest.material.key_size if hasattr(latest.material, "key_size") else None
+        curve = next((n for n, c in crypto.CURVES.items()
+                      if getattr(latest.material, "curve", None) is not None
+                      and c.name == latest.material.curve.name), None)  # type: ignore[union-attr]
+        material = crypto.generate(latest.kty, size, curve)
+        v = keyvault.new_version(latest.kty, material,
+                                 {"key_ops": latest.key_ops, "tags": latest.tags})
+        key.versions.append(v)
+        return Response(200, bundle(origin, key, v))
+
+    def key_item(origin: str, key: StoredKey, v: KeyVersion, versioned: bool) -> dict[str, Any]:
+        kid = f"{origin}/keys/{key.name}" + (f"/{v.version}" if versioned else "")
+        return {"kid": kid, "attributes": attributes(v), "tags": v.tags}
+
+    def paged(request: Request, origin: str, items: list[dict[str, Any]]) -> Response:
+        start = int(request.query.get("$skiptoken") or 0)
+        size = int(request.query.get("maxresults") or 25)
+        body: dict[str, Any] = {"value": items[start:start + size], "nextLink": None}
+        if start + size < len(items):
+            body["nextLink"] = (f"{origin}{request.path}?api-version="
+                                f"{request.query['api-version']}&maxresults={size}"
+                                f"&$skiptoken={start + size}")
+        return Response(200, body)
+
+    def list_keys(request: Request, data: VaultData, origin: str) -> Response:
+        keys = sorted((k for k in data.keys.values() if k.deleted_date is None),
+                      key=lambda k: k.name.lower())
+        return paged(request, origin, [key_item(origin, k, k.versions[-1], False) for k in keys])
+
+    def list_versions(request: Request, data: VaultData, origin: str) -> Response:
+        key = live_key(data, request.params["name"])
+        return paged(request, origin, [key_item(origin, key, v, True) for v in key.versions])
+
+    def crypto_op(operation: str, func: Any) -> Any:
+        def handler(request: Request, data: VaultData, origin: str) -> Response:
+            key = live_key(data, request.params["name"])
+            v = usable(key, request.params.get("version"), operation.lower())
+            body = request.json()
+            if not body.get("alg") or not body.get("value"):
+                raise HttpError(400, "BadParameter", "'alg' and 'value' are required.")
+            result = func(v.material, body["alg"], crypto.unb64url(body["value"]), operation)
+            return Response(200, {"kid": f"{origin}/keys/{key.name}/{v.version}",
+                                  "value": crypto.b64url(result)})
+        return handler
+
+    def deleted_bundle(origin: str, key: StoredKey) -> dict[str, Any]:
+        result = bundle(origin, key, key.versions[-1])
+        result.update(recoveryId=f"{origin}/deletedkeys/{key.name}",
+                      deletedDate=key.deleted_date,
+                      scheduledPurgeDate=(key.deleted_date or 0) + 90 * 86400)
+        return result
+
+    def delete_key(request: Request, data: VaultData, origin: str) -> Response:
+        key = live_key(data, request.params["name"])
+        key.deleted_date = int(time.time())
+        return Response(200, deleted_bundle(origin, key))
+
+    def deleted_key(name: str, data: VaultData) -> StoredKey:
+        key = data.keys.get(name.lower())
+        if key is None or key.deleted_date is None:
+            raise HttpError(404, "KeyNotFound", f"Deleted Key not found: {name}")
+        return key
+
+    def get_deleted(request: Request, data: VaultData, origin: str) -> Response:
+        return Response(200, deleted_bundle(origin, deleted_key(request.params["name"], data)))
+
+    def recover_key(request: Request, data: VaultData, origin: str) -> Response:
+        key = deleted_key(request.params["name"], data)
+        key.deleted_date = None
+        return Response(200, bundle(origin, key, key.versions[-1]))
+
+    def purge_key(request: Request, data: VaultData, origin: str) -> Response:
+        key = deleted_key(request.params["name"], data)
+        _, resource = keyvault.vault_for_port(request.port)
+        if resource["properties"].get("enablePurgeProtection"):
+            raise HttpError(403, "Forbidden", "Operation 'purge' is not allowed: the vault has "
+                            "purge protection enabled.", inner="PurgeProtectionEnabled")
+        del data.keys[key.name.lower()]
+        return Response(204)
+
+    data_route("POST", "/keys/{name}/create", "create", create_key)
+    data_route("GET", "/keys", "list", list_keys)
+    data_route("GET", "/keys/{name}/versions", "list", list_versions)
+    data_route("POST", "/keys/{name}/rotate", "rotate", rotate_key)
+    data_route("PUT", "/keys/{name}", "import", import_key)
+    data_route("DELETE", "/keys/{name}", "delete", delete_key)
+    data_route("GET", "/keys/{name}", "get", get_key)
+    data_route("GET", "/keys/{name}/{version}", "get", get_key)
+    data_route("PATCH", "/keys/{name}", "update", update_key)
+    data_route("PATCH", "/keys/{name}/{version}", "update", update_key)
+    for op, func in (("wrapKey", crypto.wrap), ("unwrapKey", crypto.unwrap),
+                     ("encrypt", crypto.wrap), ("decrypt", crypto.unwrap)):
+        data_route("POST", "/keys/{name}/" + op.lower(), op, crypto_op(op, func))
+        data_route("POST", "/keys/{name}/{version}/" + op.lower(), op, crypto_op(op, func))
+    data_route("GET", "/deletedkeys/{name}", "get", get_deleted)
+    data_route("POST", "/deletedkeys/{name}/recover", "recover", recover_key)
+    data_route("DELETE", "/deletedkeys/{name}", "purge", purge_key)

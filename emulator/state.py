@@ -1,0 +1,51 @@
+"""The emulator's whole state: every service's models, wired together."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from emulator.faults import FaultInjector
+from emulator.http import Router
+from emulator.services.arm import routes as arm_routes
+from emulator.services.arm.models import ArmModel
+from emulator.services.authorization import models as authorization_models
+from emulator.services.authorization import routes as authorization_routes
+from emulator.services.entra import routes as entra_routes
+from emulator.services.entra.models import EntraModel, Principal
+from emulator.services.keyvault import models as keyvault_models
+from emulator.services.keyvault import routes as keyvault_routes
+from emulator.services.msi import models as msi_models
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The fixed identifiers a fresh emulator starts with (stable across resets)."""
+
+    tenant_id: str = "72f988bf-0000-4000-8000-00000000b10c"
+    subscription_id: str = "5f6a9e1c-0000-4000-8000-00000000b10c"
+    client_id: str = "0c1d2e3f-0000-4000-8000-00000000b10c"
+    client_secret: str = "emulator-client-secret"
+
+
+class EmulatorState:
+    """Models of every service; `router` serves them. A reset makes a new one."""
+
+    def __init__(self, identity: Identity, base_url: str, listen: Callable[[], int],
+                 unlisten: Callable[[int], None]) -> None:
+        self.faults = FaultInjector()
+        self.entra = EntraModel(identity.tenant_id, self.faults)
+        self.service_principal: Principal = self.entra.add_service_principal(
+            "byok-flows", identity.client_id, identity.client_secret
+        )
+        self.arm = ArmModel(self.entra, self.faults, identity.subscription_id)
+        self.keyvault = keyvault_models.KeyVaultModel(self.arm, listen, unlisten)
+        msi_models.register_types(self.arm)
+        authorization_models.register_types(self.arm)
+        keyvault_models.register_types(self.arm, self.keyvault)
+
+        self.router = Router()
+        entra_routes.register(self.router, self.entra, base_url)
+        keyvault_routes.register(self.router, self.keyvault, base_url, identity.tenant_id)
+        authorization_routes.register(self.router, self.arm)
+        arm_routes.register(self.router, self.arm, base_url)  # generic routes last
