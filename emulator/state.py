@@ -11,6 +11,7 @@ from emulator.services.arm import routes as arm_routes
 from emulator.services.arm.models import ArmModel
 from emulator.services.authorization import models as authorization_models
 from emulator.services.authorization import routes as authorization_routes
+from emulator.services.compute import models as compute_models
 from emulator.services.entra import routes as entra_routes
 from emulator.services.entra.models import EntraModel, Principal
 from emulator.services.keyvault import models as keyvault_models
@@ -43,6 +44,7 @@ class EmulatorState:
         msi_models.register_types(self.arm)
         authorization_models.register_types(self.arm)
         keyvault_models.register_types(self.arm, self.keyvault)
+        compute_models.register_types(self.arm)
 
         self.router = Router()
         entra_routes.register(self.router, self.entra, base_url)

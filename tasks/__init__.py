@@ -1,0 +1,1 @@
+"""Prefect tasks: one per documented step, thin wrappers over the SDK clients."""
