@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 from azure.core.credentials import TokenCredential
 from prefect.blocks.core import Block
@@ -30,7 +30,8 @@ class AzureCredentials(Block):
     )
     tenant_id: str | None = Field(None, description="Entra tenant (directory) id.")
     client_id: str | None = Field(
-        None, description="Application (client) id; for managed_identity, a user-assigned "
+        None,
+        description="Application (client) id; for managed_identity, a user-assigned "
         "identity's client id (empty: the system-assigned identity).",
     )
     client_secret: SecretStr | None = Field(None, description="The client secret.")
@@ -52,18 +53,21 @@ class AzureCredentials(Block):
         None, description="Token authority (Custom cloud), an https URL."
     )
     arm_scope: str | None = Field(
-        None, description="Token scope for ARM; default: the preset's (public Azure's for "
-        "Custom).",
+        None,
+        description="Token scope for ARM; default: the preset's (public Azure's for Custom).",
     )
     verify_keyvault_challenge_resource: bool = Field(
-        True, description="Require Key Vault hosts to be subdomains of the challenge "
+        True,
+        description="Require Key Vault hosts to be subdomains of the challenge "
         "resource; turn off for non-public clouds served from other hosts.",
     )
     ca_bundle: str | None = Field(
         None, description="Path of a PEM CA bundle to trust (private CA, emulator)."
     )
     polling_interval_seconds: float = Field(
-        30.0, ge=0, description="Default wait between long-running-operation polls when the "
+        30.0,
+        ge=0,
+        description="Default wait between long-running-operation polls when the "
         "service sends no Retry-After.",
     )
     retry_total: int = Field(10, ge=0, description="Retries of throttled/failed requests.")
@@ -85,6 +89,11 @@ class AzureCredentials(Block):
                     raise ValueError(f"cloud 'Custom' needs {name} as an https URL, got {value!r}")
         return self
 
+    @classmethod
+    def load_saved(cls, name: str) -> AzureCredentials:
+        """Load a saved block by name (synchronously, typed)."""
+        return cast(AzureCredentials, cls.load(name))
+
     def endpoints(self) -> CloudEndpoints:
         """The effective endpoints: the preset, or the custom URLs."""
         if self.cloud != "Custom":
@@ -97,8 +106,10 @@ class AzureCredentials(Block):
             )
         public = PRESETS["AzurePublicCloud"]
         return CloudEndpoints(
-            str(self.resource_manager_url), str(self.authority_host).rstrip("/"),
-            self.arm_scope or public.arm_scope, public.keyvault_suffix,
+            str(self.resource_manager_url),
+            str(self.authority_host).rstrip("/"),
+            self.arm_scope or public.arm_scope,
+            public.keyvault_suffix,
         )
 
     def get_credential(self) -> TokenCredential:
@@ -121,15 +132,23 @@ class AzureCredentials(Block):
         if self.auth_method == "client_secret":
             assert self.client_secret is not None
             return ClientSecretCredential(
-                str(self.tenant_id), str(self.client_id),
-                self.client_secret.get_secret_value(), **common,
+                str(self.tenant_id),
+                str(self.client_id),
+                self.client_secret.get_secret_value(),
+                **common,
             )
         if self.auth_method == "certificate":
-            password = self.certificate_password.get_secret_value() if (
-                self.certificate_password) else None
+            password = (
+                self.certificate_password.get_secret_value()
+                if (self.certificate_password)
+                else None
+            )
             return CertificateCredential(
-                str(self.tenant_id), str(self.client_id), str(self.certificate_path),
-                password=password, **common,
+                str(self.tenant_id),
+                str(self.client_id),
+                str(self.certificate_path),
+                password=password,
+                **common,
             )
         if self.auth_method == "managed_identity":
             return ManagedIdentityCredential(client_id=self.client_id)

@@ -20,15 +20,21 @@ class CloudEndpoints:
 
 PRESETS: dict[str, CloudEndpoints] = {
     "AzurePublicCloud": CloudEndpoints(
-        "https://management.azure.com/", "https://login.microsoftonline.com",
-        "https://management.azure.com/.default", "vault.azure.net",
+        "https://management.azure.com/",
+        "https://login.microsoftonline.com",
+        "https://management.azure.com/.default",
+        "vault.azure.net",
     ),
     "AzureUSGovernment": CloudEndpoints(
-        "https://management.usgovcloudapi.net/", "https://login.microsoftonline.us",
-        "https://management.usgovcloudapi.net/.default", "vault.usgovcloudapi.net",
+        "https://management.usgovcloudapi.net/",
+        "https://login.microsoftonline.us",
+        "https://management.usgovcloudapi.net/.default",
+        "vault.usgovcloudapi.net",
     ),
     "AzureChinaCloud": CloudEndpoints(
-        "https://management.chinacloudapi.cn/", "https://login.chinacloudapi.cn",
-        "https://management.chinacloudapi.cn/.default", "vault.azure.cn",
+        "https://management.chinacloudapi.cn/",
+        "https://login.chinacloudapi.cn",
+        "https://management.chinacloudapi.cn/.default",
+        "vault.azure.cn",
     ),
 }

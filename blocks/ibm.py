@@ -15,8 +15,10 @@ class IBMCloudCredentials(Block):
     _block_type_slug = "byok-ibm-cloud-credentials"
     _description = "Credentials and endpoints for the byok-flows IBM Cloud procedure."
 
-    api_key: SecretStr = Field(..., description="IBM Cloud API key (also the SoftLayer "
-                               "API password, with user name 'apikey').")
+    api_key: SecretStr = Field(
+        ...,
+        description="IBM Cloud API key (also the SoftLayer API password, with user name 'apikey').",
+    )
     account_id: str = Field(..., description="IBM Cloud account id.")
     region: str = Field("us-south", description="Region of Key Protect and the COS bucket.")
     iam_url: str = Field("https://iam.cloud.ibm.com", description="IAM endpoint.")

@@ -1,1 +1,2 @@
-"""byok-flows: customer-managed-key procedures for Azure and IBM Cloud, and their Prefect-free libraries."""
+"""byok-flows: customer-managed-key procedures for Azure and IBM Cloud, and their
+Prefect-free libraries."""

@@ -88,7 +88,8 @@ class AzureClients:
     def keys(self, vault_url: str) -> KeyClient:
         """Key Vault keys of one vault (the data plane)."""
         return KeyClient(
-            vault_url, self.credential,
+            vault_url,
+            self.credential,
             verify_challenge_resource=self.block.verify_keyvault_challenge_resource,
             **self._transport_options(),
         )
@@ -96,7 +97,8 @@ class AzureClients:
     def crypto(self, key_id: str) -> CryptographyClient:
         """Cryptographic operations with one key (wrap, unwrap…)."""
         return CryptographyClient(
-            key_id, self.credential,
+            key_id,
+            self.credential,
             verify_challenge_resource=self.block.verify_keyvault_challenge_resource,
             **self._transport_options(),
         )

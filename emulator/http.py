@@ -41,7 +41,9 @@ class Request:
         try:
             return json.loads(self.body)
         except ValueError as exc:
-            raise HttpError(400, "InvalidRequestContent", f"The request body is not JSON: {exc}")
+            raise HttpError(
+                400, "InvalidRequestContent", f"The request body is not JSON: {exc}"
+            ) from exc
 
     def form(self) -> dict[str, str]:
         """The body as an url-encoded form."""
@@ -71,7 +73,11 @@ class HttpError(Exception):
     """An error answer in the services' usual shape: {"error": {"code", "message"}}."""
 
     def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
         inner: str | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {message}")
@@ -139,10 +145,12 @@ class Router:
                 return exc.response()
         if allowed:
             return HttpError(
-                405, "UnsupportedOperation",
+                405,
+                "UnsupportedOperation",
                 f"The emulator does not support {request.method} on '{request.path}'.",
             ).response()
         return HttpError(
-            404, "UnsupportedOperation",
+            404,
+            "UnsupportedOperation",
             f"The emulator has no operation for {request.method} '{request.path}'.",
         ).response()

@@ -14,9 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from emulator.faults import Fault
+from emulator.faults import Fault, FaultInjector
 from emulator.http import HttpError, Request, Response, Router
 from emulator.requestlog import LoggedRequest, RequestLog
+from emulator.services.arm.models import ArmModel
 from emulator.state import EmulatorState, Identity
 from emulator.tls import TlsFiles, make_tls_files
 
@@ -49,7 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         super().setup()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the request log records what happened."""
 
     def handle_one_request(self) -> None:
@@ -62,8 +63,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        request = Request.parse(self.command, self.path, headers, body,
-                                self.server.server_address[1])
+        request = Request.parse(
+            self.command, self.path, headers, body, self.server.server_address[1]
+        )
         response = self.server.emulator.handle(request, self.server.ports)
         if response is None:  # connection reset
             self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -83,12 +85,18 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = do_HEAD = _serve
 
 
+def _close(server: _Server) -> None:
+    server.shutdown()
+    server.server_close()
+
+
 class Emulator:
     """The local cloud: start it, point clients at `base_url` trusting `ca_path`, reset it
     between tests, stop it at the end."""
 
-    def __init__(self, port: int = 0, state_dir: Path | None = None,
-                 identity: Identity | None = None) -> None:
+    def __init__(
+        self, port: int = 0, state_dir: Path | None = None, identity: Identity | None = None
+    ) -> None:
         self.identity = identity or Identity()
         self._tmp = None if state_dir else tempfile.TemporaryDirectory(prefix="byok-emulator-")
         self.state_dir = Path(state_dir or self._tmp.name)  # type: ignore[union-attr]
@@ -127,8 +135,9 @@ class Emulator:
         for port in extra:
             self._unlisten(port)
         self.requests.clear()
-        self.state = EmulatorState(self.identity, self.base_url,
-                                   lambda: self._listen("vault"), self._unlisten)
+        self.state = EmulatorState(
+            self.identity, self.base_url, lambda: self._listen("vault"), self._unlisten
+        )
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -139,8 +148,12 @@ class Emulator:
     def _listen(self, ports: str, port: int = 0) -> int:
         server = _Server(self, port, ports)
         actual = server.server_address[1]
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                         name=f"emulator-{ports}-{actual}", daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"emulator-{ports}-{actual}",
+            daemon=True,
+        ).start()
         with self._lock:
             self._servers[actual] = server
         return actual
@@ -149,8 +162,7 @@ class Emulator:
         with self._lock:
             server = self._servers.pop(port, None)
         if server is not None:
-            threading.Thread(target=lambda: (server.shutdown(), server.server_close()),
-                             daemon=True).start()
+            threading.Thread(target=_close, args=(server,), daemon=True).start()
 
     # -- shortcuts for tests and the CLI -----------------------------------------------------
     @property
@@ -159,13 +171,13 @@ class Emulator:
         return self.tls.ca_cert
 
     @property
-    def faults(self):  # type: ignore[no-untyped-def]
+    def faults(self) -> FaultInjector:
         """The fault injector of the current state."""
         assert self.state is not None
         return self.state.faults
 
     @property
-    def arm(self):  # type: ignore[no-untyped-def]
+    def arm(self) -> ArmModel:
         """The ARM model of the current state."""
         assert self.state is not None
         return self.state.arm
@@ -193,11 +205,16 @@ class Emulator:
             response = None
         else:
             response = self._faulted(request, state) or self._route(state.router, request, ports)
-        self.requests.append(LoggedRequest(
-            time.time(), request.method, request.path,
-            "&".join(f"{k}={v}" for k, v in request.query.items()),
-            response.status if response else 0, request.port,
-        ))
+        self.requests.append(
+            LoggedRequest(
+                time.time(),
+                request.method,
+                request.path,
+                "&".join(f"{k}={v}" for k, v in request.query.items()),
+                response.status if response else 0,
+                request.port,
+            )
+        )
         return response
 
     def _faulted(self, request: Request, state: EmulatorState) -> Response | None:
@@ -210,10 +227,14 @@ class Emulator:
         headers = {}
         if fault.retry_after is not None:
             headers["Retry-After"] = f"{fault.retry_after:g}"
-        code = fault.code or {429: "TooManyRequests", 500: "InternalServerError",
-                              503: "ServiceUnavailable"}.get(fault.status, "InjectedFault")
-        return HttpError(fault.status, code, fault.message or "Injected by the emulator.",
-                         headers).response()
+        code = fault.code or {
+            429: "TooManyRequests",
+            500: "InternalServerError",
+            503: "ServiceUnavailable",
+        }.get(fault.status, "InjectedFault")
+        return HttpError(
+            fault.status, code, fault.message or "Injected by the emulator.", headers
+        ).response()
 
     @staticmethod
     def _route(router: Router, request: Request, ports: str) -> Response:
@@ -222,11 +243,12 @@ class Emulator:
         except HttpError as exc:
             return exc.response()
         except Exception as exc:  # an emulator bug: answer like ARM would, never a traceback
-            return HttpError(500, "InternalServerError",
-                             f"The emulator failed: {type(exc).__name__}: {exc}").response()
+            return HttpError(
+                500, "InternalServerError", f"The emulator failed: {type(exc).__name__}: {exc}"
+            ).response()
 
     def _admin(self, request: Request, state: EmulatorState) -> Response:
-        path = request.path[len(ADMIN_PREFIX):].rstrip("/")
+        path = request.path[len(ADMIN_PREFIX) :].rstrip("/")
         try:
             if path == "/faults" and request.method == "POST":
                 fault = state.faults.add(Fault(**request.json()))

@@ -32,8 +32,13 @@ class Identity:
 class EmulatorState:
     """Models of every service; `router` serves them. A reset makes a new one."""
 
-    def __init__(self, identity: Identity, base_url: str, listen: Callable[[], int],
-                 unlisten: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        base_url: str,
+        listen: Callable[[], int],
+        unlisten: Callable[[int], None],
+    ) -> None:
         self.faults = FaultInjector()
         self.entra = EntraModel(identity.tenant_id, self.faults)
         self.service_principal: Principal = self.entra.add_service_principal(

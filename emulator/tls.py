@@ -50,9 +50,15 @@ def make_tls_files(directory: Path) -> TlsFiles:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -86,13 +92,13 @@ def make_tls_files(directory: Path) -> TlsFiles:
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
-    files = TlsFiles(directory / "ca.pem", directory / "server-chain.pem", directory / "server-key.pem")
+    files = TlsFiles(
+        directory / "ca.pem", directory / "server-chain.pem", directory / "server-key.pem"
+    )
     files.ca_cert.write_bytes(ca_cert.public_bytes(pem))
     files.server_chain.write_bytes(leaf_cert.public_bytes(pem) + ca_cert.public_bytes(pem))
     files.server_key.write_bytes(
-        leaf_key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     files.server_key.chmod(0o600)
     return files

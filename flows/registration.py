@@ -24,14 +24,16 @@ class FeatureRegistrationRequest(BaseModel):
         None, description="Subscription to register in; default: the block's."
     )
     namespace: str = Field(
-        "Microsoft.Compute", pattern=r"^[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9]*)+$",
+        "Microsoft.Compute",
+        pattern=r"^[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9]*)+$",
         description="Resource provider namespace of the feature.",
     )
     feature: str = Field(
         "SIGEncryption", min_length=1, description="Feature name (az feature show --name)."
     )
     optional: bool = Field(
-        True, description="An unknown feature means it went GA: continue without it.",
+        True,
+        description="An unknown feature means it went GA: continue without it.",
     )
     timeout_minutes: float = Field(
         60, gt=0, description="How long to wait for Registered (users report 30+ min)."
@@ -59,7 +61,7 @@ def ensure_feature_registration(
 ) -> FeatureRegistrationResult:
     """Register the feature, wait until it is Registered (Pending stops with a clear
     "needs approval" error), then register the resource provider if needed."""
-    credentials = AzureCredentials.load(request.azure_credentials_block)
+    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
     sub, ns, name = request.subscription_id, request.namespace, request.feature
     timeout, poll = request.timeout_minutes * 60, request.poll_seconds
     state = register_feature(credentials, sub, ns, name)
@@ -75,6 +77,9 @@ def ensure_feature_registration(
         state = wait_for_feature(credentials, sub, ns, name, timeout, poll)
     provider_state = ensure_provider_registered(credentials, sub, ns, timeout, poll)
     return FeatureRegistrationResult(
-        namespace=ns, feature=name, feature_state=state, provider_state=provider_state,
+        namespace=ns,
+        feature=name,
+        feature_state=state,
+        provider_state=provider_state,
         skipped=skipped,
     )

@@ -25,22 +25,25 @@ def _approval_required(namespace: str, feature: str):
             "subscription. Ask for access (support request or the feature's sign-up page) "
             "and run the flow again once `az feature show` says Registered."
         )
+
     return make
 
 
 def _feature_state(clients: AzureClients, namespace: str, feature: str, register: bool) -> str:
     features = clients.features().features
     try:
-        result = (features.register(namespace, feature) if register
-                  else features.get(namespace, feature))
+        result = (
+            features.register(namespace, feature) if register else features.get(namespace, feature)
+        )
     except ResourceNotFoundError:
         return FEATURE_NOT_FOUND
     return str(result.properties.state if result.properties else "Unknown")
 
 
 @task(name="Register feature", **STEP_RETRIES)
-def register_feature(credentials: AzureCredentials, subscription_id: str | None,
-                     namespace: str, feature: str) -> str:
+def register_feature(
+    credentials: AzureCredentials, subscription_id: str | None, namespace: str, feature: str
+) -> str:
     """Ask for the feature (a no-op when registered); returns its state, or 'NotFound'
     for a feature the subscription does not know (a preview that went GA)."""
     clients = AzureClients(credentials, subscription_id)
@@ -52,9 +55,14 @@ def register_feature(credentials: AzureCredentials, subscription_id: str | None,
 
 
 @task(name="Wait for feature registration", **STEP_RETRIES)
-def wait_for_feature(credentials: AzureCredentials, subscription_id: str | None,
-                     namespace: str, feature: str, timeout_seconds: float,
-                     poll_seconds: float) -> str:
+def wait_for_feature(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    namespace: str,
+    feature: str,
+    timeout_seconds: float,
+    poll_seconds: float,
+) -> str:
     """Poll the feature until Registered; Pending stops with FeatureApprovalRequired."""
     clients = AzureClients(credentials, subscription_id)
     state = poll_until(
@@ -70,9 +78,13 @@ def wait_for_feature(credentials: AzureCredentials, subscription_id: str | None,
 
 
 @task(name="Register resource provider", **STEP_RETRIES)
-def ensure_provider_registered(credentials: AzureCredentials, subscription_id: str | None,
-                               namespace: str, timeout_seconds: float,
-                               poll_seconds: float) -> str:
+def ensure_provider_registered(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    namespace: str,
+    timeout_seconds: float,
+    poll_seconds: float,
+) -> str:
     """Check the provider; register it and poll until Registered when it is not."""
     providers = AzureClients(credentials, subscription_id).resources().providers
     state = providers.get(namespace).registration_state

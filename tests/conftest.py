@@ -11,9 +11,10 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from blocks.azure import AzureCredentials  # noqa: E402
-from clients.azure import AzureClients  # noqa: E402
-from emulator.server import Emulator  # noqa: E402
+from blocks.azure import AzureCredentials
+from byok.emulator_blocks import emulator_azure_credentials
+from clients.azure import AzureClients
+from emulator.server import Emulator
 
 AZURE_BLOCK = "emulator-azure"
 
@@ -33,21 +34,8 @@ def emulator(emulator_session: Emulator) -> Emulator:
 
 
 def emulator_credentials(emulator: Emulator, **overrides: object) -> AzureCredentials:
-    """An AzureCredentials block pointing at the emulator (short LRO polling)."""
-    values: dict[str, object] = {
-        "tenant_id": emulator.identity.tenant_id,
-        "client_id": emulator.identity.client_id,
-        "client_secret": emulator.identity.client_secret,
-        "subscription_id": emulator.identity.subscription_id,
-        "cloud": "Custom",
-        "resource_manager_url": emulator.base_url + "/",
-        "authority_host": emulator.base_url,
-        "verify_keyvault_challenge_resource": False,
-        "ca_bundle": str(emulator.ca_path),
-        "polling_interval_seconds": 0.02,
-    }
-    values.update(overrides)
-    return AzureCredentials(**values)  # type: ignore[arg-type]
+    """An AzureCredentials block pointing at the emulator, with short LRO polling."""
+    return emulator_azure_credentials(emulator, **{"polling_interval_seconds": 0.02, **overrides})
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import inspect
 import re
-
 from typing import Any
 
 import pytest
@@ -18,17 +17,47 @@ from emulator.services.arm.models import TypeSpec
 # (client, operations group, method doing the initial request, emulated type, what the
 # emulator answers: a TypeSpec field or a fixed status, the statuses the SDK accepts)
 CONTRACT = [
-    ("compute", "disk_encryption_sets", "_create_or_update_initial",
-     "Microsoft.Compute/diskEncryptionSets", "create_status", {200, 202}),
-    ("compute", "disk_encryption_sets", "_update_initial",
-     "Microsoft.Compute/diskEncryptionSets", "update_status", {200, 202}),
-    ("keyvault_management", "vaults", "_create_or_update_initial",
-     "Microsoft.KeyVault/vaults", "create_status", {200, 201}),
+    (
+        "compute",
+        "disk_encryption_sets",
+        "_create_or_update_initial",
+        "Microsoft.Compute/diskEncryptionSets",
+        "create_status",
+        {200, 202},
+    ),
+    (
+        "compute",
+        "disk_encryption_sets",
+        "_update_initial",
+        "Microsoft.Compute/diskEncryptionSets",
+        "update_status",
+        {200, 202},
+    ),
+    (
+        "keyvault_management",
+        "vaults",
+        "_create_or_update_initial",
+        "Microsoft.KeyVault/vaults",
+        "create_status",
+        {200, 201},
+    ),
     ("keyvault_management", "vaults", "update_access_policy", None, 200, {200, 201}),
-    ("msi", "user_assigned_identities", "create_or_update",
-     "Microsoft.ManagedIdentity/userAssignedIdentities", "create_status", {200, 201}),
-    ("authorization", "role_assignments", "create",
-     "Microsoft.Authorization/roleAssignments", "create_status", {200, 201}),
+    (
+        "msi",
+        "user_assigned_identities",
+        "create_or_update",
+        "Microsoft.ManagedIdentity/userAssignedIdentities",
+        "create_status",
+        {200, 201},
+    ),
+    (
+        "authorization",
+        "role_assignments",
+        "create",
+        "Microsoft.Authorization/roleAssignments",
+        "create_status",
+        {200, 201},
+    ),
     ("resources", "resource_groups", "create_or_update", None, 201, {200, 201}),
     ("resources", "resource_groups", "_delete_initial", None, 202, {200, 202}),
     ("features", "features", "register", None, 200, {200}),
@@ -44,11 +73,20 @@ def accepted_statuses(operations: Any, method: str) -> set[int]:
     return {int(code) for code in found[-1].split(",")}
 
 
-@pytest.mark.parametrize(("client", "group", "method", "rtype", "answer", "pinned"), CONTRACT,
-                         ids=[f"{c[1]}.{c[2]}" for c in CONTRACT])
+@pytest.mark.parametrize(
+    ("client", "group", "method", "rtype", "answer", "pinned"),
+    CONTRACT,
+    ids=[f"{c[1]}.{c[2]}" for c in CONTRACT],
+)
 def test_emulator_answers_what_the_sdk_accepts(
-    emulator: Emulator, azure: AzureClients, client: str, group: str, method: str,
-    rtype: str | None, answer: str | int, pinned: set[int],
+    emulator: Emulator,
+    azure: AzureClients,
+    client: str,
+    group: str,
+    method: str,
+    rtype: str | None,
+    answer: str | int,
+    pinned: set[int],
 ) -> None:
     operations = getattr(getattr(azure, client)(), group)
     accepted = accepted_statuses(operations, method)

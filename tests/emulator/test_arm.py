@@ -7,7 +7,11 @@ import time
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from azure.mgmt.compute.models import DiskEncryptionSet, EncryptionSetIdentity, KeyForDiskEncryptionSet
+from azure.mgmt.compute.models import (
+    DiskEncryptionSet,
+    EncryptionSetIdentity,
+    KeyForDiskEncryptionSet,
+)
 
 from clients.azure import AzureClients
 from emulator.faults import Fault
@@ -31,8 +35,11 @@ def group(azure: AzureClients) -> str:
 
 def test_azure_async_operation_style(azure: AzureClients, emulator: Emulator, group: str) -> None:
     emulator.faults.add(Fault("lro-slow", method="PUT", path="diskEncryptionSets", polls=3))
-    des = azure.compute().disk_encryption_sets.begin_create_or_update(
-        group, "des1", des_body()).result()
+    des = (
+        azure.compute()
+        .disk_encryption_sets.begin_create_or_update(group, "des1", des_body())
+        .result()
+    )
     assert des.properties.provisioning_state == "Succeeded"
     assert des.identity.principal_id in emulator.state.entra.principals
     polls = emulator.requests.find("GET", r"/operationStatuses/")
@@ -48,8 +55,9 @@ def test_location_style_delete(azure: AzureClients, emulator: Emulator, group: s
     assert not azure.resources().resource_groups.check_existence(group)
 
 
-def test_resource_group_delete_removes_its_resources(azure: AzureClients, emulator: Emulator,
-                                                     group: str) -> None:
+def test_resource_group_delete_removes_its_resources(
+    azure: AzureClients, emulator: Emulator, group: str
+) -> None:
     azure.msi().user_assigned_identities.create_or_update(group, "id1", {"location": "westeurope"})
     azure.resources().resource_groups.begin_delete(group).result()
     azure.resources().resource_groups.create_or_update(group, {"location": "westeurope"})
@@ -59,8 +67,11 @@ def test_resource_group_delete_removes_its_resources(azure: AzureClients, emulat
 
 def test_provisioning_state_style(azure: AzureClients, emulator: Emulator, group: str) -> None:
     emulator.faults.add(Fault("lro-slow", method="PUT", path="vaults/", polls=3))
-    vault = azure.keyvault_management().vaults.begin_create_or_update(
-        group, "kv-style", vault_parameters(emulator)).result()
+    vault = (
+        azure.keyvault_management()
+        .vaults.begin_create_or_update(group, "kv-style", vault_parameters(emulator))
+        .result()
+    )
     assert vault.properties.provisioning_state == "Succeeded"
     put = emulator.requests.find("PUT", r"/vaults/kv-style$")
     assert put[0].status == 201
@@ -68,8 +79,15 @@ def test_provisioning_state_style(azure: AzureClients, emulator: Emulator, group
 
 
 def test_failed_operation_raises(azure: AzureClients, emulator: Emulator, group: str) -> None:
-    emulator.faults.add(Fault("lro-failed", method="PUT", path="diskEncryptionSets",
-                              code="KeyVaultAccessForbidden", message="no access to the key"))
+    emulator.faults.add(
+        Fault(
+            "lro-failed",
+            method="PUT",
+            path="diskEncryptionSets",
+            code="KeyVaultAccessForbidden",
+            message="no access to the key",
+        )
+    )
     poller = azure.compute().disk_encryption_sets.begin_create_or_update(group, "des1", des_body())
     with pytest.raises(HttpResponseError) as info:
         poller.result()
@@ -78,17 +96,20 @@ def test_failed_operation_raises(azure: AzureClients, emulator: Emulator, group:
     assert des.properties.provisioning_state == "Failed"
 
 
-def test_failed_location_operation_raises(azure: AzureClients, emulator: Emulator,
-                                          group: str) -> None:
+def test_failed_location_operation_raises(
+    azure: AzureClients, emulator: Emulator, group: str
+) -> None:
     emulator.faults.add(Fault("lro-failed", method="DELETE", path="resourceGroups/rg$"))
     with pytest.raises(HttpResponseError):
         azure.resources().resource_groups.begin_delete(group).result()
 
 
-def test_throttling_honours_retry_after(azure: AzureClients, emulator: Emulator,
-                                        group: str) -> None:
-    emulator.faults.add(Fault("status", method="GET", path="resourceGroups/rg$", status=429,
-                              retry_after=1, count=2))
+def test_throttling_honours_retry_after(
+    azure: AzureClients, emulator: Emulator, group: str
+) -> None:
+    emulator.faults.add(
+        Fault("status", method="GET", path="resourceGroups/rg$", status=429, retry_after=1, count=2)
+    )
     started = time.monotonic()
     assert azure.resources().resource_groups.get(group).name == group
     assert time.monotonic() - started >= 2.0  # two waits of Retry-After: 1
@@ -98,8 +119,9 @@ def test_throttling_honours_retry_after(azure: AzureClients, emulator: Emulator,
 
 def test_post_with_503_and_retry_after_is_retried(azure: AzureClients, emulator: Emulator) -> None:
     emulator.arm.configure_feature("Microsoft.Compute", "Retried")
-    emulator.faults.add(Fault("status", method="POST", path="features/Retried/register",
-                              status=503, retry_after=0))
+    emulator.faults.add(
+        Fault("status", method="POST", path="features/Retried/register", status=503, retry_after=0)
+    )
     feature = azure.features().features.register("Microsoft.Compute", "Retried")
     assert feature.properties.state == "Registering"
 
@@ -119,39 +141,48 @@ def test_paging_follows_next_link(azure: AzureClients, emulator: Emulator) -> No
     assert len(emulator.requests.find("GET", r"/resourceGroups$")) == 3
 
 
-def test_user_assigned_identity_gets_server_generated_ids(azure: AzureClients,
-                                                           emulator: Emulator,
-                                                           group: str) -> None:
+def test_user_assigned_identity_gets_server_generated_ids(
+    azure: AzureClients, emulator: Emulator, group: str
+) -> None:
     identity = azure.msi().user_assigned_identities.create_or_update(
-        group, "id1", {"location": "westeurope"})
+        group, "id1", {"location": "westeurope"}
+    )
     assert identity.principal_id in emulator.state.entra.principals
     again = azure.msi().user_assigned_identities.create_or_update(
-        group, "id1", {"location": "westeurope", "tags": {"a": "b"}})
+        group, "id1", {"location": "westeurope", "tags": {"a": "b"}}
+    )
     assert (again.principal_id, again.client_id) == (identity.principal_id, identity.client_id)
 
 
 def test_missing_resource_group_is_refused(azure: AzureClients) -> None:
     with pytest.raises(ResourceNotFoundError) as info:
-        azure.msi().user_assigned_identities.create_or_update("nope", "id1",
-                                                              {"location": "westeurope"})
+        azure.msi().user_assigned_identities.create_or_update(
+            "nope", "id1", {"location": "westeurope"}
+        )
     assert "ResourceGroupNotFound" in str(info.value)
 
 
-def test_unregistered_provider_is_refused(azure: AzureClients, emulator: Emulator,
-                                          group: str) -> None:
+def test_unregistered_provider_is_refused(
+    azure: AzureClients, emulator: Emulator, group: str
+) -> None:
     emulator.arm.configure_provider("Microsoft.ManagedIdentity", "NotRegistered")
-    response = arm_request(emulator, azure, "PUT", f"/resourceGroups/{group}/providers/"
-                           "Microsoft.ManagedIdentity/userAssignedIdentities/id1",
-                           {"location": "westeurope"})
+    response = arm_request(
+        emulator,
+        azure,
+        "PUT",
+        f"/resourceGroups/{group}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1",
+        {"location": "westeurope"},
+    )
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "MissingSubscriptionRegistration"
 
 
-def test_unknown_type_and_missing_api_version_are_arm_errors(azure: AzureClients,
-                                                             emulator: Emulator,
-                                                             group: str) -> None:
-    unknown = arm_request(emulator, azure, "GET",
-                          f"/resourceGroups/{group}/providers/Microsoft.Foo/bars/x")
+def test_unknown_type_and_missing_api_version_are_arm_errors(
+    azure: AzureClients, emulator: Emulator, group: str
+) -> None:
+    unknown = arm_request(
+        emulator, azure, "GET", f"/resourceGroups/{group}/providers/Microsoft.Foo/bars/x"
+    )
     assert unknown.status_code == 400
     assert unknown.json()["error"]["code"] == "InvalidResourceType"
     no_version = arm_request(emulator, azure, "GET", f"/resourceGroups/{group}", api_version="")

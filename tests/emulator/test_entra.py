@@ -12,8 +12,9 @@ from emulator.server import Emulator
 from tests.conftest import emulator_credentials
 
 
-def test_client_secret_credential_gets_a_token(azure_credentials: AzureCredentials,
-                                               emulator: Emulator) -> None:
+def test_client_secret_credential_gets_a_token(
+    azure_credentials: AzureCredentials, emulator: Emulator
+) -> None:
     token = azure_credentials.get_credential().get_token("https://management.azure.com/.default")
     claims = jwt.decode(token.token, options={"verify_signature": False})
     assert claims["aud"] == "https://management.azure.com"
@@ -48,7 +49,9 @@ def test_arm_refuses_requests_without_a_token(emulator: Emulator) -> None:
 
     response = requests.get(
         f"{emulator.base_url}/subscriptions/{emulator.identity.subscription_id}"
-        "/resourceGroups?api-version=2025-04-01", verify=str(emulator.ca_path), timeout=10,
+        "/resourceGroups?api-version=2025-04-01",
+        verify=str(emulator.ca_path),
+        timeout=10,
     )
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "AuthenticationFailed"

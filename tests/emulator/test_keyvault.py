@@ -23,13 +23,17 @@ CRYPTO_SERVICE_ENCRYPTION_USER = "e147488a-f6f5-4113-8e2d-b22465e65bf6"
 @pytest.fixture
 def vault_url(azure: AzureClients, emulator: Emulator) -> str:
     azure.resources().resource_groups.create_or_update("rg", {"location": "westeurope"})
-    vault = azure.keyvault_management().vaults.begin_create_or_update(
-        "rg", "kv1", vault_parameters(emulator)).result()
+    vault = (
+        azure.keyvault_management()
+        .vaults.begin_create_or_update("rg", "kv1", vault_parameters(emulator))
+        .result()
+    )
     return str(vault.properties.vault_uri)
 
 
-def test_challenge_then_create_get_rotate(azure: AzureClients, emulator: Emulator,
-                                          vault_url: str) -> None:
+def test_challenge_then_create_get_rotate(
+    azure: AzureClients, emulator: Emulator, vault_url: str
+) -> None:
     keys = azure.keys(vault_url)
     created = keys.create_rsa_key("k1", size=3072)
     first = emulator.requests.find("POST", r"/keys/k1/create$")
@@ -54,8 +58,9 @@ def test_wrap_unwrap_round_trip(azure: AzureClients, vault_url: str, emulator: E
     assert emulator.requests.find("POST", r"/unwrapkey$")[-1].status == 200
 
 
-def test_imported_key_unwraps_what_its_public_half_wrapped(azure: AzureClients,
-                                                           vault_url: str) -> None:
+def test_imported_key_unwraps_what_its_public_half_wrapped(
+    azure: AzureClients, vault_url: str
+) -> None:
     from azure.keyvault.keys import JsonWebKey
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -66,9 +71,18 @@ def test_imported_key_unwraps_what_its_public_half_wrapped(azure: AzureClients,
     def b(v: int) -> bytes:
         return v.to_bytes((v.bit_length() + 7) // 8, "big")
 
-    jwk = JsonWebKey(kty="RSA", n=b(n.public_numbers.n), e=b(n.public_numbers.e), d=b(n.d),
-                     p=b(n.p), q=b(n.q), dp=b(n.dmp1), dq=b(n.dmq1), qi=b(n.iqmp),
-                     key_ops=["wrapKey", "unwrapKey"])
+    jwk = JsonWebKey(
+        kty="RSA",
+        n=b(n.public_numbers.n),
+        e=b(n.public_numbers.e),
+        d=b(n.d),
+        p=b(n.p),
+        q=b(n.q),
+        dp=b(n.dmp1),
+        dq=b(n.dmq1),
+        qi=b(n.iqmp),
+        key_ops=["wrapKey", "unwrapKey"],
+    )
     imported = azure.keys(vault_url).import_key("imported", jwk)
     oaep = padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)
     wrapped = private.public_key().encrypt(b"k" * 32, oaep)
@@ -89,8 +103,9 @@ def test_missing_key_is_404(azure: AzureClients, vault_url: str) -> None:
         azure.keys(vault_url).get_key("absent")
 
 
-def test_deleted_key_is_recoverable_and_purge_protected(azure: AzureClients,
-                                                        vault_url: str) -> None:
+def test_deleted_key_is_recoverable_and_purge_protected(
+    azure: AzureClients, vault_url: str
+) -> None:
     keys = azure.keys(vault_url)
     keys.create_rsa_key("gone")
     keys.begin_delete_key("gone").result()
@@ -105,8 +120,13 @@ def test_deleted_key_is_recoverable_and_purge_protected(azure: AzureClients,
 
 def test_access_policy_limits_operations(azure: AzureClients, emulator: Emulator) -> None:
     azure.resources().resource_groups.create_or_update("rg", {"location": "westeurope"})
-    vault = azure.keyvault_management().vaults.begin_create_or_update(
-        "rg", "kv-limited", vault_parameters(emulator, key_permissions=["get", "list"])).result()
+    vault = (
+        azure.keyvault_management()
+        .vaults.begin_create_or_update(
+            "rg", "kv-limited", vault_parameters(emulator, key_permissions=["get", "list"])
+        )
+        .result()
+    )
     with pytest.raises(HttpResponseError) as info:
         azure.keys(str(vault.properties.vault_uri)).create_rsa_key("k1")
     assert info.value.status_code == 403
@@ -122,36 +142,61 @@ def test_vault_rules(azure: AzureClients, emulator: Emulator) -> None:
     assert "enablePurgeProtection" in str(info.value)
     with pytest.raises(HttpResponseError) as info:
         azure.keyvault_management().vaults.begin_create_or_update(
-            "rg", "1-bad-name", vault_parameters(emulator)).result()
+            "rg", "1-bad-name", vault_parameters(emulator)
+        ).result()
     assert "VaultNameNotValid" in str(info.value)
 
 
-def test_vaults_default_to_rbac_on_current_api_versions(azure: AzureClients,
-                                                        emulator: Emulator) -> None:
+def test_vaults_default_to_rbac_on_current_api_versions(
+    azure: AzureClients, emulator: Emulator
+) -> None:
     azure.resources().resource_groups.create_or_update("rg", {"location": "westeurope"})
-    body = {"location": "westeurope", "properties": {
-        "tenantId": emulator.identity.tenant_id, "sku": {"family": "A", "name": "standard"}}}
-    new = arm_request(emulator, azure, "PUT", "/resourceGroups/rg/providers/"
-                      "Microsoft.KeyVault/vaults/kv-new", body, api_version="2026-05-15")
-    old = arm_request(emulator, azure, "PUT", "/resourceGroups/rg/providers/"
-                      "Microsoft.KeyVault/vaults/kv-old", body, api_version="2024-11-01")
+    body = {
+        "location": "westeurope",
+        "properties": {
+            "tenantId": emulator.identity.tenant_id,
+            "sku": {"family": "A", "name": "standard"},
+        },
+    }
+    new = arm_request(
+        emulator,
+        azure,
+        "PUT",
+        "/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-new",
+        body,
+        api_version="2026-05-15",
+    )
+    old = arm_request(
+        emulator,
+        azure,
+        "PUT",
+        "/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-old",
+        body,
+        api_version="2024-11-01",
+    )
     assert new.json()["properties"]["enableRbacAuthorization"] is True
     assert old.json()["properties"]["enableRbacAuthorization"] is False
     assert new.json()["properties"]["enableSoftDelete"] is True
 
 
-def test_rbac_grant_takes_effect_after_propagation(azure: AzureClients,
-                                                   emulator: Emulator) -> None:
+def test_rbac_grant_takes_effect_after_propagation(azure: AzureClients, emulator: Emulator) -> None:
     azure.resources().resource_groups.create_or_update("rg", {"location": "westeurope"})
-    vault = azure.keyvault_management().vaults.begin_create_or_update(
-        "rg", "kv-rbac", vault_parameters(emulator, rbac=True)).result()
+    vault = (
+        azure.keyvault_management()
+        .vaults.begin_create_or_update("rg", "kv-rbac", vault_parameters(emulator, rbac=True))
+        .result()
+    )
     me = emulator.state.service_principal.object_id
     officer = "14b46e9e-c2b7-41b4-b07b-48a6ebf60603"
     emulator.faults.add(Fault("delayed-effect", effect="access-grant", seconds=1.0))
     azure.authorization().role_assignments.create(
-        vault.id, str(uuid.uuid4()),
-        {"role_definition_id": f"{vault.id}/providers/Microsoft.Authorization/roleDefinitions/"
-                               f"{officer}", "principal_id": me},
+        vault.id,
+        str(uuid.uuid4()),
+        {
+            "role_definition_id": f"{vault.id}/providers/Microsoft.Authorization/roleDefinitions/"
+            f"{officer}",
+            "principal_id": me,
+        },
     )
     keys = azure.keys(str(vault.properties.vault_uri))
     with pytest.raises(HttpResponseError) as info:
@@ -161,32 +206,41 @@ def test_rbac_grant_takes_effect_after_propagation(azure: AzureClients,
     assert keys.create_rsa_key("k1").name == "k1"
 
 
-def test_role_assignment_for_an_unseen_principal_fails(azure: AzureClients,
-                                                        emulator: Emulator) -> None:
+def test_role_assignment_for_an_unseen_principal_fails(
+    azure: AzureClients, emulator: Emulator
+) -> None:
     azure.resources().resource_groups.create_or_update("rg", {"location": "westeurope"})
     emulator.faults.add(Fault("delayed-effect", effect="principal-visible", seconds=30))
     identity = azure.msi().user_assigned_identities.create_or_update(
-        "rg", "id1", {"location": "westeurope"})
+        "rg", "id1", {"location": "westeurope"}
+    )
     scope = f"/subscriptions/{emulator.identity.subscription_id}/resourceGroups/rg"
     with pytest.raises(HttpResponseError) as info:
         azure.authorization().role_assignments.create(
-            scope, str(uuid.uuid4()),
-            {"role_definition_id": f"{scope}/providers/Microsoft.Authorization/"
-                                   f"roleDefinitions/{CRYPTO_SERVICE_ENCRYPTION_USER}",
-             "principal_id": identity.principal_id},
+            scope,
+            str(uuid.uuid4()),
+            {
+                "role_definition_id": f"{scope}/providers/Microsoft.Authorization/"
+                f"roleDefinitions/{CRYPTO_SERVICE_ENCRYPTION_USER}",
+                "principal_id": identity.principal_id,
+            },
         )
     assert "PrincipalNotFound" in str(info.value)
 
 
 def test_role_definition_lookup_by_name(azure: AzureClients, emulator: Emulator) -> None:
     scope = f"/subscriptions/{emulator.identity.subscription_id}"
-    found = list(azure.authorization().role_definitions.list(
-        scope, filter="roleName eq 'Key Vault Crypto Service Encryption User'"))
+    found = list(
+        azure.authorization().role_definitions.list(
+            scope, filter="roleName eq 'Key Vault Crypto Service Encryption User'"
+        )
+    )
     assert [d.name for d in found] == [CRYPTO_SERVICE_ENCRYPTION_USER]
 
 
-def test_access_policy_add_and_remove(azure: AzureClients, emulator: Emulator,
-                                      vault_url: str) -> None:
+def test_access_policy_add_and_remove(
+    azure: AzureClients, emulator: Emulator, vault_url: str
+) -> None:
     from azure.mgmt.keyvault.models import (
         AccessPolicyEntry,
         Permissions,
@@ -198,10 +252,21 @@ def test_access_policy_add_and_remove(azure: AzureClients, emulator: Emulator,
 
     def update(kind: str, perms: list[str]) -> None:
         azure.keyvault_management().vaults.update_access_policy(
-            "rg", "kv1", kind, VaultAccessPolicyParameters(properties=VaultAccessPolicyProperties(
-                access_policies=[AccessPolicyEntry(
-                    tenant_id=emulator.identity.tenant_id, object_id=other,
-                    permissions=Permissions(keys_property=perms))])))
+            "rg",
+            "kv1",
+            kind,
+            VaultAccessPolicyParameters(
+                properties=VaultAccessPolicyProperties(
+                    access_policies=[
+                        AccessPolicyEntry(
+                            tenant_id=emulator.identity.tenant_id,
+                            object_id=other,
+                            permissions=Permissions(keys_property=perms),
+                        )
+                    ]
+                )
+            ),
+        )
 
     update("add", ["get", "wrapKey"])
     update("add", ["unwrapKey", "get"])

@@ -98,7 +98,10 @@ class Operation:
     def status_body(self) -> dict[str, Any]:
         """The Azure-AsyncOperation status document."""
         body: dict[str, Any] = {
-            "id": self.id, "name": self.id, "status": self.status, "startTime": self.start_time
+            "id": self.id,
+            "name": self.id,
+            "status": self.status,
+            "startTime": self.start_time,
         }
         if self.end_time:
             body["endTime"] = self.end_time
@@ -153,9 +156,15 @@ class Provider:
 
 
 DEFAULT_NAMESPACES = (
-    "Microsoft.Authorization", "Microsoft.Compute", "Microsoft.ContainerRegistry",
-    "Microsoft.ContainerService", "Microsoft.Features", "Microsoft.KeyVault",
-    "Microsoft.ManagedIdentity", "Microsoft.Network", "Microsoft.Resources",
+    "Microsoft.Authorization",
+    "Microsoft.Compute",
+    "Microsoft.ContainerRegistry",
+    "Microsoft.ContainerService",
+    "Microsoft.Features",
+    "Microsoft.KeyVault",
+    "Microsoft.ManagedIdentity",
+    "Microsoft.Network",
+    "Microsoft.Resources",
 )
 
 
@@ -191,8 +200,13 @@ class ArmModel:
         self.providers.setdefault(namespace.lower(), Provider(namespace))
 
     def configure_feature(
-        self, namespace: str, name: str, behaviour: str = "auto", polls: int = 2,
-        seconds: float = 0.0, state: str = "NotRegistered",
+        self,
+        namespace: str,
+        name: str,
+        behaviour: str = "auto",
+        polls: int = 2,
+        seconds: float = 0.0,
+        state: str = "NotRegistered",
     ) -> Feature:
         """Declare how a preview feature behaves: 'auto' registers after `polls` polls and
         `seconds` seconds, 'pending' waits for an approval that never comes, 'unknown' is
@@ -217,7 +231,9 @@ class ArmModel:
         sub = self.subscriptions.get(subscription_id.lower())
         if sub is None:
             raise HttpError(
-                404, "SubscriptionNotFound", f"The subscription '{subscription_id}' could not be found."
+                404,
+                "SubscriptionNotFound",
+                f"The subscription '{subscription_id}' could not be found.",
             )
         return sub
 
@@ -242,7 +258,8 @@ class ArmModel:
             except HttpError:
                 what = f"Resource '{resource_id}'"
             raise HttpError(
-                404, "ResourceNotFound",
+                404,
+                "ResourceNotFound",
                 f"{what} under resource group '{ids.resource_group_of(resource_id)}' "
                 "was not found.",
             )
@@ -255,7 +272,8 @@ class ArmModel:
         wanted = full_type.lower()
         with self.lock:
             found = [
-                r for key, r in self.resources.items()
+                r
+                for key, r in self.resources.items()
                 if key.startswith(prefix) and r.get("type", "").lower() == wanted
             ]
         return sorted(found, key=lambda r: r["id"].lower())
@@ -271,7 +289,8 @@ class ArmModel:
             existing = self.resources.get(rg_id.lower())
             if existing and existing["location"] != body["location"].lower().replace(" ", ""):
                 raise HttpError(
-                    409, "InvalidResourceGroupLocation",
+                    409,
+                    "InvalidResourceGroupLocation",
                     f"Invalid resource group location '{body['location']}'. The Resource group "
                     f"already exists in location '{existing['location']}'.",
                 )
@@ -294,8 +313,14 @@ class ArmModel:
             return None
         with self.lock:
             group["properties"]["provisioningState"] = "Deleting"
-            return self._start_operation("delete", group["id"], "Microsoft.Resources",
-                                         group["location"], "DELETE", group["id"])
+            return self._start_operation(
+                "delete",
+                group["id"],
+                "Microsoft.Resources",
+                group["location"],
+                "DELETE",
+                group["id"],
+            )
 
     def resource_group(self, resource_id: str) -> dict[str, Any]:
         """The group a resource id lives in, or 404 ResourceGroupNotFound."""
@@ -304,7 +329,9 @@ class ArmModel:
         name = ids.resource_group_of(resource_id)
         group = self.get(f"/subscriptions/{sub}/resourceGroups/{name}") if name else None
         if group is None:
-            raise HttpError(404, "ResourceGroupNotFound", f"Resource group '{name}' could not be found.")
+            raise HttpError(
+                404, "ResourceGroupNotFound", f"Resource group '{name}' could not be found."
+            )
         return group
 
     # -- generic resources -----------------------------------------------------------------
@@ -313,7 +340,8 @@ class ArmModel:
         spec = self.types.get(rid.full_type.lower())
         if spec is None:
             raise HttpError(
-                400, "InvalidResourceType",
+                400,
+                "InvalidResourceType",
                 f"The resource type '{'/'.join(rid.types)}' could not be found in the namespace "
                 f"'{rid.namespace}' (the emulator does not serve it).",
             )
@@ -324,14 +352,20 @@ class ArmModel:
         provider = self.provider(namespace)
         if provider.state != "Registered":
             raise HttpError(
-                409, "MissingSubscriptionRegistration",
+                409,
+                "MissingSubscriptionRegistration",
                 f"The subscription is not registered to use namespace '{provider.namespace}'. "
                 "See https://aka.ms/rps-not-found for how to register subscriptions.",
             )
 
-    def put(self, path: str, body: dict[str, Any], principal: Principal | None,
-            method: str = "PUT", api_version: str = ""
-            ) -> tuple[int, dict[str, Any], Operation | None]:
+    def put(
+        self,
+        path: str,
+        body: dict[str, Any],
+        principal: Principal | None,
+        method: str = "PUT",
+        api_version: str = "",
+    ) -> tuple[int, dict[str, Any], Operation | None]:
         """Create or replace (PUT) or update (PATCH) a resource."""
         rid = ids.parse(path)
         self.resource_group(path) if rid.resource_group else self.subscription(rid.subscription)
@@ -347,7 +381,8 @@ class ArmModel:
                 self.require(rid.parent)
             if existing and existing.get("_operation"):
                 raise HttpError(
-                    409, "AnotherOperationInProgress",
+                    409,
+                    "AnotherOperationInProgress",
                     f"Another operation on '{rid.name}' is in progress; retry after it completes.",
                 )
             ctx = PutContext(self, rid, body, existing, principal, method, api_version)
@@ -361,12 +396,22 @@ class ArmModel:
             if style == "sync":
                 resource.setdefault("properties", {})["provisioningState"] = "Succeeded"
                 spec.hooks.succeeded(self, resource)
-                return (spec.update_status if existing else spec.create_status), public(resource), None
+                return (
+                    (spec.update_status if existing else spec.create_status),
+                    public(resource),
+                    None,
+                )
             resource.setdefault("properties", {})["provisioningState"] = spec.pending_state or (
                 "Updating" if existing else "Creating"
             )
-            op = self._start_operation("put", resource["id"], rid.namespace,
-                                       resource.get("location", "global"), method, path)
+            op = self._start_operation(
+                "put",
+                resource["id"],
+                rid.namespace,
+                resource.get("location", "global"),
+                method,
+                path,
+            )
             status = spec.update_status if existing else spec.create_status
             return status, public(resource), op
 
@@ -379,23 +424,27 @@ class ArmModel:
             "type": spec.type,
         }
         if spec.tracked:
-            resource["location"] = (body.get("location") or existing["location"]).lower().replace(" ", "")
+            resource["location"] = (
+                (body.get("location") or existing["location"]).lower().replace(" ", "")
+            )
             resource["tags"] = body.get("tags") or {}
         for key in ("sku", "kind", "zones", "plan", "extendedLocation"):
             if key in body:
                 resource[key] = body[key]
         resource["properties"] = body.get("properties") or {}
         if "identity" in body or "identity" in existing:
-            resource["identity"] = self._identity(body.get("identity"), existing.get("identity"),
-                                                  resource["name"])
+            resource["identity"] = self._identity(
+                body.get("identity"), existing.get("identity"), resource["name"]
+            )
         resource["systemData"] = {
             "createdAt": existing.get("systemData", {}).get("createdAt", utc_now()),
             "lastModifiedAt": utc_now(),
         }
         return resource
 
-    def _identity(self, wanted: dict[str, Any] | None, current: dict[str, Any] | None,
-                  name: str) -> dict[str, Any]:
+    def _identity(
+        self, wanted: dict[str, Any] | None, current: dict[str, Any] | None, name: str
+    ) -> dict[str, Any]:
         """Resolve a resource's managed identities: a system-assigned principal is created
         (kept across updates); user-assigned ones must exist and their ids are filled in."""
         wanted = wanted if wanted is not None else (current or {"type": "None"})
@@ -416,7 +465,8 @@ class ArmModel:
                 uai = self.get(uid)
                 if uai is None or uai["type"].lower() != USER_ASSIGNED_IDENTITY_TYPE.lower():
                     raise HttpError(
-                        400, "InvalidUserAssignedIdentity",
+                        400,
+                        "InvalidUserAssignedIdentity",
                         f"The user-assigned identity '{uid}' was not found.",
                     )
                 resolved[uai["id"]] = {
@@ -425,7 +475,8 @@ class ArmModel:
                 }
             if not resolved:
                 raise HttpError(
-                    400, "InvalidIdentity",
+                    400,
+                    "InvalidIdentity",
                     "Identity type UserAssigned needs at least one userAssignedIdentities entry.",
                 )
             identity["userAssignedIdentities"] = resolved
@@ -444,8 +495,14 @@ class ArmModel:
                 self._remove(resource)
                 return 200, None
             resource["properties"]["provisioningState"] = "Deleting"
-            op = self._start_operation("delete", resource["id"], rid.namespace,
-                                       resource.get("location", "global"), "DELETE", path)
+            op = self._start_operation(
+                "delete",
+                resource["id"],
+                rid.namespace,
+                resource.get("location", "global"),
+                "DELETE",
+                path,
+            )
             return 202, op
 
     def _remove(self, resource: dict[str, Any]) -> None:
@@ -466,14 +523,16 @@ class ArmModel:
         handler = spec.actions.get(action.lower())
         if handler is None:
             raise HttpError(
-                400, "UnsupportedOperation",
+                400,
+                "UnsupportedOperation",
                 f"The emulator does not support the action '{action}' on '{spec.type}'.",
             )
         return handler(self, resource, body)
 
     # -- long-running operations -----------------------------------------------------------
-    def _start_operation(self, kind: str, resource_id: str, namespace: str, location: str,
-                         method: str, path: str) -> Operation:
+    def _start_operation(
+        self, kind: str, resource_id: str, namespace: str, location: str, method: str, path: str
+    ) -> Operation:
         fail = self.faults.take("lro-failed", method, path)
         slow = self.faults.take("lro-slow", method, path)
         op = Operation(
@@ -536,7 +595,8 @@ class ArmModel:
             provider = self.providers.get(namespace.lower())
             if provider is None:
                 raise HttpError(
-                    404, "InvalidResourceNamespace",
+                    404,
+                    "InvalidResourceNamespace",
                     f"The resource namespace '{namespace}' is invalid.",
                 )
             if provider.state == "Registering":
@@ -561,7 +621,8 @@ class ArmModel:
             feature = self.features.get((namespace.lower(), name.lower()))
             if feature is None or feature.behaviour == "unknown":
                 raise HttpError(
-                    404, "FeatureNotFound",
+                    404,
+                    "FeatureNotFound",
                     f"The feature '{name}' could not be found in namespace '{namespace}'.",
                 )
             if feature.state == "Registering":

@@ -24,7 +24,8 @@ def add_arm_route(
         principal = arm.entra.authenticate(request.headers.get("authorization"), ARM_AUDIENCES)
         if not request.query.get("api-version"):
             raise HttpError(
-                400, "MissingApiVersionParameter",
+                400,
+                "MissingApiVersionParameter",
                 "The api-version query parameter (?api-version=) is required for all requests.",
             )
         return handler(request, principal)
@@ -50,8 +51,10 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
 
     def monitor_url(op: Operation, kind: str, request: Request) -> str:
         query = urlencode({"api-version": request.query["api-version"]})
-        return (f"{base_url}/subscriptions/{ids.subscription_of(op.resource_id)}/providers/"
-                f"{op.namespace}/locations/{op.location}/{kind}/{op.id}?{query}")
+        return (
+            f"{base_url}/subscriptions/{ids.subscription_of(op.resource_id)}/providers/"
+            f"{op.namespace}/locations/{op.location}/{kind}/{op.id}?{query}"
+        )
 
     def lro_headers(op: Operation | None, style: str, request: Request) -> dict[str, str]:
         if op is None:
@@ -74,8 +77,17 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
 
     def list_tenants(request: Request, principal: Principal) -> Response:
         tenant = arm.entra.tenant_id
-        return page(request, [{"id": f"/tenants/{tenant}", "tenantId": tenant,
-                               "displayName": "byok emulator", "tenantCategory": "Home"}])
+        return page(
+            request,
+            [
+                {
+                    "id": f"/tenants/{tenant}",
+                    "tenantId": tenant,
+                    "displayName": "byok emulator",
+                    "tenantCategory": "Home",
+                }
+            ],
+        )
 
     router.add("GET", "/metadata/endpoints", metadata)
     arm_route("GET", "/subscriptions", list_subscriptions)
@@ -87,8 +99,9 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
         return f"/subscriptions/{request.params['sub']}/resourceGroups/{request.params['rg']}"
 
     def put_group(request: Request, principal: Principal) -> Response:
-        status, body = arm.put_resource_group(request.params["sub"], request.params["rg"],
-                                              request.json())
+        status, body = arm.put_resource_group(
+            request.params["sub"], request.params["rg"], request.json()
+        )
         return Response(status, body)
 
     def get_group(request: Request, principal: Principal) -> Response:
@@ -107,15 +120,22 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
     def delete_group(request: Request, principal: Principal) -> Response:
         op = arm.delete_resource_group(request.params["sub"], request.params["rg"])
         if op is None:
-            raise HttpError(404, "ResourceGroupNotFound",
-                            f"Resource group '{request.params['rg']}' could not be found.")
+            raise HttpError(
+                404,
+                "ResourceGroupNotFound",
+                f"Resource group '{request.params['rg']}' could not be found.",
+            )
         return Response(202, None, lro_headers(op, "location", request))
 
     def list_groups(request: Request, principal: Principal) -> Response:
         sub = request.params["sub"]
         arm.subscription(sub)
-        return page(request, arm.children(f"/subscriptions/{sub}/resourceGroups",
-                                          "Microsoft.Resources/resourceGroups"))
+        return page(
+            request,
+            arm.children(
+                f"/subscriptions/{sub}/resourceGroups", "Microsoft.Resources/resourceGroups"
+            ),
+        )
 
     def list_group_resources(request: Request, principal: Principal) -> Response:
         group = arm.resource_group(rg_id(request))
@@ -153,16 +173,21 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
     # -- providers -------------------------------------------------------------------------
     def provider_json(request: Request, namespace: str) -> dict[str, Any]:
         provider = arm.provider(namespace)
-        types = sorted({t.split("/", 1)[1] for t in
-                        (s.type for s in arm.types.values())
-                        if t.lower().startswith(provider.namespace.lower() + "/")})
+        types = sorted(
+            {
+                t.split("/", 1)[1]
+                for t in (s.type for s in arm.types.values())
+                if t.lower().startswith(provider.namespace.lower() + "/")
+            }
+        )
         return {
             "id": f"/subscriptions/{request.params['sub']}/providers/{provider.namespace}",
             "namespace": provider.namespace,
             "registrationState": provider.state,
             "registrationPolicy": "RegistrationRequired",
-            "resourceTypes": [{"resourceType": t, "locations": [], "apiVersions": []}
-                              for t in types],
+            "resourceTypes": [
+                {"resourceType": t, "locations": [], "apiVersions": []} for t in types
+            ],
         }
 
     def get_provider(request: Request, principal: Principal) -> Response:
@@ -171,8 +196,13 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
 
     def list_providers(request: Request, principal: Principal) -> Response:
         arm.subscription(request.params["sub"])
-        return page(request, [provider_json(request, p.namespace)
-                              for p in sorted(arm.providers.values(), key=lambda p: p.namespace)])
+        return page(
+            request,
+            [
+                provider_json(request, p.namespace)
+                for p in sorted(arm.providers.values(), key=lambda p: p.namespace)
+            ],
+        )
 
     def register_provider(request: Request, principal: Principal) -> Response:
         arm.subscription(request.params["sub"])
@@ -206,8 +236,12 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
         sub = arm.subscription(request.params["sub"])["subscriptionId"]
         namespace = request.params.get("ns")
         with arm.lock:
-            found = [f for f in arm.features.values() if f.behaviour != "unknown"
-                     and (namespace is None or f.namespace.lower() == namespace.lower())]
+            found = [
+                f
+                for f in arm.features.values()
+                if f.behaviour != "unknown"
+                and (namespace is None or f.namespace.lower() == namespace.lower())
+            ]
         return page(request, [f.to_json(sub) for f in found])
 
     arm_route("GET", features, list_features)
@@ -236,11 +270,19 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
                 parent = request.path.rstrip("/").rsplit("/", 1)
                 result = arm.action(parent[0], parent[1], request.json())
                 return result if isinstance(result, Response) else Response(200, result)
-            raise HttpError(405, "UnsupportedOperation",
-                            f"The emulator does not support {request.method} on '{request.path}'.")
+            raise HttpError(
+                405,
+                "UnsupportedOperation",
+                f"The emulator does not support {request.method} on '{request.path}'.",
+            )
         if request.method in ("PUT", "PATCH"):
-            status, body, op = arm.put(request.path, request.json(), principal, request.method,
-                                       request.query["api-version"])
+            status, body, op = arm.put(
+                request.path,
+                request.json(),
+                principal,
+                request.method,
+                request.query["api-version"],
+            )
             return Response(status, body, lro_headers(op, spec.lro_for(request.method), request))
         if request.method == "DELETE":
             status, op = arm.delete(request.path)

@@ -24,8 +24,9 @@ class RoleDefinition:
 
     def to_json(self, scope: str) -> dict[str, Any]:
         """The role definition as ARM serves it."""
-        data_actions = sorted(f"Microsoft.KeyVault/vaults/keys/{op}/action"
-                              for op in self.key_operations)
+        data_actions = sorted(
+            f"Microsoft.KeyVault/vaults/keys/{op}/action" for op in self.key_operations
+        )
         return {
             "id": f"{scope}/providers/{ROLE_DEFINITION_TYPE}/{self.id}",
             "name": self.id,
@@ -35,41 +36,102 @@ class RoleDefinition:
                 "type": "BuiltInRole",
                 "description": self.description,
                 "assignableScopes": ["/"],
-                "permissions": [{"actions": [], "notActions": [],
-                                 "dataActions": data_actions, "notDataActions": []}],
+                "permissions": [
+                    {
+                        "actions": [],
+                        "notActions": [],
+                        "dataActions": data_actions,
+                        "notDataActions": [],
+                    }
+                ],
             },
         }
 
 
-_ALL_KEY_OPS = frozenset({
-    "get", "list", "create", "import", "update", "delete", "recover", "backup", "restore",
-    "purge", "rotate", "getrotationpolicy", "setrotationpolicy", "encrypt", "decrypt",
-    "wrapkey", "unwrapkey", "sign", "verify", "release",
-})
+_ALL_KEY_OPS = frozenset(
+    {
+        "get",
+        "list",
+        "create",
+        "import",
+        "update",
+        "delete",
+        "recover",
+        "backup",
+        "restore",
+        "purge",
+        "rotate",
+        "getrotationpolicy",
+        "setrotationpolicy",
+        "encrypt",
+        "decrypt",
+        "wrapkey",
+        "unwrapkey",
+        "sign",
+        "verify",
+        "release",
+    }
+)
 BUILT_IN_ROLES = {
     role.id: role
     for role in (
-        RoleDefinition("00482a5a-887f-4fb3-b363-3b7fe8e74483", "Key Vault Administrator",
-                       _ALL_KEY_OPS, "Perform all data plane operations on a key vault."),
-        RoleDefinition("14b46e9e-c2b7-41b4-b07b-48a6ebf60603", "Key Vault Crypto Officer",
-                       _ALL_KEY_OPS, "Perform any action on the keys of a key vault."),
-        RoleDefinition("e147488a-f6f5-4113-8e2d-b22465e65bf6",
-                       "Key Vault Crypto Service Encryption User",
-                       frozenset({"get", "wrapkey", "unwrapkey"}),
-                       "Read metadata of keys and perform wrap/unwrap operations."),
-        RoleDefinition("12338af0-0e69-4776-bea7-57ae8d297424", "Key Vault Crypto User",
-                       frozenset({"get", "list", "update", "encrypt", "decrypt", "wrapkey",
-                                  "unwrapkey", "sign", "verify"}),
-                       "Perform cryptographic operations using keys."),
-        RoleDefinition("21090545-7ca7-4776-b22c-e363652d74d2", "Key Vault Reader",
-                       frozenset({"get", "list", "getrotationpolicy"}),
-                       "Read metadata of key vaults and its keys."),
-        RoleDefinition("acdd72a7-3385-48ef-bd42-f606fba81ae7", "Reader", frozenset(),
-                       "View all resources."),
-        RoleDefinition("b24988ac-6180-42a0-ab88-20f7382dd24c", "Contributor", frozenset(),
-                       "Manage all resources, but not access."),
-        RoleDefinition("8e3af657-a8ff-443c-a75c-2fe8c4bcb635", "Owner", frozenset(),
-                       "Manage all resources, including access."),
+        RoleDefinition(
+            "00482a5a-887f-4fb3-b363-3b7fe8e74483",
+            "Key Vault Administrator",
+            _ALL_KEY_OPS,
+            "Perform all data plane operations on a key vault.",
+        ),
+        RoleDefinition(
+            "14b46e9e-c2b7-41b4-b07b-48a6ebf60603",
+            "Key Vault Crypto Officer",
+            _ALL_KEY_OPS,
+            "Perform any action on the keys of a key vault.",
+        ),
+        RoleDefinition(
+            "e147488a-f6f5-4113-8e2d-b22465e65bf6",
+            "Key Vault Crypto Service Encryption User",
+            frozenset({"get", "wrapkey", "unwrapkey"}),
+            "Read metadata of keys and perform wrap/unwrap operations.",
+        ),
+        RoleDefinition(
+            "12338af0-0e69-4776-bea7-57ae8d297424",
+            "Key Vault Crypto User",
+            frozenset(
+                {
+                    "get",
+                    "list",
+                    "update",
+                    "encrypt",
+                    "decrypt",
+                    "wrapkey",
+                    "unwrapkey",
+                    "sign",
+                    "verify",
+                }
+            ),
+            "Perform cryptographic operations using keys.",
+        ),
+        RoleDefinition(
+            "21090545-7ca7-4776-b22c-e363652d74d2",
+            "Key Vault Reader",
+            frozenset({"get", "list", "getrotationpolicy"}),
+            "Read metadata of key vaults and its keys.",
+        ),
+        RoleDefinition(
+            "acdd72a7-3385-48ef-bd42-f606fba81ae7", "Reader", frozenset(), "View all resources."
+        ),
+        RoleDefinition(
+            "b24988ac-6180-42a0-ab88-20f7382dd24c",
+            "Contributor",
+            frozenset(),
+            "Manage all resources, but not access.",
+        ),
+        RoleDefinition(
+            "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+            "Owner",
+            frozenset(),
+            "Manage all resources, including access.",
+        ),
     )
 }
 
@@ -88,29 +150,34 @@ class RoleAssignmentHooks(TypeHooks):
         role_id, principal_id = props.get("roleDefinitionId"), props.get("principalId")
         if not role_id or role_by_definition_id(role_id) is None:
             raise HttpError(
-                400, "RoleDefinitionDoesNotExist",
+                400,
+                "RoleDefinitionDoesNotExist",
                 f"The specified role definition with ID '{role_id}' does not exist.",
             )
         principal = ctx.arm.entra.principals.get(str(principal_id))
         if principal is None or not principal.visible:
             raise HttpError(
-                400, "PrincipalNotFound",
+                400,
+                "PrincipalNotFound",
                 f"Principal {principal_id} does not exist in the directory "
                 f"{ctx.arm.entra.tenant_id}. Check that you have the correct principal ID. "
                 "If you are creating this principal and then immediately assigning a role, "
                 "this error might be related to a replication delay.",
             )
         if ctx.existing:
-            raise HttpError(409, "RoleAssignmentUpdateNotPermitted",
-                            "Tenant ID, application ID, principal ID, and scope are not allowed "
-                            "to be updated.")
+            raise HttpError(
+                409,
+                "RoleAssignmentUpdateNotPermitted",
+                "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.",
+            )
         wanted = role_by_definition_id(role_id)
         for other in assignments_at(ctx.arm, ctx.rid.scope, exact=True):
             op = other["properties"]
-            if op["principalId"] == principal_id and role_by_definition_id(
-                op["roleDefinitionId"]) == wanted:
-                raise HttpError(409, "RoleAssignmentExists",
-                                "The role assignment already exists.")
+            if (
+                op["principalId"] == principal_id
+                and role_by_definition_id(op["roleDefinitionId"]) == wanted
+            ):
+                raise HttpError(409, "RoleAssignmentExists", "The role assignment already exists.")
 
     def build(self, ctx: PutContext, resource: dict[str, Any]) -> None:
         props = resource["properties"]

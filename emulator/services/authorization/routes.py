@@ -17,15 +17,21 @@ def register(router: Router, arm: ArmModel) -> None:
     def list_definitions(request: Request, principal: Principal) -> Response:
         scope = request.params["scope"]
         wanted = re.search(r"roleName\s+eq\s+'([^']*)'", request.query.get("$filter", ""))
-        roles = [r for r in BUILT_IN_ROLES.values()
-                 if wanted is None or r.name.lower() == wanted.group(1).lower()]
+        roles = [
+            r
+            for r in BUILT_IN_ROLES.values()
+            if wanted is None or r.name.lower() == wanted.group(1).lower()
+        ]
         return Response(200, {"value": [r.to_json("/" + scope.strip("/")) for r in roles]})
 
     def get_definition(request: Request, principal: Principal) -> Response:
         role = BUILT_IN_ROLES.get(request.params["id"].lower())
         if role is None:
-            raise HttpError(404, "RoleDefinitionDoesNotExist",
-                            f"The role definition '{request.params['id']}' does not exist.")
+            raise HttpError(
+                404,
+                "RoleDefinitionDoesNotExist",
+                f"The role definition '{request.params['id']}' does not exist.",
+            )
         return Response(200, role.to_json("/" + request.params["scope"].strip("/")))
 
     base = "/{scope:path}/providers/" + ROLE_DEFINITION_TYPE

@@ -11,7 +11,12 @@ DISK_ENCRYPTION_SET_TYPE = "Microsoft.Compute/diskEncryptionSets"
 
 def register_types(arm: ArmModel) -> None:
     """Serve the compute types."""
-    arm.register_type(TypeSpec(
-        DISK_ENCRYPTION_SET_TYPE, lro="azure-async-operation", create_status=202,
-        update_status=202, delete_lro="location",
-    ))
+    arm.register_type(
+        TypeSpec(
+            DISK_ENCRYPTION_SET_TYPE,
+            lro="azure-async-operation",
+            create_status=202,
+            update_status=202,
+            delete_lro="location",
+        )
+    )

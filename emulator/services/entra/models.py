@@ -15,9 +15,7 @@ from emulator.faults import FaultInjector
 from emulator.http import HttpError, Response
 
 # Audiences the management plane accepts (the SDKs ask for the public cloud's by default).
-ARM_AUDIENCES = frozenset(
-    {"https://management.azure.com", "https://management.core.windows.net"}
-)
+ARM_AUDIENCES = frozenset({"https://management.azure.com", "https://management.core.windows.net"})
 KEYVAULT_AUDIENCES = frozenset({"https://vault.azure.net"})
 
 
@@ -100,25 +98,26 @@ class EntraModel:
     def issue_token(self, tenant: str, form: dict[str, str]) -> dict[str, object]:
         """The client-credentials grant: check the secret and sign a token for the scope."""
         if tenant.lower() not in (self.tenant_id, "organizations"):
-            raise OAuthError(
-                400, "invalid_request", f"AADSTS90002: Tenant '{tenant}' not found."
-            )
+            raise OAuthError(400, "invalid_request", f"AADSTS90002: Tenant '{tenant}' not found.")
         if form.get("grant_type") != "client_credentials":
             raise OAuthError(
-                400, "unsupported_grant_type",
+                400,
+                "unsupported_grant_type",
                 f"AADSTS70003: grant type {form.get('grant_type')!r} is not supported here.",
             )
         client_id = form.get("client_id", "")
         principal = self.by_client_id(client_id)
         if principal is None or principal.secret is None:
             raise OAuthError(
-                400, "unauthorized_client",
+                400,
+                "unauthorized_client",
                 f"AADSTS700016: Application with identifier '{client_id}' was not found "
                 f"in the directory '{self.tenant_id}'.",
             )
         if not hmac.compare_digest(form.get("client_secret", ""), principal.secret):
             raise OAuthError(
-                401, "invalid_client",
+                401,
+                "invalid_client",
                 f"AADSTS7000215: Invalid client secret provided for app '{client_id}'.",
             )
         now = int(time.time())
@@ -145,20 +144,25 @@ class EntraModel:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise HttpError(
-                401, "AuthenticationFailed", "Authentication failed. The 'Authorization' "
+                401,
+                "AuthenticationFailed",
+                "Authentication failed. The 'Authorization' "
                 "header is missing or not a bearer token.",
             )
         try:
             claims = jwt.decode(
                 token, self._key, algorithms=["HS256"], options={"verify_aud": False}
             )
-        except jwt.ExpiredSignatureError:
-            raise HttpError(401, "ExpiredAuthenticationToken", "The access token expired.")
-        except jwt.InvalidTokenError:
-            raise HttpError(401, "InvalidAuthenticationToken", "The access token is invalid.")
+        except jwt.ExpiredSignatureError as exc:
+            raise HttpError(401, "ExpiredAuthenticationToken", "The access token expired.") from exc
+        except jwt.InvalidTokenError as exc:
+            raise HttpError(
+                401, "InvalidAuthenticationToken", "The access token is invalid."
+            ) from exc
         if str(claims.get("aud", "")).rstrip("/") not in audiences:
             raise HttpError(
-                401, "InvalidAuthenticationTokenAudience",
+                401,
+                "InvalidAuthenticationTokenAudience",
                 f"The access token has an invalid audience {claims.get('aud')!r}.",
             )
         with self._lock:

@@ -13,7 +13,9 @@ from emulator.http import HttpError
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 RSA_SIZES = (2048, 3072, 4096)
 CURVES: dict[str, ec.EllipticCurve] = {
-    "P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1(),
+    "P-256": ec.SECP256R1(),
+    "P-384": ec.SECP384R1(),
+    "P-521": ec.SECP521R1(),
     "P-256K": ec.SECP256K1(),
 }
 _CURVE_BYTES = {"P-256": 32, "P-384": 48, "P-521": 66, "P-256K": 32}
@@ -41,8 +43,11 @@ def generate(kty: str, key_size: int | None, curve: str | None) -> PrivateKey:
     if kty in ("RSA", "RSA-HSM"):
         size = key_size or 2048
         if size not in RSA_SIZES:
-            raise HttpError(400, "BadParameter",
-                            f"Invalid key size {size}; RSA keys are 2048, 3072 or 4096 bits.")
+            raise HttpError(
+                400,
+                "BadParameter",
+                f"Invalid key size {size}; RSA keys are 2048, 3072 or 4096 bits.",
+            )
         return rsa.generate_private_key(public_exponent=65537, key_size=size)
     if kty in ("EC", "EC-HSM"):
         crv = curve or "P-256"
@@ -50,6 +55,14 @@ def generate(kty: str, key_size: int | None, curve: str | None) -> PrivateKey:
             raise HttpError(400, "BadParameter", f"Invalid curve {crv!r}.")
         return ec.generate_private_key(CURVES[crv])
     raise HttpError(400, "BadParameter", f"The key type {kty!r} is not supported.")
+
+
+def generate_like(material: PrivateKey, kty: str) -> PrivateKey:
+    """A new key of the same type and size or curve (a rotation)."""
+    if isinstance(material, rsa.RSAPrivateKey):
+        return generate(kty, material.key_size, None)
+    curve = next(name for name, c in CURVES.items() if c.name == material.curve.name)
+    return generate(kty, None, curve)
 
 
 def from_jwk(jwk: dict[str, Any]) -> PrivateKey:
@@ -69,8 +82,11 @@ def from_jwk(jwk: dict[str, Any]) -> PrivateKey:
         qi = rsa.rsa_crt_iqmp(p, q) if not jwk.get("qi") else num("qi")
         key = rsa.RSAPrivateNumbers(p, q, d, dp, dq, qi, public).private_key()
         if key.key_size not in RSA_SIZES:
-            raise HttpError(400, "BadParameter",
-                            f"Invalid key size {key.key_size}; RSA keys are 2048, 3072 or 4096.")
+            raise HttpError(
+                400,
+                "BadParameter",
+                f"Invalid key size {key.key_size}; RSA keys are 2048, 3072 or 4096.",
+            )
         return key
     if kty in ("EC", "EC-HSM"):
         crv = jwk.get("crv", "")
@@ -89,8 +105,12 @@ def public_jwk(key: PrivateKey, kty: str) -> dict[str, Any]:
     numbers = key.public_key().public_numbers()
     crv = next(name for name, c in CURVES.items() if c.name == key.curve.name)
     size = _CURVE_BYTES[crv]
-    return {"kty": kty, "crv": crv, "x": b64url(_int_bytes(numbers.x, size)),
-            "y": b64url(_int_bytes(numbers.y, size))}
+    return {
+        "kty": kty,
+        "crv": crv,
+        "x": b64url(_int_bytes(numbers.x, size)),
+        "y": b64url(_int_bytes(numbers.y, size)),
+    }
 
 
 _OAEP = {
@@ -102,12 +122,15 @@ _OAEP = {
 
 def _padding(key: PrivateKey, alg: str, operation: str) -> padding.AsymmetricPadding:
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise HttpError(400, "BadParameter",
-                        f"The operation '{operation}' is not supported by EC keys.")
+        raise HttpError(
+            400, "BadParameter", f"The operation '{operation}' is not supported by EC keys."
+        )
     if alg not in _OAEP:
-        raise HttpError(400, "BadParameter",
-                        f"Invalid algorithm {alg!r} for {operation}; use RSA-OAEP, "
-                        "RSA-OAEP-256 or RSA1_5.")
+        raise HttpError(
+            400,
+            "BadParameter",
+            f"Invalid algorithm {alg!r} for {operation}; use RSA-OAEP, RSA-OAEP-256 or RSA1_5.",
+        )
     return _OAEP[alg]()
 
 

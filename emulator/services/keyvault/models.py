@@ -21,11 +21,31 @@ VAULT_TYPE = "Microsoft.KeyVault/vaults"
 _VAULT_NAME = re.compile(r"^[a-zA-Z](?!.*--)[a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$")
 # From this api-version on, new vaults use Azure RBAC unless told otherwise.
 RBAC_DEFAULT_SINCE = "2026-02-01"
-KEY_PERMISSIONS = frozenset({
-    "all", "get", "list", "create", "import", "update", "delete", "recover", "backup",
-    "restore", "purge", "rotate", "getrotationpolicy", "setrotationpolicy", "encrypt",
-    "decrypt", "wrapkey", "unwrapkey", "sign", "verify", "release",
-})
+KEY_PERMISSIONS = frozenset(
+    {
+        "all",
+        "get",
+        "list",
+        "create",
+        "import",
+        "update",
+        "delete",
+        "recover",
+        "backup",
+        "restore",
+        "purge",
+        "rotate",
+        "getrotationpolicy",
+        "setrotationpolicy",
+        "encrypt",
+        "decrypt",
+        "wrapkey",
+        "unwrapkey",
+        "sign",
+        "verify",
+        "release",
+    }
+)
 
 
 @dataclass
@@ -75,15 +95,17 @@ class VaultData:
 
 def key_not_found(name: str) -> HttpError:
     """Key Vault's 404 for a key."""
-    return HttpError(404, "KeyNotFound",
-                     f"A key with (name/id) {name} was not found in this key vault.")
+    return HttpError(
+        404, "KeyNotFound", f"A key with (name/id) {name} was not found in this key vault."
+    )
 
 
 class KeyVaultModel:
     """Every vault's keys, and the access checks against the vault's policies or roles."""
 
-    def __init__(self, arm: ArmModel, listen: Callable[[], int],
-                 unlisten: Callable[[int], None]) -> None:
+    def __init__(
+        self, arm: ArmModel, listen: Callable[[], int], unlisten: Callable[[int], None]
+    ) -> None:
         self.arm = arm
         self._listen, self._unlisten = listen, unlisten
         self.lock = threading.RLock()
@@ -125,7 +147,8 @@ class KeyVaultModel:
             if op in allowed_key_operations(self.arm, resource["id"], principal.object_id):
                 return
             raise HttpError(
-                403, "Forbidden",
+                403,
+                "Forbidden",
                 f"Caller is not authorized to perform action on resource. Action: "
                 f"'Microsoft.KeyVault/vaults/keys/{op}/action' Caller: appid={principal.client_id};"
                 f"oid={principal.object_id} Vault: {resource['name']}",
@@ -141,7 +164,8 @@ class KeyVaultModel:
             ):
                 return
         raise HttpError(
-            403, "Forbidden",
+            403,
+            "Forbidden",
             f"The user, group or application 'appid={principal.client_id};oid="
             f"{principal.object_id}' does not have keys {op} permission on key vault "
             f"'{resource['name']}'.",
@@ -152,8 +176,11 @@ class KeyVaultModel:
     def new_version(kty: str, material: crypto.PrivateKey, body: dict[str, Any]) -> KeyVersion:
         """A key version from a create/import request body."""
         attributes = body.get("attributes") or {}
-        default_ops = (["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"]
-                       if kty.startswith("RSA") else ["sign", "verify"])
+        default_ops = (
+            ["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"]
+            if kty.startswith("RSA")
+            else ["sign", "verify"]
+        )
         return KeyVersion(
             version=secrets.token_hex(16),
             kty=kty,
@@ -176,7 +203,8 @@ class VaultHooks(TypeHooks):
         name = ctx.rid.name
         if not _VAULT_NAME.match(name):
             raise HttpError(
-                400, "VaultNameNotValid",
+                400,
+                "VaultNameNotValid",
                 f"The vault name '{name}' is invalid: 3-24 characters, letters, digits and "
                 "single hyphens, starting with a letter and ending with a letter or digit.",
             )
@@ -188,13 +216,15 @@ class VaultHooks(TypeHooks):
             raise HttpError(400, "BadRequest", "The property 'sku' is required.")
         if props.get("enableSoftDelete") is False:
             raise HttpError(
-                400, "BadRequest",
+                400,
+                "BadRequest",
                 'The property "enableSoftDelete" cannot be set to false: soft delete is '
                 "mandatory for key vaults.",
             )
         if props.get("enablePurgeProtection") is False:
             raise HttpError(
-                400, "BadRequest",
+                400,
+                "BadRequest",
                 'The property "enablePurgeProtection" cannot be set to false. Omit it, or '
                 "set it to true (purge protection cannot be disabled once enabled).",
             )
@@ -202,10 +232,14 @@ class VaultHooks(TypeHooks):
             _check_policy(policy)
         with ctx.arm.lock:
             for resource in ctx.arm.resources.values():
-                if (resource["type"] == VAULT_TYPE and resource["name"].lower() == name.lower()
-                        and resource["id"].lower() != ctx.rid.id().lower()):
+                if (
+                    resource["type"] == VAULT_TYPE
+                    and resource["name"].lower() == name.lower()
+                    and resource["id"].lower() != ctx.rid.id().lower()
+                ):
                     raise HttpError(
-                        409, "VaultAlreadyExists",
+                        409,
+                        "VaultAlreadyExists",
                         f"The vault name '{name}' is already in use. Vault names are globally "
                         "unique.",
                     )
@@ -225,8 +259,9 @@ class VaultHooks(TypeHooks):
         props["vaultUri"] = f"https://127.0.0.1:{data.port}/"
         previous = (ctx.existing or {}).get("_access_effective", {})
         resource["_access_effective"] = dict(previous)
-        record_policy_changes(ctx.arm, resource, old.get("accessPolicies") or [],
-                              props["accessPolicies"])
+        record_policy_changes(
+            ctx.arm, resource, old.get("accessPolicies") or [], props["accessPolicies"]
+        )
 
     def deleted(self, arm: ArmModel, resource: dict[str, Any]) -> None:
         self.keyvault.close_vault(resource["id"])
@@ -241,13 +276,19 @@ def _check_policy(policy: dict[str, Any]) -> None:
             raise HttpError(400, "BadRequest", f"'{perm}' is not a valid key permission.")
 
 
-def record_policy_changes(arm: ArmModel, resource: dict[str, Any],
-                          before: list[dict[str, Any]], after: list[dict[str, Any]]) -> None:
+def record_policy_changes(
+    arm: ArmModel,
+    resource: dict[str, Any],
+    before: list[dict[str, Any]],
+    after: list[dict[str, Any]],
+) -> None:
     """A principal whose key permissions changed gets them after the `access-grant` delay."""
 
     def perms(policies: list[dict[str, Any]]) -> dict[str, set[str]]:
-        return {p["objectId"]: {k.lower() for k in (p.get("permissions") or {}).get("keys") or []}
-                for p in policies}
+        return {
+            p["objectId"]: {k.lower() for k in (p.get("permissions") or {}).get("keys") or []}
+            for p in policies
+        }
 
     old, new = perms(before), perms(after)
     for object_id, keys in new.items():
@@ -255,8 +296,9 @@ def record_policy_changes(arm: ArmModel, resource: dict[str, Any],
             resource["_access_effective"][object_id] = arm.faults.effect_time("access-grant")
 
 
-def update_access_policies(arm: ArmModel, vault_id: str, kind: str,
-                           policies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def update_access_policies(
+    arm: ArmModel, vault_id: str, kind: str, policies: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """The accessPolicies/{add|replace|remove} operation; returns the vault's new list."""
     if kind not in ("add", "replace", "remove"):
         raise HttpError(400, "BadRequest", f"Invalid operation kind '{kind}'.")
@@ -265,8 +307,9 @@ def update_access_policies(arm: ArmModel, vault_id: str, kind: str,
     with arm.lock:
         vault = arm.require(vault_id)
         current = vault["properties"].get("accessPolicies") or []
-        merged = {p["objectId"]: {**p, "permissions": dict(p.get("permissions") or {})}
-                  for p in current}
+        merged = {
+            p["objectId"]: {**p, "permissions": dict(p.get("permissions") or {})} for p in current
+        }
         for policy in policies:
             oid = policy["objectId"]
             entry = merged.setdefault(oid, {**policy, "permissions": {}})
@@ -290,7 +333,13 @@ def update_access_policies(arm: ArmModel, vault_id: str, kind: str,
 def register_types(arm: ArmModel, keyvault: KeyVaultModel) -> None:
     """Serve vaults: create polls the vault's provisioningState (RegisteringDns → Succeeded),
     update (PATCH) and delete answer synchronously, as Azure does."""
-    arm.register_type(TypeSpec(
-        VAULT_TYPE, lro="provisioning-state", create_status=201, patch_lro="sync",
-        pending_state="RegisteringDns", hooks=VaultHooks(keyvault),
-    ))
+    arm.register_type(
+        TypeSpec(
+            VAULT_TYPE,
+            lro="provisioning-state",
+            create_status=201,
+            patch_lro="sync",
+            pending_state="RegisteringDns",
+            hooks=VaultHooks(keyvault),
+        )
+    )

@@ -28,14 +28,20 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
         vault_id = request.path.rsplit("/accessPolicies/", 1)[0]
         policies = (request.json().get("properties") or {}).get("accessPolicies") or []
         new = update_access_policies(arm, vault_id, request.params["kind"], policies)
-        return Response(200, {
-            "id": request.path, "name": request.params["kind"],
-            "type": "Microsoft.KeyVault/vaults/accessPolicies",
-            "properties": {"accessPolicies": new},
-        })
+        return Response(
+            200,
+            {
+                "id": request.path,
+                "name": request.params["kind"],
+                "type": "Microsoft.KeyVault/vaults/accessPolicies",
+                "properties": {"accessPolicies": new},
+            },
+        )
 
     add_arm_route(
-        router, arm, "PUT",
+        router,
+        arm,
+        "PUT",
         "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{vault}"
         "/accessPolicies/{kind}",
         access_policy,
@@ -49,11 +55,16 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
     def data_route(method: str, template: str, operation: str, handler: Any) -> None:
         def served(request: Request) -> Response:
             if "authorization" not in request.headers:
-                raise HttpError(401, "Unauthorized", "AKV10000: Request is missing a Bearer or "
-                                "PoP token.", headers=challenge)
+                raise HttpError(
+                    401,
+                    "Unauthorized",
+                    "AKV10000: Request is missing a Bearer or PoP token.",
+                    headers=challenge,
+                )
             try:
-                principal = arm.entra.authenticate(request.headers["authorization"],
-                                                   KEYVAULT_AUDIENCES)
+                principal = arm.entra.authenticate(
+                    request.headers["authorization"], KEYVAULT_AUDIENCES
+                )
             except HttpError as exc:
                 raise HttpError(401, "Unauthorized", exc.message, headers=challenge) from exc
             if not request.query.get("api-version"):
@@ -74,11 +85,19 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
     def usable(key: StoredKey, version: str | None, operation: str) -> KeyVersion:
         v = key.version(version)
         if not v.enabled:
-            raise HttpError(403, "Forbidden", f"Operation {operation} is not allowed on a "
-                            "disabled key.", inner="KeyDisabled")
+            raise HttpError(
+                403,
+                "Forbidden",
+                f"Operation {operation} is not allowed on a disabled key.",
+                inner="KeyDisabled",
+            )
         if operation not in ("get",) and operation not in [o.lower() for o in v.key_ops]:
-            raise HttpError(403, "Forbidden", f"Operation {operation} is not allowed by the "
-                            "key's key_ops.", inner="KeyOperationForbidden")
+            raise HttpError(
+                403,
+                "Forbidden",
+                f"Operation {operation} is not allowed by the key's key_ops.",
+                inner="KeyOperationForbidden",
+            )
         return v
 
     def bundle(origin: str, key: StoredKey, v: KeyVersion) -> dict[str, Any]:
@@ -88,9 +107,14 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
         return {"key": jwk, "attributes": attributes(v), "tags": v.tags}
 
     def attributes(v: KeyVersion) -> dict[str, Any]:
-        attrs: dict[str, Any] = {"enabled": v.enabled, "created": v.created,
-                                 "updated": v.updated, "recoveryLevel": "Recoverable",
-                                 "recoverableDays": 90, "exportable": False}
+        attrs: dict[str, Any] = {
+            "enabled": v.enabled,
+            "created": v.created,
+            "updated": v.updated,
+            "recoveryLevel": "Recoverable",
+            "recoverableDays": 90,
+            "exportable": False,
+        }
         if v.exp:
             attrs["exp"] = v.exp
         if v.nbf:
@@ -100,14 +124,22 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
     def add_version(data: VaultData, name: str, v: KeyVersion) -> StoredKey:
         key = data.keys.get(name.lower())
         if key is not None and key.deleted_date is not None:
-            raise HttpError(409, "Conflict", f"Key {name} is currently in a deleted but "
-                            "recoverable state, and its name cannot be reused; recover or "
-                            "purge it first.", inner="ObjectIsDeletedButRecoverable")
+            raise HttpError(
+                409,
+                "Conflict",
+                f"Key {name} is currently in a deleted but "
+                "recoverable state, and its name cannot be reused; recover or "
+                "purge it first.",
+                inner="ObjectIsDeletedButRecoverable",
+            )
         if key is None:
             key = data.keys[name.lower()] = StoredKey(name)
         if key.versions and key.versions[0].kty != v.kty:
-            raise HttpError(400, "BadParameter", f"Key {name} is of type {key.versions[0].kty};"
-                            f" a new version cannot be {v.kty}.")
+            raise HttpError(
+                400,
+                "BadParameter",
+                f"Key {name} is of type {key.versions[0].kty}; a new version cannot be {v.kty}.",
+            )
         key.versions.append(v)
         return key
 
@@ -151,13 +183,10 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
     def rotate_key(request: Request, data: VaultData, origin: str) -> Response:
         key = live_key(data, request.params["name"])
         latest = key.versions[-1]
-        size = latest.material.key_size if hasattr(latest.material, "key_size") else None
-        curve = next((n for n, c in crypto.CURVES.items()
-                      if getattr(latest.material, "curve", None) is not None
-                      and c.name == latest.material.curve.name), None)  # type: ignore[union-attr]
-        material = crypto.generate(latest.kty, size, curve)
-        v = keyvault.new_version(latest.kty, material,
-                                 {"key_ops": latest.key_ops, "tags": latest.tags})
+        material = crypto.generate_like(latest.material, latest.kty)
+        v = keyvault.new_version(
+            latest.kty, material, {"key_ops": latest.key_ops, "tags": latest.tags}
+        )
         key.versions.append(v)
         return Response(200, bundle(origin, key, v))
 
@@ -168,16 +197,19 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
     def paged(request: Request, origin: str, items: list[dict[str, Any]]) -> Response:
         start = int(request.query.get("$skiptoken") or 0)
         size = int(request.query.get("maxresults") or 25)
-        body: dict[str, Any] = {"value": items[start:start + size], "nextLink": None}
+        body: dict[str, Any] = {"value": items[start : start + size], "nextLink": None}
         if start + size < len(items):
-            body["nextLink"] = (f"{origin}{request.path}?api-version="
-                                f"{request.query['api-version']}&maxresults={size}"
-                                f"&$skiptoken={start + size}")
+            body["nextLink"] = (
+                f"{origin}{request.path}?api-version="
+                f"{request.query['api-version']}&maxresults={size}"
+                f"&$skiptoken={start + size}"
+            )
         return Response(200, body)
 
     def list_keys(request: Request, data: VaultData, origin: str) -> Response:
-        keys = sorted((k for k in data.keys.values() if k.deleted_date is None),
-                      key=lambda k: k.name.lower())
+        keys = sorted(
+            (k for k in data.keys.values() if k.deleted_date is None), key=lambda k: k.name.lower()
+        )
         return paged(request, origin, [key_item(origin, k, k.versions[-1], False) for k in keys])
 
     def list_versions(request: Request, data: VaultData, origin: str) -> Response:
@@ -192,15 +224,20 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
             if not body.get("alg") or not body.get("value"):
                 raise HttpError(400, "BadParameter", "'alg' and 'value' are required.")
             result = func(v.material, body["alg"], crypto.unb64url(body["value"]), operation)
-            return Response(200, {"kid": f"{origin}/keys/{key.name}/{v.version}",
-                                  "value": crypto.b64url(result)})
+            return Response(
+                200,
+                {"kid": f"{origin}/keys/{key.name}/{v.version}", "value": crypto.b64url(result)},
+            )
+
         return handler
 
     def deleted_bundle(origin: str, key: StoredKey) -> dict[str, Any]:
         result = bundle(origin, key, key.versions[-1])
-        result.update(recoveryId=f"{origin}/deletedkeys/{key.name}",
-                      deletedDate=key.deleted_date,
-                      scheduledPurgeDate=(key.deleted_date or 0) + 90 * 86400)
+        result.update(
+            recoveryId=f"{origin}/deletedkeys/{key.name}",
+            deletedDate=key.deleted_date,
+            scheduledPurgeDate=(key.deleted_date or 0) + 90 * 86400,
+        )
         return result
 
     def delete_key(request: Request, data: VaultData, origin: str) -> Response:
@@ -226,8 +263,12 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
         key = deleted_key(request.params["name"], data)
         _, resource = keyvault.vault_for_port(request.port)
         if resource["properties"].get("enablePurgeProtection"):
-            raise HttpError(403, "Forbidden", "Operation 'purge' is not allowed: the vault has "
-                            "purge protection enabled.", inner="PurgeProtectionEnabled")
+            raise HttpError(
+                403,
+                "Forbidden",
+                "Operation 'purge' is not allowed: the vault has purge protection enabled.",
+                inner="PurgeProtectionEnabled",
+            )
         del data.keys[key.name.lower()]
         return Response(204)
 
@@ -241,8 +282,12 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
     data_route("GET", "/keys/{name}/{version}", "get", get_key)
     data_route("PATCH", "/keys/{name}", "update", update_key)
     data_route("PATCH", "/keys/{name}/{version}", "update", update_key)
-    for op, func in (("wrapKey", crypto.wrap), ("unwrapKey", crypto.unwrap),
-                     ("encrypt", crypto.wrap), ("decrypt", crypto.unwrap)):
+    for op, func in (
+        ("wrapKey", crypto.wrap),
+        ("unwrapKey", crypto.unwrap),
+        ("encrypt", crypto.wrap),
+        ("decrypt", crypto.unwrap),
+    ):
         data_route("POST", "/keys/{name}/" + op.lower(), op, crypto_op(op, func))
         data_route("POST", "/keys/{name}/{version}/" + op.lower(), op, crypto_op(op, func))
     data_route("GET", "/deletedkeys/{name}", "get", get_deleted)

@@ -24,8 +24,11 @@ class UserAssignedIdentityHooks(TypeHooks):
             props.update({k: old[k] for k in ("principalId", "clientId", "tenantId")})
         else:
             principal = ctx.arm.entra.add_managed_identity(ctx.rid.name)
-            props.update(principalId=principal.object_id, clientId=principal.client_id,
-                         tenantId=ctx.arm.entra.tenant_id)
+            props.update(
+                principalId=principal.object_id,
+                clientId=principal.client_id,
+                tenantId=ctx.arm.entra.tenant_id,
+            )
 
     def deleted(self, arm: ArmModel, resource: dict[str, Any]) -> None:
         arm.entra.remove(resource["properties"]["principalId"])

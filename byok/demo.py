@@ -1,0 +1,161 @@
+"""`byok demo`: the emulator, a local Prefect server, and the procedures run end to end
+against them, without a cloud account."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+DEMO_BLOCK = "emulator-azure"
+
+
+def register(subparsers: Any) -> None:
+    """Add `byok demo`."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="run every procedure against the local emulator with a local Prefect server",
+        description=__doc__,
+    )
+    parser.add_argument("--port", type=int, default=4200, help="Prefect server port")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="PREFECT_HOME of the demo server (default: a temporary folder)",
+    )
+    parser.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="keep the Prefect server and the emulator up until Ctrl-C",
+    )
+    parser.set_defaults(func=run_demo)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@contextmanager
+def prefect_server(home: Path, port: int) -> Iterator[str]:
+    """A `prefect server start` subprocess on SQLite under `home`; yields the API URL."""
+    if not _free(port):
+        raise SystemExit(f"byok demo: port {port} is busy; pass --port")
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": "",
+    }
+    log = open(home / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(api + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(
+                    f"byok demo: the Prefect server did not start; see {home / 'server.log'}"
+                )
+            time.sleep(0.5)
+        yield api
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Start everything, run the procedures, print what was created."""
+    from emulator.server import Emulator
+
+    with tempfile.TemporaryDirectory(prefix="byok-demo-") as tmp:
+        home = args.home or Path(tmp) / "prefect"
+        home.mkdir(parents=True, exist_ok=True)
+        print("Starting the cloud emulator and a local Prefect server…", flush=True)
+        with (
+            Emulator(state_dir=Path(tmp) / "emulator") as emulator,
+            prefect_server(home, args.port) as api,
+        ):
+            os.environ["PREFECT_API_URL"] = api
+            from prefect.settings import PREFECT_API_URL, temporary_settings
+
+            with temporary_settings({PREFECT_API_URL: api}):
+                summary = run_procedures(emulator)
+                drain_prefect_workers()  # before the server goes away
+            ui = api.removesuffix("/api")
+            print("\n".join(summary))
+            print(f"\nPrefect UI: {ui}  (flow runs, task runs, logs, the block '{DEMO_BLOCK}')")
+            if args.keep_running:
+                print("Keeping the server and the emulator up; Ctrl-C stops them.", flush=True)
+                try:
+                    while True:
+                        time.sleep(3600)
+                except KeyboardInterrupt:
+                    pass
+    return 0
+
+
+def drain_prefect_workers() -> None:
+    """Send the logs and events still queued in this process to the API."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
+
+
+def run_procedures(emulator: Any) -> list[str]:
+    """Run each procedure's flow against the emulator; returns summary lines."""
+    from byok.emulator_blocks import save_emulator_block
+    from flows.registration import FeatureRegistrationRequest, ensure_feature_registration
+
+    save_emulator_block(emulator, DEMO_BLOCK)
+    emulator.arm.configure_feature("Microsoft.Compute", "SIGEncryption", polls=3)
+    emulator.arm.configure_provider("Microsoft.Compute", "NotRegistered", polls=2)
+    result = ensure_feature_registration(
+        FeatureRegistrationRequest(
+            azure_credentials_block=DEMO_BLOCK,
+            poll_seconds=0.5,
+            timeout_minutes=2,
+        )
+    )
+    return [
+        "Procedures run against the emulator:",
+        f"  A1-A3 feature {result.namespace}/{result.feature}: {result.feature_state}; "
+        f"provider {result.namespace}: {result.provider_state}",
+    ]

@@ -1,0 +1,194 @@
+"""`byok emulator`: run the local cloud emulator, and drive a running one (faults, reset,
+request log) through its admin API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import ssl
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STATE_DIR = Path(os.environ.get("BYOK_EMULATOR_DIR", Path.home() / ".byok" / "emulator"))
+ENDPOINTS_FILE = "endpoints.json"
+
+
+def register(subparsers: Any) -> None:
+    """Add `byok emulator` and its sub-commands."""
+    parser = subparsers.add_parser(
+        "emulator",
+        help="run the local cloud emulator or drive a running one",
+        description="Run the local cloud emulator (Entra ID, ARM, Key Vault) on loopback over "
+        "HTTPS, or drive a running one.",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help=f"where the CA and endpoints.json live (default {DEFAULT_STATE_DIR})",
+    )
+    parser.set_defaults(func=_serve, port=0, save_block=None)
+    commands = parser.add_subparsers(dest="emulator_command")
+
+    serve = commands.add_parser("serve", help="run the emulator until interrupted (default)")
+    serve.add_argument("--port", type=int, default=0, help="main port (default: any free one)")
+    serve.add_argument(
+        "--save-block",
+        metavar="NAME",
+        default=None,
+        help="save a 'BYOK Azure Credentials' block NAME pointing at the emulator "
+        "in the current Prefect API",
+    )
+    serve.set_defaults(func=_serve)
+
+    commands.add_parser(
+        "endpoints", help="print the running emulator's endpoints as JSON"
+    ).set_defaults(func=_endpoints)
+    commands.add_parser(
+        "reset", help="forget every resource, fault and logged request"
+    ).set_defaults(func=lambda a: _admin(a, "POST", "/reset"))
+
+    fault = commands.add_parser("fault", help="inject faults").add_subparsers(
+        dest="fault_command", required=True
+    )
+    add = fault.add_parser("add", help="add a fault rule")
+    add.add_argument(
+        "kind", choices=["status", "latency", "reset", "lro-failed", "lro-slow", "delayed-effect"]
+    )
+    add.add_argument("--method", help="HTTP method to match (default any)")
+    add.add_argument("--path", default=".*", help="regex searched in the request path")
+    add.add_argument("--status", type=int, default=503, help="status to answer (kind status)")
+    add.add_argument("--retry-after", type=float, help="Retry-After seconds (kind status)")
+    add.add_argument(
+        "--seconds", type=float, default=0.0, help="latency, LRO duration or effect delay"
+    )
+    add.add_argument("--polls", type=int, default=1, help="polls before an LRO ends (lro-slow)")
+    add.add_argument(
+        "--effect", help="effect name (delayed-effect): access-grant, principal-visible"
+    )
+    add.add_argument("--count", type=int, default=1, help="times it fires; 0 = until cleared")
+    add.set_defaults(func=_fault_add)
+    fault.add_parser("list", help="list the fault rules").set_defaults(
+        func=lambda a: _admin(a, "GET", "/faults")
+    )
+    fault.add_parser("clear", help="remove every fault rule").set_defaults(
+        func=lambda a: _admin(a, "DELETE", "/faults")
+    )
+
+    log = commands.add_parser("requests", help="print the request log as JSON lines")
+    log.add_argument("--method")
+    log.add_argument("--path", help="regex searched in the path")
+    log.set_defaults(func=_requests)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from emulator.server import Emulator
+
+    state_dir: Path = args.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    emulator = Emulator(port=args.port, state_dir=state_dir).start()
+    endpoints = {**emulator.endpoints(), "client_secret": emulator.identity.client_secret}
+    (state_dir / ENDPOINTS_FILE).write_text(json.dumps(endpoints, indent=2))
+    if args.save_block:
+        from byok.emulator_blocks import save_emulator_block
+
+        save_emulator_block(emulator, args.save_block)
+    print(describe(endpoints, args.save_block), flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+        (state_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
+    return 0
+
+
+def describe(endpoints: dict[str, str], block: str | None = None) -> str:
+    """What a user needs to point clients at the emulator."""
+    lines = [
+        "byok cloud emulator running (Ctrl-C stops it)",
+        f"  Resource Manager  {endpoints['arm']}",
+        f"  Entra authority   {endpoints['authority']}  (tenant {endpoints['tenant_id']})",
+        f"  subscription      {endpoints['subscription_id']}",
+        f"  client id/secret  {endpoints['client_id']} / {endpoints['client_secret']}",
+        f"  CA bundle         {endpoints['ca_bundle']}",
+        "  Key Vault         one origin per vault: see each vault's properties.vaultUri",
+    ]
+    if block:
+        lines.append(f"  Prefect block     byok-azure-credentials/{block}")
+    return "\n".join(lines)
+
+
+def _running(args: argparse.Namespace) -> dict[str, str]:
+    path = args.state_dir / ENDPOINTS_FILE
+    if not path.exists():
+        raise SystemExit(
+            f"byok emulator: no running emulator ({path} does not exist); "
+            "start one with `byok emulator serve`"
+        )
+    return json.loads(path.read_text())
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    endpoints = _running(args)
+    context = ssl.create_default_context(cafile=endpoints["ca_bundle"])
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        endpoints["authority"] + "/_emulator" + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            payload = response.read()
+    except urllib.error.HTTPError as exc:
+        raise SystemExit(f"byok emulator: {exc.code} {exc.read().decode()}") from exc
+    except OSError as exc:
+        raise SystemExit(f"byok emulator: cannot reach the emulator: {exc}") from exc
+    return json.loads(payload) if payload else None
+
+
+def _admin(args: argparse.Namespace, method: str, path: str) -> int:
+    result = _call(args, method, path)
+    if result is not None:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def _endpoints(args: argparse.Namespace) -> int:
+    print(json.dumps(_running(args), indent=2))
+    return 0
+
+
+def _fault_add(args: argparse.Namespace) -> int:
+    body = {
+        "kind": args.kind,
+        "method": args.method,
+        "path": args.path,
+        "status": args.status,
+        "retry_after": args.retry_after,
+        "seconds": args.seconds,
+        "polls": args.polls,
+        "effect": args.effect,
+        "count": args.count or None,
+    }
+    print(json.dumps(_call(args, "POST", "/faults", body), indent=2))
+    return 0
+
+
+def _requests(args: argparse.Namespace) -> int:
+    query = urllib.parse.urlencode(
+        {k: v for k, v in (("method", args.method), ("path", args.path)) if v}
+    )
+    for entry in _call(args, "GET", "/requests" + (f"?{query}" if query else "")):
+        sys.stdout.write(json.dumps(entry) + "\n")
+    return 0

@@ -1,0 +1,182 @@
+"""`byok vhd ...`: encrypt, verify, decrypt, keyhash and info, without Prefect."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from byok.vhd.decrypt import VhdVerifyError, decrypt_vhd, verify_vhd
+from byok.vhd.encrypt import VhdOutputError, encrypt_vhd
+from byok.vhd.format import VhdFormatError
+from byok.vhd.info import vhd_info
+from byok.vhd.keys import VhdKeyError, keyhash, load_key
+
+EXIT_ERROR = 2
+_EXPECTED = (VhdFormatError, VhdKeyError, VhdOutputError, VhdVerifyError, OSError)
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal stream; silent when it is not a TTY."""
+
+    def __init__(self, label: str, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self.label = label
+        self.start = time.monotonic()
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self._last < 0.1 and done < total):
+            return
+        self._last = now
+        fraction = done / total if total else 1.0
+        width = 30
+        filled = int(fraction * width)
+        rate = done / max(now - self.start, 1e-6) / 1e6
+        self.stream.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+            f"{fraction:6.1%} {done >> 20}/{total >> 20} MiB {rate:7.0f} MB/s"
+        )
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the bar's line."""
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _with_progress(label: str, run: Callable[[ProgressBar], Any]) -> Any:
+    bar = ProgressBar(label)
+    try:
+        return run(bar)
+    finally:
+        bar.close()
+
+
+def _cmd_encrypt(args: argparse.Namespace) -> int:
+    key = load_key(args.key_file)
+    result = _with_progress(
+        "encrypt", lambda bar: encrypt_vhd(args.src, args.dst, key, bar, spool_dir=args.spool_dir)
+    )
+    print(
+        f"wrote {args.dst}: {result.virtual_size} bytes virtual, "
+        f"{result.blocks_written}/{result.blocks_total} blocks allocated, "
+        f"keyhash {result.keyhash.hex()}"
+    )
+    return 0
+
+
+def _cmd_decrypt(args: argparse.Namespace) -> int:
+    key = load_key(args.key_file)
+    result = _with_progress(
+        "decrypt", lambda bar: decrypt_vhd(args.enc, args.out, key, bar, raw=args.raw)
+    )
+    kind = "raw image" if args.raw else "VHD"
+    print(f"wrote {kind} {args.out}: {result.virtual_size} bytes virtual")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    key = load_key(args.key_file)
+    result = verify_vhd(args.src, args.enc, key)
+    print(
+        f"OK: {args.enc} decrypts to {args.src} ({result.source_size} bytes, "
+        f"{result.blocks_compared} blocks compared); keyhash matches"
+    )
+    return 0
+
+
+def _cmd_keyhash(args: argparse.Namespace) -> int:
+    print(keyhash(load_key(args.key_file)).hex())
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    info = vhd_info(args.file)
+    if args.json:
+        print(json.dumps(info.as_dict(), indent=2))
+        return 0
+    rows = [
+        ("type", info.disk_type),
+        ("virtual size", f"{info.virtual_size} bytes ({info.virtual_size / 2**30:.2f} GiB)"),
+        ("file size", f"{info.file_size} bytes" if info.file_size is not None else "unknown"),
+        ("block size", f"{info.block_size} bytes"),
+        ("blocks", f"{info.blocks_allocated} allocated of {info.blocks_total}"),
+        ("creator", f"{info.creator_app!r} {info.creator_version}"),
+        ("keyhash", info.keyhash or "none (not encrypted by vhd-util)"),
+    ]
+    for name, value in rows:
+        print(f"{name + ':':14s}{value}")
+    return 0
+
+
+def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except _EXPECTED as exc:
+            message = (
+                str(exc)
+                if not isinstance(exc, OSError) or not exc.filename
+                else (f"{exc.filename}: {exc.strerror}")
+            )
+            print(f"byok vhd {args.vhd_command}: error: {message}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            print(f"byok vhd {args.vhd_command}: interrupted", file=sys.stderr)
+            return 130
+
+    return run
+
+
+def register(subparsers: Any) -> None:
+    """Add the `vhd` sub-command and its sub-commands to a top-level `byok` parser."""
+    vhd = subparsers.add_parser(
+        "vhd", help="encrypt VHDs like IBM's vhd-util (AES-XTS, keyhash in the VHD)",
+        description=__doc__,
+    )  # fmt: skip
+    commands = vhd.add_subparsers(dest="vhd_command", required=True)
+    key_help = "file holding the raw 32- or 64-byte key ('-' reads standard input)"
+
+    enc = commands.add_parser("encrypt", help="encrypt SRC (fixed or dynamic VHD) into DST")
+    enc.add_argument("src", metavar="SRC")
+    enc.add_argument("dst", metavar="DST", help="new file; refused if it exists")
+    enc.add_argument("--key-file", required=True, help=key_help)
+    enc.add_argument("--spool-dir", help="temporary directory when the output is a stream")
+    enc.set_defaults(func=_guarded(_cmd_encrypt))
+
+    ver = commands.add_parser("verify", help="check ENC's keyhash and that it decrypts to SRC")
+    ver.add_argument("src", metavar="SRC")
+    ver.add_argument("enc", metavar="ENC")
+    ver.add_argument("--key-file", required=True, help=key_help)
+    ver.set_defaults(func=_guarded(_cmd_verify))
+
+    dec = commands.add_parser("decrypt", help="decrypt ENC into OUT (a plain VHD, or --raw)")
+    dec.add_argument("enc", metavar="ENC")
+    dec.add_argument("out", metavar="OUT", help="new file; refused if it exists")
+    dec.add_argument("--key-file", required=True, help=key_help)
+    dec.add_argument("--raw", action="store_true", help="write the raw virtual disk instead")
+    dec.set_defaults(func=_guarded(_cmd_decrypt))
+
+    kh = commands.add_parser("keyhash", help="print the key hash (as `vhd-util key -C` does)")
+    kh.add_argument("--key-file", required=True, help=key_help)
+    kh.set_defaults(func=_guarded(_cmd_keyhash))
+
+    info = commands.add_parser("info", help="describe a VHD")
+    info.add_argument("file", metavar="FILE")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.set_defaults(func=_guarded(_cmd_info))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `byok vhd ...` on its own (used by `python -m byok.vhd`)."""
+    parser = argparse.ArgumentParser(prog="byok")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["vhd", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args))

@@ -1,0 +1,188 @@
+"""Decrypting encrypted VHDs and verifying them against their source."""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+from byok.vhd.encrypt import EncryptResult, Output, atomic_output, convert_reader
+from byok.vhd.format import BLOCK_SIZE, SECTORS_PER_BLOCK, VhdFormatError
+from byok.vhd.keys import VhdKeyError, keyhash, validate_key
+from byok.vhd.pipeline import Progress, run_blocks
+from byok.vhd.reader import Source, VhdReader, is_seekable
+from byok.vhd.xts import SectorXts
+
+
+class VhdVerifyError(ValueError):
+    """The encrypted VHD does not decrypt to the source."""
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Summary of a successful verification."""
+
+    source_size: int
+    virtual_size: int
+    blocks_compared: int
+
+
+def check_keyhash(reader: VhdReader, key: bytes) -> None:
+    """Raise unless the VHD carries a keyhash and it matches `key`."""
+    batmap = reader.batmap
+    if batmap is None or not batmap.has_keyhash:
+        raise VhdFormatError(
+            f"offset {reader.header.table_offset}: expected a tdbatmap header with a keyhash "
+            f"after the BAT; this VHD is not encrypted by vhd-util"
+        )
+    if not hmac.compare_digest(keyhash(key, batmap.keyhash_nonce), batmap.keyhash):
+        raise VhdKeyError("wrong key: its hash does not match the keyhash stored in the VHD")
+
+
+def decrypt_vhd(
+    enc: Source,
+    out: Output,
+    key: bytes,
+    progress: Progress | None = None,
+    *,
+    raw: bool = False,
+    overwrite: bool = False,
+    spool_dir: str | None = None,
+) -> EncryptResult:
+    """Decrypt an encrypted VHD (after checking its keyhash).
+
+    Writes a plain tap-style dynamic VHD with the same allocation, or with `raw` the bare
+    virtual disk image.
+    """
+    key = validate_key(key)
+    with VhdReader(enc) as reader:
+        if reader.block_map is None:
+            raise VhdFormatError("offset 0: expected an encrypted (dynamic) VHD, found a fixed one")
+        check_keyhash(reader, key)
+        if raw:
+            return _decrypt_raw(reader, out, key, progress, overwrite)
+        xts = SectorXts(key)
+
+        def decrypt(index: int, buf: memoryview) -> None:
+            xts.decrypt(buf, index * SECTORS_PER_BLOCK, buf)
+
+        return convert_reader(reader, out, decrypt, None, progress, overwrite=overwrite,
+                              spool_dir=spool_dir, keep_zero=True)  # fmt: skip
+
+
+def _decrypt_raw(
+    reader: VhdReader, out: Output, key: bytes, progress: Progress | None, overwrite: bool
+) -> EncryptResult:
+    xts = SectorXts(key)
+    size = reader.virtual_size or 0
+
+    def decrypt(index: int, buf: memoryview) -> None:
+        xts.decrypt(buf, index * SECTORS_PER_BLOCK, buf)
+
+    def write_to(handle: BinaryIO) -> int:
+        seekable = is_seekable(handle)
+        position = 0
+
+        def write(index: int, buf: memoryview) -> None:
+            nonlocal position
+            start = index * BLOCK_SIZE
+            if seekable:
+                handle.seek(start)
+            elif start < position:
+                raise VhdFormatError(f"block {index} is out of order for a forward-only output")
+            else:
+                _write_zeros(handle, start - position)
+            handle.write(buf[: max(0, min(BLOCK_SIZE, size - start))])
+            position = start + BLOCK_SIZE
+
+        written = run_blocks(reader, decrypt, write, skip_zero=False, progress=progress)
+        if seekable:
+            handle.truncate(size)
+        else:
+            _write_zeros(handle, size - min(position, size))
+        return written
+
+    if isinstance(out, (str, os.PathLike)):
+        with atomic_output(out, overwrite) as handle:
+            written = write_to(handle)
+    else:
+        written = write_to(out)
+    blocks = reader.block_count or 0
+    return EncryptResult(size, blocks * BLOCK_SIZE, blocks, written, None)
+
+
+def _write_zeros(handle: BinaryIO, count: int) -> None:
+    zeros = bytes(min(count, BLOCK_SIZE))
+    while count > 0:
+        handle.write(zeros[: min(count, len(zeros))])
+        count -= len(zeros)
+
+
+def verify_vhd(src: Source, enc: Source, key: bytes) -> VerifyResult:
+    """Check `enc`'s structure and keyhash, and that it decrypts to `src` byte for byte.
+
+    Raises `VhdVerifyError` naming the first differing virtual offset.
+    """
+    key = validate_key(key)
+    xts = SectorXts(key)
+    with VhdReader(src) as source, VhdReader(enc) as encrypted:
+        if encrypted.block_map is None:
+            raise VhdFormatError("offset 0: expected an encrypted (dynamic) VHD, found a fixed one")
+        check_keyhash(encrypted, key)
+        compared = 0
+        theirs = _ascending(encrypted.blocks(), "encrypted VHD")
+        mine = _ascending(source.blocks(), "source")
+        enc_item = next(theirs, None)
+        src_item = next(mine, None)
+        while enc_item is not None or src_item is not None:
+            if src_item is None or (enc_item is not None and enc_item[0] < src_item[0]):
+                assert enc_item is not None
+                index, data = enc_item
+                plain = xts.decrypt(data, index * SECTORS_PER_BLOCK, data)
+                _same(index, plain, None)
+                enc_item = next(theirs, None)
+            elif enc_item is None or src_item[0] < enc_item[0]:
+                _same(src_item[0], src_item[1], None)
+                src_item = next(mine, None)
+            else:
+                index, data = enc_item
+                plain = xts.decrypt(data, index * SECTORS_PER_BLOCK, data)
+                _same(index, plain, src_item[1])
+                enc_item, src_item = next(theirs, None), next(mine, None)
+            compared += 1
+        src_size = source.virtual_size or 0
+        expected = -(-src_size // BLOCK_SIZE) * BLOCK_SIZE
+        if encrypted.virtual_size != expected:
+            raise VhdVerifyError(
+                f"encrypted virtual size is {encrypted.virtual_size}, expected {expected} "
+                f"(source {src_size} rounded up to 2 MiB blocks)"
+            )
+        return VerifyResult(src_size, expected, compared)
+
+
+def _ascending(
+    items: Iterator[tuple[int, memoryview]], what: str
+) -> Iterator[tuple[int, memoryview]]:
+    last = -1
+    for index, data in items:
+        if index <= last:
+            raise VhdVerifyError(f"{what}: blocks are not in ascending order; use a seekable file")
+        last = index
+        yield index, data
+
+
+def _same(index: int, got: memoryview, want: memoryview | None) -> None:
+    a = np.frombuffer(got, dtype=np.uint8)
+    if want is None:
+        bad = np.flatnonzero(a)
+    else:
+        bad = np.flatnonzero(a != np.frombuffer(want, dtype=np.uint8))
+    if bad.size:
+        raise VhdVerifyError(
+            f"decrypted data differs from the source at virtual offset "
+            f"{index * BLOCK_SIZE + int(bad[0])}"
+        )

@@ -1,0 +1,444 @@
+"""Reading fixed and dynamic VHDs (paths, seekable files or forward-only streams).
+
+A source is exposed as a sequence of 2 MiB virtual blocks: `VhdReader.blocks()` yields
+`(block_index, data)` for every block that may hold data (fixed: every block; dynamic: every
+block the BAT allocates), with the sector bitmaps applied and the tail zero-padded.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+from byok.vhd.format import (
+    BLOCK_SIZE,
+    MAX_VIRTUAL_SIZE,
+    SECTOR,
+    TYPE_DIFFERENCING,
+    TYPE_DYNAMIC,
+    TYPE_FIXED,
+    UNUSED,
+    BatmapHeader,
+    DynamicHeader,
+    Footer,
+    VhdFormatError,
+    padded,
+    parse_bat,
+)
+
+Source = str | os.PathLike[str] | BinaryIO
+
+
+def is_seekable(handle: BinaryIO) -> bool:
+    """True when `handle` supports random access."""
+    try:
+        return handle.seekable()
+    except (AttributeError, ValueError):
+        return False
+
+
+def read_exact(handle: BinaryIO, size: int, offset: int, what: str) -> bytes:
+    """Read exactly `size` bytes or raise `VhdFormatError` naming `offset` and `what`."""
+    data = handle.read(size)
+    if len(data) != size:
+        raise VhdFormatError(
+            f"offset {offset}: expected {what} ({size} bytes), file ends after {len(data)}"
+        )
+    return data
+
+
+def read_into(handle: BinaryIO, view: memoryview) -> int:
+    """Fill `view` from `handle` as far as the data goes; returns the byte count read."""
+    done = 0
+    while done < len(view):
+        got = handle.readinto(view[done:])  # type: ignore[attr-defined]
+        if not got:
+            break
+        done += got
+    return done
+
+
+@dataclass(frozen=True)
+class BlockMap:
+    """Where the data of each dynamic-disk block lives."""
+
+    block_size: int
+    bat: np.ndarray  # u32 sector offsets, UNUSED for holes
+
+    @property
+    def bitmap_bytes(self) -> int:
+        """Size of each block's sector bitmap, padded to a sector."""
+        return padded(self.block_size // SECTOR // 8)
+
+
+class VhdReader:
+    """An opened VHD source. Use as a context manager; paths are opened and closed here."""
+
+    def __init__(self, source: Source) -> None:
+        self._owned = isinstance(source, (str, os.PathLike))
+        self._handle: BinaryIO = (
+            open(source, "rb")  # noqa: SIM115 - closed by close()/__exit__
+            if isinstance(source, (str, os.PathLike))
+            else source
+        )
+        self.seekable = is_seekable(self._handle)
+        self.block_map: BlockMap | None = None
+        self.batmap: BatmapHeader | None = None
+        self._stream_head = b""
+        try:
+            self.footer: Footer | None = self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- opening -------------------------------------------------------------------
+    def _open(self) -> Footer | None:
+        handle = self._handle
+        if self.seekable:
+            end = handle.seek(0, io.SEEK_END)
+            if end < SECTOR:
+                raise VhdFormatError(f"offset 0: expected a VHD of at least 512 bytes, found {end}")
+            handle.seek(end - SECTOR)
+            footer = Footer.parse(read_exact(handle, SECTOR, end - SECTOR, "footer"), end - SECTOR)
+            self._check_type(footer, end - SECTOR)
+            if footer.disk_type == TYPE_FIXED:
+                if footer.current_size > end - SECTOR:
+                    raise VhdFormatError(
+                        f"offset {end - SECTOR + 48}: fixed disk claims {footer.current_size} "
+                        f"bytes but the file holds only {end - SECTOR} bytes of data"
+                    )
+                self.file_size = end
+                return footer
+            handle.seek(0)
+            copy = Footer.parse(read_exact(handle, SECTOR, 0, "footer copy"), 0)
+            if copy != footer:
+                raise VhdFormatError(
+                    f"offset 0: expected the footer copy to match the footer at {end - SECTOR}"
+                )
+            self.file_size = end
+            self._open_dynamic(footer, SECTOR)
+            return footer
+        # forward-only stream: the first sector tells dynamic (footer copy) from fixed (data)
+        self.file_size = None
+        head = handle.read(SECTOR)
+        try:
+            footer = Footer.parse(head, 0)
+        except VhdFormatError:
+            footer = None
+        if footer is not None and footer.disk_type != TYPE_FIXED:
+            self._check_type(footer, 0)
+            self._open_dynamic(footer, SECTOR)
+            return footer
+        self._stream_head = head
+        return None  # fixed stream: the footer is the last sector, known at the end
+
+    @staticmethod
+    def _check_type(footer: Footer, offset: int) -> None:
+        if footer.disk_type == TYPE_DIFFERENCING:
+            raise VhdFormatError(
+                f"offset {offset + 60}: differencing disks are not supported "
+                f"(expected a fixed or dynamic disk); merge it with its parent first"
+            )
+        if footer.current_size > MAX_VIRTUAL_SIZE:
+            raise VhdFormatError(
+                f"offset {offset + 48}: virtual size {footer.current_size} exceeds the VHD "
+                f"limit of {MAX_VIRTUAL_SIZE} bytes"
+            )
+
+    def _open_dynamic(self, footer: Footer, position: int) -> None:
+        handle = self._handle
+        off = footer.data_offset
+        if off == 0xFFFFFFFFFFFFFFFF or off < SECTOR:
+            raise VhdFormatError(
+                f"offset 16: expected the dynamic header offset in the footer, found {off:#x}"
+            )
+        position = self._skip_to(position, off, "dynamic header")
+        header = DynamicHeader.parse(read_exact(handle, 1024, off, "dynamic header"), off)
+        position += 1024
+        blocks = -(-footer.current_size // header.block_size)
+        if header.max_table_entries < blocks:
+            raise VhdFormatError(
+                f"offset {off + 28}: expected at least {blocks} BAT entries for "
+                f"{footer.current_size} bytes, found {header.max_table_entries}"
+            )
+        position = self._skip_to(position, header.table_offset, "BAT")
+        bat_bytes = padded(header.max_table_entries * 4)
+        raw = read_exact(handle, bat_bytes, header.table_offset, "BAT")
+        position += bat_bytes
+        bat = parse_bat(raw, blocks, header.table_offset)
+        self.block_map = BlockMap(header.block_size, bat)
+        self.header = header
+        self._position = position
+        self._read_batmap(header.table_offset + bat_bytes)
+
+    def _read_batmap(self, offset: int) -> None:
+        """Parse a `tdbatmap` header right after the BAT, if there is one."""
+        handle = self._handle
+        if self.seekable:
+            handle.seek(offset)
+            data = handle.read(SECTOR)
+        else:
+            data = handle.read(SECTOR)
+            self._position += len(data)
+            self._stream_head = data
+        if data[:8] == b"tdbatmap":
+            self.batmap = BatmapHeader.parse(data, offset)
+
+    def _skip_to(self, position: int, target: int, what: str) -> int:
+        if self.seekable:
+            self._handle.seek(target)
+            return target
+        if target < position:
+            raise VhdFormatError(
+                f"offset {target}: expected the {what} after offset {position} to read it as a "
+                f"stream (this layout needs a seekable source)"
+            )
+        while position < target:
+            chunk = self._handle.read(min(target - position, 1 << 20))
+            if not chunk:
+                raise VhdFormatError(f"offset {position}: file ends before the {what} at {target}")
+            position += len(chunk)
+        return position
+
+    # ---- properties ----------------------------------------------------------------
+    @property
+    def disk_type(self) -> int:
+        """TYPE_FIXED or TYPE_DYNAMIC."""
+        return TYPE_FIXED if self.block_map is None else TYPE_DYNAMIC
+
+    @property
+    def virtual_size(self) -> int | None:
+        """Virtual disk size in bytes (None for a fixed stream until it has been read)."""
+        return None if self.footer is None else self.footer.current_size
+
+    @property
+    def block_count(self) -> int | None:
+        """Number of 2 MiB output blocks covering the virtual size."""
+        size = self.virtual_size
+        return None if size is None else -(-size // BLOCK_SIZE)
+
+    def allocated_blocks(self) -> list[int] | None:
+        """Indices of 2 MiB blocks that may hold data (dynamic sources; None when unknown)."""
+        if self.block_map is None:
+            return None if self.footer is None else list(range(self.block_count or 0))
+        bmap = self.block_map
+        used = np.flatnonzero(bmap.bat != UNUSED).astype(np.int64)
+        return sorted({int(b) * bmap.block_size // BLOCK_SIZE for b in used})
+
+    def stream_order(self) -> list[int]:
+        """Allocated block indices in file order (the order a stream delivers them)."""
+        bmap = self.block_map
+        if bmap is None:
+            return self.allocated_blocks() or []
+        used = sorted((int(off), idx) for idx, off in enumerate(bmap.bat) if off != UNUSED)
+        return [idx for _, idx in used]
+
+    # ---- reading -------------------------------------------------------------------
+    def blocks(
+        self, buffers: Iterator[memoryview] | None = None
+    ) -> Iterator[tuple[int, memoryview]]:
+        """Yield `(index, data)` for every 2 MiB block that may hold data.
+
+        `data` is exactly 2 MiB; it is taken from `buffers` when given (the caller recycles
+        them), else freshly allocated. Seekable dynamic sources yield ascending indices;
+        streams yield blocks in file order.
+        """
+        pool = buffers if buffers is not None else _fresh_buffers()
+        if self.block_map is None:
+            if self.footer is not None:
+                yield from self._fixed_seekable(pool)
+            else:
+                yield from self._fixed_stream(pool)
+        elif self.seekable:
+            for index in self.allocated_blocks() or []:
+                buf = next(pool)
+                self.read_virtual(index * BLOCK_SIZE, buf)
+                yield index, buf
+        else:
+            yield from self._dynamic_stream(pool)
+
+    def _fixed_seekable(self, pool: Iterator[memoryview]) -> Iterator[tuple[int, memoryview]]:
+        size = self.virtual_size or 0
+        self._handle.seek(0)
+        for index in range(self.block_count or 0):
+            buf = next(pool)
+            want = min(BLOCK_SIZE, size - index * BLOCK_SIZE)
+            got = read_into(self._handle, buf[:want])
+            if got != want:
+                raise VhdFormatError(f"offset {index * BLOCK_SIZE + got}: unexpected end of data")
+            if want < BLOCK_SIZE:
+                buf[want:] = bytes(BLOCK_SIZE - want)
+            yield index, buf
+
+    def _fixed_stream(self, pool: Iterator[memoryview]) -> Iterator[tuple[int, memoryview]]:
+        """Fixed VHD on a stream: data, then the footer as the last 512 bytes.
+
+        Each block is followed by a 512-byte look-ahead: a full look-ahead proves the block is
+        all data; a short one means the footer ends inside this block.
+        """
+        carry = self._stream_head
+        index = 0
+        while True:
+            buf = next(pool)
+            buf[: len(carry)] = carry
+            got = len(carry) + read_into(self._handle, buf[len(carry) :])
+            ahead = b""
+            if got == BLOCK_SIZE:
+                ahead = self._handle.read(SECTOR)
+                while 0 < len(ahead) < SECTOR:
+                    more = self._handle.read(SECTOR - len(ahead))
+                    if not more:
+                        break
+                    ahead += more
+                if len(ahead) == SECTOR:
+                    yield index, buf
+                    carry = ahead
+                    index += 1
+                    continue
+            tail = bytes(buf[max(0, got - SECTOR) : got])
+            tail = (tail + ahead)[-SECTOR:]
+            data_here = got + len(ahead) - SECTOR
+            data_end = index * BLOCK_SIZE + data_here
+            if data_here < 0 or len(tail) < SECTOR:
+                raise VhdFormatError(
+                    f"offset {max(data_end, 0)}: expected a fixed VHD footer at the end of "
+                    f"the stream"
+                )
+            footer = Footer.parse(tail, data_end)
+            self._check_type(footer, data_end)
+            if footer.disk_type != TYPE_FIXED or footer.current_size != data_end:
+                raise VhdFormatError(
+                    f"offset {data_end + 48}: expected a fixed-disk footer for {data_end} bytes "
+                    f"of data, found type {footer.disk_type} with size {footer.current_size}"
+                )
+            self.footer = footer
+            self.file_size = data_end + SECTOR
+            if data_here > 0:
+                buf[data_here:] = bytes(BLOCK_SIZE - data_here)
+                yield index, buf
+            return
+
+    @staticmethod
+    def _zero_beyond(buf: memoryview, start: int, size: int) -> None:
+        keep = max(0, min(BLOCK_SIZE, size - start))
+        if keep < BLOCK_SIZE:
+            buf[keep:] = bytes(BLOCK_SIZE - keep)
+
+    def _dynamic_stream(self, pool: Iterator[memoryview]) -> Iterator[tuple[int, memoryview]]:
+        bmap = self.block_map
+        assert bmap is not None
+        if bmap.block_size != BLOCK_SIZE:
+            raise VhdFormatError(
+                f"offset {self.header_offset + 32}: streaming needs 2 MiB blocks, found "
+                f"{bmap.block_size}; use a seekable source"
+            )
+        order = [(int(bmap.bat[idx]), idx) for idx in self.stream_order()]
+        position = self._position
+        if self._stream_head:
+            position -= len(self._stream_head)
+            carry = self._stream_head
+        else:
+            carry = b""
+        for sector, index in order:
+            start = sector * SECTOR
+            if start < position:
+                raise VhdFormatError(
+                    f"offset {start}: block {index} overlaps metadata or another block ending at "
+                    f"{position}"
+                )
+            skip = start - position
+            if skip < len(carry):
+                carry = carry[skip:]
+                skip = 0
+            else:
+                skip -= len(carry)
+                carry = b""
+            position = self._skip_to(start - skip, start, f"block {index}") if skip else start
+            bitmap = carry[: bmap.bitmap_bytes]
+            carry = carry[len(bitmap) :]
+            if len(bitmap) < bmap.bitmap_bytes:
+                bitmap += read_exact(
+                    self._handle, bmap.bitmap_bytes - len(bitmap), start, f"block {index} bitmap"
+                )
+            buf = next(pool)
+            buf[: len(carry)] = carry
+            got = len(carry) + read_into(self._handle, buf[len(carry) :])
+            carry = b""
+            if got != BLOCK_SIZE:
+                raise VhdFormatError(
+                    f"offset {start + bmap.bitmap_bytes + got}: file ends inside block {index}"
+                )
+            position = start + bmap.bitmap_bytes + BLOCK_SIZE
+            _apply_bitmap(buf, bitmap)
+            self._zero_beyond(buf, index * BLOCK_SIZE, self.virtual_size or 0)
+            yield index, buf
+        # drain the rest (the trailing footer), so a producer piping into us is not cut off
+        while self._handle.read(1 << 20):
+            pass
+
+    @property
+    def header_offset(self) -> int:
+        """File offset of the dynamic header."""
+        return self.footer.data_offset if self.footer else 0
+
+    def read_virtual(self, offset: int, out: memoryview) -> None:
+        """Read virtual bytes [offset, offset+len(out)) of a seekable dynamic disk."""
+        bmap = self.block_map
+        assert bmap is not None and self.seekable
+        size = self.virtual_size or 0
+        done = 0
+        while done < len(out):
+            pos = offset + done
+            block, within = divmod(pos, bmap.block_size)
+            take = min(len(out) - done, bmap.block_size - within)
+            view = out[done : done + take]
+            entry = int(bmap.bat[block]) if block < len(bmap.bat) else UNUSED
+            if entry == UNUSED or pos >= size:
+                view[:] = bytes(take)
+            else:
+                base = entry * SECTOR
+                self._handle.seek(base)
+                bitmap = read_exact(self._handle, bmap.bitmap_bytes, base, f"block {block} bitmap")
+                self._handle.seek(base + bmap.bitmap_bytes + within)
+                got = read_into(self._handle, view)
+                if got != take:
+                    raise VhdFormatError(
+                        f"offset {base + bmap.bitmap_bytes + within + got}: file ends inside "
+                        f"block {block}"
+                    )
+                _apply_bitmap(view, bitmap, within // SECTOR)
+                if pos + take > size:
+                    view[max(0, size - pos) :] = bytes(pos + take - max(pos, size))
+            done += take
+
+    def close(self) -> None:
+        """Close the file if this reader opened it."""
+        if self._owned:
+            self._handle.close()
+
+    def __enter__(self) -> VhdReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _apply_bitmap(data: memoryview, bitmap: bytes, first_sector: int = 0) -> None:
+    """Zero the sectors of `data` whose bitmap bit is clear (bit 7 of byte 0 = sector 0)."""
+    sectors = len(data) // SECTOR
+    bits = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8))
+    bits = bits[first_sector : first_sector + sectors]
+    if bits.all():
+        return
+    arr = np.frombuffer(data, dtype=np.uint8).reshape(sectors, SECTOR)
+    arr[bits == 0] = 0
+
+
+def _fresh_buffers() -> Iterator[memoryview]:
+    while True:
+        yield memoryview(bytearray(BLOCK_SIZE))

@@ -1,0 +1,144 @@
+"""Vectorised AES-XTS over 512-byte sectors with the dm-crypt "plain" tweak.
+
+Each sector s is one XTS data unit with tweak uint32_le(s mod 2^32) || 12 zero bytes, exactly
+what vhd-util (OpenSSL EVP AES-XTS, one call per sector) produces. Instead of one OpenSSL call
+per sector, a batch of sectors is processed with:
+
+1. one AES-ECB pass under K2 over the batch's tweak blocks, giving T0(s) = E_K2(tweak(s));
+2. the 32 per-block tweaks T0(s)·alpha^j (GF(2^128) doubling) computed with numpy on a planar
+   layout (row j holds T0(s)·alpha^j for every sector s, so every operation is contiguous), then
+   one 16-byte-element transpose into natural order;
+3. C = E_K1(P ⊕ T) ⊕ T with one bulk AES-ECB pass under K1.
+
+All buffers are preallocated; numpy and OpenSSL release the GIL on these large calls.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from byok.vhd.keys import validate_key
+
+SECTOR = 512
+BLOCKS_PER_SECTOR = SECTOR // 16
+DEFAULT_BATCH_SECTORS = 2048
+
+_U64 = np.uint64
+_ALL = 0xFFFFFFFFFFFFFFFF
+
+
+def _buffer_view(data: object, writable: bool) -> np.ndarray:
+    view = np.frombuffer(data, dtype=np.uint8)  # type: ignore[call-overload]
+    if writable and not view.flags.writeable:
+        raise TypeError("output buffer must be writable")
+    return view
+
+
+class SectorXts:
+    """AES-XTS (IEEE 1619) over consecutive 512-byte sectors, one data unit per sector.
+
+    A 32-byte key selects AES-128-XTS, a 64-byte key AES-256-XTS (first half: data key K1,
+    second half: tweak key K2). Not thread-safe: use one instance per thread.
+    """
+
+    def __init__(self, key: bytes, batch_sectors: int = DEFAULT_BATCH_SECTORS) -> None:
+        key = validate_key(key)
+        half = len(key) // 2
+        data_cipher = Cipher(algorithms.AES(key[:half]), modes.ECB())
+        self._data_encryptor = data_cipher.encryptor()
+        self._data_decryptor = data_cipher.decryptor()
+        self._tweak_encryptor = Cipher(algorithms.AES(key[half:]), modes.ECB()).encryptor()
+        n = self.batch_sectors = batch_sectors
+        self._tweak_in = np.zeros((n, 4), dtype="<u4")
+        # planar tweaks: row j, sector s -> (lo, hi) words of T0(s)·alpha^j; +2 words of slack
+        # because ECB output buffers need 15 spare bytes.
+        self._planar = np.empty(BLOCKS_PER_SECTOR * n * 2 + 2, dtype=_U64)
+        self._natural = np.empty((n, BLOCKS_PER_SECTOR), dtype=np.complex128)
+        self._work_in = np.empty(n * SECTOR, dtype=np.uint8)
+        self._work_out = np.empty(n * SECTOR + 16, dtype=np.uint8)
+        self._carry = np.empty(16 * n * 2, dtype=_U64)
+        words = np.arange(16 * n * 2) % 2
+        self._hi_mask = np.where(words == 1, _ALL, 0).astype(_U64)  # 1s on high words
+        self._lo_mask = np.where(words == 0, _ALL, 0).astype(_U64)  # 1s on low words
+
+    def encrypt(self, data: object, first_sector: int, out: object | None = None) -> memoryview:
+        """Encrypt whole sectors of `data` starting at sector `first_sector`.
+
+        `out` (may be `data` itself) receives the ciphertext; a new buffer when omitted.
+        """
+        return self._run(data, first_sector, out, self._data_encryptor)
+
+    def decrypt(self, data: object, first_sector: int, out: object | None = None) -> memoryview:
+        """Decrypt whole sectors of `data` starting at sector `first_sector` (see `encrypt`)."""
+        return self._run(data, first_sector, out, self._data_decryptor)
+
+    def _run(
+        self, data: object, first_sector: int, out: object | None, cipher: object
+    ) -> memoryview:
+        src = _buffer_view(data, writable=False)
+        if src.size % SECTOR:
+            raise ValueError(f"data length {src.size} is not a multiple of {SECTOR}")
+        if out is None:
+            out = bytearray(src.size)
+        dst = _buffer_view(out, writable=True)
+        if dst.size < src.size:
+            raise ValueError(f"output buffer holds {dst.size} bytes, need {src.size}")
+        step = self.batch_sectors * SECTOR
+        for start in range(0, src.size, step):
+            stop = min(start + step, src.size)
+            self._batch(src[start:stop], dst[start:stop], first_sector + start // SECTOR, cipher)
+        return memoryview(out)[: src.size]  # type: ignore[arg-type]
+
+    def _batch(self, src: np.ndarray, dst: np.ndarray, first: int, cipher: object) -> None:
+        n = src.size // SECTOR
+        tweaks = self._tweaks(n, first)
+        work_in = self._work_in[: src.size]
+        np.bitwise_xor(src.view(_U64), tweaks, out=work_in.view(_U64))
+        cipher.update_into(work_in, self._work_out)  # type: ignore[attr-defined]
+        np.bitwise_xor(self._work_out[: src.size].view(_U64), tweaks, out=dst.view(_U64))
+
+    def _tweaks(self, n: int, first: int) -> np.ndarray:
+        """Natural-order tweak words (n*64 u64) for sectors first..first+n-1."""
+        tweak_in = self._tweak_in[:n]
+        tweak_in[:, 0] = np.arange(first, first + n, dtype=np.uint64) & 0xFFFFFFFF
+        row = 2 * n  # words per planar row
+        planar = self._planar
+        self._tweak_encryptor.update_into(
+            tweak_in.reshape(-1).view(np.uint8), planar[: row + 2].view(np.uint8)
+        )
+        rows = 1
+        while rows < BLOCKS_PER_SECTOR:
+            self._mul_alpha_pow(planar[: rows * row], planar[rows * row : 2 * rows * row], rows)
+            rows *= 2
+        natural = self._natural[:n]
+        natural[...] = (
+            planar[: BLOCKS_PER_SECTOR * row].view(np.complex128).reshape(BLOCKS_PER_SECTOR, n).T
+        )
+        return natural.reshape(-1).view(_U64)
+
+    def _mul_alpha_pow(self, src: np.ndarray, dst: np.ndarray, k: int) -> None:
+        """dst = src·alpha^k for each (lo, hi) 128-bit pair, k < 57, with whole-array operations."""
+        size = src.size
+        carry = self._carry[:size]
+        np.left_shift(src, _U64(k), out=dst)
+        np.right_shift(src, _U64(64 - k), out=carry)
+        # bits leaving a low word enter its high word (the next word)
+        high_in = self._work_carry(size - 1)
+        np.bitwise_and(carry[:-1], self._hi_mask[1:size], out=high_in)
+        np.bitwise_xor(dst[1:], high_in, out=dst[1:])
+        # bits leaving a high word wrap to its low word (the previous one) times 0x87
+        low_in = high_in
+        np.bitwise_and(carry[1:], self._lo_mask[: size - 1], out=low_in)
+        low = dst[:-1]
+        if k == 1:
+            np.multiply(low_in, _U64(0x87), out=low_in)
+            np.bitwise_xor(low, low_in, out=low)
+            return
+        np.bitwise_xor(low, low_in, out=low)
+        for shift in (1, 1, 5):  # x^1, x^2, x^7 terms of 0x87
+            np.left_shift(low_in, _U64(shift), out=low_in)
+            np.bitwise_xor(low, low_in, out=low)
+
+    def _work_carry(self, size: int) -> np.ndarray:
+        return self._work_in.view(_U64)[:size]

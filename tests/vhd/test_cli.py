@@ -1,0 +1,76 @@
+"""`byok vhd ...` sub-commands: outputs, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from byok.vhd.cli import main, register
+
+from .conftest import KEY64, MakeVhd
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "dek.bin"
+    path.write_bytes(KEY64)
+    return path
+
+
+def test_register_adds_vhd_command() -> None:
+    parser = argparse.ArgumentParser(prog="byok")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["vhd", "keyhash", "--key-file", "k"])
+    assert callable(args.func)
+
+
+def test_encrypt_verify_decrypt_info(
+    make_vhd: MakeVhd, tmp_path: Path, key_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = os.urandom(5 * MIB)
+    src = make_vhd(data, "fixed")
+    enc, out = tmp_path / "enc.vhd", tmp_path / "out.raw"
+    assert main(["encrypt", str(src), str(enc), "--key-file", str(key_file)]) == 0
+    assert main(["verify", str(src), str(enc), "--key-file", str(key_file)]) == 0
+    assert "keyhash matches" in capsys.readouterr().out
+    assert main(["decrypt", str(enc), str(out), "--raw", "--key-file", str(key_file)]) == 0
+    assert out.read_bytes()[: len(data)] == data
+    assert main(["info", str(enc)]) == 0
+    text = capsys.readouterr().out
+    assert "dynamic" in text and "3 allocated of 3" in text
+    assert hashlib.sha256(bytes(32) + KEY64).hexdigest() in text
+    assert main(["info", "--json", str(src)]) == 0
+    assert '"keyhash": null' in capsys.readouterr().out
+
+
+def test_keyhash_from_stdin(key_file: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "byok.vhd", "keyhash", "--key-file", "-"],
+        input=KEY64, capture_output=True, check=True, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert result.stdout.decode().strip() == hashlib.sha256(bytes(32) + KEY64).hexdigest()
+
+
+def test_errors_are_one_line_exit_2(
+    make_vhd: MakeVhd, tmp_path: Path, key_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = make_vhd(os.urandom(MIB), "dynamic")
+    bad_key = tmp_path / "bad.key"
+    bad_key.write_bytes(KEY64 + b"\n")
+    assert main(["encrypt", str(src), str(tmp_path / "x.vhd"), "--key-file", str(bad_key)]) == 2
+    err = capsys.readouterr().err
+    assert "trailing newline" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert main(["encrypt", str(src), str(src), "--key-file", str(key_file)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "missing.vhd")]) == 2
+    assert "No such file" in capsys.readouterr().err
+    assert main(["verify", str(src), str(src), "--key-file", str(key_file)]) == 2
+    assert "keyhash" in capsys.readouterr().err
