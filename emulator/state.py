@@ -49,7 +49,7 @@ class EmulatorState:
         msi_models.register_types(self.arm)
         authorization_models.register_types(self.arm)
         keyvault_models.register_types(self.arm, self.keyvault)
-        compute_models.register_types(self.arm)
+        compute_models.register_types(self.arm, self.keyvault)
 
         self.router = Router()
         entra_routes.register(self.router, self.entra, base_url)

@@ -70,3 +70,39 @@ def arm_request(
         verify=str(emulator.ca_path),
         timeout=10,
     )
+
+
+def vault_with_key(
+    azure: AzureClients,
+    emulator: Emulator,
+    group: str = "rg",
+    vault: str = "kv-des",
+    key: str = "des-key",
+    rbac: bool = False,
+) -> tuple[Any, str]:
+    """A purge-protected vault in westeurope with an RSA 2048 key; returns (vault, key id)."""
+    azure.resources().resource_groups.create_or_update(group, {"location": "westeurope"})
+    created = (
+        azure.keyvault_management()
+        .vaults.begin_create_or_update(group, vault, vault_parameters(emulator, rbac=rbac))
+        .result()
+    )
+    if rbac:
+        grant_officer(azure, emulator, created.id)
+    kid = azure.keys(str(created.properties.vault_uri)).create_rsa_key(key, size=2048).id
+    return created, str(kid)
+
+
+def grant_officer(azure: AzureClients, emulator: Emulator, scope: str) -> None:
+    """Give the test principal the Key Vault Crypto Officer role at `scope`."""
+    import uuid
+
+    azure.authorization().role_assignments.create(
+        scope,
+        str(uuid.uuid4()),
+        {
+            "role_definition_id": f"{scope}/providers/Microsoft.Authorization/roleDefinitions/"
+            "14b46e9e-c2b7-41b4-b07b-48a6ebf60603",
+            "principal_id": emulator.state.service_principal.object_id,
+        },
+    )

@@ -16,10 +16,10 @@ from azure.mgmt.compute.models import (
 from clients.azure import AzureClients
 from emulator.faults import Fault
 from emulator.server import Emulator
-from tests.helpers import arm_request, vault_parameters
+from tests.helpers import arm_request, vault_parameters, vault_with_key
 
 
-def des_body(key_url: str = "https://vault/keys/k/1") -> DiskEncryptionSet:
+def des_body(key_url: str) -> DiskEncryptionSet:
     return DiskEncryptionSet(
         location="westeurope",
         identity=EncryptionSetIdentity(type="SystemAssigned"),
@@ -33,11 +33,18 @@ def group(azure: AzureClients) -> str:
     return "rg"
 
 
-def test_azure_async_operation_style(azure: AzureClients, emulator: Emulator, group: str) -> None:
+@pytest.fixture
+def key_url(azure: AzureClients, emulator: Emulator, group: str) -> str:
+    return vault_with_key(azure, emulator, group)[1]
+
+
+def test_azure_async_operation_style(
+    azure: AzureClients, emulator: Emulator, group: str, key_url: str
+) -> None:
     emulator.faults.add(Fault("lro-slow", method="PUT", path="diskEncryptionSets", polls=3))
     des = (
         azure.compute()
-        .disk_encryption_sets.begin_create_or_update(group, "des1", des_body())
+        .disk_encryption_sets.begin_create_or_update(group, "des1", des_body(key_url))
         .result()
     )
     assert des.properties.provisioning_state == "Succeeded"
@@ -78,7 +85,9 @@ def test_provisioning_state_style(azure: AzureClients, emulator: Emulator, group
     assert len(emulator.requests.find("GET", r"/vaults/kv-style$")) == 3
 
 
-def test_failed_operation_raises(azure: AzureClients, emulator: Emulator, group: str) -> None:
+def test_failed_operation_raises(
+    azure: AzureClients, emulator: Emulator, group: str, key_url: str
+) -> None:
     emulator.faults.add(
         Fault(
             "lro-failed",
@@ -88,7 +97,9 @@ def test_failed_operation_raises(azure: AzureClients, emulator: Emulator, group:
             message="no access to the key",
         )
     )
-    poller = azure.compute().disk_encryption_sets.begin_create_or_update(group, "des1", des_body())
+    poller = azure.compute().disk_encryption_sets.begin_create_or_update(
+        group, "des1", des_body(key_url)
+    )
     with pytest.raises(HttpResponseError) as info:
         poller.result()
     assert "KeyVaultAccessForbidden" in str(info.value)

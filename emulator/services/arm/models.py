@@ -54,6 +54,9 @@ class TypeHooks:
     def deleted(self, arm: ArmModel, resource: dict[str, Any]) -> None:
         """Called when the resource is deleted."""
 
+    def refresh(self, arm: ArmModel, resource: dict[str, Any]) -> None:
+        """Apply what time changes by itself (automatic key rotation…) before a read."""
+
 
 @dataclass
 class TypeSpec:
@@ -243,10 +246,17 @@ class ArmModel:
             resource = self.resources.get(resource_id.lower())
             if resource is None:
                 return None
-            op_id = resource.get("_operation")
-            if op_id:
-                self.advance(self.operations[op_id])
+            self._observe(resource)
             return self.resources.get(resource_id.lower())
+
+    def _observe(self, resource: dict[str, Any]) -> None:
+        """Advance what a read observes: the pending operation, time-driven changes."""
+        op_id = resource.get("_operation")
+        if op_id:
+            self.advance(self.operations[op_id])
+        spec = self.types.get(resource["type"].lower())
+        if spec and not resource.get("_operation"):
+            spec.hooks.refresh(self, resource)
 
     def require(self, resource_id: str) -> dict[str, Any]:
         """The stored resource or ARM's 404."""
@@ -276,6 +286,8 @@ class ArmModel:
                 for key, r in self.resources.items()
                 if key.startswith(prefix) and r.get("type", "").lower() == wanted
             ]
+            for resource in found:
+                self._observe(resource)
         return sorted(found, key=lambda r: r["id"].lower())
 
     # -- resource groups -------------------------------------------------------------------

@@ -18,6 +18,10 @@ from emulator.services.entra.models import Principal
 from emulator.services.keyvault import crypto
 
 VAULT_TYPE = "Microsoft.KeyVault/vaults"
+_KEY_URL = re.compile(
+    r"^https://(?P<host>[^/:]+)(:(?P<port>\d+))?/keys/(?P<name>[^/]+)(/(?P<version>[^/]+))?/?$",
+    re.IGNORECASE,
+)
 _VAULT_NAME = re.compile(r"^[a-zA-Z](?!.*--)[a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$")
 # From this api-version on, new vaults use Azure RBAC unless told otherwise.
 RBAC_DEFAULT_SINCE = "2026-02-01"
@@ -138,14 +142,26 @@ class KeyVaultModel:
             raise HttpError(404, "VaultNotFound", "No vault is served on this origin.")
         return data, resource
 
+    def effective_key_operations(self, resource: dict[str, Any], object_id: str) -> set[str]:
+        """Key operations (lower case) granted to a principal and already in effect: by
+        access policies, or by role assignments on RBAC vaults."""
+        if resource["properties"].get("enableRbacAuthorization"):
+            return allowed_key_operations(self.arm, resource["id"], object_id)
+        if time.monotonic() < resource.get("_access_effective", {}).get(object_id, 0.0):
+            return set()
+        granted: set[str] = set()
+        for policy in resource["properties"].get("accessPolicies") or []:
+            if policy.get("objectId") == object_id:
+                keys = (policy.get("permissions") or {}).get("keys") or []
+                granted |= {p.lower() for p in keys}
+        return set(KEY_PERMISSIONS) if "all" in granted else granted
+
     def authorize(self, resource: dict[str, Any], principal: Principal, operation: str) -> None:
-        """403 unless the vault's access policies (or, on RBAC vaults, role assignments)
-        effectively grant `operation` on keys to the caller."""
-        props = resource["properties"]
+        """403 unless `operation` on keys is granted to the caller and in effect."""
         op = operation.lower()
-        if props.get("enableRbacAuthorization"):
-            if op in allowed_key_operations(self.arm, resource["id"], principal.object_id):
-                return
+        if op in self.effective_key_operations(resource, principal.object_id):
+            return
+        if resource["properties"].get("enableRbacAuthorization"):
             raise HttpError(
                 403,
                 "Forbidden",
@@ -154,15 +170,6 @@ class KeyVaultModel:
                 f"oid={principal.object_id} Vault: {resource['name']}",
                 inner="ForbiddenByRbac",
             )
-        effective = resource.get("_access_effective", {})
-        for policy in props.get("accessPolicies") or []:
-            if policy.get("objectId") != principal.object_id:
-                continue
-            granted = {p.lower() for p in (policy.get("permissions") or {}).get("keys") or []}
-            if ("all" in granted or op in granted) and time.monotonic() >= effective.get(
-                principal.object_id, 0.0
-            ):
-                return
         raise HttpError(
             403,
             "Forbidden",
@@ -171,6 +178,26 @@ class KeyVaultModel:
             f"'{resource['name']}'.",
             inner="AccessDenied",
         )
+
+    def resolve_key_url(self, key_url: str) -> tuple[dict[str, Any], StoredKey, KeyVersion]:
+        """The vault resource, key and version a key URL names (versionless: the latest);
+        HttpError 400 naming the URL when it does not resolve."""
+        match = _KEY_URL.match(key_url or "")
+        if not match:
+            raise HttpError(400, "InvalidParameter", f"'{key_url}' is not a Key Vault key URL "
+                            "(https://<vault>/keys/<name>[/<version>]).")
+        with self.lock:
+            data = self.vaults.get(int(match["port"] or 443))
+        resource = self.arm.get(data.resource_id) if data else None
+        key = data.keys.get(match["name"].lower()) if data else None
+        if data is None or resource is None or key is None or key.deleted_date is not None:
+            raise HttpError(400, "KeyVaultKeyNotFound", f"The key '{key_url}' was not found.")
+        try:
+            version = key.version(match["version"])
+        except HttpError:
+            raise HttpError(400, "KeyVaultKeyNotFound",
+                            f"The key version '{key_url}' was not found.") from None
+        return resource, key, version
 
     @staticmethod
     def new_version(kty: str, material: crypto.PrivateKey, body: dict[str, Any]) -> KeyVersion:

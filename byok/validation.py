@@ -1,0 +1,56 @@
+"""Request validation that names the field, the value and the rule (no Prefect import)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+
+class InvalidRequest(ValueError):
+    """A request broke a rule; nothing was written."""
+
+    def __init__(self, field: str, value: Any, rule: str) -> None:
+        super().__init__(f"{field} = {value!r}: {rule}")
+        self.field, self.value, self.rule = field, value, rule
+
+
+_RULES = {
+    "key_vault": (re.compile(r"^[a-zA-Z](?!.*--)[a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$"),
+                  "key vault names are 3-24 letters, digits and single hyphens, start with a "
+                  "letter and end with a letter or digit"),
+    "resource_group": (re.compile(r"^[-\w._()]{0,89}[-\w_()]$"),
+                       "resource group names are 1-90 letters, digits, '_', '-', '.', '(' "
+                       "and ')', not ending with '.'"),
+    "disk_encryption_set": (re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,78}[a-zA-Z0-9_]$|^\w$"),
+                            "disk encryption set names are 1-80 letters, digits, '_' and '-', "
+                            "starting with a letter or digit"),
+    "key": (re.compile(r"^[a-zA-Z0-9-]{1,127}$"),
+            "key names are 1-127 letters, digits and hyphens"),
+    "identity": (re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,127}$"),
+                 "identity names are 3-128 letters, digits, '_' and '-', starting with a "
+                 "letter or digit"),
+}
+
+
+def check_name(kind: str, field: str, value: str) -> str:
+    """Return `value` if it is a valid name of `kind`, else raise InvalidRequest."""
+    pattern, rule = _RULES[kind]
+    if not pattern.match(value or ""):
+        raise InvalidRequest(field, value, rule)
+    return value
+
+
+def check_rsa_key_size(field: str, size: int) -> int:
+    """RSA sizes the BYOK services accept."""
+    if size not in (2048, 3072, 4096):
+        raise InvalidRequest(field, size, "RSA keys must be 2048, 3072 or 4096 bits")
+    return size
+
+
+def same_region(field: str, value: str, expected: str, what: str) -> None:
+    """Azure regions compared as the services do (case and spaces ignored)."""
+    def norm(region: str) -> str:
+        return region.lower().replace(" ", "")
+
+    if norm(value) != norm(expected):
+        raise InvalidRequest(field, value, f"must be in the same region as {what} ({expected})")

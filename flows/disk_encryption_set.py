@@ -1,0 +1,201 @@
+"""Procedure C, steps 1-4 (and A's prerequisite): a disk encryption set whose key lives in a
+purge-protected vault, usable by its identity. Plus rotating its key."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from azure.core.exceptions import HttpResponseError
+from prefect import flow, get_run_logger, task
+from pydantic import BaseModel, Field
+
+from blocks.azure import AzureCredentials
+from byok.keyvault_ids import KeyId
+from byok.validation import InvalidRequest, check_name, check_rsa_key_size, same_region
+from clients.azure import AzureClients
+from tasks.disk_encryption_set import (
+    DiskEncryptionSetInfo,
+    check_existing_des,
+    ensure_disk_encryption_set,
+    read_des,
+    update_des_key,
+    verify_des_key,
+    wait_for_key_access,
+)
+from tasks.key_vault import (
+    CRYPTO_SERVICE_ENCRYPTION_USER,
+    READER,
+    SERVICE_KEY_PERMISSIONS,
+    KeyInfo,
+    VaultInfo,
+    assign_role,
+    check_existing_key,
+    check_existing_vault,
+    ensure_key,
+    ensure_key_vault,
+    grant,
+    read_key,
+    read_vault,
+    vault_info,
+)
+from tasks.resource_group import ensure_resource_group
+from tasks.retry import STEP_RETRIES
+
+EncryptionType = Literal[
+    "EncryptionAtRestWithCustomerKey", "EncryptionAtRestWithPlatformAndCustomerKeys"
+]
+
+
+class DiskEncryptionSetRequest(BaseModel):
+    """Where the set, its vault and its key go, and how the key is used."""
+
+    azure_credentials_block: str = Field(
+        ..., description="Name of the saved 'BYOK Azure Credentials' block to use."
+    )
+    subscription_id: str | None = Field(None, description="Default: the block's.")
+    resource_group: str = Field(..., description="Resource group (created if missing).")
+    location: str = Field(..., description="Region of the set, its vault and the disks.")
+    vault_name: str = Field(
+        ..., description="Key vault (created with purge protection if missing; an existing "
+        "one must have soft delete and purge protection on).",
+    )
+    vault_rbac: bool = Field(
+        True, description="A new vault uses Azure RBAC (else access policies); an existing "
+        "vault keeps its own model.",
+    )
+    key_name: str = Field(..., description="RSA key (created if missing, reused if present).")
+    key_size: Literal[2048, 3072, 4096] = Field(3072, description="RSA key size in bits.")
+    des_name: str = Field(..., description="Disk encryption set name.")
+    encryption_type: EncryptionType = Field(
+        "EncryptionAtRestWithCustomerKey",
+        description="Customer key, or double encryption with platform and customer keys "
+        "(fixed at creation).",
+    )
+    auto_key_rotation: bool = Field(
+        False, description="Follow new key versions automatically (Azure: within an hour).",
+    )
+    grant_reader_role: bool | None = Field(
+        None, description="Also give the set's identity Reader on the vault, as the AKS doc "
+        "asks. Default: yes for access-policy vaults, no for RBAC vaults.",
+    )
+    propagation_timeout_minutes: float = Field(
+        15, gt=0, description="How long to wait for new identities and grants to propagate.",
+    )
+
+
+class DiskEncryptionSetResult(BaseModel):
+    """What was prepared; the gallery and AKS flows take it as input."""
+
+    disk_encryption_set: DiskEncryptionSetInfo
+    vault: VaultInfo
+    key: KeyInfo
+
+
+@task(name="Validate request")
+def validate_request(credentials: AzureCredentials, request: DiskEncryptionSetRequest) -> None:
+    """Check names and what already exists (read-only), so that a bad request fails before
+    anything is written."""
+    check_name("resource_group", "resource_group", request.resource_group)
+    check_name("key_vault", "vault_name", request.vault_name)
+    check_name("key", "key_name", request.key_name)
+    check_name("disk_encryption_set", "des_name", request.des_name)
+    check_rsa_key_size("key_size", request.key_size)
+    clients = AzureClients(credentials, request.subscription_id)
+    vault = read_vault(clients, request.resource_group, request.vault_name)
+    if vault is not None:
+        check_existing_vault(vault, request.location)
+        try:
+            key = read_key(clients, vault_info(vault).url, request.key_name)
+        except HttpResponseError as exc:
+            if exc.status_code != 403:
+                raise
+            get_run_logger().info("No access to the keys of %s yet: the key is checked once "
+                                  "access is granted", request.vault_name)
+            key = None
+        if key is not None:
+            check_existing_key(key)
+    des = read_des(clients, request.resource_group, request.des_name)
+    if des is not None:
+        same_region("location", request.location, str(des.location),
+                    f"disk encryption set '{des.name}'")
+        check_existing_des(des, request.encryption_type)
+
+
+@task(name="Grant the set's identity access to the key", **STEP_RETRIES)
+def grant_des_access(credentials: AzureCredentials, subscription_id: str | None,
+                     vault: VaultInfo, des: DiskEncryptionSetInfo, reader: bool,
+                     timeout_seconds: float) -> None:
+    """get, wrapKey, unwrapKey (access policy, or Key Vault Crypto Service Encryption User on
+    RBAC vaults), and optionally Reader on the vault."""
+    clients = AzureClients(credentials, subscription_id)
+    grant(clients, vault, des.principal_id, SERVICE_KEY_PERMISSIONS,
+          CRYPTO_SERVICE_ENCRYPTION_USER, timeout_seconds)
+    if reader:
+        assign_role(clients, vault.id, des.principal_id, READER, timeout_seconds)
+    get_run_logger().info("Granted %s key access on %s%s", des.principal_id, vault.name,
+                          " and Reader" if reader else "")
+
+
+@flow(name="prepare-disk-encryption-set")
+def prepare_disk_encryption_set(request: DiskEncryptionSetRequest) -> DiskEncryptionSetResult:
+    """Vault with purge protection → RSA key → disk encryption set with the versioned key URL
+    → grant its identity key access (and Reader) → wait until the grant is effective."""
+    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    sub, rg = request.subscription_id, request.resource_group
+    timeout = request.propagation_timeout_minutes * 60
+    validate_request(credentials, request)
+    ensure_resource_group(credentials, sub, rg, request.location)
+    vault = ensure_key_vault(credentials, sub, rg, request.vault_name, request.location,
+                             request.vault_rbac, timeout)
+    key = ensure_key(credentials, sub, vault, request.key_name, request.key_size, timeout)
+    des = ensure_disk_encryption_set(credentials, sub, rg, request.des_name, request.location,
+                                     vault, key, request.encryption_type,
+                                     request.auto_key_rotation)
+    reader = (not vault.rbac) if request.grant_reader_role is None else request.grant_reader_role
+    grant_des_access(credentials, sub, vault, des, reader, timeout)
+    wait_for_key_access(credentials, sub, rg, des, timeout)
+    return DiskEncryptionSetResult(disk_encryption_set=des, vault=vault, key=key)
+
+
+class DesKeyRotationRequest(BaseModel):
+    """Which set's key to rotate."""
+
+    azure_credentials_block: str = Field(
+        ..., description="Name of the saved 'BYOK Azure Credentials' block to use."
+    )
+    subscription_id: str | None = Field(None, description="Default: the block's.")
+    resource_group: str = Field(..., description="Resource group of the set.")
+    des_name: str = Field(..., description="Disk encryption set whose key to rotate.")
+    timeout_minutes: float = Field(
+        90, gt=0, description="How long to wait for the set to report the new version "
+        "(automatic rotation takes up to an hour in Azure).",
+    )
+    poll_seconds: float = Field(30, gt=0, description="Seconds between checks.")
+
+
+@task(name="Create a new key version", **STEP_RETRIES)
+def new_key_version(credentials: AzureCredentials, subscription_id: str | None,
+                    key_url: str) -> str:
+    """Rotate the set's key in its vault; returns the new versioned key id."""
+    kid = KeyId.parse(key_url)
+    rotated = AzureClients(credentials, subscription_id).keys(kid.vault_url).rotate_key(kid.name)
+    get_run_logger().info("New key version %s", rotated.id)
+    return str(rotated.id)
+
+
+@flow(name="rotate-disk-encryption-set-key")
+def rotate_disk_encryption_set_key(request: DesKeyRotationRequest) -> DiskEncryptionSetInfo:
+    """New key version → update the set's active key (or, with automatic rotation, wait for
+    the set to pick it up) → verify activeKey, lastKeyRotationTimestamp, previousKeys empty,
+    no autoKeyRotationError."""
+    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    sub, rg = request.subscription_id, request.resource_group
+    des = read_des(AzureClients(credentials, sub), rg, request.des_name)
+    if des is None:
+        raise InvalidRequest("des_name", request.des_name,
+                             f"no disk encryption set of that name in resource group {rg}")
+    new_key = new_key_version(credentials, sub, str(des.properties.active_key.key_url))
+    if not des.properties.rotation_to_latest_key_version_enabled:
+        update_des_key(credentials, sub, rg, request.des_name, new_key)
+    return verify_des_key(credentials, sub, rg, request.des_name, new_key,
+                          request.timeout_minutes * 60, request.poll_seconds)
