@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
+import io
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from byok.vhd.decrypt import VhdVerifyError, decrypt_vhd, verify_vhd
 from byok.vhd.encrypt import VhdOutputError, encrypt_vhd
@@ -59,26 +62,73 @@ def _with_progress(label: str, run: Callable[[ProgressBar], Any]) -> Any:
         bar.close()
 
 
+class _ForwardOnly(io.RawIOBase):
+    """Standard output seen as a forward-only stream (when absolute seeks would be wrong)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        super().__init__()
+        self._handle = handle
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return self._handle.write(data)
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+
+def _streams(args: argparse.Namespace, src: str, dst: str) -> tuple[Any, Any]:
+    """`src`/`dst` as given, with '-' replaced by standard input/output."""
+    if src == "-" and args.key_file == "-":
+        raise VhdKeyError("the key and the source cannot both come from standard input")
+    source = sys.stdin.buffer if src == "-" else src
+    if dst != "-":
+        return source, dst
+    out = sys.stdout.buffer
+    if out.isatty():
+        raise VhdOutputError("refusing to write a binary image to a terminal; redirect it")
+    seekable = out.seekable()
+    if seekable:  # a regular file: the writers seek to absolute offsets, so it must start empty
+        appending = fcntl.fcntl(out.fileno(), fcntl.F_GETFL) & os.O_APPEND
+        seekable = not appending and out.tell() == 0
+    return source, (out if seekable else _ForwardOnly(out))
+
+
+def _report(dst: str, text: str) -> None:
+    """The summary line, on standard error when the image went to standard output."""
+    print(text, file=sys.stderr if dst == "-" else sys.stdout)
+
+
 def _cmd_encrypt(args: argparse.Namespace) -> int:
+    src, dst = _streams(args, args.src, args.dst)
     key = load_key(args.key_file)
     result = _with_progress(
-        "encrypt", lambda bar: encrypt_vhd(args.src, args.dst, key, bar, spool_dir=args.spool_dir)
+        "encrypt", lambda bar: encrypt_vhd(src, dst, key, bar, spool_dir=args.spool_dir)
     )
-    print(
+    if args.dst == "-":
+        sys.stdout.buffer.flush()
+    _report(
+        args.dst,
         f"wrote {args.dst}: {result.virtual_size} bytes virtual, "
         f"{result.blocks_written}/{result.blocks_total} blocks allocated, "
-        f"keyhash {result.keyhash.hex()}"
+        f"keyhash {result.keyhash.hex()}",
     )
     return 0
 
 
 def _cmd_decrypt(args: argparse.Namespace) -> int:
+    src, dst = _streams(args, args.enc, args.out)
     key = load_key(args.key_file)
     result = _with_progress(
-        "decrypt", lambda bar: decrypt_vhd(args.enc, args.out, key, bar, raw=args.raw)
+        "decrypt",
+        lambda bar: decrypt_vhd(src, dst, key, bar, raw=args.raw, spool_dir=args.spool_dir),
     )
+    if args.out == "-":
+        sys.stdout.buffer.flush()
     kind = "raw image" if args.raw else "VHD"
-    print(f"wrote {kind} {args.out}: {result.virtual_size} bytes virtual")
+    _report(args.out, f"wrote {kind} {args.out}: {result.virtual_size} bytes virtual")
     return 0
 
 
@@ -145,8 +195,10 @@ def register(subparsers: Any) -> None:
     key_help = "file holding the raw 32- or 64-byte key ('-' reads standard input)"
 
     enc = commands.add_parser("encrypt", help="encrypt SRC (fixed or dynamic VHD) into DST")
-    enc.add_argument("src", metavar="SRC")
-    enc.add_argument("dst", metavar="DST", help="new file; refused if it exists")
+    enc.add_argument("src", metavar="SRC", help="a path, or '-' for standard input")
+    enc.add_argument(
+        "dst", metavar="DST", help="new file (refused if it exists), or '-' for standard output"
+    )
     enc.add_argument("--key-file", required=True, help=key_help)
     enc.add_argument("--spool-dir", help="temporary directory when the output is a stream")
     enc.set_defaults(func=_guarded(_cmd_encrypt))
@@ -158,9 +210,12 @@ def register(subparsers: Any) -> None:
     ver.set_defaults(func=_guarded(_cmd_verify))
 
     dec = commands.add_parser("decrypt", help="decrypt ENC into OUT (a plain VHD, or --raw)")
-    dec.add_argument("enc", metavar="ENC")
-    dec.add_argument("out", metavar="OUT", help="new file; refused if it exists")
+    dec.add_argument("enc", metavar="ENC", help="a path, or '-' for standard input")
+    dec.add_argument(
+        "out", metavar="OUT", help="new file (refused if it exists), or '-' for standard output"
+    )
     dec.add_argument("--key-file", required=True, help=key_help)
+    dec.add_argument("--spool-dir", help="temporary directory when the output is a stream")
     dec.add_argument("--raw", action="store_true", help="write the raw virtual disk instead")
     dec.set_defaults(func=_guarded(_cmd_decrypt))
 

@@ -155,7 +155,7 @@ class atomic_output:
         fd, self.tmp = tempfile.mkstemp(
             dir=directory, prefix=f".{os.path.basename(self.path)}.", suffix=".part"
         )
-        self.handle: BinaryIO = os.fdopen(fd, "w+b", buffering=0)  # type: ignore[assignment]
+        self.handle: BinaryIO = os.fdopen(fd, "w+b", buffering=0)
 
     def __enter__(self) -> BinaryIO:
         return self.handle

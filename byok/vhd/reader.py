@@ -90,6 +90,7 @@ class VhdReader:
         self.block_map: BlockMap | None = None
         self.batmap: BatmapHeader | None = None
         self._stream_head = b""
+        self.file_size: int | None = None
         try:
             self.footer: Footer | None = self._open()
         except BaseException:
@@ -99,6 +100,7 @@ class VhdReader:
     # ---- opening -------------------------------------------------------------------
     def _open(self) -> Footer | None:
         handle = self._handle
+        footer: Footer | None
         if self.seekable:
             end = handle.seek(0, io.SEEK_END)
             if end < SECTOR:

@@ -231,7 +231,7 @@ class SpoolSink(_Sink):
     def write(self, index: int, data: memoryview | bytes) -> None:
         """Spool the record of block `index`."""
         self.slots.append(index)
-        _write_record(self._spool, data, len(self.slots) == 1)  # type: ignore[arg-type]
+        _write_record(self._spool, data, len(self.slots) == 1)
 
     def close(self) -> None:
         """Emit everything; `blocks` must have been set once the source size is known."""
@@ -239,7 +239,7 @@ class SpoolSink(_Sink):
         metadata, footer = self._finish(self.blocks)
         self.handle.write(metadata)
         self._spool.seek(0)
-        shutil.copyfileobj(self._spool, self.handle, 4 << 20)  # type: ignore[misc]
+        shutil.copyfileobj(self._spool, self.handle, 4 << 20)
         self._spool.close()
         self.handle.write(footer)
 

@@ -59,7 +59,7 @@ class ForwardOnly(io.RawIOBase):
         return True
 
     def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
-        return self.inner.readinto(buf)  # type: ignore[return-value]
+        return self.inner.readinto(buf)
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
-        return self.inner.write(data)  # type: ignore[return-value]
+        return self.inner.write(data)

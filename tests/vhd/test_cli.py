@@ -74,3 +74,44 @@ def test_errors_are_one_line_exit_2(
     assert "No such file" in capsys.readouterr().err
     assert main(["verify", str(src), str(src), "--key-file", str(key_file)]) == 2
     assert "keyhash" in capsys.readouterr().err
+
+
+def _byok_vhd(*args: str, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    return subprocess.run(  # type: ignore[call-overload]
+        [sys.executable, "-m", "byok.vhd", *args],
+        stderr=subprocess.PIPE, cwd=Path(__file__).parents[2], **kwargs,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["fixed", "dynamic"])
+def test_encrypt_and_decrypt_through_pipes(
+    make_vhd: MakeVhd, tmp_path: Path, key_file: Path, kind: str
+) -> None:
+    """'-' as SRC/DST: pipe in, pipe out (forward-only), and stdout redirected to a file."""
+    data = os.urandom(3 * MIB + 4096)
+    src = make_vhd(data, kind)
+    enc = _byok_vhd("encrypt", "-", "-", "--key-file", str(key_file), input=src.read_bytes())
+    assert enc.returncode == 0, enc.stderr
+    assert b"wrote -" in enc.stderr and not enc.stdout.startswith(b"wrote")
+    piped = tmp_path / "piped.vhd"
+    piped.write_bytes(enc.stdout)
+    assert main(["verify", str(src), str(piped), "--key-file", str(key_file)]) == 0
+
+    redirected = tmp_path / "redirected.vhd"
+    with open(redirected, "wb") as out:
+        run = _byok_vhd("encrypt", str(src), "-", "--key-file", str(key_file), stdout=out)
+    assert run.returncode == 0, run.stderr
+    assert main(["verify", str(src), str(redirected), "--key-file", str(key_file)]) == 0
+
+    dec = _byok_vhd("decrypt", "-", "-", "--raw", "--key-file", str(key_file), input=enc.stdout)
+    assert dec.returncode == 0, dec.stderr
+    assert dec.stdout[: len(data)] == data and not dec.stdout[len(data) :].strip(b"\0")
+
+
+def test_key_and_source_cannot_both_be_stdin(make_vhd: MakeVhd, tmp_path: Path) -> None:
+    src = make_vhd(os.urandom(MIB), "dynamic")
+    run = _byok_vhd("encrypt", "-", str(tmp_path / "x.vhd"), "--key-file", "-",
+                    input=src.read_bytes())  # fmt: skip
+    assert run.returncode == 2
+    assert b"cannot both come from standard input" in run.stderr

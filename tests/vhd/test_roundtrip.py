@@ -86,7 +86,7 @@ def test_streams_give_the_same_data(
     verify_vhd(src, io.BytesIO(produced), KEY64)
     # decrypt from a stream to a stream
     plain = io.BytesIO()
-    decrypt_vhd(ForwardOnly(io.BytesIO(produced)), ForwardOnly(plain), KEY64, raw=True)
+    decrypt_vhd(ForwardOnly(io.BytesIO(produced)), ForwardOnly(plain), KEY64, raw=True)  # type: ignore[arg-type]
     assert plain.getvalue()[: len(data)] == data
 
 

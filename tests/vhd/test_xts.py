@@ -1,13 +1,17 @@
-"""Vectorised AES-XTS against FACTS.md known answers and one cryptography call per sector."""
+"""Vectorised AES-XTS against FACTS.md known answers and one cryptography call per sector.
+
+Every test runs on each available backend: NumPy always, the OpenSSL C extension when built.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from byok.vhd.xts import SectorXts
+from byok.vhd.xts import BACKENDS, SectorXts
 
 from .conftest import KEY32, KEY64
 
@@ -33,14 +37,16 @@ def reference(key: bytes, data: bytes, first: int, decrypt: bool = False) -> byt
         (KEY32, 1, "a8ce33a288a211258599d867beceaf25"),
     ],
 )
-def test_known_answers(key: bytes, sector: int, expected: str) -> None:
-    assert bytes(SectorXts(key).encrypt(bytes(512), sector))[:16].hex() == expected
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_known_answers(key: bytes, sector: int, expected: str, backend: str) -> None:
+    assert bytes(SectorXts(key, backend=backend).encrypt(bytes(512), sector))[:16].hex() == expected
 
 
-def test_several_sectors_differ_from_one_xts_call() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_several_sectors_differ_from_one_xts_call(backend: str) -> None:
     data = bytes(1024)
     one_call = Cipher(algorithms.AES(KEY64), modes.XTS(bytes(16))).encryptor().update(data)
-    assert bytes(SectorXts(KEY64).encrypt(data, 0)) != one_call
+    assert bytes(SectorXts(KEY64, backend=backend).encrypt(data, 0)) != one_call
 
 
 keys = st.one_of(st.binary(min_size=32, max_size=32), st.binary(min_size=64, max_size=64)).filter(
@@ -55,22 +61,60 @@ keys = st.one_of(st.binary(min_size=32, max_size=32), st.binary(min_size=64, max
     first=st.one_of(st.integers(0, 2**20), st.integers(2**32 - 50, 2**32 + 50)),
     batch=st.sampled_from([1, 3, 16, 1024]),
     seed=st.binary(min_size=16, max_size=16),
+    backend=st.sampled_from(BACKENDS),
 )
 def test_matches_one_call_per_sector(
-    key: bytes, sectors: int, first: int, batch: int, seed: bytes
+    key: bytes, sectors: int, first: int, batch: int, seed: bytes, backend: str
 ) -> None:
     data = (seed * (32 * sectors))[: 512 * sectors]
     data = bytes(b ^ (i * 7 % 251) for i, b in enumerate(data))
-    xts = SectorXts(key, batch_sectors=batch)
+    xts = SectorXts(key, batch_sectors=batch, backend=backend)
     encrypted = bytes(xts.encrypt(data, first))
     assert encrypted == reference(key, data, first)
     assert bytes(xts.decrypt(encrypted, first)) == data
 
 
-def test_in_place_and_bad_lengths() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_in_place_and_bad_lengths(backend: str) -> None:
     buf = bytearray(range(256)) * 8
     expected = reference(KEY64, bytes(buf), 9)
-    SectorXts(KEY64).encrypt(buf, 9, buf)
+    SectorXts(KEY64, backend=backend).encrypt(buf, 9, buf)
     assert bytes(buf) == expected
     with pytest.raises(ValueError, match="multiple of 512"):
-        SectorXts(KEY64).encrypt(bytes(100), 0)
+        SectorXts(KEY64, backend=backend).encrypt(bytes(100), 0)
+    with pytest.raises(ValueError, match="output buffer holds 512 bytes"):
+        SectorXts(KEY64, backend=backend).encrypt(bytes(1024), 0, bytearray(512))
+    with pytest.raises(TypeError):
+        SectorXts(KEY64, backend=backend).encrypt(bytes(512), 0, bytes(512))
+
+
+@pytest.mark.parametrize("key", [KEY32, KEY64])
+def test_backends_agree_on_a_large_buffer(key: bytes) -> None:
+    """Whole 2 MiB blocks (several NumPy batches) across the 2^32 sector wrap."""
+    data = np.random.default_rng(7).integers(0, 256, 2 << 20, dtype=np.uint8).tobytes()
+    first = 2**32 - 1000
+    results = {b: bytes(SectorXts(key, backend=b).encrypt(data, first)) for b in BACKENDS}
+    assert len(set(results.values())) == 1
+    sample = slice(1000 * 512 - 1024, 1000 * 512 + 1024)  # the sectors around the wrap
+    assert results[BACKENDS[0]][sample] == reference(key, data[sample], 2**32 - 2)
+    for backend in BACKENDS:
+        assert bytes(SectorXts(key, backend=backend).decrypt(results[backend], first)) == data
+
+
+def test_unknown_backend() -> None:
+    with pytest.raises(ValueError, match="not available"):
+        SectorXts(KEY64, backend="rust")
+
+
+@pytest.mark.skipif("c" not in BACKENDS, reason="C extension not built")
+def test_c_extension_guards() -> None:
+    from byok.vhd import _xts  # type: ignore[attr-defined]
+
+    with pytest.raises(ValueError, match="32 or 64 bytes"):
+        _xts.Xts(bytes(48))
+    xts = _xts.Xts(KEY64)
+    buf = bytearray(2048)
+    with pytest.raises(ValueError, match="overlap"):
+        xts.encrypt(memoryview(buf)[:1024], memoryview(buf)[512:], 0)
+    with pytest.raises(RuntimeError, match="not initialised"):
+        _xts.Xts.__new__(_xts.Xts).encrypt(bytes(512), bytearray(512), 0)

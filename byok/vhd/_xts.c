@@ -1,0 +1,296 @@
+/*
+ * Optional accelerator for byok.vhd.xts: AES-XTS over consecutive 512-byte sectors with the
+ * dm-crypt "plain" tweak (uint32_le(sector mod 2^32) || 12 zero bytes), one XTS data unit per
+ * sector: byte-identical to vhd-util's one OpenSSL AES-XTS call per sector.
+ *
+ * XTS is C_j = E_K1(P_j ^ T_j) ^ T_j with T_j = E_K2(tweak)·alpha^j. Per chunk of sectors:
+ * one AES-ECB call under K2 gives every sector's T_0, the 32 T_j per sector are computed here
+ * (GF(2^128) doubling), then XOR, one AES-ECB call under K1 over the whole chunk (OpenSSL's
+ * pipelined AES-NI), XOR. This avoids OpenSSL's per-call set-up cost of one EVP AES-XTS call
+ * per sector (about half of the time) and gives identical output. The GIL is released. Built by setup.py as an optional extension: when it is
+ * missing, byok.vhd.xts falls back to its NumPy implementation.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+
+#define SECTOR 512
+
+#define CHUNK_SECTORS 64 /* 32 KiB of tweaks: stays in L1/L2 */
+
+typedef struct {
+    PyObject_HEAD
+    EVP_CIPHER_CTX *enc;   /* AES-ECB under K1, encrypt */
+    EVP_CIPHER_CTX *dec;   /* AES-ECB under K1, decrypt */
+    EVP_CIPHER_CTX *tweak; /* AES-ECB under K2, encrypt */
+    int busy;
+} XtsObject;
+
+static PyObject *
+openssl_error(const char *what)
+{
+    char reason[256] = "unknown error";
+    unsigned long code = ERR_get_error();
+    if (code != 0) {
+        ERR_error_string_n(code, reason, sizeof(reason));
+    }
+    ERR_clear_error();
+    PyErr_Format(PyExc_RuntimeError, "OpenSSL %s failed: %s", what, reason);
+    return NULL;
+}
+
+static void
+Xts_dealloc(XtsObject *self)
+{
+    EVP_CIPHER_CTX_free(self->enc);
+    EVP_CIPHER_CTX_free(self->dec);
+    EVP_CIPHER_CTX_free(self->tweak);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+Xts_init(XtsObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"key", NULL};
+    Py_buffer key;
+    const EVP_CIPHER *cipher;
+    const unsigned char *k;
+    Py_ssize_t half;
+    int ok;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*:Xts", kwlist, &key)) {
+        return -1;
+    }
+    if (key.len == 64) {
+        cipher = EVP_aes_256_ecb();
+    } else if (key.len == 32) {
+        cipher = EVP_aes_128_ecb();
+    } else {
+        PyBuffer_Release(&key);
+        PyErr_Format(PyExc_ValueError, "AES-XTS key must be 32 or 64 bytes, got %zd", key.len);
+        return -1;
+    }
+    EVP_CIPHER_CTX_free(self->enc);
+    EVP_CIPHER_CTX_free(self->dec);
+    EVP_CIPHER_CTX_free(self->tweak);
+    self->enc = EVP_CIPHER_CTX_new();
+    self->dec = EVP_CIPHER_CTX_new();
+    self->tweak = EVP_CIPHER_CTX_new();
+    if (self->enc == NULL || self->dec == NULL || self->tweak == NULL) {
+        PyBuffer_Release(&key);
+        PyErr_NoMemory();
+        return -1;
+    }
+    k = key.buf;
+    half = key.len / 2;
+    ok = EVP_CipherInit_ex(self->enc, cipher, NULL, k, NULL, 1) == 1 &&
+         EVP_CipherInit_ex(self->dec, cipher, NULL, k, NULL, 0) == 1 &&
+         EVP_CipherInit_ex(self->tweak, cipher, NULL, k + half, NULL, 1) == 1;
+    PyBuffer_Release(&key);
+    if (!ok) {
+        openssl_error("AES-XTS key setup");
+        return -1;
+    }
+    EVP_CIPHER_CTX_set_padding(self->enc, 0);
+    EVP_CIPHER_CTX_set_padding(self->dec, 0);
+    EVP_CIPHER_CTX_set_padding(self->tweak, 0);
+    return 0;
+}
+
+static inline uint64_t
+load64(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static inline void
+store64(unsigned char *p, uint64_t v)
+{
+    memcpy(p, &v, 8);
+}
+
+/* dst[k] = a[k] ^ b[k] over len bytes (a multiple of 16). */
+static void
+xor_into(unsigned char *dst, const unsigned char *a, const unsigned char *b, size_t len)
+{
+    for (size_t k = 0; k < len; k += 8) {
+        store64(dst + k, load64(a + k) ^ load64(b + k));
+    }
+}
+
+/*
+ * Process n sectors from src to dst (same pointer or disjoint) with the K1 ECB context `data`.
+ * Returns 0 or -1 (OpenSSL). Byte order: XTS blocks are little-endian 128-bit numbers, so on
+ * little-endian hosts the low word is bytes 0..7 (checked in PyInit__xts).
+ */
+static int
+run_sectors(XtsObject *self, EVP_CIPHER_CTX *data, const unsigned char *src, unsigned char *dst,
+            Py_ssize_t n, uint32_t first)
+{
+    unsigned char tweak_in[CHUNK_SECTORS * 16];
+    unsigned char tweak0[CHUNK_SECTORS * 16 + 16];
+    unsigned char tweaks[CHUNK_SECTORS * SECTOR];
+    int outl;
+
+    memset(tweak_in, 0, sizeof(tweak_in));
+    for (Py_ssize_t done = 0; done < n; done += CHUNK_SECTORS) {
+        Py_ssize_t count = n - done < CHUNK_SECTORS ? n - done : CHUNK_SECTORS;
+        size_t bytes = (size_t)count * SECTOR;
+        const unsigned char *in = src + done * SECTOR;
+        unsigned char *out = dst + done * SECTOR;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            uint32_t sector = first + (uint32_t)(done + i); /* wraps mod 2^32: plain IV */
+            tweak_in[16 * i] = (unsigned char)sector;
+            tweak_in[16 * i + 1] = (unsigned char)(sector >> 8);
+            tweak_in[16 * i + 2] = (unsigned char)(sector >> 16);
+            tweak_in[16 * i + 3] = (unsigned char)(sector >> 24);
+        }
+        if (EVP_EncryptUpdate(self->tweak, tweak0, &outl, tweak_in, (int)(16 * count)) != 1 ||
+            outl != 16 * count) {
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < count; i++) {
+            uint64_t lo = load64(tweak0 + 16 * i), hi = load64(tweak0 + 16 * i + 8);
+            unsigned char *t = tweaks + i * SECTOR;
+            for (int j = 0; j < SECTOR / 16; j++) {
+                store64(t + 16 * j, lo);
+                store64(t + 16 * j + 8, hi);
+                uint64_t carry = (uint64_t)0 - (hi >> 63);
+                hi = (hi << 1) | (lo >> 63);
+                lo = (lo << 1) ^ (carry & 0x87);
+            }
+        }
+        xor_into(out, in, tweaks, bytes);
+        if (EVP_CipherUpdate(data, out, &outl, out, (int)bytes) != 1 || (size_t)outl != bytes) {
+            return -1;
+        }
+        xor_into(out, out, tweaks, bytes);
+    }
+    return 0;
+}
+
+static PyObject *
+Xts_run(XtsObject *self, PyObject *args, int encrypt)
+{
+    Py_buffer src, dst;
+    unsigned long long first;
+    int rc;
+    const unsigned char *s;
+    unsigned char *d;
+
+    if (self->enc == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Xts object is not initialised");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "y*w*K", &src, &dst, &first)) {
+        return NULL;
+    }
+    if (src.len % SECTOR != 0) {
+        PyErr_Format(PyExc_ValueError, "data length %zd is not a multiple of %d", src.len,
+                     SECTOR);
+        goto fail;
+    }
+    if (dst.len < src.len) {
+        PyErr_Format(PyExc_ValueError, "output buffer holds %zd bytes, need %zd", dst.len,
+                     src.len);
+        goto fail;
+    }
+    s = src.buf;
+    d = dst.buf;
+    if (s != d && s < d + src.len && d < s + src.len) {
+        PyErr_SetString(PyExc_ValueError, "input and output overlap partially");
+        goto fail;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "Xts object used from two threads at once");
+        goto fail;
+    }
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    rc = run_sectors(self, encrypt ? self->enc : self->dec, s, d, src.len / SECTOR,
+                     (uint32_t)(first & 0xFFFFFFFFu));
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&dst);
+    if (rc != 0) {
+        return openssl_error("AES-XTS");
+    }
+    Py_RETURN_NONE;
+fail:
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&dst);
+    return NULL;
+}
+
+static PyObject *
+Xts_encrypt(XtsObject *self, PyObject *args)
+{
+    return Xts_run(self, args, 1);
+}
+
+static PyObject *
+Xts_decrypt(XtsObject *self, PyObject *args)
+{
+    return Xts_run(self, args, 0);
+}
+
+static PyMethodDef Xts_methods[] = {
+    {"encrypt", (PyCFunction)Xts_encrypt, METH_VARARGS,
+     "encrypt(src, dst, first_sector): encrypt whole sectors of src into dst (may be src)."},
+    {"decrypt", (PyCFunction)Xts_decrypt, METH_VARARGS,
+     "decrypt(src, dst, first_sector): decrypt whole sectors of src into dst (may be src)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject XtsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "byok.vhd._xts.Xts",
+    .tp_doc = "Xts(key): AES-XTS per 512-byte sector with the plain tweak (OpenSSL EVP).",
+    .tp_basicsize = sizeof(XtsObject),
+    .tp_itemsize = 0,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Xts_init,
+    .tp_dealloc = (destructor)Xts_dealloc,
+    .tp_methods = Xts_methods,
+};
+
+static struct PyModuleDef xts_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "byok.vhd._xts",
+    .m_doc = "OpenSSL AES-XTS per 512-byte sector (optional accelerator of byok.vhd.xts).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__xts(void)
+{
+    PyObject *module;
+    const uint16_t one = 1;
+    if (*(const unsigned char *)&one != 1) {
+        PyErr_SetString(PyExc_ImportError, "byok.vhd._xts supports little-endian hosts only");
+        return NULL;
+    }
+    if (PyType_Ready(&XtsType) < 0) {
+        return NULL;
+    }
+    module = PyModule_Create(&xts_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&XtsType);
+    if (PyModule_AddObject(module, "Xts", (PyObject *)&XtsType) < 0) {
+        Py_DECREF(&XtsType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
