@@ -6,10 +6,15 @@ from azure.core.exceptions import HttpResponseError
 
 # Error codes of grants that have not propagated yet: a new principal unknown to the
 # directory, or access given but not yet effective.
-PROPAGATION_CODES = frozenset({
-    "PrincipalNotFound", "KeyVaultAccessForbidden", "ForbiddenByRbac", "AccessDenied",
-    "Forbidden",
-})
+PROPAGATION_CODES = frozenset(
+    {
+        "PrincipalNotFound",
+        "KeyVaultAccessForbidden",
+        "ForbiddenByRbac",
+        "AccessDenied",
+        "Forbidden",
+    }
+)
 
 
 def error_code(exc: BaseException) -> str | None:

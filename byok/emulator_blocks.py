@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from blocks.azure import AzureCredentials
+from blocks.ibm import IBMCloudCredentials
 from emulator.server import Emulator
 
 
@@ -27,5 +28,32 @@ def emulator_azure_credentials(emulator: Emulator, **overrides: object) -> Azure
 def save_emulator_block(emulator: Emulator, name: str) -> AzureCredentials:
     """Save (overwrite) the emulator's AzureCredentials block as `name`."""
     block = emulator_azure_credentials(emulator)
+    block.save(name, overwrite=True)
+    return block
+
+
+def emulator_ibm_credentials(emulator: Emulator, **overrides: object) -> IBMCloudCredentials:
+    """An IBMCloudCredentials block for the emulator's seeded IBM account (user API key with
+    Administrator access, COS HMAC key) and its endpoints."""
+    ibm = emulator.ibm_identity
+    values: dict[str, object] = {
+        "api_key": ibm.api_key,
+        "account_id": ibm.account_id,
+        "region": ibm.region,
+        "iam_url": emulator.base_url,
+        "key_protect_url": emulator.base_url,
+        "cos_endpoint": emulator.cos.endpoint,
+        "cos_hmac_access_key_id": ibm.cos_hmac_access_key_id,
+        "cos_hmac_secret_access_key": ibm.cos_hmac_secret_access_key,
+        "softlayer_url": emulator.base_url + "/rest/v3.1",
+        "ca_bundle": str(emulator.ca_path),
+    }
+    values.update(overrides)
+    return IBMCloudCredentials(**values)
+
+
+def save_emulator_ibm_block(emulator: Emulator, name: str) -> IBMCloudCredentials:
+    """Save (overwrite) the emulator's IBMCloudCredentials block as `name`."""
+    block = emulator_ibm_credentials(emulator)
     block.save(name, overwrite=True)
     return block

@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_STATE_DIR,
         help=f"where the CA and endpoints.json live (default {DEFAULT_STATE_DIR})",
     )
-    parser.set_defaults(func=_serve, port=0, save_block=None)
+    parser.set_defaults(func=_serve, port=0, save_block=None, save_ibm_block=None)
     commands = parser.add_subparsers(dest="emulator_command")
 
     serve = commands.add_parser("serve", help="run the emulator until interrupted (default)")
@@ -92,13 +92,22 @@ def _serve(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     emulator = Emulator(port=args.port, state_dir=state_dir).start()
-    endpoints = {**emulator.endpoints(), "client_secret": emulator.identity.client_secret}
+    endpoints = {
+        **emulator.endpoints(),
+        "client_secret": emulator.identity.client_secret,
+        "ibm_api_key": emulator.ibm_identity.api_key,
+    }
     (state_dir / ENDPOINTS_FILE).write_text(json.dumps(endpoints, indent=2))
+    (state_dir / ENDPOINTS_FILE).chmod(0o600)
     if args.save_block:
         from byok.emulator_blocks import save_emulator_block
 
         save_emulator_block(emulator, args.save_block)
-    print(describe(endpoints, args.save_block), flush=True)
+    if args.save_ibm_block:
+        from byok.emulator_blocks import save_emulator_ibm_block
+
+        save_emulator_ibm_block(emulator, args.save_ibm_block)
+    print(describe(endpoints), flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -111,20 +120,27 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe(endpoints: dict[str, str], block: str | None = None) -> str:
-    """What a user needs to point clients at the emulator."""
-    lines = [
-        "byok cloud emulator running (Ctrl-C stops it)",
-        f"  Resource Manager  {endpoints['arm']}",
-        f"  Entra authority   {endpoints['authority']}  (tenant {endpoints['tenant_id']})",
-        f"  subscription      {endpoints['subscription_id']}",
-        f"  client id/secret  {endpoints['client_id']} / {endpoints['client_secret']}",
-        f"  CA bundle         {endpoints['ca_bundle']}",
-        "  Key Vault         one origin per vault: see each vault's properties.vaultUri",
-    ]
-    if block:
-        lines.append(f"  Prefect block     byok-azure-credentials/{block}")
-    return "\n".join(lines)
+def describe(endpoints: dict[str, str]) -> str:
+    """What a user needs to point clients at the emulator (its own, public, test secrets)."""
+    return "\n".join(
+        [
+            "byok cloud emulator running (Ctrl-C stops it)",
+            "Azure",
+            f"  Resource Manager  {endpoints['arm']}",
+            f"  Entra authority   {endpoints['authority']}  (tenant {endpoints['tenant_id']})",
+            f"  subscription      {endpoints['subscription_id']}",
+            f"  client id/secret  {endpoints['client_id']} / {endpoints['client_secret']}",
+            "  Key Vault         one origin per vault: see each vault's properties.vaultUri",
+            "IBM Cloud",
+            f"  IAM, Key Protect  {endpoints['ibm_iam']}  (instance "
+            f"{endpoints['ibm_key_protect_instance']})",
+            f"  SoftLayer API     {endpoints['ibm_softlayer']}",
+            f"  COS (S3, HMAC)    {endpoints['ibm_cos']}  (key id "
+            f"{endpoints['ibm_cos_hmac_access_key_id']})",
+            f"  account / API key {endpoints['ibm_account_id']} / {endpoints['ibm_api_key']}",
+            f"CA bundle           {endpoints['ca_bundle']}",
+        ]
+    )
 
 
 def _running(args: argparse.Namespace) -> dict[str, str]:

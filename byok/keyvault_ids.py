@@ -21,8 +21,9 @@ class KeyId:
         """Parse 'https://vault/keys/name[/version]'; ValueError names what is wrong."""
         match = _KID.match(kid.strip())
         if not match:
-            raise ValueError(f"'{kid}' is not a Key Vault key id "
-                             "(https://<vault>/keys/<name>[/<version>])")
+            raise ValueError(
+                f"'{kid}' is not a Key Vault key id (https://<vault>/keys/<name>[/<version>])"
+            )
         return cls(match["vault"], match["name"], match["version"] or None)
 
     @property

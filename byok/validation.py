@@ -15,20 +15,29 @@ class InvalidRequest(ValueError):
 
 
 _RULES = {
-    "key_vault": (re.compile(r"^[a-zA-Z](?!.*--)[a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$"),
-                  "key vault names are 3-24 letters, digits and single hyphens, start with a "
-                  "letter and end with a letter or digit"),
-    "resource_group": (re.compile(r"^[-\w._()]{0,89}[-\w_()]$"),
-                       "resource group names are 1-90 letters, digits, '_', '-', '.', '(' "
-                       "and ')', not ending with '.'"),
-    "disk_encryption_set": (re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,78}[a-zA-Z0-9_]$|^\w$"),
-                            "disk encryption set names are 1-80 letters, digits, '_' and '-', "
-                            "starting with a letter or digit"),
-    "key": (re.compile(r"^[a-zA-Z0-9-]{1,127}$"),
-            "key names are 1-127 letters, digits and hyphens"),
-    "identity": (re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,127}$"),
-                 "identity names are 3-128 letters, digits, '_' and '-', starting with a "
-                 "letter or digit"),
+    "key_vault": (
+        re.compile(r"^[a-zA-Z](?!.*--)[a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$"),
+        "key vault names are 3-24 letters, digits and single hyphens, start with a "
+        "letter and end with a letter or digit",
+    ),
+    "resource_group": (
+        re.compile(r"^[-\w._()]{0,89}[-\w_()]$"),
+        "resource group names are 1-90 letters, digits, '_', '-', '.', '(' "
+        "and ')', not ending with '.'",
+    ),
+    "disk_encryption_set": (
+        re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,78}[a-zA-Z0-9_]$|^\w$"),
+        "disk encryption set names are 1-80 letters, digits, '_' and '-', "
+        "starting with a letter or digit",
+    ),
+    "key": (
+        re.compile(r"^[a-zA-Z0-9-]{1,127}$"),
+        "key names are 1-127 letters, digits and hyphens",
+    ),
+    "identity": (
+        re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,127}$"),
+        "identity names are 3-128 letters, digits, '_' and '-', starting with a letter or digit",
+    ),
 }
 
 
@@ -49,6 +58,7 @@ def check_rsa_key_size(field: str, size: int) -> int:
 
 def same_region(field: str, value: str, expected: str, what: str) -> None:
     """Azure regions compared as the services do (case and spaces ignored)."""
+
     def norm(region: str) -> str:
         return region.lower().replace(" ", "")
 

@@ -14,10 +14,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from emulator.cos import CosServer
 from emulator.faults import Fault, FaultInjector
 from emulator.http import HttpError, Request, Response, Router
 from emulator.requestlog import LoggedRequest, RequestLog
 from emulator.services.arm.models import ArmModel
+from emulator.services.ibm_iam.models import IbmIdentity
 from emulator.state import EmulatorState, Identity
 from emulator.tls import TlsFiles, make_tls_files
 
@@ -108,10 +110,15 @@ class Emulator:
         self._lock = threading.Lock()
         self.state: EmulatorState | None = None
         self.base_url = ""
+        self.ibm_identity = IbmIdentity()
+        self.cos = CosServer(
+            self.ibm_identity.cos_hmac_access_key_id, self.ibm_identity.cos_hmac_secret_access_key
+        )
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> Emulator:
         """Listen on the main port and build a fresh state."""
+        self.cos.start()
         main_port = self._listen("main", self._port)
         self.base_url = f"https://127.0.0.1:{main_port}"
         self.reset()
@@ -124,6 +131,7 @@ class Emulator:
         for server in servers:
             server.shutdown()
             server.server_close()
+        self.cos.stop()
         if self._tmp:
             self._tmp.cleanup()
 
@@ -135,8 +143,14 @@ class Emulator:
         for port in extra:
             self._unlisten(port)
         self.requests.clear()
+        self.cos.reset()
         self.state = EmulatorState(
-            self.identity, self.base_url, lambda: self._listen("vault"), self._unlisten
+            self.identity,
+            self.base_url,
+            lambda: self._listen("vault"),
+            self._unlisten,
+            cos=self.cos,
+            ca_pem=self.ca_path.read_bytes(),
         )
 
     def __enter__(self) -> Emulator:
@@ -191,6 +205,15 @@ class Emulator:
             "subscription_id": self.identity.subscription_id,
             "client_id": self.identity.client_id,
             "ca_bundle": str(self.ca_path),
+            "ibm_iam": self.base_url,
+            "ibm_key_protect": self.base_url,
+            "ibm_softlayer": self.base_url + "/rest/v3.1",
+            "ibm_cos": self.cos.endpoint,
+            "ibm_account_id": self.ibm_identity.account_id,
+            "ibm_region": self.ibm_identity.region,
+            "ibm_key_protect_instance": self.ibm_identity.key_protect_instance,
+            "ibm_cos_instance": self.ibm_identity.cos_instance,
+            "ibm_cos_hmac_access_key_id": self.ibm_identity.cos_hmac_access_key_id,
         }
 
     # -- serving ---------------------------------------------------------------------------

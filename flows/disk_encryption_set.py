@@ -56,11 +56,13 @@ class DiskEncryptionSetRequest(BaseModel):
     resource_group: str = Field(..., description="Resource group (created if missing).")
     location: str = Field(..., description="Region of the set, its vault and the disks.")
     vault_name: str = Field(
-        ..., description="Key vault (created with purge protection if missing; an existing "
+        ...,
+        description="Key vault (created with purge protection if missing; an existing "
         "one must have soft delete and purge protection on).",
     )
     vault_rbac: bool = Field(
-        True, description="A new vault uses Azure RBAC (else access policies); an existing "
+        True,
+        description="A new vault uses Azure RBAC (else access policies); an existing "
         "vault keeps its own model.",
     )
     key_name: str = Field(..., description="RSA key (created if missing, reused if present).")
@@ -72,14 +74,18 @@ class DiskEncryptionSetRequest(BaseModel):
         "(fixed at creation).",
     )
     auto_key_rotation: bool = Field(
-        False, description="Follow new key versions automatically (Azure: within an hour).",
+        False,
+        description="Follow new key versions automatically (Azure: within an hour).",
     )
     grant_reader_role: bool | None = Field(
-        None, description="Also give the set's identity Reader on the vault, as the AKS doc "
+        None,
+        description="Also give the set's identity Reader on the vault, as the AKS doc "
         "asks. Default: yes for access-policy vaults, no for RBAC vaults.",
     )
     propagation_timeout_minutes: float = Field(
-        15, gt=0, description="How long to wait for new identities and grants to propagate.",
+        15,
+        gt=0,
+        description="How long to wait for new identities and grants to propagate.",
     )
 
 
@@ -109,31 +115,49 @@ def validate_request(credentials: AzureCredentials, request: DiskEncryptionSetRe
         except HttpResponseError as exc:
             if exc.status_code != 403:
                 raise
-            get_run_logger().info("No access to the keys of %s yet: the key is checked once "
-                                  "access is granted", request.vault_name)
+            get_run_logger().info(
+                "No access to the keys of %s yet: the key is checked once access is granted",
+                request.vault_name,
+            )
             key = None
         if key is not None:
             check_existing_key(key)
     des = read_des(clients, request.resource_group, request.des_name)
     if des is not None:
-        same_region("location", request.location, str(des.location),
-                    f"disk encryption set '{des.name}'")
+        same_region(
+            "location", request.location, str(des.location), f"disk encryption set '{des.name}'"
+        )
         check_existing_des(des, request.encryption_type)
 
 
 @task(name="Grant the set's identity access to the key", **STEP_RETRIES)
-def grant_des_access(credentials: AzureCredentials, subscription_id: str | None,
-                     vault: VaultInfo, des: DiskEncryptionSetInfo, reader: bool,
-                     timeout_seconds: float) -> None:
+def grant_des_access(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    vault: VaultInfo,
+    des: DiskEncryptionSetInfo,
+    reader: bool,
+    timeout_seconds: float,
+) -> None:
     """get, wrapKey, unwrapKey (access policy, or Key Vault Crypto Service Encryption User on
     RBAC vaults), and optionally Reader on the vault."""
     clients = AzureClients(credentials, subscription_id)
-    grant(clients, vault, des.principal_id, SERVICE_KEY_PERMISSIONS,
-          CRYPTO_SERVICE_ENCRYPTION_USER, timeout_seconds)
+    grant(
+        clients,
+        vault,
+        des.principal_id,
+        SERVICE_KEY_PERMISSIONS,
+        CRYPTO_SERVICE_ENCRYPTION_USER,
+        timeout_seconds,
+    )
     if reader:
         assign_role(clients, vault.id, des.principal_id, READER, timeout_seconds)
-    get_run_logger().info("Granted %s key access on %s%s", des.principal_id, vault.name,
-                          " and Reader" if reader else "")
+    get_run_logger().info(
+        "Granted %s key access on %s%s",
+        des.principal_id,
+        vault.name,
+        " and Reader" if reader else "",
+    )
 
 
 @flow(name="prepare-disk-encryption-set")
@@ -145,12 +169,21 @@ def prepare_disk_encryption_set(request: DiskEncryptionSetRequest) -> DiskEncryp
     timeout = request.propagation_timeout_minutes * 60
     validate_request(credentials, request)
     ensure_resource_group(credentials, sub, rg, request.location)
-    vault = ensure_key_vault(credentials, sub, rg, request.vault_name, request.location,
-                             request.vault_rbac, timeout)
+    vault = ensure_key_vault(
+        credentials, sub, rg, request.vault_name, request.location, request.vault_rbac, timeout
+    )
     key = ensure_key(credentials, sub, vault, request.key_name, request.key_size, timeout)
-    des = ensure_disk_encryption_set(credentials, sub, rg, request.des_name, request.location,
-                                     vault, key, request.encryption_type,
-                                     request.auto_key_rotation)
+    des = ensure_disk_encryption_set(
+        credentials,
+        sub,
+        rg,
+        request.des_name,
+        request.location,
+        vault,
+        key,
+        request.encryption_type,
+        request.auto_key_rotation,
+    )
     reader = (not vault.rbac) if request.grant_reader_role is None else request.grant_reader_role
     grant_des_access(credentials, sub, vault, des, reader, timeout)
     wait_for_key_access(credentials, sub, rg, des, timeout)
@@ -167,15 +200,18 @@ class DesKeyRotationRequest(BaseModel):
     resource_group: str = Field(..., description="Resource group of the set.")
     des_name: str = Field(..., description="Disk encryption set whose key to rotate.")
     timeout_minutes: float = Field(
-        90, gt=0, description="How long to wait for the set to report the new version "
+        90,
+        gt=0,
+        description="How long to wait for the set to report the new version "
         "(automatic rotation takes up to an hour in Azure).",
     )
     poll_seconds: float = Field(30, gt=0, description="Seconds between checks.")
 
 
 @task(name="Create a new key version", **STEP_RETRIES)
-def new_key_version(credentials: AzureCredentials, subscription_id: str | None,
-                    key_url: str) -> str:
+def new_key_version(
+    credentials: AzureCredentials, subscription_id: str | None, key_url: str
+) -> str:
     """Rotate the set's key in its vault; returns the new versioned key id."""
     kid = KeyId.parse(key_url)
     rotated = AzureClients(credentials, subscription_id).keys(kid.vault_url).rotate_key(kid.name)
@@ -192,10 +228,20 @@ def rotate_disk_encryption_set_key(request: DesKeyRotationRequest) -> DiskEncryp
     sub, rg = request.subscription_id, request.resource_group
     des = read_des(AzureClients(credentials, sub), rg, request.des_name)
     if des is None:
-        raise InvalidRequest("des_name", request.des_name,
-                             f"no disk encryption set of that name in resource group {rg}")
+        raise InvalidRequest(
+            "des_name",
+            request.des_name,
+            f"no disk encryption set of that name in resource group {rg}",
+        )
     new_key = new_key_version(credentials, sub, str(des.properties.active_key.key_url))
     if not des.properties.rotation_to_latest_key_version_enabled:
         update_des_key(credentials, sub, rg, request.des_name, new_key)
-    return verify_des_key(credentials, sub, rg, request.des_name, new_key,
-                          request.timeout_minutes * 60, request.poll_seconds)
+    return verify_des_key(
+        credentials,
+        sub,
+        rg,
+        request.des_name,
+        new_key,
+        request.timeout_minutes * 60,
+        request.poll_seconds,
+    )

@@ -35,8 +35,18 @@ CRYPTO_OFFICER = "14b46e9e-c2b7-41b4-b07b-48a6ebf60603"
 CRYPTO_SERVICE_ENCRYPTION_USER = "e147488a-f6f5-4113-8e2d-b22465e65bf6"
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 # What this tool needs on keys of the vaults it manages.
-OPERATOR_KEY_PERMISSIONS = ["get", "list", "create", "update", "import", "rotate", "delete",
-                            "recover", "getrotationpolicy", "setrotationpolicy"]
+OPERATOR_KEY_PERMISSIONS = [
+    "get",
+    "list",
+    "create",
+    "update",
+    "import",
+    "rotate",
+    "delete",
+    "recover",
+    "getrotationpolicy",
+    "setrotationpolicy",
+]
 SERVICE_KEY_PERMISSIONS = ["get", "wrapKey", "unwrapKey"]
 
 
@@ -72,32 +82,40 @@ def check_existing_vault(vault: Vault, location: str | None = None) -> None:
     """An existing vault must have soft delete and purge protection on (and be in
     `location` when given); InvalidRequest otherwise."""
     props = vault.properties
-    for field, on in (("enable_soft_delete", props.enable_soft_delete),
-                      ("enable_purge_protection", props.enable_purge_protection)):
+    for field, on in (
+        ("enable_soft_delete", props.enable_soft_delete),
+        ("enable_purge_protection", props.enable_purge_protection),
+    ):
         if not on:
             raise InvalidRequest(
-                f"vault '{vault.name}' {field}", on,
+                f"vault '{vault.name}' {field}",
+                on,
                 "customer-managed keys need a vault with soft delete and purge protection on; "
                 f"turn it on (az keyvault update --name {vault.name} "
-                "--enable-purge-protection true) or use another vault")
+                "--enable-purge-protection true) or use another vault",
+            )
     if location:
         same_region("location", location, str(vault.location), f"key vault '{vault.name}'")
 
 
 def vault_info(vault: Vault) -> VaultInfo:
     """The parts of a vault later steps use."""
-    return VaultInfo(id=str(vault.id), name=str(vault.name),
-                     url=str(vault.properties.vault_uri).rstrip("/"),
-                     location=str(vault.location),
-                     rbac=bool(vault.properties.enable_rbac_authorization))
+    return VaultInfo(
+        id=str(vault.id),
+        name=str(vault.name),
+        url=str(vault.properties.vault_uri).rstrip("/"),
+        location=str(vault.location),
+        rbac=bool(vault.properties.enable_rbac_authorization),
+    )
 
 
 def check_existing_key(key: KeyVaultKey, field: str = "key_name") -> int:
     """An existing key must be an enabled RSA key of an accepted size; returns its size."""
     kty = text(key.key_type)
     if not kty.upper().startswith("RSA"):
-        raise InvalidRequest(field, key.name, f"the key is {kty}; only RSA keys can be used "
-                             "(EC keys are refused)")
+        raise InvalidRequest(
+            field, key.name, f"the key is {kty}; only RSA keys can be used (EC keys are refused)"
+        )
     size = len(key.key.n or b"") * 8
     check_rsa_key_size(f"{field} '{key.name}' size", size)
     if not key.properties.enabled:
@@ -116,12 +134,23 @@ def read_key(clients: AzureClients, vault_url: str, name: str) -> KeyVaultKey | 
 def key_info(key: KeyVaultKey, size: int) -> KeyInfo:
     """The ids later steps use."""
     kid = KeyId.parse(str(key.id))
-    return KeyInfo(id=kid.versioned, versionless_id=kid.versionless, name=kid.name,
-                   version=str(kid.version), size=size)
+    return KeyInfo(
+        id=kid.versioned,
+        versionless_id=kid.versionless,
+        name=kid.name,
+        version=str(kid.version),
+        size=size,
+    )
 
 
-def grant(clients: AzureClients, vault: VaultInfo, principal_id: str,
-          key_permissions: list[str], role_id: str, timeout_seconds: float) -> None:
+def grant(
+    clients: AzureClients,
+    vault: VaultInfo,
+    principal_id: str,
+    key_permissions: list[str],
+    role_id: str,
+    timeout_seconds: float,
+) -> None:
     """Let a principal use keys: an access policy, or `role_id` on RBAC vaults. Idempotent;
     a principal the directory does not know yet is retried until `timeout_seconds`."""
     if vault.rbac:
@@ -129,49 +158,78 @@ def grant(clients: AzureClients, vault: VaultInfo, principal_id: str,
         return
     group = vault.id.split("/")[4]
     current = clients.keyvault_management().vaults.get(group, vault.name)
-    have = {p.lower() for policy in current.properties.access_policies or []
-            if policy.object_id == principal_id
-            for p in (policy.permissions.keys_property or [])}
+    have = {
+        p.lower()
+        for policy in current.properties.access_policies or []
+        if policy.object_id == principal_id
+        for p in (policy.permissions.keys_property or [])
+    }
     if {p.lower() for p in key_permissions} <= have or "all" in have:
         return
-    entry = AccessPolicyEntry(tenant_id=str(current.properties.tenant_id), object_id=principal_id,
-                              permissions=Permissions(keys_property=key_permissions))
+    entry = AccessPolicyEntry(
+        tenant_id=str(current.properties.tenant_id),
+        object_id=principal_id,
+        permissions=Permissions(keys_property=key_permissions),
+    )
     clients.keyvault_management().vaults.update_access_policy(
-        group, vault.name, "add",
-        VaultAccessPolicyParameters(properties=VaultAccessPolicyProperties(
-            access_policies=[entry])))
+        group,
+        vault.name,
+        "add",
+        VaultAccessPolicyParameters(
+            properties=VaultAccessPolicyProperties(access_policies=[entry])
+        ),
+    )
 
 
-def assign_role(clients: AzureClients, scope: str, principal_id: str, role_id: str,
-                timeout_seconds: float) -> None:
+def assign_role(
+    clients: AzureClients, scope: str, principal_id: str, role_id: str, timeout_seconds: float
+) -> None:
     """Assign a built-in role at `scope` unless the principal already has it there."""
     assignments = clients.authorization().role_assignments
     for existing in assignments.list_for_scope(scope, filter=f"principalId eq '{principal_id}'"):
-        if (existing.principal_id == principal_id
-                and str(existing.role_definition_id).rsplit("/", 1)[-1] == role_id
-                and str(existing.scope).lower() == scope.lower()):
+        if (
+            existing.principal_id == principal_id
+            and str(existing.role_definition_id).rsplit("/", 1)[-1] == role_id
+            and str(existing.scope).lower() == scope.lower()
+        ):
             return
     definition = f"{scope}/providers/Microsoft.Authorization/roleDefinitions/{role_id}"
     retry_while(
-        lambda: assignments.create(scope, str(uuid.uuid4()), {
-            "role_definition_id": definition, "principal_id": principal_id,
-            "principal_type": "ServicePrincipal"}),
-        is_propagation_delay, timeout_seconds=timeout_seconds, first_delay=2,
+        lambda: assignments.create(
+            scope,
+            str(uuid.uuid4()),
+            {
+                "role_definition_id": definition,
+                "principal_id": principal_id,
+                "principal_type": "ServicePrincipal",
+            },
+        ),
+        is_propagation_delay,
+        timeout_seconds=timeout_seconds,
+        first_delay=2,
         on_retry=_log_retry("role assignment"),
     )
 
 
 def _log_retry(what: str) -> Any:
     def log(exc: Exception, wait: float) -> None:
-        get_run_logger().info("%s not possible yet (%s); retrying in %.1f s", what,
-                              type(exc).__name__, wait)
+        get_run_logger().info(
+            "%s not possible yet (%s); retrying in %.1f s", what, type(exc).__name__, wait
+        )
+
     return log
 
 
 @task(name="Create key vault", **STEP_RETRIES)
-def ensure_key_vault(credentials: AzureCredentials, subscription_id: str | None,
-                     resource_group: str, name: str, location: str, rbac_for_new: bool,
-                     timeout_seconds: float) -> VaultInfo:
+def ensure_key_vault(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    resource_group: str,
+    name: str,
+    location: str,
+    rbac_for_new: bool,
+    timeout_seconds: float,
+) -> VaultInfo:
     """Get the vault (validated: soft delete and purge protection on) or create it with purge
     protection; make sure this tool may manage its keys."""
     clients = AzureClients(credentials, subscription_id)
@@ -180,19 +238,39 @@ def ensure_key_vault(credentials: AzureCredentials, subscription_id: str | None,
         check_existing_vault(vault, location)
     else:
         me = object_id(clients.credential, clients.endpoints.arm_scope)
-        policies = [] if rbac_for_new else [AccessPolicyEntry(
-            tenant_id=str(credentials.tenant_id), object_id=me,
-            permissions=Permissions(keys_property=OPERATOR_KEY_PERMISSIONS))]
-        vault = clients.keyvault_management().vaults.begin_create_or_update(
-            resource_group, name, VaultCreateOrUpdateParameters(
-                location=location,
-                properties=VaultProperties(
-                    tenant_id=str(credentials.tenant_id), sku=Sku(family="A", name="standard"),
-                    enable_soft_delete=True, enable_purge_protection=True,
-                    enable_rbac_authorization=rbac_for_new, access_policies=policies,
-                ))).result()
-        get_run_logger().info("Created key vault %s (%s)", name,
-                              "RBAC" if rbac_for_new else "access policies")
+        policies = (
+            []
+            if rbac_for_new
+            else [
+                AccessPolicyEntry(
+                    tenant_id=str(credentials.tenant_id),
+                    object_id=me,
+                    permissions=Permissions(keys_property=OPERATOR_KEY_PERMISSIONS),
+                )
+            ]
+        )
+        vault = (
+            clients.keyvault_management()
+            .vaults.begin_create_or_update(
+                resource_group,
+                name,
+                VaultCreateOrUpdateParameters(
+                    location=location,
+                    properties=VaultProperties(
+                        tenant_id=str(credentials.tenant_id),
+                        sku=Sku(family="A", name="standard"),
+                        enable_soft_delete=True,
+                        enable_purge_protection=True,
+                        enable_rbac_authorization=rbac_for_new,
+                        access_policies=policies,
+                    ),
+                ),
+            )
+            .result()
+        )
+        get_run_logger().info(
+            "Created key vault %s (%s)", name, "RBAC" if rbac_for_new else "access policies"
+        )
     info = vault_info(vault)
     me = object_id(clients.credential, clients.endpoints.arm_scope)
     grant(clients, info, me, OPERATOR_KEY_PERMISSIONS, CRYPTO_OFFICER, timeout_seconds)
@@ -200,8 +278,14 @@ def ensure_key_vault(credentials: AzureCredentials, subscription_id: str | None,
 
 
 @task(name="Create key", **STEP_RETRIES)
-def ensure_key(credentials: AzureCredentials, subscription_id: str | None, vault: VaultInfo,
-               name: str, size: int, timeout_seconds: float) -> KeyInfo:
+def ensure_key(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    vault: VaultInfo,
+    name: str,
+    size: int,
+    timeout_seconds: float,
+) -> KeyInfo:
     """Reuse the RSA key `name` (validated) or create it; a grant to this tool that has not
     propagated yet is waited for with bounded backoff."""
     clients = AzureClients(credentials, subscription_id)
@@ -214,5 +298,10 @@ def ensure_key(credentials: AzureCredentials, subscription_id: str | None, vault
         get_run_logger().info("Created RSA %d key %s", size, created.id)
         return key_info(created, size)
 
-    return retry_while(get_or_create, is_propagation_delay, timeout_seconds=timeout_seconds,
-                       first_delay=1, on_retry=_log_retry(f"key {name}"))
+    return retry_while(
+        get_or_create,
+        is_propagation_delay,
+        timeout_seconds=timeout_seconds,
+        first_delay=1,
+        on_retry=_log_retry(f"key {name}"),
+    )

@@ -11,8 +11,9 @@ from tasks.retry import STEP_RETRIES
 
 
 @task(name="Create resource group", **STEP_RETRIES)
-def ensure_resource_group(credentials: AzureCredentials, subscription_id: str | None,
-                          name: str, location: str) -> str:
+def ensure_resource_group(
+    credentials: AzureCredentials, subscription_id: str | None, name: str, location: str
+) -> str:
     """Get or create the group; an existing one elsewhere is fine (resources keep their own
     locations). Returns the group's id."""
     groups = AzureClients(credentials, subscription_id).resources().resource_groups
@@ -23,4 +24,3 @@ def ensure_resource_group(credentials: AzureCredentials, subscription_id: str | 
         group = groups.create_or_update(name, {"location": location})
         get_run_logger().info("Created resource group %s in %s", name, location)
     return str(group.id)
-

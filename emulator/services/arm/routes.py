@@ -257,8 +257,12 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
     # -- generic resources -----------------------------------------------------------------
     def resource(request: Request, principal: Principal) -> Response:
         rid = ids.parse(request.path)
+        if not rid.name and request.method == "POST":  # an action on a resource
+            parent, action = request.path.rstrip("/").rsplit("/", 1)
+            result = arm.action(parent, action, request.json())
+            return result if isinstance(result, Response) else Response(200, result)
         spec = arm.spec_for(rid)
-        if not rid.name:  # a collection: list, or an action on the parent
+        if not rid.name:  # a collection
             if request.method == "GET":
                 scope = rid.parent if len(rid.types) > 1 else rid.scope
                 if len(rid.types) > 1:
@@ -266,10 +270,6 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
                 elif rid.resource_group:
                     arm.resource_group(scope)
                 return page(request, arm.children(scope, spec.type))
-            if request.method == "POST":
-                parent = request.path.rstrip("/").rsplit("/", 1)
-                result = arm.action(parent[0], parent[1], request.json())
-                return result if isinstance(result, Response) else Response(200, result)
             raise HttpError(
                 405,
                 "UnsupportedOperation",

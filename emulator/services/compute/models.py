@@ -41,51 +41,86 @@ class DiskEncryptionSetHooks(TypeHooks):
         old = (ctx.existing or {}).get("properties") or {}
         identity = ctx.body.get("identity") or (ctx.existing or {}).get("identity") or {}
         if "assigned" not in str(identity.get("type", "")).lower():
-            raise HttpError(400, "InvalidParameter", "A disk encryption set needs a managed "
-                            "identity: identity.type SystemAssigned or UserAssigned.")
+            raise HttpError(
+                400,
+                "InvalidParameter",
+                "A disk encryption set needs a managed "
+                "identity: identity.type SystemAssigned or UserAssigned.",
+            )
         kind = props.get("encryptionType") or old.get("encryptionType")
         if kind and kind not in ENCRYPTION_TYPES:
-            raise HttpError(400, "InvalidParameter", f"encryptionType '{kind}' is not one of "
-                            f"{', '.join(ENCRYPTION_TYPES)}.")
-        if old and props.get("encryptionType") and props["encryptionType"] != old.get(
-                "encryptionType"):
-            raise HttpError(400, "PropertyChangeNotAllowed", "Changing property "
-                            f"'encryptionType' from '{old['encryptionType']}' to "
-                            f"'{props['encryptionType']}' is not allowed.")
+            raise HttpError(
+                400,
+                "InvalidParameter",
+                f"encryptionType '{kind}' is not one of {', '.join(ENCRYPTION_TYPES)}.",
+            )
+        if (
+            old
+            and props.get("encryptionType")
+            and props["encryptionType"] != old.get("encryptionType")
+        ):
+            raise HttpError(
+                400,
+                "PropertyChangeNotAllowed",
+                "Changing property "
+                f"'encryptionType' from '{old['encryptionType']}' to "
+                f"'{props['encryptionType']}' is not allowed.",
+            )
         key_url = (props.get("activeKey") or old.get("activeKey") or {}).get("keyUrl")
         if not key_url:
             raise HttpError(400, "InvalidParameter", "properties.activeKey.keyUrl is required.")
         vault, key, version = self.keyvault.resolve_key_url(key_url)
         if not key_url.rstrip("/").endswith("/" + version.version):
-            raise HttpError(400, "InvalidParameter", f"activeKey.keyUrl '{key_url}' must name "
-                            "a key version (…/keys/<name>/<version>), even with automatic "
-                            "rotation.")
+            raise HttpError(
+                400,
+                "InvalidParameter",
+                f"activeKey.keyUrl '{key_url}' must name "
+                "a key version (…/keys/<name>/<version>), even with automatic "
+                "rotation.",
+            )
         source = ((props.get("activeKey") or {}).get("sourceVault") or {}).get("id")
         if source and source.lower() != vault["id"].lower():
-            raise HttpError(400, "InvalidParameter", f"activeKey.sourceVault.id '{source}' is "
-                            f"not the vault of the key ('{vault['id']}').")
-        location = (ctx.body.get("location") or (ctx.existing or {}).get("location", ""))
+            raise HttpError(
+                400,
+                "InvalidParameter",
+                f"activeKey.sourceVault.id '{source}' is "
+                f"not the vault of the key ('{vault['id']}').",
+            )
+        location = ctx.body.get("location") or (ctx.existing or {}).get("location", "")
         if vault["location"] != location.lower().replace(" ", ""):
-            raise HttpError(400, "InvalidParameter", f"The key vault '{vault['name']}' is in "
-                            f"'{vault['location']}'; a disk encryption set in '{location}' "
-                            "needs a key vault in the same region.")
+            raise HttpError(
+                400,
+                "InvalidParameter",
+                f"The key vault '{vault['name']}' is in "
+                f"'{vault['location']}'; a disk encryption set in '{location}' "
+                "needs a key vault in the same region.",
+            )
         vp = vault["properties"]
         if not (vp.get("enableSoftDelete") and vp.get("enablePurgeProtection")):
-            raise HttpError(400, "InvalidParameter", f"The key vault '{vault['name']}' must "
-                            "have soft delete and purge protection enabled to be used by a disk "
-                            "encryption set.")
+            raise HttpError(
+                400,
+                "InvalidParameter",
+                f"The key vault '{vault['name']}' must "
+                "have soft delete and purge protection enabled to be used by a disk "
+                "encryption set.",
+            )
         size = getattr(version.material, "key_size", None)
         if not version.kty.startswith("RSA") or size not in RSA_SIZES:
-            raise HttpError(400, "InvalidParameter", f"The key '{key.name}' is {version.kty}"
-                            f"{f' {size}' if size else ''}; disk encryption sets need RSA keys of "
-                            "2048, 3072 or 4096 bits.")
+            raise HttpError(
+                400,
+                "InvalidParameter",
+                f"The key '{key.name}' is {version.kty}"
+                f"{f' {size}' if size else ''}; disk encryption sets need RSA keys of "
+                "2048, 3072 or 4096 bits.",
+            )
         if not version.enabled:
             raise HttpError(400, "KeyVaultKeyDisabled", f"The key '{key_url}' is disabled.")
         if ctx.existing:
             self.check_access(ctx.arm, ctx.existing, vault, key_url)
 
-    def check_access(self, arm: ArmModel, des: dict[str, Any], vault: dict[str, Any],
-                     key_url: str) -> None:
+    def check_access(
+        self, arm: ArmModel, des: dict[str, Any], vault: dict[str, Any], key_url: str
+    ) -> None:
         """400 KeyVaultAccessForbidden unless the DES identity may use the key."""
         principal = (des.get("identity") or {}).get("principalId")
         for uai in ((des.get("identity") or {}).get("userAssignedIdentities") or {}).values():
@@ -93,11 +128,15 @@ class DiskEncryptionSetHooks(TypeHooks):
         granted = self.keyvault.effective_key_operations(vault, str(principal))
         missing = sorted(DES_KEY_OPERATIONS - granted)
         if missing:
-            raise HttpError(400, "KeyVaultAccessForbidden", f"Unable to access key vault "
-                            f"resource '{key_url}': the disk encryption set identity "
-                            f"'{principal}' lacks key permissions {', '.join(missing)}. Grant "
-                            "get, wrapKey and unwrapKey (or the role Key Vault Crypto Service "
-                            "Encryption User) and retry.")
+            raise HttpError(
+                400,
+                "KeyVaultAccessForbidden",
+                f"Unable to access key vault "
+                f"resource '{key_url}': the disk encryption set identity "
+                f"'{principal}' lacks key permissions {', '.join(missing)}. Grant "
+                "get, wrapKey and unwrapKey (or the role Key Vault Crypto Service "
+                "Encryption User) and retry.",
+            )
 
     def build(self, ctx: PutContext, resource: dict[str, Any]) -> None:
         old = (ctx.existing or {}).get("properties") or {}
@@ -105,8 +144,10 @@ class DiskEncryptionSetHooks(TypeHooks):
         props.setdefault("encryptionType", ENCRYPTION_TYPES[0])
         props.setdefault("rotationToLatestKeyVersionEnabled", False)
         vault, _, _ = self.keyvault.resolve_key_url(props["activeKey"]["keyUrl"])
-        props["activeKey"] = {"keyUrl": props["activeKey"]["keyUrl"],
-                              "sourceVault": {"id": vault["id"]}}
+        props["activeKey"] = {
+            "keyUrl": props["activeKey"]["keyUrl"],
+            "sourceVault": {"id": vault["id"]},
+        }
         props.setdefault("previousKeys", [])
         resource["_rewrap_until"] = (ctx.existing or {}).get("_rewrap_until", 0.0)
         old_url = (old.get("activeKey") or {}).get("keyUrl")
@@ -146,9 +187,17 @@ class DiskEncryptionSetHooks(TypeHooks):
         self._rotated(resource, previous)
 
 
-def register_types(arm: ArmModel, keyvault: KeyVaultModel) -> None:
-    """Serve the compute types."""
-    arm.register_type(TypeSpec(
-        DISK_ENCRYPTION_SET_TYPE, lro="azure-async-operation", create_status=202,
-        update_status=202, delete_lro="location", hooks=DiskEncryptionSetHooks(keyvault),
-    ))
+def register_types(arm: ArmModel, keyvault: KeyVaultModel) -> DiskEncryptionSetHooks:
+    """Serve the compute types; returns the DES rules (other services apply them too)."""
+    des_hooks = DiskEncryptionSetHooks(keyvault)
+    arm.register_type(
+        TypeSpec(
+            DISK_ENCRYPTION_SET_TYPE,
+            lro="azure-async-operation",
+            create_status=202,
+            update_status=202,
+            delete_lro="location",
+            hooks=des_hooks,
+        )
+    )
+    return des_hooks

@@ -184,8 +184,12 @@ class KeyVaultModel:
         HttpError 400 naming the URL when it does not resolve."""
         match = _KEY_URL.match(key_url or "")
         if not match:
-            raise HttpError(400, "InvalidParameter", f"'{key_url}' is not a Key Vault key URL "
-                            "(https://<vault>/keys/<name>[/<version>]).")
+            raise HttpError(
+                400,
+                "InvalidParameter",
+                f"'{key_url}' is not a Key Vault key URL "
+                "(https://<vault>/keys/<name>[/<version>]).",
+            )
         with self.lock:
             data = self.vaults.get(int(match["port"] or 443))
         resource = self.arm.get(data.resource_id) if data else None
@@ -195,8 +199,9 @@ class KeyVaultModel:
         try:
             version = key.version(match["version"])
         except HttpError:
-            raise HttpError(400, "KeyVaultKeyNotFound",
-                            f"The key version '{key_url}' was not found.") from None
+            raise HttpError(
+                400, "KeyVaultKeyNotFound", f"The key version '{key_url}' was not found."
+            ) from None
         return resource, key, version
 
     @staticmethod

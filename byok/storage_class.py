@@ -1,0 +1,44 @@
+"""The StorageClass that encrypts AKS data disks with a disk encryption set (no Prefect
+import)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import yaml
+
+Provisioner = Literal["disk.csi.azure.com", "kubernetes.io/azure-disk"]
+# What Kubernetes never lets a StorageClass change after creation.
+IMMUTABLE_FIELDS = ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode")
+
+
+def storage_class(
+    name: str,
+    des_id: str,
+    provisioner: Provisioner = "disk.csi.azure.com",
+    sku_name: str = "Standard_LRS",
+) -> dict[str, Any]:
+    """The manifest of seed 002: skuname, kind managed, diskEncryptionSetID."""
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "byok-flows"}},
+        "provisioner": provisioner,
+        "parameters": {"skuname": sku_name, "kind": "managed", "diskEncryptionSetID": des_id},
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
+    }
+
+
+def to_yaml(manifest: dict[str, Any]) -> str:
+    """The manifest as `kubectl apply -f` takes it."""
+    return yaml.safe_dump(manifest, sort_keys=False)
+
+
+def differences(wanted: dict[str, Any], actual: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(immutable fields that differ, other differing fields: labels)."""
+    immutable = [f for f in IMMUTABLE_FIELDS if wanted.get(f) != actual.get(f)]
+    labels_wanted = (wanted.get("metadata") or {}).get("labels") or {}
+    labels_actual = (actual.get("metadata") or {}).get("labels") or {}
+    mutable = [] if labels_actual.items() >= labels_wanted.items() else ["metadata.labels"]
+    return immutable, mutable

@@ -1,0 +1,185 @@
+"""Every IBM Cloud client the flows use, built from an IBMCloudCredentials block: one IAM
+authenticator (the block's IAM URL and CA bundle), Key Protect, IAM policies and identity,
+the SoftLayer API and COS."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+import ibm_boto3
+import requests
+import SoftLayer
+from ibm_botocore.client import Config
+from ibm_cloud_sdk_core import ApiException, BaseService
+from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
+from ibm_platform_services import IamIdentityV1, IamPolicyManagementV1
+
+from blocks.ibm import IBMCloudCredentials
+
+KEY_TYPE = "application/vnd.ibm.kms.key+json"
+
+
+class KeyProtectClient(BaseService):
+    """The Key Protect REST API (/api/v2) for one instance, through ibm-cloud-sdk-core."""
+
+    DEFAULT_SERVICE_NAME = "key_protect"
+
+    def __init__(self, authenticator: IAMAuthenticator, service_url: str, instance_id: str):
+        super().__init__(service_url=service_url, authenticator=authenticator)
+        self.instance_id = instance_id
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        headers = {"bluemix-instance": self.instance_id, "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = KEY_TYPE if path == "/api/v2/keys" else "application/json"
+        request = self.prepare_request(method, path, headers=headers, data=body)
+        try:
+            result = self.send(request).get_result()
+        except ApiException as exc:
+            exc.message = _kms_error(exc) or exc.message
+            raise
+        # vnd.ibm.kms.*+json bodies come back as the raw response
+        return result.json() if isinstance(result, requests.Response) else result
+
+    def create_key(
+        self,
+        name: str,
+        *,
+        extractable: bool = False,
+        payload: str | None = None,
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        """Create (or import, with a base64 `payload`) a root or standard key."""
+        resource: dict[str, Any] = {"type": KEY_TYPE, "name": name, "extractable": extractable}
+        if payload is not None:
+            resource["payload"] = payload
+        if description:
+            resource["description"] = description
+        body = {
+            "metadata": {"collectionType": KEY_TYPE, "collectionTotal": 1},
+            "resources": [resource],
+        }
+        return self._call("POST", "/api/v2/keys", body)["resources"][0]
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        """Every key's metadata."""
+        return self._call("GET", "/api/v2/keys").get("resources") or []
+
+    def get_key(self, key_id: str) -> dict[str, Any]:
+        """One key (with its payload when it is a standard key)."""
+        return self._call("GET", f"/api/v2/keys/{key_id}")["resources"][0]
+
+    def wrap(self, key_id: str, plaintext: str | None = None) -> dict[str, Any]:
+        """Wrap a base64 DEK ({ciphertext, keyVersion}); without one Key Protect generates a
+        32-byte DEK and returns it as `plaintext` too."""
+        body = {} if plaintext is None else {"plaintext": plaintext}
+        return self._call("POST", f"/api/v2/keys/{key_id}/actions/wrap", body)
+
+    def unwrap(self, key_id: str, ciphertext: str) -> dict[str, Any]:
+        """{plaintext, keyVersion} (+ a fresh `ciphertext` when the key was rotated)."""
+        return self._call(
+            "POST", f"/api/v2/keys/{key_id}/actions/unwrap", {"ciphertext": ciphertext}
+        )
+
+    def rewrap(self, key_id: str, ciphertext: str) -> dict[str, Any]:
+        """{ciphertext, keyVersion, rewrappedKeyVersion} under the latest key version."""
+        return self._call(
+            "POST", f"/api/v2/keys/{key_id}/actions/rewrap", {"ciphertext": ciphertext}
+        )
+
+    def rotate(self, key_id: str, payload: str | None = None) -> None:
+        """Rotate a root key (imported keys need the new base64 `payload`)."""
+        self._call(
+            "POST",
+            f"/api/v2/keys/{key_id}/actions/rotate",
+            {} if payload is None else {"payload": payload},
+        )
+
+
+def _kms_error(exc: ApiException) -> str | None:
+    """The message of a Key Protect error collection (the core SDK does not read it)."""
+    try:
+        error = exc.http_response.json()["resources"][0]
+    except (AttributeError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    reasons = error.get("reasons") or [{}]
+    return f"{error.get('errorMsg', '')} ({reasons[0].get('code', '')})".strip()
+
+
+class IBMClients:
+    """SDK clients for one credentials block; the IAM authenticator is shared by all."""
+
+    max_retries = 4
+    max_retry_interval = 30.0
+
+    def __init__(self, credentials: IBMCloudCredentials) -> None:
+        self.block = credentials
+        self._http_config: dict[str, Any] = (
+            {"verify": credentials.ca_bundle} if credentials.ca_bundle else {}
+        )
+
+    @cached_property
+    def authenticator(self) -> IAMAuthenticator:
+        """The API key's IAM authenticator (tokens cached and refreshed)."""
+        authenticator = IAMAuthenticator(
+            self.block.api_key.get_secret_value(), url=self.block.iam_url
+        )
+        authenticator.token_manager.http_config = dict(self._http_config)
+        return authenticator
+
+    def _configure(self, service: BaseService, url: str) -> Any:
+        service.set_service_url(url)
+        service.set_http_config(dict(self._http_config))
+        service.enable_retries(self.max_retries, self.max_retry_interval)
+        return service
+
+    def key_protect(self, instance_id: str) -> KeyProtectClient:
+        """Key Protect for one instance (its GUID)."""
+        url = self.block.key_protect_endpoint()
+        return self._configure(KeyProtectClient(self.authenticator, url, instance_id), url)
+
+    def policies(self) -> IamPolicyManagementV1:
+        """IAM access and authorization policies."""
+        return self._configure(IamPolicyManagementV1(self.authenticator), self.block.iam_url)
+
+    def identity(self) -> IamIdentityV1:
+        """IAM service IDs and API keys."""
+        return self._configure(IamIdentityV1(self.authenticator), self.block.iam_url)
+
+    def softlayer(self) -> SoftLayer.BaseClient:
+        """The SoftLayer (classic) API over REST, user 'apikey' with the block's API key."""
+        transport = SoftLayer.RestTransport(
+            endpoint_url=self.block.softlayer_url,
+            timeout=60,
+            verify=self.block.ca_bundle or True,
+        )
+        auth = SoftLayer.BasicHTTPAuthentication("apikey", self.block.api_key.get_secret_value())
+        return SoftLayer.BaseClient(auth=auth, transport=transport)
+
+    def cos(self, service_instance_id: str | None = None) -> Any:
+        """An ibm_boto3 S3 client: HMAC credentials when the block has them, else IAM (which
+        needs the COS `service_instance_id` to create buckets)."""
+        options: dict[str, Any] = {
+            "endpoint_url": self.block.cos_s3_endpoint(),
+            "verify": self.block.ca_bundle or True,
+        }
+        secret = self.block.cos_hmac_secret_access_key
+        if self.block.cos_hmac_access_key_id and secret:
+            return ibm_boto3.client(
+                "s3",
+                aws_access_key_id=self.block.cos_hmac_access_key_id,
+                aws_secret_access_key=secret.get_secret_value(),
+                config=Config(retries={"max_attempts": self.max_retries + 1}),
+                **options,
+            )
+        return ibm_boto3.client(
+            "s3",
+            ibm_api_key_id=self.block.api_key.get_secret_value(),
+            ibm_service_instance_id=service_instance_id,
+            ibm_auth_endpoint=self.block.iam_url.rstrip("/") + "/identity/token",
+            config=Config(
+                signature_version="oauth", retries={"max_attempts": self.max_retries + 1}
+            ),
+            **options,
+        )

@@ -1,0 +1,81 @@
+"""Key Protect's HTTP surface: /api/v2/keys and the key actions, addressed by the
+`bluemix-instance` header, authorized by IAM access policies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from emulator.http import Request, Response, Router
+from emulator.services.ibm_iam.models import AuthenticationError, Caller
+from emulator.services.keyprotect.models import (
+    KEY_TYPE,
+    Instance,
+    Key,
+    KeyProtectError,
+    KeyProtectModel,
+)
+
+KeyHandler = Callable[[Request, Caller, Instance], Response]
+ACTIONS = ("wrap", "unwrap", "rewrap", "rotate")
+
+
+def _keys(keys: list[Key], status: int = 200, with_payload: bool = False) -> Response:
+    body = {
+        "metadata": {"collectionType": KEY_TYPE, "collectionTotal": len(keys)},
+        "resources": [k.to_json(with_payload) for k in keys],
+    }
+    return Response(status, body, {"Content-Type": KEY_TYPE})
+
+
+def register(router: Router, kp: KeyProtectModel) -> None:
+    """Add the Key Protect routes."""
+
+    def route(method: str, template: str, handler: KeyHandler) -> None:
+        def served(request: Request) -> Response:
+            try:
+                caller = kp.iam.authenticate(request.headers.get("authorization"))
+            except AuthenticationError as exc:
+                raise KeyProtectError(401, "UNAUTHORIZED_ERR", str(exc)) from exc
+            instance = kp.instance(request.headers.get("bluemix-instance"))
+            with kp.lock:
+                return handler(request, caller, instance)
+
+        router.add(method, template, served)
+
+    def create(request: Request, caller: Caller, instance: Instance) -> Response:
+        kp.authorize(caller, instance, write=True)
+        return _keys([kp.create_key(instance, request.json(), caller)], 201)
+
+    def list_keys(request: Request, caller: Caller, instance: Instance) -> Response:
+        kp.authorize(caller, instance, write=False)
+        start = int(request.query.get("offset") or 0)
+        limit = int(request.query.get("limit") or 200)
+        keys = list(instance.keys.values())
+        return _keys(keys[start : start + limit])
+
+    def get(request: Request, caller: Caller, instance: Instance) -> Response:
+        key = instance.key(request.params["id"])
+        kp.authorize(caller, instance, write=False, key_id=key.id)
+        return _keys([key], with_payload=True)
+
+    def action(request: Request, caller: Caller, instance: Instance) -> Response:
+        name = request.params.get("action") or request.query.get("action", "")
+        if name not in ACTIONS:
+            raise KeyProtectError(
+                400,
+                "BAD_BODY_ERR",
+                f"action {name!r} is not supported: use one of {', '.join(ACTIONS)}.",
+            )
+        key = instance.key(request.params["id"])
+        kp.authorize(caller, instance, write=name == "rotate", key_id=key.id)
+        body = request.json()
+        if name == "rotate":
+            kp.rotate(key, body)
+            return Response(204)
+        return Response(200, getattr(kp, name)(key, body))
+
+    route("POST", "/api/v2/keys", create)
+    route("GET", "/api/v2/keys", list_keys)
+    route("GET", "/api/v2/keys/{id}", get)
+    route("POST", "/api/v2/keys/{id}/actions/{action}", action)
+    route("POST", "/api/v2/keys/{id}", action)  # the older ?action=wrap form

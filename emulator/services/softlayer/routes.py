@@ -1,0 +1,111 @@
+"""The SoftLayer REST API: `/rest/v3.1/<Service>[/<id>]/<method>.json`, HTTP Basic auth with
+user `apikey` and an IBM Cloud API key of the account; arguments POSTed as
+{"parameters": [...]}."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from typing import Any
+
+from emulator.http import Request, Response, Router
+from emulator.services.softlayer.models import SoftLayerError, SoftLayerModel
+
+TEMPLATES = "SoftLayer_Virtual_Guest_Block_Device_Template_Group"
+GUESTS = "SoftLayer_Virtual_Guest"
+Method = Callable[[str | None, list[Any], str], Any]
+
+
+def register(router: Router, sl: SoftLayerModel) -> None:
+    """Add the SoftLayer routes."""
+
+    def param(params: list[Any], index: int, name: str) -> Any:
+        if len(params) <= index:
+            raise SoftLayerError(
+                400, "SoftLayer_Exception_Public", f"parameter {index} ({name}) is required."
+            )
+        return params[index]
+
+    def template_get(oid: str | None, params: list[Any], mask: str) -> Any:
+        return sl.template(oid).to_json(mask)
+
+    def create_from_icos(oid: str | None, params: list[Any], mask: str) -> Any:
+        return sl.create_from_icos(param(params, 0, "configuration")).to_json(mask)
+
+    def copy_to_icos(oid: str | None, params: list[Any], mask: str) -> Any:
+        return sl.copy_to_icos(oid, param(params, 0, "configuration"))
+
+    def account_templates(oid: str | None, params: list[Any], mask: str) -> Any:
+        with sl.lock:
+            ids = list(sl.templates)
+        return [sl.template(i).to_json(mask) for i in ids]
+
+    def guest_create(oid: str | None, params: list[Any], mask: str) -> Any:
+        return sl.create_guest(param(params, 0, "templateObject")).to_json()
+
+    def guest_get(oid: str | None, params: list[Any], mask: str) -> Any:
+        return sl.guest(oid).to_json()
+
+    def order_template(oid: str | None, params: list[Any], mask: str) -> Any:
+        order = sl.validate_order(param(params, 0, "templateObject"))
+        group = order.get("blockDeviceTemplateGroup") or {}
+        return {
+            "complexType": "SoftLayer_Container_Product_Order_Virtual_Guest",
+            "location": order["datacenter"]["name"],
+            "quantity": 1,
+            "useHourlyPricing": order["hourlyBillingFlag"],
+            "imageTemplateGlobalIdentifier": group.get("globalIdentifier"),
+            "virtualGuests": [{"hostname": order["hostname"], "domain": order["domain"]}],
+            "prices": [
+                {"item": {"description": f"{order['startCpus']} x 2.0 GHz or higher Cores"}},
+                {"item": {"description": f"{order['maxMemory'] // 1024} GB RAM"}},
+            ],
+        }
+
+    methods: dict[tuple[str, str], Method] = {
+        (TEMPLATES, "getObject"): template_get,
+        (TEMPLATES, "createFromIcos"): create_from_icos,
+        (TEMPLATES, "copyToIcos"): copy_to_icos,
+        ("SoftLayer_Account", "getBlockDeviceTemplateGroups"): account_templates,
+        (GUESTS, "createObject"): guest_create,
+        (GUESTS, "getObject"): guest_get,
+        (GUESTS, "generateOrderTemplate"): order_template,
+    }
+
+    def serve(request: Request) -> Response:
+        authenticate(request.headers.get("authorization", ""))
+        service, name = request.params["service"], request.params["method"]
+        handler = methods.get((service, name.removesuffix(".json")))
+        if handler is None:
+            raise SoftLayerError(
+                404,
+                "SoftLayer_Exception_Public",
+                f'Function ("{name}") is not a valid method for service {service} in the emulator.',
+            )
+        params = request.json().get("parameters", []) if request.body else []
+        if not isinstance(params, list):
+            raise SoftLayerError(
+                400, "SoftLayer_Exception_Public", f"parameters {params!r} must be a list."
+            )
+        return Response(
+            200, handler(request.params.get("id"), params, request.query.get("objectMask", ""))
+        )
+
+    def authenticate(header: str) -> None:
+        scheme, _, encoded = header.partition(" ")
+        try:
+            user, _, password = base64.b64decode(encoded).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            user = password = ""
+        if scheme.lower() != "basic" or user != "apikey" or sl.iam.key_by_value(password) is None:
+            raise SoftLayerError(
+                401,
+                "SoftLayer_Exception_Public",
+                "Access Denied. Use HTTP Basic auth with user 'apikey' and an IBM Cloud API key.",
+            )
+
+    for version in ("v3", "v3.1"):
+        for template in ("/{service}/{method}", "/{service}/{id}/{method}"):
+            for method in ("GET", "POST", "PUT"):
+                router.add(method, f"/rest/{version}" + template, serve)

@@ -1,0 +1,240 @@
+"""Procedure C, steps 5-7: an AKS cluster whose node OS disks are encrypted by a disk
+encryption set, node pools on it, and data disks encrypted through a StorageClass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from pydantic import BaseModel, Field
+
+from blocks.azure import AzureCredentials
+from byok.storage_class import Provisioner
+from byok.validation import InvalidRequest, check_name, same_region
+from clients.azure import AzureClients
+from tasks.aks import (
+    ClusterInfo,
+    apply_storage_class,
+    build_storage_class,
+    check_cluster_des,
+    check_kubernetes_version,
+    ensure_cluster,
+    ensure_node_pool,
+    read_cluster,
+    verify_cluster,
+)
+from tasks.disk_encryption_set import DiskEncryptionSetInfo, des_info, read_des
+from tasks.resource_group import ensure_resource_group
+
+_DES_FIELD = Field(
+    ...,
+    description="Resource id of the disk encryption set (see the "
+    "prepare-disk-encryption-set flow).",
+)
+_BLOCK_FIELD = Field(..., description="Name of the saved 'BYOK Azure Credentials' block.")
+
+
+class AksClusterRequest(BaseModel):
+    """A new cluster whose node OS disks use a disk encryption set."""
+
+    azure_credentials_block: str = _BLOCK_FIELD
+    subscription_id: str | None = Field(None, description="Default: the block's.")
+    resource_group: str = Field(..., description="Resource group (created if missing).")
+    location: str = Field(..., description="Region of the cluster (the set's region).")
+    cluster_name: str = Field(
+        ..., pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$", description="AKS cluster name."
+    )
+    kubernetes_version: str = Field("1.33", description="1.17 or newer.")
+    disk_encryption_set_id: str = _DES_FIELD
+    node_count: int = Field(1, ge=1, le=1000, description="Nodes in the system pool.")
+    node_vm_size: str = Field("Standard_DS2_v2", description="VM size of the nodes.")
+    propagation_timeout_minutes: float = Field(
+        15, gt=0, description="How long to wait for the set's key access to propagate."
+    )
+
+
+class NodePoolRequest(BaseModel):
+    """A node pool added to a cluster that uses a disk encryption set."""
+
+    azure_credentials_block: str = _BLOCK_FIELD
+    subscription_id: str | None = Field(None, description="Default: the block's.")
+    resource_group: str = Field(..., description="Resource group of the cluster.")
+    cluster_name: str = Field(..., description="The cluster.")
+    pool_name: str = Field(
+        ...,
+        pattern=r"^[a-z][a-z0-9]{0,11}$",
+        description="Pool name: lower-case letters and digits, 1-12.",
+    )
+    disk_encryption_set_id: str = _DES_FIELD
+    node_count: int = Field(1, ge=0, le=1000, description="Nodes in the pool.")
+    node_vm_size: str = Field("Standard_DS2_v2", description="VM size of the nodes.")
+
+
+class DataDiskEncryptionRequest(BaseModel):
+    """The StorageClass that encrypts new data disks of a cluster."""
+
+    azure_credentials_block: str = _BLOCK_FIELD
+    subscription_id: str | None = Field(None, description="Default: the block's.")
+    resource_group: str = Field(..., description="Resource group of the cluster.")
+    cluster_name: str = Field(..., description="The cluster.")
+    disk_encryption_set_id: str = _DES_FIELD
+    storage_class_name: str = Field(
+        "byok-azure-disk",
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="StorageClass name.",
+    )
+    provisioner: Provisioner = Field(
+        "disk.csi.azure.com", description="CSI driver, or the legacy in-tree one."
+    )
+    sku_name: str = Field("Standard_LRS", description="Disk SKU (skuname).")
+
+
+def read_des_by_id(
+    credentials: AzureCredentials, subscription_id: str | None, des_id: str
+) -> DiskEncryptionSetInfo:
+    """The set named by an id, or InvalidRequest naming the field."""
+    parts = des_id.strip("/").split("/")
+    if (
+        len(parts) != 8
+        or parts[5].lower() != "microsoft.compute"
+        or parts[6].lower() != ("diskencryptionsets")
+    ):
+        raise InvalidRequest(
+            "disk_encryption_set_id",
+            des_id,
+            "not a disk encryption set id "
+            "(/subscriptions/…/resourceGroups/…/providers/Microsoft.Compute/"
+            "diskEncryptionSets/…)",
+        )
+    clients = AzureClients(credentials, subscription_id or parts[1])
+    des = read_des(clients, parts[3], parts[7])
+    if des is None:
+        raise InvalidRequest("disk_encryption_set_id", des_id, "no such disk encryption set")
+    return des_info(des)
+
+
+@task(name="Validate cluster request")
+def validate_cluster_request(credentials: AzureCredentials, request: AksClusterRequest) -> None:
+    """Version, the set's existence and region, an existing cluster's set: before any write."""
+    check_name("resource_group", "resource_group", request.resource_group)
+    check_kubernetes_version("kubernetes_version", request.kubernetes_version)
+    des = read_des_by_id(credentials, request.subscription_id, request.disk_encryption_set_id)
+    same_region("location", request.location, des.location, f"disk encryption set '{des.name}'")
+    cluster = read_cluster(
+        AzureClients(credentials, request.subscription_id),
+        request.resource_group,
+        request.cluster_name,
+    )
+    if cluster is not None:
+        check_cluster_des(cluster, request.disk_encryption_set_id, "disk_encryption_set_id")
+
+
+def cluster_body(request: AksClusterRequest) -> dict[str, Any]:
+    """The managed cluster of `az aks create --node-osdisk-diskencryptionsetid`."""
+    return {
+        "location": request.location,
+        "identity": {"type": "SystemAssigned"},
+        "properties": {
+            "kubernetesVersion": request.kubernetes_version,
+            "dnsPrefix": request.cluster_name,
+            "diskEncryptionSetID": request.disk_encryption_set_id,
+            "agentPoolProfiles": [
+                {
+                    "name": "system",
+                    "mode": "System",
+                    "count": request.node_count,
+                    "vmSize": request.node_vm_size,
+                    "type": "VirtualMachineScaleSets",
+                    "osType": "Linux",
+                    "osDiskType": "Managed",
+                }
+            ],
+        },
+    }
+
+
+@flow(name="create-encrypted-aks-cluster")
+def create_encrypted_aks_cluster(request: AksClusterRequest) -> ClusterInfo:
+    """Check → resource group → cluster with node OS disks encrypted by the set → verify."""
+    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    sub, rg = request.subscription_id, request.resource_group
+    validate_cluster_request(credentials, request)
+    ensure_resource_group(credentials, sub, rg, request.location)
+    ensure_cluster(
+        credentials,
+        sub,
+        rg,
+        request.cluster_name,
+        cluster_body(request),
+        request.propagation_timeout_minutes * 60,
+    )
+    return verify_cluster(
+        credentials, sub, rg, request.cluster_name, request.disk_encryption_set_id
+    )
+
+
+@task(name="Validate node pool request")
+def validate_pool_request(credentials: AzureCredentials, request: NodePoolRequest) -> None:
+    """The cluster exists and already uses the set (it cannot be added to new pools only)."""
+    cluster = read_cluster(
+        AzureClients(credentials, request.subscription_id),
+        request.resource_group,
+        request.cluster_name,
+    )
+    if cluster is None:
+        raise InvalidRequest(
+            "cluster_name",
+            request.cluster_name,
+            f"no such cluster in resource group {request.resource_group}",
+        )
+    check_cluster_des(cluster, request.disk_encryption_set_id, "disk_encryption_set_id")
+
+
+@flow(name="add-encrypted-node-pool")
+def add_encrypted_node_pool(request: NodePoolRequest) -> ClusterInfo:
+    """Check the cluster's set → add the pool (its OS disks use the set) → verify."""
+    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    sub, rg = request.subscription_id, request.resource_group
+    validate_pool_request(credentials, request)
+    ensure_node_pool(
+        credentials,
+        sub,
+        rg,
+        request.cluster_name,
+        request.pool_name,
+        {
+            "properties": {
+                "count": request.node_count,
+                "vmSize": request.node_vm_size,
+                "type": "VirtualMachineScaleSets",
+                "mode": "User",
+                "osType": "Linux",
+                "osDiskType": "Managed",
+            }
+        },
+    )
+    return verify_cluster(
+        credentials,
+        sub,
+        rg,
+        request.cluster_name,
+        request.disk_encryption_set_id,
+        request.pool_name,
+    )
+
+
+@flow(name="encrypt-aks-data-disks")
+def encrypt_aks_data_disks(request: DataDiskEncryptionRequest) -> str:
+    """Build the StorageClass (also as an artifact) → apply it with the cluster's user
+    credentials. Returns created, replaced, recreated or unchanged."""
+    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    read_des_by_id(credentials, request.subscription_id, request.disk_encryption_set_id)
+    manifest = build_storage_class(
+        request.storage_class_name,
+        request.disk_encryption_set_id,
+        request.provisioner,
+        request.sku_name,
+    )
+    return apply_storage_class(
+        credentials, request.subscription_id, request.resource_group, request.cluster_name, manifest
+    )

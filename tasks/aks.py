@@ -1,0 +1,219 @@
+"""AKS steps: a cluster whose node OS disks use a disk encryption set, node pools on it,
+and the StorageClass that encrypts data disks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.mgmt.containerservice.models import ManagedCluster
+from kubernetes.client import ApiException
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel
+
+from blocks.azure import AzureCredentials
+from byok.azure_errors import is_propagation_delay
+from byok.retrying import retry_while
+from byok.sdk_values import text
+from byok.storage_class import differences, storage_class, to_yaml
+from byok.validation import InvalidRequest
+from clients.azure import AzureClients
+from clients.kubernetes import storage_api
+from tasks.retry import STEP_RETRIES
+
+MIN_KUBERNETES = (1, 17)
+
+
+class ClusterInfo(BaseModel):
+    """A cluster as later steps and flows need it."""
+
+    id: str
+    name: str
+    location: str
+    kubernetes_version: str
+    disk_encryption_set_id: str | None
+    node_pools: list[str]
+
+
+def check_kubernetes_version(field: str, version: str) -> None:
+    """OS-disk encryption with customer keys needs Kubernetes 1.17 or newer."""
+    parts = version.split(".")
+    try:
+        major_minor = (int(parts[0]), int(parts[1]))
+    except (IndexError, ValueError):
+        raise InvalidRequest(
+            field, version, "a Kubernetes version is major.minor[.patch]"
+        ) from None
+    if major_minor < MIN_KUBERNETES:
+        raise InvalidRequest(
+            field, version, "customer-managed keys for OS disks need Kubernetes 1.17 or newer"
+        )
+
+
+def read_cluster(clients: AzureClients, resource_group: str, name: str) -> ManagedCluster | None:
+    """The cluster, or None."""
+    try:
+        return clients.container_service().managed_clusters.get(resource_group, name)
+    except ResourceNotFoundError:
+        return None
+
+
+def cluster_info(cluster: ManagedCluster) -> ClusterInfo:
+    """The typed summary of a cluster."""
+    props = cluster.properties
+    return ClusterInfo(
+        id=str(cluster.id),
+        name=str(cluster.name),
+        location=str(cluster.location),
+        kubernetes_version=str(props.kubernetes_version),
+        disk_encryption_set_id=props.disk_encryption_set_id,
+        node_pools=[str(p.name) for p in props.agent_pool_profiles or []],
+    )
+
+
+def check_cluster_des(cluster: ManagedCluster, des_id: str, field: str) -> None:
+    """An existing cluster must already use `des_id`: it cannot be added afterwards."""
+    actual = cluster.properties.disk_encryption_set_id
+    if (actual or "").lower() != des_id.lower():
+        raise InvalidRequest(
+            field,
+            des_id,
+            f"cluster '{cluster.name}' was created "
+            f"{'with ' + actual if actual else 'without a disk encryption set'}"
+            "; OS-disk encryption is set only when a cluster is created: "
+            "create a new cluster to use this disk encryption set",
+        )
+
+
+@task(name="Create the cluster with encrypted OS disks", **STEP_RETRIES)
+def ensure_cluster(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    resource_group: str,
+    name: str,
+    body: dict[str, Any],
+    timeout_seconds: float,
+) -> ClusterInfo:
+    """Create the cluster (`az aks create --node-osdisk-diskencryptionsetid`); an existing one
+    must already use the set. A DES whose key access is still propagating is retried."""
+    clients = AzureClients(credentials, subscription_id)
+    clusters = clients.container_service().managed_clusters
+    existing = read_cluster(clients, resource_group, name)
+    if existing is not None:
+        check_cluster_des(
+            existing, body["properties"]["diskEncryptionSetID"], "disk_encryption_set_id"
+        )
+        if text(existing.properties.provisioning_state) != "Failed":
+            get_run_logger().info("Cluster %s exists with the disk encryption set", name)
+            return cluster_info(existing)
+        get_run_logger().info("Cluster %s is Failed: applying it again", name)
+    cluster = retry_while(
+        lambda: clusters.begin_create_or_update(resource_group, name, body).result(),
+        is_propagation_delay,
+        timeout_seconds=timeout_seconds,
+        first_delay=2,
+        on_retry=lambda exc, wait: get_run_logger().info(
+            "Disk encryption set not usable yet; retrying in %.1f s", wait
+        ),
+    )
+    get_run_logger().info("Created cluster %s", name)
+    return cluster_info(cluster)
+
+
+@task(name="Verify the cluster's disk encryption set", **STEP_RETRIES)
+def verify_cluster(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    resource_group: str,
+    name: str,
+    des_id: str,
+    pool: str | None = None,
+) -> ClusterInfo:
+    """The cluster reports the set (and the pool exists, when named)."""
+    cluster = read_cluster(AzureClients(credentials, subscription_id), resource_group, name)
+    if cluster is None:
+        raise RuntimeError(f"cluster {name} vanished")
+    check_cluster_des(cluster, des_id, "disk_encryption_set_id")
+    info = cluster_info(cluster)
+    if pool and pool not in info.node_pools:
+        raise RuntimeError(f"cluster {name} does not report node pool {pool}")
+    return info
+
+
+@task(name="Add the node pool", **STEP_RETRIES)
+def ensure_node_pool(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    resource_group: str,
+    cluster: str,
+    name: str,
+    body: dict[str, Any],
+) -> None:
+    """Create the pool (`az aks nodepool add`); its OS disks use the cluster's set."""
+    pools = AzureClients(credentials, subscription_id).container_service().agent_pools
+    try:
+        pools.get(resource_group, cluster, name)
+        get_run_logger().info("Node pool %s exists", name)
+        return
+    except ResourceNotFoundError:
+        pass
+    pools.begin_create_or_update(resource_group, cluster, name, body).result()
+    get_run_logger().info("Added node pool %s to %s", name, cluster)
+
+
+@task(name="Build the StorageClass")
+def build_storage_class(name: str, des_id: str, provisioner: Any, sku_name: str) -> dict[str, Any]:
+    """The manifest, also published as an artifact for users who apply it themselves."""
+    manifest = storage_class(name, des_id, provisioner, sku_name)
+    create_markdown_artifact(
+        key="byok-storage-class",
+        markdown=f"# StorageClass `{name}`\n\nApply with `kubectl apply -f byok-azure-disk.yaml`:"
+        f"\n\n```yaml\n{to_yaml(manifest)}```\n",
+        description="StorageClass encrypting new data disks with the disk encryption set",
+    )
+    return manifest
+
+
+@task(name="Apply the StorageClass", **STEP_RETRIES)
+def apply_storage_class(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    resource_group: str,
+    cluster: str,
+    manifest: dict[str, Any],
+) -> str:
+    """Apply with the cluster's user credentials: create; equal → nothing; labels differ →
+    replace; immutable fields differ → delete and create (a StorageClass only affects new
+    volumes). Returns what was done."""
+    clusters = AzureClients(credentials, subscription_id).container_service().managed_clusters
+    credentials_result = clusters.list_cluster_user_credentials(resource_group, cluster)
+    api = storage_api(credentials_result.kubeconfigs[0].value)
+    name = manifest["metadata"]["name"]
+    try:
+        actual = api.api_client.sanitize_for_serialization(api.read_storage_class(name))
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        api.create_storage_class(manifest)
+        get_run_logger().info("Created StorageClass %s", name)
+        return "created"
+    immutable, mutable = differences(manifest, actual)
+    if immutable:
+        api.delete_storage_class(name)
+        api.create_storage_class(manifest)
+        get_run_logger().info("Re-created StorageClass %s (%s changed)", name, ", ".join(immutable))
+        return "recreated"
+    if mutable:
+        replacement = {
+            **manifest,
+            "metadata": {
+                **manifest["metadata"],
+                "resourceVersion": actual["metadata"]["resourceVersion"],
+            },
+        }
+        api.replace_storage_class(name, replacement)
+        get_run_logger().info("Updated StorageClass %s labels", name)
+        return "replaced"
+    get_run_logger().info("StorageClass %s already as wanted", name)
+    return "unchanged"

@@ -1,0 +1,122 @@
+"""Key Protect through ibm-cloud-sdk-core: keys, wrap/unwrap/rewrap/rotate, access, retries."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+from ibm_cloud_sdk_core import ApiException
+from pydantic import SecretStr
+
+from blocks.ibm import IBMCloudCredentials
+from clients.ibm import IBMClients, KeyProtectClient
+from emulator.faults import Fault
+from emulator.server import Emulator
+
+
+@pytest.fixture
+def kp(emulator: Emulator, ibm: IBMClients) -> KeyProtectClient:
+    """Key Protect on the seeded instance."""
+    return ibm.key_protect(emulator.ibm_identity.key_protect_instance)
+
+
+def b64(data: bytes) -> str:
+    """Base64 text."""
+    return base64.b64encode(data).decode()
+
+
+def test_create_import_get_and_list_keys(emulator: Emulator, kp: KeyProtectClient) -> None:
+    root = kp.create_key("root", description="wraps image DEKs")
+    standard = kp.create_key("standard", extractable=True)
+    imported = kp.create_key("imported-root", payload=b64(os.urandom(32)))
+
+    instance = emulator.ibm_identity.key_protect_instance
+    assert root["crn"].endswith(f":{instance}:key:{root['id']}")
+    assert root["extractable"] is False and imported["imported"] is True
+    assert "payload" not in kp.get_key(root["id"])
+    assert len(base64.b64decode(kp.get_key(standard["id"])["payload"])) == 32
+    assert kp.get_key("root")["id"] == root["id"]  # by name too
+    assert {k["name"] for k in kp.list_keys()} == {"root", "standard", "imported-root"}
+
+
+def test_wrap_unwrap_rotate_rewrap(kp: KeyProtectClient) -> None:
+    key = kp.create_key("root")
+    dek = os.urandom(64)
+    wrapped = kp.wrap(key["id"], b64(dek))
+    assert wrapped["keyVersion"]["id"] == key["keyVersion"]["id"]
+    assert base64.b64decode(kp.unwrap(key["id"], wrapped["ciphertext"])["plaintext"]) == dek
+    assert "ciphertext" not in kp.unwrap(key["id"], wrapped["ciphertext"])
+
+    kp.rotate(key["id"])
+    latest = kp.get_key(key["id"])["keyVersion"]["id"]
+    assert latest != key["keyVersion"]["id"]
+    unwrapped = kp.unwrap(key["id"], wrapped["ciphertext"])
+    assert base64.b64decode(unwrapped["plaintext"]) == dek
+    assert unwrapped["rewrappedKeyVersion"]["id"] == latest
+    rewrapped = kp.rewrap(key["id"], wrapped["ciphertext"])
+    assert rewrapped["rewrappedKeyVersion"]["id"] == latest
+    assert base64.b64decode(kp.unwrap(key["id"], rewrapped["ciphertext"])["plaintext"]) == dek
+
+
+def test_wrap_without_plaintext_generates_a_dek(kp: KeyProtectClient) -> None:
+    key = kp.create_key("root")
+    wrapped = kp.wrap(key["id"])
+    dek = base64.b64decode(wrapped["plaintext"])
+    assert len(dek) == 32
+    assert base64.b64decode(kp.unwrap(key["id"], wrapped["ciphertext"])["plaintext"]) == dek
+
+
+def test_standard_key_cannot_wrap_and_bad_input_is_named(kp: KeyProtectClient) -> None:
+    standard = kp.create_key("standard", extractable=True)
+    with pytest.raises(ApiException) as caught:
+        kp.wrap(standard["id"], b64(os.urandom(32)))
+    assert caught.value.status_code == 422 and "standard key" in caught.value.message
+    root = kp.create_key("root")
+    with pytest.raises(ApiException) as bad:
+        kp.wrap(root["id"], "not base64!")
+    assert bad.value.status_code == 400 and "plaintext" in bad.value.message
+    with pytest.raises(ApiException) as short:
+        kp.create_key("short", payload=b64(os.urandom(20)))
+    assert short.value.status_code == 400 and "16, 24 or 32 bytes" in short.value.message
+
+
+def test_unknown_instance(emulator: Emulator, ibm: IBMClients) -> None:
+    with pytest.raises(ApiException) as unknown:
+        ibm.key_protect("00000000-0000-4000-8000-000000000000").list_keys()
+    assert unknown.value.status_code == 401
+    with pytest.raises(ApiException) as malformed:
+        ibm.key_protect("not-a-guid").list_keys()
+    assert malformed.value.status_code == 400 and "Bluemix-Instance" in malformed.value.message
+
+
+def test_caller_without_access_policy_gets_403(
+    emulator: Emulator,
+    kp: KeyProtectClient,
+    ibm_credentials: IBMCloudCredentials,
+    ibm_service_id: tuple[str, str],
+    ibm_grant,
+) -> None:
+    key = kp.create_key("root")
+    iam_id, api_key = ibm_service_id
+    instance = emulator.ibm_identity.key_protect_instance
+    other = IBMClients(ibm_credentials.model_copy(update={"api_key": SecretStr(api_key)}))
+    with pytest.raises(ApiException) as caught:
+        other.key_protect(instance).wrap(key["id"])
+    assert caught.value.status_code == 403 and iam_id in caught.value.message
+
+    ibm_grant(iam_id, "kms", "Reader", serviceInstance=instance)
+    assert other.key_protect(instance).wrap(key["id"])["ciphertext"]
+    with pytest.raises(ApiException) as reader:
+        other.key_protect(instance).rotate(key["id"])  # Reader may not rotate
+    assert reader.value.status_code == 403
+
+
+def test_429_is_retried(emulator: Emulator, kp: KeyProtectClient) -> None:
+    key = kp.create_key("root")
+    emulator.faults.add(
+        Fault(kind="status", status=429, retry_after=0, path="/actions/wrap", count=1)
+    )
+    assert kp.wrap(key["id"])["ciphertext"]
+    statuses = [r.status for r in emulator.requests.find("POST", "/actions/wrap$")]
+    assert statuses == [429, 200]

@@ -1,0 +1,182 @@
+"""The SoftLayer API through the `softlayer` client: createFromIcos really checks the image,
+the key and the authorization; template transactions; copyToIcos; ordering a server."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import time
+from typing import Any
+
+import pytest
+import SoftLayer
+from pydantic import SecretStr
+
+from blocks.ibm import IBMCloudCredentials
+from byok.vhd import encrypt_vhd, vhd_info
+from clients.ibm import IBMClients
+from emulator.server import Emulator
+from emulator.services.softlayer.models import SEED_TEMPLATE_ID, seed_image
+
+TEMPLATES = "Virtual_Guest_Block_Device_Template_Group"
+BUCKET = "byok-images"
+
+
+def encrypted_vhd(dek: bytes) -> bytes:
+    """A small tap-style encrypted VHD made from a synthetic fixed VHD."""
+    out = io.BytesIO()
+    encrypt_vhd(io.BytesIO(seed_image()), out, dek)
+    return out.getvalue()
+
+
+@pytest.fixture
+def importer(
+    emulator: Emulator, ibm: IBMClients, ibm_service_id: tuple[str, str], ibm_grant
+) -> dict[str, Any]:
+    """A regional bucket, a root key, and a service ID that may read the bucket: what an import
+    needs apart from the image, the wrapped DEK and the server-protect authorization."""
+    ibm.cos().create_bucket(
+        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-south-standard"}
+    )
+    kp = ibm.key_protect(emulator.ibm_identity.key_protect_instance)
+    root = kp.create_key("image-root")
+    iam_id, api_key = ibm_service_id
+    ibm_grant(iam_id, "cloud-object-storage", "Reader", resourceType="bucket", resource=BUCKET)
+    return {"kp": kp, "root": root, "api_key": api_key}
+
+
+def authorize_server_protect(emulator: Emulator, ibm_grant) -> None:
+    """The `server-protect -> kms` Reader authorization."""
+    instance = emulator.ibm_identity.key_protect_instance
+    ibm_grant(None, "kms", "Reader", source="server-protect", serviceInstance=instance)
+
+
+def start_import(ibm: IBMClients, importer: dict[str, Any], image: bytes, wrapped_dek: str) -> int:
+    """Upload `image` and call createFromIcos; the template id."""
+    ibm.cos().put_object(Bucket=BUCKET, Key="image.vhd", Body=image)
+    template = ibm.softlayer().call(
+        TEMPLATES,
+        "createFromIcos",
+        {
+            "name": "byok-encrypted",
+            "note": "test import",
+            "operatingSystemReferenceCode": "UBUNTU_22_64",
+            "uri": f"cos://us-south/{BUCKET}/image.vhd",
+            "ibmApiKey": importer["api_key"],
+            "crkCrn": importer["root"]["crn"],
+            "wrappedDek": wrapped_dek,
+            "isEncrypted": True,
+            "cloudInit": True,
+        },
+    )
+    return int(template["id"])
+
+
+def wait_for_template(ibm: IBMClients, template_id: int) -> dict[str, Any]:
+    """Poll getObject (mask children) until no child has a transaction."""
+    client = ibm.softlayer()
+    seen_transaction = False
+    for _ in range(100):
+        template = client.call(TEMPLATES, "getObject", id=template_id, mask="children")
+        if not any(c.get("transactionId") for c in template["children"]):
+            assert seen_transaction, "the transaction should take some time"
+            return template
+        seen_transaction = True
+        time.sleep(0.05)
+    raise AssertionError("the template transaction never finished")
+
+
+def test_import_of_a_correctly_encrypted_vhd(
+    emulator: Emulator, ibm: IBMClients, importer: dict[str, Any], ibm_grant
+) -> None:
+    authorize_server_protect(emulator, ibm_grant)
+    dek = os.urandom(64)
+    wrapped = importer["kp"].wrap(importer["root"]["id"], base64.b64encode(dek).decode())
+    template = wait_for_template(
+        ibm, start_import(ibm, importer, encrypted_vhd(dek), wrapped["ciphertext"])
+    )
+    assert template["status"]["keyName"] == "ACTIVE", template["note"]
+    assert template["encryptionAttributes"] == ["ENCRYPTED"]
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("wrong-dek", "does not match the image's keyhash"),
+        (
+            "no-authorization",
+            "create the IAM authorization policy source serviceName=server-protect",
+        ),
+        ("not-encrypted", "is not an encrypted tap-style VHD"),
+        ("not-a-vhd", "is not a VHD"),
+    ],
+)
+def test_import_failures_are_reported_on_the_template(
+    emulator: Emulator, ibm: IBMClients, importer: dict[str, Any], ibm_grant, case: str, reason: str
+) -> None:
+    if case != "no-authorization":
+        authorize_server_protect(emulator, ibm_grant)
+    dek = os.urandom(32)
+    image = {"not-encrypted": seed_image(), "not-a-vhd": b"plain text, not a disk image" * 40}.get(
+        case, encrypted_vhd(dek)
+    )
+    wrapped_dek = dek if case != "wrong-dek" else os.urandom(32)
+    wrapped = importer["kp"].wrap(importer["root"]["id"], base64.b64encode(wrapped_dek).decode())
+    template = wait_for_template(ibm, start_import(ibm, importer, image, wrapped["ciphertext"]))
+    assert template["status"]["keyName"] == "IMPORT_FAILED"
+    assert reason in template["note"]
+    assert base64.b64encode(dek).decode() not in template["note"]
+
+
+def test_bad_parameters_and_credentials_are_refused(
+    ibm: IBMClients, ibm_credentials: IBMCloudCredentials
+) -> None:
+    with pytest.raises(SoftLayer.SoftLayerAPIError) as bad:
+        ibm.softlayer().call(TEMPLATES, "createFromIcos", {"name": "x", "uri": "s3://b/o"})
+    assert bad.value.faultCode == 400 and "operatingSystemReferenceCode" in bad.value.faultString
+    wrong = IBMClients(ibm_credentials.model_copy(update={"api_key": SecretStr("nope")}))
+    with pytest.raises(SoftLayer.SoftLayerAPIError) as denied:
+        wrong.softlayer().call(TEMPLATES, "getObject", id=SEED_TEMPLATE_ID)
+    assert denied.value.faultCode == 401
+
+
+def test_copy_to_icos_exports_the_seeded_template(
+    ibm: IBMClients, importer: dict[str, Any], ibm_grant, ibm_service_id: tuple[str, str]
+) -> None:
+    ibm_grant(ibm_service_id[0], "cloud-object-storage", "Writer", resource=BUCKET)
+    assert ibm.softlayer().call(
+        TEMPLATES,
+        "copyToIcos",
+        {"uri": f"cos://us-south/{BUCKET}/ubuntu.vhd", "ibmApiKey": importer["api_key"]},
+        id=SEED_TEMPLATE_ID,
+    )
+    assert wait_for_template(ibm, SEED_TEMPLATE_ID)["status"]["keyName"] == "ACTIVE"
+    body = ibm.cos().get_object(Bucket=BUCKET, Key="ubuntu-0.vhd")["Body"].read()
+    assert vhd_info(io.BytesIO(body)).disk_type == "fixed"
+
+
+def test_order_a_server_from_a_template(ibm: IBMClients) -> None:
+    client = ibm.softlayer()
+    seed = client.call(TEMPLATES, "getObject", id=SEED_TEMPLATE_ID)
+    order = {
+        "hostname": "byok-vsi",
+        "domain": "example.com",
+        "startCpus": 2,
+        "maxMemory": 4096,
+        "datacenter": {"name": "dal10"},
+        "hourlyBillingFlag": True,
+        "localDiskFlag": False,
+        "blockDeviceTemplateGroup": {"globalIdentifier": seed["globalIdentifier"]},
+    }
+    dry_run = client.call("Virtual_Guest", "generateOrderTemplate", order)
+    assert dry_run["imageTemplateGlobalIdentifier"] == seed["globalIdentifier"]
+    guest = client.call("Virtual_Guest", "createObject", order)
+    assert "provisionDate" not in guest
+    deadline = time.monotonic() + 5
+    while "provisionDate" not in client.call("Virtual_Guest", "getObject", id=guest["id"]):
+        assert time.monotonic() < deadline, "never provisioned"
+        time.sleep(0.05)
+    with pytest.raises(SoftLayer.SoftLayerAPIError) as bad:
+        client.call("Virtual_Guest", "createObject", {**order, "startCpus": 0})
+    assert "startCpus 0" in bad.value.faultString

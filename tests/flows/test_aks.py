@@ -1,0 +1,203 @@
+"""AKS flows end to end: a cluster and a node pool on a disk encryption set, and the data
+disk StorageClass applied through the real kubernetes client with the cluster's user
+credentials."""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes.client import ApiException
+
+from byok.validation import InvalidRequest
+from clients.azure import AzureClients
+from clients.kubernetes import storage_api
+from emulator.faults import Fault
+from emulator.server import Emulator
+from flows.aks import (
+    AksClusterRequest,
+    DataDiskEncryptionRequest,
+    NodePoolRequest,
+    add_encrypted_node_pool,
+    create_encrypted_aks_cluster,
+    encrypt_aks_data_disks,
+)
+from flows.disk_encryption_set import DiskEncryptionSetRequest, prepare_disk_encryption_set
+
+
+@pytest.fixture
+def des_id(azure_block: str, emulator: Emulator) -> str:
+    result = prepare_disk_encryption_set(
+        DiskEncryptionSetRequest(
+            azure_credentials_block=azure_block,
+            resource_group="rg-aks",
+            location="westeurope",
+            vault_name="kv-aks",
+            key_name="aks-key",
+            des_name="des-aks",
+            propagation_timeout_minutes=0.5,
+        )
+    )
+    return result.disk_encryption_set.id
+
+
+def cluster_request(block: str, des_id: str, **overrides: object) -> AksClusterRequest:
+    values: dict[str, object] = {
+        "azure_credentials_block": block,
+        "resource_group": "rg-aks",
+        "location": "westeurope",
+        "cluster_name": "aks1",
+        "disk_encryption_set_id": des_id,
+        "propagation_timeout_minutes": 0.5,
+    }
+    values.update(overrides)
+    return AksClusterRequest(**values)  # type: ignore[arg-type]
+
+
+def cluster_writes(emulator: Emulator) -> list[str]:
+    return [r.path for r in emulator.requests.find("PUT", "managedClusters")]
+
+
+def test_cluster_node_pool_and_data_disks(
+    azure_block: str, emulator: Emulator, des_id: str, azure: AzureClients
+) -> None:
+    cluster = create_encrypted_aks_cluster(cluster_request(azure_block, des_id))
+    assert cluster.disk_encryption_set_id == des_id
+    stored = emulator.arm.get(cluster.id)
+    assert stored is not None and stored["properties"]["diskEncryptionSetID"] == des_id
+
+    with_pool = add_encrypted_node_pool(
+        NodePoolRequest(
+            azure_credentials_block=azure_block,
+            resource_group="rg-aks",
+            cluster_name="aks1",
+            pool_name="userpool",
+            disk_encryption_set_id=des_id,
+        )
+    )
+    assert with_pool.node_pools == ["system", "userpool"]
+    assert emulator.arm.get(f"{cluster.id}/agentPools/userpool") is not None
+
+    request = DataDiskEncryptionRequest(
+        azure_credentials_block=azure_block,
+        resource_group="rg-aks",
+        cluster_name="aks1",
+        disk_encryption_set_id=des_id,
+    )
+    assert encrypt_aks_data_disks(request) == "created"
+    assert encrypt_aks_data_disks(request) == "unchanged"
+    kubeconfig = (
+        azure.container_service()
+        .managed_clusters.list_cluster_user_credentials("rg-aks", "aks1")
+        .kubeconfigs[0]
+        .value
+    )
+    sc = storage_api(kubeconfig).read_storage_class("byok-azure-disk")
+    assert sc.provisioner == "disk.csi.azure.com"
+    assert sc.parameters == {
+        "skuname": "Standard_LRS",
+        "kind": "managed",
+        "diskEncryptionSetID": des_id,
+    }
+    legacy = request.model_copy(update={"provisioner": "kubernetes.io/azure-disk"})
+    assert encrypt_aks_data_disks(legacy) == "recreated"
+    assert storage_api(kubeconfig).read_storage_class("byok-azure-disk").provisioner == (
+        "kubernetes.io/azure-disk"
+    )
+
+
+def test_rerun_creates_no_second_cluster(azure_block: str, emulator: Emulator, des_id: str) -> None:
+    first = create_encrypted_aks_cluster(cluster_request(azure_block, des_id))
+    emulator.requests.clear()
+    assert create_encrypted_aks_cluster(cluster_request(azure_block, des_id)) == first
+    assert cluster_writes(emulator) == []
+
+
+def test_old_kubernetes_is_refused_before_any_write(
+    azure_block: str, emulator: Emulator, des_id: str
+) -> None:
+    emulator.requests.clear()
+    with pytest.raises(InvalidRequest, match=r"kubernetes_version = '1.16': .*1.17 or newer"):
+        create_encrypted_aks_cluster(
+            cluster_request(azure_block, des_id, kubernetes_version="1.16")
+        )
+    assert cluster_writes(emulator) == []
+
+
+def test_set_in_another_region_is_refused(
+    azure_block: str, emulator: Emulator, des_id: str
+) -> None:
+    with pytest.raises(InvalidRequest, match="same region as disk encryption set"):
+        create_encrypted_aks_cluster(cluster_request(azure_block, des_id, location="eastus"))
+    assert cluster_writes(emulator) == []
+
+
+def test_existing_cluster_without_the_set_is_refused(
+    azure_block: str, emulator: Emulator, des_id: str, azure: AzureClients
+) -> None:
+    from flows.aks import cluster_body
+
+    body = cluster_body(cluster_request(azure_block, des_id))
+    del body["properties"]["diskEncryptionSetID"]
+    azure.container_service().managed_clusters.begin_create_or_update(
+        "rg-aks", "aks1", body
+    ).result()
+    with pytest.raises(InvalidRequest, match="create a new cluster"):
+        create_encrypted_aks_cluster(cluster_request(azure_block, des_id))
+    with pytest.raises(InvalidRequest, match="create a new cluster"):
+        add_encrypted_node_pool(
+            NodePoolRequest(
+                azure_credentials_block=azure_block,
+                resource_group="rg-aks",
+                cluster_name="aks1",
+                pool_name="userpool",
+                disk_encryption_set_id=des_id,
+            )
+        )
+
+
+def test_crash_during_cluster_creation_then_rerun(
+    azure_block: str, emulator: Emulator, des_id: str
+) -> None:
+    emulator.faults.add(Fault("lro-failed", method="PUT", path="managedClusters/aks1$"))
+    with pytest.raises(Exception, match="InternalOperationError"):
+        create_encrypted_aks_cluster(cluster_request(azure_block, des_id))
+    # the failed cluster stays (as in Azure): the re-run applies it again
+    cluster = create_encrypted_aks_cluster(cluster_request(azure_block, des_id))
+    assert cluster.disk_encryption_set_id == des_id
+    stored = emulator.arm.get(cluster.id)
+    assert stored is not None and stored["properties"]["provisioningState"] == "Succeeded"
+    assert len(cluster_writes(emulator)) == 2
+
+
+def test_storage_class_api_needs_the_cluster_token(
+    azure_block: str, emulator: Emulator, des_id: str, azure: AzureClients
+) -> None:
+    import yaml
+
+    create_encrypted_aks_cluster(cluster_request(azure_block, des_id))
+    kubeconfig = yaml.safe_load(
+        azure.container_service()
+        .managed_clusters.list_cluster_user_credentials("rg-aks", "aks1")
+        .kubeconfigs[0]
+        .value
+    )
+    kubeconfig["users"][0]["user"]["token"] = "wrong"
+    with pytest.raises(ApiException) as info:
+        storage_api(yaml.safe_dump(kubeconfig).encode()).read_storage_class("x")
+    assert info.value.status == 401
+
+
+def test_storage_class_with_unknown_set_is_invalid(
+    azure_block: str, emulator: Emulator, des_id: str, azure: AzureClients
+) -> None:
+    from byok.storage_class import storage_class
+
+    create_encrypted_aks_cluster(cluster_request(azure_block, des_id))
+    api = storage_api(
+        azure.container_service()
+        .managed_clusters.list_cluster_user_credentials("rg-aks", "aks1")
+        .kubeconfigs[0]
+        .value
+    )
+    with pytest.raises(ApiException) as info:
+        api.create_storage_class(storage_class("bad", des_id.replace("des-aks", "nope")))
+    assert info.value.status == 422
