@@ -142,20 +142,69 @@ def drain_prefect_workers() -> None:
 def run_procedures(emulator: Any) -> list[str]:
     """Run each procedure's flow against the emulator; returns summary lines."""
     from byok.emulator_blocks import save_emulator_block
+    from flows.aks import (
+        AksClusterRequest,
+        DataDiskEncryptionRequest,
+        NodePoolRequest,
+        add_encrypted_node_pool,
+        create_encrypted_aks_cluster,
+        encrypt_aks_data_disks,
+    )
+    from flows.disk_encryption_set import DiskEncryptionSetRequest, prepare_disk_encryption_set
     from flows.registration import FeatureRegistrationRequest, ensure_feature_registration
 
     save_emulator_block(emulator, DEMO_BLOCK)
     emulator.arm.configure_feature("Microsoft.Compute", "SIGEncryption", polls=3)
     emulator.arm.configure_provider("Microsoft.Compute", "NotRegistered", polls=2)
-    result = ensure_feature_registration(
+    feature = ensure_feature_registration(
         FeatureRegistrationRequest(
             azure_credentials_block=DEMO_BLOCK,
             poll_seconds=0.5,
             timeout_minutes=2,
         )
     )
+    common = {"azure_credentials_block": DEMO_BLOCK, "resource_group": "rg-byok-demo"}
+    prepared = prepare_disk_encryption_set(
+        DiskEncryptionSetRequest(
+            **common,
+            location="westeurope",
+            vault_name="kv-byok-demo",
+            key_name="des-key",
+            des_name="des-byok-demo",
+        )
+    )
+    des = prepared.disk_encryption_set
+    cluster = create_encrypted_aks_cluster(
+        AksClusterRequest(
+            **common,
+            location="westeurope",
+            cluster_name="aks-byok-demo",
+            disk_encryption_set_id=des.id,
+        )
+    )
+    with_pool = add_encrypted_node_pool(
+        NodePoolRequest(
+            **common,
+            cluster_name=cluster.name,
+            pool_name="userpool",
+            disk_encryption_set_id=des.id,
+        )
+    )
+    storage = encrypt_aks_data_disks(
+        DataDiskEncryptionRequest(
+            **common,
+            cluster_name=cluster.name,
+            disk_encryption_set_id=des.id,
+        )
+    )
+    access = "RBAC" if prepared.vault.rbac else "access policies"
     return [
         "Procedures run against the emulator:",
-        f"  A1-A3 feature {result.namespace}/{result.feature}: {result.feature_state}; "
-        f"provider {result.namespace}: {result.provider_state}",
+        f"  A1-A3 feature {feature.namespace}/{feature.feature}: {feature.feature_state}; "
+        f"provider {feature.namespace}: {feature.provider_state}",
+        f"  C1-C4 key vault {prepared.vault.name} ({access}), key {prepared.key.id}",
+        f"        disk encryption set {des.name}, identity {des.principal_id}",
+        f"  C5-C6 AKS cluster {cluster.name} (Kubernetes {cluster.kubernetes_version}) with "
+        f"OS disks on {des.name}; node pools {', '.join(with_pool.node_pools)}",
+        f"  C7    StorageClass byok-azure-disk for data disks: {storage}",
     ]
