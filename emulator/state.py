@@ -12,6 +12,7 @@ from emulator.services.arm import routes as arm_routes
 from emulator.services.arm.models import ArmModel
 from emulator.services.authorization import models as authorization_models
 from emulator.services.authorization import routes as authorization_routes
+from emulator.services.compute import gallery as gallery_models
 from emulator.services.compute import models as compute_models
 from emulator.services.containerservice import models as containerservice_models
 from emulator.services.entra import routes as entra_routes
@@ -62,6 +63,7 @@ class EmulatorState:
         authorization_models.register_types(self.arm)
         keyvault_models.register_types(self.arm, self.keyvault)
         des_hooks = compute_models.register_types(self.arm, self.keyvault)
+        self.image_versions = gallery_models.register_types(self.arm, des_hooks)
         self.kubernetes = kubernetes_models.KubernetesModel(self.arm)
         containerservice_models.register_types(
             self.arm, self.kubernetes, des_hooks, base_url, ca_pem

@@ -106,3 +106,85 @@ def grant_officer(azure: AzureClients, emulator: Emulator, scope: str) -> None:
             "principal_id": emulator.state.service_principal.object_id,
         },
     )
+
+
+def des_in_region(
+    azure: AzureClients, emulator: Emulator, region: str, name: str, group: str = "rg-img"
+) -> str:
+    """A usable disk encryption set in `region` (its own vault there, access policy granted);
+    returns its id."""
+    from azure.mgmt.keyvault.models import (
+        AccessPolicyEntry,
+        Permissions,
+        VaultAccessPolicyParameters,
+        VaultAccessPolicyProperties,
+    )
+
+    azure.resources().resource_groups.create_or_update(group, {"location": "westeurope"})
+    params = vault_parameters(emulator)
+    params.location = region
+    vault = (
+        azure.keyvault_management()
+        .vaults.begin_create_or_update(group, f"kv-{name}", params)
+        .result()
+    )
+    kid = azure.keys(str(vault.properties.vault_uri)).create_rsa_key("k", size=2048).id
+    des = (
+        azure.compute()
+        .disk_encryption_sets.begin_create_or_update(
+            group,
+            name,
+            {
+                "location": region,
+                "identity": {"type": "SystemAssigned"},
+                "properties": {"activeKey": {"keyUrl": kid}},
+            },
+        )
+        .result()
+    )
+    azure.keyvault_management().vaults.update_access_policy(
+        group,
+        f"kv-{name}",
+        "add",
+        VaultAccessPolicyParameters(
+            properties=VaultAccessPolicyProperties(
+                access_policies=[
+                    AccessPolicyEntry(
+                        tenant_id=emulator.identity.tenant_id,
+                        object_id=des.identity.principal_id,
+                        permissions=Permissions(keys_property=["get", "wrapKey", "unwrapKey"]),
+                    )
+                ]
+            )
+        ),
+    )
+    return str(des.id)
+
+
+def managed_image(
+    azure: AzureClients,
+    region: str,
+    name: str = "src-image",
+    luns: tuple[int, ...] = (0, 1),
+    group: str = "rg-img",
+) -> str:
+    """A managed image with an OS disk and data disks at `luns`; returns its id."""
+    azure.resources().resource_groups.create_or_update(group, {"location": region})
+    image = (
+        azure.compute()
+        .images.begin_create_or_update(
+            group,
+            name,
+            {
+                "location": region,
+                "properties": {
+                    "storageProfile": {
+                        "osDisk": {"osType": "Linux", "osState": "Generalized"},
+                        "dataDisks": [{"lun": lun} for lun in luns],
+                    }
+                },
+            },
+        )
+        .result()
+    )
+    return str(image.id)

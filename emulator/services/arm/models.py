@@ -57,6 +57,18 @@ class TypeHooks:
     def refresh(self, arm: ArmModel, resource: dict[str, Any]) -> None:
         """Apply what time changes by itself (automatic key rotation…) before a read."""
 
+    def expand(self, resource: dict[str, Any], what: str) -> dict[str, Any]:
+        """Extra properties a GET with `$expand=what` adds (e.g. ReplicationStatus)."""
+        return {}
+
+    def duration(self, arm: ArmModel, resource: dict[str, Any]) -> float:
+        """Seconds the create/update operation takes (replication and the like)."""
+        return 0.0
+
+    def failure(self, arm: ArmModel, resource: dict[str, Any]) -> dict[str, str] | None:
+        """An error ({code, message}) the operation ends with, or None."""
+        return None
+
 
 @dataclass
 class TypeSpec:
@@ -97,6 +109,7 @@ class Operation:
     start_time: str = field(default_factory=utc_now)
     end_time: str | None = None
     result: dict[str, Any] | None = None
+    error: dict[str, str] | None = None  # a failure the resource's rules produced
 
     def status_body(self) -> dict[str, Any]:
         """The Azure-AsyncOperation status document."""
@@ -109,7 +122,7 @@ class Operation:
         if self.end_time:
             body["endTime"] = self.end_time
         if self.status == "Failed":
-            body["error"] = failure_error(self.fail)
+            body["error"] = self.error or failure_error(self.fail)
         return body
 
 
@@ -557,8 +570,11 @@ class ArmModel:
             ready_at=time.monotonic() + (slow.seconds if slow else 0.0),
             fail=fail,
         )
-        self.operations[op.id] = op
         resource = self.resources.get(resource_id.lower())
+        spec = self.types.get(resource["type"].lower()) if resource else None
+        if resource is not None and spec is not None and kind == "put":
+            op.ready_at = max(op.ready_at, time.monotonic() + spec.hooks.duration(self, resource))
+        self.operations[op.id] = op
         if resource is not None:
             resource["_operation"] = op.id
         return op
@@ -583,8 +599,13 @@ class ArmModel:
         resource = self.resources.get(op.resource_id.lower())
         if resource is not None:
             resource.pop("_operation", None)
-        if op.fail is not None:
+        spec = self.types.get(resource["type"].lower()) if resource else None
+        error = (
+            spec.hooks.failure(self, resource) if spec and resource and op.kind == "put" else None
+        )
+        if op.fail is not None or error is not None:
             op.status = "Failed"
+            op.error = error
             if resource is not None:
                 resource["properties"]["provisioningState"] = "Failed"
             return

@@ -163,7 +163,7 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
             return Response(202, None, {"Location": monitor_url(op, "operationResults", request)})
         if op.status == "Failed":
             status = op.fail.status if op.fail and 400 <= op.fail.status < 500 else 400
-            return Response(status, {"error": failure_error(op.fail)})
+            return Response(status, {"error": op.error or failure_error(op.fail)})
         return Response(200, op.result) if op.result else Response(204)
 
     monitors = "/subscriptions/{sub}/providers/{ns}/locations/{loc}"
@@ -289,7 +289,12 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
             return Response(status, None, lro_headers(op, spec.delete_lro, request))
         if request.method == "HEAD":
             return Response(204 if arm.get(rid.id()) else 404)
-        return Response(200, public(arm.require(rid.id())))
+        stored = arm.require(rid.id())
+        found = public(stored)
+        if request.query.get("$expand"):
+            extra = spec.hooks.expand(stored, request.query["$expand"])
+            found["properties"] = {**found.get("properties", {}), **extra}
+        return Response(200, found)
 
     for method in ("GET", "PUT", "PATCH", "DELETE", "POST", "HEAD"):
         arm_route(method, "/subscriptions/{rest:path}", resource)

@@ -1,0 +1,260 @@
+"""Gallery steps: gallery and image definition (get or create), the image version (create
+or adopt), replication with per-region progress, verification."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from pydantic import BaseModel
+
+from blocks.azure import AzureCredentials
+from byok.polling import poll_until
+from byok.sdk_values import text
+from byok.validation import InvalidRequest
+from clients.azure import AzureClients
+from tasks.retry import STEP_RETRIES
+
+
+class RegionResult(BaseModel):
+    """A published region and its encryption."""
+
+    name: str
+    replica_count: int
+    os_disk_encryption_set_id: str | None
+    data_disk_encryption_set_ids: dict[int, str]
+    replication_state: str
+
+
+class ImageVersionResult(BaseModel):
+    """The published version, region by region."""
+
+    id: str
+    name: str
+    regions: list[RegionResult]
+
+
+def read_version(
+    clients: AzureClients, rg: str, gallery: str, image: str, version: str
+) -> Any | None:
+    """The version with its replication status, or None."""
+    try:
+        return clients.compute().gallery_image_versions.get(
+            rg, gallery, image, version, expand="ReplicationStatus"
+        )
+    except ResourceNotFoundError:
+        return None
+
+
+def _region_key(name: str) -> str:
+    return name.lower().replace(" ", "")
+
+
+def encryption_of(version: Any) -> dict[str, dict[str, Any]]:
+    """Region → {os: set id or None, data: {lun: set id}} as the version reports it."""
+    found = {}
+    for region in version.properties.publishing_profile.target_regions or []:
+        enc = region.encryption
+        os_id = enc.os_disk_image.disk_encryption_set_id if enc and enc.os_disk_image else None
+        data = {
+            int(d.lun): str(d.disk_encryption_set_id)
+            for d in ((enc.data_disk_images if enc else None) or [])
+        }
+        found[_region_key(region.name)] = {"os": os_id, "data": data}
+    return found
+
+
+def wanted_encryption(target_regions: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Region → {os, data} from the request body's target regions."""
+    found = {}
+    for region in target_regions:
+        enc = region.get("encryption") or {}
+        os_id = (enc.get("osDiskImage") or {}).get("diskEncryptionSetId")
+        data = {int(d["lun"]): d["diskEncryptionSetId"] for d in enc.get("dataDiskImages") or []}
+        found[_region_key(region["name"])] = {"os": os_id, "data": data}
+    return found
+
+
+def _lower(encryption: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        r: {"os": (e["os"] or "").lower(), "data": {k: v.lower() for k, v in e["data"].items()}}
+        for r, e in encryption.items()
+    }
+
+
+@task(name="Create gallery", **STEP_RETRIES)
+def ensure_gallery(
+    credentials: AzureCredentials, subscription_id: str | None, rg: str, name: str, location: str
+) -> str:
+    """Get or create the gallery; returns its id."""
+    galleries = AzureClients(credentials, subscription_id).compute().galleries
+    try:
+        return str(galleries.get(rg, name).id)
+    except ResourceNotFoundError:
+        pass
+    gallery = galleries.begin_create_or_update(
+        rg, name, {"location": location, "properties": {}}
+    ).result()
+    get_run_logger().info("Created gallery %s", name)
+    return str(gallery.id)
+
+
+@task(name="Create image definition", **STEP_RETRIES)
+def ensure_image_definition(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    rg: str,
+    gallery: str,
+    name: str,
+    location: str,
+    properties: dict[str, Any],
+) -> str:
+    """Get or create the image definition; returns its id."""
+    images = AzureClients(credentials, subscription_id).compute().gallery_images
+    try:
+        return str(images.get(rg, gallery, name).id)
+    except ResourceNotFoundError:
+        pass
+    image = images.begin_create_or_update(
+        rg, gallery, name, {"location": location, "properties": properties}
+    ).result()
+    get_run_logger().info("Created image definition %s", name)
+    return str(image.id)
+
+
+@task(name="Create image version", **STEP_RETRIES)
+def start_image_version(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    rg: str,
+    gallery: str,
+    image: str,
+    version: str,
+    body: dict[str, Any],
+) -> str:
+    """Start creating the version (replication goes on in Azure). A version that exists is
+    adopted when its encryption is the requested one, in flight or done; a Failed one is
+    applied again."""
+    clients = AzureClients(credentials, subscription_id)
+    versions = clients.compute().gallery_image_versions
+    existing = read_version(clients, rg, gallery, image, version)
+    if existing is not None:
+        wanted = wanted_encryption(body["properties"]["publishingProfile"]["targetRegions"])
+        if _lower(encryption_of(existing)) != _lower(wanted):
+            raise InvalidRequest(
+                "version",
+                version,
+                "this image version already exists with "
+                "another encryption; publish a new version number",
+            )
+        if text(existing.properties.provisioning_state) != "Failed":
+            get_run_logger().info(
+                "Adopting image version %s (%s)", version, existing.properties.provisioning_state
+            )
+            return str(existing.id)
+    versions.begin_create_or_update(rg, gallery, image, version, body, polling=False)
+    get_run_logger().info("Started image version %s", version)
+    found = read_version(clients, rg, gallery, image, version)
+    return str(found.id) if found else ""
+
+
+@task(name="Wait for replication", **STEP_RETRIES)
+def wait_for_replication(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    rg: str,
+    gallery: str,
+    image: str,
+    version: str,
+    timeout_seconds: float,
+    poll_seconds: float,
+) -> dict[str, str]:
+    """Poll `$expand=ReplicationStatus` until every region is Completed, with a progress
+    artifact; a region that fails fails the step, named. Returns region → state."""
+    clients = AzureClients(credentials, subscription_id)
+    artifact = create_progress_artifact(
+        0.0,
+        key=f"replication-{gallery}-{image}-{version.replace('.', '-')}",
+        description=f"Replication of {image} {version}",
+    )
+    last = {"progress": -1.0}
+    states: dict[str, str] = {}
+
+    def state() -> str:
+        found = read_version(clients, rg, gallery, image, version)
+        if found is None:
+            raise RuntimeError(f"image version {version} disappeared during replication")
+        status = found.properties.replication_status
+        summary = (status.summary if status else None) or []
+        states.clear()
+        states.update({str(s.region): text(s.state) for s in summary})
+        failed = [f"{s.region} ({s.details})" for s in summary if text(s.state) == "Failed"]
+        if failed or text(found.properties.provisioning_state) == "Failed":
+            raise RuntimeError(
+                f"replication of image version {version} failed in "
+                f"{', '.join(failed) or 'a region'}"
+            )
+        progress = sum(int(s.progress or 0) for s in summary) / max(1, len(summary))
+        if progress != last["progress"]:
+            update_progress_artifact(artifact, progress)
+            get_run_logger().info(
+                "Replication %s: %s",
+                version,
+                ", ".join(f"{s.region} {s.progress}%" for s in summary),
+            )
+            last["progress"] = progress
+        done = (
+            text(found.properties.provisioning_state) == "Succeeded"
+            and states
+            and all(v == "Completed" for v in states.values())
+        )
+        return "done" if done else "replicating"
+
+    poll_until(
+        state,
+        frozenset({"done"}),
+        timeout_seconds=timeout_seconds,
+        interval_seconds=poll_seconds,
+        what=f"Image version {version}",
+    )
+    update_progress_artifact(artifact, 100.0)
+    return dict(states)
+
+
+@task(name="Verify image version encryption", **STEP_RETRIES)
+def verify_image_version(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    rg: str,
+    gallery: str,
+    image: str,
+    version: str,
+    target_regions: list[dict[str, Any]],
+) -> ImageVersionResult:
+    """The published encryption matches the request, region by region."""
+    clients = AzureClients(credentials, subscription_id)
+    found = read_version(clients, rg, gallery, image, version)
+    if found is None:
+        raise RuntimeError(f"image version {version} not found")
+    actual, wanted = encryption_of(found), wanted_encryption(target_regions)
+    if _lower(actual) != _lower(wanted):
+        raise RuntimeError(
+            f"image version {version} reports encryption {actual}, requested {wanted}"
+        )
+    states = {
+        _region_key(str(s.region)): text(s.state)
+        for s in (found.properties.replication_status.summary or [])
+    }
+    regions = [
+        RegionResult(
+            name=str(r.name),
+            replica_count=int(r.regional_replica_count or 1),
+            os_disk_encryption_set_id=actual[_region_key(r.name)]["os"],
+            data_disk_encryption_set_ids=actual[_region_key(r.name)]["data"],
+            replication_state=states.get(_region_key(r.name), "Unknown"),
+        )
+        for r in found.properties.publishing_profile.target_regions
+    ]
+    return ImageVersionResult(id=str(found.id), name=str(found.name), regions=regions)

@@ -1,0 +1,82 @@
+"""Image version rules of the emulator, through the real ComputeManagementClient."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+
+from clients.azure import AzureClients
+from emulator.server import Emulator
+from tests.helpers import des_in_region, managed_image
+
+
+@pytest.fixture
+def image(azure: AzureClients, emulator: Emulator) -> tuple[str, str]:
+    des = des_in_region(azure, emulator, "westeurope", "des-we")
+    source = managed_image(azure, "westeurope")
+    compute = azure.compute()
+    compute.galleries.begin_create_or_update("rg-img", "g1", {"location": "westeurope"}).result()
+    compute.gallery_images.begin_create_or_update(
+        "rg-img",
+        "g1",
+        "img",
+        {
+            "location": "westeurope",
+            "properties": {
+                "osType": "Linux",
+                "osState": "Generalized",
+                "identifier": {"publisher": "p", "offer": "o", "sku": "s"},
+            },
+        },
+    ).result()
+    return des, source
+
+
+def version(source: str, encryption: dict | None) -> dict:
+    region: dict = {"name": "westeurope"}
+    if encryption:
+        region["encryption"] = encryption
+    return {
+        "location": "westeurope",
+        "properties": {
+            "publishingProfile": {"targetRegions": [region]},
+            "storageProfile": {"source": {"id": source}},
+        },
+    }
+
+
+def test_replication_status_is_served(azure: AzureClients, image: tuple[str, str]) -> None:
+    des, source = image
+    versions = azure.compute().gallery_image_versions
+    body = version(source, {"osDiskImage": {"diskEncryptionSetId": des}})
+    versions.begin_create_or_update("rg-img", "g1", "img", "1.0.0", body, polling=False)
+    started = versions.get("rg-img", "g1", "img", "1.0.0", expand="ReplicationStatus")
+    assert started.properties.replication_status.summary[0].state == "Replicating"
+    with pytest.raises(HttpResponseError, match="AnotherOperationInProgress"):
+        versions.begin_create_or_update("rg-img", "g1", "img", "1.0.0", body)
+    deadline = time.monotonic() + 10
+    while True:
+        found = versions.get("rg-img", "g1", "img", "1.0.0", expand="ReplicationStatus")
+        if found.properties.provisioning_state == "Succeeded":
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert [s.progress for s in found.properties.replication_status.summary] == [100]
+
+
+def test_cannot_go_back_to_platform_keys(azure: AzureClients, image: tuple[str, str]) -> None:
+    des, source = image
+    versions = azure.compute().gallery_image_versions
+    versions.begin_create_or_update(
+        "rg-img",
+        "g1",
+        "img",
+        "1.0.0",
+        version(source, {"osDiskImage": {"diskEncryptionSetId": des}}),
+    ).result()
+    with pytest.raises(HttpResponseError, match="cannot go back to platform-managed keys"):
+        versions.begin_create_or_update(
+            "rg-img", "g1", "img", "1.0.0", version(source, None)
+        ).result()

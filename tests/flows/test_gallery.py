@@ -1,0 +1,172 @@
+"""The gallery image version flow end to end: two regions, an OS disk and two data-disk LUNs,
+each rule, and a crash during replication adopted by the re-run."""
+
+from __future__ import annotations
+
+import pytest
+
+from byok.validation import InvalidRequest
+from clients.azure import AzureClients
+from emulator.server import Emulator
+from flows.gallery import ImageVersionRequest, publish_encrypted_image_version
+from tests.helpers import des_in_region, managed_image
+
+VERSION_TYPE = "Microsoft.Compute/galleries/images/versions"
+
+
+@pytest.fixture
+def setup(azure: AzureClients, emulator: Emulator) -> dict[str, str]:
+    return {
+        "we_os": des_in_region(azure, emulator, "westeurope", "des-we-os"),
+        "we_data": des_in_region(azure, emulator, "westeurope", "des-we-data"),
+        "us_os": des_in_region(azure, emulator, "eastus", "des-us-os"),
+        "image": managed_image(azure, "westeurope"),
+    }
+
+
+def request(block: str, setup: dict[str, str], **overrides: object) -> ImageVersionRequest:
+    values: dict[str, object] = {
+        "azure_credentials_block": block,
+        "resource_group": "rg-img",
+        "location": "westeurope",
+        "gallery_name": "gallery1",
+        "image_name": "ubuntu",
+        "version": "1.0.0",
+        "source": {"managed_image_id": setup["image"]},
+        "target_regions": [
+            {
+                "name": "westeurope",
+                "replica_count": 2,
+                "encryption": f"{setup['we_os']},0,{setup['we_data']},1,{setup['we_data']}",
+            },
+            {
+                "name": "eastus",
+                "encryption": {
+                    "os_disk_encryption_set": setup["us_os"],
+                    "data_disks": [
+                        {"lun": 0, "disk_encryption_set": setup["us_os"]},
+                        {"lun": 1, "disk_encryption_set": "des-us-os"},
+                    ],
+                },
+            },
+        ],
+        "poll_seconds": 0.05,
+        "replication_timeout_minutes": 0.5,
+    }
+    values.update(overrides)
+    return ImageVersionRequest(**values)  # type: ignore[arg-type]
+
+
+def versions(emulator: Emulator) -> list[dict]:
+    return [r for r in emulator.arm.resources.values() if r["type"] == VERSION_TYPE]
+
+
+def test_publish_two_regions_three_disks(
+    azure_block: str, emulator: Emulator, setup: dict[str, str]
+) -> None:
+    emulator.arm.configure_feature("Microsoft.Compute", "SIGEncryption")
+    result = publish_encrypted_image_version(request(azure_block, setup))
+    we, us = result.regions
+    assert (we.name, we.replica_count, we.replication_state) == ("westeurope", 2, "Completed")
+    assert we.os_disk_encryption_set_id == setup["we_os"]
+    assert we.data_disk_encryption_set_ids == {0: setup["we_data"], 1: setup["we_data"]}
+    assert us.data_disk_encryption_set_ids == {0: setup["us_os"], 1: setup["us_os"]}
+    stored = versions(emulator)[0]
+    assert stored["properties"]["provisioningState"] == "Succeeded"
+    assert emulator.arm.feature("Microsoft.Compute", "SIGEncryption").state == "Registered"
+    assert len(emulator.requests.find("GET", "versions/1.0.0$")) >= 2  # progress was polled
+
+
+def test_crash_during_replication_then_rerun_adopts_the_version(
+    azure_block: str, emulator: Emulator, setup: dict[str, str]
+) -> None:
+    emulator.state.image_versions.replication_seconds = 2.0
+    with pytest.raises(TimeoutError, match="still 'replicating'"):
+        publish_encrypted_image_version(
+            request(azure_block, setup, replication_timeout_minutes=0.005)
+        )
+    assert versions(emulator)[0]["properties"]["provisioningState"] == "Creating"
+    result = publish_encrypted_image_version(request(azure_block, setup))
+    assert len(versions(emulator)) == 1
+    assert len(emulator.requests.find("PUT", "versions/1.0.0$")) == 1
+    assert {r.replication_state for r in result.regions} == {"Completed"}
+
+
+def test_failed_region_is_named(
+    azure_block: str, emulator: Emulator, setup: dict[str, str]
+) -> None:
+    emulator.state.image_versions.failing_regions.add("eastus")
+    with pytest.raises(RuntimeError, match="failed in eastus"):
+        publish_encrypted_image_version(request(azure_block, setup))
+
+
+def test_des_in_another_region_is_refused(
+    azure_block: str, emulator: Emulator, setup: dict[str, str]
+) -> None:
+    bad = request(azure_block, setup).model_dump()
+    bad["target_regions"][1]["encryption"]["os_disk_encryption_set"] = setup["we_os"]
+    with pytest.raises(InvalidRequest, match=r"target_regions\[1\].encryption.os_disk_"):
+        publish_encrypted_image_version(ImageVersionRequest(**bad))
+    assert not emulator.requests.find("PUT", "galleries")
+
+
+def test_des_in_another_subscription_is_refused(
+    azure_block: str, emulator: Emulator, setup: dict[str, str]
+) -> None:
+    other = setup["us_os"].replace(
+        emulator.identity.subscription_id, "00000000-0000-0000-0000-000000000001"
+    )
+    bad = request(azure_block, setup).model_dump()
+    bad["target_regions"][1]["encryption"]["os_disk_encryption_set"] = other
+    with pytest.raises(InvalidRequest, match="image's subscription"):
+        publish_encrypted_image_version(ImageVersionRequest(**bad))
+
+
+def test_luns_must_match_the_source(
+    azure_block: str, emulator: Emulator, setup: dict[str, str]
+) -> None:
+    bad = request(azure_block, setup).model_dump()
+    bad["target_regions"][0]["encryption"]["data_disks"][1]["lun"] = 5
+    with pytest.raises(InvalidRequest, match=r"have LUNs \[0, 1\]"):
+        publish_encrypted_image_version(ImageVersionRequest(**bad))
+
+
+def test_region_without_encryption_is_refused(azure_block: str, setup: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="no encryption while others do"):
+        request(
+            azure_block,
+            setup,
+            target_regions=[
+                {"name": "westeurope", "encryption": setup["we_os"]},
+                {"name": "eastus"},
+            ],
+        )
+
+
+def test_past_end_of_life_is_refused(azure_block: str, setup: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="not in the future"):
+        request(azure_block, setup, end_of_life_date="2020-01-01T00:00:00Z")
+
+
+def test_encrypted_version_cannot_be_a_source_nor_shared(
+    azure_block: str, emulator: Emulator, setup: dict[str, str], azure: AzureClients
+) -> None:
+    first = publish_encrypted_image_version(request(azure_block, setup, ensure_feature=False))
+    with pytest.raises(InvalidRequest, match="cannot be copied or used as a source"):
+        publish_encrypted_image_version(
+            request(
+                azure_block,
+                setup,
+                version="2.0.0",
+                ensure_feature=False,
+                source={"image_version_id": first.id},
+            )
+        )
+    from azure.core.exceptions import HttpResponseError
+
+    with pytest.raises(HttpResponseError, match="cannot be shared"):
+        azure.compute().gallery_sharing_profile.begin_update(
+            "rg-img",
+            "gallery1",
+            {"operationType": "Add", "groups": [{"type": "Subscriptions", "ids": ["x"]}]},
+        ).result()

@@ -1,0 +1,75 @@
+"""The image version request's pure parts: the CLI encryption string, sources, regions."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from byok.gallery import (
+    DataDiskEncryption,
+    ImageSource,
+    RegionEncryption,
+    TargetRegion,
+    format_target_region_encryption,
+    parse_target_region_encryption,
+)
+
+des_names = st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,20}", fullmatch=True)
+
+
+@given(
+    os_des=st.one_of(st.none(), des_names),
+    data=st.dictionaries(st.integers(0, 63), des_names, max_size=6),
+)
+def test_cli_form_round_trips(os_des: str | None, data: dict[int, str]) -> None:
+    encryption = RegionEncryption(
+        os_disk_encryption_set=os_des,
+        data_disks=[DataDiskEncryption(lun=k, disk_encryption_set=v) for k, v in data.items()],
+    )
+    assert parse_target_region_encryption(format_target_region_encryption(encryption)) == (
+        encryption
+    )
+
+
+def test_cli_form_of_the_doc() -> None:
+    parsed = parse_target_region_encryption("WestUSDiskEncryptionSet1,0,WestUSDiskEncryptionSet2")
+    assert parsed.os_disk_encryption_set == "WestUSDiskEncryptionSet1"
+    assert parsed.data_disks == [
+        DataDiskEncryption(lun=0, disk_encryption_set="WestUSDiskEncryptionSet2")
+    ]
+
+
+@pytest.mark.parametrize("bad", ["des1,0", "des1,x,des2", "des1,0,", "des1,0,d,0,d"])
+def test_malformed_cli_forms_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        parse_target_region_encryption(bad)
+
+
+def test_target_region_accepts_the_cli_string() -> None:
+    region = TargetRegion(name="eastus", encryption="os-des,1,data-des")
+    assert region.encryption is not None and region.encryption.data_disks[0].lun == 1
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {},
+        {"managed_image_id": "/a", "image_version_id": "/b"},
+        {"data_disk_snapshots": {0: "/s"}},
+    ],
+)
+def test_exactly_one_source(source: dict) -> None:
+    with pytest.raises(ValueError, match="source"):
+        ImageSource(**source)
+
+
+def test_snapshot_source_storage_profile() -> None:
+    source = ImageSource(os_disk_snapshot_id="/os", data_disk_snapshots={1: "/d1", 0: "/d0"})
+    assert source.storage_profile() == {
+        "osDiskImage": {"source": {"id": "/os"}},
+        "dataDiskImages": [
+            {"lun": 0, "source": {"id": "/d0"}},
+            {"lun": 1, "source": {"id": "/d1"}},
+        ],
+    }
