@@ -15,6 +15,7 @@ from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 from azure.mgmt.containerservice import ContainerServiceClient
 from azure.mgmt.keyvault import KeyVaultManagementClient
 from azure.mgmt.msi import ManagedServiceIdentityClient
+from azure.mgmt.network import NetworkManagementClient
 from azure.mgmt.resource.features import FeatureClient
 from azure.mgmt.resource.resources import ResourceManagementClient
 
@@ -76,6 +77,10 @@ class AzureClients:
     def compute(self) -> ComputeManagementClient:
         """Disk encryption sets, galleries, images, VMs."""
         return self.arm(ComputeManagementClient)
+
+    def network(self) -> NetworkManagementClient:
+        """Virtual networks, subnets and network interfaces."""
+        return self.arm(NetworkManagementClient)
 
     def container_registry(self) -> ContainerRegistryManagementClient:
         """Container registries."""

@@ -14,6 +14,7 @@ from emulator.services.authorization import models as authorization_models
 from emulator.services.authorization import routes as authorization_routes
 from emulator.services.compute import gallery as gallery_models
 from emulator.services.compute import models as compute_models
+from emulator.services.compute import virtual_machines as vm_models
 from emulator.services.containerservice import models as containerservice_models
 from emulator.services.entra import routes as entra_routes
 from emulator.services.entra.models import EntraModel, Principal
@@ -26,6 +27,7 @@ from emulator.services.keyvault import routes as keyvault_routes
 from emulator.services.kubernetes import models as kubernetes_models
 from emulator.services.kubernetes import routes as kubernetes_routes
 from emulator.services.msi import models as msi_models
+from emulator.services.network import models as network_models
 from emulator.services.softlayer import routes as softlayer_routes
 from emulator.services.softlayer.models import SoftLayerModel
 
@@ -64,6 +66,8 @@ class EmulatorState:
         keyvault_models.register_types(self.arm, self.keyvault)
         des_hooks = compute_models.register_types(self.arm, self.keyvault)
         self.image_versions = gallery_models.register_types(self.arm, des_hooks)
+        vm_models.register_types(self.arm, des_hooks)
+        network_models.register_types(self.arm)
         self.kubernetes = kubernetes_models.KubernetesModel(self.arm)
         containerservice_models.register_types(
             self.arm, self.kubernetes, des_hooks, base_url, ca_pem

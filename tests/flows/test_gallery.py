@@ -170,3 +170,59 @@ def test_encrypted_version_cannot_be_a_source_nor_shared(
             "gallery1",
             {"operationType": "Add", "groups": [{"type": "Subscriptions", "ids": ["x"]}]},
         ).result()
+
+
+def test_vm_from_the_encrypted_version(
+    azure_block: str, emulator: Emulator, setup: dict[str, str], azure: AzureClients
+) -> None:
+    from flows.virtual_machine import VmFromImageRequest, create_vm_from_encrypted_image
+
+    version = publish_encrypted_image_version(request(azure_block, setup, ensure_feature=False))
+    vm_request = VmFromImageRequest(
+        azure_credentials_block=azure_block,
+        resource_group="rg-img",
+        location="westeurope",
+        vm_name="vm1",
+        image_version_id=version.id,
+        os_disk_encryption_set_id=setup["we_os"],
+        data_disk_encryption_set_ids=[setup["we_data"], setup["we_os"]],
+        ssh_public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB test",
+    )
+    vm = create_vm_from_encrypted_image(vm_request)
+    assert vm.os_disk_encryption_set_id == setup["we_os"]
+    assert vm.data_disk_encryption_set_ids == {0: setup["we_data"], 1: setup["we_os"]}
+    disks = [r for r in emulator.arm.resources.values() if r["type"] == "Microsoft.Compute/disks"]
+    assert sorted(d["properties"]["encryption"]["diskEncryptionSetId"] for d in disks) == sorted(
+        [setup["we_os"], setup["we_data"], setup["we_os"]]
+    )
+    assert create_vm_from_encrypted_image(vm_request) == vm  # a re-run creates nothing
+    assert len(emulator.requests.find("PUT", "virtualMachines/vm1$")) == 1
+    with pytest.raises(InvalidRequest, match="one set per data disk"):
+        create_vm_from_encrypted_image(
+            vm_request.model_copy(
+                update={"vm_name": "vm2", "data_disk_encryption_set_ids": [setup["we_os"]]}
+            )
+        )
+
+
+def test_vm_disk_without_a_set_is_refused_by_azure(
+    azure_block: str, emulator: Emulator, setup: dict[str, str], azure: AzureClients
+) -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    from flows.virtual_machine import VmFromImageRequest, create_vm_from_encrypted_image
+
+    version = publish_encrypted_image_version(request(azure_block, setup, ensure_feature=False))
+    with pytest.raises(HttpResponseError, match="not replicated"):
+        create_vm_from_encrypted_image(
+            VmFromImageRequest(
+                azure_credentials_block=azure_block,
+                resource_group="rg-img",
+                location="northeurope",
+                vm_name="vm1",
+                image_version_id=version.id,
+                os_disk_encryption_set_id=setup["we_os"],
+                data_disk_encryption_set_ids=[setup["we_data"], setup["we_data"]],
+                ssh_public_key="ssh-ed25519 AAAA test",
+            )
+        )
