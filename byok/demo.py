@@ -197,6 +197,7 @@ def run_procedures(emulator: Any) -> list[str]:
             disk_encryption_set_id=des.id,
         )
     )
+    image = publish_demo_image(emulator, des.id)
     access = "RBAC" if prepared.vault.rbac else "access policies"
     return [
         "Procedures run against the emulator:",
@@ -207,4 +208,67 @@ def run_procedures(emulator: Any) -> list[str]:
         f"  C5-C6 AKS cluster {cluster.name} (Kubernetes {cluster.kubernetes_version}) with "
         f"OS disks on {des.name}; node pools {', '.join(with_pool.node_pools)}",
         f"  C7    StorageClass byok-azure-disk for data disks: {storage}",
+        f"  A4-A5 image version {image['version']} replicated to "
+        f"{', '.join(image['regions'])}, OS and data disks on {des.name}",
+        f"  A6    VM {image['vm']} with every disk on {des.name}",
     ]
+
+
+def publish_demo_image(emulator: Any, des_id: str) -> dict[str, Any]:
+    """Procedure A on the emulator: a source image, an encrypted version, a VM from it."""
+    from byok.emulator_blocks import emulator_azure_credentials
+    from clients.azure import AzureClients
+    from flows.gallery import ImageVersionRequest, publish_encrypted_image_version
+    from flows.virtual_machine import VmFromImageRequest, create_vm_from_encrypted_image
+
+    # the source a user already has: a managed image with one data disk
+    clients = AzureClients(emulator_azure_credentials(emulator))
+    source = (
+        clients.compute()
+        .images.begin_create_or_update(
+            "rg-byok-demo",
+            "ubuntu-src",
+            {
+                "location": "westeurope",
+                "properties": {
+                    "storageProfile": {
+                        "osDisk": {"osType": "Linux", "osState": "Generalized"},
+                        "dataDisks": [{"lun": 0}],
+                    }
+                },
+            },
+        )
+        .result()
+    )
+    common = {
+        "azure_credentials_block": DEMO_BLOCK,
+        "resource_group": "rg-byok-demo",
+        "location": "westeurope",
+    }
+    version = publish_encrypted_image_version(
+        ImageVersionRequest(
+            **common,
+            gallery_name="byok_demo_gallery",
+            image_name="ubuntu",
+            version="1.0.0",
+            source={"managed_image_id": source.id},
+            ensure_feature=False,
+            poll_seconds=0.5,
+            target_regions=[{"name": "westeurope", "encryption": f"{des_id},0,{des_id}"}],
+        )
+    )
+    vm = create_vm_from_encrypted_image(
+        VmFromImageRequest(
+            **common,
+            vm_name="vm-byok-demo",
+            image_version_id=version.id,
+            os_disk_encryption_set_id=des_id,
+            data_disk_encryption_set_ids=[des_id],
+            ssh_public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDemoKeyForTheEmulatorOnly demo",
+        )
+    )
+    return {
+        "version": version.name,
+        "regions": [r.name for r in version.regions],
+        "vm": vm.id.rsplit("/", 1)[1],
+    }

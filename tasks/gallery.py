@@ -15,6 +15,7 @@ from byok.polling import poll_until
 from byok.sdk_values import text
 from byok.validation import InvalidRequest
 from clients.azure import AzureClients
+from tasks.artifacts import artifact_key
 from tasks.retry import STEP_RETRIES
 
 
@@ -176,7 +177,7 @@ def wait_for_replication(
     clients = AzureClients(credentials, subscription_id)
     artifact = create_progress_artifact(
         0.0,
-        key=f"replication-{gallery}-{image}-{version.replace('.', '-')}",
+        key=artifact_key("replication", gallery, image, version),
         description=f"Replication of {image} {version}",
     )
     last = {"progress": -1.0}

@@ -28,5 +28,7 @@ def test_demo_runs_the_procedures() -> None:
     assert "disk encryption set des-byok-demo" in out
     assert "node pools system, userpool" in out
     assert "StorageClass byok-azure-disk for data disks: created" in out
+    assert "image version 1.0.0 replicated to westeurope" in out
+    assert "VM vm-byok-demo with every disk on des-byok-demo" in out
     assert "Prefect UI: http://127.0.0.1:" in out
     assert "emulator-client-secret" not in out + run.stderr
