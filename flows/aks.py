@@ -24,6 +24,7 @@ from tasks.aks import (
     verify_cluster,
 )
 from tasks.disk_encryption_set import DiskEncryptionSetInfo, des_info, read_des
+from tasks.events import emit_byok_event
 from tasks.resource_group import ensure_resource_group
 
 _DES_FIELD = Field(
@@ -168,9 +169,16 @@ def create_encrypted_aks_cluster(request: AksClusterRequest) -> ClusterInfo:
         cluster_body(request),
         request.propagation_timeout_minutes * 60,
     )
-    return verify_cluster(
+    cluster = verify_cluster(
         credentials, sub, rg, request.cluster_name, request.disk_encryption_set_id
     )
+    emit_byok_event(
+        "resource.encrypted",
+        cluster.id,
+        "aks-cluster",
+        related={"disk-encryption-set": request.disk_encryption_set_id},
+    )
+    return cluster
 
 
 @task(name="Validate node pool request")

@@ -22,6 +22,7 @@ from tasks.disk_encryption_set import (
     verify_des_key,
     wait_for_key_access,
 )
+from tasks.events import emit_byok_event
 from tasks.key_vault import (
     CRYPTO_SERVICE_ENCRYPTION_USER,
     READER,
@@ -187,6 +188,12 @@ def prepare_disk_encryption_set(request: DiskEncryptionSetRequest) -> DiskEncryp
     reader = (not vault.rbac) if request.grant_reader_role is None else request.grant_reader_role
     grant_des_access(credentials, sub, vault, des, reader, timeout)
     wait_for_key_access(credentials, sub, rg, des, timeout)
+    emit_byok_event(
+        "resource.encrypted",
+        des.id,
+        "disk-encryption-set",
+        related={"key": key.id, "vault": vault.id},
+    )
     return DiskEncryptionSetResult(disk_encryption_set=des, vault=vault, key=key)
 
 
@@ -236,7 +243,7 @@ def rotate_disk_encryption_set_key(request: DesKeyRotationRequest) -> DiskEncryp
     new_key = new_key_version(credentials, sub, str(des.properties.active_key.key_url))
     if not des.properties.rotation_to_latest_key_version_enabled:
         update_des_key(credentials, sub, rg, request.des_name, new_key)
-    return verify_des_key(
+    verified = verify_des_key(
         credentials,
         sub,
         rg,
@@ -245,3 +252,12 @@ def rotate_disk_encryption_set_key(request: DesKeyRotationRequest) -> DiskEncryp
         request.timeout_minutes * 60,
         request.poll_seconds,
     )
+    key = KeyId.parse(new_key)
+    emit_byok_event(
+        "key.rotated",
+        key.versionless,
+        "key",
+        related={"disk-encryption-set": verified.id},
+        payload={"new_version": key.version},
+    )
+    return verified

@@ -16,6 +16,7 @@ from byok.keyvault_ids import KeyId
 from byok.validation import InvalidRequest, check_name, same_region
 from clients.azure import AzureClients
 from flows.registration import FeatureRegistrationRequest, ensure_feature_registration
+from tasks.events import emit_byok_event
 from tasks.gallery import (
     ImageVersionResult,
     ensure_gallery,
@@ -266,7 +267,7 @@ def publish_encrypted_image_version(request: ImageVersionRequest) -> ImageVersio
         request.replication_timeout_minutes * 60,
         request.poll_seconds,
     )
-    return verify_image_version(
+    result = verify_image_version(
         credentials,
         sub,
         rg,
@@ -275,3 +276,18 @@ def publish_encrypted_image_version(request: ImageVersionRequest) -> ImageVersio
         request.version,
         body["properties"]["publishingProfile"]["targetRegions"],
     )
+    sets = sorted(
+        {
+            s
+            for r in result.regions
+            for s in [r.os_disk_encryption_set_id, *r.data_disk_encryption_set_ids.values()]
+            if s
+        }
+    )
+    emit_byok_event(
+        "resource.encrypted",
+        result.id,
+        "gallery-image-version",
+        related={f"disk-encryption-set-{i}": s for i, s in enumerate(sets)},
+    )
+    return result

@@ -1,0 +1,75 @@
+"""Events the flows emit, read back from the Prefect API (what automations see)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.events.worker import EventsWorker
+
+from emulator.server import Emulator
+from flows.disk_encryption_set import (
+    DesKeyRotationRequest,
+    DiskEncryptionSetRequest,
+    prepare_disk_encryption_set,
+    rotate_disk_encryption_set_key,
+)
+
+
+def byok_events(since: float) -> list[dict[str, Any]]:
+    """byok.* events recorded by the server since `since` (waits for them to land)."""
+    import datetime as dt
+
+    EventsWorker.drain_all(timeout=10)
+    start = dt.datetime.fromtimestamp(since, dt.UTC).isoformat()
+    deadline = time.monotonic() + 15
+    while True:
+        with get_client(sync_client=True) as client:
+            response = client.request(
+                "POST",
+                "/events/filter",
+                json={
+                    "filter": {"event": {"prefix": ["byok."]}, "occurred": {"since": start}},
+                    "limit": 50,
+                },
+            )
+        events = response.json()["events"]
+        if events or time.monotonic() > deadline:
+            return events
+        time.sleep(0.3)
+
+
+def test_encryption_and_rotation_events(azure_block: str, emulator: Emulator) -> None:
+    since = time.time() - 1
+    prepared = prepare_disk_encryption_set(
+        DiskEncryptionSetRequest(
+            azure_credentials_block=azure_block,
+            resource_group="rg-ev",
+            location="westeurope",
+            vault_name="kv-ev",
+            key_name="k",
+            des_name="des-ev",
+            propagation_timeout_minutes=0.5,
+        )
+    )
+    rotate_disk_encryption_set_key(
+        DesKeyRotationRequest(
+            azure_credentials_block=azure_block,
+            resource_group="rg-ev",
+            des_name="des-ev",
+            timeout_minutes=0.5,
+            poll_seconds=0.05,
+        )
+    )
+    deadline = time.monotonic() + 15
+    names: list[str] = []
+    while time.monotonic() < deadline and len(names) < 2:
+        events = byok_events(since)
+        names = sorted(e["event"] for e in events)
+    assert names == ["byok.key.rotated", "byok.resource.encrypted"]
+    encrypted = next(e for e in events if e["event"] == "byok.resource.encrypted")
+    assert encrypted["resource"]["byok.id"] == prepared.disk_encryption_set.id
+    rotated = next(e for e in events if e["event"] == "byok.key.rotated")
+    assert rotated["resource"]["byok.id"] == prepared.key.versionless_id
+    assert rotated["payload"]["new_version"] != prepared.key.version
