@@ -142,6 +142,7 @@ def drain_prefect_workers() -> None:
 def run_procedures(emulator: Any) -> list[str]:
     """Run each procedure's flow against the emulator; returns summary lines."""
     from byok.emulator_blocks import save_emulator_block
+    from flows.acr import EncryptedRegistryRequest, create_encrypted_registry
     from flows.aks import (
         AksClusterRequest,
         DataDiskEncryptionRequest,
@@ -198,6 +199,16 @@ def run_procedures(emulator: Any) -> list[str]:
         )
     )
     image = publish_demo_image(emulator, des.id)
+    registry = create_encrypted_registry(
+        EncryptedRegistryRequest(
+            **common,
+            location="westeurope",
+            registry_name="acrbyokdemo",
+            identity_name="id-acr-byok-demo",
+            vault_name="kv-acr-byok-demo",
+            key_name="acr-key",
+        )
+    ).registry
     access = "RBAC" if prepared.vault.rbac else "access policies"
     return [
         "Procedures run against the emulator:",
@@ -211,6 +222,8 @@ def run_procedures(emulator: Any) -> list[str]:
         f"  A4-A5 image version {image['version']} replicated to "
         f"{', '.join(image['regions'])}, OS and data disks on {des.name}",
         f"  A6    VM {image['vm']} with every disk on {des.name}",
+        f"  B1-B8 registry {registry.login_server} encrypted with {registry.key_id} "
+        f"(identity {registry.identity_client_id})",
     ]
 
 

@@ -16,6 +16,7 @@ from azure.mgmt.containerservice import ContainerServiceClient
 from azure.mgmt.keyvault import KeyVaultManagementClient
 from azure.mgmt.msi import ManagedServiceIdentityClient
 from azure.mgmt.network import NetworkManagementClient
+from azure.mgmt.resource.deployments import DeploymentsMgmtClient
 from azure.mgmt.resource.features import FeatureClient
 from azure.mgmt.resource.resources import ResourceManagementClient
 
@@ -57,6 +58,10 @@ class AzureClients:
     def resources(self) -> ResourceManagementClient:
         """Resource groups, generic resources and resource providers."""
         return self.arm(ResourceManagementClient)
+
+    def deployments(self) -> DeploymentsMgmtClient:
+        """ARM template deployments."""
+        return self.arm(DeploymentsMgmtClient)
 
     def features(self) -> FeatureClient:
         """Preview feature registration (Microsoft.Features)."""

@@ -15,7 +15,9 @@ from emulator.services.authorization import routes as authorization_routes
 from emulator.services.compute import gallery as gallery_models
 from emulator.services.compute import models as compute_models
 from emulator.services.compute import virtual_machines as vm_models
+from emulator.services.containerregistry import models as containerregistry_models
 from emulator.services.containerservice import models as containerservice_models
+from emulator.services.deployments import models as deployments_models
 from emulator.services.entra import routes as entra_routes
 from emulator.services.entra.models import EntraModel, Principal
 from emulator.services.ibm_iam import routes as ibm_iam_routes
@@ -65,6 +67,8 @@ class EmulatorState:
         authorization_models.register_types(self.arm)
         keyvault_models.register_types(self.arm, self.keyvault)
         des_hooks = compute_models.register_types(self.arm, self.keyvault)
+        containerregistry_models.register_types(self.arm, self.keyvault)
+        deployments_models.register_types(self.arm)
         self.image_versions = gallery_models.register_types(self.arm, des_hooks)
         vm_models.register_types(self.arm, des_hooks)
         network_models.register_types(self.arm)

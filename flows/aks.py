@@ -154,7 +154,7 @@ def cluster_body(request: AksClusterRequest) -> dict[str, Any]:
     }
 
 
-@flow(name="create-encrypted-aks-cluster")
+@flow(name="create-encrypted-aks-cluster", persist_result=True)
 def create_encrypted_aks_cluster(request: AksClusterRequest) -> ClusterInfo:
     """Check → resource group → cluster with node OS disks encrypted by the set → verify."""
     credentials = AzureCredentials.load_saved(request.azure_credentials_block)
@@ -198,7 +198,7 @@ def validate_pool_request(credentials: AzureCredentials, request: NodePoolReques
     check_cluster_des(cluster, request.disk_encryption_set_id, "disk_encryption_set_id")
 
 
-@flow(name="add-encrypted-node-pool")
+@flow(name="add-encrypted-node-pool", persist_result=True)
 def add_encrypted_node_pool(request: NodePoolRequest) -> ClusterInfo:
     """Check the cluster's set → add the pool (its OS disks use the set) → verify."""
     credentials = AzureCredentials.load_saved(request.azure_credentials_block)

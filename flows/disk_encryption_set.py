@@ -161,7 +161,7 @@ def grant_des_access(
     )
 
 
-@flow(name="prepare-disk-encryption-set")
+@flow(name="prepare-disk-encryption-set", persist_result=True)
 def prepare_disk_encryption_set(request: DiskEncryptionSetRequest) -> DiskEncryptionSetResult:
     """Vault with purge protection → RSA key → disk encryption set with the versioned key URL
     → grant its identity key access (and Reader) → wait until the grant is effective."""

@@ -218,7 +218,7 @@ def version_body(request: ImageVersionRequest, subscription: str) -> dict[str, A
     }
 
 
-@flow(name="publish-encrypted-image-version")
+@flow(name="publish-encrypted-image-version", persist_result=True)
 def publish_encrypted_image_version(request: ImageVersionRequest) -> ImageVersionResult:
     """Validate → SIGEncryption feature and provider → gallery and image definition → image
     version with per-region encryption → wait for replication (progress artifact) → verify."""

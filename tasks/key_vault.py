@@ -10,12 +10,16 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.keyvault.keys import KeyVaultKey
 from azure.mgmt.keyvault.models import (
     AccessPolicyEntry,
+    IPRule,
+    NetworkRuleSet,
     Permissions,
     Sku,
     Vault,
     VaultAccessPolicyParameters,
     VaultAccessPolicyProperties,
     VaultCreateOrUpdateParameters,
+    VaultPatchParameters,
+    VaultPatchProperties,
     VaultProperties,
 )
 from prefect import get_run_logger, task
@@ -305,3 +309,85 @@ def ensure_key(
         first_delay=1,
         on_retry=_log_retry(f"key {name}"),
     )
+
+
+def vault_for_key(clients: AzureClients, key_id: str) -> VaultInfo:
+    """The vault a key id lives in (matched on the vault URI); InvalidRequest if none."""
+    origin = KeyId.parse(key_id).vault_url.lower()
+    for vault in clients.keyvault_management().vaults.list_by_subscription():
+        if str(vault.properties.vault_uri).rstrip("/").lower() == origin:
+            return vault_info(vault)
+    raise InvalidRequest("key_id", key_id, "no key vault of this subscription serves this key")
+
+
+def revoke(
+    clients: AzureClients,
+    vault: VaultInfo,
+    principal_id: str,
+    key_permissions: list[str],
+    role_id: str,
+) -> int:
+    """Take a principal's key access away: its access policy permissions, or its `role_id`
+    assignments on the vault (RBAC vaults). Returns how many grants were removed."""
+    if vault.rbac:
+        assignments = clients.authorization().role_assignments
+        found = [
+            a
+            for a in assignments.list_for_scope(vault.id, filter=f"principalId eq '{principal_id}'")
+            if a.principal_id == principal_id
+            and str(a.role_definition_id).rsplit("/", 1)[-1] == role_id
+            and str(a.scope).lower() == vault.id.lower()
+        ]
+        for assignment in found:
+            assignments.delete_by_id(str(assignment.id))
+        return len(found)
+    group = vault.id.split("/")[4]
+    current = clients.keyvault_management().vaults.get(group, vault.name)
+    if not any(p.object_id == principal_id for p in current.properties.access_policies or []):
+        return 0
+    entry = AccessPolicyEntry(
+        tenant_id=str(current.properties.tenant_id),
+        object_id=principal_id,
+        permissions=Permissions(keys_property=key_permissions),
+    )
+    clients.keyvault_management().vaults.update_access_policy(
+        group,
+        vault.name,
+        "remove",
+        VaultAccessPolicyParameters(
+            properties=VaultAccessPolicyProperties(access_policies=[entry])
+        ),
+    )
+    return 1
+
+
+def set_network_rules(
+    clients: AzureClients, vault: VaultInfo, trusted_services: bool, ip_rules: list[str]
+) -> bool:
+    """Deny by default, letting trusted Azure services through when `trusted_services`, and
+    the callers in `ip_rules`. Returns whether the vault changed."""
+    group = vault.id.split("/")[4]
+    vaults = clients.keyvault_management().vaults
+    acls = vaults.get(group, vault.name).properties.network_acls
+    bypass = "AzureServices" if trusted_services else "None"
+    have = sorted(r.value for r in (acls.ip_rules or [])) if acls else []
+    if acls and (text(acls.default_action), text(acls.bypass), have) == (
+        "Deny",
+        bypass,
+        sorted(ip_rules),
+    ):
+        return False
+    vaults.update(
+        group,
+        vault.name,
+        VaultPatchParameters(
+            properties=VaultPatchProperties(
+                network_acls=NetworkRuleSet(
+                    default_action="Deny",
+                    bypass=bypass,
+                    ip_rules=[IPRule(value=ip) for ip in ip_rules],
+                )
+            )
+        ),
+    )
+    return True

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import pytest
+from azure.mgmt.resource.deployments import DeploymentsMgmtClient
 
 from clients.azure import AzureClients
 from emulator.server import Emulator
@@ -116,6 +117,32 @@ CONTRACT = [
     ),
     ("resources", "resource_groups", "create_or_update", None, 201, {200, 201}),
     ("resources", "resource_groups", "_delete_initial", None, 202, {200, 202}),
+    (
+        "container_registry",
+        "registries",
+        "_create_initial",
+        "Microsoft.ContainerRegistry/registries",
+        "create_status",
+        {200, 201},
+    ),
+    (
+        "container_registry",
+        "registries",
+        "_update_initial",
+        "Microsoft.ContainerRegistry/registries",
+        "update_status",
+        {200, 201},
+    ),
+    ("container_registry", "registries", "_import_image_initial", None, 200, {200, 202}),
+    ("container_registry", "registries", "_delete_initial", None, 202, {200, 202, 204}),
+    (
+        "deployments",
+        "deployments",
+        "_create_or_update_initial",
+        "Microsoft.Resources/deployments",
+        "create_status",
+        {200, 201},
+    ),
     ("features", "features", "register", None, 200, {200}),
     ("resources", "providers", "register", None, 200, {200}),
 ]
@@ -144,7 +171,8 @@ def test_emulator_answers_what_the_sdk_accepts(
     answer: str | int,
     pinned: set[int],
 ) -> None:
-    operations = getattr(getattr(azure, client)(), group)
+    sdk = azure.arm(DeploymentsMgmtClient) if client == "deployments" else getattr(azure, client)()
+    operations = getattr(sdk, group)
     accepted = accepted_statuses(operations, method)
     assert accepted == pinned, (
         f"{group}.{method} now accepts {sorted(accepted)} (was {sorted(pinned)}): "

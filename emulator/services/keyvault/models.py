@@ -3,6 +3,7 @@ each vault's keys, served on an origin of its own."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import threading
@@ -25,6 +26,8 @@ _KEY_URL = re.compile(
 _VAULT_NAME = re.compile(r"^[a-zA-Z](?!.*--)[a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$")
 # From this api-version on, new vaults use Azure RBAC unless told otherwise.
 RBAC_DEFAULT_SINCE = "2026-02-01"
+# Every emulator client calls from loopback: the address vault firewall rules see.
+LOOPBACK_CLIENT = "127.0.0.1"
 KEY_PERMISSIONS = frozenset(
     {
         "all",
@@ -262,6 +265,7 @@ class VaultHooks(TypeHooks):
             )
         for policy in props.get("accessPolicies") or []:
             _check_policy(policy)
+        _check_network_acls(props.get("networkAcls"))
         with ctx.arm.lock:
             for resource in ctx.arm.resources.values():
                 if (
@@ -297,6 +301,49 @@ class VaultHooks(TypeHooks):
 
     def deleted(self, arm: ArmModel, resource: dict[str, Any]) -> None:
         self.keyvault.close_vault(resource["id"])
+
+
+def _check_network_acls(acls: dict[str, Any] | None) -> None:
+    """networkAcls: defaultAction Allow|Deny, bypass AzureServices|None, valid ipRules."""
+    if not acls:
+        return
+    for name, allowed in (
+        ("defaultAction", ("Allow", "Deny")),
+        ("bypass", ("AzureServices", "None")),
+    ):
+        value = acls.get(name)
+        if value is not None and value not in allowed:
+            raise HttpError(
+                400,
+                "BadRequest",
+                f"properties.networkAcls.{name} '{value}' is not one of {', '.join(allowed)}.",
+            )
+    for rule in acls.get("ipRules") or []:
+        try:
+            ipaddress.ip_network(str(rule.get("value")), strict=False)
+        except ValueError:
+            raise HttpError(
+                400, "BadRequest", f"'{rule.get('value')}' is not an IPv4 address or CIDR range."
+            ) from None
+
+
+def network_denial(
+    resource: dict[str, Any], client_ip: str | None = None, trusted_service: bool = False
+) -> str | None:
+    """Why the vault firewall refuses a caller (None when it lets it through): a trusted
+    Azure service passes with bypass AzureServices, a client when its address is in ipRules."""
+    acls = resource["properties"].get("networkAcls") or {}
+    if acls.get("defaultAction", "Allow") != "Deny":
+        return None
+    if trusted_service:
+        if acls.get("bypass", "AzureServices") == "AzureServices":
+            return None
+        return "the vault firewall denies by default and does not let trusted services bypass it"
+    address = ipaddress.ip_address(client_ip or LOOPBACK_CLIENT)
+    for rule in acls.get("ipRules") or []:
+        if address in ipaddress.ip_network(str(rule["value"]), strict=False):
+            return None
+    return f"client address {address} is not allowed by the vault firewall"
 
 
 def _check_policy(policy: dict[str, Any]) -> None:

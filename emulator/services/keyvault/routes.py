@@ -16,6 +16,7 @@ from emulator.services.keyvault.models import (
     StoredKey,
     VaultData,
     key_not_found,
+    network_denial,
     update_access_policies,
 )
 
@@ -70,6 +71,15 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
             if not request.query.get("api-version"):
                 raise HttpError(400, "BadParameter", "The 'api-version' parameter is missing.")
             data, resource = keyvault.vault_for_port(request.port)
+            denial = network_denial(resource)
+            if denial:
+                raise HttpError(
+                    403,
+                    "Forbidden",
+                    "Client address is not authorized and caller is not a trusted service "
+                    f"({denial}). Vault: {resource['name']}",
+                    inner="ForbiddenByFirewall",
+                )
             keyvault.authorize(resource, principal, operation)
             with keyvault.lock:
                 return handler(request, data, f"https://{request.host}")
