@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
@@ -40,6 +42,11 @@ class IBMCloudCredentials(Block):
     ca_bundle: str | None = Field(
         None, description="Path of a PEM CA bundle to trust (private CA, emulator)."
     )
+
+    @classmethod
+    def load_saved(cls, name: str) -> IBMCloudCredentials:
+        """Load a saved block by name (synchronously, typed)."""
+        return cast(IBMCloudCredentials, cls.load(name))
 
     def key_protect_endpoint(self) -> str:
         """The Key Protect URL for this region."""

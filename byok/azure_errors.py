@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from azure.core.exceptions import HttpResponseError
+from collections.abc import Callable
+from typing import TypeVar
+
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+T = TypeVar("T")
 
 # Error codes of grants that have not propagated yet: a new principal unknown to the
 # directory, or access given but not yet effective.
@@ -32,3 +37,11 @@ def is_propagation_delay(exc: BaseException) -> bool:
         return False
     codes = {error_code(exc), exc.error.code if exc.error else None}
     return bool(codes & PROPAGATION_CODES) and exc.status_code in (400, 403)
+
+
+def or_none(read: Callable[[], T]) -> T | None:
+    """`read()`, or None when the resource does not exist (404)."""
+    try:
+        return read()
+    except ResourceNotFoundError:
+        return None

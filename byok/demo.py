@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 DEMO_BLOCK = "emulator-azure"
+DEMO_IBM_BLOCK = "emulator-ibm"
 
 
 def register(subparsers: Any) -> None:
@@ -224,6 +225,42 @@ def run_procedures(emulator: Any) -> list[str]:
         f"  A6    VM {image['vm']} with every disk on {des.name}",
         f"  B1-B8 registry {registry.login_server} encrypted with {registry.key_id} "
         f"(identity {registry.identity_client_id})",
+        *provision_demo_ibm_image(emulator),
+    ]
+
+
+def provision_demo_ibm_image(emulator: Any) -> list[str]:
+    """Procedure D on the emulator: the seeded unencrypted template, encrypted and imported,
+    and a virtual server ordered from it."""
+    from byok.emulator_blocks import save_emulator_ibm_block
+    from byok.ibm_models import IbmImageRequest, VirtualServerOrder
+    from emulator.services.softlayer.models import SEED_TEMPLATE_ID
+    from flows.ibm_image import provision_encrypted_ibm_image
+
+    save_emulator_ibm_block(emulator, DEMO_IBM_BLOCK)
+    ibm = emulator.ibm_identity
+    result = provision_encrypted_ibm_image(
+        IbmImageRequest(
+            ibm_credentials_block=DEMO_IBM_BLOCK,
+            key_protect_instance_id=ibm.key_protect_instance,
+            root_key="byok-demo-root",
+            cos_instance_id=ibm.cos_instance,
+            bucket="byok-demo-images",
+            source_template_id=SEED_TEMPLATE_ID,
+            image_name="byok-demo-encrypted",
+            os_reference_code="UBUNTU_22_64",
+            poll_seconds=0.5,
+            order=VirtualServerOrder(
+                hostname="byok-demo", domain="example.com", datacenter="dal10"
+            ),
+        )
+    )
+    return [
+        f"  D1-D4 Key Protect root key {result.root_key_id}, bucket {result.bucket}",
+        f"  D5-D8 template {SEED_TEMPLATE_ID} exported, encrypted (keyhash "
+        f"{(result.keyhash or '')[:16]}…), uploaded to {result.object_uri}",
+        f"  D9-D11 image template {result.template_id} imported encrypted; virtual server "
+        f"{result.instance.id if result.instance else '-'} ordered",
     ]
 
 

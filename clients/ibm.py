@@ -14,10 +14,14 @@ from ibm_botocore.client import Config
 from ibm_cloud_sdk_core import ApiException, BaseService
 from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
 from ibm_platform_services import IamIdentityV1, IamPolicyManagementV1
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from blocks.ibm import IBMCloudCredentials
 
 KEY_TYPE = "application/vnd.ibm.kms.key+json"
+# SoftLayer calls are POSTs that may create things: retry only answers that were not served.
+SOFTLAYER_RETRY_STATUS = (429, 503)
 
 
 class KeyProtectClient(BaseService):
@@ -148,12 +152,24 @@ class IBMClients:
         return self._configure(IamIdentityV1(self.authenticator), self.block.iam_url)
 
     def softlayer(self) -> SoftLayer.BaseClient:
-        """The SoftLayer (classic) API over REST, user 'apikey' with the block's API key."""
+        """The SoftLayer (classic) API over REST, user 'apikey' with the block's API key;
+        throttling (429) and 503 answers are retried with backoff, any method."""
         transport = SoftLayer.RestTransport(
             endpoint_url=self.block.softlayer_url,
             timeout=60,
             verify=self.block.ca_bundle or True,
         )
+        retry = Retry(
+            total=self.max_retries,
+            connect=1,
+            status_forcelist=SOFTLAYER_RETRY_STATUS,
+            allowed_methods=None,
+            backoff_factor=0.5,
+            backoff_max=self.max_retry_interval,
+            raise_on_status=False,
+        )
+        transport.client.mount("https://", HTTPAdapter(max_retries=retry))
+        transport.client.mount("http://", HTTPAdapter(max_retries=retry))
         auth = SoftLayer.BasicHTTPAuthentication("apikey", self.block.api_key.get_secret_value())
         return SoftLayer.BaseClient(auth=auth, transport=transport)
 

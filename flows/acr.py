@@ -41,11 +41,10 @@ from tasks.key_vault import (
     CRYPTO_SERVICE_ENCRYPTION_USER,
     SERVICE_KEY_PERMISSIONS,
     VaultInfo,
-    check_existing_key,
     check_existing_vault,
+    check_vault_and_key,
     ensure_key,
     ensure_key_vault,
-    read_key,
     read_vault,
     revoke,
     set_network_rules,
@@ -114,12 +113,7 @@ def validate_create_request(
     check_name("identity", "identity_name", request.identity_name)
     check_rsa_key_size("key_size", request.key_size)
     clients = AzureClients(credentials, request.subscription_id)
-    vault = read_vault(clients, request.resource_group, request.vault_name)
-    if vault is not None:
-        check_existing_vault(vault)
-        key = read_key(clients, vault_info(vault).url, request.key_name)
-        if key is not None:
-            check_existing_key(key)
+    check_vault_and_key(clients, request.resource_group, request.vault_name, request.key_name)
     registry = read_registry(clients, request.resource_group, request.registry_name)
     if registry is not None:
         check_existing_registry(registry)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from azure.core.exceptions import HttpResponseError
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, Field
 
@@ -30,14 +29,10 @@ from tasks.key_vault import (
     KeyInfo,
     VaultInfo,
     assign_role,
-    check_existing_key,
-    check_existing_vault,
+    check_vault_and_key,
     ensure_key,
     ensure_key_vault,
     grant,
-    read_key,
-    read_vault,
-    vault_info,
 )
 from tasks.resource_group import ensure_resource_group
 from tasks.retry import STEP_RETRIES
@@ -108,21 +103,9 @@ def validate_request(credentials: AzureCredentials, request: DiskEncryptionSetRe
     check_name("disk_encryption_set", "des_name", request.des_name)
     check_rsa_key_size("key_size", request.key_size)
     clients = AzureClients(credentials, request.subscription_id)
-    vault = read_vault(clients, request.resource_group, request.vault_name)
-    if vault is not None:
-        check_existing_vault(vault, request.location)
-        try:
-            key = read_key(clients, vault_info(vault).url, request.key_name)
-        except HttpResponseError as exc:
-            if exc.status_code != 403:
-                raise
-            get_run_logger().info(
-                "No access to the keys of %s yet: the key is checked once access is granted",
-                request.vault_name,
-            )
-            key = None
-        if key is not None:
-            check_existing_key(key)
+    check_vault_and_key(
+        clients, request.resource_group, request.vault_name, request.key_name, request.location
+    )
     des = read_des(clients, request.resource_group, request.des_name)
     if des is not None:
         same_region(

@@ -25,7 +25,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from blocks.azure import AzureCredentials
-from byok.azure_errors import error_code, is_propagation_delay
+from byok.azure_errors import error_code, is_propagation_delay, or_none
 from byok.keyvault_ids import KeyId
 from byok.polling import poll_until
 from byok.retrying import retry_while
@@ -82,10 +82,7 @@ class RegistryInfo(BaseModel):
 # -- pure helpers ----------------------------------------------------------------------------
 def read_registry(clients: AzureClients, resource_group: str, name: str) -> Registry | None:
     """The registry, or None."""
-    try:
-        return clients.container_registry().registries.get(resource_group, name)
-    except ResourceNotFoundError:
-        return None
+    return or_none(lambda: clients.container_registry().registries.get(resource_group, name))
 
 
 def encryption_status(registry: Registry) -> EncryptionStatus:

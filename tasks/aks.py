@@ -13,7 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from blocks.azure import AzureCredentials
-from byok.azure_errors import is_propagation_delay
+from byok.azure_errors import is_propagation_delay, or_none
 from byok.retrying import retry_while
 from byok.sdk_values import text
 from byok.storage_class import differences, storage_class, to_yaml
@@ -53,10 +53,7 @@ def check_kubernetes_version(field: str, version: str) -> None:
 
 def read_cluster(clients: AzureClients, resource_group: str, name: str) -> ManagedCluster | None:
     """The cluster, or None."""
-    try:
-        return clients.container_service().managed_clusters.get(resource_group, name)
-    except ResourceNotFoundError:
-        return None
+    return or_none(lambda: clients.container_service().managed_clusters.get(resource_group, name))
 
 
 def cluster_info(cluster: ManagedCluster) -> ClusterInfo:

@@ -3,7 +3,6 @@ access is effective, rotate its key."""
 
 from __future__ import annotations
 
-from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.compute.models import (
     DiskEncryptionSet,
     DiskEncryptionSetUpdate,
@@ -15,7 +14,7 @@ from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from blocks.azure import AzureCredentials
-from byok.azure_errors import is_propagation_delay
+from byok.azure_errors import is_propagation_delay, or_none
 from byok.polling import poll_until
 from byok.retrying import retry_while
 from byok.sdk_values import text
@@ -39,10 +38,7 @@ class DiskEncryptionSetInfo(BaseModel):
 
 def read_des(clients: AzureClients, resource_group: str, name: str) -> DiskEncryptionSet | None:
     """The set, or None."""
-    try:
-        return clients.compute().disk_encryption_sets.get(resource_group, name)
-    except ResourceNotFoundError:
-        return None
+    return or_none(lambda: clients.compute().disk_encryption_sets.get(resource_group, name))
 
 
 def des_info(des: DiskEncryptionSet) -> DiskEncryptionSetInfo:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from pydantic import BaseModel
 
 from blocks.azure import AzureCredentials
+from byok.azure_errors import or_none
 from byok.polling import poll_until
 from byok.sdk_values import text
 from byok.validation import InvalidRequest
@@ -41,12 +41,11 @@ def read_version(
     clients: AzureClients, rg: str, gallery: str, image: str, version: str
 ) -> Any | None:
     """The version with its replication status, or None."""
-    try:
-        return clients.compute().gallery_image_versions.get(
+    return or_none(
+        lambda: clients.compute().gallery_image_versions.get(
             rg, gallery, image, version, expand="ReplicationStatus"
         )
-    except ResourceNotFoundError:
-        return None
+    )
 
 
 def _region_key(name: str) -> str:
@@ -91,10 +90,9 @@ def ensure_gallery(
 ) -> str:
     """Get or create the gallery; returns its id."""
     galleries = AzureClients(credentials, subscription_id).compute().galleries
-    try:
-        return str(galleries.get(rg, name).id)
-    except ResourceNotFoundError:
-        pass
+    existing = or_none(lambda: galleries.get(rg, name))
+    if existing is not None:
+        return str(existing.id)
     gallery = galleries.begin_create_or_update(
         rg, name, {"location": location, "properties": {}}
     ).result()
@@ -114,10 +112,9 @@ def ensure_image_definition(
 ) -> str:
     """Get or create the image definition; returns its id."""
     images = AzureClients(credentials, subscription_id).compute().gallery_images
-    try:
-        return str(images.get(rg, gallery, name).id)
-    except ResourceNotFoundError:
-        pass
+    existing = or_none(lambda: images.get(rg, gallery, name))
+    if existing is not None:
+        return str(existing.id)
     image = images.begin_create_or_update(
         rg, gallery, name, {"location": location, "properties": properties}
     ).result()

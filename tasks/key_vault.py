@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError
 from azure.keyvault.keys import KeyVaultKey
 from azure.mgmt.keyvault.models import (
     AccessPolicyEntry,
@@ -26,7 +26,7 @@ from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from blocks.azure import AzureCredentials
-from byok.azure_errors import is_propagation_delay
+from byok.azure_errors import is_propagation_delay, or_none
 from byok.keyvault_ids import KeyId
 from byok.retrying import retry_while
 from byok.sdk_values import text
@@ -76,10 +76,7 @@ class KeyInfo(BaseModel):
 
 def read_vault(clients: AzureClients, resource_group: str, name: str) -> Vault | None:
     """The vault, or None when it does not exist."""
-    try:
-        return clients.keyvault_management().vaults.get(resource_group, name)
-    except ResourceNotFoundError:
-        return None
+    return or_none(lambda: clients.keyvault_management().vaults.get(resource_group, name))
 
 
 def check_existing_vault(vault: Vault, location: str | None = None) -> None:
@@ -129,10 +126,32 @@ def check_existing_key(key: KeyVaultKey, field: str = "key_name") -> int:
 
 def read_key(clients: AzureClients, vault_url: str, name: str) -> KeyVaultKey | None:
     """The key's latest version, or None."""
+    return or_none(lambda: clients.keys(vault_url).get_key(name))
+
+
+def check_vault_and_key(
+    clients: AzureClients,
+    resource_group: str,
+    vault_name: str,
+    key_name: str,
+    location: str | None = None,
+) -> None:
+    """Read-only checks of an existing vault (and its key, when this tool may read it yet)."""
+    vault = read_vault(clients, resource_group, vault_name)
+    if vault is None:
+        return
+    check_existing_vault(vault, location)
     try:
-        return clients.keys(vault_url).get_key(name)
-    except ResourceNotFoundError:
-        return None
+        key = read_key(clients, vault_info(vault).url, key_name)
+    except HttpResponseError as exc:
+        if exc.status_code != 403:
+            raise
+        get_run_logger().info(
+            "No access to the keys of %s yet: the key is checked once access is granted", vault_name
+        )
+        return
+    if key is not None:
+        check_existing_key(key)
 
 
 def key_info(key: KeyVaultKey, size: int) -> KeyInfo:
@@ -145,6 +164,50 @@ def key_info(key: KeyVaultKey, size: int) -> KeyInfo:
         version=str(kid.version),
         size=size,
     )
+
+
+def _vault_policies(clients: AzureClients, vault: VaultInfo) -> tuple[str, Vault]:
+    """The vault's resource group and its current state (access policies)."""
+    group = vault.id.split("/")[4]
+    return group, clients.keyvault_management().vaults.get(group, vault.name)
+
+
+def _update_policy(
+    clients: AzureClients,
+    group: str,
+    vault: Vault,
+    principal_id: str,
+    key_permissions: list[str],
+    kind: str,
+) -> None:
+    """The accessPolicies/{add|remove} operation for one principal's key permissions."""
+    entry = AccessPolicyEntry(
+        tenant_id=str(vault.properties.tenant_id),
+        object_id=principal_id,
+        permissions=Permissions(keys_property=key_permissions),
+    )
+    clients.keyvault_management().vaults.update_access_policy(
+        group,
+        str(vault.name),
+        kind,
+        VaultAccessPolicyParameters(
+            properties=VaultAccessPolicyProperties(access_policies=[entry])
+        ),
+    )
+
+
+def _role_assignments(
+    clients: AzureClients, scope: str, principal_id: str, role_id: str
+) -> list[Any]:
+    """The principal's assignments of `role_id` made at `scope` itself."""
+    assignments = clients.authorization().role_assignments
+    return [
+        a
+        for a in assignments.list_for_scope(scope, filter=f"principalId eq '{principal_id}'")
+        if a.principal_id == principal_id
+        and str(a.role_definition_id).rsplit("/", 1)[-1] == role_id
+        and str(a.scope).lower() == scope.lower()
+    ]
 
 
 def grant(
@@ -160,8 +223,7 @@ def grant(
     if vault.rbac:
         assign_role(clients, vault.id, principal_id, role_id, timeout_seconds)
         return
-    group = vault.id.split("/")[4]
-    current = clients.keyvault_management().vaults.get(group, vault.name)
+    group, current = _vault_policies(clients, vault)
     have = {
         p.lower()
         for policy in current.properties.access_policies or []
@@ -170,36 +232,18 @@ def grant(
     }
     if {p.lower() for p in key_permissions} <= have or "all" in have:
         return
-    entry = AccessPolicyEntry(
-        tenant_id=str(current.properties.tenant_id),
-        object_id=principal_id,
-        permissions=Permissions(keys_property=key_permissions),
-    )
-    clients.keyvault_management().vaults.update_access_policy(
-        group,
-        vault.name,
-        "add",
-        VaultAccessPolicyParameters(
-            properties=VaultAccessPolicyProperties(access_policies=[entry])
-        ),
-    )
+    _update_policy(clients, group, current, principal_id, key_permissions, "add")
 
 
 def assign_role(
     clients: AzureClients, scope: str, principal_id: str, role_id: str, timeout_seconds: float
 ) -> None:
     """Assign a built-in role at `scope` unless the principal already has it there."""
-    assignments = clients.authorization().role_assignments
-    for existing in assignments.list_for_scope(scope, filter=f"principalId eq '{principal_id}'"):
-        if (
-            existing.principal_id == principal_id
-            and str(existing.role_definition_id).rsplit("/", 1)[-1] == role_id
-            and str(existing.scope).lower() == scope.lower()
-        ):
-            return
+    if _role_assignments(clients, scope, principal_id, role_id):
+        return
     definition = f"{scope}/providers/Microsoft.Authorization/roleDefinitions/{role_id}"
     retry_while(
-        lambda: assignments.create(
+        lambda: clients.authorization().role_assignments.create(
             scope,
             str(uuid.uuid4()),
             {
@@ -330,34 +374,14 @@ def revoke(
     """Take a principal's key access away: its access policy permissions, or its `role_id`
     assignments on the vault (RBAC vaults). Returns how many grants were removed."""
     if vault.rbac:
-        assignments = clients.authorization().role_assignments
-        found = [
-            a
-            for a in assignments.list_for_scope(vault.id, filter=f"principalId eq '{principal_id}'")
-            if a.principal_id == principal_id
-            and str(a.role_definition_id).rsplit("/", 1)[-1] == role_id
-            and str(a.scope).lower() == vault.id.lower()
-        ]
+        found = _role_assignments(clients, vault.id, principal_id, role_id)
         for assignment in found:
-            assignments.delete_by_id(str(assignment.id))
+            clients.authorization().role_assignments.delete_by_id(str(assignment.id))
         return len(found)
-    group = vault.id.split("/")[4]
-    current = clients.keyvault_management().vaults.get(group, vault.name)
+    group, current = _vault_policies(clients, vault)
     if not any(p.object_id == principal_id for p in current.properties.access_policies or []):
         return 0
-    entry = AccessPolicyEntry(
-        tenant_id=str(current.properties.tenant_id),
-        object_id=principal_id,
-        permissions=Permissions(keys_property=key_permissions),
-    )
-    clients.keyvault_management().vaults.update_access_policy(
-        group,
-        vault.name,
-        "remove",
-        VaultAccessPolicyParameters(
-            properties=VaultAccessPolicyProperties(access_policies=[entry])
-        ),
-    )
+    _update_policy(clients, group, current, principal_id, key_permissions, "remove")
     return 1
 
 

@@ -130,3 +130,13 @@ def ibm_service_id(ibm: IBMClients, ibm_credentials: IBMCloudCredentials) -> tup
         name="byok-importer-key", iam_id=service_id["iam_id"]
     ).get_result()
     return service_id["iam_id"], key["apikey"]
+
+
+IBM_BLOCK = "emulator-ibm"
+
+
+@pytest.fixture
+def ibm_block(prefect_harness: None, ibm_credentials: IBMCloudCredentials) -> str:
+    """The name of a saved IBM credentials block pointing at the emulator."""
+    ibm_credentials.save(IBM_BLOCK, overwrite=True)
+    return IBM_BLOCK

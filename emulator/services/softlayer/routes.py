@@ -41,6 +41,11 @@ def register(router: Router, sl: SoftLayerModel) -> None:
             ids = list(sl.templates)
         return [sl.template(i).to_json(mask) for i in ids]
 
+    def account_guests(oid: str | None, params: list[Any], mask: str) -> Any:
+        with sl.lock:
+            guests = list(sl.guests.values())
+        return [g.to_json() for g in guests]
+
     def guest_create(oid: str | None, params: list[Any], mask: str) -> Any:
         return sl.create_guest(param(params, 0, "templateObject")).to_json()
 
@@ -68,6 +73,7 @@ def register(router: Router, sl: SoftLayerModel) -> None:
         (TEMPLATES, "createFromIcos"): create_from_icos,
         (TEMPLATES, "copyToIcos"): copy_to_icos,
         ("SoftLayer_Account", "getBlockDeviceTemplateGroups"): account_templates,
+        ("SoftLayer_Account", "getVirtualGuests"): account_guests,
         (GUESTS, "createObject"): guest_create,
         (GUESTS, "getObject"): guest_get,
         (GUESTS, "generateOrderTemplate"): order_template,

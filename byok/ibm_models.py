@@ -1,0 +1,195 @@
+"""Parameters and results of the IBM Cloud encrypted-image flow, and what its steps hand on
+(no Prefect import; no field ever holds key material or an API key)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class VirtualServerOrder(BaseModel):
+    """A classic virtual server to order from the imported template."""
+
+    hostname: str = Field(..., description="Host name (lowercase letters, digits, hyphens).")
+    domain: str = Field(..., description="Domain, e.g. example.com.")
+    datacenter: str = Field(..., description="Datacenter in the image's region, e.g. dal10.")
+    cpus: int = Field(2, ge=1, le=56, description="Number of cores.")
+    memory_mb: int = Field(4096, ge=1024, description="Memory in MB.")
+    hourly: bool = Field(True, description="Hourly (else monthly) billing.")
+    local_disk: bool = Field(False, description="Local (else SAN) boot disk.")
+
+
+class IbmImageRequest(BaseModel):
+    """What to encrypt, where to put it and what to create (procedure D)."""
+
+    ibm_credentials_block: str = Field(
+        ..., description="Name of the saved 'BYOK IBM Cloud Credentials' block to use."
+    )
+    key_protect_instance_id: str = Field(..., description="Key Protect instance GUID.")
+    root_key: str = Field(
+        ..., description="Root key name (created if missing and allowed), id or CRN."
+    )
+    create_root_key: bool = Field(True, description="Create the root key when none has the name.")
+    root_key_material_block: str | None = Field(
+        None,
+        description="Import the new root key: name of a Secret block holding its base64 "
+        "material (16, 24 or 32 bytes). Default: Key Protect generates it.",
+    )
+    dek_size: Literal[32, 64] = Field(
+        64, description="Bytes of a locally generated DEK: 64 (AES-256-XTS) or 32 (AES-128)."
+    )
+    dek_from_key_protect: bool = Field(
+        False, description="Let Key Protect generate the DEK (32 bytes) when wrapping."
+    )
+    dek_secret_block: str | None = Field(
+        None,
+        description="Use your own DEK: name of a Secret block holding it base64-encoded "
+        "(32 or 64 bytes). It is only read into memory, never stored elsewhere.",
+    )
+    cos_instance_id: str = Field(..., description="COS instance GUID (for the access policy).")
+    bucket: str = Field(..., description="Regional bucket in the Key Protect region.")
+    create_bucket: bool = Field(True, description="Create the bucket when it does not exist.")
+    bucket_storage_class: Literal["standard", "vault", "cold", "smart"] = Field(
+        "standard", description="Storage class of a new bucket."
+    )
+    source_template_id: int | None = Field(
+        None, description="Unencrypted image template to export to COS (copyToIcos)."
+    )
+    source_object: str | None = Field(
+        None, description="Or: key of an unencrypted VHD already in the bucket."
+    )
+    encrypted_object: str | None = Field(
+        None, description="Key of the encrypted VHD to write. Default: '<image_name>.vhd'."
+    )
+    image_name: str = Field(..., description="Name of the image template to import.")
+    image_note: str = Field("", description="Note of the image template.")
+    os_reference_code: str = Field(
+        ..., description="SoftLayer operating system reference code, e.g. UBUNTU_22_64."
+    )
+    cloud_init: bool = Field(True, description="The image is cloud-init enabled.")
+    byol: bool = Field(False, description="Bring your own license.")
+    service_id_name: str = Field(
+        "byok-image-import", description="Service ID the import authenticates as."
+    )
+    order: VirtualServerOrder | None = Field(
+        None, description="Order a virtual server from the template once imported."
+    )
+    multipart_threshold_mb: int = Field(
+        200, ge=5, description="Objects above this size (MiB) are uploaded in parts."
+    )
+    part_size_mb: int = Field(64, ge=5, le=5 * 1024, description="Multipart part size (MiB).")
+    timeout_minutes: float = Field(
+        60, gt=0, description="How long to wait for each export, import and provisioning."
+    )
+    poll_seconds: float = Field(10, gt=0, description="Seconds between status checks.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> IbmImageRequest:
+        if (self.source_template_id is None) == (self.source_object is None):
+            raise ValueError("give exactly one of source_template_id and source_object")
+        if self.dek_from_key_protect and self.dek_secret_block:
+            raise ValueError("give at most one of dek_from_key_protect and dek_secret_block")
+        return self
+
+    @property
+    def object_key(self) -> str:
+        """Key of the encrypted object."""
+        return self.encrypted_object or f"{self.image_name}.vhd"
+
+
+class RootKeyInfo(BaseModel):
+    """The root key that wraps the DEK."""
+
+    id: str
+    name: str
+    crn: str
+    imported: bool
+    created: bool
+
+
+class EncryptedObjectInfo(BaseModel):
+    """An encrypted image already in the bucket, as its metadata describes it."""
+
+    key: str
+    size: int
+    keyhash: str
+    root_key_crn: str
+    wrapped_dek: str
+
+
+class TemplateInfo(BaseModel):
+    """An image template."""
+
+    id: int
+    global_identifier: str
+    name: str
+    status: str
+    encrypted: bool
+    busy: bool
+
+
+class ImagePlan(BaseModel):
+    """What the read-only validation found."""
+
+    bucket_exists: bool
+    template: TemplateInfo | None
+    encrypted_object: EncryptedObjectInfo | None
+
+
+class SourceInfo(BaseModel):
+    """The unencrypted VHD in COS that gets encrypted."""
+
+    bucket: str
+    key: str
+    size: int
+    exported: bool
+
+
+class UploadInfo(BaseModel):
+    """The stored encrypted image."""
+
+    bucket: str
+    key: str
+    size: int
+    parts: int
+    keyhash: str
+    reused: bool
+
+
+class ImportIdentity(BaseModel):
+    """The service ID the import authenticates as (its API key travels separately)."""
+
+    id: str
+    iam_id: str
+    name: str
+    api_key_id: str
+    policy_ids: list[str]
+
+
+class InstanceInfo(BaseModel):
+    """An ordered virtual server."""
+
+    id: int
+    global_identifier: str
+    fqdn: str
+    provision_date: str
+
+
+class IbmImageResult(BaseModel):
+    """What the flow created or reused (no key material: only the wrapped DEK)."""
+
+    template_id: int
+    template_global_identifier: str
+    template_name: str
+    root_key_id: str
+    root_key_crn: str
+    key_version: str | None = Field(None, description="Root key version that wrapped the DEK.")
+    wrapped_dek: str | None
+    keyhash: str | None
+    bucket: str
+    object_key: str
+    object_uri: str
+    authorization_policy_id: str
+    service_id: str | None
+    instance: InstanceInfo | None

@@ -1,0 +1,131 @@
+"""Rules of the IBM Cloud image procedure: names, regions, bucket locations, image sizes and
+data encryption keys (no Prefect import; errors never carry key material)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from byok.validation import InvalidRequest
+from byok.vhd import VhdInfo, VhdKeyError, validate_key
+
+MAX_IMAGE_SIZE = 100 * 1024**3  # IBM's import limit (boot disk, 100 GB)
+REDACTED = "<redacted>"
+# IBM Cloud multizone regions, and the storage classes of COS location constraints.
+REGIONS = frozenset(
+    {"us-south", "us-east", "ca-tor", "br-sao", "eu-gb", "eu-de", "eu-es", "au-syd", "jp-tok",
+     "jp-osa"}
+)  # fmt: skip
+STORAGE_CLASSES = ("standard", "vault", "cold", "smart", "flex", "onerate_active")
+
+_RULES = {
+    "bucket": (
+        re.compile(
+            r"^(?!.*(\.\.|\.-|-\.))(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+        ),
+        "bucket names are 3-63 lowercase letters, digits, '.' and '-', start and end with a "
+        "letter or digit, and are not IP addresses",
+    ),
+    "object": (
+        re.compile(r"^(?!/)[\x21-\x7e][\x20-\x7e]{0,1018}\.vhd$"),
+        "object keys are 5-1024 printable ASCII characters ending with '.vhd', not starting "
+        "with '/'",
+    ),
+    "template": (
+        re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$"),
+        "image template names are 1-100 letters, digits, spaces, '.', '_' and '-', starting "
+        "with a letter or digit",
+    ),
+    "key": (
+        re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{1,89}$"),
+        "Key Protect key names are 2-90 letters, digits, spaces, '.', '_' and '-', starting "
+        "with a letter or digit",
+    ),
+    "service_id": (
+        re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$"),
+        "service ID names are 1-100 letters, digits, spaces, '.', '_' and '-'",
+    ),
+    "hostname": (
+        re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"),
+        "host names are 1-63 lowercase letters, digits and inner hyphens",
+    ),
+    "domain": (
+        re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"),
+        "domains are dot-separated lowercase labels ending with a top-level domain",
+    ),
+    "guid": (
+        re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
+        "instance ids are lowercase GUIDs (8-4-4-4-12 hex digits)",
+    ),
+}
+
+
+def check_ibm_name(kind: str, field: str, value: str) -> str:
+    """Return `value` if it is a valid name of `kind`, else raise InvalidRequest."""
+    pattern, rule = _RULES[kind]
+    if not pattern.match(value or ""):
+        raise InvalidRequest(field, value, rule)
+    return value
+
+
+def crn_region(crn: str) -> str:
+    """The region of a CRN (`crn:v1:<cname>:<ctype>:<service>:<region>:…`)."""
+    parts = crn.split(":")
+    if len(parts) < 6 or parts[:2] != ["crn", "v1"]:
+        raise InvalidRequest("crn", crn, "not a CRN (crn:v1:bluemix:public:<service>:<region>:…)")
+    return parts[5]
+
+
+def check_bucket_location(field: str, bucket: str, location: str | None, region: str) -> None:
+    """The bucket must be regional (`<region>-<class>`) in the Key Protect region."""
+    prefix = (location or "").rsplit("-", 1)[0]
+    if location in (region, *(f"{region}-{c}" for c in STORAGE_CLASSES)):
+        return
+    if prefix in REGIONS or location in REGIONS:
+        raise InvalidRequest(
+            field,
+            bucket,
+            f"region mismatch: the bucket is regional in {prefix or location} (location "
+            f"{location!r}) but Key Protect is in {region}; use a bucket in {region}",
+        )
+    raise InvalidRequest(
+        field,
+        bucket,
+        f"the bucket is not regional (location {location!r}: cross-region or single-site); "
+        f"images are imported from a regional bucket in {region} "
+        f"(location constraint {region}-standard or another {region}-<class>)",
+    )
+
+
+def decode_dek(field: str, encoded: str) -> bytes:
+    """A base64 DEK of exactly 32 or 64 bytes (AES-XTS-128/256); errors never show it."""
+    try:
+        dek = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(field, REDACTED, "the DEK must be base64-encoded") from None
+    try:
+        return validate_key(dek)
+    except VhdKeyError as exc:
+        raise InvalidRequest(field, REDACTED, str(exc)) from None
+
+
+def check_source_vhd(field: str, value: str, info: VhdInfo) -> None:
+    """An importable unencrypted source: a fixed or dynamic VHD of at most 100 GB."""
+    if info.disk_type not in ("fixed", "dynamic"):
+        raise InvalidRequest(
+            field, value, f"the VHD is {info.disk_type}; only fixed or dynamic disks are imported"
+        )
+    if info.keyhash:
+        raise InvalidRequest(field, value, "the VHD is already encrypted (it has a keyhash)")
+    check_image_size(field, value, info.virtual_size)
+
+
+def check_image_size(field: str, value: str, size: int) -> None:
+    """IBM imports boot disks of at most 100 GB."""
+    if size > MAX_IMAGE_SIZE:
+        raise InvalidRequest(
+            field,
+            value,
+            f"the image is {size / 1024**3:.1f} GiB; IBM imports images of at most 100 GB",
+        )

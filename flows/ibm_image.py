@@ -1,0 +1,195 @@
+"""Procedure D: an image encrypted with your own key, imported into IBM Cloud classic
+infrastructure, and optionally a virtual server ordered from it."""
+
+from __future__ import annotations
+
+import re
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.futures import wait
+
+from blocks.ibm import IBMCloudCredentials
+from byok.ibm_models import IbmImageRequest, IbmImageResult, SourceInfo, UploadInfo
+from byok.ibm_pipe import BytePipe, PipeBroken
+from tasks.ibm_cos import ensure_bucket
+from tasks.ibm_iam import create_import_identity, ensure_kms_authorization, retire_import_api_keys
+from tasks.ibm_image_source import prepare_source
+from tasks.ibm_key_protect import DataKey, ensure_root_key, prepare_dek
+from tasks.ibm_softlayer import (
+    import_image,
+    order_virtual_server,
+    wait_for_import,
+    wait_for_provisioning,
+)
+from tasks.ibm_transfer import download_image, encrypt_image, object_metadata, upload_image
+from tasks.ibm_validation import validate_image_request
+
+MIB = 1024 * 1024
+PIPE_CAPACITY = 8 * MIB
+
+
+def api_key_name(request: IbmImageRequest) -> str:
+    """Name of the single-use API key of this image's import."""
+    return f"{request.image_name}-import"
+
+
+def transfer(
+    credentials: IBMCloudCredentials,
+    request: IbmImageRequest,
+    source: SourceInfo,
+    data_key: DataKey,
+    root_key_crn: str,
+) -> UploadInfo:
+    """Steps 6-8 at once: download → encrypt → upload, joined by pipes; the first real
+    failure is raised (the others only saw a broken pipe)."""
+    plain, encrypted = BytePipe(PIPE_CAPACITY), BytePipe(PIPE_CAPACITY)
+    cos = request.cos_instance_id
+    futures = [
+        download_image.submit(credentials, cos, source, plain),
+        encrypt_image.submit(data_key, plain, encrypted),
+        upload_image.submit(
+            credentials,
+            cos,
+            encrypted,
+            request.bucket,
+            request.object_key,
+            object_metadata(data_key, root_key_crn),
+            request.multipart_threshold_mb * MIB,
+            request.part_size_mb * MIB,
+        ),
+    ]
+    wait(futures)
+    errors: list[Exception] = []
+    for future in futures:
+        try:
+            future.result()
+        except Exception as exc:  # gathered: the root cause is raised below
+            errors.append(exc)
+    if errors:
+        raise next((e for e in errors if not isinstance(e, PipeBroken)), errors[0])
+    return futures[2].result()
+
+
+def summary(request: IbmImageRequest, result: IbmImageResult, created: list[str]) -> str:
+    """The markdown artifact: what the run made or reused."""
+    rows = [
+        ("Image template", f"{result.template_name} (id {result.template_id}, "
+         f"{result.template_global_identifier})"),
+        ("Root key", f"{request.root_key} ({result.root_key_crn})"),
+        ("Encrypted object", result.object_uri),
+        ("Keyhash", f"`{result.keyhash}`" if result.keyhash else "-"),
+        ("Authorization", f"server-protect → kms Reader (policy {result.authorization_policy_id})"),
+        ("Service ID", result.service_id or "-"),
+        ("Virtual server", f"{result.instance.fqdn} (id {result.instance.id})"
+         if result.instance else "not ordered"),
+    ]  # fmt: skip
+    lines = ["# Encrypted IBM Cloud image", "", "| Resource | Value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    lines += ["", "Created in this run: " + (", ".join(created) or "nothing (all reused)")]
+    return "\n".join(lines)
+
+
+@flow(name="provision-encrypted-ibm-image", persist_result=False)
+def provision_encrypted_ibm_image(request: IbmImageRequest) -> IbmImageResult:
+    """Validate → root key → DEK wrapped by it → server-protect→kms authorization → regional
+    bucket → source image in COS → download → encrypt → upload → import service ID and API
+    key → createFromIcos and wait → order a virtual server and wait (optional)."""
+    credentials = IBMCloudCredentials.load_saved(request.ibm_credentials_block)
+    log = get_run_logger()
+    timeout, interval = request.timeout_minutes * 60, request.poll_seconds
+    kp_instance, cos = request.key_protect_instance_id, request.cos_instance_id
+    plan = validate_image_request(credentials, request)
+    created: list[str] = []
+    root = ensure_root_key(
+        credentials,
+        kp_instance,
+        request.root_key,
+        request.create_root_key,
+        request.root_key_material_block,
+    )
+    if root.created:
+        created.append("root key")
+    template, data_key, upload, service_id = plan.template, None, None, None
+    if template is None:
+        data_key = prepare_dek(
+            credentials,
+            kp_instance,
+            root,
+            request.dek_size,
+            request.dek_from_key_protect,
+            request.dek_secret_block,
+            plan.encrypted_object,
+        )
+    authorization = ensure_kms_authorization(credentials, kp_instance)
+    ensure_bucket(credentials, cos, request.bucket, request.bucket_storage_class)
+    if data_key is not None:
+        stored = plan.encrypted_object
+        if stored is not None and stored.keyhash == data_key.keyhash:
+            log.info("The bucket already holds the image encrypted with this DEK: not re-uploaded")
+            upload = UploadInfo(bucket=request.bucket, key=stored.key, size=stored.size,
+                                parts=0, keyhash=stored.keyhash, reused=True)  # fmt: skip
+        else:
+            source = prepare_source(
+                credentials,
+                cos,
+                request.bucket,
+                request.source_template_id,
+                request.source_object,
+                request.image_name,
+                timeout,
+                interval,
+            )
+            upload = transfer(credentials, request, source, data_key, root.crn)
+            created.append("encrypted object")
+        identity, api_key = create_import_identity(
+            credentials,
+            request.service_id_name,
+            cos,
+            request.bucket,
+            kp_instance,
+            api_key_name(request),
+        )
+        service_id = identity.id
+        config = {
+            "name": request.image_name,
+            "note": request.image_note,
+            "operatingSystemReferenceCode": request.os_reference_code,
+            "uri": f"cos://{credentials.region}/{request.bucket}/{request.object_key}",
+            "crkCrn": root.crn,
+            "wrappedDek": data_key.wrapped,
+            "isEncrypted": True,
+            "cloudInit": request.cloud_init,
+            "byol": request.byol,
+        }
+        template = import_image(credentials, config, api_key)
+        created.append("image template")
+    template = wait_for_import(credentials, template.id, timeout, interval)
+    retire_import_api_keys(credentials, request.service_id_name, api_key_name(request))
+    instance = None
+    if request.order is not None:
+        guest_id = order_virtual_server(credentials, request.order, template.global_identifier)
+        instance = wait_for_provisioning(credentials, guest_id, timeout, interval)
+    stored_object = plan.encrypted_object
+    result = IbmImageResult(
+        template_id=template.id,
+        template_global_identifier=template.global_identifier,
+        template_name=template.name,
+        root_key_id=root.id,
+        root_key_crn=root.crn,
+        key_version=data_key.key_version if data_key else None,
+        wrapped_dek=data_key.wrapped if data_key else (stored_object and stored_object.wrapped_dek),
+        keyhash=upload.keyhash if upload else (stored_object and stored_object.keyhash),
+        bucket=request.bucket,
+        object_key=request.object_key,
+        object_uri=f"cos://{credentials.region}/{request.bucket}/{request.object_key}",
+        authorization_policy_id=authorization,
+        service_id=service_id,
+        instance=instance,
+    )
+    create_markdown_artifact(
+        summary(request, result, created),
+        key="ibm-image-" + re.sub(r"[^a-z0-9]+", "-", request.image_name.lower()).strip("-"),
+        description=f"Encrypted image {request.image_name}",
+    )
+    return result

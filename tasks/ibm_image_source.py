@@ -1,0 +1,73 @@
+"""The unencrypted source image in COS: an image template exported with copyToIcos (once),
+or a VHD object already in the bucket; checked to be an importable VHD."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+
+from blocks.ibm import IBMCloudCredentials
+from byok.ibm_models import SourceInfo
+from byok.ibm_validation import check_source_vhd
+from byok.validation import InvalidRequest
+from clients.ibm import IBMClients
+from tasks.ibm_cos import cos_client, head, read_vhd_info
+from tasks.ibm_softlayer import TEMPLATE_MASK, TEMPLATES, template_info, wait_for_template
+from tasks.retry import STEP_RETRIES
+
+
+def export_key(image_name: str) -> tuple[str, str]:
+    """(the key copyToIcos is given, the key of the exported boot disk)."""
+    return f"exports/{image_name}.vhd", f"exports/{image_name}-0.vhd"
+
+
+def check_source_template(credentials: IBMCloudCredentials, template_id: int) -> None:
+    """The template exists and is an unencrypted active image (exports need both)."""
+    client = IBMClients(credentials).softlayer()
+    info = template_info(client.call(TEMPLATES, "getObject", id=template_id, mask=TEMPLATE_MASK))
+    if info.encrypted or info.status != "ACTIVE":
+        raise InvalidRequest(
+            "source_template_id",
+            template_id,
+            f"only active unencrypted templates can be exported (status {info.status}, "
+            f"{'encrypted' if info.encrypted else 'unencrypted'})",
+        )
+
+
+@task(name="Export or locate the unencrypted image in COS", **STEP_RETRIES)
+def prepare_source(
+    credentials: IBMCloudCredentials,
+    cos_instance_id: str,
+    bucket: str,
+    template_id: int | None,
+    source_object: str | None,
+    image_name: str,
+    timeout: float,
+    interval: float,
+) -> SourceInfo:
+    """With a template: copyToIcos into `exports/` (skipped when the export is there) and
+    wait for it; with an object: use it. Either way it must be a VHD of at most 100 GB."""
+    s3 = cos_client(credentials, cos_instance_id)
+    field, key = "source_object", source_object or ""
+    if template_id is not None:
+        client = IBMClients(credentials).softlayer()
+        field, (target, key) = "source_template_id", export_key(image_name)
+        template = template_info(
+            client.call(TEMPLATES, "getObject", id=template_id, mask=TEMPLATE_MASK)
+        )
+        if template.busy or head(s3, bucket, key) is None:
+            if not template.busy:
+                uri = f"cos://{credentials.region}/{bucket}/{target}"
+                client.call(
+                    TEMPLATES,
+                    "copyToIcos",
+                    {"uri": uri, "ibmApiKey": credentials.api_key.get_secret_value()},
+                    id=template_id,
+                )
+                get_run_logger().info("Exporting template %s to %s", template_id, uri)
+            wait_for_template(client, template_id, timeout, interval)
+    found = head(s3, bucket, key)
+    if found is None:
+        raise InvalidRequest(field, key, f"no such object in bucket {bucket}")
+    size = int(found["ContentLength"])
+    check_source_vhd(field, key, read_vhd_info(s3, bucket, key, size, field))
+    return SourceInfo(bucket=bucket, key=key, size=size, exported=template_id is not None)

@@ -1,0 +1,176 @@
+"""SoftLayer (classic) steps: image templates (find by name, import from COS, wait for
+their transactions) and virtual servers (order once, wait until provisioned)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import SoftLayer
+from prefect import get_run_logger, task
+from pydantic import SecretStr
+
+from blocks.ibm import IBMCloudCredentials
+from byok.ibm_models import InstanceInfo, TemplateInfo, VirtualServerOrder
+from byok.polling import poll_until
+from clients.ibm import IBMClients
+from tasks.ibm_key_protect import SECRET_TASK
+from tasks.retry import STEP_RETRIES
+
+TEMPLATES = "SoftLayer_Virtual_Guest_Block_Device_Template_Group"
+GUESTS = "SoftLayer_Virtual_Guest"
+TEMPLATE_MASK = "id,globalIdentifier,name,note,status,encryptionAttributes,transactionId,children"
+
+
+class ImportFailed(RuntimeError):
+    """The import transaction ended without an active template."""
+
+
+def template_info(data: dict[str, Any]) -> TemplateInfo:
+    """A template as later steps use it; busy while it or a child has a transaction."""
+    children = data.get("children") or []
+    return TemplateInfo(
+        id=int(data["id"]),
+        global_identifier=str(data.get("globalIdentifier") or ""),
+        name=str(data["name"]),
+        status=str((data.get("status") or {}).get("keyName") or ""),
+        encrypted="ENCRYPTED" in (data.get("encryptionAttributes") or []),
+        busy=bool(data.get("transactionId") or any(c.get("transactionId") for c in children)),
+    )
+
+
+def find_template(client: SoftLayer.BaseClient, name: str) -> TemplateInfo | None:
+    """The account's image template called `name`, or None."""
+    found = client.call(
+        "SoftLayer_Account",
+        "getBlockDeviceTemplateGroups",
+        mask=TEMPLATE_MASK,
+        filter={"blockDeviceTemplateGroups": {"name": {"operation": name}}},
+    )
+    return next((template_info(t) for t in found or [] if t["name"] == name), None)
+
+
+def wait_for_template(
+    client: SoftLayer.BaseClient, template_id: int, timeout: float, interval: float
+) -> TemplateInfo:
+    """Poll getObject (children) until no transaction is left; ImportFailed with the
+    template's note unless it ends active."""
+    last: dict[str, Any] = {}
+
+    def state() -> str:
+        last.clear()
+        last.update(client.call(TEMPLATES, "getObject", id=template_id, mask=TEMPLATE_MASK))
+        info = template_info(last)
+        return "busy" if info.busy else info.status
+
+    status = poll_until(
+        state,
+        frozenset({"ACTIVE"}),
+        stop={
+            s: (lambda s: ImportFailed(f"template {template_id} is {s}: {last.get('note', '')}"))
+            for s in ("IMPORT_FAILED", "DEPRECATED", "DELETED")
+        },
+        timeout_seconds=timeout,
+        interval_seconds=interval,
+        what=f"image template {template_id}",
+    )
+    get_run_logger().info("Template %s is %s", template_id, status)
+    return template_info(last)
+
+
+@task(name="Import the encrypted image", **STEP_RETRIES, **SECRET_TASK)
+def import_image(
+    credentials: IBMCloudCredentials,
+    config: dict[str, Any],
+    api_key: SecretStr,
+) -> TemplateInfo:
+    """createFromIcos with the root key CRN and the wrapped DEK, unless a template with the
+    name exists already (then it is reused)."""
+    client = IBMClients(credentials).softlayer()
+    existing = find_template(client, config["name"])
+    if existing is not None:
+        get_run_logger().info("Reusing template %s (%s)", existing.name, existing.id)
+        return existing
+    created = client.call(
+        TEMPLATES, "createFromIcos", {**config, "ibmApiKey": api_key.get_secret_value()}
+    )
+    get_run_logger().info("Import started: template %s", created["id"])
+    return template_info(created)
+
+
+@task(name="Wait for the image template", **STEP_RETRIES)
+def wait_for_import(
+    credentials: IBMCloudCredentials, template_id: int, timeout: float, interval: float
+) -> TemplateInfo:
+    """Wait until the template's transactions are done and it is active."""
+    return wait_for_template(IBMClients(credentials).softlayer(), template_id, timeout, interval)
+
+
+def guest_template(order: VirtualServerOrder, global_identifier: str) -> dict[str, Any]:
+    """The SoftLayer_Virtual_Guest template of an order."""
+    return {
+        "hostname": order.hostname,
+        "domain": order.domain,
+        "startCpus": order.cpus,
+        "maxMemory": order.memory_mb,
+        "datacenter": {"name": order.datacenter},
+        "hourlyBillingFlag": order.hourly,
+        "localDiskFlag": order.local_disk,
+        "blockDeviceTemplateGroup": {"globalIdentifier": global_identifier},
+    }
+
+
+@task(name="Order a virtual server from the template", **STEP_RETRIES)
+def order_virtual_server(
+    credentials: IBMCloudCredentials, order: VirtualServerOrder, global_identifier: str
+) -> int:
+    """generateOrderTemplate (dry run), then createObject, unless a server with the host name
+    and domain exists (then it is reused); returns its id."""
+    client = IBMClients(credentials).softlayer()
+    guests = client.call(
+        "SoftLayer_Account",
+        "getVirtualGuests",
+        mask="id,hostname,domain",
+        filter={"virtualGuests": {"hostname": {"operation": order.hostname}}},
+    )
+    for guest in guests or []:
+        if (guest["hostname"], guest["domain"]) == (order.hostname, order.domain):
+            get_run_logger().info("Reusing virtual server %s", guest["id"])
+            return int(guest["id"])
+    template = guest_template(order, global_identifier)
+    client.call(GUESTS, "generateOrderTemplate", template)
+    created = client.call(GUESTS, "createObject", template)
+    get_run_logger().info("Ordered virtual server %s", created["id"])
+    return int(created["id"])
+
+
+@task(name="Wait until the virtual server is provisioned", **STEP_RETRIES)
+def wait_for_provisioning(
+    credentials: IBMCloudCredentials, guest_id: int, timeout: float, interval: float
+) -> InstanceInfo:
+    """Poll getObject until provisionDate is set."""
+    client = IBMClients(credentials).softlayer()
+    last: dict[str, Any] = {}
+
+    def state() -> str:
+        last.clear()
+        last.update(client.call(GUESTS, "getObject", id=guest_id))
+        return "provisioned" if last.get("provisionDate") else "provisioning"
+
+    started = time.monotonic()
+    poll_until(
+        state,
+        frozenset({"provisioned"}),
+        timeout_seconds=timeout,
+        interval_seconds=interval,
+        what=f"virtual server {guest_id}",
+    )
+    get_run_logger().info(
+        "Virtual server %s provisioned after %.1f s", guest_id, time.monotonic() - started
+    )
+    return InstanceInfo(
+        id=guest_id,
+        global_identifier=str(last.get("globalIdentifier") or ""),
+        fqdn=str(last.get("fullyQualifiedDomainName") or ""),
+        provision_date=str(last["provisionDate"]),
+    )

@@ -1,0 +1,98 @@
+"""Checking an image request before anything is written: names, the Key Protect region, the
+root key, a provided DEK, the bucket, the source image, and what a previous run left."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from blocks.ibm import IBMCloudCredentials
+from byok.ibm_models import IbmImageRequest, ImagePlan
+from byok.ibm_validation import (
+    check_bucket_location,
+    check_ibm_name,
+    check_source_vhd,
+    crn_region,
+    decode_dek,
+)
+from byok.validation import InvalidRequest
+from clients.ibm import IBMClients
+from tasks.ibm_cos import bucket_location, cos_client, encrypted_object, head, read_vhd_info
+from tasks.ibm_image_source import check_source_template
+from tasks.ibm_key_protect import (
+    SECRET_TASK,
+    decode_root_material,
+    find_root_key,
+    load_secret,
+)
+from tasks.ibm_softlayer import find_template
+
+
+def check_names(request: IbmImageRequest) -> None:
+    """Every name the request gives."""
+    check_ibm_name("guid", "key_protect_instance_id", request.key_protect_instance_id)
+    check_ibm_name("guid", "cos_instance_id", request.cos_instance_id)
+    check_ibm_name("bucket", "bucket", request.bucket)
+    check_ibm_name("object", "encrypted_object", request.object_key)
+    if request.source_object is not None:
+        check_ibm_name("object", "source_object", request.source_object)
+    check_ibm_name("template", "image_name", request.image_name)
+    check_ibm_name("service_id", "service_id_name", request.service_id_name)
+    if not request.root_key.startswith("crn:"):
+        check_ibm_name("key", "root_key", request.root_key)
+    if request.order is not None:
+        check_ibm_name("hostname", "order.hostname", request.order.hostname)
+        check_ibm_name("domain", "order.domain", request.order.domain)
+
+
+@task(name="Validate the request", **SECRET_TASK)
+def validate_image_request(credentials: IBMCloudCredentials, request: IbmImageRequest) -> ImagePlan:
+    """Read-only checks, so that a bad request fails before any write; returns what exists."""
+    check_names(request)
+    region = credentials.region
+    if request.root_key.startswith("crn:") and crn_region(request.root_key) != region:
+        raise InvalidRequest(
+            "root_key",
+            request.root_key,
+            f"region mismatch: the key is in {crn_region(request.root_key)}, the credentials "
+            f"(Key Protect endpoint and bucket) in {region}",
+        )
+    clients = IBMClients(credentials)
+    softlayer = clients.softlayer()
+    template = find_template(softlayer, request.image_name)
+    if template is not None and (not template.encrypted or template.status == "IMPORT_FAILED"):
+        raise InvalidRequest(
+            "image_name",
+            request.image_name,
+            f"template {template.id} already has this name (status {template.status}, "
+            f"{'encrypted' if template.encrypted else 'unencrypted'}); delete it or choose "
+            "another name",
+        )
+    key = find_root_key(clients.key_protect(request.key_protect_instance_id), request.root_key)
+    if key is None and not request.create_root_key:
+        raise InvalidRequest("root_key", request.root_key, "no such root key (create_root_key off)")
+    if key is None and request.root_key_material_block:
+        decode_root_material(request.root_key_material_block)
+    if request.dek_secret_block:
+        decode_dek("dek_secret_block", load_secret("dek_secret_block", request.dek_secret_block))
+    s3 = cos_client(credentials, request.cos_instance_id)
+    location = bucket_location(s3, request.bucket)
+    if location == "" and not request.create_bucket:
+        raise InvalidRequest("bucket", request.bucket, "no such bucket (create_bucket off)")
+    if location != "":
+        check_bucket_location("bucket", request.bucket, location, region)
+    existing = encrypted_object(s3, request.bucket, request.object_key) if location else None
+    if template is None and existing is None:
+        if request.source_template_id is not None:
+            check_source_template(credentials, request.source_template_id)
+        else:
+            source = head(s3, request.bucket, str(request.source_object)) if location else None
+            if source is None:
+                raise InvalidRequest(
+                    "source_object", request.source_object, f"no such object in {request.bucket}"
+                )
+            size = int(source["ContentLength"])
+            info = read_vhd_info(
+                s3, request.bucket, str(request.source_object), size, "source_object"
+            )
+            check_source_vhd("source_object", str(request.source_object), info)
+    return ImagePlan(bucket_exists=location != "", template=template, encrypted_object=existing)
