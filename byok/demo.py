@@ -16,6 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK_POOL = "byok-process"
 DEMO_BLOCK = "emulator-azure"
 DEMO_IBM_BLOCK = "emulator-ibm"
 
@@ -118,17 +122,75 @@ def run_demo(args: argparse.Namespace) -> int:
             with temporary_settings({PREFECT_API_URL: api}):
                 summary = run_procedures(emulator)
                 drain_prefect_workers()  # before the server goes away
+            deployed = deploy_all(api)
             ui = api.removesuffix("/api")
             print("\n".join(summary))
-            print(f"\nPrefect UI: {ui}  (flow runs, task runs, logs, the block '{DEMO_BLOCK}')")
+            print(f"  {deployed} deployments in work pool {WORK_POOL} (deployments/prefect.yaml)")
+            print(
+                f"\nPrefect UI: {ui}  (flow runs, task runs, logs, deployments, the blocks "
+                f"'{DEMO_BLOCK}' and '{DEMO_IBM_BLOCK}')"
+            )
             if args.keep_running:
-                print("Keeping the server and the emulator up; Ctrl-C stops them.", flush=True)
-                try:
-                    while True:
-                        time.sleep(3600)
-                except KeyboardInterrupt:
-                    pass
+                with process_worker(api):
+                    print(
+                        "Keeping the server, a worker and the emulator up: run deployments "
+                        "from the UI. Ctrl-C stops them.",
+                        flush=True,
+                    )
+                    try:
+                        while True:
+                            time.sleep(3600)
+                    except KeyboardInterrupt:
+                        pass
     return 0
+
+
+def _prefect_env(api: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PREFECT_API_URL": api,
+        "BYOK_FLOWS_DIR": str(ROOT),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+
+
+def deploy_all(api: str) -> int:
+    """Create the process work pool and every deployment of deployments/prefect.yaml, as a
+    user does with the prefect CLI; returns how many deployments there are."""
+    prefect = [sys.executable, "-m", "prefect"]
+    env = _prefect_env(api)
+    subprocess.run(
+        [*prefect, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    )
+    subprocess.run(
+        [*prefect, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        timeout=300,
+    )
+    spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    return len(spec["deployments"])
+
+
+@contextmanager
+def process_worker(api: str) -> Iterator[None]:
+    """A process worker polling the demo's work pool."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL],
+        env=_prefect_env(api),
+        cwd=ROOT,
+    )
+    try:
+        yield
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
 
 
 def drain_prefect_workers() -> None:

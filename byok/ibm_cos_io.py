@@ -49,7 +49,7 @@ class RangedObject(io.RawIOBase):
 
 def open_object(client: Any, bucket: str, key: str, size: int) -> BinaryIO:
     """A buffered seekable reader of an object of `size` bytes."""
-    return io.BufferedReader(RangedObject(client, bucket, key, size), 1 << 20)  # type: ignore[return-value]
+    return io.BufferedReader(RangedObject(client, bucket, key, size), 1 << 20)
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,11 @@ infrastructure, and optionally a virtual server ordered from it."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.futures import wait
+from prefect.futures import PrefectFuture, wait
 
 from blocks.ibm import IBMCloudCredentials
 from byok.ibm_models import IbmImageRequest, IbmImageResult, SourceInfo, UploadInfo
@@ -45,7 +46,7 @@ def transfer(
     failure is raised (the others only saw a broken pipe)."""
     plain, encrypted = BytePipe(PIPE_CAPACITY), BytePipe(PIPE_CAPACITY)
     cos = request.cos_instance_id
-    futures = [
+    futures: list[PrefectFuture[Any]] = [
         download_image.submit(credentials, cos, source, plain),
         encrypt_image.submit(data_key, plain, encrypted),
         upload_image.submit(

@@ -77,7 +77,7 @@ def ensure_network(
                     },
                 },
             ).result()
-        subnet_id = str(vnet.properties.subnets[0].id)
+        subnet_id = str((vnet.properties.subnets or [])[0].id)
     try:
         return str(network.network_interfaces.get(rg, f"{vm_name}-nic").id)
     except ResourceNotFoundError:
@@ -154,8 +154,8 @@ def verify_vm_disks(
     vm = clients.compute().virtual_machines.get(rg, name)
     storage = vm.properties.storage_profile
 
-    def disk_set(disk_id: str) -> str | None:
-        p = disk_id.strip("/").split("/")
+    def disk_set(disk_id: str | None) -> str | None:
+        p = str(disk_id).strip("/").split("/")
         disk = clients.compute().disks.get(p[3], p[7])
         return disk.properties.encryption.disk_encryption_set_id
 

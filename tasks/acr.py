@@ -19,7 +19,11 @@ from azure.mgmt.containerregistry.models import (
     Sku,
     UserIdentityProperties,
 )
-from azure.mgmt.resource.deployments.models import Deployment, DeploymentProperties
+from azure.mgmt.resource.deployments.models import (
+    Deployment,
+    DeploymentParameter,
+    DeploymentProperties,
+)
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
@@ -332,7 +336,7 @@ def new_key_version(credentials: AzureCredentials, subscription_id: str | None, 
     if str(latest.id) != in_use:
         get_run_logger().info("Reusing the newer key version %s", latest.id)
         return str(latest.id)
-    created = keys.create_rsa_key(kid.name, size=len(latest.key.n or b"") * 8)
+    created = keys.create_rsa_key(kid.name, size=len(getattr(latest.key, "n", None) or b"") * 8)
     get_run_logger().info("New key version %s", created.id)
     return str(created.id)
 
@@ -526,7 +530,7 @@ def deploy_template(
     body = Deployment(
         properties=DeploymentProperties(
             template=load_template(),
-            parameters={k: {"value": v} for k, v in parameters.items()},
+            parameters={k: DeploymentParameter(value=v) for k, v in parameters.items()},
             mode="Incremental",
         )
     )

@@ -185,7 +185,7 @@ def apply_storage_class(
     volumes). Returns what was done."""
     clusters = AzureClients(credentials, subscription_id).container_service().managed_clusters
     credentials_result = clusters.list_cluster_user_credentials(resource_group, cluster)
-    api = storage_api(credentials_result.kubeconfigs[0].value)
+    api = storage_api(bytes((credentials_result.kubeconfigs or [])[0].value or b""))
     name = manifest["metadata"]["name"]
     try:
         actual = api.api_client.sanitize_for_serialization(api.read_storage_class(name))

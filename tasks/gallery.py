@@ -3,7 +3,8 @@ or adopt), replication with per-region progress, verification."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -172,10 +173,13 @@ def wait_for_replication(
     """Poll `$expand=ReplicationStatus` until every region is Completed, with a progress
     artifact; a region that fails fails the step, named. Returns region → state."""
     clients = AzureClients(credentials, subscription_id)
-    artifact = create_progress_artifact(
-        0.0,
-        key=artifact_key("replication", gallery, image, version),
-        description=f"Replication of {image} {version}",
+    artifact = cast(
+        UUID,
+        create_progress_artifact(
+            0.0,
+            key=artifact_key("replication", gallery, image, version),
+            description=f"Replication of {image} {version}",
+        ),
     )
     last = {"progress": -1.0}
     states: dict[str, str] = {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import time
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -63,7 +63,7 @@ def encrypt_image(data_key: DataKey, source: BytePipe, out: BytePipe) -> str:
 
     try:
         reader = io.BufferedReader(source, CHUNK)
-        result = encrypt_vhd(reader, out, data_key.dek.get_secret_value(), progress)
+        result = encrypt_vhd(reader, cast(BinaryIO, out), data_key.dek.get_secret_value(), progress)
         out.finish()
     except BaseException as exc:
         source.fail(exc)
@@ -92,7 +92,7 @@ def upload_image(
     try:
         stored = upload_stream(
             s3,
-            io.BufferedReader(source, CHUNK),  # type: ignore[arg-type]
+            io.BufferedReader(source, CHUNK),
             bucket,
             key,
             threshold=threshold,

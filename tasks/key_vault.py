@@ -117,7 +117,7 @@ def check_existing_key(key: KeyVaultKey, field: str = "key_name") -> int:
         raise InvalidRequest(
             field, key.name, f"the key is {kty}; only RSA keys can be used (EC keys are refused)"
         )
-    size = len(key.key.n or b"") * 8
+    size = len(getattr(key.key, "n", None) or b"") * 8
     check_rsa_key_size(f"{field} '{key.name}' size", size)
     if not key.properties.enabled:
         raise InvalidRequest(field, key.name, "the key is disabled")

@@ -32,6 +32,7 @@ def test_demo_runs_the_procedures() -> None:
     assert "VM vm-byok-demo with every disk on des-byok-demo" in out
     assert "registry acrbyokdemo.azurecr.io encrypted with https://127.0.0.1:" in out
     assert "imported encrypted; virtual server" in out
+    assert "deployments in work pool byok-process" in out
     assert "Prefect UI: http://127.0.0.1:" in out
     assert "emulator-client-secret" not in out + run.stderr
     assert "emulator-ibm-api-key" not in out + run.stderr

@@ -226,3 +226,14 @@ def test_vm_disk_without_a_set_is_refused_by_azure(
                 ssh_public_key="ssh-ed25519 AAAA test",
             )
         )
+
+
+def test_pending_feature_stops_before_any_gallery_write(
+    azure_block: str, emulator: Emulator, setup: dict[str, str]
+) -> None:
+    from tasks.registration import FeatureApprovalRequired
+
+    emulator.arm.configure_feature("Microsoft.Compute", "SIGEncryption", behaviour="pending")
+    with pytest.raises(FeatureApprovalRequired, match="needs manual approval"):
+        publish_encrypted_image_version(request(azure_block, setup))
+    assert not emulator.requests.find("PUT", "galleries")
