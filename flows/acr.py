@@ -97,6 +97,22 @@ class EncryptedRegistryResult(BaseModel):
     identity_principal_id: str
 
 
+def encrypted_registry_result(registry: RegistryInfo, vault: VaultInfo) -> EncryptedRegistryResult:
+    """Announce the encrypted registry (event) and build the flow's result."""
+    emit_byok_event(
+        "resource.encrypted",
+        registry.id,
+        "container-registry",
+        related={"key": registry.key_id, "vault": vault.id},
+    )
+    return EncryptedRegistryResult(
+        registry=registry,
+        vault=vault,
+        identity_id=str(registry.identity_id),
+        identity_principal_id=registry.identity_principal_id,
+    )
+
+
 def _credentials(request: BaseModel) -> AzureCredentials:
     return AzureCredentials.load_saved(request.azure_credentials_block)  # type: ignore[attr-defined]
 
@@ -138,18 +154,7 @@ def create_encrypted_registry(request: EncryptedRegistryRequest) -> EncryptedReg
         credentials, sub, rg, request.registry_name, request.location, identity, key_id, timeout
     )
     registry = verify_registry_key(credentials, sub, rg, request.registry_name, key.id, 60, 1)
-    emit_byok_event(
-        "resource.encrypted",
-        registry.id,
-        "container-registry",
-        related={"key": registry.key_id, "vault": vault.id},
-    )
-    return EncryptedRegistryResult(
-        registry=registry,
-        vault=vault,
-        identity_id=identity.id,
-        identity_principal_id=identity.principal_id,
-    )
+    return encrypted_registry_result(registry, vault)
 
 
 def registry_id(credentials: AzureCredentials, sub: str | None, rg: str, name: str) -> str:
@@ -225,18 +230,7 @@ def create_encrypted_registry_from_template(
     }
     deploy_template(credentials, sub, rg, request.deployment_name, parameters, timeout)
     registry = verify_registry_key(credentials, sub, rg, request.registry_name, key.id, 60, 1)
-    emit_byok_event(
-        "resource.encrypted",
-        registry.id,
-        "container-registry",
-        related={"key": registry.key_id, "vault": vault.id},
-    )
-    return EncryptedRegistryResult(
-        registry=registry,
-        vault=vault,
-        identity_id=str(registry.identity_id),
-        identity_principal_id=registry.identity_principal_id,
-    )
+    return encrypted_registry_result(registry, vault)
 
 
 class RegistryRequest(BaseModel):
