@@ -14,8 +14,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from byok.az_env import az_env_lines
+
 DEFAULT_STATE_DIR = Path(os.environ.get("BYOK_EMULATOR_DIR", Path.home() / ".byok" / "emulator"))
 ENDPOINTS_FILE = "endpoints.json"
+AZ_CONFIG_DIR = "azure-cli"
 
 
 def register(subparsers: Any) -> None:
@@ -49,6 +52,13 @@ def register(subparsers: Any) -> None:
     commands.add_parser(
         "endpoints", help="print the running emulator's endpoints as JSON"
     ).set_defaults(func=_endpoints)
+    az_env = commands.add_parser(
+        "az-env",
+        help="write the lines that point a private Azure CLI configuration at the running "
+        "emulator to FILE (then `source FILE`)",
+    )
+    az_env.add_argument("file", type=Path, help="file to write ('-' prints them)")
+    az_env.set_defaults(func=_az_env)
     commands.add_parser(
         "reset", help="forget every resource, fault and logged request"
     ).set_defaults(func=lambda a: _admin(a, "POST", "/reset"))
@@ -108,6 +118,12 @@ def _serve(args: argparse.Namespace) -> int:
 
         save_emulator_ibm_block(emulator, args.save_ibm_block)
     print(describe(endpoints), flush=True)
+    print(
+        "Azure CLI (bash; `byok emulator az-env FILE` writes these lines to FILE to source):",
+        *az_env_lines(endpoints, endpoints["client_secret"], state_dir.resolve() / AZ_CONFIG_DIR),
+        sep="\n",
+        flush=True,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -182,6 +198,20 @@ def _admin(args: argparse.Namespace, method: str, path: str) -> int:
 
 def _endpoints(args: argparse.Namespace) -> int:
     print(json.dumps(_running(args), indent=2))
+    return 0
+
+
+def _az_env(args: argparse.Namespace) -> int:
+    endpoints = _running(args)
+    lines = az_env_lines(
+        endpoints, endpoints["client_secret"], args.state_dir.resolve() / AZ_CONFIG_DIR
+    )
+    text = "\n".join(lines) + "\n"
+    if str(args.file) == "-":
+        sys.stdout.write(text)
+    else:
+        args.file.write_text(text)
+        args.file.chmod(0o600)  # it holds the emulator's client secret
     return 0
 
 

@@ -149,3 +149,56 @@ def _read_up_to(source: BinaryIO, size: int) -> bytes:
         chunks.append(chunk)
         remaining -= len(chunk)
     return b"".join(chunks)
+
+
+COPY_LIMIT = 5 * 1024**3  # the largest object one CopyObject request copies
+
+
+def replace_metadata(
+    client: Any,
+    bucket: str,
+    key: str,
+    metadata: dict[str, str],
+    *,
+    size: int,
+    etag: str,
+    part_size: int = 1024**3,
+    copy_limit: int = COPY_LIMIT,
+) -> str:
+    """Replace an object's user metadata by copying it onto itself (a multipart copy above
+    `copy_limit`, aborted on failure), only if it is still the version `etag`; returns the
+    new ETag. The data is copied server-side, never downloaded."""
+    source = {"Bucket": bucket, "Key": key}
+    if size <= copy_limit:
+        answer = client.copy_object(
+            Bucket=bucket,
+            Key=key,
+            CopySource=source,
+            CopySourceIfMatch=etag,
+            Metadata=metadata,
+            MetadataDirective="REPLACE",
+        )
+        return str(answer["CopyObjectResult"]["ETag"])
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata)[
+        "UploadId"
+    ]
+    try:
+        parts = []
+        for number, start in enumerate(range(0, size, part_size), 1):
+            answer = client.upload_part_copy(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource=source,
+                CopySourceIfMatch=etag,
+                CopySourceRange=f"bytes={start}-{min(size, start + part_size) - 1}",
+            )
+            parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
+        done = client.complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
+    except BaseException:
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        raise
+    return str(done["ETag"])

@@ -59,6 +59,11 @@ class IbmImageRequest(BaseModel):
     source_object: str | None = Field(
         None, description="Or: key of an unencrypted VHD already in the bucket."
     )
+    source_file: str | None = Field(
+        None,
+        description="Or: path of an unencrypted VHD on the machine running the flow (streamed "
+        "from disk, never copied).",
+    )
     encrypted_object: str | None = Field(
         None, description="Key of the encrypted VHD to write. Default: '<image_name>.vhd'."
     )
@@ -83,11 +88,19 @@ class IbmImageRequest(BaseModel):
         60, gt=0, description="How long to wait for each export, import and provisioning."
     )
     poll_seconds: float = Field(10, gt=0, description="Seconds between status checks.")
+    dek_file: str | None = Field(
+        None,
+        description="Also write the plaintext DEK (32 or 64 raw bytes, a vhd-util key file) to "
+        "this new path, mode 0600. Default: the DEK is never written anywhere.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> IbmImageRequest:
-        if (self.source_template_id is None) == (self.source_object is None):
-            raise ValueError("give exactly one of source_template_id and source_object")
+        sources = (self.source_template_id, self.source_object, self.source_file)
+        if sum(s is not None for s in sources) != 1:
+            raise ValueError(
+                "give exactly one of source_template_id, source_object and source_file"
+            )
         if self.dek_from_key_protect and self.dek_secret_block:
             raise ValueError("give at most one of dek_from_key_protect and dek_secret_block")
         return self
@@ -116,6 +129,7 @@ class EncryptedObjectInfo(BaseModel):
     keyhash: str
     root_key_crn: str
     wrapped_dek: str
+    key_version: str | None = Field(None, description="Root key version of the wrapped DEK.")
 
 
 class TemplateInfo(BaseModel):
@@ -138,12 +152,13 @@ class ImagePlan(BaseModel):
 
 
 class SourceInfo(BaseModel):
-    """The unencrypted VHD in COS that gets encrypted."""
+    """The unencrypted VHD that gets encrypted: an object in COS, or a local file."""
 
     bucket: str
     key: str
     size: int
     exported: bool
+    file: str | None = Field(None, description="Local path (then bucket and key are empty).")
 
 
 class UploadInfo(BaseModel):
@@ -193,3 +208,79 @@ class IbmImageResult(BaseModel):
     authorization_policy_id: str
     service_id: str | None
     instance: InstanceInfo | None
+
+
+class IbmKeyRotationRequest(BaseModel):
+    """Rotate the root key of an encrypted image and rewrap its DEK (the wrapped DEK is kept in
+    the encrypted object's metadata)."""
+
+    ibm_credentials_block: str = Field(
+        ..., description="Name of the saved 'BYOK IBM Cloud Credentials' block to use."
+    )
+    key_protect_instance_id: str = Field(..., description="Key Protect instance GUID.")
+    cos_instance_id: str = Field(..., description="COS instance GUID.")
+    bucket: str = Field(..., description="Regional bucket holding the encrypted image.")
+    object_key: str = Field(..., description="Key of the encrypted image (.vhd).")
+    root_key: str | None = Field(
+        None,
+        description="Root key name, id or CRN; default the one recorded with the image (it "
+        "must be that one either way).",
+    )
+    root_key_material_block: str | None = Field(
+        None,
+        description="Imported root keys only: name of a Secret block holding the new base64 "
+        "material (16, 24 or 32 bytes) to rotate to.",
+    )
+
+    @classmethod
+    def for_image(
+        cls,
+        result: IbmImageResult,
+        ibm_credentials_block: str,
+        key_protect_instance_id: str,
+        cos_instance_id: str,
+        root_key_material_block: str | None = None,
+    ) -> IbmKeyRotationRequest:
+        """The rotation of the image a provision run returned."""
+        return cls(
+            ibm_credentials_block=ibm_credentials_block,
+            key_protect_instance_id=key_protect_instance_id,
+            cos_instance_id=cos_instance_id,
+            bucket=result.bucket,
+            object_key=result.object_key,
+            root_key=result.root_key_crn,
+            root_key_material_block=root_key_material_block,
+        )  # fmt: skip
+
+
+class RotationPlan(BaseModel):
+    """What the read-only validation of a rotation found."""
+
+    root_key: RootKeyInfo
+    key_version: str
+    stored: EncryptedObjectInfo
+
+
+class RewrapInfo(BaseModel):
+    """A wrapped DEK rewrapped under the root key's latest version (no key material)."""
+
+    wrapped: str
+    previous_version: str
+    version: str
+
+
+class IbmKeyRotationResult(BaseModel):
+    """The root key's new version and the rewrapped DEK now recorded with the image."""
+
+    root_key_id: str
+    root_key_crn: str
+    rotated: bool = Field(
+        ..., description="This run rotated the key (False: it finished a crashed run's rewrap)."
+    )
+    previous_version: str = Field(..., description="Key version that wrapped the DEK before.")
+    key_version: str = Field(..., description="Key version that wraps the DEK now.")
+    wrapped_dek: str
+    keyhash: str
+    bucket: str
+    object_key: str
+    object_uri: str

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
+import stat
 
 from byok.validation import InvalidRequest
-from byok.vhd import VhdInfo, VhdKeyError, validate_key
+from byok.vhd import VhdFormatError, VhdInfo, VhdKeyError, keyhash, validate_key, vhd_info
 
 MAX_IMAGE_SIZE = 100 * 1024**3  # IBM's import limit (boot disk, 100 GB)
 REDACTED = "<redacted>"
@@ -128,4 +130,47 @@ def check_image_size(field: str, value: str, size: int) -> None:
             field,
             value,
             f"the image is {size / 1024**3:.1f} GiB; IBM imports images of at most 100 GB",
+        )
+
+
+def local_vhd_info(field: str, path: str) -> tuple[int, VhdInfo]:
+    """(size, description) of a local VHD file; InvalidRequest when it cannot be read or is
+    not a VHD."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise InvalidRequest(field, path, "not a regular file")
+            return size, vhd_info(handle)
+    except OSError as exc:
+        raise InvalidRequest(field, path, f"cannot read the file: {exc.strerror}") from None
+    except VhdFormatError as exc:
+        raise InvalidRequest(field, path, f"the file is not a VHD: {exc}") from None
+
+
+def check_dek_file(path: str, expected_keyhash: str | None, dek_known: bool) -> None:
+    """The DEK key file can be written at `path` (its directory exists and it does not), or
+    already holds the DEK this run will use (compared by keyhash; never shown)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise InvalidRequest("dek_file", path, f"no such directory {directory}")
+    if not os.path.lexists(path):
+        if not dek_known:
+            raise InvalidRequest(
+                "dek_file",
+                path,
+                "the image template already exists and no encrypted object holds its wrapped "
+                "DEK: the key file can only be written by the run that encrypts the image",
+            )
+        return
+    if not os.path.isfile(path) or os.path.islink(path):
+        raise InvalidRequest("dek_file", path, "exists and is not a regular file")
+    with open(path, "rb") as handle:
+        held = handle.read(129)
+    if expected_keyhash is None or keyhash(held).hex() != expected_keyhash:
+        raise InvalidRequest(
+            "dek_file",
+            path,
+            "the file exists and does not hold this image's DEK; remove it or choose another "
+            "path (it is never overwritten)",
         )

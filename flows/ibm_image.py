@@ -16,14 +16,20 @@ from byok.ibm_pipe import BytePipe, PipeBroken
 from tasks.ibm_cos import ensure_bucket
 from tasks.ibm_iam import create_import_identity, ensure_kms_authorization, retire_import_api_keys
 from tasks.ibm_image_source import prepare_source
-from tasks.ibm_key_protect import DataKey, ensure_root_key, prepare_dek
+from tasks.ibm_key_protect import DataKey, ensure_root_key, prepare_dek, write_dek_file
 from tasks.ibm_softlayer import (
     import_image,
     order_virtual_server,
     wait_for_import,
     wait_for_provisioning,
 )
-from tasks.ibm_transfer import download_image, encrypt_image, object_metadata, upload_image
+from tasks.ibm_transfer import (
+    download_image,
+    encrypt_image,
+    object_metadata,
+    read_local_image,
+    upload_image,
+)
 from tasks.ibm_validation import validate_image_request
 
 MIB = 1024 * 1024
@@ -42,12 +48,17 @@ def transfer(
     data_key: DataKey,
     root_key_crn: str,
 ) -> UploadInfo:
-    """Steps 6-8 at once: download → encrypt → upload, joined by pipes; the first real
-    failure is raised (the others only saw a broken pipe)."""
+    """Steps 6-8 at once: download (or read the local file) → encrypt → upload, joined by
+    pipes; the first real failure is raised (the others only saw a broken pipe)."""
     plain, encrypted = BytePipe(PIPE_CAPACITY), BytePipe(PIPE_CAPACITY)
     cos = request.cos_instance_id
+    read = (
+        read_local_image.submit(source, plain)
+        if source.file is not None
+        else download_image.submit(credentials, cos, source, plain)
+    )
     futures: list[PrefectFuture[Any]] = [
-        download_image.submit(credentials, cos, source, plain),
+        read,
         encrypt_image.submit(data_key, plain, encrypted),
         upload_image.submit(
             credentials,
@@ -122,6 +133,8 @@ def provision_encrypted_ibm_image(request: IbmImageRequest) -> IbmImageResult:
             request.dek_secret_block,
             plan.encrypted_object,
         )
+        if request.dek_file is not None:
+            write_dek_file(data_key, request.dek_file)
     authorization = ensure_kms_authorization(credentials, kp_instance)
     ensure_bucket(credentials, cos, request.bucket, request.bucket_storage_class)
     if data_key is not None:
@@ -140,6 +153,7 @@ def provision_encrypted_ibm_image(request: IbmImageRequest) -> IbmImageResult:
                 request.image_name,
                 timeout,
                 interval,
+                request.source_file,
             )
             upload = transfer(credentials, request, source, data_key, root.crn)
             created.append("encrypted object")

@@ -19,6 +19,7 @@ from tasks.retry import STEP_RETRIES
 
 # Metadata stored with an encrypted image: enough to reuse it (and its DEK) on a re-run.
 META_KEYHASH, META_ROOT_KEY, META_WDEK = "byok-keyhash", "byok-root-key-crn", "byok-wrapped-dek"
+META_KEY_VERSION = "byok-key-version"  # the root key version of the wrapped DEK
 NOT_FOUND = frozenset({"404", "NoSuchBucket", "NoSuchKey", "NotFound"})
 
 
@@ -80,6 +81,7 @@ def encrypted_object(s3: Any, bucket: str, key: str) -> EncryptedObjectInfo | No
         keyhash=meta[META_KEYHASH],
         root_key_crn=meta[META_ROOT_KEY],
         wrapped_dek=meta[META_WDEK],
+        key_version=meta.get(META_KEY_VERSION) or None,
     )
 
 

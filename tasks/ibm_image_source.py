@@ -1,5 +1,5 @@
-"""The unencrypted source image in COS: an image template exported with copyToIcos (once),
-or a VHD object already in the bucket; checked to be an importable VHD."""
+"""The unencrypted source image: an image template exported to COS with copyToIcos (once), a
+VHD object already in the bucket, or a local VHD file; checked to be an importable VHD."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from prefect import get_run_logger, task
 
 from blocks.ibm import IBMCloudCredentials
 from byok.ibm_models import SourceInfo
-from byok.ibm_validation import check_source_vhd
+from byok.ibm_validation import check_source_vhd, local_vhd_info
 from byok.validation import InvalidRequest
 from clients.ibm import IBMClients
 from tasks.ibm_cos import cos_client, head, read_vhd_info
@@ -43,9 +43,15 @@ def prepare_source(
     image_name: str,
     timeout: float,
     interval: float,
+    source_file: str | None = None,
 ) -> SourceInfo:
     """With a template: copyToIcos into `exports/` (skipped when the export is there) and
-    wait for it; with an object: use it. Either way it must be a VHD of at most 100 GB."""
+    wait for it; with an object or a local file: use it. Either way it must be a VHD of at
+    most 100 GB."""
+    if source_file is not None:
+        size, info = local_vhd_info("source_file", source_file)
+        check_source_vhd("source_file", source_file, info)
+        return SourceInfo(bucket="", key="", size=size, exported=False, file=source_file)
     s3 = cos_client(credentials, cos_instance_id)
     field, key = "source_object", source_object or ""
     if template_id is not None:

@@ -145,3 +145,31 @@ def prepare_dek(
         keyhash=keyhash(dek).hex(),
         recovered=False,
     )
+
+
+@task(name="Write the DEK key file", **SECRET_TASK)
+def write_dek_file(data_key: DataKey, path: str) -> None:
+    """The raw DEK (a vhd-util key file) at `path`, mode 0600, written to a temporary file in
+    the same directory then linked into place (never over an existing file; the temporary
+    file is removed either way). A file already holding this DEK is kept."""
+    dek = data_key.dek.get_secret_value()
+    if os.path.exists(path):
+        with open(path, "rb") as handle:
+            if keyhash(handle.read(129)).hex() == data_key.keyhash:
+                return
+        raise InvalidRequest("dek_file", path, "the file exists and holds another key")
+    directory = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, dek)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(temporary, path)
+    finally:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+    get_run_logger().info("Wrote the DEK key file %s (mode 0600)", path)

@@ -18,7 +18,7 @@ from byok.ibm_cos_io import open_object, upload_stream
 from byok.ibm_models import SourceInfo, UploadInfo
 from byok.ibm_pipe import BytePipe
 from byok.vhd import encrypt_vhd, vhd_info
-from tasks.ibm_cos import META_KEYHASH, META_ROOT_KEY, META_WDEK, cos_client
+from tasks.ibm_cos import META_KEY_VERSION, META_KEYHASH, META_ROOT_KEY, META_WDEK, cos_client
 from tasks.ibm_key_protect import SECRET_TASK, DataKey
 
 CHUNK = 1 << 20
@@ -46,6 +46,23 @@ def download_image(
         out.fail(exc)
         raise
     get_run_logger().info("Downloaded %s (%d bytes)", source.key, done)
+    return done
+
+
+@task(name="Read the image from disk", **SECRET_TASK)
+def read_local_image(source: SourceInfo, out: BytePipe) -> int:
+    """Stream the local source file into `out`; returns the bytes read."""
+    try:
+        done = 0
+        with open(str(source.file), "rb") as handle:
+            while chunk := handle.read(CHUNK):
+                out.write(chunk)
+                done += len(chunk)
+        out.finish()
+    except BaseException as exc:
+        out.fail(exc)
+        raise
+    get_run_logger().info("Read %s (%d bytes)", source.file, done)
     return done
 
 
@@ -133,8 +150,11 @@ def upload_image(
 
 def object_metadata(data_key: DataKey, root_key_crn: str) -> dict[str, str]:
     """The byok metadata of an encrypted image (no secret: the DEK only wrapped)."""
-    return {
+    meta = {
         META_KEYHASH: data_key.keyhash,
         META_ROOT_KEY: root_key_crn,
         META_WDEK: data_key.wrapped,
     }
+    if data_key.key_version:
+        meta[META_KEY_VERSION] = data_key.key_version
+    return meta

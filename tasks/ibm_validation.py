@@ -9,12 +9,15 @@ from blocks.ibm import IBMCloudCredentials
 from byok.ibm_models import IbmImageRequest, ImagePlan
 from byok.ibm_validation import (
     check_bucket_location,
+    check_dek_file,
     check_ibm_name,
     check_source_vhd,
     crn_region,
     decode_dek,
+    local_vhd_info,
 )
 from byok.validation import InvalidRequest
+from byok.vhd import keyhash
 from clients.ibm import IBMClients
 from tasks.ibm_cos import bucket_location, cos_client, encrypted_object, head, read_vhd_info
 from tasks.ibm_image_source import check_source_template
@@ -72,8 +75,11 @@ def validate_image_request(credentials: IBMCloudCredentials, request: IbmImageRe
         raise InvalidRequest("root_key", request.root_key, "no such root key (create_root_key off)")
     if key is None and request.root_key_material_block:
         decode_root_material(request.root_key_material_block)
+    own_dek = None
     if request.dek_secret_block:
-        decode_dek("dek_secret_block", load_secret("dek_secret_block", request.dek_secret_block))
+        own_dek = decode_dek(
+            "dek_secret_block", load_secret("dek_secret_block", request.dek_secret_block)
+        )
     s3 = cos_client(credentials, request.cos_instance_id)
     location = bucket_location(s3, request.bucket)
     if location == "" and not request.create_bucket:
@@ -84,6 +90,9 @@ def validate_image_request(credentials: IBMCloudCredentials, request: IbmImageRe
     if template is None and existing is None:
         if request.source_template_id is not None:
             check_source_template(credentials, request.source_template_id)
+        elif request.source_file is not None:
+            _, info = local_vhd_info("source_file", request.source_file)
+            check_source_vhd("source_file", request.source_file, info)
         else:
             source = head(s3, request.bucket, str(request.source_object)) if location else None
             if source is None:
@@ -95,4 +104,9 @@ def validate_image_request(credentials: IBMCloudCredentials, request: IbmImageRe
                 s3, request.bucket, str(request.source_object), size, "source_object"
             )
             check_source_vhd("source_object", str(request.source_object), info)
+    if request.dek_file is not None:
+        expected = existing.keyhash if existing is not None and own_dek is None else None
+        if own_dek is not None:
+            expected = keyhash(own_dek).hex()
+        check_dek_file(request.dek_file, expected, template is None)
     return ImagePlan(bucket_exists=location != "", template=template, encrypted_object=existing)

@@ -33,7 +33,8 @@ class ResourceId:
         """The id of the parent resource, or of the scope for a top-level resource."""
         if len(self.types) <= 1:
             return self.scope
-        segs = [x for pair in zip(self.types[:-1], self.names[:-1], strict=True) for x in pair]
+        names = self.names[: len(self.types) - 1]  # a collection path has one name less
+        segs = [x for pair in zip(self.types[:-1], names, strict=True) for x in pair]
         return f"{self.scope}/providers/{self.namespace}/" + "/".join(segs)
 
     def id(self) -> str:

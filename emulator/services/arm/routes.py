@@ -3,6 +3,7 @@ long-running operation monitors and the generic resource routes."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -142,7 +143,16 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
         prefix = group["id"].lower() + "/providers/"
         with arm.lock:
             found = [r for k, r in arm.resources.items() if k.startswith(prefix)]
-        return page(request, sorted(found, key=lambda r: r["id"].lower()))
+        return page(request, filtered(found, request.query.get("$filter")))
+
+    def list_resources(request: Request, principal: Principal) -> Response:
+        sub = arm.subscription(request.params["sub"])["subscriptionId"]
+        prefix = f"/subscriptions/{sub}/resourcegroups/".lower()
+        with arm.lock:
+            found = [
+                r for k, r in arm.resources.items() if k.startswith(prefix) and "/providers/" in k
+            ]
+        return page(request, filtered(found, request.query.get("$filter")))
 
     group = "/subscriptions/{sub}/resourceGroups/{rg}"
     arm_route("GET", "/subscriptions/{sub}/resourceGroups", list_groups)
@@ -152,6 +162,7 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
     arm_route("PATCH", group, patch_group)
     arm_route("DELETE", group, delete_group)
     arm_route("GET", group + "/resources", list_group_resources)
+    arm_route("GET", "/subscriptions/{sub}/resources", list_resources)
 
     # -- operation monitors ----------------------------------------------------------------
     def operation_status(request: Request, principal: Principal) -> Response:
@@ -298,6 +309,27 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
 
     for method in ("GET", "PUT", "PATCH", "DELETE", "POST", "HEAD"):
         arm_route(method, "/subscriptions/{rest:path}", resource)
+
+
+def filtered(resources: list[dict[str, Any]], expression: str | None) -> list[dict[str, Any]]:
+    """Resources sorted by id, matching ARM's `$filter` for resource lists as far as the
+    emulator supports it: `resourceType eq '…'` and `name eq '…'` clauses joined by `and`."""
+    conditions = []
+    for clause in re.split(r"\s+and\s+", expression or "", flags=re.IGNORECASE):
+        if not clause.strip():
+            continue
+        match = re.fullmatch(r"\s*(resourceType|name)\s+eq\s+'([^']*)'\s*", clause, re.IGNORECASE)
+        if not match:
+            raise HttpError(
+                400,
+                "InvalidFilterInQueryString",
+                f"The emulator does not support the $filter clause '{clause.strip()}' on "
+                "resource lists (only resourceType eq '…' and name eq '…', joined by 'and').",
+            )
+        field = "type" if match[1].lower() == "resourcetype" else "name"
+        conditions.append((field, match[2].lower()))
+    found = [r for r in resources if all(str(r.get(f, "")).lower() == v for f, v in conditions)]
+    return sorted(found, key=lambda r: r["id"].lower())
 
 
 def cloud_metadata(base_url: str) -> dict[str, Any]:
