@@ -9,7 +9,7 @@ import os
 import re
 import stat
 
-from byok.validation import InvalidRequest
+from byok.validation import InvalidRequest, check_name
 from byok.vhd import VhdFormatError, VhdInfo, VhdKeyError, keyhash, validate_key, vhd_info
 
 MAX_IMAGE_SIZE = 100 * 1024**3  # IBM's import limit (boot disk, 100 GB)
@@ -64,11 +64,8 @@ _RULES = {
 
 
 def check_ibm_name(kind: str, field: str, value: str) -> str:
-    """Return `value` if it is a valid name of `kind`, else raise InvalidRequest."""
-    pattern, rule = _RULES[kind]
-    if not pattern.match(value or ""):
-        raise InvalidRequest(field, value, rule)
-    return value
+    """Return `value` if it is a valid IBM Cloud name of `kind`, else raise InvalidRequest."""
+    return check_name(kind, field, value, _RULES)
 
 
 def crn_region(crn: str) -> str:

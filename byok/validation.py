@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -41,9 +42,13 @@ _RULES = {
 }
 
 
-def check_name(kind: str, field: str, value: str) -> str:
-    """Return `value` if it is a valid name of `kind`, else raise InvalidRequest."""
-    pattern, rule = _RULES[kind]
+NameRules = Mapping[str, tuple[re.Pattern[str], str]]
+
+
+def check_name(kind: str, field: str, value: str, rules: NameRules | None = None) -> str:
+    """Return `value` if it is a valid name of `kind` (in `rules`, by default Azure's),
+    else raise InvalidRequest naming the field, the value and the rule."""
+    pattern, rule = (rules or _RULES)[kind]
     if not pattern.match(value or ""):
         raise InvalidRequest(field, value, rule)
     return value

@@ -48,7 +48,7 @@ class RoleDefinition:
         }
 
 
-_ALL_KEY_OPS = frozenset(
+ALL_KEY_OPERATIONS = frozenset(
     {
         "get",
         "list",
@@ -78,13 +78,13 @@ BUILT_IN_ROLES = {
         RoleDefinition(
             "00482a5a-887f-4fb3-b363-3b7fe8e74483",
             "Key Vault Administrator",
-            _ALL_KEY_OPS,
+            ALL_KEY_OPERATIONS,
             "Perform all data plane operations on a key vault.",
         ),
         RoleDefinition(
             "14b46e9e-c2b7-41b4-b07b-48a6ebf60603",
             "Key Vault Crypto Officer",
-            _ALL_KEY_OPS,
+            ALL_KEY_OPERATIONS,
             "Perform any action on the keys of a key vault.",
         ),
         RoleDefinition(

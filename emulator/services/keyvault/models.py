@@ -14,7 +14,7 @@ from typing import Any
 
 from emulator.http import HttpError
 from emulator.services.arm.models import ArmModel, PutContext, TypeHooks, TypeSpec
-from emulator.services.authorization.models import allowed_key_operations
+from emulator.services.authorization.models import ALL_KEY_OPERATIONS, allowed_key_operations
 from emulator.services.entra.models import Principal
 from emulator.services.keyvault import crypto
 
@@ -28,31 +28,8 @@ _VAULT_NAME = re.compile(r"^[a-zA-Z](?!.*--)[a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$")
 RBAC_DEFAULT_SINCE = "2026-02-01"
 # Every emulator client calls from loopback: the address vault firewall rules see.
 LOOPBACK_CLIENT = "127.0.0.1"
-KEY_PERMISSIONS = frozenset(
-    {
-        "all",
-        "get",
-        "list",
-        "create",
-        "import",
-        "update",
-        "delete",
-        "recover",
-        "backup",
-        "restore",
-        "purge",
-        "rotate",
-        "getrotationpolicy",
-        "setrotationpolicy",
-        "encrypt",
-        "decrypt",
-        "wrapkey",
-        "unwrapkey",
-        "sign",
-        "verify",
-        "release",
-    }
-)
+# Access-policy key permissions: every key operation, or "all".
+KEY_PERMISSIONS = ALL_KEY_OPERATIONS | {"all"}
 
 
 @dataclass
