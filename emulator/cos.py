@@ -23,6 +23,7 @@ from moto.moto_server.werkzeug_app import (
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
+from byok.ibm_cos_io import RangedObject
 from emulator.faults import FaultInjector
 
 # IBM location constraints: regional "<region>-<class>", cross-region "<geo>-<class>".
@@ -134,36 +135,4 @@ class CosServer:
     def open(self, bucket: str, key: str) -> io.BufferedReader:
         """A seekable reader of one object (ranged GETs; nothing downloaded up front)."""
         size = self.client.head_object(Bucket=bucket, Key=key)["ContentLength"]
-        return io.BufferedReader(_RangedObject(self.client, bucket, key, size), 256 * 1024)
-
-
-class _RangedObject(io.RawIOBase):
-    def __init__(self, client: Any, bucket: str, key: str, size: int) -> None:
-        self._client, self._bucket, self._key, self._size = client, bucket, key, size
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        end = min(self._size, self._pos + len(view))
-        if end <= self._pos:
-            return 0
-        body = self._client.get_object(
-            Bucket=self._bucket, Key=self._key, Range=f"bytes={self._pos}-{end - 1}"
-        )["Body"].read()
-        view[: len(body)] = body
-        self._pos += len(body)
-        return len(body)
+        return io.BufferedReader(RangedObject(self.client, bucket, key, size), 256 * 1024)
