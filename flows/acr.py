@@ -31,6 +31,7 @@ from tasks.acr import (
     probe_registry_data,
     read_registry,
     remove_user_identity,
+    require_encrypted_registry,
     rotate_registry_key,
     show_encryption_status,
     verify_registry_key,
@@ -279,10 +280,7 @@ def validate_rotation(
 ) -> tuple[EncryptionStatus, str]:
     """The registry is encrypted; the identity resolves to a client id (or `system`)."""
     clients = AzureClients(credentials, request.subscription_id)
-    registry = read_registry(clients, request.resource_group, request.registry_name)
-    if registry is None:
-        raise InvalidRequest("registry_name", request.registry_name, "no such registry")
-    check_existing_registry(registry)
+    registry = require_encrypted_registry(clients, request.resource_group, request.registry_name)
     status = encryption_status(registry)
     if request.new_key_name:
         check_name("key", "new_key_name", request.new_key_name)
@@ -353,10 +351,7 @@ def revoke_and_restore_registry_key(request: RevokeRestoreRequest) -> RevokeRest
     credentials = _credentials(request)
     sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
     clients = AzureClients(credentials, sub)
-    registry = read_registry(clients, rg, name)
-    if registry is None:
-        raise InvalidRequest("registry_name", name, "no such registry")
-    check_existing_registry(registry)
+    registry = require_encrypted_registry(clients, rg, name)
     _, principal = encryption_identity(registry)
     vault = vault_for_key(clients, str(encryption_status(registry).versioned_key_identifier))
     revoke_key_access(credentials, sub, vault, principal)
@@ -431,10 +426,7 @@ def registry_key_vault_firewall(request: FirewallRequest) -> EncryptionStatus:
     sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
     timeout = _seconds(request)
     clients = AzureClients(credentials, sub)
-    registry = read_registry(clients, rg, name)
-    if registry is None:
-        raise InvalidRequest("registry_name", name, "no such registry")
-    check_existing_registry(registry)
+    registry = require_encrypted_registry(clients, rg, name)
     check_name("key", "key_name", request.key_name)
     found = read_vault(clients, request.vault_resource_group or rg, request.vault_name)
     if found is None:
@@ -477,10 +469,7 @@ def switch_registry_encryption_identity(request: SwitchIdentityRequest) -> Encry
     sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
     timeout = _seconds(request)
     clients = AzureClients(credentials, sub)
-    registry = read_registry(clients, rg, name)
-    if registry is None:
-        raise InvalidRequest("registry_name", name, "no such registry")
-    check_existing_registry(registry)
+    registry = require_encrypted_registry(clients, rg, name)
     check_name("identity", "new_identity_name", request.new_identity_name)
     status = encryption_status(registry)
     vault = vault_for_key(clients, str(status.versioned_key_identifier))

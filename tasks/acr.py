@@ -137,6 +137,17 @@ def registry_info(registry: Registry) -> RegistryInfo:
     )
 
 
+def require_encrypted_registry(clients: AzureClients, resource_group: str, name: str) -> Registry:
+    """The registry, which must exist and be encrypted with a customer-managed key."""
+    registry = read_registry(clients, resource_group, name)
+    if registry is None:
+        raise InvalidRequest(
+            "registry_name", name, f"no such registry in resource group {resource_group}"
+        )
+    check_existing_registry(registry)
+    return registry
+
+
 def check_existing_registry(registry: Registry, key_id: str | None = None) -> None:
     """Encryption can only be set at creation: an existing registry must already be a
     Premium registry encrypted with the requested key (any key when `key_id` is None)."""
