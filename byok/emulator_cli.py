@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from byok.az_env import az_env_lines
+from emulator.faults import FAULT_KINDS
 
 DEFAULT_STATE_DIR = Path(os.environ.get("BYOK_EMULATOR_DIR", Path.home() / ".byok" / "emulator"))
 ENDPOINTS_FILE = "endpoints.json"
@@ -67,12 +68,12 @@ def register(subparsers: Any) -> None:
         dest="fault_command", required=True
     )
     add = fault.add_parser("add", help="add a fault rule")
-    add.add_argument(
-        "kind", choices=["status", "latency", "reset", "lro-failed", "lro-slow", "delayed-effect"]
-    )
+    add.add_argument("kind", choices=FAULT_KINDS)
     add.add_argument("--method", help="HTTP method to match (default any)")
     add.add_argument("--path", default=".*", help="regex searched in the request path")
-    add.add_argument("--status", type=int, default=503, help="status to answer (kind status)")
+    add.add_argument(
+        "--status", type=int, default=503, help="status to answer (status, status-after)"
+    )
     add.add_argument("--retry-after", type=float, help="Retry-After seconds (kind status)")
     add.add_argument(
         "--seconds", type=float, default=0.0, help="latency, LRO duration or effect delay"

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
 
+from byok.errors import InvalidRequest
 
-class InvalidRequest(ValueError):
-    """A request broke a rule; nothing was written."""
-
-    def __init__(self, field: str, value: Any, rule: str) -> None:
-        super().__init__(f"{field} = {value!r}: {rule}")
-        self.field, self.value, self.rule = field, value, rule
+__all__ = ["InvalidRequest"]
 
 
 _RULES = {

@@ -8,7 +8,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-FaultKind = Literal["status", "latency", "reset", "lro-failed", "lro-slow", "delayed-effect"]
+FaultKind = Literal[
+    "status",
+    "latency",
+    "reset",
+    "reset-after",
+    "status-after",
+    "lro-failed",
+    "lro-slow",
+    "delayed-effect",
+]
 FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
 
 
@@ -19,6 +28,10 @@ class Fault:
     - ``status``: answer `status` (429 with `retry_after`, 500, 503…) instead of serving;
     - ``latency``: wait `seconds` before serving;
     - ``reset``: drop the connection (TCP reset) without an answer;
+    - ``reset-after``: serve the request (the write happens), then drop the connection: the
+      answer is lost;
+    - ``status-after``: serve the request, then answer `status` (a 504 from a gateway after
+      the write happened) instead of the real answer;
     - ``lro-failed``: a long-running operation started by a matching request ends Failed;
     - ``lro-slow``: a matching long-running operation takes `polls` polls and `seconds` seconds;
     - ``delayed-effect``: the named `effect` (e.g. ``access-grant``) takes `seconds` to apply.

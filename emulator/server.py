@@ -228,6 +228,7 @@ class Emulator:
             response = None
         else:
             response = self._faulted(request, state) or self._route(state.router, request, ports)
+            response = self._lost(request, state, response)
         self.requests.append(
             LoggedRequest(
                 time.time(),
@@ -240,13 +241,23 @@ class Emulator:
         )
         return response
 
+    @classmethod
+    def _lost(cls, request: Request, state: EmulatorState, served: Response) -> Response | None:
+        """After serving: the answer dropped (`reset-after`) or replaced (`status-after`)."""
+        if state.faults.take("reset-after", request.method, request.path):
+            return None
+        fault = state.faults.take("status-after", request.method, request.path)
+        return served if fault is None else cls._fault_response(fault)
+
     def _faulted(self, request: Request, state: EmulatorState) -> Response | None:
         latency = state.faults.take("latency", request.method, request.path)
         if latency:
             time.sleep(latency.seconds)
         fault = state.faults.take("status", request.method, request.path)
-        if fault is None:
-            return None
+        return None if fault is None else self._fault_response(fault)
+
+    @staticmethod
+    def _fault_response(fault: Fault) -> Response:
         headers = {}
         if fault.retry_after is not None:
             headers["Retry-After"] = f"{fault.retry_after:g}"

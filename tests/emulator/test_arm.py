@@ -6,7 +6,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceResponseError,
+)
 from azure.mgmt.compute.models import (
     DiskEncryptionSet,
     EncryptionSetIdentity,
@@ -16,6 +20,7 @@ from azure.mgmt.compute.models import (
 from clients.azure import AzureClients
 from emulator.faults import Fault
 from emulator.server import Emulator
+from tests.conftest import emulator_credentials
 from tests.helpers import arm_request, vault_parameters, vault_with_key
 
 
@@ -141,6 +146,21 @@ def test_connection_reset_is_retried(azure: AzureClients, emulator: Emulator, gr
     emulator.faults.add(Fault("reset", method="GET", path="resourceGroups/rg$"))
     assert azure.resources().resource_groups.get(group).name == group
     assert [r.status for r in emulator.requests.find("GET", "resourceGroups/rg$")] == [0, 200]
+
+
+def test_lost_answers_happen_after_the_write(emulator: Emulator) -> None:
+    once = AzureClients(emulator_credentials(emulator, retry_total=0)).resources()
+    emulator.faults.add(Fault("reset-after", method="PUT", path="resourceGroups/lost1$"))
+    emulator.faults.add(
+        Fault("status-after", method="PUT", path="resourceGroups/lost2$", status=504)
+    )
+    with pytest.raises(ServiceResponseError):
+        once.resource_groups.create_or_update("lost1", {"location": "westeurope"})
+    with pytest.raises(HttpResponseError) as info:
+        once.resource_groups.create_or_update("lost2", {"location": "westeurope"})
+    assert info.value.status_code == 504
+    # Neither answer arrived, yet both groups were made.
+    assert {g.name for g in once.resource_groups.list()} >= {"lost1", "lost2"}
 
 
 def test_paging_follows_next_link(azure: AzureClients, emulator: Emulator) -> None:

@@ -1,0 +1,58 @@
+"""One run per target resource at a time: a Prefect global concurrency limit of one slot,
+named after the resource id, held by a flow from before its first write to its end.
+
+A second run of the same request either waits for the first (`wait=True`) or fails at once
+naming the resource. The slot is a lease: a run that dies without releasing it frees it when
+the lease expires (Prefect renews it while the run lives), so a crash never leaves a stuck
+lock."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists
+
+from byok.errors import ConcurrentRun
+
+WAIT_SECONDS = 3600.0  # how long a waiting run waits at most
+FAIL_FAST_SECONDS = 2.0  # how long a fail-fast run tries before giving up
+LEASE_SECONDS = 300.0  # a dead holder's slot comes free after this
+
+
+def lock_name(resource_id: str) -> str:
+    """The limit's name: Prefect names refuse '/', so a digest of the lower-cased id (Azure
+    ids are case-insensitive) with a readable tail."""
+    digest = hashlib.sha256(resource_id.lower().encode()).hexdigest()[:24]
+    tail = resource_id.rstrip("/").rsplit("/", 1)[-1][:40].lower()
+    return f"byok-run-{tail}-{digest}"
+
+
+def _ensure_limit(name: str) -> None:
+    with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name=name, limit=1, active=True)
+        )
+
+
+@contextmanager
+def resource_lock(resource_id: str, *, wait: bool) -> Iterator[None]:
+    """Hold the resource's slot for the block; raise `ConcurrentRun` when another run holds
+    it and `wait` is False (or it is still held after `WAIT_SECONDS`)."""
+    name = lock_name(resource_id)
+    _ensure_limit(name)
+    timeout = WAIT_SECONDS if wait else FAIL_FAST_SECONDS
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(
+                concurrency(
+                    name, timeout_seconds=timeout, lease_duration=LEASE_SECONDS, strict=True
+                )
+            )
+        except TimeoutError as exc:
+            raise ConcurrentRun(resource_id) from exc
+        yield
