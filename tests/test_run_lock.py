@@ -30,9 +30,9 @@ def test_second_holder_fails_fast_then_waits(prefect_harness: None) -> None:
     thread = threading.Thread(target=first)
     thread.start()
     assert held.wait(30)
-    with pytest.raises(ConcurrentRun, match="another run is working on this resource"):
-        with resource_lock(RESOURCE, wait=False):
-            pytest.fail("two holders at once")
+    busy = pytest.raises(ConcurrentRun, match="another run is working on this resource")
+    with busy, resource_lock(RESOURCE, wait=False):
+        pytest.fail("two holders at once")
     threading.Timer(0.5, release.set).start()
     started = time.monotonic()
     with resource_lock(RESOURCE, wait=True):
