@@ -1,2 +1,4 @@
-"""The local cloud emulator: Entra ID, ARM and Key Vault (IBM Cloud to come), served over
-HTTPS on loopback."""
+"""The local cloud emulator: Entra ID, Azure Resource Manager (Compute, AKS, registries,
+identities, authorization, deployments), Key Vault, and IBM Cloud (IAM, Key Protect,
+SoftLayer, Cloud Object Storage), served over HTTPS on loopback. It imports nothing of the
+project's own code, so a bug in the product cannot hide in the fake."""

@@ -1,0 +1,313 @@
+"""Inventory steps: the subscriptions the credentials can read, the resources whose
+encryption matters (Resource Graph, or ARM listing per subscription), the state of every
+key they use, the controls judged, and the report published, written and announced."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import isodate
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.keyvault.keys import KeyVaultKey
+from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from blocks.azure import AzureCredentials
+from byok.azure_errors import error_code
+from byok.inventory import discovery, report
+from byok.inventory.blast import Dependent, blast_radius
+from byok.inventory.controls import Limits, evaluate
+from byok.inventory.models import EvidenceRow, Finding, KeyState, Kind, RotationPolicy, Verdict
+from byok.inventory.oscal import assessment_results, to_oscal_json
+from byok.keyvault_ids import KeyId
+from clients.azure import AzureClients
+from tasks.events import emit_byok_event
+from tasks.retry import STEP_RETRIES
+
+PAGE = 1000  # Resource Graph's largest page
+HISTORY = "history"
+LATEST = "inventory.json"
+
+
+@task(name="Find the subscriptions", **STEP_RETRIES)
+def readable_subscriptions(
+    credentials: AzureCredentials, wanted: list[str]
+) -> tuple[list[str], list[Finding]]:
+    """The subscriptions to inventory (every visible one when `wanted` is empty) and a
+    no-access finding for each wanted one the credentials cannot read."""
+    subscriptions = AzureClients(credentials).subscriptions().subscriptions
+    visible = {str(s.subscription_id).lower() for s in subscriptions.list()}
+    if not wanted:
+        return sorted(visible), []
+    hidden = [
+        Finding(
+            resource_id=f"/subscriptions/{sub}",
+            kind=Kind.SUBSCRIPTION,
+            scope=sub,
+            access=False,
+            note="no such subscription, or these credentials cannot read it",
+        )
+        for sub in wanted
+        if sub not in visible
+    ]
+    return [s for s in wanted if s in visible], hidden
+
+
+@task(name="Discover resources", **STEP_RETRIES)
+def discover_resources(
+    credentials: AzureCredentials, subscriptions: list[str], use_resource_graph: bool
+) -> list[dict[str, Any]]:
+    """Every disk encryption set, disk, VM, image version, registry, cluster and key vault
+    of the subscriptions, in Resource Graph's row shape."""
+    if not subscriptions:
+        return []
+    clients = AzureClients(credentials)
+    if use_resource_graph:
+        try:
+            return _query_graph(clients, subscriptions)
+        except HttpResponseError as exc:
+            if exc.status_code != 403:
+                raise
+            get_run_logger().warning(
+                "Resource Graph refused the query (%s): listing through ARM instead",
+                error_code(exc),
+            )
+    return [row for sub in subscriptions for row in _list_through_arm(credentials, sub)]
+
+
+def _query_graph(clients: AzureClients, subscriptions: list[str]) -> list[dict[str, Any]]:
+    graph = clients.resource_graph()
+    rows: list[dict[str, Any]] = []
+    token = None
+    while True:
+        page = graph.resources(
+            QueryRequest(
+                subscriptions=subscriptions,
+                query=discovery.DISCOVERY_QUERY,
+                options=QueryRequestOptions(top=PAGE, skip_token=token),
+            )
+        )
+        rows.extend(page.data)
+        token = page.skip_token
+        if not token:
+            return rows
+
+
+def _list_through_arm(credentials: AzureCredentials, subscription: str) -> list[dict[str, Any]]:
+    """The same rows from ARM's list operations, one subscription at a time."""
+    clients = AzureClients(credentials, subscription)
+    compute = clients.compute()
+    models: list[Any] = [
+        *compute.disk_encryption_sets.list(),
+        *compute.disks.list(),
+        *compute.virtual_machines.list_all(),
+        *clients.container_registry().registries.list(),
+        *clients.container_service().managed_clusters.list(),
+        *clients.keyvault_management().vaults.list_by_subscription(),
+    ]
+    for gallery in compute.galleries.list():
+        group = str(gallery.id).split("/")[4]
+        for image in compute.gallery_images.list_by_gallery(group, gallery.name):
+            models += compute.gallery_image_versions.list_by_gallery_image(
+                group, gallery.name, image.name
+            )
+    rows = []
+    for model in models:
+        row = model.serialize(keep_readonly=True)
+        row["subscriptionId"] = subscription
+        rows.append(row)
+    return rows
+
+
+@task(name="Read the keys", **STEP_RETRIES)
+def read_key_states(
+    credentials: AzureCredentials, rows: list[dict[str, Any]]
+) -> dict[str, KeyState]:
+    """The state of every key the resources use (attributes, rotation policy, its vault's
+    protection), read once per key; a key the credentials cannot read is left out (its
+    resources are judged with what the resource itself says)."""
+    clients = AzureClients(credentials)
+    vaults = discovery.vaults_by_uri(rows)
+    states: dict[str, KeyState] = {}
+    for url in sorted(discovery.key_urls(rows)):
+        key_id = KeyId.parse(url)
+        vault = discovery.vault_for(url, vaults)
+        keys = clients.keys(key_id.vault_url)
+        try:
+            key = keys.get_key(key_id.name, key_id.version)
+            policy = _rotation_policy(keys, key_id.name)
+        except HttpResponseError as exc:
+            get_run_logger().warning("Key %s not readable: %s", url, error_code(exc))
+            continue
+        props = (vault or {}).get("properties") or {}
+        states[url] = _key_state(url, key, policy, vault, props)
+    return states
+
+
+def _rotation_policy(keys: Any, name: str) -> RotationPolicy | None:
+    try:
+        policy = keys.get_key_rotation_policy(name)
+    except ResourceNotFoundError:
+        return None
+    found = RotationPolicy(expires_after_days=_days(policy.expires_in))
+    for action in policy.lifetime_actions or []:
+        kind = str(action.action).lower()
+        if kind == "rotate":
+            found.rotate_after_days = _days(action.time_after_create)
+            found.rotate_before_expiry_days = _days(action.time_before_expiry)
+        elif kind == "notify":
+            found.notify_before_expiry_days = _days(action.time_before_expiry)
+    return found
+
+
+def _days(duration: str | None) -> int | None:
+    """Days of an ISO 8601 duration as Key Vault writes them (P90D, P1Y, P3M, P2Y6M)."""
+    if not duration:
+        return None
+    value = isodate.parse_duration(duration)
+    if isinstance(value, isodate.Duration):
+        return int(value.years) * 365 + int(value.months) * 30 + value.days
+    return value.days
+
+
+def _key_state(
+    url: str, key: KeyVaultKey, policy: RotationPolicy | None, vault: Any, props: dict
+) -> KeyState:
+    return KeyState(
+        key_id=url,
+        version=key.properties.version,
+        created=key.properties.created_on,
+        enabled=key.properties.enabled,
+        expires=key.properties.expires_on,
+        rotation_policy=policy,
+        store_id=(vault or {}).get("id"),
+        store_soft_delete=props.get("enableSoftDelete", True) if vault else None,
+        store_purge_protection=bool(props.get("enablePurgeProtection")) if vault else None,
+    )
+
+
+@task(name="Judge the controls")
+def judge_controls(
+    rows: list[dict[str, Any]],
+    keys: dict[str, KeyState],
+    unreadable: list[Finding],
+    max_key_age_days: int,
+    min_days_before_expiry: int,
+) -> list[EvidenceRow]:
+    """One evidence row per resource part and control."""
+    sets = discovery.set_ids(rows)
+    findings = [f for row in rows for f in discovery.findings(row, sets, keys.get)]
+    limits = Limits(
+        now=datetime.now(UTC),
+        max_key_age_days=max_key_age_days,
+        min_days_before_expiry=min_days_before_expiry,
+    )
+    return report.ordered(evaluate([*unreadable, *findings], limits))
+
+
+@task(name="Publish the report")
+def publish_report(evidence: list[EvidenceRow], changes: list[report.Change]) -> None:
+    """A table artifact of every row and a markdown summary (non-compliant first)."""
+    create_table_artifact(
+        key="customer-key-inventory",
+        table=[
+            {
+                "resource": r.resource_id,
+                "part": r.part,
+                "control": r.control,
+                "verdict": r.verdict.value,
+                "rule": r.rule,
+                "key": r.key_id or "",
+                "key age (days)": "" if r.key_age_days is None else r.key_age_days,
+            }
+            for r in evidence
+        ],
+        description="Customer-managed keys: one row per resource part and control.",
+    )
+    summary = report.markdown(evidence)
+    if changes:
+        summary += "\n## Changes since the last run\n\n" + "\n".join(
+            f"- `{c.resource_id}` {c.part}: {c.what}" for c in changes
+        )
+    create_markdown_artifact(key="customer-key-inventory-summary", markdown=summary)
+
+
+@task(name="Write the report files")
+def write_report_files(
+    evidence: list[EvidenceRow], report_dir: str | None, started: datetime
+) -> tuple[list[str], list[report.Change]]:
+    """CSV, JSON and OSCAL in `report_dir`, and this run's rows kept in its history; the
+    changes since the previous run's rows."""
+    if report_dir is None:
+        return [], []
+    folder = Path(report_dir).expanduser()
+    history = folder / HISTORY
+    history.mkdir(exist_ok=True)
+    latest = folder / LATEST
+    previous = report.from_json(latest.read_text()) if latest.exists() else []
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    document = assessment_results(
+        evidence, title="Customer-managed key inventory", start=started, end=datetime.now(UTC)
+    )
+    files = {
+        folder / "inventory.csv": report.to_csv(evidence),
+        latest: report.to_json(evidence),
+        folder / "inventory-oscal.json": to_oscal_json(document),
+        history / f"{stamp}.json": report.to_json(evidence),
+    }
+    for path, text in files.items():
+        path.write_text(text)
+    return [str(p) for p in files], report.changes(previous, evidence)
+
+
+@task(name="Announce what needs action")
+def emit_inventory_events(evidence: list[EvidenceRow]) -> int:
+    """`byok.key.too-old`, `byok.key.near-expiry` and `byok.resource.not-customer-key`
+    events for an automation to act on; returns how many were emitted."""
+    names = {
+        "key-age": ("key.too-old", "key"),
+        "key-expiry": ("key.near-expiry", "key"),
+        "customer-key": ("resource.not-customer-key", "resource"),
+    }
+    sent = set()
+    for row in evidence:
+        if row.verdict != Verdict.NON_COMPLIANT or row.control not in names:
+            continue
+        if row.control == "key-expiry" and row.key_expires is None:
+            continue  # no expiry date at all: a report item, not an imminent event
+        name, about = names[row.control]
+        subject = row.key_id if about == "key" and row.key_id else row.resource_id
+        if (name, subject) in sent:
+            continue
+        sent.add((name, subject))
+        emit_byok_event(
+            name,
+            subject,
+            row.kind.value if about == "resource" else "key",
+            related={"resource": row.resource_id},
+            payload={"rule": row.rule, "part": row.part, "subscription": row.scope},
+        )
+    return len(sent)
+
+
+@task(name="Find the key's dependents")
+def find_dependents(key_id: str, rows: list[dict[str, Any]]) -> list[Dependent]:
+    """Everything the key protects, with the path to it, also as a table artifact."""
+    dependents = blast_radius(key_id, rows)
+    create_table_artifact(
+        key="key-blast-radius",
+        table=[
+            {
+                "resource": d.resource_id,
+                "kind": d.kind.value,
+                "part": d.part,
+                "path": " -> ".join(d.path),
+            }
+            for d in dependents
+        ],
+        description=f"What {key_id} protects ({len(dependents)} dependents).",
+    )
+    return dependents
