@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import io
 import json
+import logging
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, BinaryIO, TextIO
 
 from byok.vhd.decrypt import VhdVerifyError, decrypt_vhd, verify_vhd
@@ -20,6 +25,51 @@ from byok.vhd.keys import VhdKeyError, keyhash, load_key
 
 EXIT_ERROR = 2
 _EXPECTED = (VhdFormatError, VhdKeyError, VhdOutputError, VhdVerifyError, OSError)
+_TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+
+
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwind (removing partial outputs) and exit 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    for sig in _TERMINATING:  # one unwinding is enough: later signals must not interrupt it
+        signal.signal(sig, signal.SIG_IGN)
+    raise _Terminated(signum)
+
+
+@contextmanager
+def _terminate_by_unwinding() -> Iterator[None]:
+    """While a command runs, SIGTERM/SIGHUP (`timeout`, a closed terminal) raise `_Terminated`
+    so that every `finally` runs, as SIGINT does with KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _terminate) for sig in _TERMINATING}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def _notes_on_stderr(command: str) -> Iterator[None]:
+    """Warnings of the VHD code (e.g. a footer fallback) as `byok vhd CMD: note: ...` lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"byok vhd {command}: note: %(message)s"))
+    logger = logging.getLogger("byok.vhd")
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 class ProgressBar:
@@ -65,6 +115,8 @@ def _with_progress(label: str, run: Callable[[ProgressBar], Any]) -> Any:
 class _ForwardOnly(io.RawIOBase):
     """Standard output seen as a forward-only stream (when absolute seeks would be wrong)."""
 
+    name = "standard output"
+
     def __init__(self, handle: BinaryIO) -> None:
         super().__init__()
         self._handle = handle
@@ -75,6 +127,9 @@ class _ForwardOnly(io.RawIOBase):
     def write(self, data: Any) -> int:
         return self._handle.write(data)
 
+    def fileno(self) -> int:
+        return self._handle.fileno()
+
     def flush(self) -> None:
         self._handle.flush()
 
@@ -83,7 +138,9 @@ def _streams(args: argparse.Namespace, src: str, dst: str) -> tuple[Any, Any]:
     """`src`/`dst` as given, with '-' replaced by standard input/output."""
     if src == "-" and args.key_file == "-":
         raise VhdKeyError("the key and the source cannot both come from standard input")
-    source = sys.stdin.buffer if src == "-" else src
+    source: Any = src
+    if src == "-":  # unbuffered: a buffered stdin blocked in a reader thread aborts the exit
+        source = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
     if dst != "-":
         return source, dst
     out = sys.stdout.buffer
@@ -105,7 +162,8 @@ def _cmd_encrypt(args: argparse.Namespace) -> int:
     src, dst = _streams(args, args.src, args.dst)
     key = load_key(args.key_file)
     result = _with_progress(
-        "encrypt", lambda bar: encrypt_vhd(src, dst, key, bar, spool_dir=args.spool_dir)
+        "encrypt",
+        lambda bar: encrypt_vhd(src, dst, key, bar, spool_dir=args.spool_dir, force=args.force),
     )
     if args.dst == "-":
         sys.stdout.buffer.flush()
@@ -168,21 +226,41 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        command = args.vhd_command
         try:
-            return func(args)
+            with _terminate_by_unwinding(), _notes_on_stderr(command):
+                return func(args)
         except _EXPECTED as exc:
             message = (
                 str(exc)
                 if not isinstance(exc, OSError) or not exc.filename
                 else (f"{exc.filename}: {exc.strerror}")
             )
-            print(f"byok vhd {args.vhd_command}: error: {message}", file=sys.stderr)
-            return EXIT_ERROR
+            code = EXIT_ERROR
+            print(f"byok vhd {command}: error: {message}", file=sys.stderr)
+            if isinstance(exc.__cause__ or exc, BrokenPipeError):
+                _silence_stdout()
         except KeyboardInterrupt:
-            print(f"byok vhd {args.vhd_command}: interrupted", file=sys.stderr)
-            return 130
+            code = 128 + signal.SIGINT
+            print(f"byok vhd {command}: interrupted", file=sys.stderr)
+        except _Terminated as exc:
+            code = 128 + exc.signum
+            print(f"byok vhd {command}: {signal.Signals(exc.signum).name}: stopped, partial "
+                  f"output removed", file=sys.stderr)  # fmt: skip
+        return code
 
     return run
+
+
+def _silence_stdout() -> None:
+    """After standard output broke, let nothing more reach it (Python would fail again
+    flushing it at exit)."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def register(subparsers: Any) -> None:
@@ -201,6 +279,10 @@ def register(subparsers: Any) -> None:
     )
     enc.add_argument("--key-file", required=True, help=key_help)
     enc.add_argument("--spool-dir", help="temporary directory when the output is a stream")
+    enc.add_argument(
+        "--force", action="store_true",
+        help="encrypt SRC even if it already carries a keyhash (a second encryption)",
+    )  # fmt: skip
     enc.set_defaults(func=_guarded(_cmd_encrypt))
 
     ver = commands.add_parser("verify", help="check ENC's keyhash and that it decrypts to SRC")

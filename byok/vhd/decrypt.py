@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,11 +11,12 @@ from typing import BinaryIO
 
 import numpy as np
 
-from byok.vhd.encrypt import EncryptResult, Output, atomic_output, convert_reader
+from byok.vhd.encrypt import EncryptResult, Output, atomic_output, convert_reader, output_name
 from byok.vhd.format import BLOCK_SIZE, SECTORS_PER_BLOCK, VhdFormatError
 from byok.vhd.keys import VhdKeyError, keyhash, validate_key
-from byok.vhd.pipeline import Progress, run_blocks
-from byok.vhd.reader import Source, VhdReader, is_seekable
+from byok.vhd.pipeline import Progress, Transform, run_blocks
+from byok.vhd.reader import Block, Holes, Source, VhdReader, is_seekable
+from byok.vhd.writer import output_errors
 from byok.vhd.xts import SectorXts
 
 
@@ -43,6 +45,19 @@ def check_keyhash(reader: VhdReader, key: bytes) -> None:
         raise VhdKeyError("wrong key: its hash does not match the keyhash stored in the VHD")
 
 
+def decryptor(key: bytes) -> Transform:
+    """Decrypt a block in place; the sectors it does not store stay zero (they hold no
+    ciphertext: decrypting them would turn zeros into garbage). One per thread."""
+    xts = SectorXts(key)
+
+    def decrypt(index: int, buf: memoryview, holes: Holes | None) -> None:
+        xts.decrypt(buf, index * SECTORS_PER_BLOCK, buf)
+        if holes is not None:
+            np.frombuffer(buf, dtype=np.uint8).reshape(SECTORS_PER_BLOCK, -1)[holes] = 0
+
+    return decrypt
+
+
 def decrypt_vhd(
     enc: Source,
     out: Output,
@@ -65,52 +80,49 @@ def decrypt_vhd(
         check_keyhash(reader, key)
         if raw:
             return _decrypt_raw(reader, out, key, progress, overwrite)
-        xts = SectorXts(key)
-
-        def decrypt(index: int, buf: memoryview) -> None:
-            xts.decrypt(buf, index * SECTORS_PER_BLOCK, buf)
-
-        return convert_reader(reader, out, decrypt, None, progress, overwrite=overwrite,
-                              spool_dir=spool_dir, keep_zero=True)  # fmt: skip
+        return convert_reader(
+            reader, out, lambda: decryptor(key), None, progress, overwrite=overwrite,
+            spool_dir=spool_dir, keep_zero=True,
+        )  # fmt: skip
 
 
 def _decrypt_raw(
     reader: VhdReader, out: Output, key: bytes, progress: Progress | None, overwrite: bool
 ) -> EncryptResult:
-    xts = SectorXts(key)
     size = reader.virtual_size or 0
 
-    def decrypt(index: int, buf: memoryview) -> None:
-        xts.decrypt(buf, index * SECTORS_PER_BLOCK, buf)
-
-    def write_to(handle: BinaryIO) -> int:
+    def write_to(handle: BinaryIO, name: str) -> int:
         seekable = is_seekable(handle)
         position = 0
 
         def write(index: int, buf: memoryview) -> None:
             nonlocal position
             start = index * BLOCK_SIZE
-            if seekable:
-                handle.seek(start)
-            elif start < position:
+            if not seekable and start < position:
                 raise VhdFormatError(f"block {index} is out of order for a forward-only output")
-            else:
-                _write_zeros(handle, start - position)
-            handle.write(buf[: max(0, min(BLOCK_SIZE, size - start))])
+            with output_errors(name):
+                if seekable:
+                    handle.seek(start)
+                else:
+                    _write_zeros(handle, start - position)
+                handle.write(buf[: max(0, min(BLOCK_SIZE, size - start))])
             position = start + BLOCK_SIZE
 
-        written = run_blocks(reader, decrypt, write, skip_zero=False, progress=progress)
-        if seekable:
-            handle.truncate(size)
-        else:
+        written = run_blocks(
+            reader, lambda: decryptor(key), write, skip_zero=False, progress=progress
+        )
+        with output_errors(name):
+            if seekable:
+                handle.truncate(size)
+                position = handle.seek(0, io.SEEK_END)  # truncate() may not extend (BytesIO)
             _write_zeros(handle, size - min(position, size))
         return written
 
     if isinstance(out, (str, os.PathLike)):
         with atomic_output(out, overwrite) as handle:
-            written = write_to(handle)
+            written = write_to(handle, os.fspath(out))
     else:
-        written = write_to(out)
+        written = write_to(out, output_name(out))
     blocks = reader.block_count or 0
     return EncryptResult(size, blocks * BLOCK_SIZE, blocks, written, None)
 
@@ -128,7 +140,7 @@ def verify_vhd(src: Source, enc: Source, key: bytes) -> VerifyResult:
     Raises `VhdVerifyError` naming the first differing virtual offset.
     """
     key = validate_key(key)
-    xts = SectorXts(key)
+    decrypt = decryptor(key)
     with VhdReader(src) as source, VhdReader(enc) as encrypted:
         if encrypted.block_map is None:
             raise VhdFormatError("offset 0: expected an encrypted (dynamic) VHD, found a fixed one")
@@ -141,17 +153,15 @@ def verify_vhd(src: Source, enc: Source, key: bytes) -> VerifyResult:
         while enc_item is not None or src_item is not None:
             if src_item is None or (enc_item is not None and enc_item[0] < src_item[0]):
                 assert enc_item is not None
-                index, data = enc_item
-                plain = xts.decrypt(data, index * SECTORS_PER_BLOCK, data)
-                _same(index, plain, None)
+                decrypt(*enc_item)
+                _same(enc_item[0], enc_item[1], None)
                 enc_item = next(theirs, None)
             elif enc_item is None or src_item[0] < enc_item[0]:
                 _same(src_item[0], src_item[1], None)
                 src_item = next(mine, None)
             else:
-                index, data = enc_item
-                plain = xts.decrypt(data, index * SECTORS_PER_BLOCK, data)
-                _same(index, plain, src_item[1])
+                decrypt(*enc_item)
+                _same(enc_item[0], enc_item[1], src_item[1])
                 enc_item, src_item = next(theirs, None), next(mine, None)
             compared += 1
         src_size = source.virtual_size or 0
@@ -164,15 +174,13 @@ def verify_vhd(src: Source, enc: Source, key: bytes) -> VerifyResult:
         return VerifyResult(src_size, expected, compared)
 
 
-def _ascending(
-    items: Iterator[tuple[int, memoryview]], what: str
-) -> Iterator[tuple[int, memoryview]]:
+def _ascending(items: Iterator[Block], what: str) -> Iterator[Block]:
     last = -1
-    for index, data in items:
-        if index <= last:
+    for block in items:
+        if block[0] <= last:
             raise VhdVerifyError(f"{what}: blocks are not in ascending order; use a seekable file")
-        last = index
-        yield index, data
+        last = block[0]
+        yield block
 
 
 def _same(index: int, got: memoryview, want: memoryview | None) -> None:

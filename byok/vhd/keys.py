@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import sys
 from typing import BinaryIO
 
@@ -33,17 +34,35 @@ def validate_key(key: bytes) -> bytes:
 
 
 def load_key(source: str | os.PathLike[str] | BinaryIO) -> bytes:
-    """Read and validate a raw key from a path, '-' (standard input) or a binary file object."""
-    if isinstance(source, (str, os.PathLike)):
-        if os.fspath(source) == "-":
-            return validate_key(sys.stdin.buffer.read(129))
-        try:
-            with open(source, "rb") as handle:
-                return validate_key(handle.read(129))
-        except OSError as exc:
-            name = os.fspath(source)
-            raise VhdKeyError(f"cannot read key file {name!r}: {exc.strerror}") from None
-    return validate_key(source.read(129))
+    """Read and validate a raw key from a path, '-' (standard input) or a binary file object.
+
+    Errors name the file (never the key) and its real size.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return _checked(source.read(_READ), getattr(source, "name", "the key file"), None)
+    if os.fspath(source) == "-":
+        return _checked(sys.stdin.buffer.read(_READ), "standard input", None)
+    name = os.fspath(source)
+    try:
+        with open(source, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            size = info.st_size if stat.S_ISREG(info.st_mode) else None
+            return _checked(handle.read(_READ), f"key file {name}", size)
+    except OSError as exc:
+        raise VhdKeyError(f"cannot read key file {name!r}: {exc.strerror}") from None
+
+
+_READ = max(KEY_SIZES) * 2 + 1  # enough to tell a key from a longer file without reading it all
+
+
+def _checked(data: bytes, name: str, size: int | None) -> bytes:
+    if len(data) == _READ:
+        held = f"{size} bytes" if size is not None else f"more than {_READ - 1} bytes"
+        raise VhdKeyError(f"{name} holds {held}; expected exactly 32 or 64 raw bytes")
+    try:
+        return validate_key(data)
+    except VhdKeyError as exc:
+        raise VhdKeyError(f"{name}: {exc}") from None
 
 
 def keyhash(key: bytes, nonce: bytes = bytes(KEYHASH_NONCE_SIZE)) -> bytes:

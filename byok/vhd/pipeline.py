@@ -1,12 +1,21 @@
-"""Overlapping read → transform → write over 2 MiB blocks with a fixed pool of buffers.
+"""Parallel read → transform → ordered write over 2 MiB blocks with a fixed pool of buffers.
 
-A reader thread fills buffers (and spots all-zero blocks), the calling thread transforms them
-in place (AES-XTS: OpenSSL and numpy release the GIL), a writer thread writes them and hands
-the buffers back. Memory stays at `depth` x 2 MiB whatever the image size.
+A reader thread fills buffers (and spots all-zero blocks); `workers` threads transform them in
+place (AES-XTS in C or OpenSSL, GIL released), each with its own transform; the calling thread
+puts the results back in source order, reports progress and hands them to a writer thread,
+which writes them and returns the buffers to the pool. Memory stays at the pool size
+(`workers + 2 * depth` buffers of 2 MiB) whatever the image size.
+
+On any failure (an exception in a thread, or a signal handler raising in the calling thread)
+the workers and the writer are stopped and joined before the error propagates, so nothing
+writes to the output afterwards (the writer is given `_WRITER_GRACE` seconds: a write to a
+stuck pipe must not hold an interrupted run). The reader is not waited for (it may be blocked
+on a pipe); it stops by itself at its next block.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -15,10 +24,15 @@ from typing import Any
 import numpy as np
 
 from byok.vhd.format import BLOCK_SIZE
-from byok.vhd.reader import VhdReader
+from byok.vhd.reader import Holes, VhdReader
 
 Progress = Callable[[int, int], None]
+Transform = Callable[[int, memoryview, Holes | None], None]
+"""`transform(index, data, holes)` changes a block in place (see `VhdReader.blocks`)."""
+
 _DONE = object()
+_POLL = 0.2  # seconds between checks of the stop flag while blocked on a queue
+_WRITER_GRACE = 10.0  # seconds a failed run waits for a write in progress (a stuck pipe)
 
 
 class _Failure:
@@ -26,103 +40,145 @@ class _Failure:
         self.error = error
 
 
+class _Stopped(Exception):
+    """Raised inside the reader thread once the pipeline has stopped."""
+
+
 def is_zero(buf: memoryview) -> bool:
     """True when the block holds only zero bytes."""
     return not np.frombuffer(buf, dtype=np.uint64).any()
 
 
+def default_workers() -> int:
+    """One transform thread per available core, at most 4."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
 def run_blocks(
     reader: VhdReader,
-    transform: Callable[[int, memoryview], None],
+    new_transform: Callable[[], Transform],
     write: Callable[[int, memoryview], None],
     *,
     skip_zero: bool,
     progress: Progress | None = None,
-    depth: int = 4,
+    workers: int | None = None,
+    depth: int = 3,
 ) -> int:
-    """Stream every data block of `reader` through `transform` into `write`.
+    """Stream every data block of `reader` through a transform into `write`, in source order.
 
+    Each worker thread calls `new_transform()` once (transforms need not be thread-safe).
     All-zero blocks are dropped when `skip_zero`. Returns the number of blocks written.
     """
+    workers = workers or default_workers()
     pool: queue.Queue[memoryview] = queue.Queue()
-    for _ in range(2 * depth + 3):
+    for _ in range(workers + 2 * depth):
         pool.put(memoryview(bytearray(BLOCK_SIZE)))
-    to_transform: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    to_write: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    tasks: queue.Queue[Any] = queue.Queue()
+    done: queue.Queue[Any] = queue.Queue()
+    to_write: queue.Queue[Any] = queue.Queue()
     stop = threading.Event()
-    write_error: list[BaseException] = []
 
     def buffers() -> Iterator[memoryview]:
         while True:
-            yield pool.get()
+            try:
+                yield pool.get(timeout=_POLL)
+            except queue.Empty:
+                if stop.is_set():
+                    raise _Stopped from None
 
     def read_loop() -> None:
+        count = 0
         try:
-            for index, buf in reader.blocks(buffers()):
+            for index, buf, holes in reader.blocks(buffers()):
                 if stop.is_set():
-                    break
+                    return
                 if skip_zero and is_zero(buf):
                     pool.put(buf)
                     continue
-                to_transform.put((index, buf))
-            to_transform.put(_DONE)
+                tasks.put((count, index, buf, holes))
+                count += 1
+            done.put((_DONE, count))
+        except _Stopped:
+            pass
         except BaseException as exc:  # handed to the calling thread
-            to_transform.put(_Failure(exc))
+            done.put(_Failure(exc))
+        finally:
+            for _ in range(workers):
+                tasks.put(_DONE)
+
+    def work_loop() -> None:
+        try:
+            transform = new_transform()
+            while (item := tasks.get()) is not _DONE:
+                if not stop.is_set():
+                    seq, index, buf, holes = item
+                    transform(index, buf, holes)
+                    done.put((seq, index, buf))
+        except BaseException as exc:  # handed to the calling thread
+            done.put(_Failure(exc))
 
     def write_loop() -> None:
-        while True:
-            item = to_write.get()
-            if item is _DONE:
-                return
+        while (item := to_write.get()) is not _DONE:
             index, buf = item
-            if not write_error:
+            if not stop.is_set():
                 try:
                     write(index, buf)
                 except BaseException as exc:  # handed to the calling thread
-                    write_error.append(exc)
+                    done.put(_Failure(exc))
                     stop.set()
             pool.put(buf)
 
-    threads = [threading.Thread(target=read_loop, daemon=True),
-               threading.Thread(target=write_loop, daemon=True)]  # fmt: skip
-    for thread in threads:
+    reader_thread = threading.Thread(target=read_loop, name="vhd-read", daemon=True)
+    others = [threading.Thread(target=work_loop, name=f"vhd-xts-{n}", daemon=True)
+              for n in range(workers)]  # fmt: skip
+    others.append(threading.Thread(target=write_loop, name="vhd-write", daemon=True))
+    reader_thread.start()
+    for thread in others:
         thread.start()
     total = reader.virtual_size or 0
+    pending: dict[int, tuple[int, memoryview]] = {}
     written = 0
-    failure: BaseException | None = None
+    expected: int | None = None
     try:
-        while True:
-            item = to_transform.get()
-            if item is _DONE:
-                break
+        while expected is None or written < expected:
+            item = done.get()
             if isinstance(item, _Failure):
-                failure = item.error
-                break
-            if write_error:
-                pool.put(item[1])
-                break
-            index, buf = item
-            transform(index, buf)
-            to_write.put((index, buf))
-            written += 1
-            if progress is not None:
-                progress(min((index + 1) * BLOCK_SIZE, total or (index + 1) * BLOCK_SIZE), total)
-    except BaseException as exc:
-        failure = exc
-    finally:
-        stop.set()
-        to_write.put(_DONE)
-        threads[1].join()
-        while threads[0].is_alive():  # let a blocked reader finish
-            try:
-                item = to_transform.get(timeout=0.05)
-            except queue.Empty:
+                raise item.error
+            if item[0] is _DONE:
+                expected = item[1]
                 continue
-            if isinstance(item, tuple):
-                pool.put(item[1])
-        threads[0].join()
-    if failure is not None:
-        raise failure
-    if write_error:
-        raise write_error[0]
-    return written
+            seq, index, buf = item
+            pending[seq] = (index, buf)
+            while written in pending:
+                index, buf = pending.pop(written)
+                to_write.put((index, buf))
+                written += 1
+                if progress is not None:
+                    done_bytes = min((index + 1) * BLOCK_SIZE, total or (index + 1) * BLOCK_SIZE)
+                    progress(done_bytes, total)
+        to_write.put(_DONE)
+        others[-1].join()
+        _raise_failure(done)
+        reader_thread.join()
+        return written
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        to_write.put(_DONE)
+        for _ in range(workers):
+            tasks.put(_DONE)
+        for thread in others[:-1]:
+            thread.join()
+        others[-1].join(_WRITER_GRACE)
+
+
+def _raise_failure(done: queue.Queue[Any]) -> None:
+    """Raise the first failure a thread reported after the last block was handed over."""
+    while True:
+        try:
+            item = done.get_nowait()
+        except queue.Empty:
+            return
+        if isinstance(item, _Failure):
+            raise item.error

@@ -1,13 +1,16 @@
 """Reading fixed and dynamic VHDs (paths, seekable files or forward-only streams).
 
 A source is exposed as a sequence of 2 MiB virtual blocks: `VhdReader.blocks()` yields
-`(block_index, data)` for every block that may hold data (fixed: every block; dynamic: every
-block the BAT allocates), with the sector bitmaps applied and the tail zero-padded.
+`(block_index, data, holes)` for every block that may hold data (fixed: every block; dynamic:
+every block the BAT allocates), with the sector bitmaps applied and the tail zero-padded.
+`holes` marks the sectors that are not stored (bitmap bit clear, unallocated, past the end):
+they read as zeros, and a decryptor must leave them zero rather than decrypt them.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ from byok.vhd.format import (
     BLOCK_SIZE,
     MAX_VIRTUAL_SIZE,
     SECTOR,
+    SECTORS_PER_BLOCK,
     TYPE_DIFFERENCING,
     TYPE_DYNAMIC,
     TYPE_FIXED,
@@ -32,6 +36,10 @@ from byok.vhd.format import (
 )
 
 Source = str | os.PathLike[str] | BinaryIO
+Holes = np.ndarray  # one bool per sector, True where the sector is not stored
+Block = tuple[int, memoryview, Holes | None]
+
+log = logging.getLogger("byok.vhd")
 
 
 def is_seekable(handle: BinaryIO) -> bool:
@@ -42,9 +50,20 @@ def is_seekable(handle: BinaryIO) -> bool:
         return False
 
 
+def read_full(handle: BinaryIO, size: int) -> bytes:
+    """Read `size` bytes, fewer only at the end of the data (pipes return short reads)."""
+    data = handle.read(size)
+    while 0 < len(data) < size:
+        more = handle.read(size - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
 def read_exact(handle: BinaryIO, size: int, offset: int, what: str) -> bytes:
     """Read exactly `size` bytes or raise `VhdFormatError` naming `offset` and `what`."""
-    data = handle.read(size)
+    data = read_full(handle, size)
     if len(data) != size:
         raise VhdFormatError(
             f"offset {offset}: expected {what} ({size} bytes), file ends after {len(data)}"
@@ -91,6 +110,7 @@ class VhdReader:
         self.batmap: BatmapHeader | None = None
         self._stream_head = b""
         self.file_size: int | None = None
+        self._data_end: int | None = None  # where block records must end (seekable dynamic)
         try:
             self.footer: Footer | None = self._open()
         except BaseException:
@@ -105,8 +125,19 @@ class VhdReader:
             end = handle.seek(0, io.SEEK_END)
             if end < SECTOR:
                 raise VhdFormatError(f"offset 0: expected a VHD of at least 512 bytes, found {end}")
+            self.file_size = end
             handle.seek(end - SECTOR)
-            footer = Footer.parse(read_exact(handle, SECTOR, end - SECTOR, "footer"), end - SECTOR)
+            trailing = read_exact(handle, SECTOR, end - SECTOR, "footer")
+            handle.seek(0)
+            head = read_exact(handle, SECTOR, 0, "footer copy")
+            try:
+                footer = Footer.parse(trailing, end - SECTOR)
+            except VhdFormatError as error:
+                footer = self._footer_copy(head, error)
+                self._check_type(footer, 0)
+                self._data_end = end
+                self._open_dynamic(footer, SECTOR)
+                return footer
             self._check_type(footer, end - SECTOR)
             if footer.disk_type == TYPE_FIXED:
                 if footer.current_size > end - SECTOR:
@@ -114,20 +145,17 @@ class VhdReader:
                         f"offset {end - SECTOR + 48}: fixed disk claims {footer.current_size} "
                         f"bytes but the file holds only {end - SECTOR} bytes of data"
                     )
-                self.file_size = end
                 return footer
-            handle.seek(0)
-            copy = Footer.parse(read_exact(handle, SECTOR, 0, "footer copy"), 0)
-            if copy != footer:
+            if Footer.parse(head, 0) != footer:
                 raise VhdFormatError(
                     f"offset 0: expected the footer copy to match the footer at {end - SECTOR}"
                 )
-            self.file_size = end
+            self._data_end = end - SECTOR
             self._open_dynamic(footer, SECTOR)
             return footer
         # forward-only stream: the first sector tells dynamic (footer copy) from fixed (data)
         self.file_size = None
-        head = handle.read(SECTOR)
+        head = read_full(handle, SECTOR)
         try:
             footer = Footer.parse(head, 0)
         except VhdFormatError:
@@ -140,6 +168,25 @@ class VhdReader:
         return None  # fixed stream: the footer is the last sector, known at the end
 
     @staticmethod
+    def _footer_copy(head: bytes, error: VhdFormatError) -> Footer:
+        """The footer copy at offset 0 when the trailing footer is unusable, as vhd-util does.
+
+        Only dynamic disks have the copy; without a usable one, `error` stands.
+        """
+        try:
+            copy = Footer.parse(head, 0)
+        except VhdFormatError:
+            raise error from None
+        if copy.disk_type == TYPE_FIXED:
+            raise error
+        log.warning(
+            "the trailing footer is unusable (%s); using the footer copy at offset 0, "
+            "as vhd-util does",
+            error,
+        )
+        return copy
+
+    @staticmethod
     def _check_type(footer: Footer, offset: int) -> None:
         if footer.disk_type == TYPE_DIFFERENCING:
             raise VhdFormatError(
@@ -150,6 +197,11 @@ class VhdReader:
             raise VhdFormatError(
                 f"offset {offset + 48}: virtual size {footer.current_size} exceeds the VHD "
                 f"limit of {MAX_VIRTUAL_SIZE} bytes"
+            )
+        if footer.current_size % SECTOR:
+            raise VhdFormatError(
+                f"offset {offset + 48}: expected a virtual size that is a multiple of 512, "
+                f"found {footer.current_size}"
             )
 
     def _open_dynamic(self, footer: Footer, position: int) -> None:
@@ -177,15 +229,20 @@ class VhdReader:
         self.header = header
         self._position = position
         self._read_batmap(header.table_offset + bat_bytes)
+        metadata_end = max(SECTOR, off + 1024, header.table_offset + bat_bytes)
+        if self.batmap is not None:
+            batmap_end = self.batmap.batmap_offset + self.batmap.batmap_sectors * SECTOR
+            metadata_end = max(metadata_end, batmap_end)
+        _check_bat(self.block_map, header.table_offset, metadata_end, self._data_end)
 
     def _read_batmap(self, offset: int) -> None:
         """Parse a `tdbatmap` header right after the BAT, if there is one."""
         handle = self._handle
         if self.seekable:
             handle.seek(offset)
-            data = handle.read(SECTOR)
+            data = read_full(handle, SECTOR)
         else:
-            data = handle.read(SECTOR)
+            data = read_full(handle, SECTOR)
             self._position += len(data)
             self._stream_head = data
         if data[:8] == b"tdbatmap":
@@ -241,14 +298,13 @@ class VhdReader:
         return [idx for _, idx in used]
 
     # ---- reading -------------------------------------------------------------------
-    def blocks(
-        self, buffers: Iterator[memoryview] | None = None
-    ) -> Iterator[tuple[int, memoryview]]:
-        """Yield `(index, data)` for every 2 MiB block that may hold data.
+    def blocks(self, buffers: Iterator[memoryview] | None = None) -> Iterator[Block]:
+        """Yield `(index, data, holes)` for every 2 MiB block that may hold data.
 
         `data` is exactly 2 MiB; it is taken from `buffers` when given (the caller recycles
-        them), else freshly allocated. Seekable dynamic sources yield ascending indices;
-        streams yield blocks in file order.
+        them), else freshly allocated. `holes` is None when every sector is stored, else one
+        bool per sector, True for the sectors not stored (zeros in `data`). Seekable dynamic
+        sources yield ascending indices; streams yield blocks in file order.
         """
         pool = buffers if buffers is not None else _fresh_buffers()
         if self.block_map is None:
@@ -259,12 +315,13 @@ class VhdReader:
         elif self.seekable:
             for index in self.allocated_blocks() or []:
                 buf = next(pool)
-                self.read_virtual(index * BLOCK_SIZE, buf)
-                yield index, buf
+                holes = np.zeros(SECTORS_PER_BLOCK, dtype=bool)
+                self.read_virtual(index * BLOCK_SIZE, buf, holes)
+                yield index, buf, holes if holes.any() else None
         else:
             yield from self._dynamic_stream(pool)
 
-    def _fixed_seekable(self, pool: Iterator[memoryview]) -> Iterator[tuple[int, memoryview]]:
+    def _fixed_seekable(self, pool: Iterator[memoryview]) -> Iterator[Block]:
         size = self.virtual_size or 0
         self._handle.seek(0)
         for index in range(self.block_count or 0):
@@ -273,11 +330,9 @@ class VhdReader:
             got = read_into(self._handle, buf[:want])
             if got != want:
                 raise VhdFormatError(f"offset {index * BLOCK_SIZE + got}: unexpected end of data")
-            if want < BLOCK_SIZE:
-                buf[want:] = bytes(BLOCK_SIZE - want)
-            yield index, buf
+            yield index, buf, _tail_holes(buf, want)
 
-    def _fixed_stream(self, pool: Iterator[memoryview]) -> Iterator[tuple[int, memoryview]]:
+    def _fixed_stream(self, pool: Iterator[memoryview]) -> Iterator[Block]:
         """Fixed VHD on a stream: data, then the footer as the last 512 bytes.
 
         Each block is followed by a 512-byte look-ahead: a full look-ahead proves the block is
@@ -291,14 +346,9 @@ class VhdReader:
             got = len(carry) + read_into(self._handle, buf[len(carry) :])
             ahead = b""
             if got == BLOCK_SIZE:
-                ahead = self._handle.read(SECTOR)
-                while 0 < len(ahead) < SECTOR:
-                    more = self._handle.read(SECTOR - len(ahead))
-                    if not more:
-                        break
-                    ahead += more
+                ahead = read_full(self._handle, SECTOR)
                 if len(ahead) == SECTOR:
-                    yield index, buf
+                    yield index, buf, None
                     carry = ahead
                     index += 1
                     continue
@@ -321,17 +371,10 @@ class VhdReader:
             self.footer = footer
             self.file_size = data_end + SECTOR
             if data_here > 0:
-                buf[data_here:] = bytes(BLOCK_SIZE - data_here)
-                yield index, buf
+                yield index, buf, _tail_holes(buf, data_here)
             return
 
-    @staticmethod
-    def _zero_beyond(buf: memoryview, start: int, size: int) -> None:
-        keep = max(0, min(BLOCK_SIZE, size - start))
-        if keep < BLOCK_SIZE:
-            buf[keep:] = bytes(BLOCK_SIZE - keep)
-
-    def _dynamic_stream(self, pool: Iterator[memoryview]) -> Iterator[tuple[int, memoryview]]:
+    def _dynamic_stream(self, pool: Iterator[memoryview]) -> Iterator[Block]:
         bmap = self.block_map
         assert bmap is not None
         if bmap.block_size != BLOCK_SIZE:
@@ -346,6 +389,7 @@ class VhdReader:
             carry = self._stream_head
         else:
             carry = b""
+        size = self.virtual_size or 0
         for sector, index in order:
             start = sector * SECTOR
             if start < position:
@@ -376,9 +420,11 @@ class VhdReader:
                     f"offset {start + bmap.bitmap_bytes + got}: file ends inside block {index}"
                 )
             position = start + bmap.bitmap_bytes + BLOCK_SIZE
-            _apply_bitmap(buf, bitmap)
-            self._zero_beyond(buf, index * BLOCK_SIZE, self.virtual_size or 0)
-            yield index, buf
+            holes = _tail_holes(buf, max(0, min(BLOCK_SIZE, size - index * BLOCK_SIZE)))
+            if holes is None:
+                holes = np.zeros(SECTORS_PER_BLOCK, dtype=bool)
+            _apply_bitmap(buf, bitmap, holes)
+            yield index, buf, holes if holes.any() else None
         # drain the rest (the trailing footer), so a producer piping into us is not cut off
         while self._handle.read(1 << 20):
             pass
@@ -388,8 +434,12 @@ class VhdReader:
         """File offset of the dynamic header."""
         return self.footer.data_offset if self.footer else 0
 
-    def read_virtual(self, offset: int, out: memoryview) -> None:
-        """Read virtual bytes [offset, offset+len(out)) of a seekable dynamic disk."""
+    def read_virtual(self, offset: int, out: memoryview, holes: Holes) -> None:
+        """Read virtual bytes [offset, offset+len(out)) of a seekable dynamic disk.
+
+        Sectors not stored read as zeros and are marked True in `holes` (one bool per sector
+        of `out`).
+        """
         bmap = self.block_map
         assert bmap is not None and self.seekable
         size = self.virtual_size or 0
@@ -399,9 +449,11 @@ class VhdReader:
             block, within = divmod(pos, bmap.block_size)
             take = min(len(out) - done, bmap.block_size - within)
             view = out[done : done + take]
+            here = holes[done // SECTOR : (done + take) // SECTOR]
             entry = int(bmap.bat[block]) if block < len(bmap.bat) else UNUSED
             if entry == UNUSED or pos >= size:
                 view[:] = bytes(take)
+                here[:] = True
             else:
                 base = entry * SECTOR
                 self._handle.seek(base)
@@ -413,9 +465,11 @@ class VhdReader:
                         f"offset {base + bmap.bitmap_bytes + within + got}: file ends inside "
                         f"block {block}"
                     )
-                _apply_bitmap(view, bitmap, within // SECTOR)
+                _apply_bitmap(view, bitmap, here, within // SECTOR)
                 if pos + take > size:
-                    view[max(0, size - pos) :] = bytes(pos + take - max(pos, size))
+                    keep = size - pos
+                    view[keep:] = bytes(take - keep)
+                    here[keep // SECTOR :] = True
             done += take
 
     def close(self) -> None:
@@ -430,15 +484,62 @@ class VhdReader:
         self.close()
 
 
-def _apply_bitmap(data: memoryview, bitmap: bytes, first_sector: int = 0) -> None:
-    """Zero the sectors of `data` whose bitmap bit is clear (bit 7 of byte 0 = sector 0)."""
+def _check_bat(bmap: BlockMap, bat_offset: int, metadata_end: int, data_end: int | None) -> None:
+    """Every allocated block lies after the metadata, inside the data, and apart from the others."""
+    used = np.flatnonzero(bmap.bat != UNUSED)
+    if not used.size:
+        return
+    starts = bmap.bat[used].astype(np.int64) * SECTOR
+    record = bmap.bitmap_bytes + bmap.block_size
+
+    def refuse(position: int, problem: str) -> None:
+        index = int(used[position])
+        raise VhdFormatError(
+            f"offset {bat_offset + 4 * index}: BAT entry {index} points at sector "
+            f"{int(bmap.bat[index])} (offset {int(starts[position])}), {problem}"
+        )
+
+    inside = np.flatnonzero(starts < metadata_end)
+    if inside.size:
+        refuse(int(inside[0]), f"inside the VHD metadata, which ends at offset {metadata_end}")
+    if data_end is not None:
+        beyond = np.flatnonzero(starts + record > data_end)
+        if beyond.size:
+            refuse(
+                int(beyond[0]),
+                f"so its {record}-byte record would end past the data, which ends at offset "
+                f"{data_end}",
+            )
+    order = np.argsort(starts, kind="stable")
+    overlap = np.flatnonzero(np.diff(starts[order]) < record)
+    if overlap.size:
+        other = int(used[order[overlap[0]]])
+        refuse(int(order[overlap[0] + 1]), f"which overlaps the record of block {other}")
+
+
+def _apply_bitmap(data: memoryview, bitmap: bytes, holes: Holes, first_sector: int = 0) -> None:
+    """Zero the sectors of `data` whose bitmap bit is clear (bit 7 of byte 0 = sector 0) and
+    mark them True in `holes` (one bool per sector of `data`).
+
+    `data` starts at sector `first_sector` of the block the bitmap describes.
+    """
     sectors = len(data) // SECTOR
-    bits = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8))
-    bits = bits[first_sector : first_sector + sectors]
+    bits = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8))[first_sector:][:sectors]
     if bits.all():
         return
-    arr = np.frombuffer(data, dtype=np.uint8).reshape(sectors, SECTOR)
-    arr[bits == 0] = 0
+    clear = bits == 0
+    np.frombuffer(data, dtype=np.uint8).reshape(sectors, SECTOR)[clear] = 0
+    holes |= clear
+
+
+def _tail_holes(buf: memoryview, stored: int) -> Holes | None:
+    """Zero `buf` past its first `stored` bytes; the holes that leaves (None when none)."""
+    if stored >= BLOCK_SIZE:
+        return None
+    buf[stored:] = bytes(BLOCK_SIZE - stored)
+    holes = np.zeros(SECTORS_PER_BLOCK, dtype=bool)
+    holes[stored // SECTOR :] = True
+    return holes
 
 
 def _fresh_buffers() -> Iterator[memoryview]:

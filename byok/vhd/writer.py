@@ -14,11 +14,14 @@ Three sinks share that record format:
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -43,6 +46,21 @@ from byok.vhd.format import (
 BITMAP = b"\xff" * SECTOR
 RECORD_STRIDE = padded(SECTOR + BLOCK_SIZE, DATA_ALIGN)
 VHD_EPOCH = 946684800  # 2000-01-01T00:00:00Z
+
+
+class VhdOutputError(ValueError):
+    """The output cannot be written (it exists, its directory is missing, the disk is full...);
+    the message names the file."""
+
+
+@contextlib.contextmanager
+def output_errors(name: str) -> Iterator[None]:
+    """Re-raise an unnamed `OSError` (disk full, broken pipe...) as a `VhdOutputError` naming
+    the file being written."""
+    try:
+        yield
+    except OSError as exc:
+        raise VhdOutputError(f"{name}: {exc.strerror or exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -225,23 +243,48 @@ class SpoolSink(_Sink):
         self, handle: BinaryIO, keyhash: tuple[bytes, bytes] | None, spool_dir: str | None = None
     ) -> None:
         super().__init__(handle, keyhash)
-        self._spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115
+        self._name = f"spool directory {spool_dir or tempfile.gettempdir()}"
+        with output_errors(self._name):
+            self._spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115
         self.blocks: int | None = None
 
     def write(self, index: int, data: memoryview | bytes) -> None:
         """Spool the record of block `index`."""
         self.slots.append(index)
-        _write_record(self._spool, data, len(self.slots) == 1)
+        with output_errors(self._name):
+            _write_record(self._spool, data, len(self.slots) == 1)
 
     def close(self) -> None:
         """Emit everything; `blocks` must have been set once the source size is known."""
         assert self.blocks is not None
         metadata, footer = self._finish(self.blocks)
         self.handle.write(metadata)
-        self._spool.seek(0)
-        shutil.copyfileobj(self._spool, self.handle, 4 << 20)
+        _copy_spool(self._spool, self.handle)
         self._spool.close()
         self.handle.write(footer)
+
+
+def _copy_spool(spool: BinaryIO, handle: BinaryIO) -> None:
+    """Append the whole spool file to `handle`: in the kernel (sendfile) when `handle` has a
+    file descriptor that takes it, else through a buffer."""
+    size, done = spool.seek(0, os.SEEK_END), 0
+    try:
+        out = handle.fileno()
+        handle.flush()
+    except (AttributeError, OSError, ValueError):
+        out = -1
+    while out >= 0 and done < size:
+        try:
+            sent = os.sendfile(out, spool.fileno(), done, size - done)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS) or done:
+                raise
+            break  # this kind of output does not take sendfile
+        if not sent:
+            break
+        done += sent
+    spool.seek(done)
+    shutil.copyfileobj(spool, handle, 4 << 20)
 
 
 def fsync_path_dir(path: str | os.PathLike[str]) -> None:

@@ -6,6 +6,7 @@ import io
 import os
 import struct
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from byok.vhd import (
     VhdKeyError,
     VhdOutputError,
     VhdVerifyError,
+    decrypt_vhd,
     encrypt_vhd,
     load_key,
     validate_key,
@@ -22,6 +24,7 @@ from byok.vhd import (
     vhd_info,
 )
 from byok.vhd.format import checksum
+from byok.vhd.xts import SectorXts
 
 from .conftest import KEY64, ForwardOnly, MakeVhd
 
@@ -44,18 +47,50 @@ def dynamic(make_vhd: MakeVhd) -> Path:
     return make_vhd(os.urandom(3 * MIB), "dynamic")
 
 
-def test_bad_footer_cookie(dynamic: Path) -> None:
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda raw: raw.__setitem__(slice(-512, -504), b"XXXXXXXX"), "expected footer cookie"),
+        (lambda raw: raw.__setitem__(slice(-464, -456), struct.pack(">Q", 5 * MIB)), "checksum"),
+        (lambda raw: raw.__delitem__(slice(-512, None)), "expected footer cookie"),
+    ],
+    ids=["bad-cookie", "bad-checksum", "missing"],
+)
+def test_bad_trailing_footer_falls_back_to_the_copy(
+    dynamic: Path,
+    tmp_path: Path,
+    damage: Callable[[bytearray], None],
+    reason: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """vhd-util reads the footer copy at offset 0 when the trailing one is unusable."""
+    raw = bytearray(dynamic.read_bytes())
+    good = tmp_path / "good.vhd"
+    good.write_bytes(raw)
+    damage(raw)
+    dynamic.write_bytes(bytes(raw))
+    assert vhd_info(dynamic).virtual_size == 3 * MIB
+    assert f"{reason}" in caplog.text and "using the footer copy at offset 0" in caplog.text
+    enc = tmp_path / "enc.vhd"
+    encrypt_vhd(dynamic, enc, KEY64)
+    verify_vhd(good, enc, KEY64)
+
+
+def test_bad_trailing_footer_and_copy(dynamic: Path) -> None:
     size = dynamic.stat().st_size
     patch(dynamic, size - 512, b"XXXXXXXX")
+    patch(dynamic, 0, b"YYYYYYYY")
     with pytest.raises(VhdFormatError, match=rf"offset {size - 512}: expected footer cookie"):
         vhd_info(dynamic)
 
 
-def test_bad_footer_checksum(dynamic: Path) -> None:
-    size = dynamic.stat().st_size
-    patch(dynamic, size - 512 + 48, struct.pack(">Q", 5 * MIB))
-    with pytest.raises(VhdFormatError, match=rf"offset {size - 512}: footer checksum"):
-        vhd_info(dynamic)
+def test_fixed_footer_is_not_searched_at_offset_0(make_vhd: MakeVhd, tmp_path: Path) -> None:
+    fixed = make_vhd(os.urandom(MIB), "fixed")
+    raw = fixed.read_bytes()
+    copy = tmp_path / "copy.vhd"  # a fixed disk whose data starts with a (fixed) footer
+    copy.write_bytes(raw[-512:] + raw[512:-512] + b"X" * 512)
+    with pytest.raises(VhdFormatError, match=rf"offset {MIB}: expected footer cookie"):
+        vhd_info(copy)
 
 
 def test_bad_header_cookie_and_checksum(dynamic: Path, tmp_path: Path) -> None:
@@ -100,11 +135,17 @@ def test_not_a_vhd(tmp_path: Path) -> None:
 
 
 def test_truncated_dynamic(dynamic: Path, tmp_path: Path) -> None:
+    """A BAT pointing past the end of the file is refused, by `info` too."""
     cut = tmp_path / "cut.vhd"
     raw = dynamic.read_bytes()
     cut.write_bytes(raw[:2048] + raw[-512:])
-    with pytest.raises(VhdFormatError, match="file ends inside block 0"):
+    past = "offset 1536: BAT entry 0 points at sector 4 .* past the data, which ends at offset 2048"
+    with pytest.raises(VhdFormatError, match=past):
+        vhd_info(cut)
+    with pytest.raises(VhdFormatError, match=past):
         encrypt_vhd(cut, tmp_path / "o.vhd", KEY64)
+    with open(cut, "rb") as handle, pytest.raises(VhdFormatError, match="ends inside block 0"):
+        encrypt_vhd(ForwardOnly(handle), io.BytesIO(), KEY64)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -155,3 +196,57 @@ def test_wrong_key_and_tampering(dynamic: Path, tmp_path: Path) -> None:
     enc.write_bytes(bytes(raw))
     with pytest.raises(VhdVerifyError, match="differs from the source at virtual offset 992"):
         verify_vhd(dynamic, enc, KEY64)
+
+
+def _bat_offset(path: Path) -> int:
+    return int(struct.unpack_from(">Q", path.read_bytes(), 512 + 16)[0])
+
+
+def test_already_encrypted_refused_unless_forced(dynamic: Path, tmp_path: Path) -> None:
+    enc, twice = tmp_path / "enc.vhd", tmp_path / "twice.vhd"
+    encrypt_vhd(dynamic, enc, KEY64)
+    with pytest.raises(VhdFormatError, match=r"already carries a keyhash.*\(--force\)"):
+        encrypt_vhd(enc, twice, KEY64)
+    assert not twice.exists() and not list(tmp_path.glob("*.part"))
+    other = bytes(range(100, 164))
+    encrypt_vhd(enc, twice, other, force=True)
+    inner, once = tmp_path / "inner.raw", tmp_path / "once.raw"
+    decrypt_vhd(twice, inner, other, raw=True)  # the first encryption's data, as stored
+    decrypt_vhd(enc, once, KEY64, raw=True)
+    assert SectorXts(KEY64).decrypt(inner.read_bytes(), 0) == once.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (lambda first: 0, r"BAT entry 0 points at sector 0 \(offset 0\), inside the VHD metadata"),
+        (lambda first: 2, r"BAT entry 0 points at sector 2 .* inside the VHD metadata"),
+        (lambda first: first + 1, r"BAT entry 1 points at sector \d+ .* overlaps the record of "),
+    ],
+    ids=["sector-0", "into-the-header", "overlap"],
+)
+def test_bat_entry_into_metadata_or_another_block(
+    dynamic: Path, tmp_path: Path, entry: Callable[[int], int], message: str
+) -> None:
+    table = _bat_offset(dynamic)
+    first = struct.unpack_from(">I", dynamic.read_bytes(), table)[0]
+    slot = table + 4 if "overlap" in message else table
+    patch(dynamic, slot, struct.pack(">I", entry(first)))
+    with pytest.raises(VhdFormatError, match=message):
+        vhd_info(dynamic)
+    with pytest.raises(VhdFormatError, match=message):
+        encrypt_vhd(dynamic, tmp_path / "out.vhd", KEY64)
+    assert not (tmp_path / "out.vhd").exists()
+
+
+def test_fixed_size_not_a_multiple_of_512(make_vhd: MakeVhd, tmp_path: Path) -> None:
+    fixed = make_vhd(os.urandom(MIB), "fixed")
+    size = fixed.stat().st_size
+    patch(
+        fixed, size - 512 + 40, struct.pack(">QQ", MIB - 100, MIB - 100), fix_footer_at=size - 512
+    )
+    message = rf"offset {size - 512 + 48}: expected a virtual size that is a multiple of 512, "
+    with pytest.raises(VhdFormatError, match=message + f"found {MIB - 100}"):
+        vhd_info(fixed)
+    with open(fixed, "rb") as handle, pytest.raises(VhdFormatError, match="multiple of 512"):
+        encrypt_vhd(ForwardOnly(handle), io.BytesIO(), KEY64)  # type: ignore[arg-type]

@@ -114,3 +114,44 @@ def test_largest_sparse_disk(qemu_img: str, tmp_path: Path) -> None:
     with open(out, "rb") as handle:
         handle.seek(MAX_VIRTUAL_SIZE - len(tail))
         assert handle.read() == tail
+
+
+def _without_footer_identity(image: bytes) -> bytes:
+    """`image` with the timestamp, checksum and UUID of both footers blanked."""
+    out = bytearray(image)
+    for start in (0, len(out) - 512):
+        out[start + 24 : start + 28] = bytes(4)
+        out[start + 64 : start + 84] = bytes(20)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("subformat", ["dynamic", "fixed"])
+def test_file_and_stream_outputs_have_one_layout(
+    make_vhd: MakeVhd, tmp_path: Path, subformat: str
+) -> None:
+    """All-zero blocks are dropped on every path, allocated in the source or not."""
+    src = make_vhd(disk(7 * MIB, zero_blocks=(2,)), subformat)
+    if subformat == "dynamic":  # an allocated block of zeros (qemu-img leaves none)
+        raw = bytearray(src.read_bytes())
+        table = int.from_bytes(raw[528:536], "big")
+        start = int.from_bytes(raw[table : table + 4], "big") * 512 + 512
+        raw[start : start + BLOCK_SIZE] = bytes(BLOCK_SIZE)
+        src.write_bytes(bytes(raw))
+    outputs = {}
+    for mode in ("file-file", "file-stream", "stream-file", "stream-stream"):
+        with open(src, "rb") as handle:
+            source = ForwardOnly(handle) if mode.startswith("stream") else handle
+            if mode.endswith("file"):
+                dst = tmp_path / f"{mode}.vhd"
+                result = encrypt_vhd(source, dst, KEY64)  # type: ignore[arg-type]
+                outputs[mode] = dst.read_bytes()
+            else:
+                out = io.BytesIO()
+                result = encrypt_vhd(source, ForwardOnly(out), KEY64)  # type: ignore[arg-type]
+                outputs[mode] = out.getvalue()
+        zero_blocks = 2 if subformat == "dynamic" else 1
+        assert result.blocks_written == 4 - zero_blocks, mode
+    reference = _without_footer_identity(outputs["file-file"])
+    for mode, image in outputs.items():
+        assert _without_footer_identity(image) == reference, mode
+    verify_vhd(src, tmp_path / "stream-file.vhd", KEY64)
