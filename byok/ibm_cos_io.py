@@ -1,6 +1,7 @@
 """Streaming objects in and out of COS with an S3 client: a seekable ranged reader, and a
 writer that uploads in one PUT up to a threshold and in parallel multipart parts above it,
-aborting the multipart upload on any failure (no Prefect import)."""
+aborting the multipart upload on any failure; a POST whose answer was lost is looked up, never
+re-sent blind (no Prefect import)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import io
 from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, BinaryIO
+
+from ibm_botocore.exceptions import ClientError
+
+from byok.ibm_writes import create_once
 
 MAX_PARTS = 10_000
 
@@ -80,14 +85,38 @@ def upload_stream(
     if len(head) <= threshold:
         answer = client.put_object(Bucket=bucket, Key=key, Body=head, Metadata=metadata)
         return Uploaded(len(head), 0, answer["ETag"])
-    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata)[
-        "UploadId"
-    ]
+    upload_id = create_once(
+        lambda: client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata)[
+            "UploadId"
+        ],
+        lambda: _newest_upload(client, bucket, key),
+        f"a multipart upload of {bucket}/{key}",
+    )
     try:
         return _upload_parts(client, source, bucket, key, upload_id, head, part_size, workers)
     except BaseException:
         client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         raise
+
+
+def _newest_upload(client: Any, bucket: str, key: str) -> str | None:
+    """The id of the latest unfinished multipart upload of `key` (one run writes an object
+    at a time: the run lock), or None."""
+    uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads") or []
+    ours = sorted((u["Initiated"], u["UploadId"]) for u in uploads if u["Key"] == key)
+    return ours[-1][1] if ours else None
+
+
+def _completed(client: Any, bucket: str, key: str, upload_id: str) -> dict[str, Any] | None:
+    """The object a completion whose answer was lost made: the upload is gone and the
+    object is there (else None)."""
+    uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads") or []
+    if any(u["UploadId"] == upload_id for u in uploads):
+        return None
+    try:
+        return client.head_object(Bucket=bucket, Key=key)
+    except ClientError:
+        return None
 
 
 def _upload_parts(
@@ -130,11 +159,15 @@ def _upload_parts(
         finally:
             for future in pending:
                 future.cancel()
-    answer = client.complete_multipart_upload(
-        Bucket=bucket,
-        Key=key,
-        UploadId=upload_id,
-        MultipartUpload={"Parts": sorted(done_parts, key=lambda p: p["PartNumber"])},
+    answer = create_once(
+        lambda: client.complete_multipart_upload(
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": sorted(done_parts, key=lambda p: p["PartNumber"])},
+        ),
+        lambda: _completed(client, bucket, key, upload_id),
+        f"the object {bucket}/{key}",
     )
     return Uploaded(size, number, answer["ETag"])
 

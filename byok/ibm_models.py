@@ -91,7 +91,13 @@ class IbmImageRequest(BaseModel):
     dek_file: str | None = Field(
         None,
         description="Also write the plaintext DEK (32 or 64 raw bytes, a vhd-util key file) to "
-        "this new path, mode 0600. Default: the DEK is never written anywhere.",
+        "this new path, mode 0600, with its wrapped form in '<path>.wrapped.json' (a re-run "
+        "reuses that DEK). Default: the DEK is never written anywhere.",
+    )
+    wait_for_other_run: bool = Field(
+        False,
+        description="When another run works on the same image template or object: wait for "
+        "it to end (default: fail at once naming the resource).",
     )
 
     @model_validator(mode="after")
@@ -121,15 +127,20 @@ class RootKeyInfo(BaseModel):
     created: bool
 
 
-class EncryptedObjectInfo(BaseModel):
-    """An encrypted image already in the bucket, as its metadata describes it."""
+class WrappedDek(BaseModel):
+    """A DEK as a run records it: wrapped by the root key, and its keyhash (no key material)."""
 
-    key: str
-    size: int
     keyhash: str
     root_key_crn: str
     wrapped_dek: str
     key_version: str | None = Field(None, description="Root key version of the wrapped DEK.")
+
+
+class EncryptedObjectInfo(WrappedDek):
+    """An encrypted image already in the bucket, as its metadata describes it."""
+
+    key: str
+    size: int
 
 
 class TemplateInfo(BaseModel):
@@ -149,6 +160,9 @@ class ImagePlan(BaseModel):
     bucket_exists: bool
     template: TemplateInfo | None
     encrypted_object: EncryptedObjectInfo | None
+    pending_dek: WrappedDek | None = Field(
+        None, description="The DEK a crashed run wrote to the key file and did not upload."
+    )
 
 
 class SourceInfo(BaseModel):
@@ -178,8 +192,6 @@ class ImportIdentity(BaseModel):
     id: str
     iam_id: str
     name: str
-    api_key_id: str
-    policy_ids: list[str]
 
 
 class InstanceInfo(BaseModel):
@@ -230,6 +242,11 @@ class IbmKeyRotationRequest(BaseModel):
         None,
         description="Imported root keys only: name of a Secret block holding the new base64 "
         "material (16, 24 or 32 bytes) to rotate to.",
+    )
+    wait_for_other_run: bool = Field(
+        False,
+        description="When another run works on the same object: wait for it to end (default: "
+        "fail at once naming the resource).",
     )
 
     @classmethod

@@ -9,8 +9,9 @@ import os
 import re
 import stat
 
+from byok.ibm_dek_file import held_keyhash, sidecar_path
 from byok.validation import InvalidRequest, check_name
-from byok.vhd import VhdFormatError, VhdInfo, VhdKeyError, keyhash, validate_key, vhd_info
+from byok.vhd import VhdFormatError, VhdInfo, VhdKeyError, validate_key, vhd_info
 
 MAX_IMAGE_SIZE = 100 * 1024**3  # IBM's import limit (boot disk, 100 GB)
 REDACTED = "<redacted>"
@@ -68,12 +69,19 @@ def check_ibm_name(kind: str, field: str, value: str) -> str:
     return check_name(kind, field, value, _RULES)
 
 
-def crn_region(crn: str) -> str:
-    """The region of a CRN (`crn:v1:<cname>:<ctype>:<service>:<region>:…`)."""
+def crn_region(field: str, crn: str) -> str:
+    """The region of the CRN that `field` gives (`crn:v1:<cname>:<ctype>:<service>:<region>:…`)."""
     parts = crn.split(":")
     if len(parts) < 6 or parts[:2] != ["crn", "v1"]:
-        raise InvalidRequest("crn", crn, "not a CRN (crn:v1:bluemix:public:<service>:<region>:…)")
+        raise InvalidRequest(field, crn, "not a CRN (crn:v1:bluemix:public:<service>:<region>:…)")
     return parts[5]
+
+
+def check_listed(field: str, value: str, listed: set[str], source: str) -> None:
+    """`value` must be one of what the API lists (`source` names the call)."""
+    if value not in listed:
+        known = ", ".join(sorted(listed)[:12]) + (", …" if len(listed) > 12 else "")
+        raise InvalidRequest(field, value, f"not one of what {source} lists ({known})")
 
 
 def check_bucket_location(field: str, bucket: str, location: str | None, region: str) -> None:
@@ -162,12 +170,11 @@ def check_dek_file(path: str, expected_keyhash: str | None, dek_known: bool) -> 
         return
     if not os.path.isfile(path) or os.path.islink(path):
         raise InvalidRequest("dek_file", path, "exists and is not a regular file")
-    with open(path, "rb") as handle:
-        held = handle.read(129)
-    if expected_keyhash is None or keyhash(held).hex() != expected_keyhash:
+    if expected_keyhash is None or held_keyhash(path) != expected_keyhash:
         raise InvalidRequest(
             "dek_file",
             path,
-            "the file exists and does not hold this image's DEK; remove it or choose another "
+            "the file exists and does not hold this image's DEK (nor does its "
+            f"{os.path.basename(sidecar_path(path))} record it); remove it or choose another "
             "path (it is never overwritten)",
         )

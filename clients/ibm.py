@@ -1,6 +1,11 @@
 """Every IBM Cloud client the flows use, built from an IBMCloudCredentials block: one IAM
 authenticator (the block's IAM URL and CA bundle), Key Protect, IAM policies and identity,
-the SoftLayer API and COS."""
+the SoftLayer API and COS.
+
+One retry policy for all of them: idempotent requests (GET, HEAD, PUT, DELETE) are re-sent on
+throttling, 5xx and dropped connections; a non-idempotent write (POST, PATCH) only when its
+answer certainly was not served (429, 503, the connection never made). A write whose answer
+was lost is never re-sent blind: the task looks the resource up first (byok.ibm_writes)."""
 
 from __future__ import annotations
 
@@ -11,8 +16,11 @@ import ibm_boto3
 import requests
 import SoftLayer
 from ibm_botocore.client import Config
+from ibm_botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
+from ibm_botocore.retries import quota, standard
 from ibm_cloud_sdk_core import ApiException, BaseService
 from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
+from ibm_cloud_sdk_core.http_adapter import SSLHTTPAdapter
 from ibm_platform_services import IamIdentityV1, IamPolicyManagementV1
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
@@ -20,8 +28,61 @@ from urllib3.util.retry import Retry
 from blocks.ibm import IBMCloudCredentials
 
 KEY_TYPE = "application/vnd.ibm.kms.key+json"
-# SoftLayer calls are POSTs that may create things: retry only answers that were not served.
-SOFTLAYER_RETRY_STATUS = (429, 503)
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+UNSERVED_STATUS = frozenset({429, 503})  # the service refused before doing anything
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+class WriteSafeRetry(Retry):
+    """urllib3's Retry for ibm-cloud-sdk-core and SoftLayer: read errors (a lost answer) are
+    retried for idempotent methods only (`allowed_methods`), statuses as the policy says."""
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if method.upper() not in IDEMPOTENT:
+            return bool(self.total) and status_code in UNSERVED_STATUS
+        return super().is_retry(method, status_code, has_retry_after)
+
+
+def write_safe_retry(total: int, backoff_max: float) -> WriteSafeRetry:
+    """The policy as a urllib3 Retry (connection failures before sending are always safe)."""
+    return WriteSafeRetry(
+        total=total,
+        backoff_factor=0.5,
+        backoff_max=backoff_max,
+        status_forcelist=RETRY_STATUS,
+        allowed_methods=IDEMPOTENT,
+        raise_on_status=False,
+    )
+
+
+class WriteSafeConditions(standard.StandardRetryConditions):
+    """botocore's standard retry conditions with the policy: a POST (CreateMultipartUpload,
+    CompleteMultipartUpload) is re-sent only when its answer was certainly not served."""
+
+    def is_retryable(self, context: standard.RetryContext) -> bool:
+        if not super().is_retryable(context):
+            return False
+        if context.operation_model.http.get("method", "GET") in IDEMPOTENT:
+            return True
+        if context.http_response is not None:
+            return context.http_response.status_code in UNSERVED_STATUS
+        return isinstance(context.caught_exception, EndpointConnectionError | ConnectTimeoutError)
+
+
+def _write_safe_s3(client: Any, max_attempts: int) -> Any:
+    """Replace an S3 client's retry handler by the policy's (same backoff and quota)."""
+    events, name = client.meta.events, client.meta.service_model.service_id.hyphenize()
+    events.unregister(f"needs-retry.{name}", unique_id=f"retry-config-{name}")
+    handler = standard.RetryHandler(
+        retry_policy=standard.RetryPolicy(
+            retry_checker=WriteSafeConditions(max_attempts=max_attempts),
+            retry_backoff=standard.ExponentialBackoff(),
+        ),
+        retry_event_adapter=standard.RetryEventAdapter(),
+        retry_quota=standard.RetryQuotaChecker(quota.RetryQuota()),
+    )
+    events.register(f"needs-retry.{name}", handler.needs_retry, unique_id=f"retry-config-{name}")
+    return client
 
 
 class KeyProtectClient(BaseService):
@@ -135,7 +196,11 @@ class IBMClients:
     def _configure(self, service: BaseService, url: str) -> Any:
         service.set_service_url(url)
         service.set_http_config(dict(self._http_config))
-        service.enable_retries(self.max_retries, self.max_retry_interval)
+        # not enable_retries(): it re-sends POSTs on read errors and 5xx; the policy instead
+        service.retry_config = write_safe_retry(self.max_retries, self.max_retry_interval)
+        service.http_adapter = SSLHTTPAdapter(max_retries=service.retry_config)
+        service.http_client.mount("https://", service.http_adapter)
+        service.http_client.mount("http://", service.http_adapter)
         return service
 
     def key_protect(self, instance_id: str) -> KeyProtectClient:
@@ -152,22 +217,14 @@ class IBMClients:
         return self._configure(IamIdentityV1(self.authenticator), self.block.iam_url)
 
     def softlayer(self) -> SoftLayer.BaseClient:
-        """The SoftLayer (classic) API over REST, user 'apikey' with the block's API key;
-        throttling (429) and 503 answers are retried with backoff, any method."""
+        """The SoftLayer (classic) API over REST, user 'apikey' with the block's API key; its
+        reads (GET) and writes (POST) retried as the policy says."""
         transport = SoftLayer.RestTransport(
             endpoint_url=self.block.softlayer_url,
             timeout=60,
             verify=self.block.ca_bundle or True,
         )
-        retry = Retry(
-            total=self.max_retries,
-            connect=1,
-            status_forcelist=SOFTLAYER_RETRY_STATUS,
-            allowed_methods=None,
-            backoff_factor=0.5,
-            backoff_max=self.max_retry_interval,
-            raise_on_status=False,
-        )
+        retry = write_safe_retry(self.max_retries, self.max_retry_interval)
         transport.client.mount("https://", HTTPAdapter(max_retries=retry))
         transport.client.mount("http://", HTTPAdapter(max_retries=retry))
         auth = SoftLayer.BasicHTTPAuthentication("apikey", self.block.api_key.get_secret_value())
@@ -180,22 +237,24 @@ class IBMClients:
             "endpoint_url": self.block.cos_s3_endpoint(),
             "verify": self.block.ca_bundle or True,
         }
+        attempts = self.max_retries + 1
+        retries = {"mode": "standard", "max_attempts": attempts}
         secret = self.block.cos_hmac_secret_access_key
         if self.block.cos_hmac_access_key_id and secret:
-            return ibm_boto3.client(
+            client = ibm_boto3.client(
                 "s3",
                 aws_access_key_id=self.block.cos_hmac_access_key_id,
                 aws_secret_access_key=secret.get_secret_value(),
-                config=Config(retries={"max_attempts": self.max_retries + 1}),
+                config=Config(retries=retries),
                 **options,
             )
-        return ibm_boto3.client(
-            "s3",
-            ibm_api_key_id=self.block.api_key.get_secret_value(),
-            ibm_service_instance_id=service_instance_id,
-            ibm_auth_endpoint=self.block.iam_url.rstrip("/") + "/identity/token",
-            config=Config(
-                signature_version="oauth", retries={"max_attempts": self.max_retries + 1}
-            ),
-            **options,
-        )
+        else:
+            client = ibm_boto3.client(
+                "s3",
+                ibm_api_key_id=self.block.api_key.get_secret_value(),
+                ibm_service_instance_id=service_instance_id,
+                ibm_auth_endpoint=self.block.iam_url.rstrip("/") + "/identity/token",
+                config=Config(signature_version="oauth", retries=retries),
+                **options,
+            )
+        return _write_safe_s3(client, attempts)

@@ -4,6 +4,7 @@ infrastructure, and optionally a virtual server ordered from it."""
 from __future__ import annotations
 
 import re
+from contextlib import ExitStack
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -14,7 +15,12 @@ from blocks.ibm import IBMCloudCredentials
 from byok.ibm_models import IbmImageRequest, IbmImageResult, SourceInfo, UploadInfo
 from byok.ibm_pipe import BytePipe, PipeBroken
 from tasks.ibm_cos import ensure_bucket
-from tasks.ibm_iam import create_import_identity, ensure_kms_authorization, retire_import_api_keys
+from tasks.ibm_iam import (
+    create_import_api_key,
+    ensure_import_service_id,
+    ensure_kms_authorization,
+    retire_import_api_keys,
+)
 from tasks.ibm_image_source import prepare_source
 from tasks.ibm_key_protect import DataKey, ensure_root_key, prepare_dek, write_dek_file
 from tasks.ibm_softlayer import (
@@ -31,9 +37,15 @@ from tasks.ibm_transfer import (
     upload_image,
 )
 from tasks.ibm_validation import validate_image_request
+from tasks.run_lock import resource_lock
 
 MIB = 1024 * 1024
 PIPE_CAPACITY = 8 * MIB
+
+
+def object_uri(credentials: IBMCloudCredentials, bucket: str, key: str) -> str:
+    """The cos:// URI of an object in the credentials' region."""
+    return f"cos://{credentials.region}/{bucket}/{key}"
 
 
 def api_key_name(request: IbmImageRequest) -> str:
@@ -102,12 +114,32 @@ def summary(request: IbmImageRequest, result: IbmImageResult, created: list[str]
     return "\n".join(lines)
 
 
+def lock_ids(credentials: IBMCloudCredentials, request: IbmImageRequest) -> list[str]:
+    """What one run of the request owns: the image template name in the account, and the
+    encrypted object (also the rotation's target)."""
+    return sorted(
+        [
+            f"ibm:{credentials.account_id}:image-template:{request.image_name}",
+            object_uri(credentials, request.bucket, request.object_key),
+        ]
+    )
+
+
 @flow(name="provision-encrypted-ibm-image", persist_result=False)
 def provision_encrypted_ibm_image(request: IbmImageRequest) -> IbmImageResult:
     """Validate → root key → DEK wrapped by it → server-protect→kms authorization → regional
     bucket → source image in COS → download → encrypt → upload → import service ID and API
-    key → createFromIcos and wait → order a virtual server and wait (optional)."""
+    key → createFromIcos and wait (the API key deleted whatever happens) → order a virtual
+    server and wait (optional). One run per image template and object at a time."""
     credentials = IBMCloudCredentials.load_saved(request.ibm_credentials_block)
+    with ExitStack() as locks:
+        for resource in lock_ids(credentials, request):
+            locks.enter_context(resource_lock(resource, wait=request.wait_for_other_run))
+        return provision(credentials, request)
+
+
+def provision(credentials: IBMCloudCredentials, request: IbmImageRequest) -> IbmImageResult:
+    """The steps of the flow, under its locks."""
     log = get_run_logger()
     timeout, interval = request.timeout_minutes * 60, request.poll_seconds
     kp_instance, cos = request.key_protect_instance_id, request.cos_instance_id
@@ -122,7 +154,7 @@ def provision_encrypted_ibm_image(request: IbmImageRequest) -> IbmImageResult:
     )
     if root.created:
         created.append("root key")
-    template, data_key, upload, service_id = plan.template, None, None, None
+    template, data_key, upload, identity = plan.template, None, None, None
     if template is None:
         data_key = prepare_dek(
             credentials,
@@ -131,12 +163,13 @@ def provision_encrypted_ibm_image(request: IbmImageRequest) -> IbmImageResult:
             request.dek_size,
             request.dek_from_key_protect,
             request.dek_secret_block,
-            plan.encrypted_object,
+            plan.encrypted_object or plan.pending_dek,
         )
         if request.dek_file is not None:
-            write_dek_file(data_key, request.dek_file)
+            write_dek_file(data_key, request.dek_file, root.crn)
     authorization = ensure_kms_authorization(credentials, kp_instance)
     ensure_bucket(credentials, cos, request.bucket, request.bucket_storage_class)
+    uri = object_uri(credentials, request.bucket, request.object_key)
     if data_key is not None:
         stored = plan.encrypted_object
         if stored is not None and stored.keyhash == data_key.keyhash:
@@ -157,30 +190,35 @@ def provision_encrypted_ibm_image(request: IbmImageRequest) -> IbmImageResult:
             )
             upload = transfer(credentials, request, source, data_key, root.crn)
             created.append("encrypted object")
-        identity, api_key = create_import_identity(
-            credentials,
-            request.service_id_name,
-            cos,
-            request.bucket,
-            kp_instance,
-            api_key_name(request),
-        )
-        service_id = identity.id
-        config = {
-            "name": request.image_name,
-            "note": request.image_note,
-            "operatingSystemReferenceCode": request.os_reference_code,
-            "uri": f"cos://{credentials.region}/{request.bucket}/{request.object_key}",
-            "crkCrn": root.crn,
-            "wrappedDek": data_key.wrapped,
-            "isEncrypted": True,
-            "cloudInit": request.cloud_init,
-            "byol": request.byol,
-        }
-        template = import_image(credentials, config, api_key)
-        created.append("image template")
-    template = wait_for_import(credentials, template.id, timeout, interval)
-    retire_import_api_keys(credentials, request.service_id_name, api_key_name(request))
+        identity = ensure_import_service_id(credentials, request.service_id_name)
+    iam_id = identity.iam_id if identity is not None else None
+    retire = (credentials, iam_id, request.service_id_name, api_key_name(request),
+              request.image_name)  # fmt: skip
+    try:
+        if data_key is not None and identity is not None:
+            api_key = create_import_api_key(
+                credentials, identity, cos, request.bucket, kp_instance, api_key_name(request)
+            )
+            config = {
+                "name": request.image_name,
+                "note": request.image_note,
+                "operatingSystemReferenceCode": request.os_reference_code,
+                "uri": uri,
+                "crkCrn": root.crn,
+                "wrappedDek": data_key.wrapped,
+                "isEncrypted": True,
+                "cloudInit": request.cloud_init,
+                "byol": request.byol,
+            }
+            template = import_image(credentials, config, api_key)
+            created.append("image template")
+        assert template is not None
+        template = wait_for_import(credentials, template.id, timeout, interval)
+    except BaseException:
+        # single-use: the key goes when the import fails too (this failure is the one raised)
+        retire_import_api_keys(*retire, return_state=True)
+        raise
+    retire_import_api_keys(*retire)
     instance = None
     if request.order is not None:
         guest_id = order_virtual_server(credentials, request.order, template.global_identifier)
@@ -197,9 +235,9 @@ def provision_encrypted_ibm_image(request: IbmImageRequest) -> IbmImageResult:
         keyhash=upload.keyhash if upload else (stored_object and stored_object.keyhash),
         bucket=request.bucket,
         object_key=request.object_key,
-        object_uri=f"cos://{credentials.region}/{request.bucket}/{request.object_key}",
+        object_uri=uri,
         authorization_policy_id=authorization,
-        service_id=service_id,
+        service_id=identity.id if identity else None,
         instance=instance,
     )
     create_markdown_artifact(

@@ -15,6 +15,7 @@ from tasks.ibm_rotation import (
     rotate_root_key,
     validate_rotation_request,
 )
+from tasks.run_lock import resource_lock
 
 
 @flow(name="rotate-ibm-root-key", persist_result=False)
@@ -24,8 +25,18 @@ def rotate_ibm_root_key(request: IbmKeyRotationRequest) -> IbmKeyRotationResult:
     key version in the object's metadata → `byok.key.rotated`.
 
     A re-run after a crash between the rotation and the record finds the wrapped DEK behind
-    the key's latest version: it finishes the rewrap without rotating a second time."""
+    the key's latest version: it finishes the rewrap without rotating a second time. One
+    run per encrypted object at a time (the provision flow takes the same lock)."""
     credentials = IBMCloudCredentials.load_saved(request.ibm_credentials_block)
+    uri = f"cos://{credentials.region}/{request.bucket}/{request.object_key}"
+    with resource_lock(uri, wait=request.wait_for_other_run):
+        return rotate(credentials, request, uri)
+
+
+def rotate(
+    credentials: IBMCloudCredentials, request: IbmKeyRotationRequest, uri: str
+) -> IbmKeyRotationResult:
+    """The steps of the flow, under the object's lock."""
     kp_instance = request.key_protect_instance_id
     plan = validate_rotation_request(credentials, request)
     root, stored = plan.root_key, plan.stored
@@ -49,7 +60,6 @@ def rotate_ibm_root_key(request: IbmKeyRotationRequest) -> IbmKeyRotationResult:
         root.crn,
         rewrapped,
     )
-    uri = f"cos://{credentials.region}/{request.bucket}/{request.object_key}"
     result = IbmKeyRotationResult(
         root_key_id=root.id,
         root_key_crn=root.crn,

@@ -95,7 +95,14 @@ def ensure_bucket(
     location = bucket_location(s3, bucket)
     if location == "":
         location = f"{credentials.region}-{storage_class}"
-        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": location})
+        try:
+            s3.create_bucket(
+                Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": location}
+            )
+        except ClientError as exc:  # a re-sent PUT whose first answer was lost
+            if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                raise
+            location = bucket_location(s3, bucket)
         get_run_logger().info("Created bucket %s in %s", bucket, location)
     check_bucket_location("bucket", bucket, location, credentials.region)
     return str(location)

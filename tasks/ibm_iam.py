@@ -4,6 +4,7 @@ whose value only ever lives in memory)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from ibm_cloud_sdk_core import ApiException
@@ -12,8 +13,10 @@ from pydantic import SecretStr
 
 from blocks.ibm import IBMCloudCredentials
 from byok.ibm_models import ImportIdentity
+from byok.ibm_writes import create_once
 from clients.ibm import IBMClients
 from tasks.ibm_key_protect import SECRET_TASK
+from tasks.ibm_softlayer import find_template
 from tasks.retry import STEP_RETRIES
 
 ROLE = "crn:v1:bluemix:public:iam::::serviceRole:"
@@ -62,19 +65,23 @@ def _ensure_policy(
     policy_id = existing()
     if policy_id:
         return policy_id
-    try:
-        created = policies.create_policy(
-            type=kind,
-            subjects=_attributes(**subject),
-            roles=[{"role_id": ROLE + "Reader"}],
-            resources=_attributes(**resource),
-            description="byok: encrypted image import",
-        ).get_result()
-    except ApiException as exc:
-        if exc.status_code == 409 and (policy_id := existing()):
-            return policy_id
-        raise
-    return str(created["id"])
+
+    def create() -> str:
+        try:
+            created = policies.create_policy(
+                type=kind,
+                subjects=_attributes(**subject),
+                roles=[{"role_id": ROLE + "Reader"}],
+                resources=_attributes(**resource),
+                description="byok: encrypted image import",
+            ).get_result()
+        except ApiException as exc:
+            if exc.status_code == 409 and (found := existing()):
+                return found
+            raise
+        return str(created["id"])
+
+    return create_once(create, existing, f"{kind} policy")
 
 
 @task(name="Authorize Cloud Block Storage to read Key Protect", **STEP_RETRIES)
@@ -92,37 +99,83 @@ def ensure_kms_authorization(credentials: IBMCloudCredentials, instance_id: str)
     return policy_id
 
 
-def find_service_id(clients: IBMClients, name: str) -> dict[str, Any] | None:
-    """The account's service ID called `name`, or None."""
+def service_ids_named(clients: IBMClients, name: str) -> list[dict[str, Any]]:
+    """The account's service IDs called `name` (IAM allows several)."""
     found = (
         clients.identity()
         .list_service_ids(account_id=clients.block.account_id, name=name)
         .get_result()
     )
-    return next((s for s in found.get("serviceids") or [] if s["name"] == name), None)
+    return [s for s in found.get("serviceids") or [] if s["name"] == name]
 
 
-@task(name="Create the import service ID, its policies and API key", **STEP_RETRIES, **SECRET_TASK)
-def create_import_identity(
+def _identity(service_id: dict[str, Any]) -> ImportIdentity:
+    return ImportIdentity(id=service_id["id"], iam_id=service_id["iam_id"], name=service_id["name"])
+
+
+@task(name="Ensure the import service ID", **STEP_RETRIES)
+def ensure_import_service_id(credentials: IBMCloudCredentials, name: str) -> ImportIdentity:
+    """The service ID `name` (the first of that name, or a new one); after a lost answer the
+    new one is found by the nonce its description carries, never by name alone."""
+    clients = IBMClients(credentials)
+    existing = service_ids_named(clients, name)
+    if existing:
+        return _identity(existing[0])
+    description = f"byok: imports encrypted images ({uuid.uuid4().hex})"
+
+    def ours() -> dict[str, Any] | None:
+        found = service_ids_named(clients, name)
+        return next((s for s in found if s.get("description") == description), None)
+
+    created = create_once(
+        lambda: (
+            clients.identity()
+            .create_service_id(
+                account_id=credentials.account_id, name=name, description=description
+            )
+            .get_result()
+        ),
+        ours,
+        f"service ID {name}",
+    )
+    get_run_logger().info("Created service ID %s (%s)", name, created["id"])
+    return _identity(created)
+
+
+def _api_keys(clients: IBMClients, iam_id: str, name: str) -> list[dict[str, Any]]:
+    keys = (
+        clients.identity()
+        .list_api_keys(account_id=clients.block.account_id, iam_id=iam_id)
+        .get_result()
+    )
+    return [k for k in keys.get("apikeys") or [] if k["iam_id"] == iam_id and k["name"] == name]
+
+
+def _delete_api_key(clients: IBMClients, key_id: str) -> None:
+    """Delete an API key; a 404 (a re-sent DELETE whose first answer was lost) is success."""
+    try:
+        clients.identity().delete_api_key(id=key_id)
+    except ApiException as exc:
+        if exc.status_code != 404:
+            raise
+
+
+@task(name="Grant the import service ID and create its API key", **STEP_RETRIES, **SECRET_TASK)
+def create_import_api_key(
     credentials: IBMCloudCredentials,
-    name: str,
+    identity: ImportIdentity,
     cos_instance_id: str,
     bucket: str,
     kms_instance_id: str,
     key_name: str,
-) -> tuple[ImportIdentity, SecretStr]:
-    """Service ID `name` (get or create) with Reader on the bucket and on Key Protect, and a
-    new API key `key_name` (its value returned once, kept in memory only)."""
+) -> SecretStr:
+    """Reader on the bucket and on Key Protect for the service ID, and a new API key
+    `key_name` (its value returned once, kept in memory only). Keys of that name left by a
+    crashed run are deleted first; a key whose creation answer was lost (its value unknown,
+    so useless) is deleted before creating another."""
     clients = IBMClients(credentials)
     account = credentials.account_id
-    service_id = find_service_id(clients, name) or (
-        clients.identity()
-        .create_service_id(
-            account_id=account, name=name, description="byok: imports encrypted images"
-        )
-        .get_result()
-    )
-    subject = {"iam_id": service_id["iam_id"]}
+    subject = {"iam_id": identity.iam_id}
     scopes = [
         {
             "accountId": account,
@@ -134,49 +187,68 @@ def create_import_identity(
         {"accountId": account, "serviceName": "kms", "serviceInstance": kms_instance_id},
     ]
     policy_ids = [
-        _ensure_policy(clients, "access", subject, scope, {"iam_id": service_id["iam_id"]})
+        _ensure_policy(clients, "access", subject, scope, {"iam_id": identity.iam_id})
         for scope in scopes
     ]
-    key = (
-        clients.identity()
-        .create_api_key(
-            name=key_name,
-            iam_id=service_id["iam_id"],
-            account_id=account,
-            description="byok: single-use key of one image import",
-        )
-        .get_result()
+
+    def discard() -> None:
+        """Delete the keys of that name: left by a crashed run, or created by a request whose
+        answer was lost (their value is unknown, so they can never be used)."""
+        for stale in _api_keys(clients, identity.iam_id, key_name):
+            _delete_api_key(clients, stale["id"])
+
+    discard()
+    key = create_once(
+        lambda: (
+            clients.identity()
+            .create_api_key(
+                name=key_name,
+                iam_id=identity.iam_id,
+                account_id=account,
+                description="byok: single-use key of one image import",
+            )
+            .get_result()
+        ),
+        discard,
+        f"API key {key_name}",
     )
     get_run_logger().info(
-        "Service ID %s with policies %s and a new API key %s",
-        service_id["id"],
+        "Service ID %s has policies %s and a new API key %s",
+        identity.id,
         ", ".join(policy_ids),
         key["id"],
     )
-    identity = ImportIdentity(
-        id=service_id["id"],
-        iam_id=service_id["iam_id"],
-        name=name,
-        api_key_id=key["id"],
-        policy_ids=policy_ids,
-    )
-    return identity, SecretStr(key["apikey"])
+    return SecretStr(key["apikey"])
 
 
-@task(name="Delete the import API keys", **STEP_RETRIES)
-def retire_import_api_keys(credentials: IBMCloudCredentials, name: str, key_name: str) -> int:
-    """Delete the service ID's API keys called `key_name` (used once, by the import)."""
+@task(name="Delete the import API key", **STEP_RETRIES)
+def retire_import_api_keys(
+    credentials: IBMCloudCredentials,
+    iam_id: str | None,
+    name: str,
+    key_name: str,
+    image_name: str,
+) -> int:
+    """Delete the API keys called `key_name` of the run's service ID (`iam_id`, found by id)
+    and of any service ID called `name` (keys left by an earlier, crashed run); kept while
+    the import of `image_name` still runs (it reads the image with the key)."""
     clients = IBMClients(credentials)
-    service_id = find_service_id(clients, name)
-    if service_id is None:
+    log = get_run_logger()
+    template = find_template(clients.softlayer(), image_name)
+    if template is not None and template.busy:
+        log.warning(
+            "The import of %s still runs and reads the image with its API key %s: kept; a "
+            "re-run of this request deletes it",
+            image_name,
+            key_name,
+        )
         return 0
-    identity = clients.identity()
-    keys = identity.list_api_keys(
-        account_id=credentials.account_id, iam_id=service_id["iam_id"]
-    ).get_result()
-    stale = [k["id"] for k in keys.get("apikeys") or [] if k["name"] == key_name]
+    iam_ids = {s["iam_id"] for s in service_ids_named(clients, name)}
+    if iam_id is not None:
+        iam_ids.add(iam_id)
+    stale = [k["id"] for i in sorted(iam_ids) for k in _api_keys(clients, i, key_name)]
     for key_id in stale:
-        identity.delete_api_key(id=key_id)
+        _delete_api_key(clients, key_id)
     if stale:
-        get_run_logger().info("Deleted %d import API key(s) of %s", len(stale), name)
+        log.info("Deleted %d import API key(s) called %s", len(stale), key_name)
     return len(stale)

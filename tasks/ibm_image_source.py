@@ -3,11 +3,13 @@ VHD object already in the bucket, or a local VHD file; checked to be an importab
 
 from __future__ import annotations
 
+import SoftLayer
 from prefect import get_run_logger, task
 
 from blocks.ibm import IBMCloudCredentials
 from byok.ibm_models import SourceInfo
 from byok.ibm_validation import check_source_vhd, local_vhd_info
+from byok.ibm_writes import create_once
 from byok.validation import InvalidRequest
 from clients.ibm import IBMClients
 from tasks.ibm_cos import cos_client, head, read_vhd_info
@@ -31,6 +33,12 @@ def check_source_template(credentials: IBMCloudCredentials, template_id: int) ->
             f"only active unencrypted templates can be exported (status {info.status}, "
             f"{'encrypted' if info.encrypted else 'unencrypted'})",
         )
+
+
+def exporting(client: SoftLayer.BaseClient, template_id: int) -> bool | None:
+    """True when the template has a transaction (the export a lost answer started)."""
+    info = template_info(client.call(TEMPLATES, "getObject", id=template_id, mask=TEMPLATE_MASK))
+    return info.busy or None
 
 
 @task(name="Export or locate the unencrypted image in COS", **STEP_RETRIES)
@@ -63,11 +71,15 @@ def prepare_source(
         if template.busy or head(s3, bucket, key) is None:
             if not template.busy:
                 uri = f"cos://{credentials.region}/{bucket}/{target}"
-                client.call(
-                    TEMPLATES,
-                    "copyToIcos",
-                    {"uri": uri, "ibmApiKey": credentials.api_key.get_secret_value()},
-                    id=template_id,
+                create_once(
+                    lambda: client.call(
+                        TEMPLATES,
+                        "copyToIcos",
+                        {"uri": uri, "ibmApiKey": credentials.api_key.get_secret_value()},
+                        id=template_id,
+                    ),
+                    lambda: exporting(client, template_id) or head(s3, bucket, key),
+                    f"the export of template {template_id}",
                 )
                 get_run_logger().info("Exporting template %s to %s", template_id, uri)
             wait_for_template(client, template_id, timeout, interval)

@@ -40,11 +40,11 @@ def validate_rotation_request(
     check_ibm_name("object", "object_key", request.object_key)
     region = credentials.region
     if request.root_key and request.root_key.startswith("crn:"):
-        if crn_region(request.root_key) != region:
+        if crn_region("root_key", request.root_key) != region:
             raise InvalidRequest(
                 "root_key",
                 request.root_key,
-                f"region mismatch: the key is in {crn_region(request.root_key)}, the "
+                f"region mismatch: the key is in {crn_region('root_key', request.root_key)}, the "
                 f"credentials (Key Protect endpoint and bucket) in {region}",
             )
     elif request.root_key:

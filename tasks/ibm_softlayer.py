@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from blocks.ibm import IBMCloudCredentials
 from byok.ibm_models import InstanceInfo, TemplateInfo, VirtualServerOrder
+from byok.ibm_writes import create_once
 from byok.polling import poll_until
 from clients.ibm import IBMClients
 from tasks.ibm_key_protect import SECRET_TASK
@@ -91,11 +92,17 @@ def import_image(
     if existing is not None:
         get_run_logger().info("Reusing template %s (%s)", existing.name, existing.id)
         return existing
-    created = client.call(
-        TEMPLATES, "createFromIcos", {**config, "ibmApiKey": api_key.get_secret_value()}
+    created = create_once(
+        lambda: template_info(
+            client.call(
+                TEMPLATES, "createFromIcos", {**config, "ibmApiKey": api_key.get_secret_value()}
+            )
+        ),
+        lambda: find_template(client, config["name"]),
+        f"image template {config['name']}",
     )
-    get_run_logger().info("Import started: template %s", created["id"])
-    return template_info(created)
+    get_run_logger().info("Import started: template %s", created.id)
+    return created
 
 
 @task(name="Wait for the image template", **STEP_RETRIES)
@@ -120,6 +127,24 @@ def guest_template(order: VirtualServerOrder, global_identifier: str) -> dict[st
     }
 
 
+def find_guest(client: SoftLayer.BaseClient, order: VirtualServerOrder) -> int | None:
+    """The id of the account's virtual server with the order's host name and domain."""
+    guests = client.call(
+        "SoftLayer_Account",
+        "getVirtualGuests",
+        mask="id,hostname,domain",
+        filter={"virtualGuests": {"hostname": {"operation": order.hostname}}},
+    )
+    return next(
+        (
+            int(g["id"])
+            for g in guests or []
+            if (g["hostname"], g["domain"]) == (order.hostname, order.domain)
+        ),
+        None,
+    )
+
+
 @task(name="Order a virtual server from the template", **STEP_RETRIES)
 def order_virtual_server(
     credentials: IBMCloudCredentials, order: VirtualServerOrder, global_identifier: str
@@ -127,21 +152,19 @@ def order_virtual_server(
     """generateOrderTemplate (dry run), then createObject, unless a server with the host name
     and domain exists (then it is reused); returns its id."""
     client = IBMClients(credentials).softlayer()
-    guests = client.call(
-        "SoftLayer_Account",
-        "getVirtualGuests",
-        mask="id,hostname,domain",
-        filter={"virtualGuests": {"hostname": {"operation": order.hostname}}},
-    )
-    for guest in guests or []:
-        if (guest["hostname"], guest["domain"]) == (order.hostname, order.domain):
-            get_run_logger().info("Reusing virtual server %s", guest["id"])
-            return int(guest["id"])
+    existing = find_guest(client, order)
+    if existing is not None:
+        get_run_logger().info("Reusing virtual server %s", existing)
+        return existing
     template = guest_template(order, global_identifier)
     client.call(GUESTS, "generateOrderTemplate", template)
-    created = client.call(GUESTS, "createObject", template)
-    get_run_logger().info("Ordered virtual server %s", created["id"])
-    return int(created["id"])
+    guest_id = create_once(
+        lambda: int(client.call(GUESTS, "createObject", template)["id"]),
+        lambda: find_guest(client, order),
+        f"virtual server {order.hostname}.{order.domain}",
+    )
+    get_run_logger().info("Ordered virtual server %s", guest_id)
+    return guest_id
 
 
 @task(name="Wait until the virtual server is provisioned", **STEP_RETRIES)

@@ -3,14 +3,19 @@ root key, a provided DEK, the bucket, the source image, and what a previous run 
 
 from __future__ import annotations
 
+from typing import Any
+
+import SoftLayer
 from prefect import task
 
 from blocks.ibm import IBMCloudCredentials
-from byok.ibm_models import IbmImageRequest, ImagePlan
+from byok.ibm_dek_file import read_sidecar
+from byok.ibm_models import IbmImageRequest, ImagePlan, WrappedDek
 from byok.ibm_validation import (
     check_bucket_location,
     check_dek_file,
     check_ibm_name,
+    check_listed,
     check_source_vhd,
     crn_region,
     decode_dek,
@@ -27,7 +32,7 @@ from tasks.ibm_key_protect import (
     find_root_key,
     load_secret,
 )
-from tasks.ibm_softlayer import find_template
+from tasks.ibm_softlayer import TEMPLATES, find_template
 
 
 def check_names(request: IbmImageRequest) -> None:
@@ -52,15 +57,19 @@ def validate_image_request(credentials: IBMCloudCredentials, request: IbmImageRe
     """Read-only checks, so that a bad request fails before any write; returns what exists."""
     check_names(request)
     region = credentials.region
-    if request.root_key.startswith("crn:") and crn_region(request.root_key) != region:
+    key_region = (
+        crn_region("root_key", request.root_key) if request.root_key.startswith("crn:") else region
+    )
+    if key_region != region:
         raise InvalidRequest(
             "root_key",
             request.root_key,
-            f"region mismatch: the key is in {crn_region(request.root_key)}, the credentials "
+            f"region mismatch: the key is in {key_region}, the credentials "
             f"(Key Protect endpoint and bucket) in {region}",
         )
     clients = IBMClients(credentials)
     softlayer = clients.softlayer()
+    check_softlayer_choices(softlayer, request)
     template = find_template(softlayer, request.image_name)
     if template is not None and (not template.encrypted or template.status == "IMPORT_FAILED"):
         raise InvalidRequest(
@@ -104,9 +113,51 @@ def validate_image_request(credentials: IBMCloudCredentials, request: IbmImageRe
                 s3, request.bucket, str(request.source_object), size, "source_object"
             )
             check_source_vhd("source_object", str(request.source_object), info)
+    pending = None
     if request.dek_file is not None:
-        expected = existing.keyhash if existing is not None and own_dek is None else None
+        if template is None and existing is None and own_dek is None:
+            pending = pending_dek(request.dek_file, key)
+        recorded = existing or pending
+        expected = recorded.keyhash if recorded is not None else None
         if own_dek is not None:
             expected = keyhash(own_dek).hex()
         check_dek_file(request.dek_file, expected, template is None)
-    return ImagePlan(bucket_exists=location != "", template=template, encrypted_object=existing)
+    return ImagePlan(
+        bucket_exists=location != "",
+        template=template,
+        encrypted_object=existing,
+        pending_dek=pending,
+    )
+
+
+def pending_dek(path: str, root_key: dict[str, Any] | None) -> WrappedDek | None:
+    """The DEK a crashed run wrote to the key file (its sidecar), usable when the root key
+    that wrapped it is the request's."""
+    record = read_sidecar(path)
+    if record is None or (root_key is not None and record.root_key_crn == root_key["crn"]):
+        return record
+    raise InvalidRequest(
+        "dek_file",
+        path,
+        f"its sidecar records a DEK wrapped by {record.root_key_crn}, not by the request's root "
+        "key; remove both files or use that root key",
+    )
+
+
+def check_softlayer_choices(softlayer: SoftLayer.BaseClient, request: IbmImageRequest) -> None:
+    """The OS reference code and the order's datacenter against what SoftLayer lists."""
+    codes = softlayer.call(TEMPLATES, "getVhdImportSoftwareDescriptions", mask="referenceCode")
+    check_listed(
+        "os_reference_code",
+        request.os_reference_code,
+        {str(c.get("referenceCode")) for c in codes or []},
+        "getVhdImportSoftwareDescriptions",
+    )
+    if request.order is not None:
+        centers = softlayer.call("SoftLayer_Location", "getDatacenters", mask="name")
+        check_listed(
+            "order.datacenter",
+            request.order.datacenter,
+            {str(c.get("name")) for c in centers or []},
+            "SoftLayer_Location::getDatacenters",
+        )

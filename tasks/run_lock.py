@@ -12,15 +12,16 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 
 from byok.errors import ConcurrentRun
 
 WAIT_SECONDS = 3600.0  # how long a waiting run waits at most
-FAIL_FAST_SECONDS = 2.0  # how long a fail-fast run tries before giving up
 LEASE_SECONDS = 300.0  # a dead holder's slot comes free after this
 
 
@@ -45,14 +46,21 @@ def resource_lock(resource_id: str, *, wait: bool) -> Iterator[None]:
     it and `wait` is False (or it is still held after `WAIT_SECONDS`)."""
     name = lock_name(resource_id)
     _ensure_limit(name)
-    timeout = WAIT_SECONDS if wait else FAIL_FAST_SECONDS
+    # Fail fast means: give up on the first "held" answer (423), not after a time a slow
+    # Prefect API could use up on its own.
+    options = {"timeout_seconds": WAIT_SECONDS} if wait else {"max_retries": 0}
     with ExitStack() as stack:
         try:
             stack.enter_context(
-                concurrency(
-                    name, timeout_seconds=timeout, lease_duration=LEASE_SECONDS, strict=True
-                )
+                concurrency(name, lease_duration=LEASE_SECONDS, strict=True, **options)
             )
         except TimeoutError as exc:
+            raise ConcurrentRun(resource_id) from exc
+        except ConcurrencySlotAcquisitionError as exc:
+            held = isinstance(exc.__cause__, httpx.HTTPStatusError) and (
+                exc.__cause__.response.status_code == 423
+            )
+            if not held:
+                raise
             raise ConcurrentRun(resource_id) from exc
         yield

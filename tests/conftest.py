@@ -55,7 +55,9 @@ def prefect_harness() -> Iterator[None]:
     """A temporary Prefect server and database for the whole session."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    # A loaded machine can take minutes to start the server (BYOK_TEST_SERVER_TIMEOUT).
+    timeout = int(os.environ.get("BYOK_TEST_SERVER_TIMEOUT", "300"))
+    with prefect_test_harness(server_startup_timeout=timeout):
         yield
 
 

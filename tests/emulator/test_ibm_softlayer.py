@@ -18,6 +18,7 @@ from byok.vhd import encrypt_vhd, vhd_info
 from clients.ibm import IBMClients
 from emulator.server import Emulator
 from emulator.services.softlayer.models import SEED_TEMPLATE_ID, seed_image
+from emulator.services.softlayer.vhd import NotAVhd, key_matches, read_disk
 
 TEMPLATES = "Virtual_Guest_Block_Device_Template_Group"
 BUCKET = "byok-images"
@@ -180,3 +181,40 @@ def test_order_a_server_from_a_template(ibm: IBMClients) -> None:
     with pytest.raises(SoftLayer.SoftLayerAPIError) as bad:
         client.call("Virtual_Guest", "createObject", {**order, "startCpus": 0})
     assert "startCpus 0" in bad.value.faultString
+    with pytest.raises(SoftLayer.SoftLayerAPIError) as nowhere:
+        client.call("Virtual_Guest", "createObject", {**order, "datacenter": {"name": "mars01"}})
+    assert "datacenter.name 'mars01' is invalid" in nowhere.value.faultString
+
+
+def test_the_lists_imports_and_orders_are_checked_against(ibm: IBMClients) -> None:
+    client = ibm.softlayer()
+    codes = client.call(TEMPLATES, "getVhdImportSoftwareDescriptions", mask="referenceCode")
+    assert "UBUNTU_22_64" in {c["referenceCode"] for c in codes}
+    centers = client.call("Location", "getDatacenters", mask="name")
+    assert {"dal10", "fra02"} <= {c["name"] for c in centers}
+    with pytest.raises(SoftLayer.SoftLayerAPIError) as bad:
+        client.call(
+            TEMPLATES,
+            "createFromIcos",
+            {"name": "x", "uri": "cos://us-south/b/o.vhd", "operatingSystemReferenceCode": "X"},
+        )
+    assert "operatingSystemReferenceCode 'X' is invalid" in bad.value.faultString
+
+
+def test_the_emulator_reads_vhds_with_its_own_code() -> None:
+    """The emulator's reader (not byok.vhd) against the product's encrypted output and the
+    known answer of FACTS.md §3: SHA-256(32 zero bytes || key 0x00..0x3f) = dc7a4801…795c."""
+    dek = bytes(range(64))
+    disk = read_disk(io.BytesIO(encrypted_vhd(dek)))
+    assert (disk.disk_type, disk.creator_app) == ("dynamic", "tap")
+    assert disk.virtual_size == 4 * 1024 * 1024 and disk.nonce == bytes(32)
+    assert disk.keyhash is not None and disk.keyhash.hex().startswith("dc7a4801")
+    assert disk.keyhash.hex().endswith("795c")
+    assert key_matches(disk, dek) and not key_matches(disk, os.urandom(64))
+    seed = read_disk(io.BytesIO(seed_image()))
+    assert (seed.disk_type, seed.keyhash) == ("fixed", None)
+    assert vhd_info(io.BytesIO(seed_image())).disk_type == "fixed"  # byok.vhd agrees
+    corrupt = bytearray(seed_image())
+    corrupt[-512 + 50] ^= 1
+    with pytest.raises(NotAVhd, match="bad footer checksum"):
+        read_disk(io.BytesIO(bytes(corrupt)))

@@ -272,7 +272,7 @@ def test_no_secret_in_prefect_records(
 
 
 OTHER_CRN = "crn:v1:bluemix:public:kms:eu-de:a/x:y:key:z"
-RULES = [
+RULES: list[tuple[str, dict[str, Any], str]] = [
     ("cross-region bucket", {}, "bucket = 'byok-images': the bucket is not regional"),
     ("other region bucket", {}, "region mismatch: the bucket is regional in eu-de"),
     ("bad bucket name", {"bucket": "Bad_Bucket"}, "bucket = 'Bad_Bucket': bucket names"),
@@ -283,6 +283,17 @@ RULES = [
     ("root key crn elsewhere", {"root_key": OTHER_CRN}, "region mismatch: the key is in eu-de"),
     ("bad dek", {"dek_secret_block": "ibm-test-bad-dek"}, "'<redacted>': key is 48 bytes"),
     ("missing source", {"source_object": "none.vhd"}, "'none.vhd': no such object"),
+    (
+        "unknown os",
+        {"os_reference_code": "MARSOS_1_64"},
+        "os_reference_code = 'MARSOS_1_64': not one of what getVhdImportSoftwareDescriptions",
+    ),
+    (
+        "unknown datacenter",
+        {"order": VirtualServerOrder(hostname="vsi1", domain="example.com", datacenter="mars01")},
+        "order.datacenter = 'mars01': not one of what SoftLayer_Location::getDatacenters lists",
+    ),
+    ("malformed crn", {"root_key": "crn:v1:kms"}, "root_key = 'crn:v1:kms': not a CRN"),
 ]
 
 
@@ -341,8 +352,9 @@ def test_the_flow_validates_before_any_write(
     assert writes(emulator) == []
 
 
-# One crash per step, in the flow's order: each re-run must cope with what the crashed run
-# left, get past it and crash at the next step; the last run finishes.
+# One crash per step, in the flow's order (the key cleanup before the import wait: a crashed
+# wait's run retires the key itself once the import ended): each re-run must cope with what
+# the crashed run left, get past it and crash at the next step; the last run finishes.
 CRASHES = [
     ("root key", "POST", r"^/api/v2/keys$"),
     ("wrap", "POST", r"/actions/wrap$"),
@@ -354,8 +366,8 @@ CRASHES = [
     ("access policy", "POST", r"^/v1/policies$"),
     ("api key", "POST", r"^/v1/apikeys/?$"),
     ("import", "POST", r"/createFromIcos"),
-    ("import wait", "GET", rf"Template_Group/(?!{SEED_TEMPLATE_ID})\d+/getObject"),
     ("key cleanup", "DELETE", r"^/v1/apikeys/"),
+    ("import wait", "GET", rf"Template_Group/(?!{SEED_TEMPLATE_ID})\d+/getObject"),
     ("order", "POST", r"Virtual_Guest/createObject"),
     ("provisioning wait", "GET", r"Virtual_Guest/\d+/getObject"),
 ]

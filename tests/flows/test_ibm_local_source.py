@@ -17,6 +17,8 @@ import pytest
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, PREFECT_SERVER_DATABASE_CONNECTION_URL
 
 from blocks.ibm import IBMCloudCredentials
+from byok.ibm_dek_file import sidecar_path
+from byok.ibm_models import WrappedDek
 from byok.validation import InvalidRequest
 from byok.vhd import keyhash, load_key, verify_vhd
 from byok.vhd.format import Footer
@@ -25,7 +27,14 @@ from emulator.faults import Fault
 from emulator.server import Emulator
 from flows.ibm_image import provision_encrypted_ibm_image
 from tasks.ibm_validation import validate_image_request
-from tests.flows.test_ibm_image import BUCKET, OBJECT, dynamic_vhd, request, writes
+from tests.flows.test_ibm_image import (  # noqa: F401 (quick_softlayer: autouse fixture)
+    BUCKET,
+    OBJECT,
+    dynamic_vhd,
+    quick_softlayer,
+    request,
+    writes,
+)
 
 LOCAL = {"source_template_id": None, "order": None}
 
@@ -66,7 +75,15 @@ def test_local_file_source_with_key_file(
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     dek = load_key(key_file)
     assert len(dek) == 64 and keyhash(dek).hex() == result.keyhash
-    assert sorted(p.name for p in key_file.parent.iterdir()) == ["image.key"]  # no temp left
+    # no temporary file left; the sidecar records the DEK wrapped (never in plaintext)
+    assert sorted(p.name for p in key_file.parent.iterdir()) == [
+        "image.key",
+        "image.key.wrapped.json",
+    ]
+    sidecar = Path(sidecar_path(str(key_file)))
+    assert stat.S_IMODE(sidecar.stat().st_mode) == 0o600
+    assert WrappedDek.model_validate_json(sidecar.read_bytes()).wrapped_dek == result.wrapped_dek
+    assert dek not in sidecar.read_bytes() and base64.b64encode(dek) not in sidecar.read_bytes()
     stored = ibm.cos().get_object(Bucket=BUCKET, Key=OBJECT)["Body"].read()
     verify_vhd(io.BytesIO(source.read_bytes()), io.BytesIO(stored), dek)
     assert emulator.state is not None
@@ -79,8 +96,13 @@ def test_local_file_source_with_key_file(
     assert again.template_id == result.template_id and load_key(key_file) == dek
 
 
-def test_fixed_local_file_spools_and_cleans_up_on_failure(
-    ibm_block: str, emulator: Emulator, ibm: IBMClients, tmp_path: Path, spool: Path
+def test_fixed_local_file_spools_cleans_up_and_a_rerun_reuses_the_written_dek(
+    ibm_block: str,
+    emulator: Emulator,
+    ibm: IBMClients,
+    ibm_credentials: IBMCloudCredentials,
+    tmp_path: Path,
+    spool: Path,
 ) -> None:
     source = tmp_path / "fixed.vhd"
     source.write_bytes(fixed_vhd(os.urandom(6 << 20)))
@@ -94,13 +116,20 @@ def test_fixed_local_file_spools_and_cleans_up_on_failure(
     assert list(spool.iterdir()) == []
     s3 = ibm.cos()
     assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
-    # the key file of the failed run holds a DEK no stored image uses: refused, not overwritten
-    with pytest.raises(InvalidRequest, match="does not hold this image's DEK"):
-        provision_encrypted_ibm_image(request(ibm_block, emulator, **args))
-    key_file.unlink()
+    # the key file of the failed run holds a DEK no stored image uses yet: the re-run finds it
+    # wrapped in the sidecar, unwraps it and encrypts with it (the file is never rewritten)
+    written = load_key(key_file)
     result = provision_encrypted_ibm_image(request(ibm_block, emulator, **args))
-    assert keyhash(load_key(key_file)).hex() == result.keyhash
+    assert load_key(key_file) == written and keyhash(written).hex() == result.keyhash
     assert list(spool.iterdir()) == []
+    # a key file holding another key (its sidecar gone) is refused, never overwritten
+    other = tmp_path / "other.key"
+    other.write_bytes(os.urandom(64))
+    with pytest.raises(InvalidRequest, match="does not hold this image's DEK"):
+        validate_image_request.fn(
+            ibm_credentials,
+            request(ibm_block, emulator, **{**args, "dek_file": str(other), "image_name": "x2"}),
+        )
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,14 @@ from flows.ibm_rotation import rotate_ibm_root_key
 from tasks.ibm_cos import META_KEY_VERSION, META_KEYHASH, META_ROOT_KEY, META_WDEK
 from tasks.ibm_rotation import validate_rotation_request
 from tests.flows.test_events import byok_events
-from tests.flows.test_ibm_image import BUCKET, OBJECT, dynamic_vhd, request, writes
+from tests.flows.test_ibm_image import (  # noqa: F401 (quick_softlayer: autouse fixture)
+    BUCKET,
+    OBJECT,
+    dynamic_vhd,
+    quick_softlayer,
+    request,
+    writes,
+)
 
 
 def provision(block: str, emulator: Emulator, ibm: IBMClients, **overrides: Any) -> IbmImageResult:

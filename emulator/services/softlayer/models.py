@@ -12,8 +12,6 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from byok.vhd import VhdFormatError, keyhash, vhd_info
-from byok.vhd.format import TYPE_FIXED, Footer, chs_geometry
 from emulator.cos import COS_URI, CosServer, regional_location
 from emulator.http import HttpError, Response
 from emulator.services.ibm_iam.models import (
@@ -25,11 +23,54 @@ from emulator.services.ibm_iam.models import (
     target,
 )
 from emulator.services.keyprotect.models import KeyProtectModel
+from emulator.services.softlayer.vhd import NotAVhd, fixed_vhd, key_matches, read_disk
 
 SOFTLAYER_ACCOUNT = 2710310
 MAX_IMAGE_SIZE = 100 * 1024**3
 SEED_TEMPLATE_ID = 1900001
 SEED_IMAGE_SIZE = 4 * 1024 * 1024
+# SoftLayer_Virtual_Guest_Block_Device_Template_Group::getVhdImportSoftwareDescriptions (a
+# subset): the operating systems an imported VHD may declare, by reference code.
+# https://sldn.softlayer.com/reference/services/SoftLayer_Virtual_Guest_Block_Device_Template_Group/getVhdImportSoftwareDescriptions/
+VHD_IMPORT_OS = {
+    "UBUNTU_20_64": ("Ubuntu", "20.04-64 Minimal for VSI"),
+    "UBUNTU_22_64": ("Ubuntu", "22.04-64 Minimal for VSI"),
+    "UBUNTU_24_64": ("Ubuntu", "24.04-64 Minimal for VSI"),
+    "DEBIAN_12_64": ("Debian", "12.0.0-64 Minimal for VSI"),
+    "REDHAT_8_64": ("Red Hat Enterprise Linux", "8.0-64 Minimal for VSI"),
+    "REDHAT_9_64": ("Red Hat Enterprise Linux", "9.0-64 Minimal for VSI"),
+    "CENTOS_STREAM_9_64": ("CentOS Stream", "9-64 Minimal for VSI"),
+    "ROCKYLINUX_9_64": ("Rocky Linux", "9.0-64 Minimal for VSI"),
+    "WIN_2022-STD_64": ("Microsoft", "Windows 2022 Standard Edition (64 bit)"),
+}
+# SoftLayer_Location::getDatacenters (a subset): name → long name.
+# https://sldn.softlayer.com/reference/services/SoftLayer_Location/getDatacenters/
+DATACENTERS = {
+    "dal10": "Dallas 10", "dal12": "Dallas 12", "dal13": "Dallas 13",
+    "wdc04": "Washington 4", "wdc06": "Washington 6", "wdc07": "Washington 7",
+    "tor01": "Toronto 1", "sao01": "Sao Paulo 1", "lon04": "London 4", "lon06": "London 6",
+    "fra02": "Frankfurt 2", "fra04": "Frankfurt 4", "fra05": "Frankfurt 5",
+    "par01": "Paris 1", "ams03": "Amsterdam 3", "mad02": "Madrid 2", "syd01": "Sydney 1",
+    "syd04": "Sydney 4", "tok02": "Tokyo 2", "tok04": "Tokyo 4", "osa21": "Osaka 21",
+    "che01": "Chennai 1", "sng01": "Singapore 1",
+}  # fmt: skip
+
+
+def software_descriptions() -> list[dict[str, Any]]:
+    """getVhdImportSoftwareDescriptions: SoftLayer_Software_Description records."""
+    return [
+        {"id": 5000 + i, "manufacturer": maker, "name": maker, "version": version,
+         "referenceCode": code, "operatingSystem": 1, "longDescription": f"{maker} {version}"}
+        for i, (code, (maker, version)) in enumerate(sorted(VHD_IMPORT_OS.items()))
+    ]  # fmt: skip
+
+
+def datacenters() -> list[dict[str, Any]]:
+    """SoftLayer_Location::getDatacenters: SoftLayer_Location records."""
+    return [
+        {"id": 1000 + i, "name": name, "longName": long, "statusId": 2}
+        for i, (name, long) in enumerate(sorted(DATACENTERS.items()))
+    ]
 
 
 class SoftLayerError(HttpError):
@@ -187,6 +228,12 @@ class SoftLayerModel:
                 raise invalid(name, config.get(name), "a non-empty string is required")
         if not COS_URI.match(config["uri"]):
             raise invalid("uri", config["uri"], "expected cos://<region>/<bucket>/<object>")
+        if config["operatingSystemReferenceCode"] not in VHD_IMPORT_OS:
+            raise invalid(
+                "operatingSystemReferenceCode",
+                config["operatingSystemReferenceCode"],
+                "not a reference code getVhdImportSoftwareDescriptions lists",
+            )
         self.api_key(config.get("ibmApiKey"))
         encrypted = config.get("isEncrypted", False)
         for name in ("isEncrypted", "cloudInit", "byol"):
@@ -311,24 +358,22 @@ class SoftLayerModel:
             return error
         try:
             with self.cos.open(match["bucket"], match["key"]) as handle:
-                info = vhd_info(handle)
+                disk = read_disk(handle)
         except ClientError:
             return f"object {match['key']!r} does not exist in bucket {match['bucket']!r}"
-        except VhdFormatError as exc:
+        except NotAVhd as exc:
             return f"object {match['key']!r} is not a VHD: {exc}"
-        if info.virtual_size > MAX_IMAGE_SIZE:
-            return f"the image's virtual size {info.virtual_size} exceeds 100 GB"
+        if disk.virtual_size > MAX_IMAGE_SIZE:
+            return f"the image's virtual size {disk.virtual_size} exceeds 100 GB"
+        if not config.get("isEncrypted") and disk.keyhash:
+            return "the image is encrypted (it has a keyhash) but isEncrypted is false"
         if not config.get("isEncrypted"):
-            return (
-                "the image is encrypted (it has a keyhash) but isEncrypted is false"
-                if (info.keyhash)
-                else ""
-            )
-        if info.creator_app != "tap" or info.disk_type != "dynamic" or not info.keyhash:
+            return ""
+        if disk.creator_app != "tap" or disk.disk_type != "dynamic" or not disk.keyhash:
             return (
                 f"object {match['key']!r} is not an encrypted tap-style VHD (vhd-util copy -k): "
-                f"creator {info.creator_app!r}, type {info.disk_type}, keyhash "
-                f"{'present' if info.keyhash else 'absent'}"
+                f"creator {disk.creator_app!r}, type {disk.disk_type}, keyhash "
+                f"{'present' if disk.keyhash else 'absent'}"
             )
         try:
             dek = self.kp.unwrap_for_service(
@@ -338,8 +383,7 @@ class SoftLayerModel:
             return str(exc)
         if len(dek) not in (32, 64):
             return f"the unwrapped data encryption key is {len(dek)} bytes; expected 32 or 64"
-        assert info.keyhash_nonce is not None
-        if keyhash(dek, bytes.fromhex(info.keyhash_nonce)).hex() != info.keyhash:
+        if not key_matches(disk, dek):
             return (
                 "the data encryption key unwrapped from wrappedDek does not match the "
                 "image's keyhash: the image was encrypted with another key"
@@ -363,6 +407,10 @@ class SoftLayerModel:
         datacenter = order.get("datacenter")
         if not isinstance(datacenter, dict) or not datacenter.get("name"):
             raise invalid("datacenter.name", datacenter, "a datacenter name (e.g. dal10)")
+        if datacenter["name"] not in DATACENTERS:
+            raise invalid(
+                "datacenter.name", datacenter["name"], "not a datacenter getDatacenters lists"
+            )
         group = order.get("blockDeviceTemplateGroup")
         gid = group.get("globalIdentifier") if isinstance(group, dict) else None
         if gid is None and not order.get("operatingSystemReferenceCode"):
@@ -416,13 +464,4 @@ def seed_image() -> bytes:
     """A small fixed VHD (cloud-init image stand-in) for the seeded template."""
     data = bytearray(SEED_IMAGE_SIZE)
     data[:32] = b"byok seed image (unencrypted)\n\0\0"
-    footer = Footer(
-        TYPE_FIXED,
-        SEED_IMAGE_SIZE,
-        SEED_IMAGE_SIZE,
-        creator_app=b"byok",
-        creator_version=0x00010000,
-        geometry=chs_geometry(SEED_IMAGE_SIZE),
-        uuid=uuid.uuid4().bytes,
-    )
-    return bytes(data) + footer.pack()
+    return fixed_vhd(bytes(data))

@@ -10,7 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 from emulator.http import Request, Response, Router
-from emulator.services.softlayer.models import SoftLayerError, SoftLayerModel
+from emulator.services.softlayer.models import (
+    SoftLayerError,
+    SoftLayerModel,
+    datacenters,
+    software_descriptions,
+)
 
 TEMPLATES = "SoftLayer_Virtual_Guest_Block_Device_Template_Group"
 GUESTS = "SoftLayer_Virtual_Guest"
@@ -72,6 +77,8 @@ def register(router: Router, sl: SoftLayerModel) -> None:
         (TEMPLATES, "getObject"): template_get,
         (TEMPLATES, "createFromIcos"): create_from_icos,
         (TEMPLATES, "copyToIcos"): copy_to_icos,
+        (TEMPLATES, "getVhdImportSoftwareDescriptions"): lambda *_: software_descriptions(),
+        ("SoftLayer_Location", "getDatacenters"): lambda *_: datacenters(),
         ("SoftLayer_Account", "getBlockDeviceTemplateGroups"): account_templates,
         ("SoftLayer_Account", "getVirtualGuests"): account_guests,
         (GUESTS, "createObject"): guest_create,
