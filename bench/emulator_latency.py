@@ -1,6 +1,7 @@
-"""Per-request latency of the emulator over HTTPS with keep-alive, next to a bare stdlib
-HTTPS server answering a fixed 200 on the same machine, in the same run. The bare server
-keeps Nagle's algorithm on, as `http.server` does: the gap is what TCP_NODELAY buys.
+"""Per-request latency of the emulator over HTTPS with keep-alive, next to two bare servers
+answering a fixed 200 on the same machine, in the same run: a stdlib `http.server` (Nagle's
+algorithm on, as it has it: the gap is what TCP_NODELAY buys) and the emulator's own werkzeug
+listener with a one-line WSGI application (the gap is the emulator's own work).
 
     python bench/emulator_latency.py [requests]
 """
@@ -18,6 +19,7 @@ import requests
 from byok.emulator_blocks import emulator_azure_credentials
 from clients.azure import AzureClients
 from emulator.server import Emulator
+from emulator.serving import Listener
 
 
 class _Fixed(BaseHTTPRequestHandler):
@@ -32,6 +34,11 @@ class _Fixed(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+def fixed_app(environ: dict[str, object], start_response: object) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "application/json")])  # type: ignore[operator]
+    return [b'{"ok": true}']
 
 
 def timed(call: object, n: int) -> list[float]:
@@ -68,6 +75,14 @@ def main() -> None:
             timed(lambda: session.get(floor_url), n),
         )
 
+        bare = Listener(fixed_app, "bare", 0, emulator.ssl_context)
+        threading.Thread(target=bare.serve_forever, daemon=True).start()
+        bare_url = f"https://127.0.0.1:{bare.server_address[1]}/"
+        session.get(bare_url)
+        report(
+            "bare werkzeug listener (as the emulator's)", timed(lambda: session.get(bare_url), n)
+        )
+
         clients = AzureClients(emulator_azure_credentials(emulator))
         groups = clients.resources().resource_groups
         groups.create_or_update("bench", {"location": "westeurope"})
@@ -80,6 +95,7 @@ def main() -> None:
         report("emulator ARM GET, requests", timed(lambda: session.get(url, headers=headers), n))
         report("emulator ARM GET, ResourceManagementClient", timed(lambda: groups.get("bench"), n))
         floor.shutdown()
+        bare.shutdown()
 
 
 if __name__ == "__main__":

@@ -105,44 +105,63 @@ def prefect_server(home: Path, port: int) -> Iterator[str]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Start everything, run the procedures, print what was created."""
+    """Start everything, run the procedures, print what was created. The emulator is
+    published where `byok emulator …` finds it until the demo ends."""
+    from byok.emulator_cli import DEFAULT_STATE_DIR, claim, publish, retract
     from emulator.server import Emulator
 
+    DEFAULT_STATE_DIR.mkdir(parents=True, exist_ok=True)
+    claim(DEFAULT_STATE_DIR)
     with tempfile.TemporaryDirectory(prefix="byok-demo-") as tmp:
         home = args.home or Path(tmp) / "prefect"
         home.mkdir(parents=True, exist_ok=True)
         print("Starting the cloud emulator and a local Prefect server…", flush=True)
         with (
-            Emulator(state_dir=Path(tmp) / "emulator") as emulator,
+            Emulator(state_dir=DEFAULT_STATE_DIR) as emulator,
             prefect_server(home, args.port) as api,
         ):
-            os.environ["PREFECT_API_URL"] = api
-            from prefect.settings import PREFECT_API_URL, temporary_settings
-
-            with temporary_settings({PREFECT_API_URL: api}):
-                summary = run_procedures(emulator)
-                drain_prefect_workers()  # before the server goes away
-            deployed = deploy_all(api)
-            ui = api.removesuffix("/api")
-            print("\n".join(summary))
-            print(f"  {deployed} deployments in work pool {WORK_POOL} (deployments/prefect.yaml)")
-            print(
-                f"\nPrefect UI: {ui}  (flow runs, task runs, logs, deployments, the blocks "
-                f"'{DEMO_BLOCK}' and '{DEMO_IBM_BLOCK}')"
-            )
-            if args.keep_running:
-                with process_worker(api):
-                    print(
-                        "Keeping the server, a worker and the emulator up: run deployments "
-                        "from the UI. Ctrl-C stops them.",
-                        flush=True,
-                    )
-                    try:
-                        while True:
-                            time.sleep(3600)
-                    except KeyboardInterrupt:
-                        pass
+            publish(emulator, DEFAULT_STATE_DIR)
+            try:
+                _demo(args, emulator, api)
+            finally:
+                retract(DEFAULT_STATE_DIR)
     return 0
+
+
+def _demo(args: argparse.Namespace, emulator: Any, api: str) -> None:
+    from byok.emulator_cli import DEFAULT_STATE_DIR, az_env_hint
+
+    os.environ["PREFECT_API_URL"] = api
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api}):
+        summary = run_procedures(emulator)
+        drain_prefect_workers()  # before the server goes away
+    deployed = deploy_all(api)
+    ui = api.removesuffix("/api")
+    print("\n".join(summary))
+    print(f"  {deployed} deployments in work pool {WORK_POOL} (deployments/prefect.yaml)")
+    print(
+        f"\nPrefect UI: {ui}  (flow runs, task runs, logs, deployments, the blocks "
+        f"'{DEMO_BLOCK}' and '{DEMO_IBM_BLOCK}')"
+    )
+    print(
+        f"Emulator: `byok emulator endpoints|requests|fault|reset` drive it; "
+        f"{az_env_hint(DEFAULT_STATE_DIR)}",
+        flush=True,
+    )
+    if args.keep_running:
+        with process_worker(api):
+            print(
+                "Keeping the server, a worker and the emulator up: run deployments "
+                "from the UI. Ctrl-C stops them.",
+                flush=True,
+            )
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
 
 
 def _prefect_env(api: str) -> dict[str, str]:

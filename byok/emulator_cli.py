@@ -16,9 +16,12 @@ from typing import Any
 
 from byok.az_env import az_env_lines
 from emulator.faults import FAULT_KINDS
+from emulator.files import write_private
+from emulator.throttling import Limit
 
 DEFAULT_STATE_DIR = Path(os.environ.get("BYOK_EMULATOR_DIR", Path.home() / ".byok" / "emulator"))
 ENDPOINTS_FILE = "endpoints.json"
+AZ_ENV_FILE = "az-env.sh"
 AZ_CONFIG_DIR = "azure-cli"
 
 
@@ -36,7 +39,7 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_STATE_DIR,
         help=f"where the CA and endpoints.json live (default {DEFAULT_STATE_DIR})",
     )
-    parser.set_defaults(func=_serve, port=0, save_block=None, save_ibm_block=None)
+    parser.set_defaults(func=_serve, port=0, save_block=None, save_ibm_block=None, throttle=False)
     commands = parser.add_subparsers(dest="emulator_command")
 
     serve = commands.add_parser("serve", help="run the emulator until interrupted (default)")
@@ -48,6 +51,20 @@ def register(subparsers: Any) -> None:
         help="save a 'BYOK Azure Credentials' block NAME pointing at the emulator "
         "in the current Prefect API",
     )
+    serve.add_argument(
+        "--throttle",
+        action="store_true",
+        help="throttle ARM as Azure does (token buckets per subscription, principal and "
+        "operation kind; off by default)",
+    )
+    for kind, default in (("reads", "250/25"), ("writes", "200/10"), ("deletes", "200/10")):
+        serve.add_argument(
+            f"--throttle-{kind}",
+            type=Limit.parse,
+            default=Limit.parse(default),
+            metavar="SIZE/RATE",
+            help=f"{kind} bucket size and refill per second with --throttle (default {default})",
+        )
     serve.set_defaults(func=_serve)
 
     commands.add_parser(
@@ -94,22 +111,72 @@ def register(subparsers: Any) -> None:
     log = commands.add_parser("requests", help="print the request log as JSON lines")
     log.add_argument("--method")
     log.add_argument("--path", help="regex searched in the path")
+    log.add_argument("--origin", choices=("main", "vault", "cos"), help="where it arrived")
     log.set_defaults(func=_requests)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from emulator.server import Emulator
+def claim(state_dir: Path) -> None:
+    """Refuse to start a second emulator over one that still answers from `state_dir` (its
+    CA would be overwritten); a stale endpoints.json is ignored."""
+    path = state_dir / ENDPOINTS_FILE
+    if not path.exists():
+        return
+    try:
+        endpoints = json.loads(path.read_text())
+        context = ssl.create_default_context(cafile=endpoints["ca_bundle"])
+        with urllib.request.urlopen(
+            endpoints["authority"] + "/_emulator/endpoints", context=context, timeout=2
+        ):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answered
+    except (OSError, ValueError, KeyError):
+        return
+    raise SystemExit(
+        f"byok: an emulator is already running from {state_dir}; stop it, or point "
+        "BYOK_EMULATOR_DIR (or --state-dir) elsewhere"
+    )
 
-    state_dir: Path = args.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True)
-    emulator = Emulator(port=args.port, state_dir=state_dir).start()
+
+def publish(emulator: Any, state_dir: Path) -> dict[str, str]:
+    """Make a started emulator the one `byok emulator …` drives: its endpoints (with its
+    test secrets) and the az-env lines, both 0600, in `state_dir`; returns the endpoints."""
     endpoints = {
         **emulator.endpoints(),
         "client_secret": emulator.identity.client_secret,
         "ibm_api_key": emulator.ibm_identity.api_key,
     }
-    (state_dir / ENDPOINTS_FILE).write_text(json.dumps(endpoints, indent=2))
-    (state_dir / ENDPOINTS_FILE).chmod(0o600)
+    write_private(state_dir / ENDPOINTS_FILE, json.dumps(endpoints, indent=2).encode())
+    lines = az_env_lines(endpoints, endpoints["client_secret"], state_dir.resolve() / AZ_CONFIG_DIR)
+    write_private(state_dir / AZ_ENV_FILE, ("\n".join(lines) + "\n").encode())
+    return endpoints
+
+
+def retract(state_dir: Path) -> None:
+    """Undo `publish` when the emulator stops."""
+    for name in (ENDPOINTS_FILE, AZ_ENV_FILE):
+        (state_dir / name).unlink(missing_ok=True)
+
+
+def az_env_hint(state_dir: Path) -> str:
+    """The line that points the Azure CLI at the published emulator."""
+    return f"Azure CLI (bash): source {state_dir.resolve() / AZ_ENV_FILE}"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from emulator.server import Emulator
+    from emulator.throttling import Limits
+
+    state_dir: Path = args.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    claim(state_dir)
+    limits = (
+        Limits(args.throttle_reads, args.throttle_writes, args.throttle_deletes)
+        if args.throttle
+        else None
+    )
+    emulator = Emulator(port=args.port, state_dir=state_dir, throttle=limits).start()
+    endpoints = publish(emulator, state_dir)
     if args.save_block:
         from byok.emulator_blocks import save_emulator_block
 
@@ -118,13 +185,7 @@ def _serve(args: argparse.Namespace) -> int:
         from byok.emulator_blocks import save_emulator_ibm_block
 
         save_emulator_ibm_block(emulator, args.save_ibm_block)
-    print(describe(endpoints), flush=True)
-    print(
-        "Azure CLI (bash; `byok emulator az-env FILE` writes these lines to FILE to source):",
-        *az_env_lines(endpoints, endpoints["client_secret"], state_dir.resolve() / AZ_CONFIG_DIR),
-        sep="\n",
-        flush=True,
-    )
+    print(describe(endpoints), az_env_hint(state_dir), sep="\n", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -133,7 +194,7 @@ def _serve(args: argparse.Namespace) -> int:
         pass
     finally:
         emulator.stop()
-        (state_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
+        retract(state_dir)
     return 0
 
 
@@ -211,8 +272,7 @@ def _az_env(args: argparse.Namespace) -> int:
     if str(args.file) == "-":
         sys.stdout.write(text)
     else:
-        args.file.write_text(text)
-        args.file.chmod(0o600)  # it holds the emulator's client secret
+        write_private(args.file, text.encode())  # it holds the emulator's client secret
     return 0
 
 
@@ -234,7 +294,11 @@ def _fault_add(args: argparse.Namespace) -> int:
 
 def _requests(args: argparse.Namespace) -> int:
     query = urllib.parse.urlencode(
-        {k: v for k, v in (("method", args.method), ("path", args.path)) if v}
+        {
+            k: v
+            for k, v in (("method", args.method), ("path", args.path), ("origin", args.origin))
+            if v
+        }
     )
     for entry in _call(args, "GET", "/requests" + (f"?{query}" if query else "")):
         sys.stdout.write(json.dumps(entry) + "\n")

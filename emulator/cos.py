@@ -1,34 +1,28 @@
-"""Cloud Object Storage for the emulator: moto's S3 in server mode on loopback (plain HTTP),
-reached with HMAC credentials, plus the emulator's own access to it (SoftLayer reads imports
-and writes exports here). Requests pass the emulator's `status` fault rules and are logged."""
+"""Cloud Object Storage for the emulator: moto's S3 WSGI application, served by the emulator's
+own application on a loopback port of its own (plain HTTP, reached with HMAC credentials),
+plus the emulator's own access to it (SoftLayer reads imports and writes exports here)."""
 
 from __future__ import annotations
 
 import io
-import logging
 import re
-import urllib.request
-from collections.abc import Callable, Iterable
-from http import HTTPStatus
+import time
+from collections.abc import Iterator
 from typing import Any
 from xml.sax.saxutils import escape
 
 import boto3
 from botocore.config import Config
-from moto.moto_server.werkzeug_app import (
-    DomainDispatcherApplication,
-    MotoRequestHandler,
-    create_backend_app,
-)
-from moto.server import ThreadedMotoServer
-from werkzeug.serving import make_server
+from moto.moto_api._internal.models import moto_api_backend
+from moto.moto_server.werkzeug_app import create_backend_app
 
-from byok.ibm_cos_io import RangedObject
-from emulator.faults import FaultInjector
+from emulator.faults import Fault, FaultInjector
+from emulator.requestlog import RequestLog
 
 # IBM location constraints: regional "<region>-<class>", cross-region "<geo>-<class>".
 STORAGE_CLASSES = ("standard", "vault", "cold", "smart", "flex", "onerate_active")
 COS_URI = re.compile(r"^cos://(?P<region>[a-z0-9-]+)/(?P<bucket>[^/]+)/(?P<key>.+)$")
+S3_FAULT_CODES = {429: "SlowDown", 500: "InternalError", 503: "ServiceUnavailable"}
 
 
 def regional_location(location: str | None, region: str) -> bool:
@@ -39,80 +33,85 @@ def regional_location(location: str | None, region: str) -> bool:
     )
 
 
-StartResponse = Callable[..., Any]
-S3_FAULT_CODES = {429: "SlowDown", 500: "InternalError", 503: "ServiceUnavailable"}
+def s3_error(fault: Fault, path: str) -> bytes:
+    """An injected fault as S3's XML error document."""
+    code = fault.code or S3_FAULT_CODES.get(fault.status, "InjectedFault")
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><Error><Code>'
+        f"{escape(code)}</Code><Message>{escape(fault.message or 'Injected by the emulator.')}"
+        f"</Message><Resource>{escape(path)}</Resource></Error>"
+    ).encode()
 
 
-class _FaultingMotoServer(ThreadedMotoServer):
-    """moto's server with a WSGI layer in front: fault rules, then the request log."""
+class _RangedObject(io.RawIOBase):
+    """A seekable raw reader of one object: each read is a ranged GET."""
 
-    def __init__(self, cos: CosServer) -> None:
-        super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
-        self._cos = cos
+    def __init__(self, client: Any, bucket: str, key: str, size: int) -> None:
+        super().__init__()
+        self._client, self._bucket, self._key, self._size = client, bucket, key, size
+        self._pos = 0
 
-    def _server_entry(self) -> None:  # moto's own, with the app wrapped
-        app = _FaultingApp(DomainDispatcherApplication(create_backend_app), self._cos)
-        self._server = make_server("127.0.0.1", 0, app, True, request_handler=MotoRequestHandler)
-        self._server_ready_event.set()
-        self._server.serve_forever()
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        end = min(self._size, self._pos + len(view))
+        if end <= self._pos:
+            return 0
+        body = self._client.get_object(
+            Bucket=self._bucket, Key=self._key, Range=f"bytes={self._pos}-{end - 1}"
+        )["Body"].read()
+        view[: len(body)] = body
+        self._pos += len(body)
+        return len(body)
 
 
-class _FaultingApp:
-    def __init__(self, app: Any, cos: CosServer) -> None:
-        self.app, self.cos = app, cos
+class _CosRequests:
+    """`CosServer.requests` as it was: (method, path, status) of the COS requests logged
+    since the last `clear()`. Kept for tests not yet moved to
+    `emulator.requests.find(origin="cos")`; remove with the last of them."""
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
-        fault = self.cos.faults.take("status", method, path) if self.cos.faults else None
-        self.cos.requests.append((method, path, fault.status if fault else 0))
-        if fault is None:
-            return self.app(environ, start_response)
-        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        code = fault.code or S3_FAULT_CODES.get(fault.status, "InjectedFault")
-        body = (
-            '<?xml version="1.0" encoding="UTF-8"?><Error><Code>'
-            f"{escape(code)}</Code><Message>{escape(fault.message or 'Injected by the emulator.')}"
-            f"</Message><Resource>{escape(path)}</Resource></Error>"
-        ).encode()
-        headers = [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))]
-        if fault.retry_after is not None:
-            headers.append(("Retry-After", f"{fault.retry_after:g}"))
-        start_response(f"{fault.status} {HTTPStatus(fault.status).phrase}", headers)
-        return [body]
+    def __init__(self, log: RequestLog) -> None:
+        self._log, self._since = log, 0.0
+
+    def __iter__(self) -> Iterator[tuple[str, str, int]]:
+        return iter(
+            (e.method, e.path, e.status)
+            for e in self._log.find(origin="cos")
+            if e.time >= self._since
+        )
+
+    def clear(self) -> None:
+        self._since = time.time()
 
 
 class CosServer:
-    """moto S3 on a free loopback port; `reset()` forgets every bucket. `faults` (the current
-    emulator state's rules) apply to its requests; `requests` logs (method, path, fault
-    status or 0)."""
+    """moto's S3 as a WSGI application (`app`), which the emulator serves at `endpoint`;
+    `reset()` forgets every bucket. Its requests pass the emulator's fault layer and land in
+    its request log like every other."""
 
-    def __init__(self, access_key_id: str, secret_access_key: str) -> None:
+    def __init__(self, access_key_id: str, secret_access_key: str, log: RequestLog) -> None:
         self.access_key_id, self.secret_access_key = access_key_id, secret_access_key
-        self._server = _FaultingMotoServer(self)
-        self.endpoint = ""
+        self.app = create_backend_app("s3")
+        self.endpoint = ""  # set by the emulator once it listens
         self._client: Any = None
+        self.requests = _CosRequests(log)
+        # Set by SoftLayerModel; unused: the emulator's fault layer applies the state's rules.
         self.faults: FaultInjector | None = None
-        self.requests: list[tuple[str, str, int]] = []
 
-    def start(self) -> None:
-        """Listen (quietly: moto logs every request through werkzeug)."""
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
-
-    def stop(self) -> None:
-        """Stop listening."""
-        if self.endpoint:
-            self._server.stop()
-            self.endpoint = ""
-
-    def reset(self) -> None:
-        """Forget every bucket, object and logged request (moto's reset API)."""
-        self.requests.clear()
-        request = urllib.request.Request(self.endpoint + "/moto-api/reset", method="POST")
-        with urllib.request.urlopen(request, timeout=10):
-            pass
+    @staticmethod
+    def reset() -> None:
+        """Forget every bucket and object (moto's reset, in process)."""
+        moto_api_backend.reset()
 
     @property
     def client(self) -> Any:
@@ -135,4 +134,4 @@ class CosServer:
     def open(self, bucket: str, key: str) -> io.BufferedReader:
         """A seekable reader of one object (ranged GETs; nothing downloaded up front)."""
         size = self.client.head_object(Bucket=bucket, Key=key)["ContentLength"]
-        return io.BufferedReader(RangedObject(self.client, bucket, key, size), 256 * 1024)
+        return io.BufferedReader(_RangedObject(self.client, bucket, key, size), 256 * 1024)

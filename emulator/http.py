@@ -23,11 +23,29 @@ class Request:
     params: dict[str, str] = field(default_factory=dict)  # filled by the router
 
     @classmethod
-    def parse(cls, method: str, target: str, headers: dict[str, str], body: bytes, port: int):
-        """Build a request from the raw request line, headers and body."""
-        parts = urlsplit(target)
-        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        return cls(method.upper(), parts.path, query, headers, body, port)
+    def from_environ(cls, environ: dict[str, Any]) -> Request:
+        """Build a request from a WSGI environ (the path as sent, not percent-decoded)."""
+        parts = urlsplit(environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/"))
+        query = {
+            k: v[-1]
+            for k, v in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()
+        }
+        headers = {
+            key[5:].replace("_", "-").lower(): value
+            for key, value in environ.items()
+            if key.startswith("HTTP_")
+        }
+        for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if environ.get(key):
+                headers[key.replace("_", "-").lower()] = environ[key]
+        stream = environ["wsgi.input"]
+        if environ.get("wsgi.input_terminated"):  # chunked
+            body = stream.read()
+        else:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = stream.read(length) if length else b""
+        port = int(environ["SERVER_PORT"])
+        return cls(environ["REQUEST_METHOD"].upper(), parts.path, query, headers, body, port)
 
     @property
     def host(self) -> str:

@@ -16,8 +16,10 @@ class LoggedRequest:
     method: str
     path: str
     query: str
-    status: int
+    status: int  # 0: the connection was dropped
     port: int
+    origin: str = "main"  # "main", "vault" or "cos"
+    bucket: str = ""  # the ARM throttling bucket drawn from ('' when none)
 
     def to_json(self) -> dict[str, Any]:
         """The entry as JSON."""
@@ -44,8 +46,11 @@ class RequestLog:
         with self._lock:
             self._entries.clear()
 
-    def find(self, method: str | None = None, path: str | None = None) -> list[LoggedRequest]:
-        """Requests with this method (any if None) whose path matches the regex `path`."""
+    def find(
+        self, method: str | None = None, path: str | None = None, origin: str | None = None
+    ) -> list[LoggedRequest]:
+        """Requests with this method and origin (any if None) whose path matches the regex
+        `path`."""
         regex = re.compile(path, re.IGNORECASE) if path else None
         with self._lock:
             entries = list(self._entries)
@@ -53,6 +58,7 @@ class RequestLog:
             e
             for e in entries
             if (method is None or e.method == method.upper())
+            and (origin is None or e.origin == origin)
             and (regex is None or regex.search(e.path))
         ]
 

@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from emulator.files import write_private
+
 
 @dataclass(frozen=True)
 class TlsFiles:
@@ -97,8 +99,10 @@ def make_tls_files(directory: Path) -> TlsFiles:
     )
     files.ca_cert.write_bytes(ca_cert.public_bytes(pem))
     files.server_chain.write_bytes(leaf_cert.public_bytes(pem) + ca_cert.public_bytes(pem))
-    files.server_key.write_bytes(
-        leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    write_private(
+        files.server_key,
+        leaf_key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
     )
-    files.server_key.chmod(0o600)
     return files

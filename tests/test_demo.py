@@ -3,9 +3,17 @@ server, every procedure that has landed, a summary."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import queue
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -14,16 +22,67 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_demo_runs_the_procedures() -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "byok.cli", "demo", "--port", str(free_port())],
+def byok(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "byok.cli", *args],
+        env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=60,
         check=False,
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    out = run.stdout
+
+
+def test_demo_runs_the_procedures(tmp_path: Path) -> None:
+    """The demo, kept running: while it is up, `byok emulator …` drives its emulator."""
+    state_dir = tmp_path / "emulator"
+    env = {**os.environ, "BYOK_EMULATOR_DIR": str(state_dir)}
+    stderr = tmp_path / "stderr.log"
+    with stderr.open("w") as err:
+        demo = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "byok.cli",
+                "demo",
+                "--port",
+                str(free_port()),
+                "--keep-running",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in demo.stdout or []:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + 300
+    try:
+        while not any("Keeping the server" in line for line in seen):
+            assert demo.poll() is None, stderr.read_text()[-3000:]
+            assert time.monotonic() < deadline, "".join(seen)[-3000:]
+            with contextlib.suppress(queue.Empty):
+                seen.append(lines.get(timeout=1))
+        for name in ("endpoints.json", "az-env.sh"):
+            assert (state_dir / name).stat().st_mode & 0o777 == 0o600
+        logged = byok(
+            "emulator", "requests", "--path", "diskEncryptionSets/des-byok-demo$", env=env
+        )
+        assert logged.returncode == 0, logged.stderr
+        assert {json.loads(line)["method"] for line in logged.stdout.splitlines()} >= {"PUT", "GET"}
+    finally:
+        demo.send_signal(signal.SIGINT)
+        demo.wait(timeout=60)
+    assert demo.returncode == 0, stderr.read_text()[-3000:]
+    assert not (state_dir / "endpoints.json").exists()
+    out = "".join(seen)
+    assert f"source {state_dir.resolve() / 'az-env.sh'}" in out
     assert "SIGEncryption: Registered" in out
     assert "disk encryption set des-byok-demo" in out
     assert "node pools system, userpool" in out
@@ -34,5 +93,5 @@ def test_demo_runs_the_procedures() -> None:
     assert "imported encrypted; virtual server" in out
     assert "deployments in work pool byok-process" in out
     assert "Prefect UI: http://127.0.0.1:" in out
-    assert "emulator-client-secret" not in out + run.stderr
-    assert "emulator-ibm-api-key" not in out + run.stderr
+    assert "emulator-client-secret" not in out + stderr.read_text()
+    assert "emulator-ibm-api-key" not in out + stderr.read_text()

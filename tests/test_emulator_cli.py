@@ -23,10 +23,48 @@ def byok(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def throttled_reads(endpoints: dict[str, str]) -> list[tuple[int, str | None]]:
+    """Two ARM reads with the emulator's service principal: (status, reads remaining)."""
+    token = requests.post(
+        f"{endpoints['authority']}/{endpoints['tenant_id']}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": endpoints["client_id"],
+            "client_secret": endpoints["client_secret"],
+            "scope": "https://management.azure.com/.default",
+        },
+        verify=endpoints["ca_bundle"],
+        timeout=10,
+    ).json()["access_token"]
+    url = f"{endpoints['arm']}subscriptions/{endpoints['subscription_id']}/resourcegroups"
+    answers = [
+        requests.get(
+            url + "?api-version=2025-04-01",
+            headers={"Authorization": f"Bearer {token}"},
+            verify=endpoints["ca_bundle"],
+            timeout=10,
+        )
+        for _ in range(2)
+    ]
+    return [
+        (a.status_code, a.headers.get("x-ms-ratelimit-remaining-subscription-reads"))
+        for a in answers
+    ]
+
+
 def test_serve_then_inject_a_fault_from_the_cli(tmp_path: Path) -> None:
     env = {**os.environ, "BYOK_EMULATOR_DIR": str(tmp_path)}
     server = subprocess.Popen(
-        [sys.executable, "-m", "byok.cli", "emulator", "serve"],
+        [
+            sys.executable,
+            "-m",
+            "byok.cli",
+            "emulator",
+            "serve",
+            "--throttle",
+            "--throttle-reads",
+            "1/0.2",
+        ],
         env=env,
         stdout=subprocess.PIPE,
         text=True,
@@ -38,6 +76,12 @@ def test_serve_then_inject_a_fault_from_the_cli(tmp_path: Path) -> None:
             assert time.monotonic() < deadline and server.poll() is None
             time.sleep(0.1)
         endpoints = json.loads(endpoints_file.read_text())
+        for name in ("endpoints.json", "az-env.sh", "tls/server-key.pem"):
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+        assert "az login --service-principal" in (tmp_path / "az-env.sh").read_text()
+        assert throttled_reads(endpoints) == [(200, "0"), (429, "0")]
+        rival = byok("emulator", "serve", env=env)
+        assert rival.returncode != 0 and "already running" in rival.stderr
         added = byok(
             "emulator",
             "fault",
@@ -61,4 +105,7 @@ def test_serve_then_inject_a_fault_from_the_cli(tmp_path: Path) -> None:
         server.terminate()
         server.wait(timeout=20)
     assert not (tmp_path / "endpoints.json").exists()
-    assert "byok cloud emulator running" in (server.stdout.read() if server.stdout else "")
+    assert not (tmp_path / "az-env.sh").exists()
+    out = server.stdout.read() if server.stdout else ""
+    assert "byok cloud emulator running" in out
+    assert f"source {tmp_path.resolve() / 'az-env.sh'}" in out

@@ -1,4 +1,4 @@
-"""COS through ibm_boto3 (HMAC) against the emulator's moto server."""
+"""COS through ibm_boto3 (HMAC) against moto's S3, served by the emulator's application."""
 
 from __future__ import annotations
 
