@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import re
-import time
-from collections.abc import Iterator
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -16,8 +14,7 @@ from botocore.config import Config
 from moto.moto_api._internal.models import moto_api_backend
 from moto.moto_server.werkzeug_app import create_backend_app
 
-from emulator.faults import Fault, FaultInjector
-from emulator.requestlog import RequestLog
+from emulator.faults import Fault
 
 # IBM location constraints: regional "<region>-<class>", cross-region "<geo>-<class>".
 STORAGE_CLASSES = ("standard", "vault", "cold", "smart", "flex", "onerate_active")
@@ -75,38 +72,16 @@ class _RangedObject(io.RawIOBase):
         return len(body)
 
 
-class _CosRequests:
-    """`CosServer.requests` as it was: (method, path, status) of the COS requests logged
-    since the last `clear()`. Kept for tests not yet moved to
-    `emulator.requests.find(origin="cos")`; remove with the last of them."""
-
-    def __init__(self, log: RequestLog) -> None:
-        self._log, self._since = log, 0.0
-
-    def __iter__(self) -> Iterator[tuple[str, str, int]]:
-        return iter(
-            (e.method, e.path, e.status)
-            for e in self._log.find(origin="cos")
-            if e.time >= self._since
-        )
-
-    def clear(self) -> None:
-        self._since = time.time()
-
-
 class CosServer:
     """moto's S3 as a WSGI application (`app`), which the emulator serves at `endpoint`;
     `reset()` forgets every bucket. Its requests pass the emulator's fault layer and land in
     its request log like every other."""
 
-    def __init__(self, access_key_id: str, secret_access_key: str, log: RequestLog) -> None:
+    def __init__(self, access_key_id: str, secret_access_key: str) -> None:
         self.access_key_id, self.secret_access_key = access_key_id, secret_access_key
         self.app = create_backend_app("s3")
         self.endpoint = ""  # set by the emulator once it listens
         self._client: Any = None
-        self.requests = _CosRequests(log)
-        # Set by SoftLayerModel; unused: the emulator's fault layer applies the state's rules.
-        self.faults: FaultInjector | None = None
 
     @staticmethod
     def reset() -> None:

@@ -56,7 +56,6 @@ class Emulator:
         self.cos = CosServer(
             self.ibm_identity.cos_hmac_access_key_id,
             self.ibm_identity.cos_hmac_secret_access_key,
-            self.requests,
         )
         self.app = Application(self)
 

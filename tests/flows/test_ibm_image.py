@@ -66,12 +66,11 @@ def request(block: str, emulator: Emulator, **overrides: Any) -> IbmImageRequest
 
 def writes(emulator: Emulator) -> list[str]:
     """Every write the flow sent to the emulator or COS (IAM token requests excluded)."""
-    found = [
+    return [
         f"{r.method} {r.path}"
         for r in emulator.requests.find()
         if r.method in WRITES and r.path != "/identity/token"
     ]
-    return found + [f"COS {m} {p}" for m, p, _ in emulator.cos.requests if m in WRITES]
 
 
 def dynamic_vhd(data: bytes) -> bytes:
@@ -158,7 +157,6 @@ def test_template_source_end_to_end(ibm_block: str, emulator: Emulator, ibm: IBM
 def test_rerun_reuses_everything(ibm_block: str, emulator: Emulator, ibm: IBMClients) -> None:
     first = provision_encrypted_ibm_image(request(ibm_block, emulator))
     emulator.requests.clear()
-    emulator.cos.requests.clear()
     second = provision_encrypted_ibm_image(request(ibm_block, emulator))
     assert (second.template_id, second.instance) == (first.template_id, first.instance)
     assert second.wrapped_dek == first.wrapped_dek and second.keyhash == first.keyhash
@@ -190,7 +188,9 @@ def test_vhd_object_source_streams_in_parts_with_own_dek(
         )
     )
     assert result.keyhash == keyhash(dek).hex() and result.instance is None
-    parts = [p for m, p, _ in emulator.cos.requests if m == "PUT" and p == f"/{BUCKET}/{OBJECT}"]
+    parts = [
+        r for r in emulator.requests.find("PUT", origin="cos") if r.path == f"/{BUCKET}/{OBJECT}"
+    ]
     assert len(parts) == 3  # 11 MiB + metadata in 5 MiB parts
     stored = s3.get_object(Bucket=BUCKET, Key=OBJECT)["Body"].read()
     verify_vhd(io.BytesIO(dynamic_vhd(data)), io.BytesIO(stored), dek)
@@ -315,7 +315,6 @@ def prepare_rule(
         )
     Secret(value=base64.b64encode(BAD_DEK).decode()).save("ibm-test-bad-dek", overwrite=True)
     emulator.requests.clear()
-    emulator.cos.requests.clear()
     if "source_object" in overrides:
         return {**overrides, "source_template_id": None}
     return overrides

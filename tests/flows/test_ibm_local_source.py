@@ -154,7 +154,6 @@ def test_local_source_rules(
     elif case == "key dir":
         path.write_bytes(dynamic_vhd(os.urandom(1 << 20)))
     emulator.requests.clear()
-    emulator.cos.requests.clear()
     overrides = {**LOCAL, "source_file": str(path)}
     if case == "key dir":
         overrides["dek_file"] = str(key)

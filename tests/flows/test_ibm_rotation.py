@@ -152,7 +152,6 @@ def test_imported_root_key_rotates_to_new_material(
     Secret(value=base64.b64encode(os.urandom(32)).decode()).save("ibm-rot-root", overwrite=True)
     image = provision(ibm_block, emulator, ibm, root_key_material_block="ibm-rot-root")
     emulator.requests.clear()
-    emulator.cos.requests.clear()
     with pytest.raises(InvalidRequest, match="root_key_material_block = None: the root key was"):
         rotate_ibm_root_key(rotation(ibm_block, emulator, image))
     assert writes(emulator) == []
@@ -183,7 +182,6 @@ def test_rotation_rules_before_any_write(
     kp.create_key("other-root")
     kp.create_key("std-key", extractable=True)
     emulator.requests.clear()
-    emulator.cos.requests.clear()
     for case, overrides, match in RULES:
         base = rotation(ibm_block, emulator, image).model_dump()
         with pytest.raises(InvalidRequest, match=re.escape(match)):

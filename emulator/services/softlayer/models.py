@@ -184,8 +184,6 @@ class SoftLayerModel:
 
     def __init__(self, iam: IamModel, kp: KeyProtectModel, cos: CosServer | None) -> None:
         self.iam, self.kp, self.cos = iam, kp, cos
-        if cos is not None:
-            cos.faults = iam.faults  # COS requests follow this state's fault rules
         self.lock = threading.RLock()
         self._ids = itertools.count(SEED_TEMPLATE_ID + 100, 2)
         self._transactions = itertools.count(88000001)
