@@ -30,6 +30,8 @@ from emulator.services.kubernetes import models as kubernetes_models
 from emulator.services.kubernetes import routes as kubernetes_routes
 from emulator.services.msi import models as msi_models
 from emulator.services.network import models as network_models
+from emulator.services.resourcegraph import routes as resourcegraph_routes
+from emulator.services.resourcegraph.models import ResourceGraphModel
 from emulator.services.softlayer import routes as softlayer_routes
 from emulator.services.softlayer.models import SoftLayerModel
 
@@ -82,6 +84,7 @@ class EmulatorState:
             self.iam, self.ibm_identity.region, self.ibm_identity.key_protect_instance
         )
         self.softlayer = SoftLayerModel(self.iam, self.keyprotect, cos)
+        self.resource_graph = ResourceGraphModel(self.arm)
 
         self.router = Router()
         kubernetes_routes.register(self.router, self.kubernetes)
@@ -91,4 +94,35 @@ class EmulatorState:
         ibm_iam_routes.register(self.router, self.iam, base_url)
         keyprotect_routes.register(self.router, self.keyprotect)
         softlayer_routes.register(self.router, self.softlayer)
+        resourcegraph_routes.register(self.router, self.resource_graph)
         arm_routes.register(self.router, self.arm, base_url)  # generic routes last
+
+    # -- tenants, subscriptions and principals (for tests and the CLI) -------------------------
+    def add_tenant(self, tenant_id: str | None = None, name: str = "") -> str:
+        """A new Entra tenant (directory) with no subscription yet; returns its id."""
+        return self.entra.add_tenant(tenant_id, name)
+
+    def add_subscription(
+        self, tenant_id: str | None = None, name: str = "", subscription_id: str | None = None
+    ) -> str:
+        """A new subscription of a tenant (default: the home tenant); returns its id. Its
+        resources are invisible from other subscriptions, its routes refuse other tenants'
+        tokens."""
+        return self.arm.add_subscription(subscription_id, tenant_id, name).subscription_id
+
+    def add_service_principal(
+        self,
+        tenant_id: str | None = None,
+        name: str = "byok-extra",
+        client_id: str | None = None,
+        secret: str | None = None,
+    ) -> Principal:
+        """A new service principal of a tenant (default: the home tenant); its `client_id`
+        and `secret` get tokens from that tenant's token endpoint. It holds no role."""
+        return self.entra.add_service_principal(name, client_id, secret, tenant_id)
+
+    def grant_role(self, principal_id: str, role_name: str, scope: str) -> str:
+        """Assign a built-in role (by name) at `scope`, in effect at once; returns the
+        assignment's id. ARM checks writes against assignments only when
+        `arm.enforce_authorization` is on."""
+        return str(authorization_models.grant(self.arm, principal_id, role_name, scope)["id"])

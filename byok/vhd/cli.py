@@ -12,16 +12,16 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO
 
 from byok.vhd.decrypt import VhdVerifyError, decrypt_vhd, verify_vhd
 from byok.vhd.encrypt import VhdOutputError, encrypt_vhd
 from byok.vhd.format import VhdFormatError
 from byok.vhd.info import vhd_info
 from byok.vhd.keys import VhdKeyError, keyhash, load_key
+from byok.vhd.pipeline import Progress
 
 EXIT_ERROR = 2
 _EXPECTED = (VhdFormatError, VhdKeyError, VhdOutputError, VhdVerifyError, OSError)
@@ -72,44 +72,28 @@ def _notes_on_stderr(command: str) -> Iterator[None]:
         logger.propagate = propagate
 
 
-class ProgressBar:
-    """A one-line progress bar on a terminal stream; silent when it is not a TTY."""
+@contextmanager
+def _progress_bar(label: str) -> Iterator[Progress | None]:
+    """A progress bar of the bytes done (rich) on standard error when it is a terminal; None
+    (quiet) when it is a pipe or a file."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich import progress as rich  # imported only for a terminal
+    from rich.console import Console
 
-    def __init__(self, label: str, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty()
-        self.label = label
-        self.start = time.monotonic()
-        self._last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now - self._last < 0.1 and done < total):
-            return
-        self._last = now
-        fraction = done / total if total else 1.0
-        width = 30
-        filled = int(fraction * width)
-        rate = done / max(now - self.start, 1e-6) / 1e6
-        self.stream.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-            f"{fraction:6.1%} {done >> 20}/{total >> 20} MiB {rate:7.0f} MB/s"
-        )
-        self.stream.flush()
-
-    def close(self) -> None:
-        """End the bar's line."""
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
+    columns = (
+        rich.TextColumn(label), rich.BarColumn(), rich.TaskProgressColumn(),
+        rich.DownloadColumn(), rich.TransferSpeedColumn(), rich.TimeRemainingColumn(),
+    )  # fmt: skip
+    with rich.Progress(*columns, console=Console(file=sys.stderr)) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
-def _with_progress(label: str, run: Callable[[ProgressBar], Any]) -> Any:
-    bar = ProgressBar(label)
-    try:
+def _with_progress(label: str, run: Callable[[Progress | None], Any]) -> Any:
+    with _progress_bar(label) as bar:
         return run(bar)
-    finally:
-        bar.close()
 
 
 class _ForwardOnly(io.RawIOBase):
@@ -192,7 +176,7 @@ def _cmd_decrypt(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     key = load_key(args.key_file)
-    result = verify_vhd(args.src, args.enc, key)
+    result = _with_progress("verify", lambda bar: verify_vhd(args.src, args.enc, key, bar))
     print(
         f"OK: {args.enc} decrypts to {args.src} ({result.source_size} bytes, "
         f"{result.blocks_compared} blocks compared); keyhash matches"
@@ -229,7 +213,12 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
         command = args.vhd_command
         try:
             with _terminate_by_unwinding(), _notes_on_stderr(command):
-                return func(args)
+                code = func(args)
+                sys.stdout.flush()  # a reader that stopped early (`| head`) shows here
+                return code
+        except BrokenPipeError:  # the text report's reader stopped: quiet, as `seq | head`
+            code = 128 + signal.SIGPIPE
+            _silence_stdout()
         except _EXPECTED as exc:
             message = (
                 str(exc)

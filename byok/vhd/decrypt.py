@@ -134,8 +134,11 @@ def _write_zeros(handle: BinaryIO, count: int) -> None:
         count -= len(zeros)
 
 
-def verify_vhd(src: Source, enc: Source, key: bytes) -> VerifyResult:
-    """Check `enc`'s structure and keyhash, and that it decrypts to `src` byte for byte.
+def verify_vhd(
+    src: Source, enc: Source, key: bytes, progress: Progress | None = None
+) -> VerifyResult:
+    """Check `enc`'s structure and keyhash, and that it decrypts to `src` byte for byte
+    (`progress(bytes_done, bytes_total)` after each block).
 
     Raises `VhdVerifyError` naming the first differing virtual offset.
     """
@@ -146,11 +149,13 @@ def verify_vhd(src: Source, enc: Source, key: bytes) -> VerifyResult:
             raise VhdFormatError("offset 0: expected an encrypted (dynamic) VHD, found a fixed one")
         check_keyhash(encrypted, key)
         compared = 0
+        total = encrypted.virtual_size or 0
         theirs = _ascending(encrypted.blocks(), "encrypted VHD")
         mine = _ascending(source.blocks(), "source")
         enc_item = next(theirs, None)
         src_item = next(mine, None)
         while enc_item is not None or src_item is not None:
+            at = min(item[0] for item in (enc_item, src_item) if item is not None)
             if src_item is None or (enc_item is not None and enc_item[0] < src_item[0]):
                 assert enc_item is not None
                 decrypt(*enc_item)
@@ -164,6 +169,8 @@ def verify_vhd(src: Source, enc: Source, key: bytes) -> VerifyResult:
                 _same(enc_item[0], enc_item[1], src_item[1])
                 enc_item, src_item = next(theirs, None), next(mine, None)
             compared += 1
+            if progress is not None:
+                progress(min((at + 1) * BLOCK_SIZE, total), total)
         src_size = source.virtual_size or 0
         expected = -(-src_size // BLOCK_SIZE) * BLOCK_SIZE
         if encrypted.virtual_size != expected:

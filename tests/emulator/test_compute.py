@@ -13,7 +13,7 @@ from azure.mgmt.compute.models import (
 
 from clients.azure import AzureClients
 from emulator.server import Emulator
-from tests.helpers import arm_request, vault_with_key
+from tests.helpers import arm_request, vault_parameters, vault_with_key
 
 
 def des(key_url: str, location: str = "westeurope", **props: object) -> DiskEncryptionSet:
@@ -54,17 +54,19 @@ def test_ec_key_is_refused(azure: AzureClients, emulator: Emulator, key_url: str
     assert "RSA keys of 2048, 3072 or 4096" in rule_error(azure, des(str(ec.id)))
 
 
-def test_vault_without_purge_protection_is_refused(azure: AzureClients, emulator: Emulator) -> None:
-    from tests.helpers import vault_parameters
-
+def test_vault_without_purge_protection_is_accepted(
+    azure: AzureClients, emulator: Emulator
+) -> None:
+    """Azure accepts it (only the docs ask for purge protection); the flows check it."""
     azure.resources().resource_groups.create_or_update("rg", {"location": "westeurope"})
     params = vault_parameters(emulator)
     params.properties.enable_purge_protection = None
     vault = (
         azure.keyvault_management().vaults.begin_create_or_update("rg", "kv-npp", params).result()
     )
-    kid = azure.keys(str(vault.properties.vault_uri)).create_rsa_key("k").id
-    assert "purge protection" in rule_error(azure, des(str(kid)))
+    key = azure.keys(str(vault.properties.vault_uri)).create_rsa_key("k")
+    assert key.properties.recovery_level == "Recoverable+Purgeable"
+    assert create(azure, des(str(key.id))).provisioning_state == "Succeeded"
 
 
 def test_missing_key_is_refused(azure: AzureClients, key_url: str) -> None:

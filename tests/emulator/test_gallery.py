@@ -80,3 +80,50 @@ def test_cannot_go_back_to_platform_keys(azure: AzureClients, image: tuple[str, 
         versions.begin_create_or_update(
             "rg-img", "g1", "img", "1.0.0", version(source, None)
         ).result()
+
+
+@pytest.mark.parametrize("generation", ["V1", "V2"])
+def test_source_generation_must_match_the_definition(
+    azure: AzureClients, image: tuple[str, str], generation: str
+) -> None:
+    compute = azure.compute()
+    compute.gallery_images.begin_create_or_update(
+        "rg-img",
+        "g1",
+        "img2",
+        {
+            "location": "westeurope",
+            "properties": {
+                "osType": "Linux",
+                "osState": "Generalized",
+                "hyperVGeneration": "V2",
+                "identifier": {"publisher": "p", "offer": "o", "sku": "s2"},
+            },
+        },
+    ).result()
+    source = compute.images.begin_create_or_update(
+        "rg-img",
+        f"src-{generation}",
+        {
+            "location": "westeurope",
+            "properties": {
+                "hyperVGeneration": generation,
+                "storageProfile": {"osDisk": {"osType": "Linux", "osState": "Generalized"}},
+            },
+        },
+    ).result()
+    poller = compute.gallery_image_versions.begin_create_or_update(
+        "rg-img", "g1", "img2", "1.0.0", version(str(source.id), None)
+    )
+    if generation == "V2":
+        assert poller.result().provisioning_state == "Succeeded"
+        return
+    with pytest.raises(HttpResponseError) as info:
+        poller.result()
+    assert info.value.error.code == "Conflict"
+    assert info.value.error.message == (
+        f"The resource with id '{source.id}' has a different Hypervisor generation ['V1'] "
+        "than the parent gallery image Hypervisor generation ['V2']."
+    )
+    failed = compute.gallery_image_versions.get("rg-img", "g1", "img2", "1.0.0")
+    assert failed.provisioning_state == "Failed"

@@ -276,3 +276,99 @@ def test_access_policy_add_and_remove(
     update("remove", ["get", "wrapKey", "unwrapKey"])
     vault = azure.keyvault_management().vaults.get("rg", "kv1")
     assert all(p.object_id != other for p in vault.properties.access_policies)
+
+
+def make_vault(azure: AzureClients, emulator: Emulator, name: str, **properties: object) -> str:
+    """A vault with `properties` set on the SDK model; returns its URI."""
+    azure.resources().resource_groups.create_or_update("rg", {"location": "westeurope"})
+    params = vault_parameters(emulator)
+    for attribute, value in properties.items():
+        setattr(params.properties, attribute, value)
+    vault = azure.keyvault_management().vaults.begin_create_or_update("rg", name, params).result()
+    return str(vault.properties.vault_uri)
+
+
+def test_deleted_vault_lifecycle(azure: AzureClients, emulator: Emulator) -> None:
+    vaults = azure.keyvault_management().vaults
+    uri = make_vault(azure, emulator, "kv-life", enable_purge_protection=None)
+    kid = azure.keys(uri).create_rsa_key("k").id
+    vaults.delete("rg", "kv-life")
+
+    deleted = [v.name for v in vaults.list_deleted()]
+    assert deleted == ["kv-life"]
+    shown = vaults.get_deleted("kv-life", "westeurope")
+    assert shown.properties.vault_id.endswith("/vaults/kv-life")
+    assert shown.properties.purge_protection_enabled is False
+    with pytest.raises(HttpResponseError) as info:  # the name is held while deleted
+        make_vault(azure, emulator, "kv-life")
+    assert (info.value.status_code, info.value.error.code) == (409, "ConflictError")
+    assert "already exists in deleted state" in info.value.error.message
+
+    recovered = make_vault(
+        azure, emulator, "kv-life", create_mode="recover", enable_purge_protection=None
+    )
+    assert recovered == uri and azure.keys(uri).get_key("k").id == kid
+    assert list(vaults.list_deleted()) == []
+
+    vaults.delete("rg", "kv-life")
+    vaults.begin_purge_deleted("kv-life", "westeurope").result()
+    assert list(vaults.list_deleted()) == []
+    fresh = make_vault(azure, emulator, "kv-life")
+    assert [k.name for k in azure.keys(fresh).list_properties_of_keys()] == []
+
+
+def test_recovering_a_vault_that_is_not_deleted_is_refused(
+    azure: AzureClients, emulator: Emulator
+) -> None:
+    with pytest.raises(HttpResponseError) as info:
+        make_vault(azure, emulator, "kv-never", create_mode="recover")
+    assert info.value.error.code == "SoftDeletedVaultDoesNotExist"
+
+
+def test_purge_protected_deleted_vault_cannot_be_purged(
+    azure: AzureClients, emulator: Emulator
+) -> None:
+    make_vault(azure, emulator, "kv-held")
+    vaults = azure.keyvault_management().vaults
+    vaults.delete("rg", "kv-held")
+    with pytest.raises(HttpResponseError) as info:
+        vaults.begin_purge_deleted("kv-held", "westeurope").result()
+    assert info.value.error.message == "Operation 'DeletedVaultPurge' is not allowed."
+    assert vaults.get_deleted("kv-held", "westeurope").properties.purge_protection_enabled
+
+
+@pytest.mark.parametrize(
+    ("properties", "level", "days"),
+    [
+        ({}, "Recoverable", 90),
+        ({"enable_purge_protection": None}, "Recoverable+Purgeable", 90),
+        (
+            {"enable_purge_protection": None, "soft_delete_retention_in_days": 7},
+            "CustomizedRecoverable+Purgeable",
+            7,
+        ),
+    ],
+)
+def test_key_recovery_level_follows_the_vault(
+    azure: AzureClients, emulator: Emulator, properties: dict, level: str, days: int
+) -> None:
+    key = azure.keys(make_vault(azure, emulator, "kv-level", **properties)).create_rsa_key("k")
+    assert (key.properties.recovery_level, key.properties.recoverable_days) == (level, days)
+
+
+@pytest.mark.parametrize("kty", ["RSA-HSM", "EC-HSM"])
+def test_hardware_keys_need_a_premium_vault(
+    azure: AzureClients, emulator: Emulator, kty: str
+) -> None:
+    from azure.mgmt.keyvault.models import Sku
+
+    standard = azure.keys(make_vault(azure, emulator, "kv-std"))
+    with pytest.raises(HttpResponseError) as info:
+        standard.create_key("hsm", kty)
+    assert (info.value.status_code, info.value.error.code) == (400, "BadParameter")
+    assert info.value.error.message == "Hardware key operation not allowed on standard vault."
+    assert [k.name for k in standard.list_properties_of_keys()] == []
+    premium = azure.keys(
+        make_vault(azure, emulator, "kv-prem", sku=Sku(family="A", name="premium"))
+    )
+    assert premium.create_key("hsm", kty).key_type == kty

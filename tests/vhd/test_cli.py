@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -115,3 +116,67 @@ def test_key_and_source_cannot_both_be_stdin(make_vhd: MakeVhd, tmp_path: Path) 
                     input=src.read_bytes())  # fmt: skip
     assert run.returncode == 2
     assert b"cannot both come from standard input" in run.stderr
+
+
+def _commands(src: Path, tmp_path: Path, key_file: Path) -> list[list[str]]:
+    enc, out = tmp_path / "enc.vhd", tmp_path / "out.vhd"
+    key = ["--key-file", str(key_file)]
+    return [
+        ["encrypt", str(src), str(enc), *key],
+        ["verify", str(src), str(enc), *key],
+        ["decrypt", str(enc), str(out), *key],
+    ]
+
+
+def _on_terminal(argv: list[str]) -> bytes:
+    """Run `byok vhd ARGV` with standard error on a pseudo-terminal; what the terminal got."""
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "120"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "byok.vhd", *argv], stdout=subprocess.DEVNULL, stderr=slave,
+        cwd=Path(__file__).parents[2], env=env,
+    )  # fmt: skip
+    os.close(slave)
+    seen = b""
+    with contextlib.suppress(OSError):  # EIO once the process closed the terminal
+        while chunk := os.read(master, 65536):
+            seen += chunk
+    os.close(master)
+    assert process.wait(timeout=60) == 0, seen
+    return seen
+
+
+def test_progress_bar_on_a_terminal(make_vhd: MakeVhd, tmp_path: Path, key_file: Path) -> None:
+    src = make_vhd(os.urandom(4 * MIB), "dynamic")  # two whole blocks: 4.2 MB for each command
+    for argv in _commands(src, tmp_path, key_file):
+        seen = _on_terminal(argv)
+        assert argv[0].encode() in seen and b"100%" in seen and b"4.2/4.2 MB" in seen, seen
+
+
+def test_no_progress_when_stderr_is_a_pipe(
+    make_vhd: MakeVhd, tmp_path: Path, key_file: Path
+) -> None:
+    src = make_vhd(os.urandom(5 * MIB), "dynamic")
+    for argv in _commands(src, tmp_path, key_file):
+        done = subprocess.run(
+            [sys.executable, "-m", "byok.vhd", *argv], capture_output=True, check=True,
+            cwd=Path(__file__).parents[2],
+        )  # fmt: skip
+        assert done.stderr == b"" and done.stdout.count(b"\n") == 1, done
+
+
+def test_a_reader_that_stops_early_is_no_error(make_vhd: MakeVhd, key_file: Path) -> None:
+    """`byok vhd info FILE | head -1`: the reader gone, the command ends quietly, exit 141
+    (128 + SIGPIPE) as `seq 100000 | head -1` does."""
+    src = make_vhd(os.urandom(MIB), "dynamic")
+    for argv in (["info", str(src)], ["keyhash", "--key-file", str(key_file)]):
+        read, write = os.pipe()
+        os.close(read)  # the reader already stopped
+        with os.fdopen(write, "wb") as stdout:
+            done = subprocess.run(
+                [sys.executable, "-m", "byok.vhd", *argv], stdout=stdout, stderr=subprocess.PIPE,
+                cwd=Path(__file__).parents[2], check=False,
+            )  # fmt: skip
+        assert (done.returncode, done.stderr) == (141, b""), done

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from emulator.http import HttpError
@@ -75,3 +76,37 @@ def parse(path: str) -> ResourceId:
         types=tuple(tail[0::2]),
         names=tuple(tail[1::2]),
     )
+
+
+_WRITE_VERBS = {"PUT": "write", "PATCH": "write", "DELETE": "delete"}
+_GROUP = re.compile(r"/subscriptions/[^/]+/resourceGroups/[^/]+", re.IGNORECASE)
+_FEATURE = re.compile(
+    r"(/subscriptions/[^/]+)/providers/Microsoft\.Features/providers/[^/]+/features/[^/]+/"
+    r"(register|unregister)",
+    re.IGNORECASE,
+)
+_PROVIDER = re.compile(r"(/subscriptions/[^/]+)/providers/([^/]+)/(register|unregister)", re.I)
+
+
+def write_action(method: str, path: str) -> tuple[str, str] | None:
+    """The RBAC action and scope an ARM write needs ('Microsoft.Compute/diskEncryptionSets/
+    write' on the set's id, 'Microsoft.KeyVault/vaults/accessPolicies/write', a POST action
+    as '<type>/<action>/action'); None for a read or a path that names no resource."""
+    path = "/" + path.strip("/")
+    verb = _WRITE_VERBS.get(method)
+    if verb and _GROUP.fullmatch(path):
+        return f"Microsoft.Resources/subscriptions/resourceGroups/{verb}", path
+    if method == "POST":
+        if match := _FEATURE.fullmatch(path):
+            return f"Microsoft.Features/providers/features/{match[2]}/action", match[1]
+        if match := _PROVIDER.fullmatch(path):
+            return f"{match[2]}/{match[3]}/action", match[1]
+        parent, action = path.rsplit("/", 1)
+        path, verb = parent, f"{action}/action"
+    if not verb:
+        return None
+    try:
+        rid = parse(path)
+    except HttpError:
+        return None
+    return (f"{rid.full_type}/{verb}", rid.id()) if rid.name else None

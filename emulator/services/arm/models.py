@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from emulator.faults import Fault, FaultInjector
 from emulator.http import HttpError
-from emulator.services.arm import ids
+from emulator.services.arm import ids, locations
 from emulator.services.entra.models import EntraModel, Principal
 
 LroStyle = Literal["sync", "azure-async-operation", "location", "provisioning-state"]
@@ -184,36 +184,79 @@ DEFAULT_NAMESPACES = (
 )
 
 
+@dataclass
+class Subscription:
+    """A subscription of a tenant, with its own provider and feature registrations."""
+
+    subscription_id: str
+    tenant_id: str
+    display_name: str
+    state: str = "Enabled"
+    providers: dict[str, Provider] = field(default_factory=dict)  # by lower-case namespace
+    features: dict[tuple[str, str], Feature] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The subscription as `GET /subscriptions/{id}` answers it."""
+        return {
+            "id": f"/subscriptions/{self.subscription_id}",
+            "subscriptionId": self.subscription_id,
+            "tenantId": self.tenant_id,
+            "displayName": self.display_name,
+            "state": self.state,
+            "subscriptionPolicies": {
+                "locationPlacementId": "Public_2014-09-01",
+                "quotaId": "PayAsYouGo_2014-09-01",
+                "spendingLimit": "Off",
+            },
+            "authorizationSource": "RoleBased",
+        }
+
+
 class ArmModel:
-    """The management plane of one tenant's subscriptions."""
+    """The management plane of every tenant's subscriptions. Resources are keyed by their
+    id, which starts with their subscription's: one subscription never sees another's."""
 
     def __init__(self, entra: EntraModel, faults: FaultInjector, subscription_id: str) -> None:
         self.entra = entra
         self.faults = faults
         self.lock = threading.RLock()
-        self.subscriptions = {
-            subscription_id: {
-                "id": f"/subscriptions/{subscription_id}",
-                "subscriptionId": subscription_id,
-                "tenantId": entra.tenant_id,
-                "displayName": "byok emulator subscription",
-                "state": "Enabled",
-            }
-        }
+        self.subscriptions: dict[str, Subscription] = {}
+        self.default_subscription = self.add_subscription(
+            subscription_id, entra.tenant_id, "byok emulator subscription"
+        ).subscription_id
         self.resources: dict[str, dict[str, Any]] = {}
         self.operations: dict[str, Operation] = {}
         self.types: dict[str, TypeSpec] = {}
-        self.providers = {ns.lower(): Provider(ns) for ns in DEFAULT_NAMESPACES}
-        self.features: dict[tuple[str, str], Feature] = {}
+        self.namespaces = {ns.lower(): ns for ns in DEFAULT_NAMESPACES}
         self.default_lro_polls = 1
         self.page_size = 100
+        # Check ARM writes against role assignments (403 AuthorizationFailed); off by default.
+        self.enforce_authorization = False
+
+    def add_subscription(
+        self,
+        subscription_id: str | None = None,
+        tenant_id: str | None = None,
+        display_name: str = "",
+    ) -> Subscription:
+        """Add a subscription to a tenant (default: the home tenant)."""
+        tenant = (tenant_id or self.entra.tenant_id).lower()
+        if tenant not in self.entra.tenants:
+            raise ValueError(f"tenant_id = {tenant_id}: not a tenant of the emulator")
+        sub_id = (subscription_id or str(uuid.uuid4())).lower()
+        sub = Subscription(
+            sub_id, tenant, display_name or f"byok emulator subscription {len(self.subscriptions)}"
+        )
+        with self.lock:
+            self.subscriptions[sub_id] = sub
+        return sub
 
     # -- configuration -------------------------------------------------------------------
     def register_type(self, spec: TypeSpec) -> None:
         """Make a resource type servable."""
         self.types[spec.type.lower()] = spec
         namespace = spec.type.split("/")[0]
-        self.providers.setdefault(namespace.lower(), Provider(namespace))
+        self.namespaces.setdefault(namespace.lower(), namespace)
 
     def configure_feature(
         self,
@@ -223,27 +266,38 @@ class ArmModel:
         polls: int = 2,
         seconds: float = 0.0,
         state: str = "NotRegistered",
+        subscription_id: str | None = None,
     ) -> Feature:
-        """Declare how a preview feature behaves: 'auto' registers after `polls` polls and
-        `seconds` seconds, 'pending' waits for an approval that never comes, 'unknown' is
-        not found (a feature that went GA)."""
+        """Declare how a preview feature behaves in a subscription (default: the default
+        one): 'auto' registers after `polls` polls and `seconds` seconds, 'pending' waits for
+        an approval that never comes, 'unknown' is not found (a feature that went GA)."""
         feature = Feature(namespace, name, behaviour, polls, seconds, state)  # type: ignore[arg-type]
         with self.lock:
-            self.features[(namespace.lower(), name.lower())] = feature
+            sub = self.subscription(subscription_id or self.default_subscription)
+            sub.features[(namespace.lower(), name.lower())] = feature
         return feature
 
     def configure_provider(
-        self, namespace: str, state: str = "NotRegistered", polls: int = 2, seconds: float = 0.0
+        self,
+        namespace: str,
+        state: str = "NotRegistered",
+        polls: int = 2,
+        seconds: float = 0.0,
+        subscription_id: str | None = None,
     ) -> Provider:
-        """Set a provider's registration state and how long registering takes."""
+        """Set a provider's registration state in a subscription (default: the default
+        one) and how long registering takes."""
         provider = Provider(namespace, state, polls, seconds)
         with self.lock:
-            self.providers[namespace.lower()] = provider
+            self.namespaces.setdefault(namespace.lower(), namespace)
+            sub = self.subscription(subscription_id or self.default_subscription)
+            sub.providers[namespace.lower()] = provider
         return provider
 
     # -- subscriptions and lookups ---------------------------------------------------------
-    def subscription(self, subscription_id: str) -> dict[str, Any]:
-        """The subscription, or 404 SubscriptionNotFound."""
+    def subscription(self, subscription_id: str) -> Subscription:
+        """The subscription, or 404 SubscriptionNotFound (the message ARM gives, e.g.
+        https://github.com/Azure/azure-cli/issues/33657)."""
         sub = self.subscriptions.get(subscription_id.lower())
         if sub is None:
             raise HttpError(
@@ -309,10 +363,11 @@ class ArmModel:
         self.subscription(sub)
         if not body.get("location"):
             raise HttpError(400, "LocationRequired", "The location property is required.")
+        location = locations.check_location(body["location"], None)
         rg_id = f"/subscriptions/{sub}/resourceGroups/{name}"
         with self.lock:
             existing = self.resources.get(rg_id.lower())
-            if existing and existing["location"] != body["location"].lower().replace(" ", ""):
+            if existing and existing["location"] != location:
                 raise HttpError(
                     409,
                     "InvalidResourceGroupLocation",
@@ -323,7 +378,7 @@ class ArmModel:
                 "id": existing["id"] if existing else rg_id,
                 "name": existing["name"] if existing else name,
                 "type": RESOURCE_GROUP_TYPE,
-                "location": body["location"].lower().replace(" ", ""),
+                "location": location,
                 "tags": body.get("tags") or {},
                 "properties": {"provisioningState": "Succeeded"},
             }
@@ -372,9 +427,9 @@ class ArmModel:
             )
         return spec
 
-    def check_provider(self, namespace: str) -> None:
+    def check_provider(self, namespace: str, subscription_id: str) -> None:
         """409 MissingSubscriptionRegistration when the provider is not registered."""
-        provider = self.provider(namespace)
+        provider = self.provider(namespace, subscription_id)
         if provider.state != "Registered":
             raise HttpError(
                 409,
@@ -395,7 +450,7 @@ class ArmModel:
         rid = ids.parse(path)
         self.resource_group(path) if rid.resource_group else self.subscription(rid.subscription)
         spec = self.spec_for(rid)
-        self.check_provider(rid.namespace)
+        self.check_provider(rid.namespace, rid.subscription)
         with self.lock:
             existing = self.get(rid.id())
             if method == "PATCH":
@@ -413,6 +468,8 @@ class ArmModel:
             ctx = PutContext(self, rid, body, existing, principal, method, api_version)
             if spec.tracked and not (body.get("location") or (existing or {}).get("location")):
                 raise HttpError(400, "LocationRequired", "The location property is required.")
+            if spec.tracked and body.get("location"):
+                locations.check_location(body["location"], spec.type)
             spec.hooks.validate(ctx)
             resource = self._materialize(ctx, spec)
             spec.hooks.build(ctx, resource)
@@ -449,9 +506,7 @@ class ArmModel:
             "type": spec.type,
         }
         if spec.tracked:
-            resource["location"] = (
-                (body.get("location") or existing["location"]).lower().replace(" ", "")
-            )
+            resource["location"] = locations.normalize(body.get("location") or existing["location"])
             resource["tags"] = body.get("tags") or {}
         for key in ("sku", "kind", "zones", "plan", "extendedLocation"):
             if key in body:
@@ -459,7 +514,10 @@ class ArmModel:
         resource["properties"] = body.get("properties") or {}
         if "identity" in body or "identity" in existing:
             resource["identity"] = self._identity(
-                body.get("identity"), existing.get("identity"), resource["name"]
+                body.get("identity"),
+                existing.get("identity"),
+                resource["name"],
+                self.subscription(ctx.rid.subscription).tenant_id,
             )
         resource["systemData"] = {
             "createdAt": existing.get("systemData", {}).get("createdAt", utc_now()),
@@ -468,7 +526,11 @@ class ArmModel:
         return resource
 
     def _identity(
-        self, wanted: dict[str, Any] | None, current: dict[str, Any] | None, name: str
+        self,
+        wanted: dict[str, Any] | None,
+        current: dict[str, Any] | None,
+        name: str,
+        tenant_id: str,
     ) -> dict[str, Any]:
         """Resolve a resource's managed identities: a system-assigned principal is created
         (kept across updates); user-assigned ones must exist and their ids are filled in."""
@@ -482,8 +544,8 @@ class ArmModel:
             if current and current.get("principalId"):
                 identity["principalId"] = current["principalId"]
             else:
-                identity["principalId"] = self.entra.add_managed_identity(name).object_id
-            identity["tenantId"] = self.entra.tenant_id
+                identity["principalId"] = self.entra.add_managed_identity(name, tenant_id).object_id
+            identity["tenantId"] = tenant_id
         if "userassigned" in kinds:
             resolved = {}
             for uid in wanted.get("userAssignedIdentities") or {}:
@@ -622,36 +684,49 @@ class ArmModel:
         op.result = public(resource)
 
     # -- providers and features ----------------------------------------------------------------
-    def provider(self, namespace: str) -> Provider:
-        """A provider, advanced if it is registering; 404 for an unknown namespace."""
+    def provider(self, namespace: str, subscription_id: str | None = None) -> Provider:
+        """A provider of a subscription (default: the default one), advanced if it is
+        registering; 404 for an unknown namespace."""
         with self.lock:
-            provider = self.providers.get(namespace.lower())
+            sub = self.subscription(subscription_id or self.default_subscription)
+            provider = sub.providers.get(namespace.lower())
             if provider is None:
-                raise HttpError(
-                    404,
-                    "InvalidResourceNamespace",
-                    f"The resource namespace '{namespace}' is invalid.",
-                )
+                canonical = self.namespaces.get(namespace.lower())
+                if canonical is None:
+                    raise HttpError(
+                        404,
+                        "InvalidResourceNamespace",
+                        f"The resource namespace '{namespace}' is invalid.",
+                    )
+                provider = sub.providers[namespace.lower()] = Provider(canonical)
             if provider.state == "Registering":
                 provider.polls_left -= 1
                 if provider.polls_left <= 0 and time.monotonic() >= provider.ready_at:
                     provider.state = "Registered"
             return provider
 
-    def register_provider(self, namespace: str) -> Provider:
+    def register_provider(self, namespace: str, subscription_id: str) -> Provider:
         """Start registering a provider (no-op when registered)."""
         with self.lock:
-            provider = self.provider(namespace)
+            provider = self.provider(namespace, subscription_id)
             if provider.state != "Registered":
                 provider.state = "Registering"
                 provider.polls_left = provider.polls
                 provider.ready_at = time.monotonic() + provider.seconds
             return provider
 
-    def feature(self, namespace: str, name: str) -> Feature:
-        """A feature, advanced if it is registering; 404 FeatureNotFound if unknown."""
+    def features_of(self, subscription_id: str) -> list[Feature]:
+        """The features a subscription knows (configured, not gone GA)."""
         with self.lock:
-            feature = self.features.get((namespace.lower(), name.lower()))
+            sub = self.subscription(subscription_id)
+            return [f for f in sub.features.values() if f.behaviour != "unknown"]
+
+    def feature(self, namespace: str, name: str, subscription_id: str | None = None) -> Feature:
+        """A feature of a subscription (default: the default one), advanced if it is
+        registering; 404 FeatureNotFound if unknown."""
+        with self.lock:
+            sub = self.subscription(subscription_id or self.default_subscription)
+            feature = sub.features.get((namespace.lower(), name.lower()))
             if feature is None or feature.behaviour == "unknown":
                 raise HttpError(
                     404,
@@ -664,10 +739,10 @@ class ArmModel:
                     feature.state = "Registered"
             return feature
 
-    def register_feature(self, namespace: str, name: str) -> Feature:
+    def register_feature(self, namespace: str, name: str, subscription_id: str) -> Feature:
         """Ask for a feature: 'auto' ones start Registering, 'pending' ones wait for approval."""
         with self.lock:
-            feature = self.feature(namespace, name)
+            feature = self.feature(namespace, name, subscription_id)
             if feature.state in ("NotRegistered", "Unregistered"):
                 if feature.behaviour == "pending":
                     feature.state = "Pending"
@@ -677,10 +752,10 @@ class ArmModel:
                     feature.ready_at = time.monotonic() + feature.seconds
             return feature
 
-    def unregister_feature(self, namespace: str, name: str) -> Feature:
+    def unregister_feature(self, namespace: str, name: str, subscription_id: str) -> Feature:
         """Withdraw a feature registration."""
         with self.lock:
-            feature = self.feature(namespace, name)
+            feature = self.feature(namespace, name, subscription_id)
             feature.state = "Unregistered"
             return feature
 

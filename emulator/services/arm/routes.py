@@ -9,8 +9,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from emulator.http import HttpError, Request, Response, Router
-from emulator.services.arm import ids
+from emulator.services.arm import ids, locations
 from emulator.services.arm.models import ArmModel, Operation, failure_error, public
+from emulator.services.authorization.models import principal_allowed
 from emulator.services.entra.models import ARM_AUDIENCES, Principal
 
 ArmHandler = Callable[[Request, Principal], Response]
@@ -29,9 +30,56 @@ def add_arm_route(
                 "MissingApiVersionParameter",
                 "The api-version query parameter (?api-version=) is required for all requests.",
             )
+        check_subscription(arm, request.path, principal)
+        if arm.enforce_authorization:
+            check_authorization(arm, request, principal)
         return handler(request, principal)
 
     router.add(method, template, authenticated)
+
+
+def check_subscription(arm: ArmModel, path: str, principal: Principal) -> None:
+    """Under /subscriptions/{id}: 404 SubscriptionNotFound for an unknown id, and 401
+    InvalidAuthenticationTokenTenant for a token of another tenant than the subscription's
+    (the messages ARM gives: https://github.com/Azure/azure-cli/issues/33657,
+    https://github.com/Azure/azure-sdk-for-net/issues/49391)."""
+    parts = path.strip("/").split("/")
+    if len(parts) < 2 or parts[0].lower() != "subscriptions":
+        return
+    sub = arm.subscription(parts[1])
+    if sub.tenant_id != principal.tenant_id:
+        raise HttpError(
+            401,
+            "InvalidAuthenticationTokenTenant",
+            f"The access token is from the wrong issuer 'https://sts.windows.net/"
+            f"{principal.tenant_id}/'. It must match the tenant 'https://sts.windows.net/"
+            f"{sub.tenant_id}/' associated with this subscription. Please use the authority "
+            f"(URL) 'https://login.windows.net/{sub.tenant_id}' to get the token.",
+            headers={
+                "WWW-Authenticate": f'Bearer authorization_uri="https://login.windows.net/'
+                f'{sub.tenant_id}", error="invalid_token", '
+                'error_description="The access token is from the wrong issuer."'
+            },
+        )
+
+
+def check_authorization(arm: ArmModel, request: Request, principal: Principal) -> None:
+    """403 AuthorizationFailed unless the caller's role assignments allow the write (reads
+    are not checked yet). Message as ARM gives it, e.g.
+    https://github.com/Azure/Azure-Landing-Zones/issues/3668."""
+    wanted = ids.write_action(request.method, request.path)
+    if wanted is None:
+        return
+    action, scope = wanted
+    if principal_allowed(arm, principal.object_id, action, scope):
+        return
+    raise HttpError(
+        403,
+        "AuthorizationFailed",
+        f"The client '{principal.client_id}' with object id '{principal.object_id}' does not "
+        f"have authorization to perform action '{action}' over scope '{scope}' or the scope is "
+        "invalid. If access was recently granted, please refresh your credentials.",
+    )
 
 
 def register(router: Router, arm: ArmModel, base_url: str) -> None:
@@ -71,20 +119,26 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
         return Response(200, cloud_metadata(base_url))
 
     def list_subscriptions(request: Request, principal: Principal) -> Response:
-        return page(request, list(arm.subscriptions.values()))
+        with arm.lock:
+            subs = [s for s in arm.subscriptions.values() if s.tenant_id == principal.tenant_id]
+        return page(request, [s.to_json() for s in subs])
 
     def get_subscription(request: Request, principal: Principal) -> Response:
-        return Response(200, arm.subscription(request.params["sub"]))
+        return Response(200, arm.subscription(request.params["sub"]).to_json())
+
+    def list_locations(request: Request, principal: Principal) -> Response:
+        sub = arm.subscription(request.params["sub"]).subscription_id
+        return Response(200, {"value": locations.location_list(sub)})
 
     def list_tenants(request: Request, principal: Principal) -> Response:
-        tenant = arm.entra.tenant_id
+        tenant = principal.tenant_id
         return page(
             request,
             [
                 {
                     "id": f"/tenants/{tenant}",
                     "tenantId": tenant,
-                    "displayName": "byok emulator",
+                    "displayName": arm.entra.tenants[tenant],
                     "tenantCategory": "Home",
                 }
             ],
@@ -94,6 +148,7 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
     arm_route("GET", "/subscriptions", list_subscriptions)
     arm_route("GET", "/tenants", list_tenants)
     arm_route("GET", "/subscriptions/{sub}", get_subscription)
+    arm_route("GET", "/subscriptions/{sub}/locations", list_locations)
 
     # -- resource groups -------------------------------------------------------------------
     def rg_id(request: Request) -> str:
@@ -146,7 +201,7 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
         return page(request, filtered(found, request.query.get("$filter")))
 
     def list_resources(request: Request, principal: Principal) -> Response:
-        sub = arm.subscription(request.params["sub"])["subscriptionId"]
+        sub = arm.subscription(request.params["sub"]).subscription_id
         prefix = f"/subscriptions/{sub}/resourcegroups/".lower()
         with arm.lock:
             found = [
@@ -182,8 +237,10 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
     arm_route("GET", monitors + "/operationResults/{op}", operation_result)
 
     # -- providers -------------------------------------------------------------------------
+    region_names = [locations.DISPLAY_NAMES[n] for n in sorted(locations.NAMES)]
+
     def provider_json(request: Request, namespace: str) -> dict[str, Any]:
-        provider = arm.provider(namespace)
+        provider = arm.provider(namespace, request.params["sub"])
         types = sorted(
             {
                 t.split("/", 1)[1]
@@ -197,32 +254,25 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
             "registrationState": provider.state,
             "registrationPolicy": "RegistrationRequired",
             "resourceTypes": [
-                {"resourceType": t, "locations": [], "apiVersions": []} for t in types
+                {"resourceType": t, "locations": region_names, "apiVersions": []} for t in types
             ],
         }
 
     def get_provider(request: Request, principal: Principal) -> Response:
-        arm.subscription(request.params["sub"])
         return Response(200, provider_json(request, request.params["ns"]))
 
     def list_providers(request: Request, principal: Principal) -> Response:
-        arm.subscription(request.params["sub"])
         return page(
             request,
-            [
-                provider_json(request, p.namespace)
-                for p in sorted(arm.providers.values(), key=lambda p: p.namespace)
-            ],
+            [provider_json(request, ns) for ns in sorted(arm.namespaces.values())],
         )
 
     def register_provider(request: Request, principal: Principal) -> Response:
-        arm.subscription(request.params["sub"])
-        arm.register_provider(request.params["ns"])
+        arm.register_provider(request.params["ns"], request.params["sub"])
         return Response(200, provider_json(request, request.params["ns"]))
 
     def unregister_provider(request: Request, principal: Principal) -> Response:
-        arm.subscription(request.params["sub"])
-        provider = arm.provider(request.params["ns"])
+        provider = arm.provider(request.params["ns"], request.params["sub"])
         provider.state = "Unregistered"
         return Response(200, provider_json(request, request.params["ns"]))
 
@@ -230,29 +280,28 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
     features = "/subscriptions/{sub}/providers/Microsoft.Features/providers/{ns}/features"
 
     def get_feature(request: Request, principal: Principal) -> Response:
-        sub = arm.subscription(request.params["sub"])["subscriptionId"]
-        return Response(200, arm.feature(request.params["ns"], request.params["name"]).to_json(sub))
+        sub = arm.subscription(request.params["sub"]).subscription_id
+        feature = arm.feature(request.params["ns"], request.params["name"], sub)
+        return Response(200, feature.to_json(sub))
 
     def register_feature(request: Request, principal: Principal) -> Response:
-        sub = arm.subscription(request.params["sub"])["subscriptionId"]
-        feature = arm.register_feature(request.params["ns"], request.params["name"])
+        sub = arm.subscription(request.params["sub"]).subscription_id
+        feature = arm.register_feature(request.params["ns"], request.params["name"], sub)
         return Response(200, feature.to_json(sub))
 
     def unregister_feature(request: Request, principal: Principal) -> Response:
-        sub = arm.subscription(request.params["sub"])["subscriptionId"]
-        feature = arm.unregister_feature(request.params["ns"], request.params["name"])
+        sub = arm.subscription(request.params["sub"]).subscription_id
+        feature = arm.unregister_feature(request.params["ns"], request.params["name"], sub)
         return Response(200, feature.to_json(sub))
 
     def list_features(request: Request, principal: Principal) -> Response:
-        sub = arm.subscription(request.params["sub"])["subscriptionId"]
+        sub = arm.subscription(request.params["sub"]).subscription_id
         namespace = request.params.get("ns")
-        with arm.lock:
-            found = [
-                f
-                for f in arm.features.values()
-                if f.behaviour != "unknown"
-                and (namespace is None or f.namespace.lower() == namespace.lower())
-            ]
+        found = [
+            f
+            for f in arm.features_of(sub)
+            if namespace is None or f.namespace.lower() == namespace.lower()
+        ]
         return page(request, [f.to_json(sub) for f in found])
 
     arm_route("GET", features, list_features)

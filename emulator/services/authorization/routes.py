@@ -7,7 +7,7 @@ import re
 from emulator.http import HttpError, Request, Response, Router
 from emulator.services.arm.models import ArmModel
 from emulator.services.arm.routes import add_arm_route
-from emulator.services.authorization.models import BUILT_IN_ROLES, ROLE_DEFINITION_TYPE
+from emulator.services.authorization.roles import BUILT_IN_ROLES, ROLE_DEFINITION_TYPE
 from emulator.services.entra.models import Principal
 
 

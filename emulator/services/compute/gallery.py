@@ -89,6 +89,28 @@ class ImageVersionHooks(TypeHooks):
         for region in regions:
             self.check_region_encryption(ctx, region, source_luns)
 
+    @staticmethod
+    def generation_conflict(arm: ArmModel, version_id: str, storage: dict[str, Any]) -> str | None:
+        """Why a version's source cannot go into its image definition: a managed image of
+        another Hyper-V generation than the definition's (default V1) ends the operation
+        Failed with code Conflict (https://github.com/MicrosoftDocs/azure-docs/issues/118774,
+        https://github.com/confidential-containers/cloud-api-adaptor/issues/928). A managed
+        image that does not state its generation is not checked: Azure deduces it from the
+        source disks, which the emulator does not have."""
+        source = arm.get((storage.get("source") or {}).get("id") or "")
+        if source is None or source["type"] != MANAGED_IMAGE_TYPE:
+            return None
+        given = source["properties"].get("hyperVGeneration")
+        definition = arm.get(ids.parse(version_id).parent) or {}
+        wanted = (definition.get("properties") or {}).get("hyperVGeneration") or "V1"
+        if not given or given.upper() == wanted.upper():
+            return None
+        return (
+            f"The resource with id '{source['id']}' has a different Hypervisor generation "
+            f"['{given.upper()}'] than the parent gallery image Hypervisor generation "
+            f"['{wanted.upper()}']."
+        )
+
     def source_luns(self, arm: ArmModel, storage: dict[str, Any]) -> set[int]:
         """The data-disk LUNs of the version's source (which must exist and be usable)."""
         source_id = (storage.get("source") or {}).get("id")
@@ -195,11 +217,16 @@ class ImageVersionHooks(TypeHooks):
             )
         profile["publishedDate"] = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
         resource["_replication_started"] = time.monotonic()
+        resource["_generation_conflict"] = self.generation_conflict(
+            ctx.arm, resource["id"], props.get("storageProfile") or {}
+        )
 
     def duration(self, arm: ArmModel, resource: dict[str, Any]) -> float:
         return self.replication_seconds
 
     def failure(self, arm: ArmModel, resource: dict[str, Any]) -> dict[str, str] | None:
+        if resource.get("_generation_conflict"):
+            return {"code": "Conflict", "message": resource["_generation_conflict"]}
         failed = [
             r["name"]
             for r in resource["properties"]["publishingProfile"]["targetRegions"]

@@ -1,10 +1,11 @@
 """Microsoft.Compute resource types.
 
 Disk encryption sets (DES) follow current Azure: long-running operations answered 202 with
-an Azure-AsyncOperation monitor; a versioned RSA 2048/3072/4096 key in a soft-delete and
-purge-protected vault of the same region; an encryption type fixed at creation; key access of
-the DES identity checked whenever the key changes after creation; previousKeys non-empty
-while disks are re-wrapped; optional automatic rotation to the latest key version."""
+an Azure-AsyncOperation monitor; a versioned RSA 2048/3072/4096 key in a vault of the same
+region (purge protection is recommended, not enforced); an encryption type fixed at
+creation; key access of the DES identity checked whenever the key changes after creation;
+previousKeys non-empty while disks are re-wrapped; optional automatic rotation to the latest
+key version."""
 
 from __future__ import annotations
 
@@ -95,15 +96,9 @@ class DiskEncryptionSetHooks(TypeHooks):
                 f"'{vault['location']}'; a disk encryption set in '{location}' "
                 "needs a key vault in the same region.",
             )
-        vp = vault["properties"]
-        if not (vp.get("enableSoftDelete") and vp.get("enablePurgeProtection")):
-            raise HttpError(
-                400,
-                "InvalidParameter",
-                f"The key vault '{vault['name']}' must "
-                "have soft delete and purge protection enabled to be used by a disk "
-                "encryption set.",
-            )
+        # No purge-protection check: Azure accepts a DES on a vault without it; only the docs
+        # ask for it (https://github.com/hashicorp/terraform-provider-azurerm/issues/20250,
+        # fixed by removing that client-side check in .../pull/20253). Flows check it.
         size = getattr(version.material, "key_size", None)
         if not version.kty.startswith("RSA") or size not in RSA_SIZES:
             raise HttpError(

@@ -78,7 +78,7 @@ class DeploymentHooks(TypeHooks):
                 raise TemplateError(f"The Resource '{resource_id}' was not found.", "NotFound")
             return public(resource) if full else public(resource)["properties"]
 
-        subscription = arm.subscription(group_id.split("/")[2])
+        subscription = arm.subscription(group_id.split("/")[2]).to_json()
         group = public(arm.resource_group(group_id))
         return ExpressionContext(parameters, variables, subscription, group, reference)
 

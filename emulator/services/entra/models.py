@@ -1,4 +1,4 @@
-"""Entra ID state: the tenant, its principals, and the tokens it issues."""
+"""Entra ID state: tenants, their principals, and the tokens they issue."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class Principal:
     kind: str  # "ServicePrincipal" or "ManagedIdentity"
     secret: str | None = None
     visible_at: float = 0.0  # monotonic time from which directory look-ups find it
+    tenant_id: str = ""  # the directory (tenant) it belongs to
 
     @property
     def visible(self) -> bool:
@@ -45,59 +46,93 @@ def _audience(scope: str) -> str:
 
 
 class EntraModel:
-    """One tenant with its principals; issues and checks signed bearer tokens."""
+    """Tenants (directories) with their principals; issues and checks signed bearer tokens.
+    `tenant_id` is the home tenant: principals added without a tenant belong to it."""
 
     token_lifetime = 3599
 
     def __init__(self, tenant_id: str, faults: FaultInjector) -> None:
-        self.tenant_id = tenant_id
+        self.tenant_id = tenant_id.lower()
         self.faults = faults
         self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()
+        self.tenants: dict[str, str] = {self.tenant_id: "byok emulator"}  # id -> display name
         self.principals: dict[str, Principal] = {}
 
-    def add_service_principal(
-        self, display_name: str, client_id: str | None = None, secret: str | None = None
-    ) -> Principal:
-        """Register an application's service principal with a client secret."""
-        principal = Principal(
-            object_id=str(uuid.uuid4()),
-            client_id=client_id or str(uuid.uuid4()),
-            display_name=display_name,
-            kind="ServicePrincipal",
-            secret=secret or secrets.token_urlsafe(30),
-        )
+    def add_tenant(self, tenant_id: str | None = None, display_name: str = "") -> str:
+        """Add a directory; returns its id."""
+        tenant = (tenant_id or str(uuid.uuid4())).lower()
+        with self._lock:
+            self.tenants[tenant] = display_name or f"byok emulator tenant {len(self.tenants)}"
+        return tenant
+
+    def _tenant(self, tenant_id: str | None) -> str:
+        tenant = (tenant_id or self.tenant_id).lower()
+        if tenant not in self.tenants:
+            raise ValueError(f"tenant_id = {tenant_id}: not a tenant of the emulator")
+        return tenant
+
+    def _add(self, principal: Principal) -> Principal:
         with self._lock:
             self.principals[principal.object_id] = principal
         return principal
 
-    def add_managed_identity(self, display_name: str) -> Principal:
+    def add_service_principal(
+        self,
+        display_name: str,
+        client_id: str | None = None,
+        secret: str | None = None,
+        tenant_id: str | None = None,
+    ) -> Principal:
+        """Register an application's service principal with a client secret in a tenant
+        (default: the home tenant)."""
+        return self._add(
+            Principal(
+                object_id=str(uuid.uuid4()),
+                client_id=client_id or str(uuid.uuid4()),
+                display_name=display_name,
+                kind="ServicePrincipal",
+                secret=secret or secrets.token_urlsafe(30),
+                tenant_id=self._tenant(tenant_id),
+            )
+        )
+
+    def add_managed_identity(self, display_name: str, tenant_id: str | None = None) -> Principal:
         """A managed identity's principal; directory look-ups see it after the
         `principal-visible` delayed effect."""
-        principal = Principal(
-            object_id=str(uuid.uuid4()),
-            client_id=str(uuid.uuid4()),
-            display_name=display_name,
-            kind="ManagedIdentity",
-            visible_at=self.faults.effect_time("principal-visible"),
+        return self._add(
+            Principal(
+                object_id=str(uuid.uuid4()),
+                client_id=str(uuid.uuid4()),
+                display_name=display_name,
+                kind="ManagedIdentity",
+                visible_at=self.faults.effect_time("principal-visible"),
+                tenant_id=self._tenant(tenant_id),
+            )
         )
-        with self._lock:
-            self.principals[principal.object_id] = principal
-        return principal
 
     def remove(self, object_id: str) -> None:
         """Delete a principal (its identity was deleted)."""
         with self._lock:
             self.principals.pop(object_id, None)
 
-    def by_client_id(self, client_id: str) -> Principal | None:
-        """The principal with this application (client) id."""
+    def by_client_id(self, client_id: str, tenant_id: str | None = None) -> Principal | None:
+        """The principal with this application (client) id (in `tenant_id`, if given)."""
         with self._lock:
-            return next((p for p in self.principals.values() if p.client_id == client_id), None)
+            return next(
+                (
+                    p
+                    for p in self.principals.values()
+                    if p.client_id == client_id and tenant_id in (None, p.tenant_id)
+                ),
+                None,
+            )
 
     def issue_token(self, tenant: str, form: dict[str, str]) -> dict[str, object]:
-        """The client-credentials grant: check the secret and sign a token for the scope."""
-        if tenant.lower() not in (self.tenant_id, "organizations"):
+        """The client-credentials grant: check the secret and sign a token for the scope,
+        issued by the tenant the principal belongs to."""
+        tenant = tenant.lower()
+        if tenant not in self.tenants and tenant != "organizations":
             raise OAuthError(400, "invalid_request", f"AADSTS90002: Tenant '{tenant}' not found.")
         if form.get("grant_type") != "client_credentials":
             raise OAuthError(
@@ -106,13 +141,13 @@ class EntraModel:
                 f"AADSTS70003: grant type {form.get('grant_type')!r} is not supported here.",
             )
         client_id = form.get("client_id", "")
-        principal = self.by_client_id(client_id)
+        principal = self.by_client_id(client_id, None if tenant == "organizations" else tenant)
         if principal is None or principal.secret is None:
             raise OAuthError(
                 400,
                 "unauthorized_client",
                 f"AADSTS700016: Application with identifier '{client_id}' was not found "
-                f"in the directory '{self.tenant_id}'.",
+                f"in the directory '{tenant}'.",
             )
         if not hmac.compare_digest(form.get("client_secret", ""), principal.secret):
             raise OAuthError(
@@ -123,13 +158,13 @@ class EntraModel:
         now = int(time.time())
         claims = {
             "aud": _audience(form.get("scope", "")),
-            "iss": f"https://sts.emulator/{self.tenant_id}/",
+            "iss": f"https://sts.emulator/{principal.tenant_id}/",
             "iat": now,
             "nbf": now,
             "exp": now + self.token_lifetime,
             "oid": principal.object_id,
             "appid": principal.client_id,
-            "tid": self.tenant_id,
+            "tid": principal.tenant_id,
             "sub": principal.object_id,
         }
         return {
@@ -167,7 +202,7 @@ class EntraModel:
             )
         with self._lock:
             principal = self.principals.get(str(claims.get("oid")))
-        if principal is None:
+        if principal is None or claims.get("tid") != principal.tenant_id:
             raise HttpError(401, "InvalidAuthenticationToken", "The token's principal is gone.")
         return principal
 

@@ -3,6 +3,7 @@ each vault's keys, served on an origin of its own."""
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import re
 import secrets
@@ -13,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emulator.http import HttpError
+from emulator.services.arm import ids
 from emulator.services.arm.models import ArmModel, PutContext, TypeHooks, TypeSpec
-from emulator.services.authorization.models import ALL_KEY_OPERATIONS, allowed_key_operations
+from emulator.services.authorization.models import allowed_key_operations
+from emulator.services.authorization.roles import ALL_KEY_OPERATIONS, KEY_DATA_ACTIONS
 from emulator.services.entra.models import Principal
 from emulator.services.keyvault import crypto
 
@@ -77,6 +80,27 @@ class VaultData:
     keys: dict[str, StoredKey] = field(default_factory=dict)
 
 
+def recovery_level(vault_properties: dict[str, Any]) -> tuple[str, int]:
+    """The `recoveryLevel` and `recoverableDays` of a vault's objects: 'Purgeable' unless
+    purge protection is on; 'Customized…' when the retention is shorter than 90 days.
+    https://learn.microsoft.com/javascript/api/@azure/keyvault-keys/knowndeletionrecoverylevel"""
+    days = int(vault_properties.get("softDeleteRetentionInDays") or 90)
+    protected = vault_properties.get("enablePurgeProtection")
+    level = "Recoverable" if protected else "Recoverable+Purgeable"
+    return ("Customized" + level if days < 90 else level), days
+
+
+def check_hardware_key(vault_properties: dict[str, Any], kty: str) -> None:
+    """HSM-protected keys (RSA-HSM, EC-HSM) need a Premium vault; a standard vault answers
+    400 "Hardware key operation not allowed on standard vault"
+    (https://github.com/Azure/azure-sdk-for-net/issues/6551)."""
+    sku = str((vault_properties.get("sku") or {}).get("name") or "standard").lower()
+    if kty.upper().endswith("-HSM") and sku == "standard":
+        raise HttpError(
+            400, "BadParameter", "Hardware key operation not allowed on standard vault."
+        )
+
+
 def key_not_found(name: str) -> HttpError:
     """Key Vault's 404 for a key."""
     return HttpError(
@@ -84,8 +108,48 @@ def key_not_found(name: str) -> HttpError:
     )
 
 
+@dataclass
+class DeletedVault:
+    """A soft-deleted vault: its last state; its keys stay on its origin until purged."""
+
+    resource: dict[str, Any]
+    deleted_at: float = field(default_factory=time.time)
+
+    @property
+    def subscription(self) -> str:
+        """The subscription the vault was in."""
+        return ids.subscription_of(self.resource["id"])
+
+    def to_json(self) -> dict[str, Any]:
+        """The deleted vault as `deletedVaults` serves it."""
+        props = self.resource["properties"]
+        name, location = self.resource["name"], self.resource["location"]
+        days = recovery_level(props)[1]
+        return {
+            "id": f"/subscriptions/{self.subscription}/providers/Microsoft.KeyVault/locations/"
+            f"{location}/deletedVaults/{name}",
+            "name": name,
+            "type": "Microsoft.KeyVault/deletedVaults",
+            "properties": {
+                "vaultId": self.resource["id"],
+                "location": location,
+                "deletionDate": _iso(self.deleted_at),
+                "scheduledPurgeDate": _iso(self.deleted_at + days * 86400),
+                "tags": self.resource.get("tags") or {},
+                "purgeProtectionEnabled": bool(props.get("enablePurgeProtection")),
+            },
+        }
+
+
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
 class KeyVaultModel:
-    """Every vault's keys, and the access checks against the vault's policies or roles."""
+    """Every vault's keys, and the access checks against the vault's policies or roles.
+    Deleted vaults are soft-deleted (Azure made soft delete mandatory): listed, recovered
+    with `createMode: recover`, purged; their names are held until then
+    (https://learn.microsoft.com/azure/key-vault/general/key-vault-recovery)."""
 
     def __init__(
         self, arm: ArmModel, listen: Callable[[], int], unlisten: Callable[[int], None]
@@ -94,6 +158,46 @@ class KeyVaultModel:
         self._listen, self._unlisten = listen, unlisten
         self.lock = threading.RLock()
         self.vaults: dict[int, VaultData] = {}  # by port
+        self.deleted_vaults: dict[str, DeletedVault] = {}  # by lower-case name
+
+    def deleted_vault(self, subscription: str, name: str, location: str | None) -> DeletedVault:
+        """A soft-deleted vault of a subscription (in `location`, if given), or 404."""
+        with self.lock:
+            found = self.deleted_vaults.get(name.lower())
+        if (
+            found is None
+            or found.subscription.lower() != subscription.lower()
+            or (location is not None and found.resource["location"] != location.lower())
+        ):
+            raise HttpError(
+                404,
+                "ResourceNotFound",
+                f"The deleted vault '{name}' was not found in subscription '{subscription}'.",
+            )
+        return found
+
+    def list_deleted(self, subscription: str) -> list[DeletedVault]:
+        """The soft-deleted vaults of a subscription, by name."""
+        with self.lock:
+            found = [
+                d
+                for d in self.deleted_vaults.values()
+                if d.subscription.lower() == subscription.lower()
+            ]
+        return sorted(found, key=lambda d: d.resource["name"].lower())
+
+    def purge(self, subscription: str, location: str, name: str) -> None:
+        """Purge a soft-deleted vault: its name is free again. With purge protection Azure
+        answers "Operation 'DeletedVaultPurge' is not allowed."
+        (https://github.com/microsoft/AzureTRE/issues/1446)."""
+        deleted = self.deleted_vault(subscription, name, location)
+        if deleted.resource["properties"].get("enablePurgeProtection"):
+            raise HttpError(
+                405, "MethodNotAllowed", "Operation 'DeletedVaultPurge' is not allowed."
+            )
+        with self.lock:
+            self.deleted_vaults.pop(name.lower(), None)
+        self.close_vault(deleted.resource["id"])
 
     def open_vault(self, resource_id: str, name: str) -> VaultData:
         """Give a new vault its own origin."""
@@ -146,7 +250,7 @@ class KeyVaultModel:
                 403,
                 "Forbidden",
                 f"Caller is not authorized to perform action on resource. Action: "
-                f"'Microsoft.KeyVault/vaults/keys/{op}/action' Caller: appid={principal.client_id};"
+                f"'{KEY_DATA_ACTIONS[op]}' Caller: appid={principal.client_id};"
                 f"oid={principal.object_id} Vault: {resource['name']}",
                 inner="ForbiddenByRbac",
             )
@@ -243,6 +347,7 @@ class VaultHooks(TypeHooks):
         for policy in props.get("accessPolicies") or []:
             _check_policy(policy)
         _check_network_acls(props.get("networkAcls"))
+        self._check_deleted(ctx, name, props.get("createMode"))
         with ctx.arm.lock:
             for resource in ctx.arm.resources.values():
                 if (
@@ -257,8 +362,50 @@ class VaultHooks(TypeHooks):
                         "unique.",
                     )
 
+    def _check_deleted(self, ctx: PutContext, name: str, create_mode: str | None) -> None:
+        """A deleted vault's name is held: 409 unless the request recovers it
+        (https://github.com/Azure/azure-cli/issues/29115); recovering a vault that is not
+        deleted is refused (https://github.com/hashicorp/terraform-provider-azurerm/issues/
+        12972)."""
+        with self.keyvault.lock:
+            deleted = self.keyvault.deleted_vaults.get(name.lower())
+        recover = str(create_mode or "").lower() == "recover"
+        if deleted is None and recover and ctx.existing is None:
+            raise HttpError(
+                400,
+                "SoftDeletedVaultDoesNotExist",
+                "A soft deleted vault with the given name does not exist. Ensure that the name "
+                "for the vault that is being attempted to recover is in a recoverable state. "
+                "For more information on soft delete please follow this link "
+                "https://go.microsoft.com/fwlink/?linkid=2149745",
+            )
+        if deleted is None:
+            return
+        if not recover:
+            raise HttpError(
+                409,
+                "ConflictError",
+                "A vault with the same name already exists in deleted state. You need to either "
+                "recover or purge existing key vault. Follow this link "
+                "https://go.microsoft.com/fwlink/?linkid=2149745 for more information on soft "
+                "delete.",
+            )
+        if deleted.resource["id"].lower() != ctx.rid.id().lower():
+            raise HttpError(
+                400,
+                "BadRequest",
+                f"The deleted vault '{name}' was '{deleted.resource['id']}'; it can only be "
+                "recovered there.",
+            )
+
     def build(self, ctx: PutContext, resource: dict[str, Any]) -> None:
         old = (ctx.existing or {}).get("properties") or {}
+        if str(resource["properties"].pop("createMode", "") or "").lower() == "recover":
+            with self.keyvault.lock:
+                deleted = self.keyvault.deleted_vaults.pop(ctx.rid.name.lower(), None)
+            if deleted is not None:
+                old = deleted.resource["properties"]
+                resource["tags"] = resource.get("tags") or deleted.resource.get("tags") or {}
         props = resource["properties"] = {**old, **resource["properties"]}
         props.setdefault("enableSoftDelete", True)
         props.setdefault("softDeleteRetentionInDays", 90)
@@ -277,7 +424,10 @@ class VaultHooks(TypeHooks):
         )
 
     def deleted(self, arm: ArmModel, resource: dict[str, Any]) -> None:
-        self.keyvault.close_vault(resource["id"])
+        with self.keyvault.lock:
+            self.keyvault.deleted_vaults[resource["name"].lower()] = DeletedVault(
+                {k: v for k, v in resource.items() if not k.startswith("_")}
+            )
 
 
 def _check_network_acls(acls: dict[str, Any] | None) -> None:

@@ -15,8 +15,10 @@ from emulator.services.keyvault.models import (
     KeyVersion,
     StoredKey,
     VaultData,
+    check_hardware_key,
     key_not_found,
     network_denial,
+    recovery_level,
     update_access_policies,
 )
 
@@ -48,29 +50,70 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
         access_policy,
     )
 
-    challenge = {
-        "WWW-Authenticate": f'Bearer authorization="{base_url}/{tenant_id}", '
-        f'resource="https://vault.azure.net"'
-    }
+    deleted_vaults = (
+        "/subscriptions/{sub}/providers/Microsoft.KeyVault/locations/{loc}/deletedVaults/{name}"
+    )
+
+    def list_deleted_vaults(request: Request, principal: Principal) -> Response:
+        found = keyvault.list_deleted(arm.subscription(request.params["sub"]).subscription_id)
+        return Response(200, {"value": [d.to_json() for d in found]})
+
+    def get_deleted_vault(request: Request, principal: Principal) -> Response:
+        p = request.params
+        return Response(200, keyvault.deleted_vault(p["sub"], p["name"], p["loc"]).to_json())
+
+    def purge_deleted_vault(request: Request, principal: Principal) -> Response:
+        p = request.params
+        keyvault.purge(p["sub"], p["loc"], p["name"])
+        return Response(200)  # the SDK's poller accepts a synchronous 200
+
+    add_arm_route(
+        router,
+        arm,
+        "GET",
+        "/subscriptions/{sub}/providers/Microsoft.KeyVault/deletedVaults",
+        list_deleted_vaults,
+    )
+    add_arm_route(router, arm, "GET", deleted_vaults, get_deleted_vault)
+    add_arm_route(router, arm, "POST", deleted_vaults + "/purge", purge_deleted_vault)
+
+    def challenge(resource: dict[str, Any]) -> dict[str, str]:
+        """The bearer challenge naming the vault's tenant as the authority."""
+        tenant = resource["properties"].get("tenantId") or tenant_id
+        return {
+            "WWW-Authenticate": f'Bearer authorization="{base_url}/{tenant}", '
+            f'resource="https://vault.azure.net"'
+        }
 
     def data_route(method: str, template: str, operation: str, handler: Any) -> None:
         def served(request: Request) -> Response:
+            data, resource = keyvault.vault_for_port(request.port)
             if "authorization" not in request.headers:
                 raise HttpError(
                     401,
                     "Unauthorized",
                     "AKV10000: Request is missing a Bearer or PoP token.",
-                    headers=challenge,
+                    headers=challenge(resource),
                 )
             try:
                 principal = arm.entra.authenticate(
                     request.headers["authorization"], KEYVAULT_AUDIENCES
                 )
             except HttpError as exc:
-                raise HttpError(401, "Unauthorized", exc.message, headers=challenge) from exc
+                raise HttpError(
+                    401, "Unauthorized", exc.message, headers=challenge(resource)
+                ) from exc
+            vault_tenant = str(resource["properties"].get("tenantId") or tenant_id).lower()
+            if principal.tenant_id != vault_tenant:
+                raise HttpError(
+                    401,
+                    "Unauthorized",
+                    f"AKV10032: Invalid issuer. Expected one of https://sts.windows.net/"
+                    f"{vault_tenant}/, found https://sts.windows.net/{principal.tenant_id}/.",
+                    headers=challenge(resource),
+                )
             if not request.query.get("api-version"):
                 raise HttpError(400, "BadParameter", "The 'api-version' parameter is missing.")
-            data, resource = keyvault.vault_for_port(request.port)
             denial = network_denial(resource)
             if denial:
                 raise HttpError(
@@ -110,19 +153,24 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
             )
         return v
 
-    def bundle(origin: str, key: StoredKey, v: KeyVersion) -> dict[str, Any]:
+    def vault_properties(data: VaultData) -> dict[str, Any]:
+        resource = arm.get(data.resource_id)
+        return resource["properties"] if resource else {}
+
+    def bundle(data: VaultData, origin: str, key: StoredKey, v: KeyVersion) -> dict[str, Any]:
         jwk = crypto.public_jwk(v.material, v.kty)
         jwk["kid"] = f"{origin}/keys/{key.name}/{v.version}"
         jwk["key_ops"] = v.key_ops
-        return {"key": jwk, "attributes": attributes(v), "tags": v.tags}
+        return {"key": jwk, "attributes": attributes(data, v), "tags": v.tags}
 
-    def attributes(v: KeyVersion) -> dict[str, Any]:
+    def attributes(data: VaultData, v: KeyVersion) -> dict[str, Any]:
+        level, days = recovery_level(vault_properties(data))
         attrs: dict[str, Any] = {
             "enabled": v.enabled,
             "created": v.created,
             "updated": v.updated,
-            "recoveryLevel": "Recoverable",
-            "recoverableDays": 90,
+            "recoveryLevel": level,
+            "recoverableDays": days,
             "exportable": False,
         }
         if v.exp:
@@ -156,22 +204,24 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
     def create_key(request: Request, data: VaultData, origin: str) -> Response:
         body = request.json()
         kty = body.get("kty", "")
+        check_hardware_key(vault_properties(data), kty)
         material = crypto.generate(kty, body.get("key_size"), body.get("crv"))
         key = add_version(data, request.params["name"], keyvault.new_version(kty, material, body))
-        return Response(200, bundle(origin, key, key.versions[-1]))
+        return Response(200, bundle(data, origin, key, key.versions[-1]))
 
     def import_key(request: Request, data: VaultData, origin: str) -> Response:
         body = request.json()
         jwk = body.get("key") or {}
         material = crypto.from_jwk(jwk)
         kty = jwk["kty"] + ("-HSM" if body.get("Hsm") and "-HSM" not in jwk["kty"] else "")
+        check_hardware_key(vault_properties(data), kty)
         body.setdefault("key_ops", jwk.get("key_ops"))
         key = add_version(data, request.params["name"], keyvault.new_version(kty, material, body))
-        return Response(200, bundle(origin, key, key.versions[-1]))
+        return Response(200, bundle(data, origin, key, key.versions[-1]))
 
     def get_key(request: Request, data: VaultData, origin: str) -> Response:
         key = live_key(data, request.params["name"])
-        return Response(200, bundle(origin, key, key.version(request.params.get("version"))))
+        return Response(200, bundle(data, origin, key, key.version(request.params.get("version"))))
 
     def update_key(request: Request, data: VaultData, origin: str) -> Response:
         key = live_key(data, request.params["name"])
@@ -188,7 +238,7 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
         if "tags" in body:
             v.tags = dict(body["tags"] or {})
         v.updated = int(time.time())
-        return Response(200, bundle(origin, key, v))
+        return Response(200, bundle(data, origin, key, v))
 
     def rotate_key(request: Request, data: VaultData, origin: str) -> Response:
         key = live_key(data, request.params["name"])
@@ -198,11 +248,13 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
             latest.kty, material, {"key_ops": latest.key_ops, "tags": latest.tags}
         )
         key.versions.append(v)
-        return Response(200, bundle(origin, key, v))
+        return Response(200, bundle(data, origin, key, v))
 
-    def key_item(origin: str, key: StoredKey, v: KeyVersion, versioned: bool) -> dict[str, Any]:
+    def key_item(
+        data: VaultData, origin: str, key: StoredKey, v: KeyVersion, versioned: bool
+    ) -> dict[str, Any]:
         kid = f"{origin}/keys/{key.name}" + (f"/{v.version}" if versioned else "")
-        return {"kid": kid, "attributes": attributes(v), "tags": v.tags}
+        return {"kid": kid, "attributes": attributes(data, v), "tags": v.tags}
 
     def paged(request: Request, origin: str, items: list[dict[str, Any]]) -> Response:
         start = int(request.query.get("$skiptoken") or 0)
@@ -220,11 +272,13 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
         keys = sorted(
             (k for k in data.keys.values() if k.deleted_date is None), key=lambda k: k.name.lower()
         )
-        return paged(request, origin, [key_item(origin, k, k.versions[-1], False) for k in keys])
+        return paged(
+            request, origin, [key_item(data, origin, k, k.versions[-1], False) for k in keys]
+        )
 
     def list_versions(request: Request, data: VaultData, origin: str) -> Response:
         key = live_key(data, request.params["name"])
-        return paged(request, origin, [key_item(origin, key, v, True) for v in key.versions])
+        return paged(request, origin, [key_item(data, origin, key, v, True) for v in key.versions])
 
     def crypto_op(operation: str, func: Any) -> Any:
         def handler(request: Request, data: VaultData, origin: str) -> Response:
@@ -241,19 +295,20 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
 
         return handler
 
-    def deleted_bundle(origin: str, key: StoredKey) -> dict[str, Any]:
-        result = bundle(origin, key, key.versions[-1])
+    def deleted_bundle(data: VaultData, origin: str, key: StoredKey) -> dict[str, Any]:
+        result = bundle(data, origin, key, key.versions[-1])
         result.update(
             recoveryId=f"{origin}/deletedkeys/{key.name}",
             deletedDate=key.deleted_date,
-            scheduledPurgeDate=(key.deleted_date or 0) + 90 * 86400,
+            scheduledPurgeDate=(key.deleted_date or 0)
+            + recovery_level(vault_properties(data))[1] * 86400,
         )
         return result
 
     def delete_key(request: Request, data: VaultData, origin: str) -> Response:
         key = live_key(data, request.params["name"])
         key.deleted_date = int(time.time())
-        return Response(200, deleted_bundle(origin, key))
+        return Response(200, deleted_bundle(data, origin, key))
 
     def deleted_key(name: str, data: VaultData) -> StoredKey:
         key = data.keys.get(name.lower())
@@ -262,12 +317,14 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
         return key
 
     def get_deleted(request: Request, data: VaultData, origin: str) -> Response:
-        return Response(200, deleted_bundle(origin, deleted_key(request.params["name"], data)))
+        return Response(
+            200, deleted_bundle(data, origin, deleted_key(request.params["name"], data))
+        )
 
     def recover_key(request: Request, data: VaultData, origin: str) -> Response:
         key = deleted_key(request.params["name"], data)
         key.deleted_date = None
-        return Response(200, bundle(origin, key, key.versions[-1]))
+        return Response(200, bundle(data, origin, key, key.versions[-1]))
 
     def purge_key(request: Request, data: VaultData, origin: str) -> Response:
         key = deleted_key(request.params["name"], data)

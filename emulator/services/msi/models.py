@@ -23,11 +23,12 @@ class UserAssignedIdentityHooks(TypeHooks):
         if old.get("principalId"):
             props.update({k: old[k] for k in ("principalId", "clientId", "tenantId")})
         else:
-            principal = ctx.arm.entra.add_managed_identity(ctx.rid.name)
+            tenant = ctx.arm.subscription(ctx.rid.subscription).tenant_id
+            principal = ctx.arm.entra.add_managed_identity(ctx.rid.name, tenant)
             props.update(
                 principalId=principal.object_id,
                 clientId=principal.client_id,
-                tenantId=ctx.arm.entra.tenant_id,
+                tenantId=tenant,
             )
 
     def deleted(self, arm: ArmModel, resource: dict[str, Any]) -> None:
