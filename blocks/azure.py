@@ -71,6 +71,12 @@ class AzureCredentials(Block):
         "service sends no Retry-After.",
     )
     retry_total: int = Field(10, ge=0, description="Retries of throttled/failed requests.")
+    max_retry_after_seconds: float = Field(
+        300,
+        ge=0,
+        description="Longest Retry-After wait accepted from a throttled service; a longer "
+        "one fails the step at once, naming the wait.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> AzureCredentials:

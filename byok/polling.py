@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class PollTimeout(TimeoutError):
@@ -39,3 +42,39 @@ def poll_until(
                 f"(waiting for {' or '.join(sorted(wanted))})"
             )
         sleep(min(interval_seconds, max(0.0, deadline - clock())))
+
+
+# Provisioning states after which a resource no longer changes by itself.
+# https://learn.microsoft.com/azure/azure-resource-manager/management/async-operations#provisioningstate-values
+TERMINAL_STATES = frozenset({"Succeeded", "Failed", "Canceled"})
+
+
+def read_settled(
+    read: Callable[[], T | None],
+    state_of: Callable[[T], str | None],
+    *,
+    timeout_seconds: float,
+    interval_seconds: float,
+    what: str,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> T | None:
+    """`read()` once the resource it returns is in a terminal provisioning state (or has
+    none); None when it does not exist. PollTimeout past `timeout_seconds`."""
+    seen: list[T | None] = [None]
+
+    def state() -> str:
+        seen[0] = found = read()
+        current = state_of(found) if found is not None else None
+        return "Succeeded" if current is None else current
+
+    poll_until(
+        state,
+        TERMINAL_STATES,
+        timeout_seconds=timeout_seconds,
+        interval_seconds=interval_seconds,
+        what=what,
+        sleep=sleep,
+        clock=clock,
+    )
+    return seen[0]

@@ -1,12 +1,15 @@
 """Every Azure SDK client the flows use, built from an AzureCredentials block: base URL,
-credential, TLS trust, polling interval and retry settings in one place."""
+credential, TLS trust, polling interval and one retry policy in one place."""
 
 from __future__ import annotations
 
 from functools import cached_property
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from azure.core.credentials import TokenCredential
+from azure.core.pipeline import PipelineResponse
+from azure.core.pipeline.policies import RetryPolicy
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient
 from azure.mgmt.authorization import AuthorizationManagementClient
@@ -21,8 +24,54 @@ from azure.mgmt.resource.features import FeatureClient
 from azure.mgmt.resource.resources import ResourceManagementClient
 
 from blocks.azure import AzureCredentials
+from byok.azure_errors import RetryAfterTooLong
+from byok.retrying import IDEMPOTENT_METHODS, resend_allowed
 
 ClientT = TypeVar("ClientT")
+
+
+class SafeRetryPolicy(RetryPolicy):
+    """azure-core's retries without blind re-sends: GET, HEAD, PUT and DELETE are retried as
+    azure-core does; POST and PATCH only when the service certainly did not act on them (429,
+    503 with Retry-After, no connection made), never after a lost answer (azure-core re-sends
+    them on 500/503/504 and on any answer carrying Retry-After). A Retry-After longer than
+    `max_retry_after` fails at once (`RetryAfterTooLong`) instead of sleeping through it."""
+
+    def __init__(self, *, max_retry_after: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_retry_after = max_retry_after
+
+    def is_retry(self, settings: dict[str, Any], response: PipelineResponse[Any, Any]) -> bool:
+        method = response.http_request.method.upper()
+        if method in IDEMPOTENT_METHODS:
+            return super().is_retry(settings, response)
+        answer = response.http_response
+        after = self.get_retry_after(response) is not None
+        return bool(settings["total"]) and resend_allowed(method, answer.status_code, after)
+
+    def _is_method_retryable(self, settings: Any, request: Any, response: Any = None) -> bool:
+        # Asked by send() on a transport error: decided by increment(), which sees the error.
+        return True
+
+    def increment(
+        self, settings: dict[str, Any], response: Any = None, error: Exception | None = None
+    ) -> bool:
+        request = response.http_request if response is not None else None
+        if (
+            error is not None
+            and request is not None
+            and request.method.upper() not in IDEMPOTENT_METHODS
+            and not self._is_connection_error(error)
+        ):
+            return False  # sent, answer lost: the caller looks the result up
+        return super().increment(settings, response=response, error=error)
+
+    def _sleep_for_retry(self, response: PipelineResponse[Any, Any], transport: Any) -> bool:
+        retry_after = self.get_retry_after(response)
+        if retry_after is not None and retry_after > self.max_retry_after:
+            path = urlsplit(response.http_request.url).path
+            raise RetryAfterTooLong(path, retry_after, self.max_retry_after)
+        return super()._sleep_for_retry(response, transport)
 
 
 class AzureClients:
@@ -32,14 +81,21 @@ class AzureClients:
         self.block = credentials
         self.subscription_id = subscription_id or credentials.subscription_id
         self.endpoints = credentials.endpoints()
+        self._key_clients: dict[str, KeyClient] = {}
 
     @cached_property
     def credential(self) -> TokenCredential:
         """The shared token credential."""
         return self.block.get_credential()
 
+    def retry_policy(self) -> SafeRetryPolicy:
+        """The retry policy of every client (a new one per client: it keeps no state)."""
+        return SafeRetryPolicy(
+            retry_total=self.block.retry_total, max_retry_after=self.block.max_retry_after_seconds
+        )
+
     def _transport_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"retry_total": self.block.retry_total}
+        options: dict[str, Any] = {"retry_policy": self.retry_policy()}
         if self.block.ca_bundle:
             options["connection_verify"] = self.block.ca_bundle
         return options
@@ -96,13 +152,17 @@ class AzureClients:
         return self.arm(ContainerServiceClient)
 
     def keys(self, vault_url: str) -> KeyClient:
-        """Key Vault keys of one vault (the data plane)."""
-        return KeyClient(
-            vault_url,
-            self.credential,
-            verify_challenge_resource=self.block.verify_keyvault_challenge_resource,
-            **self._transport_options(),
-        )
+        """Key Vault keys of one vault (the data plane), one client per vault: it keeps the
+        vault's authentication challenge, so later calls go authenticated at once."""
+        origin = vault_url.rstrip("/").lower()
+        if origin not in self._key_clients:
+            self._key_clients[origin] = KeyClient(
+                vault_url,
+                self.credential,
+                verify_challenge_resource=self.block.verify_keyvault_challenge_resource,
+                **self._transport_options(),
+            )
+        return self._key_clients[origin]
 
     def crypto(self, key_id: str) -> CryptographyClient:
         """Cryptographic operations with one key (wrap, unwrap…)."""

@@ -4,6 +4,7 @@ scenario and the identity switch of the troubleshooting section."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Literal
 
 from prefect import flow, task
@@ -27,9 +28,9 @@ from tasks.acr import (
     ensure_encrypted_registry,
     ensure_user_identity,
     grant_key_access,
-    new_key_version,
     probe_registry_data,
     read_registry,
+    registry_id,
     remove_user_identity,
     require_encrypted_registry,
     rotate_registry_key,
@@ -46,6 +47,7 @@ from tasks.key_vault import (
     check_vault_and_key,
     ensure_key,
     ensure_key_vault,
+    new_key_version,
     read_vault,
     revoke,
     set_network_rules,
@@ -53,6 +55,7 @@ from tasks.key_vault import (
     vault_info,
 )
 from tasks.resource_group import ensure_resource_group
+from tasks.run_lock import resource_lock
 
 _BLOCK = Field(..., description="Name of the saved 'BYOK Azure Credentials' block to use.")
 _SUB = Field(None, description="Default: the block's.")
@@ -60,6 +63,11 @@ _REGISTRY = Field(
     ..., pattern=r"^[a-zA-Z0-9]{5,50}$", description="Registry name: 5-50 letters and digits."
 )
 _TIMEOUT = Field(15, gt=0, description="How long to wait for grants to propagate.")
+_WAIT = Field(
+    False,
+    description="When another run is working on the same registry: wait for it to finish "
+    "(true), or fail at once with 'another run is working on <registry id>' (false).",
+)
 
 
 class EncryptedRegistryRequest(BaseModel):
@@ -87,6 +95,7 @@ class EncryptedRegistryRequest(BaseModel):
         "hour in Azure). Off: the versioned id, rotated by hand.",
     )
     propagation_timeout_minutes: float = _TIMEOUT
+    wait_for_other_run: bool = _WAIT
 
 
 class EncryptedRegistryResult(BaseModel):
@@ -143,27 +152,32 @@ def create_encrypted_registry(request: EncryptedRegistryRequest) -> EncryptedReg
     credentials = _credentials(request)
     sub, rg, timeout = request.subscription_id, request.resource_group, _seconds(request)
     validate_create_request(credentials, request)
-    ensure_resource_group(credentials, sub, rg, request.location)
-    identity = ensure_user_identity(credentials, sub, rg, request.identity_name, request.location)
-    vault = ensure_key_vault(
-        credentials, sub, rg, request.vault_name, request.location, request.vault_rbac, timeout
-    )
-    grant_key_access(credentials, sub, vault, identity.principal_id, timeout)
-    key = ensure_key(credentials, sub, vault, request.key_name, request.key_size, timeout)
-    key_id = choose_key_id(key.id, request.automatic_rotation)
-    ensure_encrypted_registry(
-        credentials, sub, rg, request.registry_name, request.location, identity, key_id, timeout
-    )
-    registry = verify_registry_key(credentials, sub, rg, request.registry_name, key.id, 60, 1)
-    return encrypted_registry_result(registry, vault)
+    with _lock(credentials, request):
+        ensure_resource_group(credentials, sub, rg, request.location)
+        identity = ensure_user_identity(
+            credentials, sub, rg, request.identity_name, request.location
+        )
+        vault = ensure_key_vault(
+            credentials, sub, rg, request.vault_name, request.location, request.vault_rbac, timeout
+        )
+        grant_key_access(credentials, sub, vault, identity.principal_id, timeout)
+        key = ensure_key(credentials, sub, vault, request.key_name, request.key_size, timeout)
+        key_id = choose_key_id(key.id, request.automatic_rotation)
+        ensure_encrypted_registry(
+            credentials, sub, rg, request.registry_name, request.location, identity, key_id, timeout
+        )
+        registry = verify_registry_key(credentials, sub, rg, request.registry_name, key.id, 60, 1)
+        return encrypted_registry_result(registry, vault)
 
 
-def registry_id(credentials: AzureCredentials, sub: str | None, rg: str, name: str) -> str:
-    """The resource id of a registry."""
-    return (
-        f"/subscriptions/{sub or credentials.subscription_id}/resourceGroups/{rg}"
-        f"/providers/Microsoft.ContainerRegistry/registries/{name}"
+def _lock(credentials: AzureCredentials, request: BaseModel) -> AbstractContextManager[None]:
+    """One run per registry: the request's wait_for_other_run chooses to wait or fail fast."""
+    target = registry_id(
+        request.subscription_id or credentials.subscription_id,  # type: ignore[attr-defined]
+        request.resource_group,  # type: ignore[attr-defined]
+        request.registry_name,  # type: ignore[attr-defined]
     )
+    return resource_lock(target, wait=request.wait_for_other_run)  # type: ignore[attr-defined]
 
 
 def _seconds(request: BaseModel) -> float:
@@ -186,6 +200,7 @@ class RegistryTemplateRequest(BaseModel):
     automatic_rotation: bool = Field(True, description="Pass the versionless key id.")
     deployment_name: str = Field("acr-cmk", description="Name of the template deployment.")
     propagation_timeout_minutes: float = _TIMEOUT
+    wait_for_other_run: bool = _WAIT
 
 
 @task(name="Validate template request")
@@ -217,21 +232,22 @@ def create_encrypted_registry_from_template(
     credentials = _credentials(request)
     sub, rg, timeout = request.subscription_id, request.resource_group, _seconds(request)
     validate_template_request(credentials, request)
-    ensure_resource_group(credentials, sub, rg, request.location)
-    vault = ensure_key_vault(
-        credentials, sub, rg, request.vault_name, request.location, False, timeout
-    )
-    key = ensure_key(credentials, sub, vault, request.key_name, request.key_size, timeout)
-    key_id = choose_key_id(key.id, request.automatic_rotation)
-    parameters = {
-        "registry_name": request.registry_name,
-        "identity_name": request.identity_name,
-        "vault_name": request.vault_name,
-        "kek_id": key_id,
-    }
-    deploy_template(credentials, sub, rg, request.deployment_name, parameters, timeout)
-    registry = verify_registry_key(credentials, sub, rg, request.registry_name, key.id, 60, 1)
-    return encrypted_registry_result(registry, vault)
+    with _lock(credentials, request):
+        ensure_resource_group(credentials, sub, rg, request.location)
+        vault = ensure_key_vault(
+            credentials, sub, rg, request.vault_name, request.location, False, timeout
+        )
+        key = ensure_key(credentials, sub, vault, request.key_name, request.key_size, timeout)
+        key_id = choose_key_id(key.id, request.automatic_rotation)
+        parameters = {
+            "registry_name": request.registry_name,
+            "identity_name": request.identity_name,
+            "vault_name": request.vault_name,
+            "kek_id": key_id,
+        }
+        deploy_template(credentials, sub, rg, request.deployment_name, parameters, timeout)
+        registry = verify_registry_key(credentials, sub, rg, request.registry_name, key.id, 60, 1)
+        return encrypted_registry_result(registry, vault)
 
 
 class RegistryRequest(BaseModel):
@@ -241,6 +257,12 @@ class RegistryRequest(BaseModel):
     subscription_id: str | None = _SUB
     resource_group: str = Field(..., description="Resource group of the registry.")
     registry_name: str = _REGISTRY
+
+
+class ChangeRegistryRequest(RegistryRequest):
+    """A change to an existing registry: one run per registry at a time."""
+
+    wait_for_other_run: bool = _WAIT
 
 
 @flow(name="show-registry-encryption")
@@ -254,7 +276,7 @@ def show_registry_encryption(request: RegistryRequest) -> EncryptionStatus:
     )
 
 
-class RotateRegistryKeyRequest(RegistryRequest):
+class RotateRegistryKeyRequest(ChangeRegistryRequest):
     """How to rotate: a new version of the key in use, or another key."""
 
     new_key_name: str | None = Field(
@@ -272,6 +294,12 @@ class RotateRegistryKeyRequest(RegistryRequest):
         90, gt=0, description="How long to wait for the registry to report the new version."
     )
     poll_seconds: float = Field(30, gt=0, description="Seconds between checks.")
+    rotation_id: str | None = Field(
+        None,
+        description="Names this rotation: a re-run with the same value reuses the key version "
+        "it made (tagged byok-rotation=<value>) instead of making another. Empty: this flow "
+        "run's id; a version newer than the registry's is reused in any case.",
+    )
 
 
 @task(name="Validate rotation request")
@@ -305,33 +333,36 @@ def rotate_registry_key_flow(request: RotateRegistryKeyRequest) -> EncryptionSta
     """New key version (or new key) → versioned registries: rotate-key with the chosen
     identity; versionless ones: wait for the pick-up → verify → old version still enabled."""
     credentials = _credentials(request)
-    sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
-    status, identity = validate_rotation(credentials, request)
-    old = str(status.versioned_key_identifier)
-    if request.new_key_name:
-        vault = vault_for_key(AzureClients(credentials, sub), old)
-        new = ensure_key(credentials, sub, vault, request.new_key_name, 3072, 60).id
-    else:
-        new = new_key_version(credentials, sub, old)
-    follows = bool(status.key_rotation_enabled) and not request.new_key_name
-    if not follows or identity != status.identity:
-        key_id = KeyId.parse(new).versionless if status.key_rotation_enabled else new
-        rotate_registry_key(credentials, sub, rg, name, key_id, identity, 15 * 60)
-    timeout = request.timeout_minutes * 60
-    verify_registry_key(credentials, sub, rg, name, new, timeout, request.poll_seconds)
-    verify_version_enabled(credentials, sub, old)
-    status = show_encryption_status(credentials, sub, rg, name)
-    emit_byok_event(
-        "key.rotated",
-        KeyId.parse(new).versionless,
-        "key",
-        related={"container-registry": registry_id(credentials, sub, rg, name)},
-        payload={"new_version": KeyId.parse(new).version},
-    )
-    return status
+    with _lock(credentials, request):
+        sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
+        status, identity = validate_rotation(credentials, request)
+        old = str(status.versioned_key_identifier)
+        if request.new_key_name:
+            vault = vault_for_key(AzureClients(credentials, sub), old)
+            new = ensure_key(credentials, sub, vault, request.new_key_name, 3072, 60).id
+        else:
+            new = new_key_version(credentials, sub, old, request.rotation_id)
+        follows = bool(status.key_rotation_enabled) and not request.new_key_name
+        if not follows or identity != status.identity:
+            key_id = KeyId.parse(new).versionless if status.key_rotation_enabled else new
+            rotate_registry_key(credentials, sub, rg, name, key_id, identity, 15 * 60)
+        timeout = request.timeout_minutes * 60
+        verify_registry_key(credentials, sub, rg, name, new, timeout, request.poll_seconds)
+        verify_version_enabled(credentials, sub, old)
+        status = show_encryption_status(credentials, sub, rg, name)
+        emit_byok_event(
+            "key.rotated",
+            KeyId.parse(new).versionless,
+            "key",
+            related={
+                "container-registry": registry_id(sub or credentials.subscription_id, rg, name)
+            },
+            payload={"new_version": KeyId.parse(new).version},
+        )
+        return status
 
 
-class RevokeRestoreRequest(RegistryRequest):
+class RevokeRestoreRequest(ChangeRegistryRequest):
     """Prove revocation and recovery of a registry's key access."""
 
     propagation_timeout_minutes: float = _TIMEOUT
@@ -349,35 +380,36 @@ def revoke_and_restore_registry_key(request: RevokeRestoreRequest) -> RevokeRest
     """Remove the encryption identity's key access → registry data inaccessible → restore
     the access → registry data accessible again."""
     credentials = _credentials(request)
-    sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
-    clients = AzureClients(credentials, sub)
-    registry = require_encrypted_registry(clients, rg, name)
-    _, principal = encryption_identity(registry)
-    vault = vault_for_key(clients, str(encryption_status(registry).versioned_key_identifier))
-    revoke_key_access(credentials, sub, vault, principal)
-    key = KeyId.parse(str(encryption_status(registry).versioned_key_identifier)).versionless
-    emit_byok_event(
-        "key.revoked",
-        key,
-        "key",
-        related={"container-registry": str(registry.id)},
-        payload={"principal_id": principal},
-    )
-    revoked = probe_registry_data.with_options(name="Prove registry data is inaccessible")(
-        credentials, sub, rg, name, False, 0
-    )
-    grant_key_access(credentials, sub, vault, principal, _seconds(request))
-    restored = probe_registry_data.with_options(name="Prove registry data is accessible")(
-        credentials, sub, rg, name, True, _seconds(request)
-    )
-    emit_byok_event(
-        "key.restored",
-        key,
-        "key",
-        related={"container-registry": str(registry.id)},
-        payload={"principal_id": principal},
-    )
-    return RevokeRestoreResult(revoked=revoked, restored=restored)
+    with _lock(credentials, request):
+        sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
+        clients = AzureClients(credentials, sub)
+        registry = require_encrypted_registry(clients, rg, name)
+        _, principal = encryption_identity(registry)
+        vault = vault_for_key(clients, str(encryption_status(registry).versioned_key_identifier))
+        revoke_key_access(credentials, sub, vault, principal)
+        key = KeyId.parse(str(encryption_status(registry).versioned_key_identifier)).versionless
+        emit_byok_event(
+            "key.revoked",
+            key,
+            "key",
+            related={"container-registry": str(registry.id)},
+            payload={"principal_id": principal},
+        )
+        revoked = probe_registry_data.with_options(name="Prove registry data is inaccessible")(
+            credentials, sub, rg, name, False, 0
+        )
+        grant_key_access(credentials, sub, vault, principal, _seconds(request))
+        restored = probe_registry_data.with_options(name="Prove registry data is accessible")(
+            credentials, sub, rg, name, True, _seconds(request)
+        )
+        emit_byok_event(
+            "key.restored",
+            key,
+            "key",
+            related={"container-registry": str(registry.id)},
+            payload={"principal_id": principal},
+        )
+        return RevokeRestoreResult(revoked=revoked, restored=restored)
 
 
 @task(name="Revoke key access")
@@ -394,7 +426,7 @@ def revoke_key_access(
     )
 
 
-class FirewallRequest(RegistryRequest):
+class FirewallRequest(ChangeRegistryRequest):
     """The Key Vault firewall scenario: system identity, bypass for trusted services, and a
     rotation to a key in the firewalled vault."""
 
@@ -423,33 +455,34 @@ def registry_key_vault_firewall(request: FirewallRequest) -> EncryptionStatus:
     """System-assigned identity → grant it → switch encryption to it → vault firewall with
     the trusted-services bypass → key in that vault → rotate → verify."""
     credentials = _credentials(request)
-    sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
-    timeout = _seconds(request)
-    clients = AzureClients(credentials, sub)
-    registry = require_encrypted_registry(clients, rg, name)
-    check_name("key", "key_name", request.key_name)
-    found = read_vault(clients, request.vault_resource_group or rg, request.vault_name)
-    if found is None:
-        raise InvalidRequest("vault_name", request.vault_name, "no such vault")
-    check_existing_vault(found)
-    target = vault_info(found)
-    current = encryption_status(registry)
-    current_vault = vault_for_key(clients, str(current.versioned_key_identifier))
-    principal = enable_system_identity(credentials, sub, rg, name)
-    for vault in {v.id: v for v in (current_vault, target)}.values():
-        grant_key_access(credentials, sub, vault, principal, timeout)
-    rotate_registry_key.with_options(name="Switch encryption to the system identity")(
-        credentials, sub, rg, name, str(current.key_identifier), SYSTEM, timeout
-    )
-    allow_trusted_services(credentials, sub, target, request.operator_ip_rules)
-    key = ensure_key(credentials, sub, target, request.key_name, request.key_size, timeout)
-    key_id = choose_key_id(key.id, bool(current.key_rotation_enabled))
-    rotate_registry_key(credentials, sub, rg, name, key_id, SYSTEM, timeout)
-    verify_registry_key(credentials, sub, rg, name, key.id, 60, 1)
-    return show_encryption_status(credentials, sub, rg, name)
+    with _lock(credentials, request):
+        sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
+        timeout = _seconds(request)
+        clients = AzureClients(credentials, sub)
+        registry = require_encrypted_registry(clients, rg, name)
+        check_name("key", "key_name", request.key_name)
+        found = read_vault(clients, request.vault_resource_group or rg, request.vault_name)
+        if found is None:
+            raise InvalidRequest("vault_name", request.vault_name, "no such vault")
+        check_existing_vault(found)
+        target = vault_info(found)
+        current = encryption_status(registry)
+        current_vault = vault_for_key(clients, str(current.versioned_key_identifier))
+        principal = enable_system_identity(credentials, sub, rg, name)
+        for vault in {v.id: v for v in (current_vault, target)}.values():
+            grant_key_access(credentials, sub, vault, principal, timeout)
+        rotate_registry_key.with_options(name="Switch encryption to the system identity")(
+            credentials, sub, rg, name, str(current.key_identifier), SYSTEM, timeout
+        )
+        allow_trusted_services(credentials, sub, target, request.operator_ip_rules)
+        key = ensure_key(credentials, sub, target, request.key_name, request.key_size, timeout)
+        key_id = choose_key_id(key.id, bool(current.key_rotation_enabled))
+        rotate_registry_key(credentials, sub, rg, name, key_id, SYSTEM, timeout)
+        verify_registry_key(credentials, sub, rg, name, key.id, 60, 1)
+        return show_encryption_status(credentials, sub, rg, name)
 
 
-class SwitchIdentityRequest(RegistryRequest):
+class SwitchIdentityRequest(ChangeRegistryRequest):
     """Troubleshooting: move encryption to another user-assigned identity, then remove the
     old one (removing an identity encryption still uses fails)."""
 
@@ -466,21 +499,24 @@ def switch_registry_encryption_identity(request: SwitchIdentityRequest) -> Encry
     """Re-assign the old identity → new identity, assigned and granted → rotate to it (same
     key) → remove the old identity."""
     credentials = _credentials(request)
-    sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
-    timeout = _seconds(request)
-    clients = AzureClients(credentials, sub)
-    registry = require_encrypted_registry(clients, rg, name)
-    check_name("identity", "new_identity_name", request.new_identity_name)
-    status = encryption_status(registry)
-    vault = vault_for_key(clients, str(status.versioned_key_identifier))
-    assign_user_identity.with_options(name="Re-assign the identity")(
-        credentials, sub, rg, name, request.old_identity_id
-    )
-    new = ensure_user_identity(credentials, sub, rg, request.new_identity_name, request.location)
-    assign_user_identity(credentials, sub, rg, name, new.id)
-    grant_key_access(credentials, sub, vault, new.principal_id, timeout)
-    rotate_registry_key(
-        credentials, sub, rg, name, str(status.key_identifier), new.client_id, timeout
-    )
-    remove_user_identity(credentials, sub, rg, name, request.old_identity_id)
-    return show_encryption_status(credentials, sub, rg, name)
+    with _lock(credentials, request):
+        sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
+        timeout = _seconds(request)
+        clients = AzureClients(credentials, sub)
+        registry = require_encrypted_registry(clients, rg, name)
+        check_name("identity", "new_identity_name", request.new_identity_name)
+        status = encryption_status(registry)
+        vault = vault_for_key(clients, str(status.versioned_key_identifier))
+        assign_user_identity.with_options(name="Re-assign the identity")(
+            credentials, sub, rg, name, request.old_identity_id
+        )
+        new = ensure_user_identity(
+            credentials, sub, rg, request.new_identity_name, request.location
+        )
+        assign_user_identity(credentials, sub, rg, name, new.id)
+        grant_key_access(credentials, sub, vault, new.principal_id, timeout)
+        rotate_registry_key(
+            credentials, sub, rg, name, str(status.key_identifier), new.client_id, timeout
+        )
+        remove_user_identity(credentials, sub, rg, name, request.old_identity_id)
+        return show_encryption_status(credentials, sub, rg, name)

@@ -10,13 +10,15 @@ from pydantic import BaseModel, Field
 
 from blocks.azure import AzureCredentials
 from byok.keyvault_ids import KeyId
-from byok.validation import InvalidRequest, check_name, check_rsa_key_size, same_region
+from byok.validation import check_name, check_rsa_key_size, same_region
 from clients.azure import AzureClients
 from tasks.disk_encryption_set import (
     DiskEncryptionSetInfo,
     check_existing_des,
+    des_id,
     ensure_disk_encryption_set,
     read_des,
+    require_des,
     update_des_key,
     verify_des_key,
     wait_for_key_access,
@@ -33,9 +35,17 @@ from tasks.key_vault import (
     ensure_key,
     ensure_key_vault,
     grant,
+    new_key_version,
 )
 from tasks.resource_group import ensure_resource_group
 from tasks.retry import STEP_RETRIES
+from tasks.run_lock import resource_lock
+
+_WAIT = Field(
+    False,
+    description="When another run is working on the same disk encryption set: wait for it "
+    "to finish (true), or fail at once with 'another run is working on <set id>' (false).",
+)
 
 EncryptionType = Literal[
     "EncryptionAtRestWithCustomerKey", "EncryptionAtRestWithPlatformAndCustomerKeys"
@@ -83,6 +93,7 @@ class DiskEncryptionSetRequest(BaseModel):
         gt=0,
         description="How long to wait for new identities and grants to propagate.",
     )
+    wait_for_other_run: bool = _WAIT
 
 
 class DiskEncryptionSetResult(BaseModel):
@@ -94,9 +105,9 @@ class DiskEncryptionSetResult(BaseModel):
 
 
 @task(name="Validate request")
-def validate_request(credentials: AzureCredentials, request: DiskEncryptionSetRequest) -> None:
+def validate_request(credentials: AzureCredentials, request: DiskEncryptionSetRequest) -> str:
     """Check names and what already exists (read-only), so that a bad request fails before
-    anything is written."""
+    anything is written. Returns the set's resource id."""
     check_name("resource_group", "resource_group", request.resource_group)
     check_name("key_vault", "vault_name", request.vault_name)
     check_name("key", "key_name", request.key_name)
@@ -112,6 +123,7 @@ def validate_request(credentials: AzureCredentials, request: DiskEncryptionSetRe
             "location", request.location, str(des.location), f"disk encryption set '{des.name}'"
         )
         check_existing_des(des, request.encryption_type)
+    return des_id(clients.subscription_id, request.resource_group, request.des_name)
 
 
 @task(name="Grant the set's identity access to the key", **STEP_RETRIES)
@@ -149,9 +161,16 @@ def prepare_disk_encryption_set(request: DiskEncryptionSetRequest) -> DiskEncryp
     """Vault with purge protection → RSA key → disk encryption set with the versioned key URL
     → grant its identity key access (and Reader) → wait until the grant is effective."""
     credentials = AzureCredentials.load_saved(request.azure_credentials_block)
-    sub, rg = request.subscription_id, request.resource_group
     timeout = request.propagation_timeout_minutes * 60
-    validate_request(credentials, request)
+    target = validate_request(credentials, request)
+    with resource_lock(target, wait=request.wait_for_other_run):
+        return _prepare(credentials, request, timeout)
+
+
+def _prepare(
+    credentials: AzureCredentials, request: DiskEncryptionSetRequest, timeout: float
+) -> DiskEncryptionSetResult:
+    sub, rg = request.subscription_id, request.resource_group
     ensure_resource_group(credentials, sub, rg, request.location)
     vault = ensure_key_vault(
         credentials, sub, rg, request.vault_name, request.location, request.vault_rbac, timeout
@@ -170,7 +189,7 @@ def prepare_disk_encryption_set(request: DiskEncryptionSetRequest) -> DiskEncryp
     )
     reader = (not vault.rbac) if request.grant_reader_role is None else request.grant_reader_role
     grant_des_access(credentials, sub, vault, des, reader, timeout)
-    wait_for_key_access(credentials, sub, rg, des, timeout)
+    des = wait_for_key_access(credentials, sub, rg, des, timeout)
     emit_byok_event(
         "resource.encrypted",
         des.id,
@@ -196,17 +215,13 @@ class DesKeyRotationRequest(BaseModel):
         "(automatic rotation takes up to an hour in Azure).",
     )
     poll_seconds: float = Field(30, gt=0, description="Seconds between checks.")
-
-
-@task(name="Create a new key version", **STEP_RETRIES)
-def new_key_version(
-    credentials: AzureCredentials, subscription_id: str | None, key_url: str
-) -> str:
-    """Rotate the set's key in its vault; returns the new versioned key id."""
-    kid = KeyId.parse(key_url)
-    rotated = AzureClients(credentials, subscription_id).keys(kid.vault_url).rotate_key(kid.name)
-    get_run_logger().info("New key version %s", rotated.id)
-    return str(rotated.id)
+    rotation_id: str | None = Field(
+        None,
+        description="Names this rotation: a re-run with the same value reuses the key version "
+        "it made (tagged byok-rotation=<value>) instead of making another. Empty: this flow "
+        "run's id; a version newer than the set's is reused in any case.",
+    )
+    wait_for_other_run: bool = _WAIT
 
 
 @flow(name="rotate-disk-encryption-set-key")
@@ -216,15 +231,16 @@ def rotate_disk_encryption_set_key(request: DesKeyRotationRequest) -> DiskEncryp
     no autoKeyRotationError."""
     credentials = AzureCredentials.load_saved(request.azure_credentials_block)
     sub, rg = request.subscription_id, request.resource_group
-    des = read_des(AzureClients(credentials, sub), rg, request.des_name)
-    if des is None:
-        raise InvalidRequest(
-            "des_name",
-            request.des_name,
-            f"no disk encryption set of that name in resource group {rg}",
-        )
-    new_key = new_key_version(credentials, sub, str(des.properties.active_key.key_url))
-    if not des.properties.rotation_to_latest_key_version_enabled:
+    target = des_id(sub or credentials.subscription_id, rg, request.des_name)
+    with resource_lock(target, wait=request.wait_for_other_run):
+        return _rotate(credentials, request)
+
+
+def _rotate(credentials: AzureCredentials, request: DesKeyRotationRequest) -> DiskEncryptionSetInfo:
+    sub, rg = request.subscription_id, request.resource_group
+    des = require_des(credentials, sub, rg, request.des_name)
+    new_key = new_key_version(credentials, sub, des.key_url, request.rotation_id)
+    if not des.rotation_to_latest_key_version:
         update_des_key(credentials, sub, rg, request.des_name, new_key)
     verified = verify_des_key(
         credentials,

@@ -4,6 +4,7 @@ encryption status, key rotation, data probes, identity changes, template deploym
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from azure.mgmt.containerregistry.models import (
     Sku,
     UserIdentityProperties,
 )
+from azure.mgmt.core.tools import resource_id
 from azure.mgmt.resource.deployments.models import (
     Deployment,
     DeploymentParameter,
@@ -29,10 +31,18 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from blocks.azure import AzureCredentials
-from byok.azure_errors import error_code, is_propagation_delay, or_none
+from byok.azure_errors import (
+    error_code,
+    is_azure_error,
+    is_lost_answer,
+    is_propagation_delay,
+    named_failure,
+    or_none,
+)
+from byok.errors import VerificationFailed
 from byok.keyvault_ids import KeyId
-from byok.polling import poll_until
-from byok.retrying import retry_while
+from byok.polling import poll_until, read_settled
+from byok.retrying import retry_while, write_or_find
 from byok.sdk_values import text
 from byok.validation import InvalidRequest
 from clients.azure import AzureClients
@@ -84,9 +94,31 @@ class RegistryInfo(BaseModel):
 
 
 # -- pure helpers ----------------------------------------------------------------------------
+def registry_id(subscription_id: str, resource_group: str, name: str) -> str:
+    """The resource id of a registry."""
+    return resource_id(
+        subscription=subscription_id,
+        resource_group=resource_group,
+        namespace="Microsoft.ContainerRegistry",
+        type="registries",
+        name=name,
+    )
+
+
 def read_registry(clients: AzureClients, resource_group: str, name: str) -> Registry | None:
     """The registry, or None."""
     return or_none(lambda: clients.container_registry().registries.get(resource_group, name))
+
+
+def read_settled_registry(clients: AzureClients, resource_group: str, name: str) -> Registry | None:
+    """The registry once no operation on it is running (None: it does not exist)."""
+    return read_settled(
+        lambda: read_registry(clients, resource_group, name),
+        lambda r: text(r.provisioning_state) if r.provisioning_state else None,
+        timeout_seconds=600,
+        interval_seconds=clients.block.polling_interval_seconds,
+        what=f"Registry {name}",
+    )
 
 
 def encryption_status(registry: Registry) -> EncryptionStatus:
@@ -184,10 +216,24 @@ def _log_retry(what: str) -> Any:
 
 
 def _patch(
-    clients: AzureClients, resource_group: str, name: str, update: RegistryUpdateParameters
+    clients: AzureClients,
+    resource_group: str,
+    name: str,
+    update: RegistryUpdateParameters,
+    done: Callable[[Registry], bool],
 ) -> Registry:
-    return (
-        clients.container_registry().registries.begin_update(resource_group, name, update).result()
+    """PATCH the registry; a lost answer is followed by a read (is it `done`?), not a second
+    PATCH."""
+    registries = clients.container_registry().registries
+
+    def applied() -> Registry | None:
+        found = read_settled_registry(clients, resource_group, name)
+        return found if found is not None and done(found) else None
+
+    return write_or_find(
+        lambda: registries.begin_update(resource_group, name, update).result(),
+        applied,
+        is_lost_answer,
     )
 
 
@@ -205,7 +251,11 @@ def ensure_user_identity(
     try:
         found = identities.get(resource_group, name)
     except ResourceNotFoundError:
-        found = identities.create_or_update(resource_group, name, {"location": location})
+        found = write_or_find(
+            lambda: identities.create_or_update(resource_group, name, {"location": location}),
+            lambda: or_none(lambda: identities.get(resource_group, name)),
+            is_azure_error,
+        )
         get_run_logger().info("Created identity %s", name)
     return IdentityInfo(
         id=str(found.id),
@@ -277,13 +327,27 @@ def ensure_encrypted_registry(
         ),
     )
     registries = clients.container_registry().registries
-    created = retry_while(
-        lambda: registries.begin_create(resource_group, name, body).result(),
-        is_propagation_delay,
-        timeout_seconds=timeout_seconds,
-        first_delay=1,
-        on_retry=_log_retry(f"registry {name}"),
-    )
+
+    def created_before() -> Registry | None:
+        found = read_settled_registry(clients, resource_group, name)
+        ok = found is not None and text(found.provisioning_state) == "Succeeded"
+        return found if ok else None
+
+    with named_failure(
+        registry_id(clients.subscription_id, resource_group, name), "creation", waited=True
+    ):
+        created = retry_while(
+            lambda: write_or_find(
+                lambda: registries.begin_create(resource_group, name, body).result(),
+                created_before,
+                is_azure_error,
+            ),
+            is_propagation_delay,
+            timeout_seconds=timeout_seconds,
+            first_delay=1,
+            on_retry=_log_retry(f"registry {name}"),
+        )
+        check_existing_registry(created, key_id)
     get_run_logger().info("Created registry %s encrypted with %s", name, key_id)
     return registry_info(created)
 
@@ -337,21 +401,6 @@ def verify_registry_key(
     return registry_info(clients.container_registry().registries.get(resource_group, name))
 
 
-@task(name="Create a new key version", **STEP_RETRIES)
-def new_key_version(credentials: AzureCredentials, subscription_id: str | None, in_use: str) -> str:
-    """`az keyvault key create` on the key's name; a version newer than the one in use that
-    an earlier run made is reused. Returns the new versioned key id."""
-    kid = KeyId.parse(in_use)
-    keys = AzureClients(credentials, subscription_id).keys(kid.vault_url)
-    latest = keys.get_key(kid.name)
-    if str(latest.id) != in_use:
-        get_run_logger().info("Reusing the newer key version %s", latest.id)
-        return str(latest.id)
-    created = keys.create_rsa_key(kid.name, size=len(getattr(latest.key, "n", None) or b"") * 8)
-    get_run_logger().info("New key version %s", created.id)
-    return str(created.id)
-
-
 @task(name="Rotate the registry key", **STEP_RETRIES)
 def rotate_registry_key(
     credentials: AzureCredentials,
@@ -375,13 +424,21 @@ def rotate_registry_key(
             key_vault_properties=KeyVaultProperties(key_identifier=key_id, identity=identity),
         )
     )
-    rotated = retry_while(
-        lambda: _patch(clients, resource_group, name, update),
-        is_propagation_delay,
-        timeout_seconds=timeout_seconds,
-        first_delay=1,
-        on_retry=_log_retry(f"key rotation of {name}"),
-    )
+
+    def done(registry: Registry) -> bool:
+        status = encryption_status(registry)
+        return (status.key_identifier, status.identity) == (key_id, identity)
+
+    with named_failure(
+        registry_id(clients.subscription_id, resource_group, name), "key rotation", waited=True
+    ):
+        rotated = retry_while(
+            lambda: _patch(clients, resource_group, name, update, done),
+            is_propagation_delay,
+            timeout_seconds=timeout_seconds,
+            first_delay=1,
+            on_retry=_log_retry(f"key rotation of {name}"),
+        )
     get_run_logger().info("Registry %s now uses %s with identity %s", name, key_id, identity)
     return encryption_status(rotated)
 
@@ -394,7 +451,7 @@ def verify_version_enabled(
     kid = KeyId.parse(versioned_key_id)
     keys = AzureClients(credentials, subscription_id).keys(kid.vault_url)
     if not keys.get_key(kid.name, kid.version).properties.enabled:
-        raise RuntimeError(f"key version {versioned_key_id} is disabled")
+        raise VerificationFailed(versioned_key_id, "the previous key version is disabled")
 
 
 @task(name="Use registry data", **STEP_RETRIES)
@@ -436,7 +493,10 @@ def probe_registry_data(
             raise
         get_run_logger().info("Registry %s cannot use its key (%s)", name, error_code(exc))
         return "KeyVaultAccessForbidden"
-    raise RuntimeError(f"registry {name} still uses its key after the access was revoked")
+    raise VerificationFailed(
+        registry_id(subscription_id or credentials.subscription_id, resource_group, name),
+        "the registry still uses its key after the access was revoked",
+    )
 
 
 @task(name="Configure system-assigned identity", **STEP_RETRIES)
@@ -456,7 +516,14 @@ def enable_system_identity(
             user_assigned_identities={k: UserIdentityProperties() for k in users} or None,
         )
     )
-    principal = str(_patch(clients, resource_group, name, update).identity.principal_id)
+    patched = _patch(
+        clients,
+        resource_group,
+        name,
+        update,
+        lambda r: bool(r.identity and r.identity.principal_id),
+    )
+    principal = str(patched.identity.principal_id)
     get_run_logger().info("Registry %s has system-assigned identity %s", name, principal)
     return principal
 

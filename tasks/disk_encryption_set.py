@@ -1,5 +1,5 @@
-"""Disk encryption set steps: create (or reconcile) the set, wait until its identity's key
-access is effective, rotate its key."""
+"""Disk encryption set steps: create the set (or adopt it, a Failed one included), apply its
+key once its identity's access is effective, rotate its key, verify it."""
 
 from __future__ import annotations
 
@@ -10,13 +10,23 @@ from azure.mgmt.compute.models import (
     KeyForDiskEncryptionSet,
     SourceVault,
 )
+from azure.mgmt.core.tools import resource_id
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from blocks.azure import AzureCredentials
-from byok.azure_errors import is_propagation_delay, or_none
-from byok.polling import poll_until
-from byok.retrying import retry_while
+from byok.azure_errors import (
+    as_byok_error,
+    is_azure_error,
+    is_failed_operation,
+    is_lost_answer,
+    is_propagation_delay,
+    named_failure,
+    or_none,
+)
+from byok.errors import OperationFailed
+from byok.polling import poll_until, read_settled
+from byok.retrying import retry_while, write_or_find
 from byok.sdk_values import text
 from byok.validation import InvalidRequest
 from clients.azure import AzureClients
@@ -39,6 +49,35 @@ class DiskEncryptionSetInfo(BaseModel):
 def read_des(clients: AzureClients, resource_group: str, name: str) -> DiskEncryptionSet | None:
     """The set, or None."""
     return or_none(lambda: clients.compute().disk_encryption_sets.get(resource_group, name))
+
+
+def des_id(subscription_id: str, resource_group: str, name: str) -> str:
+    """The resource id of a set."""
+    return resource_id(
+        subscription=subscription_id,
+        resource_group=resource_group,
+        namespace="Microsoft.Compute",
+        type="diskEncryptionSets",
+        name=name,
+    )
+
+
+def _state(des: DiskEncryptionSet) -> str | None:
+    state = des.properties.provisioning_state
+    return text(state) if state else None
+
+
+def read_settled_des(
+    clients: AzureClients, resource_group: str, name: str
+) -> DiskEncryptionSet | None:
+    """The set once no operation on it is running (None: it does not exist)."""
+    return read_settled(
+        lambda: read_des(clients, resource_group, name),
+        _state,
+        timeout_seconds=600,
+        interval_seconds=clients.block.polling_interval_seconds,
+        what=f"Disk encryption set {name}",
+    )
 
 
 def des_info(des: DiskEncryptionSet) -> DiskEncryptionSetInfo:
@@ -79,23 +118,27 @@ def ensure_disk_encryption_set(
     encryption_type: str,
     auto_rotation: bool,
 ) -> DiskEncryptionSetInfo:
-    """Create the set with the versioned key URL and a system-assigned identity; an existing
-    set is left alone when it matches and updated when its key or rotation setting differ."""
+    """Create the set with the versioned key URL and a system-assigned identity. An existing
+    set is adopted as it is, with the key and rotation setting wanted returned: they are
+    applied by `apply_des_key` once its identity has key access (Azure checks that access on
+    every change, so a set whose creation ended Failed, in this run or an earlier one, is
+    repaired in that order: grant, then re-submit). Returns the set as it will be."""
     clients = AzureClients(credentials, subscription_id)
     sets = clients.compute().disk_encryption_sets
-    existing = read_des(clients, resource_group, name)
-    if existing is not None:
-        check_existing_des(existing, encryption_type)
-        info = des_info(existing)
-        failed = text(existing.properties.provisioning_state) == "Failed"
-        wanted = (key.id, auto_rotation)
-        if (info.key_url, info.rotation_to_latest_key_version) == wanted and not failed:
-            get_run_logger().info("Disk encryption set %s already up to date", name)
-            return info
-    des = sets.begin_create_or_update(
-        resource_group,
-        name,
-        DiskEncryptionSet(
+    wanted = {"key_url": key.id, "rotation_to_latest_key_version": auto_rotation}
+    target = des_id(clients.subscription_id, resource_group, name)
+    doing = "disk encryption set creation"
+
+    def written(exc: Exception) -> bool:
+        """Any failure of the create: look the set up. A failed creation is named."""
+        if is_failed_operation(exc):
+            get_run_logger().warning("%s", as_byok_error(exc, target, doing))
+        return is_azure_error(exc)
+
+    with named_failure(target, doing):
+        existing = read_settled_des(clients, resource_group, name)
+        made = existing is None
+        body = DiskEncryptionSet(
             location=location,
             identity=EncryptionSetIdentity(type="SystemAssigned"),
             properties={
@@ -105,10 +148,52 @@ def ensure_disk_encryption_set(
                 "encryptionType": encryption_type,
                 "rotationToLatestKeyVersionEnabled": auto_rotation,
             },
-        ),
-    ).result()
-    get_run_logger().info("Disk encryption set %s uses %s", name, key.id)
-    return des_info(des)
+        )
+        des = (
+            existing
+            if existing is not None
+            else write_or_find(
+                lambda: sets.begin_create_or_update(resource_group, name, body).result(),
+                lambda: read_settled_des(clients, resource_group, name),
+                written,
+            )
+        )
+    check_existing_des(des, encryption_type)
+    info = des_info(des)
+    if _state(des) == "Failed":
+        get_run_logger().warning(
+            "Disk encryption set %s: its creation ended Failed; granting its identity key "
+            "access, then re-submitting it",
+            name,
+        )
+    elif made:
+        get_run_logger().info("Disk encryption set %s uses %s", name, key.id)
+    elif (info.key_url, info.rotation_to_latest_key_version) == (key.id, auto_rotation):
+        get_run_logger().info("Disk encryption set %s already up to date", name)
+    else:
+        get_run_logger().info("Disk encryption set %s gets %s once it has access", name, key.id)
+    return info.model_copy(update=wanted)
+
+
+def _apply(
+    clients: AzureClients, resource_group: str, name: str, properties: dict[str, object]
+) -> DiskEncryptionSet:
+    """PATCH the set; a lost answer is followed by a read, not a second PATCH."""
+    sets = clients.compute().disk_encryption_sets
+    key_url = properties["activeKey"].key_url  # type: ignore[attr-defined]
+
+    def applied() -> DiskEncryptionSet | None:
+        found = read_settled_des(clients, resource_group, name)
+        done = found is not None and _state(found) == "Succeeded"
+        return found if done and found.properties.active_key.key_url == key_url else None
+
+    return write_or_find(
+        lambda: sets.begin_update(
+            resource_group, name, DiskEncryptionSetUpdate(properties=properties)
+        ).result(),
+        applied,
+        is_lost_answer,
+    )
 
 
 @task(name="Wait until the grant is effective", **STEP_RETRIES)
@@ -118,26 +203,42 @@ def wait_for_key_access(
     resource_group: str,
     des: DiskEncryptionSetInfo,
     timeout_seconds: float,
-) -> None:
-    """Azure checks the set's key access whenever its key is applied: re-apply the same key
-    until it is accepted (KeyVaultAccessForbidden while the grant propagates)."""
-    sets = AzureClients(credentials, subscription_id).compute().disk_encryption_sets
-    retry_while(
-        lambda: sets.begin_update(
-            resource_group,
-            des.name,
-            DiskEncryptionSetUpdate(
-                properties={"activeKey": KeyForDiskEncryptionSet(key_url=des.key_url)}
+) -> DiskEncryptionSetInfo:
+    """Apply the set's key and rotation setting (re-submitting a set left Failed) until
+    Azure accepts them: it checks the set's key access whenever its key is applied, and
+    answers KeyVaultAccessForbidden while the grant propagates."""
+    clients = AzureClients(credentials, subscription_id)
+    properties: dict[str, object] = {
+        "activeKey": KeyForDiskEncryptionSet(key_url=des.key_url),
+        "rotationToLatestKeyVersionEnabled": des.rotation_to_latest_key_version,
+    }
+    with named_failure(des.id, "applying the key", waited=True):
+        applied = retry_while(
+            lambda: _apply(clients, resource_group, des.name, properties),
+            is_propagation_delay,
+            timeout_seconds=timeout_seconds,
+            first_delay=2,
+            on_retry=lambda exc, wait: get_run_logger().info(
+                "Key access of %s not effective yet; retrying in %.1f s", des.name, wait
             ),
-        ).result(),
-        is_propagation_delay,
-        timeout_seconds=timeout_seconds,
-        first_delay=2,
-        on_retry=lambda exc, wait: get_run_logger().info(
-            "Key access of %s not effective yet; retrying in %.1f s", des.name, wait
-        ),
-    )
+        )
     get_run_logger().info("Disk encryption set %s can use its key", des.name)
+    return des_info(applied)
+
+
+@task(name="Read the disk encryption set", **STEP_RETRIES)
+def require_des(
+    credentials: AzureCredentials, subscription_id: str | None, resource_group: str, name: str
+) -> DiskEncryptionSetInfo:
+    """The set, which must exist (InvalidRequest naming `des_name` otherwise)."""
+    found = read_des(AzureClients(credentials, subscription_id), resource_group, name)
+    if found is None:
+        raise InvalidRequest(
+            "des_name",
+            name,
+            f"no disk encryption set of that name in resource group {resource_group}",
+        )
+    return des_info(found)
 
 
 @task(name="Update the disk encryption set key", **STEP_RETRIES)
@@ -149,13 +250,10 @@ def update_des_key(
     key_url: str,
 ) -> DiskEncryptionSetInfo:
     """Point the set at a new key version (Azure re-wraps the disks' keys)."""
-    sets = AzureClients(credentials, subscription_id).compute().disk_encryption_sets
-    des = sets.begin_update(
-        resource_group,
-        name,
-        DiskEncryptionSetUpdate(properties={"activeKey": KeyForDiskEncryptionSet(key_url=key_url)}),
-    ).result()
-    return des_info(des)
+    clients = AzureClients(credentials, subscription_id)
+    properties: dict[str, object] = {"activeKey": KeyForDiskEncryptionSet(key_url=key_url)}
+    with named_failure(des_id(clients.subscription_id, resource_group, name), "updating the key"):
+        return des_info(_apply(clients, resource_group, name, properties))
 
 
 @task(name="Verify the disk encryption set key", **STEP_RETRIES)
@@ -170,14 +268,15 @@ def verify_des_key(
 ) -> DiskEncryptionSetInfo:
     """Wait until the set reports `key_url` active with re-wrapping done (empty previousKeys)
     and no automatic-rotation error."""
-    sets = AzureClients(credentials, subscription_id).compute().disk_encryption_sets
+    clients = AzureClients(credentials, subscription_id)
+    sets = clients.compute().disk_encryption_sets
 
     def state() -> str:
         props = sets.get(resource_group, name).properties
         if props.auto_key_rotation_error:
-            raise RuntimeError(
-                f"disk encryption set {name}: automatic key rotation failed: "
-                f"{props.auto_key_rotation_error.message}"
+            raise OperationFailed(
+                des_id(clients.subscription_id, resource_group, name),
+                f"automatic key rotation failed: {props.auto_key_rotation_error.message}",
             )
         if props.active_key.key_url != key_url:
             return "old key"

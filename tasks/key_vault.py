@@ -7,7 +7,8 @@ import uuid
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError
-from azure.keyvault.keys import KeyVaultKey
+from azure.keyvault.keys import KeyClient, KeyVaultKey
+from azure.mgmt.core.tools import resource_id
 from azure.mgmt.keyvault.models import (
     AccessPolicyEntry,
     IPRule,
@@ -23,12 +24,21 @@ from azure.mgmt.keyvault.models import (
     VaultProperties,
 )
 from prefect import get_run_logger, task
+from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from blocks.azure import AzureCredentials
-from byok.azure_errors import is_propagation_delay, or_none
+from byok.azure_errors import (
+    is_azure_error,
+    is_lost_answer,
+    is_propagation_delay,
+    named_failure,
+    or_none,
+)
+from byok.errors import OperationFailed
 from byok.keyvault_ids import KeyId
-from byok.retrying import retry_while
+from byok.polling import read_settled
+from byok.retrying import retry_while, write_or_find
 from byok.sdk_values import text
 from byok.tokens import object_id
 from byok.validation import InvalidRequest, check_rsa_key_size, same_region
@@ -52,6 +62,8 @@ OPERATOR_KEY_PERMISSIONS = [
     "setrotationpolicy",
 ]
 SERVICE_KEY_PERMISSIONS = ["get", "wrapKey", "unwrapKey"]
+# Tag on a key version this tool made, naming the rotation it was made for.
+ROTATION_TAG = "byok-rotation"
 
 
 class VaultInfo(BaseModel):
@@ -232,31 +244,43 @@ def grant(
     }
     if {p.lower() for p in key_permissions} <= have or "all" in have:
         return
-    _update_policy(clients, group, current, principal_id, key_permissions, "add")
+    with named_failure(vault.id, f"granting {principal_id} key access"):
+        _update_policy(clients, group, current, principal_id, key_permissions, "add")
 
 
 def assign_role(
     clients: AzureClients, scope: str, principal_id: str, role_id: str, timeout_seconds: float
 ) -> None:
-    """Assign a built-in role at `scope` unless the principal already has it there."""
+    """Assign a built-in role at `scope` unless the principal already has it there.
+    A re-sent assignment refused as existing (409 RoleAssignmentExists or
+    RoleAssignmentUpdateNotPermitted) is success when the principal holds the role there."""
     if _role_assignments(clients, scope, principal_id, role_id):
         return
     definition = f"{scope}/providers/Microsoft.Authorization/roleDefinitions/{role_id}"
-    retry_while(
-        lambda: clients.authorization().role_assignments.create(
-            scope,
-            str(uuid.uuid4()),
-            {
-                "role_definition_id": definition,
-                "principal_id": principal_id,
-                "principal_type": "ServicePrincipal",
-            },
-        ),
-        is_propagation_delay,
-        timeout_seconds=timeout_seconds,
-        first_delay=2,
-        on_retry=_log_retry("role assignment"),
-    )
+
+    def create() -> object:
+        return retry_while(
+            lambda: clients.authorization().role_assignments.create(
+                scope,
+                str(uuid.uuid4()),
+                {
+                    "role_definition_id": definition,
+                    "principal_id": principal_id,
+                    "principal_type": "ServicePrincipal",
+                },
+            ),
+            is_propagation_delay,
+            timeout_seconds=timeout_seconds,
+            first_delay=2,
+            on_retry=_log_retry("role assignment"),
+        )
+
+    with named_failure(scope, f"assigning role {role_id} to {principal_id}", waited=True):
+        write_or_find(
+            create,
+            lambda: _role_assignments(clients, scope, principal_id, role_id) or None,
+            is_lost_answer,
+        )
 
 
 def _log_retry(what: str) -> Any:
@@ -279,12 +303,56 @@ def ensure_key_vault(
     timeout_seconds: float,
 ) -> VaultInfo:
     """Get the vault (validated: soft delete and purge protection on) or create it with purge
-    protection; make sure this tool may manage its keys."""
+    protection; make sure this tool may manage its keys. A vault whose creation ended Failed
+    is re-submitted as it is, once; still Failed, the step fails naming it."""
     clients = AzureClients(credentials, subscription_id)
-    vault = read_vault(clients, resource_group, name)
+    vault_id = resource_id(
+        subscription=clients.subscription_id,
+        resource_group=resource_group,
+        namespace="Microsoft.KeyVault",
+        type="vaults",
+        name=name,
+    )
+    with named_failure(vault_id, "key vault creation"):
+        vault = _ensure_vault(clients, resource_group, name, location, rbac_for_new)
+    info = vault_info(vault)
+    me = object_id(clients.credential, clients.endpoints.arm_scope)
+    grant(clients, info, me, OPERATOR_KEY_PERMISSIONS, CRYPTO_OFFICER, timeout_seconds)
+    return info
+
+
+def _vault_state(vault: Vault) -> str | None:
+    state = vault.properties.provisioning_state
+    return text(state) if state else None
+
+
+def _ensure_vault(
+    clients: AzureClients, resource_group: str, name: str, location: str, rbac_for_new: bool
+) -> Vault:
+    vaults = clients.keyvault_management().vaults
+
+    def settled() -> Vault | None:
+        return read_settled(
+            lambda: read_vault(clients, resource_group, name),
+            _vault_state,
+            timeout_seconds=600,
+            interval_seconds=clients.block.polling_interval_seconds,
+            what=f"Key vault {name}",
+        )
+
+    vault = settled()
+    if vault is not None and _vault_state(vault) == "Failed":
+        get_run_logger().warning(
+            "Key vault %s: its creation ended Failed; re-submitting it as it is", name
+        )
+        again = VaultCreateOrUpdateParameters(
+            location=str(vault.location), properties=vault.properties, tags=vault.tags
+        )
+        vault = vaults.begin_create_or_update(resource_group, name, again).result()
     if vault is not None:
         check_existing_vault(vault, location)
     else:
+        credentials = clients.block
         me = object_id(clients.credential, clients.endpoints.arm_scope)
         policies = (
             []
@@ -297,32 +365,28 @@ def ensure_key_vault(
                 )
             ]
         )
-        vault = (
-            clients.keyvault_management()
-            .vaults.begin_create_or_update(
-                resource_group,
-                name,
-                VaultCreateOrUpdateParameters(
-                    location=location,
-                    properties=VaultProperties(
-                        tenant_id=str(credentials.tenant_id),
-                        sku=Sku(family="A", name="standard"),
-                        enable_soft_delete=True,
-                        enable_purge_protection=True,
-                        enable_rbac_authorization=rbac_for_new,
-                        access_policies=policies,
-                    ),
-                ),
-            )
-            .result()
+        body = VaultCreateOrUpdateParameters(
+            location=location,
+            properties=VaultProperties(
+                tenant_id=str(credentials.tenant_id),
+                sku=Sku(family="A", name="standard"),
+                enable_soft_delete=True,
+                enable_purge_protection=True,
+                enable_rbac_authorization=rbac_for_new,
+                access_policies=policies,
+            ),
+        )
+        vault = write_or_find(
+            lambda: vaults.begin_create_or_update(resource_group, name, body).result(),
+            settled,
+            is_azure_error,
         )
         get_run_logger().info(
             "Created key vault %s (%s)", name, "RBAC" if rbac_for_new else "access policies"
         )
-    info = vault_info(vault)
-    me = object_id(clients.credential, clients.endpoints.arm_scope)
-    grant(clients, info, me, OPERATOR_KEY_PERMISSIONS, CRYPTO_OFFICER, timeout_seconds)
-    return info
+    if _vault_state(vault) == "Failed":
+        raise OperationFailed(str(vault.id), "key vault creation ended Failed")
+    return vault
 
 
 @task(name="Create key", **STEP_RETRIES)
@@ -342,17 +406,61 @@ def ensure_key(
         key = read_key(clients, vault.url, name)
         if key is not None:
             return key_info(key, check_existing_key(key))
-        created = clients.keys(vault.url).create_rsa_key(name, size=size)
+        created = write_or_find(
+            lambda: clients.keys(vault.url).create_rsa_key(name, size=size),
+            lambda: read_key(clients, vault.url, name),
+            is_azure_error,
+        )
         get_run_logger().info("Created RSA %d key %s", size, created.id)
-        return key_info(created, size)
+        return key_info(created, check_existing_key(created))
 
-    return retry_while(
-        get_or_create,
-        is_propagation_delay,
-        timeout_seconds=timeout_seconds,
-        first_delay=1,
-        on_retry=_log_retry(f"key {name}"),
-    )
+    with named_failure(f"{vault.url}/keys/{name}", "key creation", waited=True):
+        return retry_while(
+            get_or_create,
+            is_propagation_delay,
+            timeout_seconds=timeout_seconds,
+            first_delay=1,
+            on_retry=_log_retry(f"key {name}"),
+        )
+
+
+def _made_for(keys: KeyClient, in_use: KeyId, rotation: str) -> str | None:
+    """The version made for `rotation` (tagged), else a version newer than the one in use
+    (made by an earlier run that stopped before its dependent took it), else None."""
+    for props in keys.list_properties_of_key_versions(in_use.name):
+        if (props.tags or {}).get(ROTATION_TAG) == rotation:
+            return str(props.id)
+    latest = KeyId.parse(str(keys.get_key(in_use.name).id))
+    return None if latest.version == in_use.version else latest.versioned
+
+
+@task(name="Create a new key version", **STEP_RETRIES)
+def new_key_version(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    in_use: str,
+    rotation_id: str | None = None,
+) -> str:
+    """A new version of the key whose version `in_use` is, made once per rotation: a re-run
+    reuses the version tagged with `rotation_id` (default: this flow run's id) or any version
+    newer than `in_use`; a create whose answer was lost is looked up, not sent again. Returns
+    the new versioned key id."""
+    kid = KeyId.parse(in_use)
+    keys = AzureClients(credentials, subscription_id).keys(kid.vault_url)
+    rotation = rotation_id or str(flow_run.id)
+    with named_failure(kid.versionless, "new key version"):
+        found = _made_for(keys, kid, rotation)
+        if found is not None:
+            get_run_logger().info("Reusing the new key version %s", found)
+            return found
+        size = len(getattr(keys.get_key(kid.name, kid.version).key, "n", None) or b"") * 8
+        made = write_or_find(
+            lambda: str(keys.create_rsa_key(kid.name, size=size, tags={ROTATION_TAG: rotation}).id),
+            lambda: _made_for(keys, kid, rotation),
+            is_azure_error,
+        )
+    get_run_logger().info("New key version %s", made)
+    return made
 
 
 def vault_for_key(clients: AzureClients, key_id: str) -> VaultInfo:

@@ -1,40 +1,57 @@
-"""Which failures a step retries: transient ones only (throttling, 5xx, dropped
-connections), from any of the SDKs; a rule broken or a resource missing fails at once.
-The clients already retry these a few times; task retries are the slower second line."""
+"""Which failures a step retries, decided in one place for every SDK: transient ones only
+(throttling, 5xx, dropped connections, an SDK's own retries run out, an Azure operation that
+failed with a retryable code); a rule broken, a permission or firewall refusal, a resource
+missing or any of the project's own errors fail at once. The clients already retry a few
+times; task retries are the slower second line."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import requests
-from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from ibm_botocore.exceptions import ClientError
 from ibm_botocore.exceptions import ConnectionError as BotoConnectionError
 from ibm_cloud_sdk_core import ApiException
 from prefect.tasks import exponential_backoff
 from SoftLayer import SoftLayerAPIError
 
+from byok.azure_errors import is_transient_azure
+from byok.errors import ByokError
+
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# COS (S3) throttling and server-side failures.
+# https://cloud.ibm.com/docs/cloud-object-storage?topic=cloud-object-storage-compatibility-common
 TRANSIENT_S3_CODES = frozenset(
     {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"}
 )
-_CONNECTION_ERRORS = (
-    ServiceRequestError,
-    ServiceResponseError,
-    ConnectionError,
-    requests.ConnectionError,
-    BotoConnectionError,
-)
+# SoftLayer answers rate limiting with this exception name as its fault code (HTTP 429 on REST).
+# https://sldn.softlayer.com/article/rate-limits/
+SOFTLAYER_THROTTLED = "SoftLayer_Exception_WebService_RateLimitExceeded"
+
+
+def _softlayer_transient(exc: SoftLayerAPIError) -> bool:
+    # TransportError(0, …): no answer (refused, reset, the transport's retries run out).
+    code = exc.faultCode
+    return code == 0 or code in TRANSIENT_STATUS or code == SOFTLAYER_THROTTLED
 
 
 def is_transient(exc: BaseException | None) -> bool:
     """Whether an exception (Azure, IBM Cloud SDK, SoftLayer or COS) is worth retrying."""
-    if isinstance(exc, _CONNECTION_ERRORS):
+    if exc is None or isinstance(exc, ByokError):
+        return False
+    if is_transient_azure(exc):
         return True
-    if isinstance(exc, HttpResponseError | ApiException):
+    if isinstance(exc, ConnectionError | BotoConnectionError):
+        return True
+    # ibm-cloud-sdk-core raises RetryError when its own retries of 429/5xx run out.
+    if isinstance(
+        exc, requests.ConnectionError | requests.Timeout | requests.exceptions.RetryError
+    ):
+        return True
+    if isinstance(exc, ApiException):
         return exc.status_code in TRANSIENT_STATUS
     if isinstance(exc, SoftLayerAPIError):
-        return exc.faultCode in TRANSIENT_STATUS
+        return _softlayer_transient(exc)
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         code = exc.response.get("Error", {}).get("Code")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from byok.polling import PollTimeout, poll_until
+from byok.polling import PollTimeout, poll_until, read_settled
 
 
 class FakeClock:
@@ -65,3 +65,35 @@ def test_deadline_names_what_and_last_state() -> None:
             clock=clock.time,
         )
     assert clock.sleeps == [5, 5, 2]  # never sleeps past the deadline
+
+
+def settled(reads: list[dict | None], clock: FakeClock, timeout: float = 60) -> dict | None:
+    answers = iter(reads)
+    return read_settled(
+        lambda: next(answers),
+        lambda r: r.get("state"),
+        timeout_seconds=timeout,
+        interval_seconds=5,
+        what="Vault v",
+        sleep=clock.sleep,
+        clock=clock.time,
+    )
+
+
+def test_read_settled_waits_for_a_terminal_state() -> None:
+    clock = FakeClock()
+    reads = [{"state": "Creating"}, {"state": "Updating"}, {"state": "Failed"}]
+    assert settled(reads, clock) == {"state": "Failed"}
+    assert clock.sleeps == [5, 5]
+
+
+def test_read_settled_returns_missing_and_stateless_resources_at_once() -> None:
+    clock = FakeClock()
+    assert settled([None], clock) is None
+    assert settled([{"name": "assignment"}], clock) == {"name": "assignment"}
+    assert clock.sleeps == []
+
+
+def test_read_settled_times_out_naming_the_resource() -> None:
+    with pytest.raises(PollTimeout, match=r"Vault v is still 'Creating' after 10 s"):
+        settled([{"state": "Creating"}] * 10, FakeClock(), timeout=10)

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from typing import Any
 
 import pytest
 
+from byok.errors import ConcurrentRun, ServiceRefused
 from byok.validation import InvalidRequest
 from emulator.faults import Fault
 from emulator.server import Emulator
@@ -292,3 +295,51 @@ def test_no_secret_in_logs_or_artifacts(azure_block: str, emulator: Emulator) ->
     secret = emulator.identity.client_secret
     for text in [*records, *logs, *artifacts]:
         assert secret not in text
+
+
+def test_rotation_rerun_after_a_crash_makes_one_version(
+    azure_block: str, emulator: Emulator
+) -> None:
+    create_encrypted_registry(request(azure_block))
+    emulator.requests.clear()
+    emulator.faults.add(Fault("reset-after", method="POST", path=r"/keys/acr-key/create$"))
+    emulator.faults.add(
+        Fault("status", method="PATCH", path="/registries/acrbyok1$", status=400, code="Crash")
+    )
+    rotate = RotateRegistryKeyRequest(
+        **registry_ref(azure_block), timeout_minutes=0.2, poll_seconds=0.05
+    )
+    with pytest.raises(ServiceRefused, match=r"/registries/acrbyok1: key rotation refused: Crash"):
+        rotate_registry_key_flow(rotate)
+    assert len(emulator.requests.find("POST", r"/keys/acr-key/create$")) == 1
+    assert len(versions(emulator)) == 2  # made, its answer lost, the registry not updated
+    rotated = rotate_registry_key_flow(rotate)
+    assert len(versions(emulator)) == 2
+    assert rotated.versioned_key_identifier.endswith("/" + versions(emulator)[-1].version)
+
+
+@pytest.mark.slow
+def test_two_identical_runs_make_one_registry(azure_block: str, emulator: Emulator) -> None:
+    # the first run holds the registry while the second starts
+    emulator.faults.add(Fault("latency", method="PUT", path="/registries/acrbyok1$", seconds=8))
+    outcomes: dict[str, Any] = {}
+
+    def run(label: str) -> None:
+        try:
+            outcomes[label] = create_encrypted_registry(request(azure_block))
+        except Exception as exc:
+            outcomes[label] = exc
+
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    deadline = time.monotonic() + 60
+    while not emulator.requests.find("PUT", "/resourcegroups/rg-acr$"):
+        assert time.monotonic() < deadline and first.is_alive()
+        time.sleep(0.1)
+    run("second")
+    first.join(120)
+    assert isinstance(outcomes["second"], ConcurrentRun), outcomes
+    assert "/registries/acrbyok1: another run is working on" in str(outcomes["second"])
+    assert not isinstance(outcomes["first"], Exception), outcomes
+    assert len(stored(emulator, REGISTRY_TYPE)) == len(stored(emulator, IDENTITY_TYPE)) == 1
+    assert len(versions(emulator)) == 1

@@ -3,9 +3,16 @@ rules refused before any write, propagation absorbed, re-runs after crashes, key
 
 from __future__ import annotations
 
+import logging
+import re
+import threading
+import time
+
 import pytest
 
+from byok.errors import ByokError, ConcurrentRun, OperationFailed, ServiceRefused
 from byok.validation import InvalidRequest
+from clients.azure import AzureClients
 from emulator.faults import Fault
 from emulator.server import Emulator
 from flows.disk_encryption_set import (
@@ -14,7 +21,8 @@ from flows.disk_encryption_set import (
     prepare_disk_encryption_set,
     rotate_disk_encryption_set_key,
 )
-from tests.helpers import vault_parameters
+from tasks.key_vault import READER, assign_role
+from tests.helpers import vault_parameters, vault_with_key
 
 DES_TYPE = "microsoft.compute/diskencryptionsets"
 ROLE_ASSIGNMENT_TYPE = "Microsoft.Authorization/roleAssignments"
@@ -213,3 +221,182 @@ def test_automatic_rotation_is_waited_for(azure_block: str, emulator: Emulator) 
     )
     assert rotated.rotation_to_latest_key_version
     assert not emulator.requests.find("PATCH", "diskEncryptionSets/des-aks$")[1:]
+
+
+def test_a_set_whose_creation_ended_failed_is_named_and_repaired_grant_first(
+    azure_block: str, emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator.faults.add(
+        Fault(
+            "lro-failed",
+            method="PUT",
+            path="/diskEncryptionSets/des-aks$",
+            code="KeyVaultAccessForbidden",
+            message="The set's identity cannot use the key.",
+        )
+    )
+    # the run stops right after: its grant to the set's identity crashes
+    emulator.faults.add(
+        Fault("status", method="PUT", path="/accessPolicies/add$", status=400, code="Crash")
+    )
+    prefect_logs = logging.getLogger("prefect")
+    prefect_logs.addHandler(caplog.handler)
+    try:
+        with pytest.raises(ByokError, match="Crash"):
+            prepare_disk_encryption_set(request(azure_block, vault_rbac=False))
+    finally:
+        prefect_logs.removeHandler(caplog.handler)
+    assert re.search(
+        r"/diskEncryptionSets/des-aks: disk encryption set creation ended Failed: "
+        r"KeyVaultAccessForbidden: The set's identity cannot use the key\.",
+        caplog.text,
+    ), caplog.text
+    (des,) = resources(emulator, DES_TYPE)
+    assert des["properties"]["provisioningState"] == "Failed"
+    emulator.requests.clear()
+    result = prepare_disk_encryption_set(request(azure_block, vault_rbac=False))
+    (des,) = resources(emulator, DES_TYPE)
+    assert des["properties"]["provisioningState"] == "Succeeded"
+    assert result.disk_encryption_set.key_url == result.key.id
+    order = [f"{w.split(' ')[0]} {w.rsplit('/', 1)[1]}" for w in writes(emulator)]
+    assert "PUT des-aks" not in order, order
+    assert order.index("PUT add") < order.index("PATCH des-aks"), order  # grant, re-submit
+
+
+def test_a_vault_whose_creation_ended_failed_is_not_adopted_as_it_is(
+    azure_block: str, emulator: Emulator
+) -> None:
+    emulator.faults.add(Fault("lro-failed", method="PUT", path="/vaults/kv-aks$"))
+    with pytest.raises(OperationFailed, match=r"/vaults/kv-aks: key vault creation ended Failed"):
+        prepare_disk_encryption_set(request(azure_block))
+    emulator.requests.clear()
+    prepare_disk_encryption_set(request(azure_block))
+    (vault,) = resources(emulator, "Microsoft.KeyVault/vaults")
+    assert vault["properties"]["provisioningState"] == "Succeeded"
+    assert len(emulator.requests.find("PUT", "/vaults/kv-aks$")) == 1  # re-submitted once
+
+
+def rotation(block: str, **overrides: object) -> DesKeyRotationRequest:
+    values: dict[str, object] = {
+        "azure_credentials_block": block,
+        "resource_group": "rg-aks",
+        "des_name": "des-aks",
+        "timeout_minutes": 0.5,
+        "poll_seconds": 0.05,
+    }
+    values.update(overrides)
+    return DesKeyRotationRequest(**values)  # type: ignore[arg-type]
+
+
+def key_versions(emulator: Emulator) -> list:
+    (data,) = emulator.state.keyvault.vaults.values()
+    return data.keys["aks-key"].versions
+
+
+def test_rotation_rerun_after_a_crash_makes_one_version(
+    azure_block: str, emulator: Emulator
+) -> None:
+    prepare_disk_encryption_set(request(azure_block))
+    emulator.requests.clear()
+    emulator.faults.add(
+        Fault("status-after", method="POST", path=r"/keys/aks-key/create$", status=504)
+    )
+    emulator.faults.add(
+        Fault(
+            "status",
+            method="PATCH",
+            path="/diskEncryptionSets/des-aks$",
+            status=400,
+            code="InjectedCrash",
+        )
+    )
+    with pytest.raises(ServiceRefused, match="des-aks: updating the key refused: InjectedCrash"):
+        rotate_disk_encryption_set_key(rotation(azure_block, rotation_id="r1"))
+    assert len(emulator.requests.find("POST", r"/keys/aks-key/create$")) == 1
+    assert len(key_versions(emulator)) == 2  # made, the answer lost, the set not updated
+    rotated = rotate_disk_encryption_set_key(rotation(azure_block, rotation_id="r1"))
+    versions = key_versions(emulator)
+    assert len(versions) == 2 and rotated.key_url.endswith("/" + versions[-1].version)
+    again = rotate_disk_encryption_set_key(rotation(azure_block, rotation_id="r1"))
+    assert again.key_url == rotated.key_url and len(key_versions(emulator)) == 2
+
+
+@pytest.mark.slow
+def test_two_identical_runs_make_one_set(azure_block: str, emulator: Emulator) -> None:
+    # The first run holds the set while the others start: its own key access takes 8 s to
+    # apply (a delay that, unlike latency, holds no emulator thread).
+    emulator.faults.add(Fault("delayed-effect", effect="access-grant", seconds=8))
+    outcomes: dict[str, object] = {}
+
+    def run(label: str, wait: bool) -> None:
+        try:
+            outcomes[label] = prepare_disk_encryption_set(
+                request(azure_block, wait_for_other_run=wait)
+            )
+        except Exception as exc:
+            outcomes[label] = exc
+
+    first = threading.Thread(target=run, args=("first", False))
+    first.start()
+    deadline = time.monotonic() + 60
+    while not emulator.requests.find("PUT", "/resourcegroups/rg-aks$"):
+        assert time.monotonic() < deadline and first.is_alive()
+        time.sleep(0.1)
+    others = [threading.Thread(target=run, args=a) for a in (("fast", False), ("waits", True))]
+    for thread in others:
+        thread.start()
+    for thread in (first, *others):
+        thread.join(120)
+    assert isinstance(outcomes["fast"], ConcurrentRun), outcomes
+    assert re.search(
+        r"/diskEncryptionSets/des-aks: another run is working on", str(outcomes["fast"])
+    )
+    assert outcomes["waits"] == outcomes["first"]
+    assert len(resources(emulator, DES_TYPE)) == 1
+    assert len(key_versions(emulator)) == 1
+
+
+def test_a_resent_role_assignment_refused_as_existing_is_success(
+    azure: AzureClients, emulator: Emulator
+) -> None:
+    vault, _ = vault_with_key(azure, emulator, rbac=True)
+    principal = emulator.state.service_principal.object_id
+    emulator.requests.clear()
+    emulator.faults.add(Fault("reset-after", method="PUT", path="/roleAssignments/"))
+    assign_role(azure, str(vault.id), principal, READER, 10)
+    # served, answer lost; re-sent by the SDK (PUT), refused as existing: success
+    assert [r.status for r in emulator.requests.find("PUT", "/roleAssignments/")] == [0, 409]
+    readers = [
+        a
+        for a in resources(emulator, ROLE_ASSIGNMENT_TYPE)
+        if a["properties"]["principalId"] == principal
+        and a["properties"]["roleDefinitionId"].endswith(READER)
+    ]
+    assert len(readers) == 1
+
+
+def test_a_vault_firewall_refusal_fails_at_once_naming_it(
+    azure_block: str, emulator: Emulator, azure: AzureClients
+) -> None:
+    from azure.mgmt.keyvault.models import (
+        NetworkRuleSet,
+        VaultPatchParameters,
+        VaultPatchProperties,
+    )
+
+    vault_with_key(azure, emulator, group="rg-aks", vault="kv-aks", key="aks-key")
+    azure.keyvault_management().vaults.update(
+        "rg-aks",
+        "kv-aks",
+        VaultPatchParameters(
+            properties=VaultPatchProperties(
+                network_acls=NetworkRuleSet(default_action="Deny", bypass="None")
+            )
+        ),
+    )
+    started = time.monotonic()
+    with pytest.raises(
+        ServiceRefused, match=r"/keys/aks-key: key creation refused: ForbiddenByFirewall: "
+    ):
+        prepare_disk_encryption_set(request(azure_block, propagation_timeout_minutes=15))
+    assert time.monotonic() - started < 120  # not waited out as a propagation delay
