@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -60,9 +60,9 @@ class TargetRegion(BaseModel):
 
     name: str = Field(..., min_length=1, description="Azure region, e.g. westeurope.")
     replica_count: int = Field(1, ge=1, le=100, description="Replicas in this region.")
-    storage_account_type: str = Field(
-        "Standard_LRS", description="Standard_LRS, Standard_ZRS or Premium_LRS."
-    )
+    storage_account_type: Literal[
+        "Standard_LRS", "Standard_ZRS", "Premium_LRS", "PremiumV2_LRS"
+    ] = Field("Standard_LRS", description="Storage of the replicas (azure-mgmt-compute's enum).")
     encryption: RegionEncryption | None = Field(
         None, description="Disk encryption sets; also the CLI string '<os DES>,<lun>,<data DES>,…'."
     )

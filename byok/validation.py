@@ -30,6 +30,22 @@ _RULES = {
         re.compile(r"^[a-zA-Z0-9-]{1,127}$"),
         "key names are 1-127 letters, digits and hyphens",
     ),
+    # https://learn.microsoft.com/azure/azure-resource-manager/management/resource-name-rules
+    # (Microsoft.Compute: galleries, galleries/images, galleries/images/versions)
+    "gallery": (
+        re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9_.]{0,78}[a-zA-Z0-9])?$"),
+        "gallery names are 1-80 letters, digits, '_' and '.', starting and ending with a "
+        "letter or digit",
+    ),
+    "gallery_image": (
+        re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,78}[a-zA-Z0-9])?$"),
+        "image definition names are 1-80 letters, digits, '_', '-' and '.', starting and "
+        "ending with a letter or digit",
+    ),
+    "gallery_image_version": (
+        re.compile(r"^\d{1,10}\.\d{1,10}\.\d{1,10}$"),
+        "image versions are major.minor.patch, each a 32-bit integer (e.g. 1.0.0)",
+    ),
     "identity": (
         re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,127}$"),
         "identity names are 3-128 letters, digits, '_' and '-', starting with a letter or digit",
@@ -56,11 +72,32 @@ def check_rsa_key_size(field: str, size: int) -> int:
     return size
 
 
+def check_image_version(field: str, value: str) -> str:
+    """A gallery image version: major.minor.patch, each part a 32-bit integer."""
+    check_name("gallery_image_version", field, value)
+    if any(int(part) > 2**31 - 1 for part in value.split(".")):
+        raise InvalidRequest(field, value, _RULES["gallery_image_version"][1])
+    return value
+
+
+def region_key(region: str) -> str:
+    """An Azure region as the services compare them (case and spaces ignored)."""
+    return region.lower().replace(" ", "")
+
+
 def same_region(field: str, value: str, expected: str, what: str) -> None:
-    """Azure regions compared as the services do (case and spaces ignored)."""
-
-    def norm(region: str) -> str:
-        return region.lower().replace(" ", "")
-
-    if norm(value) != norm(expected):
+    """`value` (the request's) is the region of `what`, which is in `expected`."""
+    if region_key(value) != region_key(expected):
         raise InvalidRequest(field, value, f"must be in the same region as {what} ({expected})")
+
+
+def check_regions(regions: Mapping[str, str], known: Mapping[str, str]) -> None:
+    """Each requested region (field → region) is one of `known` (region_key → name), the
+    subscription's locations."""
+    for field, region in regions.items():
+        if region_key(region) not in known:
+            raise InvalidRequest(
+                field,
+                region,
+                f"not a region of this subscription ({', '.join(sorted(set(known.values())))})",
+            )

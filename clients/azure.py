@@ -22,6 +22,8 @@ from azure.mgmt.network import NetworkManagementClient
 from azure.mgmt.resource.deployments import DeploymentsMgmtClient
 from azure.mgmt.resource.features import FeatureClient
 from azure.mgmt.resource.resources import ResourceManagementClient
+from azure.mgmt.resource.subscriptions import SubscriptionClient
+from azure.mgmt.resourcegraph import ResourceGraphClient
 
 from blocks.azure import AzureCredentials
 from byok.azure_errors import RetryAfterTooLong
@@ -100,16 +102,26 @@ class AzureClients:
             options["connection_verify"] = self.block.ca_bundle
         return options
 
-    def arm(self, client_class: type[ClientT]) -> ClientT:
-        """Any azure-mgmt client class, pointed at this cloud's Resource Manager."""
+    def arm(self, client_class: type[ClientT], *, tenant_level: bool = False) -> ClientT:
+        """Any azure-mgmt client class, pointed at this cloud's Resource Manager; tenant-level
+        clients (subscriptions, Resource Graph) take no subscription id."""
+        scope = () if tenant_level else (self.subscription_id,)
         return client_class(  # type: ignore[call-arg]
             self.credential,
-            self.subscription_id,
+            *scope,
             base_url=self.endpoints.resource_manager,
             credential_scopes=[self.endpoints.arm_scope],
             polling_interval=self.block.polling_interval_seconds,
             **self._transport_options(),
         )
+
+    def subscriptions(self) -> SubscriptionClient:
+        """Subscriptions, tenants and locations."""
+        return self.arm(SubscriptionClient, tenant_level=True)
+
+    def resource_graph(self) -> ResourceGraphClient:
+        """Azure Resource Graph queries across subscriptions."""
+        return self.arm(ResourceGraphClient, tenant_level=True)
 
     def resources(self) -> ResourceManagementClient:
         """Resource groups, generic resources and resource providers."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from azure.mgmt.core.tools import resource_id
 from prefect import flow, task
 from pydantic import BaseModel, Field
 
 from blocks.azure import AzureCredentials
+from byok.parameters import parse_request
 from byok.storage_class import Provisioner
 from byok.validation import InvalidRequest, check_name, same_region
 from clients.azure import AzureClients
@@ -25,7 +27,11 @@ from tasks.aks import (
 )
 from tasks.disk_encryption_set import DiskEncryptionSetInfo, des_info, read_des
 from tasks.events import emit_byok_event
+from tasks.refusal import refuse_quietly
 from tasks.resource_group import ensure_resource_group
+from tasks.retry import STEP_RETRIES
+from tasks.run_lock import resource_lock
+from tasks.subscription import check_subscription_regions
 
 _DES_FIELD = Field(
     ...,
@@ -33,6 +39,21 @@ _DES_FIELD = Field(
     "prepare-disk-encryption-set flow).",
 )
 _BLOCK_FIELD = Field(..., description="Name of the saved 'BYOK Azure Credentials' block.")
+_WAIT_FIELD = Field(
+    False,
+    description="When another run is working on this cluster: wait for it (default: fail at once).",
+)
+
+
+def cluster_id(subscription: str, resource_group: str, name: str) -> str:
+    """A managed cluster's resource id (what a run locks)."""
+    return resource_id(
+        subscription=subscription,
+        resource_group=resource_group,
+        namespace="Microsoft.ContainerService",
+        type="managedClusters",
+        name=name,
+    )
 
 
 class AksClusterRequest(BaseModel):
@@ -52,6 +73,7 @@ class AksClusterRequest(BaseModel):
     propagation_timeout_minutes: float = Field(
         15, gt=0, description="How long to wait for the set's key access to propagate."
     )
+    wait_for_other_run: bool = _WAIT_FIELD
 
 
 class NodePoolRequest(BaseModel):
@@ -69,6 +91,7 @@ class NodePoolRequest(BaseModel):
     disk_encryption_set_id: str = _DES_FIELD
     node_count: int = Field(1, ge=0, le=1000, description="Nodes in the pool.")
     node_vm_size: str = Field("Standard_DS2_v2", description="VM size of the nodes.")
+    wait_for_other_run: bool = _WAIT_FIELD
 
 
 class DataDiskEncryptionRequest(BaseModel):
@@ -88,6 +111,7 @@ class DataDiskEncryptionRequest(BaseModel):
         "disk.csi.azure.com", description="CSI driver, or the legacy in-tree one."
     )
     sku_name: str = Field("Standard_LRS", description="Disk SKU (skuname).")
+    wait_for_other_run: bool = _WAIT_FIELD
 
 
 def read_des_by_id(
@@ -114,7 +138,7 @@ def read_des_by_id(
     return des_info(des)
 
 
-@task(name="Validate cluster request")
+@task(name="Validate cluster request", **STEP_RETRIES)
 def validate_cluster_request(credentials: AzureCredentials, request: AksClusterRequest) -> None:
     """Version, the set's existence and region, an existing cluster's set: before any write."""
     check_name("resource_group", "resource_group", request.resource_group)
@@ -154,12 +178,25 @@ def cluster_body(request: AksClusterRequest) -> dict[str, Any]:
     }
 
 
-@flow(name="create-encrypted-aks-cluster", persist_result=True)
+@flow(name="create-encrypted-aks-cluster", persist_result=True, validate_parameters=False)
+@refuse_quietly
 def create_encrypted_aks_cluster(request: AksClusterRequest) -> ClusterInfo:
-    """Check → resource group → cluster with node OS disks encrypted by the set → verify."""
+    """Check → one run per cluster → resource group → cluster with node OS disks encrypted by
+    the set → verify."""
+    request = parse_request(AksClusterRequest, request)
     credentials = AzureCredentials.load_saved(request.azure_credentials_block)
-    sub, rg = request.subscription_id, request.resource_group
+    sub, rg = request.subscription_id or credentials.subscription_id, request.resource_group
+    check_subscription_regions(credentials, sub, {"location": request.location})
     validate_cluster_request(credentials, request)
+    with resource_lock(cluster_id(sub, rg, request.cluster_name), wait=request.wait_for_other_run):
+        return _create_cluster(credentials, request, sub)
+
+
+def _create_cluster(
+    credentials: AzureCredentials, request: AksClusterRequest, sub: str
+) -> ClusterInfo:
+    """The writes of the cluster flow, once the request is valid and the cluster's lock held."""
+    rg = request.resource_group
     ensure_resource_group(credentials, sub, rg, request.location)
     ensure_cluster(
         credentials,
@@ -181,7 +218,7 @@ def create_encrypted_aks_cluster(request: AksClusterRequest) -> ClusterInfo:
     return cluster
 
 
-@task(name="Validate node pool request")
+@task(name="Validate node pool request", **STEP_RETRIES)
 def validate_pool_request(credentials: AzureCredentials, request: NodePoolRequest) -> None:
     """The cluster exists and already uses the set (it cannot be added to new pools only)."""
     cluster = read_cluster(
@@ -198,12 +235,24 @@ def validate_pool_request(credentials: AzureCredentials, request: NodePoolReques
     check_cluster_des(cluster, request.disk_encryption_set_id, "disk_encryption_set_id")
 
 
-@flow(name="add-encrypted-node-pool", persist_result=True)
+@flow(name="add-encrypted-node-pool", persist_result=True, validate_parameters=False)
+@refuse_quietly
 def add_encrypted_node_pool(request: NodePoolRequest) -> ClusterInfo:
-    """Check the cluster's set → add the pool (its OS disks use the set) → verify."""
+    """Check the cluster's set → one run per cluster → add the pool (its OS disks use the
+    set) → verify."""
+    request = parse_request(NodePoolRequest, request)
     credentials = AzureCredentials.load_saved(request.azure_credentials_block)
-    sub, rg = request.subscription_id, request.resource_group
+    sub, rg = request.subscription_id or credentials.subscription_id, request.resource_group
+    check_subscription_regions(credentials, sub, {})
     validate_pool_request(credentials, request)
+    with resource_lock(cluster_id(sub, rg, request.cluster_name), wait=request.wait_for_other_run):
+        return _add_pool(credentials, request, sub)
+
+
+def _add_pool(credentials: AzureCredentials, request: NodePoolRequest, sub: str) -> ClusterInfo:
+    """The writes of the node pool flow, once the request is valid and the cluster's lock
+    held."""
+    rg = request.resource_group
     ensure_node_pool(
         credentials,
         sub,
@@ -231,11 +280,16 @@ def add_encrypted_node_pool(request: NodePoolRequest) -> ClusterInfo:
     )
 
 
-@flow(name="encrypt-aks-data-disks")
+@flow(name="encrypt-aks-data-disks", validate_parameters=False)
+@refuse_quietly
 def encrypt_aks_data_disks(request: DataDiskEncryptionRequest) -> str:
-    """Build the StorageClass (also as an artifact) → apply it with the cluster's user
-    credentials. Returns created, replaced, recreated or unchanged."""
+    """Check the set → one run per cluster → build the StorageClass (also as an artifact) →
+    apply it with the cluster's user credentials. Returns created, replaced, recreated or
+    unchanged."""
+    request = parse_request(DataDiskEncryptionRequest, request)
     credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    sub, rg = request.subscription_id or credentials.subscription_id, request.resource_group
+    check_subscription_regions(credentials, sub, {})
     read_des_by_id(credentials, request.subscription_id, request.disk_encryption_set_id)
     manifest = build_storage_class(
         request.storage_class_name,
@@ -243,6 +297,5 @@ def encrypt_aks_data_disks(request: DataDiskEncryptionRequest) -> str:
         request.provisioner,
         request.sku_name,
     )
-    return apply_storage_class(
-        credentials, request.subscription_id, request.resource_group, request.cluster_name, manifest
-    )
+    with resource_lock(cluster_id(sub, rg, request.cluster_name), wait=request.wait_for_other_run):
+        return apply_storage_class(credentials, sub, rg, request.cluster_name, manifest)

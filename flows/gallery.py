@@ -7,13 +7,22 @@ import datetime as dt
 from typing import Any, Literal
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.mgmt.core.tools import resource_id
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from blocks.azure import AzureCredentials
-from byok.gallery import ImageSource, TargetRegion, des_id, encryption_body, future_date
+from byok.gallery import (
+    ImageSource,
+    TargetRegion,
+    des_id,
+    encryption_body,
+    format_target_region_encryption,
+    future_date,
+)
 from byok.keyvault_ids import KeyId
-from byok.validation import InvalidRequest, check_name, same_region
+from byok.parameters import parse_request
+from byok.validation import InvalidRequest, check_image_version, check_name, region_key
 from clients.azure import AzureClients
 from flows.registration import FeatureRegistrationRequest, ensure_feature_registration
 from tasks.events import emit_byok_event
@@ -25,7 +34,11 @@ from tasks.gallery import (
     verify_image_version,
     wait_for_replication,
 )
+from tasks.refusal import refuse_quietly
 from tasks.resource_group import ensure_resource_group
+from tasks.retry import STEP_RETRIES
+from tasks.run_lock import resource_lock
+from tasks.subscription import check_subscription_regions
 
 
 class ImageDefinition(BaseModel):
@@ -48,13 +61,9 @@ class ImageVersionRequest(BaseModel):
     subscription_id: str | None = Field(None, description="Default: the block's.")
     resource_group: str = Field(..., description="Resource group of the gallery.")
     location: str = Field(..., description="Region of the gallery and the image definition.")
-    gallery_name: str = Field(
-        ...,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.]{0,78}[A-Za-z0-9]$",
-        description="Gallery (letters, digits, '.' and '_').",
-    )
-    image_name: str = Field(..., description="Image definition.")
-    version: str = Field(..., pattern=r"^\d+\.\d+\.\d+$", description="e.g. 1.0.0")
+    gallery_name: str = Field(..., description="Gallery (letters, digits, '.' and '_').")
+    image_name: str = Field(..., description="Image definition (letters, digits, '_-.').")
+    version: str = Field(..., description="major.minor.patch, e.g. 1.0.0")
     create_gallery: bool = Field(
         True, description="Create the gallery and the image definition when missing."
     )
@@ -73,6 +82,26 @@ class ImageVersionRequest(BaseModel):
         180, gt=0, description="Replication takes 30-60 minutes per version, sometimes hours."
     )
     poll_seconds: float = Field(30, gt=0, description="Seconds between replication checks.")
+    wait_for_other_run: bool = Field(
+        False,
+        description="When another run is publishing this version: wait for it "
+        "(default: fail at once).",
+    )
+
+    @field_validator("gallery_name")
+    @classmethod
+    def _gallery_name(cls, value: str) -> str:
+        return check_name("gallery", "", value)
+
+    @field_validator("image_name")
+    @classmethod
+    def _image_name(cls, value: str) -> str:
+        return check_name("gallery_image", "", value)
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        return check_image_version("", value)
 
     @field_validator("end_of_life_date")
     @classmethod
@@ -81,16 +110,32 @@ class ImageVersionRequest(BaseModel):
 
     @model_validator(mode="after")
     def _regions(self) -> ImageVersionRequest:
-        names = [r.name.lower().replace(" ", "") for r in self.target_regions]
+        names = [region_key(r.name) for r in self.target_regions]
         if len(set(names)) != len(names):
-            raise ValueError(f"target_regions {names}: one entry per region")
-        plain = [r.name for r in self.target_regions if r.encryption is None]
-        if plain and len(plain) != len(self.target_regions):
-            raise ValueError(
-                f"target_regions {plain} have no encryption while others do: "
-                "every region needs its disk encryption sets"
-            )
+            raise InvalidRequest("target_regions", names, "one entry per region")
+        for i, region in enumerate(self.target_regions):  # fail closed: customer keys only
+            if region.encryption is None or not region.encryption.os_disk_encryption_set:
+                raise InvalidRequest(
+                    f"target_regions[{i}].encryption",
+                    region.encryption and format_target_region_encryption(region.encryption),
+                    "every target region needs a disk encryption set (customer-managed key) "
+                    "for the OS disk: os_disk_encryption_set, or '<os DES>,<lun>,<data DES>,…'",
+                )
         return self
+
+    def version_id(self, subscription: str) -> str:
+        """The image version's resource id."""
+        return resource_id(
+            subscription=subscription,
+            resource_group=self.resource_group,
+            namespace="Microsoft.Compute",
+            type="galleries",
+            name=self.gallery_name,
+            child_type_1="images",
+            child_name_1=self.image_name,
+            child_type_2="versions",
+            child_name_2=self.version,
+        )
 
 
 def _parts(resource_id: str) -> list[str]:
@@ -145,7 +190,10 @@ def check_des(
         des = clients.compute().disk_encryption_sets.get(p[3], p[7])
     except ResourceNotFoundError:
         raise InvalidRequest(field, set_id, "no such disk encryption set") from None
-    same_region(field, str(des.location), region, f"target region {region}")
+    if region_key(str(des.location)) != region_key(region):
+        raise InvalidRequest(
+            field, set_id, f"the disk encryption set is in {des.location}, not in {region}"
+        )
     key = KeyId.parse(str(des.properties.active_key.key_url))
     try:
         clients.keys(key.vault_url).get_key(key.name, key.version)
@@ -159,12 +207,12 @@ def check_des(
         get_run_logger().info("No read access to %s: its key is checked by Azure", key.name)
 
 
-@task(name="Validate request")
+@task(name="Validate request", **STEP_RETRIES)
 def validate_image_request(
     credentials: AzureCredentials, request: ImageVersionRequest, subscription: str
 ) -> None:
     """Before any write: names; each region's sets (subscription, region, key); the source
-    (exists, not a customer-key version) and its LUNs against the encryption entries."""
+    (exists, not a customer-key version) and its LUNs: each has a set, in every region."""
     check_name("resource_group", "resource_group", request.resource_group)
     clients = AzureClients(credentials, subscription)
     luns = source_luns(clients, request.source)
@@ -186,10 +234,13 @@ def validate_image_request(
                     subscription,
                     region.name,
                 )
-        unknown = sorted({d.lun for d in region.encryption.data_disks} - luns)
-        if unknown:
+        given = {d.lun for d in region.encryption.data_disks}
+        if given != luns:
             raise InvalidRequest(
-                f"{field}.data_disks", unknown, f"the source's data disks have LUNs {sorted(luns)}"
+                f"{field}.data_disks",
+                sorted(given),
+                f"one disk encryption set per data disk: the source's data disks have LUNs "
+                f"{sorted(luns)}",
             )
 
 
@@ -218,14 +269,33 @@ def version_body(request: ImageVersionRequest, subscription: str) -> dict[str, A
     }
 
 
-@flow(name="publish-encrypted-image-version", persist_result=True)
+@flow(name="publish-encrypted-image-version", persist_result=True, validate_parameters=False)
+@refuse_quietly
 def publish_encrypted_image_version(request: ImageVersionRequest) -> ImageVersionResult:
-    """Validate → SIGEncryption feature and provider → gallery and image definition → image
-    version with per-region encryption → wait for replication (progress artifact) → verify."""
+    """Validate (request, subscription, regions, sets, source) → one run per version →
+    SIGEncryption feature and provider → gallery and image definition → image version with
+    per-region encryption → wait for replication (progress artifact) → verify."""
+    request = parse_request(ImageVersionRequest, request)
     credentials = AzureCredentials.load_saved(request.azure_credentials_block)
     sub = request.subscription_id or credentials.subscription_id
-    rg, gallery, image = request.resource_group, request.gallery_name, request.image_name
+    check_subscription_regions(
+        credentials,
+        sub,
+        {
+            "location": request.location,
+            **{f"target_regions[{i}].name": r.name for i, r in enumerate(request.target_regions)},
+        },
+    )
     validate_image_request(credentials, request, sub)
+    with resource_lock(request.version_id(sub), wait=request.wait_for_other_run):
+        return _publish(credentials, request, sub)
+
+
+def _publish(
+    credentials: AzureCredentials, request: ImageVersionRequest, sub: str
+) -> ImageVersionResult:
+    """The writes of the flow, once the request is valid and the version's lock held."""
+    rg, gallery, image = request.resource_group, request.gallery_name, request.image_name
     if request.ensure_feature:
         ensure_feature_registration(
             FeatureRegistrationRequest(

@@ -6,12 +6,16 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from blocks.azure import AzureCredentials
+from byok.errors import ServiceRefused
+from byok.parameters import parse_request
+from tasks.refusal import refuse_quietly
 from tasks.registration import (
     FEATURE_NOT_FOUND,
     ensure_provider_registered,
     register_feature,
     wait_for_feature,
 )
+from tasks.subscription import check_subscription_regions
 
 
 class FeatureRegistrationRequest(BaseModel):
@@ -51,25 +55,30 @@ class FeatureRegistrationResult(BaseModel):
     skipped: bool = Field(description="True when the feature was unknown and optional.")
 
 
-class FeatureNotAvailable(RuntimeError):
+class FeatureNotAvailable(ServiceRefused):
     """A required feature is unknown to the subscription."""
 
 
-@flow(name="ensure-feature-registration", log_prints=False)
+@flow(name="ensure-feature-registration", log_prints=False, validate_parameters=False)
+@refuse_quietly
 def ensure_feature_registration(
     request: FeatureRegistrationRequest,
 ) -> FeatureRegistrationResult:
-    """Register the feature, wait until it is Registered (Pending stops with a clear
-    "needs approval" error), then register the resource provider if needed."""
+    """Check the subscription → register the feature, wait until it is Registered (Pending
+    stops with a clear "needs approval" error), then register the resource provider if
+    needed."""
+    request = parse_request(FeatureRegistrationRequest, request)
     credentials = AzureCredentials.load_saved(request.azure_credentials_block)
-    sub, ns, name = request.subscription_id, request.namespace, request.feature
+    sub = request.subscription_id or credentials.subscription_id
+    ns, name = request.namespace, request.feature
     timeout, poll = request.timeout_minutes * 60, request.poll_seconds
+    check_subscription_regions(credentials, sub, {})
     state = register_feature(credentials, sub, ns, name)
     skipped = state == FEATURE_NOT_FOUND
     if skipped and not request.optional:
         raise FeatureNotAvailable(
-            f"Feature {ns}/{name} is unknown to subscription "
-            f"{sub or credentials.subscription_id}; it is required (optional=false)."
+            f"feature {ns}/{name}",
+            f"unknown to subscription {sub}; it is required (optional=false)",
         )
     if skipped:
         get_run_logger().info("Feature %s/%s is unknown (GA): skipping it", ns, name)

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
 
-from prefect import flow, get_run_logger
+from azure.core.exceptions import ResourceNotFoundError
+from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
+from prefect import flow, get_run_logger, task
 from prefect.deployments import run_deployment
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
+from blocks.azure import AzureCredentials
+from byok.errors import OperationFailed
+from byok.parameters import parse_request
+from byok.validation import InvalidRequest, check_image_version, check_name
+from clients.azure import AzureClients
 from flows.aks import (
     AksClusterRequest,
     NodePoolRequest,
@@ -31,6 +38,9 @@ from flows.disk_encryption_set import (
 from flows.gallery import ImageVersionRequest, publish_encrypted_image_version
 from tasks.aks import ClusterInfo
 from tasks.gallery import ImageVersionResult
+from tasks.refusal import refuse_quietly
+from tasks.retry import STEP_RETRIES
+from tasks.subscription import check_subscription_regions
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
@@ -52,13 +62,17 @@ class ReleasePipelineRequest(BaseModel):
     )
     gallery_name: str = Field(..., description="Gallery (created if missing).")
     image_name: str = Field(..., description="Image definition (created if missing).")
-    version: str = Field(..., pattern=r"^\d+\.\d+\.\d+$", description="Image version.")
+    version: str = Field(..., description="Image version (major.minor.patch).")
     source_image_id: str = Field(..., description="Managed image to publish.")
     data_disk_luns: list[int] = Field(
         default_factory=list,
         description="Data-disk LUNs of the source, each encrypted with the region's set.",
     )
-    cluster_name: str = Field(..., description="AKS cluster (created on the home set).")
+    cluster_name: str = Field(
+        ...,
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$",
+        description="AKS cluster (created on the home set).",
+    )
     pool_name: str = Field(
         "release", pattern=r"^[a-z][a-z0-9]{0,11}$", description="Node pool added for the release."
     )
@@ -68,6 +82,21 @@ class ReleasePipelineRequest(BaseModel):
         "(run_deployment with idempotency keys; needs a worker).",
     )
     poll_seconds: float = Field(30, gt=0, description="Seconds between checks.")
+
+    @field_validator("gallery_name")
+    @classmethod
+    def _gallery_name(cls, value: str) -> str:
+        return check_name("gallery", "", value)
+
+    @field_validator("image_name")
+    @classmethod
+    def _image_name(cls, value: str) -> str:
+        return check_name("gallery_image", "", value)
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        return check_image_version("", value)
 
 
 class ReleasePipelineResult(BaseModel):
@@ -99,15 +128,55 @@ def chained(
         deployment, parameters=parameters, idempotency_key=idempotency_key(deployment, parameters)
     )
     if run.state is None or not run.state.is_completed():
-        raise RuntimeError(f"{deployment} run {run.name} ended {run.state and run.state.name}")
+        raise OperationFailed(
+            deployment,
+            f"run {run.name} ended {run.state and run.state.name}: "
+            f"{run.state and run.state.message}",
+        )
     get_run_logger().info("%s: run %s", deployment, run.name)
     return result_type.model_validate(run.state.result())
 
 
-@flow(name="release-pipeline")
+@task(name="Validate pipeline request", **STEP_RETRIES)
+def validate_pipeline_request(
+    credentials: AzureCredentials, request: ReleasePipelineRequest
+) -> None:
+    """Before the first child writes: the resource group's name, the source image exists and
+    its data-disk LUNs are the ones to encrypt."""
+    check_name("resource_group", "resource_group", request.resource_group)
+    image = request.source_image_id
+    p: Mapping[str, Any] = parse_resource_id(image) if is_valid_resource_id(image) else {}
+    if f"{p.get('namespace')}/{p.get('type')}".lower() != "microsoft.compute/images":
+        raise InvalidRequest("source_image_id", image, "not a managed image id")
+    try:
+        found = (
+            AzureClients(credentials, p["subscription"])
+            .compute()
+            .images.get(p["resource_group"], p["name"])
+        )
+    except ResourceNotFoundError:
+        raise InvalidRequest("source_image_id", image, "no such managed image") from None
+    luns = sorted(int(d.lun) for d in found.properties.storage_profile.data_disks or [])
+    if sorted(request.data_disk_luns) != luns:
+        raise InvalidRequest(
+            "data_disk_luns", request.data_disk_luns, f"the source image has data disks {luns}"
+        )
+
+
+@flow(name="release-pipeline", validate_parameters=False)
+@refuse_quietly
 def release_pipeline(request: ReleasePipelineRequest) -> ReleasePipelineResult:
-    """Sets per region → encrypted image version in those regions → cluster and node pool on
-    the home region's set."""
+    """Check the request (subscription, regions, names, source) → sets per region →
+    encrypted image version in those regions → cluster and node pool on the home region's
+    set."""
+    request = parse_request(ReleasePipelineRequest, request)
+    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    check_subscription_regions(
+        credentials,
+        credentials.subscription_id,
+        {f"regions[{i}]": region for i, region in enumerate(request.regions)},
+    )
+    validate_pipeline_request(credentials, request)
     common = {
         "azure_credentials_block": request.azure_credentials_block,
         "resource_group": request.resource_group,

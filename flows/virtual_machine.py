@@ -7,13 +7,20 @@ from __future__ import annotations
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
+from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id, resource_id
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, Field
 
 from blocks.azure import AzureCredentials
-from byok.validation import InvalidRequest, check_name
+from byok.errors import VerificationFailed
+from byok.parameters import parse_request
+from byok.validation import InvalidRequest, check_name, region_key
 from clients.azure import AzureClients
+from flows.gallery import check_des
+from tasks.refusal import refuse_quietly
 from tasks.retry import STEP_RETRIES
+from tasks.run_lock import resource_lock
+from tasks.subscription import check_subscription_regions
 
 
 class VmFromImageRequest(BaseModel):
@@ -37,6 +44,10 @@ class VmFromImageRequest(BaseModel):
     subnet_id: str | None = Field(
         None,
         description="Existing subnet; default: a minimal virtual network is created for the VM.",
+    )
+    wait_for_other_run: bool = Field(
+        False,
+        description="When another run is creating this VM: wait for it (default: fail at once).",
     )
 
 
@@ -102,15 +113,19 @@ def ensure_network(
         return str(nic.id)
 
 
-def data_disk_luns(clients: AzureClients, image_version_id: str) -> list[int]:
-    """The image's data-disk LUNs, in order."""
+def read_image_version(clients: AzureClients, image_version_id: str) -> Any:
+    """The gallery image version named by the request, or InvalidRequest."""
     p = image_version_id.strip("/").split("/")
     try:
-        version = clients.compute().gallery_image_versions.get(p[3], p[7], p[9], p[11])
+        return clients.compute().gallery_image_versions.get(p[3], p[7], p[9], p[11])
     except (ResourceNotFoundError, IndexError):
         raise InvalidRequest(
             "image_version_id", image_version_id, "no such image version"
         ) from None
+
+
+def data_disk_luns(clients: AzureClients, version: Any) -> list[int]:
+    """The image's data-disk LUNs, in order."""
     disks = version.properties.storage_profile.data_disk_images or []
     if disks:
         return sorted(int(d.lun) for d in disks)
@@ -120,6 +135,47 @@ def data_disk_luns(clients: AzureClients, image_version_id: str) -> list[int]:
         image = clients.compute().images.get(s[3], s[7])
         return sorted(int(d.lun) for d in image.properties.storage_profile.data_disks or [])
     return []
+
+
+@task(name="Validate request", **STEP_RETRIES)
+def validate_vm_request(
+    credentials: AzureCredentials, request: VmFromImageRequest, subscription: str
+) -> dict[int, str]:
+    """Before any write: the version exists and is replicated to the VM's region, one set per
+    data disk, each set in the subscription and the region with its key, the subnet exists.
+    Returns LUN → set."""
+    check_name("resource_group", "resource_group", request.resource_group)
+    clients = AzureClients(credentials, subscription)
+    version = read_image_version(clients, request.image_version_id)
+    regions = [r.name for r in version.properties.publishing_profile.target_regions or []]
+    if region_key(request.location) not in {region_key(r) for r in regions}:
+        raise InvalidRequest(
+            "location", request.location, f"the image version is replicated to {regions} only"
+        )
+    luns = data_disk_luns(clients, version)
+    if len(request.data_disk_encryption_set_ids) != len(luns):
+        raise InvalidRequest(
+            "data_disk_encryption_set_ids",
+            request.data_disk_encryption_set_ids,
+            f"one set per data disk of the image: it has LUNs {luns}",
+        )
+    data_sets = dict(zip(luns, request.data_disk_encryption_set_ids, strict=True))
+    sets = {"os_disk_encryption_set_id": request.os_disk_encryption_set_id}
+    sets |= {f"data_disk_encryption_set_ids[{i}]": s for i, s in enumerate(data_sets.values())}
+    for field, set_id in sets.items():
+        check_des(clients, field, set_id, subscription, request.location)
+    if request.subnet_id:
+        subnet = request.subnet_id
+        if not is_valid_resource_id(subnet):
+            raise InvalidRequest("subnet_id", subnet, "not a subnet id")
+        p = parse_resource_id(subnet)
+        try:
+            names = (p["resource_group"], p["name"], p["child_name_1"])
+            network = AzureClients(credentials, str(p["subscription"])).network()
+            network.subnets.get(*(str(n) for n in names))
+        except (ResourceNotFoundError, KeyError):
+            raise InvalidRequest("subnet_id", subnet, "no such subnet") from None
+    return data_sets
 
 
 @task(name="Create the VM with encrypted disks", **STEP_RETRIES)
@@ -172,25 +228,36 @@ def verify_vm_disks(
         "data": {k: (v or "").lower() for k, v in result.data_disk_encryption_set_ids.items()},
     }
     if actual != wanted:
-        raise RuntimeError(f"VM {name} disks report {actual}, requested {wanted}")
+        raise VerificationFailed(str(vm.id), f"its disks report {actual}, requested {wanted}")
     return result
 
 
-@flow(name="create-vm-from-encrypted-image")
+@flow(name="create-vm-from-encrypted-image", validate_parameters=False)
+@refuse_quietly
 def create_vm_from_encrypted_image(request: VmFromImageRequest) -> VmResult:
-    """Check the image's data disks against the sets → network (minimal, or the given subnet)
-    → VM with each disk's set → verify the disks report them."""
+    """Check the subscription, region, image version, data disks and sets → one run per VM →
+    network (minimal, or the given subnet) → VM with each disk's set → verify the disks."""
+    request = parse_request(VmFromImageRequest, request)
     credentials = AzureCredentials.load_saved(request.azure_credentials_block)
-    sub, rg = request.subscription_id, request.resource_group
-    check_name("resource_group", "resource_group", request.resource_group)
-    luns = data_disk_luns(AzureClients(credentials, sub), request.image_version_id)
-    if len(request.data_disk_encryption_set_ids) != len(luns):
-        raise InvalidRequest(
-            "data_disk_encryption_set_ids",
-            request.data_disk_encryption_set_ids,
-            f"one set per data disk of the image: it has LUNs {luns}",
-        )
-    data_sets = dict(zip(luns, request.data_disk_encryption_set_ids, strict=True))
+    sub = request.subscription_id or credentials.subscription_id
+    check_subscription_regions(credentials, sub, {"location": request.location})
+    data_sets = validate_vm_request(credentials, request, sub)
+    vm_id = resource_id(
+        subscription=sub,
+        resource_group=request.resource_group,
+        namespace="Microsoft.Compute",
+        type="virtualMachines",
+        name=request.vm_name,
+    )
+    with resource_lock(vm_id, wait=request.wait_for_other_run):
+        return _create_vm(credentials, request, sub, data_sets)
+
+
+def _create_vm(
+    credentials: AzureCredentials, request: VmFromImageRequest, sub: str, data_sets: dict[int, str]
+) -> VmResult:
+    """The writes of the flow, once the request is valid and the VM's lock held."""
+    rg = request.resource_group
     nic = ensure_network(credentials, sub, rg, request.vm_name, request.location, request.subnet_id)
 
     def managed(set_id: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from blocks.azure import AzureCredentials
 from byok.azure_errors import is_propagation_delay, or_none
+from byok.errors import ResourceError, VerificationFailed
 from byok.retrying import retry_while
 from byok.sdk_values import text
 from byok.storage_class import differences, storage_class, to_yaml
@@ -130,11 +131,11 @@ def verify_cluster(
     """The cluster reports the set (and the pool exists, when named)."""
     cluster = read_cluster(AzureClients(credentials, subscription_id), resource_group, name)
     if cluster is None:
-        raise RuntimeError(f"cluster {name} vanished")
+        raise ResourceError(f"{resource_group}/{name}", "the cluster vanished")
     check_cluster_des(cluster, des_id, "disk_encryption_set_id")
     info = cluster_info(cluster)
     if pool and pool not in info.node_pools:
-        raise RuntimeError(f"cluster {name} does not report node pool {pool}")
+        raise VerificationFailed(info.id, f"the cluster does not report node pool {pool}")
     return info
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 from typing import Any, cast
 from uuid import UUID
 
+from azure.core.exceptions import HttpResponseError
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from pydantic import BaseModel
 
 from blocks.azure import AzureCredentials
-from byok.azure_errors import or_none
+from byok.azure_errors import error_code, or_none
+from byok.errors import OperationFailed, ResourceError, VerificationFailed
 from byok.polling import poll_until
 from byok.sdk_values import text
 from byok.validation import InvalidRequest
@@ -135,28 +137,43 @@ def start_image_version(
 ) -> str:
     """Start creating the version (replication goes on in Azure). A version that exists is
     adopted when its encryption is the requested one, in flight or done; a Failed one is
-    applied again."""
+    applied again. A PUT answered `AnotherOperationInProgress` (the SDK re-sent it after its
+    answer was lost, or another writer is at it) adopts the version in flight."""
     clients = AzureClients(credentials, subscription_id)
     versions = clients.compute().gallery_image_versions
     existing = read_version(clients, rg, gallery, image, version)
-    if existing is not None:
-        wanted = wanted_encryption(body["properties"]["publishingProfile"]["targetRegions"])
-        if _lower(encryption_of(existing)) != _lower(wanted):
-            raise InvalidRequest(
-                "version",
-                version,
-                "this image version already exists with "
-                "another encryption; publish a new version number",
-            )
-        if text(existing.properties.provisioning_state) != "Failed":
-            get_run_logger().info(
-                "Adopting image version %s (%s)", version, existing.properties.provisioning_state
-            )
-            return str(existing.id)
-    versions.begin_create_or_update(rg, gallery, image, version, body, polling=False)
+    if existing is not None and _adoptable(existing, body, version):
+        return str(existing.id)
+    try:
+        versions.begin_create_or_update(rg, gallery, image, version, body, polling=False)
+    except HttpResponseError as exc:
+        if error_code(exc) != "AnotherOperationInProgress":
+            raise
+        in_flight = read_version(clients, rg, gallery, image, version)
+        if in_flight is None or not _adoptable(in_flight, body, version):
+            raise
+        return str(in_flight.id)
     get_run_logger().info("Started image version %s", version)
     found = read_version(clients, rg, gallery, image, version)
     return str(found.id) if found else ""
+
+
+def _adoptable(existing: Any, body: dict[str, Any], version: str) -> bool:
+    """Whether an existing version is the one requested and not Failed (then adopted); one
+    with another encryption is refused."""
+    wanted = wanted_encryption(body["properties"]["publishingProfile"]["targetRegions"])
+    if _lower(encryption_of(existing)) != _lower(wanted):
+        raise InvalidRequest(
+            "version",
+            version,
+            "this image version already exists with "
+            "another encryption; publish a new version number",
+        )
+    state = text(existing.properties.provisioning_state)
+    if state == "Failed":
+        return False
+    get_run_logger().info("Adopting image version %s (%s)", version, state)
+    return True
 
 
 @task(name="Wait for replication", **STEP_RETRIES)
@@ -173,6 +190,7 @@ def wait_for_replication(
     """Poll `$expand=ReplicationStatus` until every region is Completed, with a progress
     artifact; a region that fails fails the step, named. Returns region → state."""
     clients = AzureClients(credentials, subscription_id)
+    version_path = f"{gallery}/{image}/{version}"
     artifact = cast(
         UUID,
         create_progress_artifact(
@@ -187,16 +205,15 @@ def wait_for_replication(
     def state() -> str:
         found = read_version(clients, rg, gallery, image, version)
         if found is None:
-            raise RuntimeError(f"image version {version} disappeared during replication")
+            raise ResourceError(version_path, "the image version disappeared during replication")
         status = found.properties.replication_status
         summary = (status.summary if status else None) or []
         states.clear()
         states.update({str(s.region): text(s.state) for s in summary})
         failed = [f"{s.region} ({s.details})" for s in summary if text(s.state) == "Failed"]
         if failed or text(found.properties.provisioning_state) == "Failed":
-            raise RuntimeError(
-                f"replication of image version {version} failed in "
-                f"{', '.join(failed) or 'a region'}"
+            raise OperationFailed(
+                version_path, f"replication failed in {', '.join(failed) or 'a region'}"
             )
         progress = sum(int(s.progress or 0) for s in summary) / max(1, len(summary))
         if progress != last["progress"]:
@@ -235,15 +252,21 @@ def verify_image_version(
     version: str,
     target_regions: list[dict[str, Any]],
 ) -> ImageVersionResult:
-    """The published encryption matches the request, region by region."""
+    """The published encryption matches the request, region by region, and every region's OS
+    disk has a customer-key set (never reported as encrypted otherwise)."""
     clients = AzureClients(credentials, subscription_id)
     found = read_version(clients, rg, gallery, image, version)
     if found is None:
-        raise RuntimeError(f"image version {version} not found")
+        raise ResourceError(f"{gallery}/{image}/{version}", "the image version is not found")
     actual, wanted = encryption_of(found), wanted_encryption(target_regions)
     if _lower(actual) != _lower(wanted):
-        raise RuntimeError(
-            f"image version {version} reports encryption {actual}, requested {wanted}"
+        raise VerificationFailed(
+            str(found.id), f"the version reports encryption {actual}, requested {wanted}"
+        )
+    plain = sorted(region for region, enc in actual.items() if not enc["os"])
+    if plain:
+        raise VerificationFailed(
+            str(found.id), f"no customer-managed key for the OS disk in {', '.join(plain)}"
         )
     states = {
         _region_key(str(s.region)): text(s.state)

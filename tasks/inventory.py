@@ -90,7 +90,7 @@ def _query_graph(clients: AzureClients, subscriptions: list[str]) -> list[dict[s
                 options=QueryRequestOptions(top=PAGE, skip_token=token),
             )
         )
-        rows.extend(page.data)
+        rows.extend(page.data)  # type: ignore[arg-type]  # objectArray: a list of rows
         token = page.skip_token
         if not token:
             return rows
@@ -110,9 +110,9 @@ def _list_through_arm(credentials: AzureCredentials, subscription: str) -> list[
     ]
     for gallery in compute.galleries.list():
         group = str(gallery.id).split("/")[4]
-        for image in compute.gallery_images.list_by_gallery(group, gallery.name):
+        for image in compute.gallery_images.list_by_gallery(group, str(gallery.name)):
             models += compute.gallery_image_versions.list_by_gallery_image(
-                group, gallery.name, image.name
+                group, str(gallery.name), str(image.name)
             )
     rows = []
     for model in models:

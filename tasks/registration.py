@@ -7,6 +7,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from prefect import get_run_logger, task
 
 from blocks.azure import AzureCredentials
+from byok.errors import ServiceRefused
 from byok.polling import poll_until
 from clients.azure import AzureClients
 from tasks.retry import STEP_RETRIES
@@ -14,16 +15,17 @@ from tasks.retry import STEP_RETRIES
 FEATURE_NOT_FOUND = "NotFound"
 
 
-class FeatureApprovalRequired(RuntimeError):
+class FeatureApprovalRequired(ServiceRefused):
     """The feature is Pending: someone at Microsoft must approve it first."""
 
 
 def _approval_required(namespace: str, feature: str):
     def make(state: str) -> Exception:
         return FeatureApprovalRequired(
-            f"Feature {namespace}/{feature} is {state}: it needs manual approval for this "
-            "subscription. Ask for access (support request or the feature's sign-up page) "
-            "and run the flow again once `az feature show` says Registered."
+            f"feature {namespace}/{feature}",
+            f"{state}: it needs manual approval for this subscription. Ask for access "
+            "(support request or the feature's sign-up page) and run the flow again once "
+            "`az feature show` says Registered.",
         )
 
     return make

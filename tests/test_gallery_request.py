@@ -73,3 +73,39 @@ def test_snapshot_source_storage_profile() -> None:
             {"lun": 1, "source": {"id": "/d1"}},
         ],
     }
+
+
+def test_unknown_storage_type_is_refused_naming_it() -> None:
+    from byok.parameters import parse_request
+    from byok.validation import InvalidRequest
+
+    with pytest.raises(InvalidRequest) as info:
+        parse_request(TargetRegion, {"name": "eastus", "storage_account_type": "Fast"})
+    assert str(info.value).startswith(
+        "request.storage_account_type = 'Fast': Input should be 'Standard_LRS', 'Standard_ZRS'"
+    )
+
+
+@pytest.mark.parametrize("encryption", [None, "", {}, {"data_disks": []}, ",0,des-data"])
+def test_a_region_without_an_os_disk_set_is_refused(encryption: object) -> None:
+    from byok.parameters import parse_request
+    from byok.validation import InvalidRequest
+    from flows.gallery import ImageVersionRequest
+
+    region: dict[str, object] = {"name": "westeurope"}
+    if encryption is not None:
+        region["encryption"] = encryption
+    request = {
+        "azure_credentials_block": "b",
+        "resource_group": "rg",
+        "location": "westeurope",
+        "gallery_name": "g",
+        "image_name": "i",
+        "version": "1.0.0",
+        "source": {"managed_image_id": "/i"},
+        "target_regions": [{"name": "eastus", "encryption": "des-os"}, region],
+    }
+    with pytest.raises(InvalidRequest) as info:
+        parse_request(ImageVersionRequest, request)
+    assert info.value.field == "request.target_regions[1].encryption"
+    assert "needs a disk encryption set (customer-managed key) for the OS disk" in info.value.rule

@@ -46,7 +46,7 @@ def blast_radius(key_id: str, rows: Sequence[Row]) -> list[Dependent]:
         same_key = used.versionless.lower() == wanted.versionless.lower()
         return same_key and (wanted.version is None or used.version == wanted.version)
 
-    sets = set_ids(list(rows))
+    sets = set_ids(rows)
     found = []
     for row in rows:
         for finding in findings(row, sets, lambda url: KeyState(key_id=url)):

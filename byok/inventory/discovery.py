@@ -7,7 +7,7 @@ from Key Vault, looked up once per key by the caller and passed in as `keys`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -167,7 +167,7 @@ def _cluster(
         )
 
 
-def set_ids(rows: list[Row]) -> dict[str, Row]:
+def set_ids(rows: Sequence[Row]) -> dict[str, Row]:
     """The disk encryption set rows by lower-cased id."""
     return {
         r["id"].lower(): r
@@ -176,7 +176,7 @@ def set_ids(rows: list[Row]) -> dict[str, Row]:
     }
 
 
-def key_urls(rows: list[Row]) -> set[str]:
+def key_urls(rows: Sequence[Row]) -> set[str]:
     """Every key URL the rows' sets, registries and clusters use (to look each up once)."""
     urls = set()
     for row in rows:
@@ -192,7 +192,7 @@ def key_urls(rows: list[Row]) -> set[str]:
     return urls
 
 
-def vaults_by_uri(rows: list[Row]) -> dict[str, Row]:
+def vaults_by_uri(rows: Sequence[Row]) -> dict[str, Row]:
     """The key vault rows by their data-plane URI (lower-cased, no trailing slash)."""
     return {
         str(get(r, "properties", "vaultUri")).rstrip("/").lower(): r

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from kubernetes.client import ApiException
 
+from byok.errors import ConcurrentRun
 from byok.validation import InvalidRequest
 from clients.azure import AzureClients
 from clients.kubernetes import storage_api
@@ -17,10 +18,13 @@ from flows.aks import (
     DataDiskEncryptionRequest,
     NodePoolRequest,
     add_encrypted_node_pool,
+    cluster_id,
     create_encrypted_aks_cluster,
     encrypt_aks_data_disks,
 )
 from flows.disk_encryption_set import DiskEncryptionSetRequest, prepare_disk_encryption_set
+from tasks.run_lock import resource_lock
+from tests.flows.refusals import refused, writes
 
 
 @pytest.fixture
@@ -154,13 +158,12 @@ def test_existing_cluster_without_the_set_is_refused(
         )
 
 
-def test_crash_during_cluster_creation_then_rerun(
+def test_failed_cluster_creation_is_applied_again(
     azure_block: str, emulator: Emulator, des_id: str
 ) -> None:
     emulator.faults.add(Fault("lro-failed", method="PUT", path="managedClusters/aks1$"))
-    with pytest.raises(Exception, match="InternalOperationError"):
-        create_encrypted_aks_cluster(cluster_request(azure_block, des_id))
-    # the failed cluster stays (as in Azure): the re-run applies it again
+    # the failed cluster stays (as in Azure) and its transient failure is retried: the
+    # step applies it again
     cluster = create_encrypted_aks_cluster(cluster_request(azure_block, des_id))
     assert cluster.disk_encryption_set_id == des_id
     stored = emulator.arm.get(cluster.id)
@@ -201,3 +204,40 @@ def test_storage_class_with_unknown_set_is_invalid(
     with pytest.raises(ApiException) as info:
         api.create_storage_class(storage_class("bad", des_id.replace("des-aks", "nope")))
     assert info.value.status == 422
+
+
+def test_bad_requests_are_refused_before_any_write_without_traceback(
+    azure_block: str, emulator: Emulator, des_id: str
+) -> None:
+    before = writes(emulator)
+    good = cluster_request(azure_block, des_id).model_dump(mode="json")
+    assert refused(create_encrypted_aks_cluster, good | {"node_count": 0}) == (
+        "request.node_count = 0: Input should be greater than or equal to 1"
+    )
+    assert refused(create_encrypted_aks_cluster, good | {"location": "mars-north"}).startswith(
+        "location = 'mars-north': not a region of this subscription"
+    )
+    unknown = "00000000-0000-0000-0000-0000000000ff"
+    assert refused(create_encrypted_aks_cluster, good | {"subscription_id": unknown}) == (
+        f"subscription_id = '{unknown}': no such subscription, or these credentials cannot see it"
+    )
+    pool = {"azure_credentials_block": azure_block, "resource_group": "rg-aks"}
+    assert refused(add_encrypted_node_pool, pool | {"cluster_name": "aks1"}) == (
+        "request.pool_name = <missing>: Field required; "
+        "request.disk_encryption_set_id = <missing>: Field required"
+    )
+    assert writes(emulator) == before
+
+
+def test_a_run_on_a_busy_cluster_fails_fast_before_any_write(
+    azure_block: str, emulator: Emulator, des_id: str
+) -> None:
+    request = cluster_request(azure_block, des_id)
+    target = cluster_id(emulator.identity.subscription_id, "rg-aks", "aks1")
+    before = writes(emulator)
+    with (
+        resource_lock(target, wait=False),
+        pytest.raises(ConcurrentRun, match="aks1: another run is working on this resource"),
+    ):
+        create_encrypted_aks_cluster(request)
+    assert writes(emulator) == before

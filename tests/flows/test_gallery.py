@@ -3,12 +3,22 @@ each rule, and a crash during replication adopted by the re-run."""
 
 from __future__ import annotations
 
-import pytest
+import threading
+import time
+from typing import Any
 
+import pytest
+from prefect.events import emit_event
+from pydantic import ValidationError
+
+from byok.errors import ConcurrentRun, OperationFailed
 from byok.validation import InvalidRequest
 from clients.azure import AzureClients
+from emulator.faults import Fault
 from emulator.server import Emulator
 from flows.gallery import ImageVersionRequest, publish_encrypted_image_version
+from tests.flows.refusals import refused, writes
+from tests.flows.test_events import byok_events
 from tests.helpers import des_in_region, managed_image
 
 VERSION_TYPE = "Microsoft.Compute/galleries/images/versions"
@@ -25,7 +35,12 @@ def setup(azure: AzureClients, emulator: Emulator) -> dict[str, str]:
 
 
 def request(block: str, setup: dict[str, str], **overrides: object) -> ImageVersionRequest:
-    values: dict[str, object] = {
+    return ImageVersionRequest(**request_json(block, setup, **overrides))
+
+
+def request_json(block: str, setup: dict[str, str], **overrides: object) -> dict[str, Any]:
+    """The request as a deployment passes it."""
+    values: dict[str, Any] = {
         "azure_credentials_block": block,
         "resource_group": "rg-img",
         "location": "westeurope",
@@ -54,7 +69,7 @@ def request(block: str, setup: dict[str, str], **overrides: object) -> ImageVers
         "replication_timeout_minutes": 0.5,
     }
     values.update(overrides)
-    return ImageVersionRequest(**values)  # type: ignore[arg-type]
+    return values
 
 
 def versions(emulator: Emulator) -> list[dict]:
@@ -73,7 +88,8 @@ def test_publish_two_regions_three_disks(
     assert us.data_disk_encryption_set_ids == {0: setup["us_os"], 1: setup["us_os"]}
     stored = versions(emulator)[0]
     assert stored["properties"]["provisioningState"] == "Succeeded"
-    assert emulator.arm.feature("Microsoft.Compute", "SIGEncryption").state == "Registered"
+    sub = emulator.identity.subscription_id
+    assert emulator.arm.feature("Microsoft.Compute", "SIGEncryption", sub).state == "Registered"
     assert len(emulator.requests.find("GET", "versions/1.0.0$")) >= 2  # progress was polled
 
 
@@ -96,7 +112,7 @@ def test_failed_region_is_named(
     azure_block: str, emulator: Emulator, setup: dict[str, str]
 ) -> None:
     emulator.state.image_versions.failing_regions.add("eastus")
-    with pytest.raises(RuntimeError, match="failed in eastus"):
+    with pytest.raises(OperationFailed, match="failed in eastus"):
         publish_encrypted_image_version(request(azure_block, setup))
 
 
@@ -105,8 +121,12 @@ def test_des_in_another_region_is_refused(
 ) -> None:
     bad = request(azure_block, setup).model_dump()
     bad["target_regions"][1]["encryption"]["os_disk_encryption_set"] = setup["we_os"]
-    with pytest.raises(InvalidRequest, match=r"target_regions\[1\].encryption.os_disk_"):
+    with pytest.raises(InvalidRequest) as refused_error:
         publish_encrypted_image_version(ImageVersionRequest(**bad))
+    assert str(refused_error.value) == (
+        f"target_regions[1].encryption.os_disk_encryption_set = {setup['we_os']!r}: "
+        "the disk encryption set is in westeurope, not in eastus"
+    )
     assert not emulator.requests.find("PUT", "galleries")
 
 
@@ -132,7 +152,7 @@ def test_luns_must_match_the_source(
 
 
 def test_region_without_encryption_is_refused(azure_block: str, setup: dict[str, str]) -> None:
-    with pytest.raises(ValueError, match="no encryption while others do"):
+    with pytest.raises(ValidationError, match=r"target_regions\[1\].encryption = None: every"):
         request(
             azure_block,
             setup,
@@ -205,27 +225,36 @@ def test_vm_from_the_encrypted_version(
         )
 
 
-def test_vm_disk_without_a_set_is_refused_by_azure(
+def test_vm_outside_the_version_regions_is_refused_before_any_write(
     azure_block: str, emulator: Emulator, setup: dict[str, str], azure: AzureClients
 ) -> None:
-    from azure.core.exceptions import HttpResponseError
-
     from flows.virtual_machine import VmFromImageRequest, create_vm_from_encrypted_image
 
     version = publish_encrypted_image_version(request(azure_block, setup, ensure_feature=False))
-    with pytest.raises(HttpResponseError, match="not replicated"):
-        create_vm_from_encrypted_image(
-            VmFromImageRequest(
-                azure_credentials_block=azure_block,
-                resource_group="rg-img",
-                location="northeurope",
-                vm_name="vm1",
-                image_version_id=version.id,
-                os_disk_encryption_set_id=setup["we_os"],
-                data_disk_encryption_set_ids=[setup["we_data"], setup["we_data"]],
-                ssh_public_key="ssh-ed25519 AAAA test",
-            )
-        )
+    before = writes(emulator)
+    vm = VmFromImageRequest(
+        azure_credentials_block=azure_block,
+        resource_group="rg-img",
+        location="northeurope",
+        vm_name="vm1",
+        image_version_id=version.id,
+        os_disk_encryption_set_id=setup["we_os"],
+        data_disk_encryption_set_ids=[setup["we_data"], setup["we_data"]],
+        ssh_public_key="ssh-ed25519 AAAA test",
+    )
+    message = refused(create_vm_from_encrypted_image, vm.model_dump(mode="json"))
+    assert message == (
+        "location = 'northeurope': the image version is replicated to ['westeurope', 'eastus'] only"
+    )
+    in_region = vm.model_dump(mode="json") | {"location": "eastus"}
+    message = refused(create_vm_from_encrypted_image, in_region)
+    assert message == (
+        f"os_disk_encryption_set_id = {setup['we_os']!r}: "
+        "the disk encryption set is in westeurope, not in eastus"
+    )
+    message = refused(create_vm_from_encrypted_image, in_region | {"location": "mars-north"})
+    assert message.startswith("location = 'mars-north': not a region of this subscription")
+    assert writes(emulator) == before
 
 
 def test_pending_feature_stops_before_any_gallery_write(
@@ -237,3 +266,102 @@ def test_pending_feature_stops_before_any_gallery_write(
     with pytest.raises(FeatureApprovalRequired, match="needs manual approval"):
         publish_encrypted_image_version(request(azure_block, setup))
     assert not emulator.requests.find("PUT", "galleries")
+
+
+UNENCRYPTED = [None, "", {}, {"data_disks": []}]
+
+
+def test_unencrypted_requests_are_refused_before_any_write(
+    azure_block: str, emulator: Emulator, setup: dict[str, str]
+) -> None:
+    since, before = time.time() - 1, writes(emulator)
+    for shape in UNENCRYPTED:
+        region: dict[str, Any] = {"name": "westeurope"}
+        if shape is not None:
+            region["encryption"] = shape
+        message = refused(
+            publish_encrypted_image_version,
+            request_json(azure_block, setup, target_regions=[region]),
+        )
+        assert message.startswith("request.target_regions[0].encryption = "), message
+        assert "needs a disk encryption set (customer-managed key) for the OS disk" in message
+    assert writes(emulator) == before
+    emit_event(event="byok.test.marker", resource={"prefect.resource.id": "byok.test.marker"})
+    assert [e["event"] for e in byok_events(since)] == ["byok.test.marker"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            {"image_name": "../../x"},
+            "request.image_name = '../../x': image definition names are 1-80 letters",
+        ),
+        ({"gallery_name": "g/x"}, "request.gallery_name = 'g/x': gallery names are 1-80"),
+        ({"version": "1.0"}, "request.version = '1.0': image versions are major.minor.patch"),
+        ({"poll_seconds": -1}, "request.poll_seconds = -1: Input should be greater than 0"),
+        ({"location": "mars-north"}, "location = 'mars-north': not a region of this subscription"),
+        (
+            {"subscription_id": "00000000-0000-0000-0000-0000000000ff"},
+            "subscription_id = '00000000-0000-0000-0000-0000000000ff': no such subscription",
+        ),
+    ],
+)
+def test_bad_requests_are_refused_naming_field_and_value(
+    azure_block: str,
+    emulator: Emulator,
+    setup: dict[str, str],
+    overrides: dict[str, Any],
+    expected: str,
+) -> None:
+    before = writes(emulator)
+    message = refused(
+        publish_encrypted_image_version, request_json(azure_block, setup, **overrides)
+    )
+    assert message.startswith(expected), message
+    assert writes(emulator) == before
+
+
+def test_unknown_target_region_is_refused(
+    azure_block: str, emulator: Emulator, setup: dict[str, str]
+) -> None:
+    regions = request_json(azure_block, setup)["target_regions"]
+    regions[1]["name"] = "mars-north"
+    message = refused(
+        publish_encrypted_image_version, request_json(azure_block, setup, target_regions=regions)
+    )
+    assert message.startswith("target_regions[1].name = 'mars-north': not a region"), message
+
+
+def test_resent_version_put_adopts_the_version_in_flight(
+    azure_block: str, emulator: Emulator, setup: dict[str, str]
+) -> None:
+    emulator.state.image_versions.replication_seconds = 0.5
+    emulator.faults.add(Fault("reset-after", method="PUT", path="versions/1.0.0$"))
+    result = publish_encrypted_image_version(request(azure_block, setup, ensure_feature=False))
+    assert {r.replication_state for r in result.regions} == {"Completed"}
+    assert len(versions(emulator)) == 1
+    assert len(emulator.requests.find("PUT", "versions/1.0.0$")) == 2  # the SDK re-sent it
+
+
+def test_two_identical_runs_one_fails_fast(
+    azure_block: str, emulator: Emulator, setup: dict[str, str]
+) -> None:
+    emulator.state.image_versions.replication_seconds = 3600.0  # the first run holds on…
+    same = request(azure_block, setup, ensure_feature=False, replication_timeout_minutes=10)
+    first: dict[str, Any] = {}
+    thread = threading.Thread(
+        target=lambda: first.update(result=publish_encrypted_image_version(same))
+    )
+    thread.start()
+    deadline = time.monotonic() + 300
+    while not emulator.requests.find("PUT", "versions/1.0.0$") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(ConcurrentRun, match=r"versions/1\.0\.0: another run is working on"):
+        publish_encrypted_image_version(same)
+    for operation in list(emulator.arm.operations.values()):  # …until the second has failed
+        operation.ready_at = 0.0
+    thread.join(timeout=300)
+    assert {r.replication_state for r in first["result"].regions} == {"Completed"}
+    assert len(versions(emulator)) == 1
+    assert len(emulator.requests.find("PUT", "versions/1.0.0$")) == 1

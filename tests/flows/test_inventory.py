@@ -9,7 +9,11 @@ import json
 from pathlib import Path
 
 import pytest
-from azure.keyvault.keys import KeyRotationLifetimeAction, KeyRotationPolicyAction
+from azure.keyvault.keys import (
+    KeyRotationLifetimeAction,
+    KeyRotationPolicy,
+    KeyRotationPolicyAction,
+)
 from pydantic import ValidationError
 from trestle.oscal.assessment_results import AssessmentResults
 
@@ -82,10 +86,12 @@ def test_rotation_policy_and_changes_between_runs(
     vault_url = fleet["key"].split("/keys/")[0]
     clients.keys(vault_url).update_key_rotation_policy(
         "aks-key",
-        lifetime_actions=[
-            KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P30D")
-        ],
-        expires_in="P1Y",
+        KeyRotationPolicy(
+            lifetime_actions=[
+                KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P30D")
+            ],
+            expires_in="P1Y",
+        ),
     )
     other = AzureClients(clients.block, fleet["other"])
     other.compute().disks.begin_create_or_update("rg-b", "plain2", DISK).result()

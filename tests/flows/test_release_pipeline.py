@@ -10,6 +10,7 @@ from prefect.client.orchestration import get_client
 from clients.azure import AzureClients
 from emulator.server import Emulator
 from flows.release_pipeline import ReleasePipelineRequest, release_pipeline
+from tests.flows.refusals import refused, writes
 from tests.helpers import managed_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,3 +74,25 @@ def test_pipeline_by_deployments_starts_children_once(
     assert first == 5  # two sets, the image, the cluster, the pool
     assert release_pipeline(request) == result
     assert asyncio.run(child_runs()) == first
+
+
+def test_bad_pipeline_requests_are_refused_before_any_write(
+    azure_block: str, emulator: Emulator, azure: AzureClients
+) -> None:
+    image = managed_image(azure, "westeurope")
+    good = pipeline_request(azure_block, image, "subflows").model_dump(mode="json")
+    before = writes(emulator)
+    assert refused(release_pipeline, good | {"regions": ["westeurope", "mars-north"]}).startswith(
+        "regions[1] = 'mars-north': not a region of this subscription"
+    )
+    assert refused(release_pipeline, good | {"image_name": "../../x"}).startswith(
+        "request.image_name = '../../x': image definition names are 1-80"
+    )
+    assert refused(release_pipeline, good | {"data_disk_luns": [0]}) == (
+        "data_disk_luns = [0]: the source image has data disks [0, 1]"
+    )
+    missing = image.replace("/images/", "/images/nope-")
+    assert refused(release_pipeline, good | {"source_image_id": missing}) == (
+        f"source_image_id = {missing!r}: no such managed image"
+    )
+    assert writes(emulator) == before

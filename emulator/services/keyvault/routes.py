@@ -21,6 +21,7 @@ from emulator.services.keyvault.models import (
     recovery_level,
     update_access_policies,
 )
+from emulator.services.keyvault.rotation import checked_rotation_policy, default_rotation_policy
 
 
 def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: str) -> None:
@@ -339,6 +340,21 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
         del data.keys[key.name.lower()]
         return Response(204)
 
+    def get_rotation_policy(request: Request, data: VaultData, origin: str) -> Response:
+        key = live_key(data, request.params["name"])
+        policy = key.rotation_policy or default_rotation_policy()
+        return Response(200, {"id": f"{origin}/keys/{key.name}/rotationpolicy", **policy})
+
+    def set_rotation_policy(request: Request, data: VaultData, origin: str) -> Response:
+        key = live_key(data, request.params["name"])
+        key.rotation_policy = checked_rotation_policy(request.json(), key.rotation_policy)
+        return Response(
+            200, {"id": f"{origin}/keys/{key.name}/rotationpolicy", **key.rotation_policy}
+        )
+
+    # Before /keys/{name}/{version}, which would take "rotationpolicy" for a version.
+    data_route("GET", "/keys/{name}/rotationpolicy", "getrotationpolicy", get_rotation_policy)
+    data_route("PUT", "/keys/{name}/rotationpolicy", "setrotationpolicy", set_rotation_policy)
     data_route("POST", "/keys/{name}/create", "create", create_key)
     data_route("GET", "/keys", "list", list_keys)
     data_route("GET", "/keys/{name}/versions", "list", list_versions)
