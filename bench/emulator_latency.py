@@ -16,8 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
-from byok.emulator_blocks import emulator_azure_credentials
 from clients.azure import AzureClients
+from console.emulator_blocks import emulator_azure_credentials
 from emulator.server import Emulator
 from emulator.serving import Listener
 

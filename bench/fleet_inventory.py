@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
 
-from azure.mgmt.keyvault.models import (  # noqa: E402
+from azure.mgmt.keyvault.models import (
     AccessPolicyEntry,
     Permissions,
     Sku,
@@ -31,11 +31,11 @@ from azure.mgmt.keyvault.models import (  # noqa: E402
     VaultProperties,
 )
 
-from clients.azure import AzureClients  # noqa: E402
-from console.emulator_blocks import emulator_azure_credentials  # noqa: E402
-from emulator.server import Emulator  # noqa: E402
-from emulator.throttling import Limits  # noqa: E402
-from tasks.inventory import _list_through_arm, _query_graph  # noqa: E402
+from clients.azure import AzureClients
+from console.emulator_blocks import emulator_azure_credentials
+from emulator.server import Emulator
+from emulator.throttling import Limits
+from tasks.inventory import _list_through_arm, _query_graph
 
 REGION = "westeurope"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from azure.core.exceptions import (
     AzureError,
@@ -60,6 +60,10 @@ class RetryAfterTooLong(ServiceRefused):
             f"throttled: the service asks to wait {seconds:g} s (Retry-After), more than the "
             f"{cap:g} s allowed (the credentials block's max_retry_after_seconds)",
         )
+        self.seconds, self.cap = seconds, cap
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.resource_id, self.seconds, self.cap)
 
 
 def error_code(exc: BaseException) -> str | None:

@@ -18,6 +18,9 @@ class InvalidRequest(ByokError, ValueError):
         super().__init__(f"{field} = {value!r}: {rule}")
         self.field, self.value, self.rule = field, value, rule
 
+    def __reduce__(self) -> tuple[Any, ...]:  # persisted results are pickled
+        return type(self), (self.field, self.value, self.rule)
+
 
 class ResourceError(ByokError):
     """Something went wrong with one resource: `resource_id: reason`."""
@@ -25,6 +28,9 @@ class ResourceError(ByokError):
     def __init__(self, resource_id: str, reason: str) -> None:
         super().__init__(f"{resource_id}: {reason}")
         self.resource_id, self.reason = resource_id, reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.resource_id, self.reason)
 
 
 class ServiceRefused(ResourceError):
@@ -48,5 +54,5 @@ class VerificationFailed(ResourceError):
 class ConcurrentRun(ResourceError):
     """Another run is working on the same resource."""
 
-    def __init__(self, resource_id: str) -> None:
-        super().__init__(resource_id, "another run is working on this resource")
+    def __init__(self, resource_id: str, reason: str = "another run is working on this resource"):
+        super().__init__(resource_id, reason)

@@ -31,6 +31,9 @@ class InvalidParameters(InvalidRequest):
         self.field, self.value, self.rule = problems[0].field, problems[0].value, problems[0].rule
         self.problems = problems
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.problems,)
+
 
 def _shown(value: Any) -> Any:
     """The value as the message shows it: long ones cut (a model-level error's input is the

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
+from importlib.resources import files
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -55,7 +55,7 @@ from tasks.key_vault import (
 from tasks.retry import STEP_RETRIES
 
 SYSTEM = "system"  # keyVaultProperties.identity of the registry's system-assigned identity
-TEMPLATE = Path(__file__).parents[1] / "templates" / "acr_cmk.json"
+TEMPLATE = files("byok") / "templates" / "acr_cmk.json"  # package data, found in a wheel too
 PROBE_SOURCE = ("mcr.microsoft.com", "hello-world:latest")
 PROBE_TAG = "byok-probe:latest"
 

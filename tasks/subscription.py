@@ -5,7 +5,6 @@ locations (`GET /subscriptions/{id}/locations`), checked by any flow with
 from __future__ import annotations
 
 from azure.core.exceptions import ResourceNotFoundError
-from azure.mgmt.resource.subscriptions import SubscriptionClient
 from prefect import get_run_logger, task
 
 from blocks.azure import AzureCredentials
@@ -13,17 +12,6 @@ from byok.azure_errors import error_code
 from byok.validation import InvalidRequest, check_regions, region_key
 from clients.azure import AzureClients
 from tasks.retry import STEP_RETRIES
-
-
-def subscription_client(clients: AzureClients) -> SubscriptionClient:
-    """The subscriptions client, with the factory's credential, base URL and transport
-    settings (it takes no subscription id, so `AzureClients.arm` cannot build it)."""
-    return SubscriptionClient(
-        clients.credential,
-        base_url=clients.endpoints.resource_manager,
-        credential_scopes=[clients.endpoints.arm_scope],
-        **clients._transport_options(),
-    )
 
 
 def _is_unknown_subscription(exc: ResourceNotFoundError) -> bool:
@@ -49,7 +37,7 @@ def check_subscription_regions(
         credentials = AzureCredentials.load_saved(credentials)
     clients = AzureClients(credentials, subscription_id)
     sub = clients.subscription_id
-    subscriptions = subscription_client(clients).subscriptions
+    subscriptions = clients.subscriptions().subscriptions
     try:
         locations = list(subscriptions.list_locations(sub))
     except ResourceNotFoundError as exc:

@@ -12,8 +12,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from blocks.azure import AzureCredentials
-from byok.emulator_blocks import emulator_azure_credentials
 from clients.azure import AzureClients
+from console.emulator_blocks import emulator_azure_credentials
 from emulator.server import Emulator
 
 AZURE_BLOCK = "emulator-azure"
@@ -70,8 +70,8 @@ def azure_block(prefect_harness: None, emulator: Emulator) -> str:
 
 # -- IBM Cloud --------------------------------------------------------------------------------
 from blocks.ibm import IBMCloudCredentials  # noqa: E402
-from byok.emulator_blocks import emulator_ibm_credentials  # noqa: E402
 from clients.ibm import IBMClients  # noqa: E402
+from console.emulator_blocks import emulator_ibm_credentials  # noqa: E402
 
 
 @pytest.fixture

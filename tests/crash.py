@@ -15,8 +15,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-import pytest
-
 from emulator.faults import Fault
 from emulator.server import Emulator
 
@@ -54,12 +52,6 @@ FAILURES: dict[str, Callable[[Write], Fault]] = {
     "504-after": fault("status-after", status=504),
     "lost-always": fault("reset-after", count=None),
 }
-
-
-@pytest.fixture
-def patient_lock() -> None:
-    """Nothing now: tasks/run_lock fails fast on a held slot only (no 2-s timeout left for a
-    loaded server to use up). Kept until the test modules that name it drop it."""
 
 
 def writes(emulator: Emulator) -> list[Write]:

@@ -24,7 +24,7 @@ def free_port() -> int:
 
 def byok(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "byok.cli", *args],
+        [sys.executable, "-m", "console.cli", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -43,7 +43,7 @@ def test_demo_runs_the_procedures(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "byok.cli",
+                "console.cli",
                 "demo",
                 "--port",
                 str(free_port()),

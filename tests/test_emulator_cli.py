@@ -14,7 +14,7 @@ import requests
 
 def byok(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "byok.cli", *args],
+        [sys.executable, "-m", "console.cli", *args],
         env=env,
         text=True,
         capture_output=True,
@@ -58,7 +58,7 @@ def test_serve_then_inject_a_fault_from_the_cli(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "byok.cli",
+            "console.cli",
             "emulator",
             "serve",
             "--throttle",

@@ -266,3 +266,22 @@ OTHER_TABLE: list[tuple[BaseException, bool]] = [
 )
 def test_ibm_and_own_errors_are_classified(exc: BaseException, transient: bool) -> None:
     assert is_transient(exc) is transient
+
+
+def test_every_error_survives_pickling_as_persisted_results_need() -> None:
+    import pickle
+
+    from byok.azure_errors import RetryAfterTooLong
+    from byok.errors import ConcurrentRun, InvalidRequest, OperationFailed
+    from byok.parameters import InvalidParameters
+
+    errors = [
+        InvalidRequest("key_size", 1024, "must be 2048, 3072 or 4096"),
+        InvalidParameters([InvalidRequest("a", 1, "x"), InvalidRequest("b", 2, "y")]),
+        OperationFailed("/subscriptions/s/x", "ended Failed (InternalError)"),
+        ConcurrentRun("/subscriptions/s/x"),
+        RetryAfterTooLong("/subscriptions/s/x", 7200, 300),
+    ]
+    for error in errors:
+        again = pickle.loads(pickle.dumps(error))
+        assert (type(again), str(again)) == (type(error), str(error))

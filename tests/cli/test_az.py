@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from byok.az_env import az_env_lines
-from byok.emulator_blocks import emulator_azure_credentials
 from clients.azure import AzureClients
+from console.az_env import az_env_lines
+from console.emulator_blocks import emulator_azure_credentials
 from emulator.server import Emulator
 from flows.acr import EncryptedRegistryRequest, EncryptedRegistryResult, create_encrypted_registry
 from flows.aks import (

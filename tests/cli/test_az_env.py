@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from byok.az_env import CLOUD_NAME, az_env_lines
+from console.az_env import CLOUD_NAME, az_env_lines
 
 ENDPOINTS = {
     "arm": "https://127.0.0.1:4443/",
@@ -41,7 +41,7 @@ def test_az_env_writes_a_private_file(tmp_path: Path) -> None:
     target = tmp_path / "az-env.sh"
     command = ["emulator", "--state-dir", str(tmp_path), "az-env", str(target)]
     done = subprocess.run(
-        [sys.executable, "-m", "byok.cli", *command],
+        [sys.executable, "-m", "console.cli", *command],
         capture_output=True,
         text=True,
         timeout=60,

@@ -16,19 +16,6 @@ from tests.conftest import emulator_credentials
 UNKNOWN = "00000000-1111-4222-8333-444444444444"
 
 
-def subscription_client(azure: AzureClients) -> Any:
-    """The real SubscriptionClient (what `az account list-locations` uses), on the emulator."""
-    sdk = pytest.importorskip(
-        "azure.mgmt.resource.subscriptions", reason="azure-mgmt-resource-subscriptions missing"
-    )
-    return sdk.SubscriptionClient(
-        azure.credential,
-        base_url=azure.endpoints.resource_manager,
-        credential_scopes=[azure.endpoints.arm_scope],
-        connection_verify=azure.block.ca_bundle,
-    )
-
-
 @pytest.fixture
 def other_tenant(emulator: Emulator) -> tuple[AzureClients, str]:
     """Clients of a service principal of a second tenant, on that tenant's subscription."""
@@ -60,7 +47,7 @@ def test_resources_of_one_subscription_are_invisible_from_another(
     assert not azure.resources().resource_groups.check_existence("rg-b")
     assert [r.name for r in other.resources().resources.list()] == ["id-b"]
     assert list(azure.resources().resources.list()) == []
-    names = {s.subscription_id for s in subscription_client(azure).subscriptions.list()}
+    names = {s.subscription_id for s in azure.subscriptions().subscriptions.list()}
     assert names == {emulator.identity.subscription_id, second}
 
 
@@ -75,12 +62,12 @@ def test_a_tenant_sees_only_its_subscriptions(
     assert identity.tenant_id == clients.block.tenant_id
     assert emulator.state.entra.principals[identity.principal_id].tenant_id == identity.tenant_id
 
-    listed = list(subscription_client(clients).subscriptions.list())
+    listed = list(clients.subscriptions().subscriptions.list())
     assert [(s.subscription_id, s.display_name) for s in listed] == [(sub, "contoso prod")]
     assert listed[0].tenant_id == clients.block.tenant_id
-    tenants = [t.tenant_id for t in subscription_client(clients).tenants.list()]
+    tenants = [t.tenant_id for t in clients.subscriptions().tenants.list()]
     assert tenants == [clients.block.tenant_id]
-    home = {s.subscription_id for s in subscription_client(azure).subscriptions.list()}
+    home = {s.subscription_id for s in azure.subscriptions().subscriptions.list()}
     assert home == {emulator.identity.subscription_id}
 
 
@@ -159,7 +146,7 @@ def test_an_unknown_subscription_is_404_on_every_route(
 
 def test_locations_as_the_sdk_reads_them(azure: AzureClients, emulator: Emulator) -> None:
     sub = emulator.identity.subscription_id
-    found = {loc.name: loc for loc in subscription_client(azure).subscriptions.list_locations(sub)}
+    found = {loc.name: loc for loc in azure.subscriptions().subscriptions.list_locations(sub)}
     assert len(found) >= 40 and {"westeurope", "eastus", "swedencentral"} <= set(found)
     we = found["westeurope"]
     assert (we.display_name, we.regional_display_name) == ("West Europe", "(Europe) West Europe")

@@ -17,8 +17,8 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.schedules import IntervalSchedule
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from byok.demo import deploy_all, drain_prefect_workers, prefect_server, process_worker
-from byok.emulator_blocks import save_emulator_block
+from console.demo import deploy_all, drain_prefect_workers, prefect_server, process_worker
+from console.emulator_blocks import save_emulator_block
 from emulator.server import Emulator
 from flows.disk_encryption_set import DiskEncryptionSetRequest, prepare_disk_encryption_set
 

@@ -107,7 +107,7 @@ def prefect_server(home: Path, port: int) -> Iterator[str]:
 def run_demo(args: argparse.Namespace) -> int:
     """Start everything, run the procedures, print what was created. The emulator is
     published where `byok emulator …` finds it until the demo ends."""
-    from byok.emulator_cli import DEFAULT_STATE_DIR, claim, publish, retract
+    from console.emulator_cli import DEFAULT_STATE_DIR, claim, publish, retract
     from emulator.server import Emulator
 
     DEFAULT_STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -129,7 +129,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace, emulator: Any, api: str) -> None:
-    from byok.emulator_cli import DEFAULT_STATE_DIR, az_env_hint
+    from console.emulator_cli import DEFAULT_STATE_DIR, az_env_hint
 
     os.environ["PREFECT_API_URL"] = api
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -223,7 +223,7 @@ def drain_prefect_workers() -> None:
 
 def run_procedures(emulator: Any) -> list[str]:
     """Run each procedure's flow against the emulator; returns summary lines."""
-    from byok.emulator_blocks import save_emulator_block
+    from console.emulator_blocks import save_emulator_block
     from flows.acr import EncryptedRegistryRequest, create_encrypted_registry
     from flows.aks import (
         AksClusterRequest,
@@ -313,8 +313,8 @@ def run_procedures(emulator: Any) -> list[str]:
 def provision_demo_ibm_image(emulator: Any) -> list[str]:
     """Procedure D on the emulator: the seeded unencrypted template, encrypted and imported,
     and a virtual server ordered from it."""
-    from byok.emulator_blocks import save_emulator_ibm_block
     from byok.ibm_models import IbmImageRequest, VirtualServerOrder
+    from console.emulator_blocks import save_emulator_ibm_block
     from emulator.services.softlayer.models import SEED_TEMPLATE_ID
     from flows.ibm_image import provision_encrypted_ibm_image
 
@@ -347,8 +347,8 @@ def provision_demo_ibm_image(emulator: Any) -> list[str]:
 
 def publish_demo_image(emulator: Any, des_id: str) -> dict[str, Any]:
     """Procedure A on the emulator: a source image, an encrypted version, a VM from it."""
-    from byok.emulator_blocks import emulator_azure_credentials
     from clients.azure import AzureClients
+    from console.emulator_blocks import emulator_azure_credentials
     from flows.gallery import ImageVersionRequest, publish_encrypted_image_version
     from flows.virtual_machine import VmFromImageRequest, create_vm_from_encrypted_image
 

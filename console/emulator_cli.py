@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from byok.az_env import az_env_lines
+from console.az_env import az_env_lines
 from emulator.faults import FAULT_KINDS
 from emulator.files import write_private
 from emulator.throttling import Limit
@@ -178,11 +178,11 @@ def _serve(args: argparse.Namespace) -> int:
     emulator = Emulator(port=args.port, state_dir=state_dir, throttle=limits).start()
     endpoints = publish(emulator, state_dir)
     if args.save_block:
-        from byok.emulator_blocks import save_emulator_block
+        from console.emulator_blocks import save_emulator_block
 
         save_emulator_block(emulator, args.save_block)
     if args.save_ibm_block:
-        from byok.emulator_blocks import save_emulator_ibm_block
+        from console.emulator_blocks import save_emulator_ibm_block
 
         save_emulator_ibm_block(emulator, args.save_ibm_block)
     print(describe(endpoints), az_env_hint(state_dir), sep="\n", flush=True)

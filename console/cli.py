@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 # Each module exposes `register(subparsers)`, adding its sub-command with `func` set.
 _COMMAND_MODULES = (
-    "byok.demo",
-    "byok.emulator_cli",
+    "console.demo",
+    "console.emulator_cli",
     "byok.vhd.cli",
 )
 
