@@ -70,9 +70,8 @@ def seed(emulator: Emulator, subscriptions: int, resources: int) -> tuple[list[s
                 {
                     "location": REGION,
                     "identity": {"type": "SystemAssigned"},
-                    "active_key": {
-                        "key_url": key_ids[i % 2],
-                        "source_vault": {"id": vault.id},
+                    "properties": {
+                        "activeKey": {"keyUrl": key_ids[i % 2], "sourceVault": {"id": vault.id}}
                     },
                 },
             ).result()
@@ -83,7 +82,7 @@ def seed(emulator: Emulator, subscriptions: int, resources: int) -> tuple[list[s
                 if i % 3 == 0
                 else {
                     "type": "EncryptionAtRestWithCustomerKey",
-                    "disk_encryption_set_id": des_ids[i % len(des_ids)],
+                    "diskEncryptionSetId": des_ids[i % len(des_ids)],
                 }
             )
             compute.disks.begin_create_or_update(
@@ -91,9 +90,11 @@ def seed(emulator: Emulator, subscriptions: int, resources: int) -> tuple[list[s
                 f"disk-{i}",
                 {
                     "location": REGION,
-                    "creation_data": {"create_option": "Empty"},
-                    "disk_size_gb": 4,
-                    "encryption": encryption,
+                    "properties": {
+                        "creationData": {"createOption": "Empty"},
+                        "diskSizeGB": 4,
+                        "encryption": encryption,
+                    },
                 },
             ).result()
         for i in range(registries):

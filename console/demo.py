@@ -78,6 +78,7 @@ def prefect_server(home: Path, port: int) -> Iterator[str]:
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        umask=0o077,  # prefect.db and its journal 0600 from the first byte
     )
     api = f"http://127.0.0.1:{port}/api"
     try:
@@ -114,7 +115,8 @@ def run_demo(args: argparse.Namespace) -> int:
     claim(DEFAULT_STATE_DIR)
     with tempfile.TemporaryDirectory(prefix="byok-demo-") as tmp:
         home = args.home or Path(tmp) / "prefect"
-        home.mkdir(parents=True, exist_ok=True)
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        home.chmod(0o700)  # the database holds the blocks and the key that decrypts them
         print("Starting the cloud emulator and a local Prefect server…", flush=True)
         with (
             Emulator(state_dir=DEFAULT_STATE_DIR) as emulator,
@@ -307,6 +309,39 @@ def run_procedures(emulator: Any) -> list[str]:
         f"  B1-B8 registry {registry.login_server} encrypted with {registry.key_id} "
         f"(identity {registry.identity_client_id})",
         *provision_demo_ibm_image(emulator),
+        *inventory_demo_fleet(emulator, prepared.key.id),
+    ]
+
+
+def inventory_demo_fleet(emulator: Any, des_key_id: str) -> list[str]:
+    """The inventory after the procedures, with a platform-key disk in a second subscription
+    (a non-compliant resource), and the blast radius of the set's key."""
+    from byok.inventory.request import BlastRadiusRequest, InventoryRequest
+    from clients.azure import AzureClients
+    from console.emulator_blocks import emulator_azure_credentials
+    from flows.blast_radius import key_blast_radius
+    from flows.inventory import inventory_customer_managed_keys
+
+    team = emulator.state.add_subscription(name="team-b")
+    clients = AzureClients(emulator_azure_credentials(emulator), team)
+    clients.resources().resource_groups.create_or_update("rg-team-b", {"location": "westeurope"})
+    clients.compute().disks.begin_create_or_update(
+        "rg-team-b",
+        "disk-platform-key",
+        {
+            "location": "westeurope",
+            "properties": {"creationData": {"createOption": "Empty"}, "diskSizeGB": 4},
+        },
+    ).result()
+    found = inventory_customer_managed_keys(InventoryRequest(azure_credentials_block=DEMO_BLOCK))
+    blast = key_blast_radius(
+        BlastRadiusRequest(azure_credentials_block=DEMO_BLOCK, key_id=des_key_id.rsplit("/", 1)[0])
+    )
+    return [
+        f"  Inventory: {found.resources} resources in 2 subscriptions, {found.rows} evidence "
+        f"rows, {found.non_compliant} non-compliant (artifact customer-key-inventory)",
+        f"  Blast radius of {des_key_id.rsplit('/', 1)[0]}: {len(blast.dependents)} dependents "
+        "(artifact key-blast-radius)",
     ]
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from blocks.azure import AzureCredentials
 from byok.keyvault_ids import KeyId
+from byok.parameters import parse_request
 from byok.validation import InvalidRequest, check_name, check_rsa_key_size
 from clients.azure import AzureClients
 from tasks.acr import (
@@ -54,8 +55,10 @@ from tasks.key_vault import (
     vault_for_key,
     vault_info,
 )
+from tasks.refusal import refuse_quietly
 from tasks.resource_group import ensure_resource_group
 from tasks.run_lock import resource_lock
+from tasks.subscription import check_subscription_regions
 
 _BLOCK = Field(..., description="Name of the saved 'BYOK Azure Credentials' block to use.")
 _SUB = Field(None, description="Default: the block's.")
@@ -139,18 +142,23 @@ def validate_create_request(
     check_name("identity", "identity_name", request.identity_name)
     check_rsa_key_size("key_size", request.key_size)
     clients = AzureClients(credentials, request.subscription_id)
-    check_vault_and_key(clients, request.resource_group, request.vault_name, request.key_name)
+    check_vault_and_key(
+        clients, request.resource_group, request.vault_name, request.key_name, request.location
+    )
     registry = read_registry(clients, request.resource_group, request.registry_name)
     if registry is not None:
         check_existing_registry(registry)
 
 
-@flow(name="create-encrypted-registry")
+@flow(name="create-encrypted-registry", validate_parameters=False)
+@refuse_quietly
 def create_encrypted_registry(request: EncryptedRegistryRequest) -> EncryptedRegistryResult:
     """Resource group → identity → vault with purge protection → grant the identity → key →
     key id (versioned or not) → Premium registry with the identity and key → verify."""
+    request = parse_request(EncryptedRegistryRequest, request)
     credentials = _credentials(request)
     sub, rg, timeout = request.subscription_id, request.resource_group, _seconds(request)
+    check_subscription_regions(credentials, request.subscription_id, {"location": request.location})
     validate_create_request(credentials, request)
     with _lock(credentials, request):
         ensure_resource_group(credentials, sub, rg, request.location)
@@ -224,13 +232,16 @@ def validate_template_request(
         )
 
 
-@flow(name="create-encrypted-registry-from-template")
+@flow(name="create-encrypted-registry-from-template", validate_parameters=False)
+@refuse_quietly
 def create_encrypted_registry_from_template(
     request: RegistryTemplateRequest,
 ) -> EncryptedRegistryResult:
     """Resource group → vault → key → key id → template deployment → verify."""
+    request = parse_request(RegistryTemplateRequest, request)
     credentials = _credentials(request)
     sub, rg, timeout = request.subscription_id, request.resource_group, _seconds(request)
+    check_subscription_regions(credentials, request.subscription_id, {"location": request.location})
     validate_template_request(credentials, request)
     with _lock(credentials, request):
         ensure_resource_group(credentials, sub, rg, request.location)
@@ -265,9 +276,11 @@ class ChangeRegistryRequest(RegistryRequest):
     wait_for_other_run: bool = _WAIT
 
 
-@flow(name="show-registry-encryption")
+@flow(name="show-registry-encryption", validate_parameters=False)
+@refuse_quietly
 def show_registry_encryption(request: RegistryRequest) -> EncryptionStatus:
     """`az acr encryption show`, returned and published as a markdown artifact."""
+    request = parse_request(RegistryRequest, request)
     return show_encryption_status(
         _credentials(request),
         request.subscription_id,
@@ -328,10 +341,12 @@ def validate_rotation(
     )
 
 
-@flow(name="rotate-registry-key")
+@flow(name="rotate-registry-key", validate_parameters=False)
+@refuse_quietly
 def rotate_registry_key_flow(request: RotateRegistryKeyRequest) -> EncryptionStatus:
     """New key version (or new key) → versioned registries: rotate-key with the chosen
     identity; versionless ones: wait for the pick-up → verify → old version still enabled."""
+    request = parse_request(RotateRegistryKeyRequest, request)
     credentials = _credentials(request)
     with _lock(credentials, request):
         sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
@@ -375,10 +390,12 @@ class RevokeRestoreResult(BaseModel):
     restored: str
 
 
-@flow(name="revoke-and-restore-registry-key")
+@flow(name="revoke-and-restore-registry-key", validate_parameters=False)
+@refuse_quietly
 def revoke_and_restore_registry_key(request: RevokeRestoreRequest) -> RevokeRestoreResult:
     """Remove the encryption identity's key access → registry data inaccessible → restore
     the access → registry data accessible again."""
+    request = parse_request(RevokeRestoreRequest, request)
     credentials = _credentials(request)
     with _lock(credentials, request):
         sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
@@ -450,10 +467,12 @@ def allow_trusted_services(
     return set_network_rules(AzureClients(credentials, subscription_id), vault, True, ips)
 
 
-@flow(name="registry-key-vault-firewall")
+@flow(name="registry-key-vault-firewall", validate_parameters=False)
+@refuse_quietly
 def registry_key_vault_firewall(request: FirewallRequest) -> EncryptionStatus:
     """System-assigned identity → grant it → switch encryption to it → vault firewall with
     the trusted-services bypass → key in that vault → rotate → verify."""
+    request = parse_request(FirewallRequest, request)
     credentials = _credentials(request)
     with _lock(credentials, request):
         sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
@@ -494,10 +513,12 @@ class SwitchIdentityRequest(ChangeRegistryRequest):
     propagation_timeout_minutes: float = _TIMEOUT
 
 
-@flow(name="switch-registry-encryption-identity")
+@flow(name="switch-registry-encryption-identity", validate_parameters=False)
+@refuse_quietly
 def switch_registry_encryption_identity(request: SwitchIdentityRequest) -> EncryptionStatus:
     """Re-assign the old identity → new identity, assigned and granted → rotate to it (same
     key) → remove the old identity."""
+    request = parse_request(SwitchIdentityRequest, request)
     credentials = _credentials(request)
     with _lock(credentials, request):
         sub, rg, name = request.subscription_id, request.resource_group, request.registry_name

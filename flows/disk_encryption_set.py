@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from blocks.azure import AzureCredentials
 from byok.keyvault_ids import KeyId
+from byok.parameters import parse_request
 from byok.validation import check_name, check_rsa_key_size, same_region
 from clients.azure import AzureClients
 from tasks.disk_encryption_set import (
@@ -37,9 +38,11 @@ from tasks.key_vault import (
     grant,
     new_key_version,
 )
+from tasks.refusal import refuse_quietly
 from tasks.resource_group import ensure_resource_group
 from tasks.retry import STEP_RETRIES
 from tasks.run_lock import resource_lock
+from tasks.subscription import check_subscription_regions
 
 _WAIT = Field(
     False,
@@ -156,12 +159,15 @@ def grant_des_access(
     )
 
 
-@flow(name="prepare-disk-encryption-set", persist_result=True)
+@flow(name="prepare-disk-encryption-set", persist_result=True, validate_parameters=False)
+@refuse_quietly
 def prepare_disk_encryption_set(request: DiskEncryptionSetRequest) -> DiskEncryptionSetResult:
     """Vault with purge protection → RSA key → disk encryption set with the versioned key URL
     → grant its identity key access (and Reader) → wait until the grant is effective."""
+    request = parse_request(DiskEncryptionSetRequest, request)
     credentials = AzureCredentials.load_saved(request.azure_credentials_block)
     timeout = request.propagation_timeout_minutes * 60
+    check_subscription_regions(credentials, request.subscription_id, {"location": request.location})
     target = validate_request(credentials, request)
     with resource_lock(target, wait=request.wait_for_other_run):
         return _prepare(credentials, request, timeout)
@@ -224,11 +230,13 @@ class DesKeyRotationRequest(BaseModel):
     wait_for_other_run: bool = _WAIT
 
 
-@flow(name="rotate-disk-encryption-set-key")
+@flow(name="rotate-disk-encryption-set-key", validate_parameters=False)
+@refuse_quietly
 def rotate_disk_encryption_set_key(request: DesKeyRotationRequest) -> DiskEncryptionSetInfo:
     """New key version → update the set's active key (or, with automatic rotation, wait for
     the set to pick it up) → verify activeKey, lastKeyRotationTimestamp, previousKeys empty,
     no autoKeyRotationError."""
+    request = parse_request(DesKeyRotationRequest, request)
     credentials = AzureCredentials.load_saved(request.azure_credentials_block)
     sub, rg = request.subscription_id, request.resource_group
     target = des_id(sub or credentials.subscription_id, rg, request.des_name)

@@ -114,12 +114,14 @@ def _list_through_arm(credentials: AzureCredentials, subscription: str) -> list[
             models += compute.gallery_image_versions.list_by_gallery_image(
                 group, str(gallery.name), str(image.name)
             )
-    rows = []
-    for model in models:
-        row = model.serialize(keep_readonly=True)
-        row["subscriptionId"] = subscription
-        rows.append(row)
-    return rows
+    return [{**_wire(model), "subscriptionId": subscription} for model in models]
+
+
+def _wire(model: Any) -> dict[str, Any]:
+    """A model as the REST API shapes it (what Resource Graph rows hold)."""
+    if hasattr(model, "serialize"):  # msrest-generated models
+        return dict(model.serialize(keep_readonly=True))
+    return dict(model.as_dict())  # TypeSpec-generated models are keyed by the wire names
 
 
 @task(name="Read the keys", **STEP_RETRIES)
@@ -154,7 +156,7 @@ def _rotation_policy(keys: Any, name: str) -> RotationPolicy | None:
         return None
     found = RotationPolicy(expires_after_days=_days(policy.expires_in))
     for action in policy.lifetime_actions or []:
-        kind = str(action.action).lower()
+        kind = str(getattr(action.action, "value", action.action)).lower()
         if kind == "rotate":
             found.rotate_after_days = _days(action.time_after_create)
             found.rotate_before_expiry_days = _days(action.time_before_expiry)

@@ -47,6 +47,8 @@ def test_demo_runs_the_procedures(tmp_path: Path) -> None:
                 "demo",
                 "--port",
                 str(free_port()),
+                "--home",
+                str(tmp_path / "home"),
                 "--keep-running",
             ],
             env=env,
@@ -91,7 +93,13 @@ def test_demo_runs_the_procedures(tmp_path: Path) -> None:
     assert "VM vm-byok-demo with every disk on des-byok-demo" in out
     assert "registry acrbyokdemo.azurecr.io encrypted with https://127.0.0.1:" in out
     assert "imported encrypted; virtual server" in out
+    assert "resources in 2 subscriptions" in out and " non-compliant " in out
+    assert "Blast radius of https://127.0.0.1:" in out
     assert "deployments in work pool byok-process" in out
     assert "Prefect UI: http://127.0.0.1:" in out
     assert "emulator-client-secret" not in out + stderr.read_text()
     assert "emulator-ibm-api-key" not in out + stderr.read_text()
+    # The blocks and the key that decrypts them live in the demo's database: owner only.
+    home = tmp_path / "home"
+    assert home.stat().st_mode & 0o777 == 0o700
+    assert (home / "prefect.db").stat().st_mode & 0o777 == 0o600

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
+from importlib.resources import files
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from emulator.services.deployments.expressions import ExpressionContext, Templat
 from emulator.services.deployments.template import order
 from tests.helpers import vault_with_key
 
-TEMPLATE = json.loads((Path(__file__).parents[2] / "templates" / "acr_cmk.json").read_text())
+TEMPLATE = json.loads((files("byok") / "templates" / "acr_cmk.json").read_text())
 # The doc's template as published: its registry does not wait for the access policy.
 DOC_TEMPLATE = json.loads(json.dumps(TEMPLATE))
 DOC_TEMPLATE["resources"][0]["dependsOn"] = DOC_TEMPLATE["resources"][0]["dependsOn"][:1]

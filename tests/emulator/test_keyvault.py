@@ -372,3 +372,35 @@ def test_hardware_keys_need_a_premium_vault(
         make_vault(azure, emulator, "kv-prem", sku=Sku(family="A", name="premium"))
     )
     assert premium.create_key("hsm", kty).key_type == kty
+
+
+def test_rotation_policy_default_set_and_rules(azure: AzureClients, vault_url: str) -> None:
+    from azure.keyvault.keys import (
+        KeyRotationLifetimeAction,
+        KeyRotationPolicy,
+        KeyRotationPolicyAction,
+    )
+
+    keys = azure.keys(vault_url)
+    keys.create_rsa_key("rotated", size=2048)
+    default = keys.get_key_rotation_policy("rotated")
+    assert [(a.action, a.time_before_expiry) for a in default.lifetime_actions] == [
+        (KeyRotationPolicyAction.notify, "P30D")
+    ]
+    rotate = KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P30D")
+    keys.update_key_rotation_policy(
+        "rotated", KeyRotationPolicy(lifetime_actions=[rotate], expires_in="P90D")
+    )
+    stored = keys.get_key_rotation_policy("rotated")
+    assert stored.expires_in == "P90D"
+    assert [(a.action, a.time_after_create) for a in stored.lifetime_actions] == [
+        (KeyRotationPolicyAction.rotate, "P30D")
+    ]
+    too_soon = KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P3D")
+    for policy, rule in [
+        (KeyRotationPolicy(lifetime_actions=[rotate], expires_in="P10D"), "at least 28 days"),
+        (KeyRotationPolicy(lifetime_actions=[too_soon], expires_in="P90D"), "at least 7 days"),
+    ]:
+        with pytest.raises(HttpResponseError, match=rule) as info:
+            keys.update_key_rotation_policy("rotated", policy)
+        assert info.value.status_code == 400

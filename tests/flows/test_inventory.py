@@ -27,7 +27,10 @@ from flows.disk_encryption_set import prepare_disk_encryption_set
 from flows.inventory import InventoryRequest, inventory_customer_managed_keys
 from tests.flows.test_disk_encryption_set import request as des_request
 
-DISK = {"location": "westeurope", "creation_data": {"create_option": "Empty"}, "disk_size_gb": 4}
+DISK = {
+    "location": "westeurope",
+    "properties": {"creationData": {"createOption": "Empty"}, "diskSizeGB": 4},
+}
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from prefect.client.orchestration import get_client
 
 from clients.azure import AzureClients
@@ -56,6 +57,7 @@ def test_pipeline_by_subflows_and_its_rerun(
     assert len(emulator.requests.find("PUT", "versions/1.0.0$")) == 1
 
 
+@pytest.mark.slow  # a real server, worker and deployments: minutes
 def test_pipeline_by_deployments_starts_children_once(
     azure_block: str, emulator: Emulator, azure: AzureClients, worker: str
 ) -> None:

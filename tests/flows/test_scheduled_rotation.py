@@ -65,6 +65,7 @@ async def completed_runs(deployment_id: str) -> int:
         return sum(1 for r in runs if r.state and r.state.is_completed())
 
 
+@pytest.mark.slow  # a real server, worker and deployments: minutes
 def test_turned_on_schedule_rotates_the_key(
     emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
