@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from byok.errors import InvalidRequest
 
@@ -101,3 +104,11 @@ def check_regions(regions: Mapping[str, str], known: Mapping[str, str]) -> None:
                 region,
                 f"not a region of this subscription ({', '.join(sorted(set(known.values())))})",
             )
+
+
+# Gallery names as request fields (pydantic adds the field's name to the message).
+GalleryName = Annotated[str, AfterValidator(lambda value: check_name("gallery", "", value))]
+GalleryImageName = Annotated[
+    str, AfterValidator(lambda value: check_name("gallery_image", "", value))
+]
+ImageVersionName = Annotated[str, AfterValidator(lambda value: check_image_version("", value))]

@@ -22,7 +22,14 @@ from byok.gallery import (
 )
 from byok.keyvault_ids import KeyId
 from byok.parameters import parse_request
-from byok.validation import InvalidRequest, check_image_version, check_name, region_key
+from byok.validation import (
+    GalleryImageName,
+    GalleryName,
+    ImageVersionName,
+    InvalidRequest,
+    check_name,
+    region_key,
+)
 from clients.azure import AzureClients
 from flows.registration import FeatureRegistrationRequest, ensure_feature_registration
 from tasks.events import emit_byok_event
@@ -61,9 +68,11 @@ class ImageVersionRequest(BaseModel):
     subscription_id: str | None = Field(None, description="Default: the block's.")
     resource_group: str = Field(..., description="Resource group of the gallery.")
     location: str = Field(..., description="Region of the gallery and the image definition.")
-    gallery_name: str = Field(..., description="Gallery (letters, digits, '.' and '_').")
-    image_name: str = Field(..., description="Image definition (letters, digits, '_-.').")
-    version: str = Field(..., description="major.minor.patch, e.g. 1.0.0")
+    gallery_name: GalleryName = Field(..., description="Gallery (letters, digits, '.' and '_').")
+    image_name: GalleryImageName = Field(
+        ..., description="Image definition (letters, digits, '_-.')."
+    )
+    version: ImageVersionName = Field(..., description="major.minor.patch, e.g. 1.0.0")
     create_gallery: bool = Field(
         True, description="Create the gallery and the image definition when missing."
     )
@@ -87,21 +96,6 @@ class ImageVersionRequest(BaseModel):
         description="When another run is publishing this version: wait for it "
         "(default: fail at once).",
     )
-
-    @field_validator("gallery_name")
-    @classmethod
-    def _gallery_name(cls, value: str) -> str:
-        return check_name("gallery", "", value)
-
-    @field_validator("image_name")
-    @classmethod
-    def _image_name(cls, value: str) -> str:
-        return check_name("gallery_image", "", value)
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: str) -> str:
-        return check_image_version("", value)
 
     @field_validator("end_of_life_date")
     @classmethod

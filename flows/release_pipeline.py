@@ -17,12 +17,18 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
 from prefect import flow, get_run_logger, task
 from prefect.deployments import run_deployment
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from blocks.azure import AzureCredentials
 from byok.errors import OperationFailed
 from byok.parameters import parse_request
-from byok.validation import InvalidRequest, check_image_version, check_name
+from byok.validation import (
+    GalleryImageName,
+    GalleryName,
+    ImageVersionName,
+    InvalidRequest,
+    check_name,
+)
 from clients.azure import AzureClients
 from flows.aks import (
     AksClusterRequest,
@@ -60,9 +66,9 @@ class ReleasePipelineRequest(BaseModel):
         pattern=r"^[a-z][a-z0-9]{0,7}$",
         description="Prefix of the vaults, keys and sets made per region.",
     )
-    gallery_name: str = Field(..., description="Gallery (created if missing).")
-    image_name: str = Field(..., description="Image definition (created if missing).")
-    version: str = Field(..., description="Image version (major.minor.patch).")
+    gallery_name: GalleryName = Field(..., description="Gallery (created if missing).")
+    image_name: GalleryImageName = Field(..., description="Image definition (created if missing).")
+    version: ImageVersionName = Field(..., description="Image version (major.minor.patch).")
     source_image_id: str = Field(..., description="Managed image to publish.")
     data_disk_luns: list[int] = Field(
         default_factory=list,
@@ -82,21 +88,6 @@ class ReleasePipelineRequest(BaseModel):
         "(run_deployment with idempotency keys; needs a worker).",
     )
     poll_seconds: float = Field(30, gt=0, description="Seconds between checks.")
-
-    @field_validator("gallery_name")
-    @classmethod
-    def _gallery_name(cls, value: str) -> str:
-        return check_name("gallery", "", value)
-
-    @field_validator("image_name")
-    @classmethod
-    def _image_name(cls, value: str) -> str:
-        return check_name("gallery_image", "", value)
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: str) -> str:
-        return check_image_version("", value)
 
 
 class ReleasePipelineResult(BaseModel):
