@@ -11,12 +11,16 @@ from prefect import flow
 
 from blocks.azure import AzureCredentials
 from byok.inventory.request import BlastRadiusRequest, BlastRadiusResult
+from byok.parameters import parse_request
 from tasks.inventory import discover_resources, find_dependents, readable_subscriptions
+from tasks.refusal import refuse_quietly
 
 
-@flow(name="key-blast-radius")
+@flow(name="key-blast-radius", validate_parameters=False)
+@refuse_quietly
 def key_blast_radius(request: BlastRadiusRequest) -> BlastRadiusResult:
     """Everything the key protects across the subscriptions."""
+    request = parse_request(BlastRadiusRequest, request)
     credentials = AzureCredentials.load_saved(request.azure_credentials_block)
     subscriptions, _ = readable_subscriptions(credentials, request.subscriptions)
     rows = discover_resources(credentials, subscriptions, True)

@@ -20,6 +20,7 @@ from prefect import flow
 from blocks.azure import AzureCredentials
 from byok.inventory.models import Verdict
 from byok.inventory.request import InventoryRequest, InventoryResult, check_report_dir
+from byok.parameters import parse_request
 from tasks.inventory import (
     discover_resources,
     emit_inventory_events,
@@ -29,11 +30,14 @@ from tasks.inventory import (
     readable_subscriptions,
     write_report_files,
 )
+from tasks.refusal import refuse_quietly
 
 
-@flow(name="inventory-customer-managed-keys", log_prints=False)
+@flow(name="inventory-customer-managed-keys", validate_parameters=False)
+@refuse_quietly
 def inventory_customer_managed_keys(request: InventoryRequest) -> InventoryResult:
     """Every customer-key resource of the subscriptions, its key and the controls judged."""
+    request = parse_request(InventoryRequest, request)
     started = datetime.now(UTC)
     check_report_dir(request.report_dir)
     credentials = AzureCredentials.load_saved(request.azure_credentials_block)

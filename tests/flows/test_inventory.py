@@ -125,6 +125,10 @@ def test_unknown_subscription_is_a_row_and_bad_input_is_refused(
     with pytest.raises(ValidationError, match=r"subscriptions\[0\] = 'nope': subscription ids"):
         InventoryRequest(azure_credentials_block=azure_block, subscriptions=["nope"])
     emulator.requests.clear()
+    with pytest.raises(InvalidRequest, match=r"subscriptions.*'nope'.*subscription ids are GUIDs"):
+        inventory_customer_managed_keys(
+            {"azure_credentials_block": azure_block, "subscriptions": ["nope"]}  # type: ignore[arg-type]
+        )
     with pytest.raises(InvalidRequest, match=r"report_dir = .*must be an existing directory"):
         inventory(azure_block, report_dir=str(tmp_path / "absent"))
     assert emulator.requests.find("POST", "ResourceGraph") == []
