@@ -28,6 +28,7 @@ from azure.mgmt.resourcegraph import ResourceGraphClient
 from blocks.azure import AzureCredentials
 from byok.azure_errors import RetryAfterTooLong
 from byok.retrying import IDEMPOTENT_METHODS, resend_allowed
+from clients.context import shared
 
 ClientT = TypeVar("ClientT")
 
@@ -84,11 +85,18 @@ class AzureClients:
         self.subscription_id = subscription_id or credentials.subscription_id
         self.endpoints = credentials.endpoints()
         self._key_clients: dict[str, KeyClient] = {}
+        self._arm_clients: dict[tuple[type[Any], bool], Any] = {}
+
+    @classmethod
+    def of(cls, credentials: AzureCredentials, subscription_id: str | None = None) -> AzureClients:
+        """The process's shared context for this block and subscription (what tasks use)."""
+        subscription = subscription_id or credentials.subscription_id
+        return shared(credentials, cls, subscription, make=lambda: cls(credentials, subscription))
 
     @cached_property
     def credential(self) -> TokenCredential:
-        """The shared token credential."""
-        return self.block.get_credential()
+        """The token credential, one per block in the process (shared by its subscriptions)."""
+        return shared(self.block, "credential", make=self.block.get_credential)
 
     def retry_policy(self) -> SafeRetryPolicy:
         """The retry policy of every client (a new one per client: it keeps no state)."""
@@ -103,17 +111,20 @@ class AzureClients:
         return options
 
     def arm(self, client_class: type[ClientT], *, tenant_level: bool = False) -> ClientT:
-        """Any azure-mgmt client class, pointed at this cloud's Resource Manager; tenant-level
-        clients (subscriptions, Resource Graph) take no subscription id."""
-        scope = () if tenant_level else (self.subscription_id,)
-        return client_class(  # type: ignore[call-arg]
-            self.credential,
-            *scope,
-            base_url=self.endpoints.resource_manager,
-            credential_scopes=[self.endpoints.arm_scope],
-            polling_interval=self.block.polling_interval_seconds,
-            **self._transport_options(),
-        )
+        """Any azure-mgmt client class, pointed at this cloud's Resource Manager, made once per
+        context; tenant-level clients (subscriptions, Resource Graph) take no subscription id."""
+        key = (client_class, tenant_level)
+        if key not in self._arm_clients:
+            scope = () if tenant_level else (self.subscription_id,)
+            self._arm_clients[key] = client_class(  # type: ignore[call-arg]
+                self.credential,
+                *scope,
+                base_url=self.endpoints.resource_manager,
+                credential_scopes=[self.endpoints.arm_scope],
+                polling_interval=self.block.polling_interval_seconds,
+                **self._transport_options(),
+            )
+        return self._arm_clients[key]
 
     def subscriptions(self) -> SubscriptionClient:
         """Subscriptions, tenants and locations."""
@@ -177,7 +188,11 @@ class AzureClients:
         return self._key_clients[origin]
 
     def crypto(self, key_id: str) -> CryptographyClient:
-        """Cryptographic operations with one key (wrap, unwrap…)."""
+        """Cryptographic operations with one key (wrap, unwrap…), one client per key id in the
+        context."""
+        return shared(self.block, "crypto", key_id, make=lambda: self._crypto(key_id))
+
+    def _crypto(self, key_id: str) -> CryptographyClient:
         return CryptographyClient(
             key_id,
             self.credential,

@@ -26,6 +26,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from blocks.ibm import IBMCloudCredentials
+from clients.context import shared
 
 KEY_TYPE = "application/vnd.ibm.kms.key+json"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -184,6 +185,12 @@ class IBMClients:
             {"verify": credentials.ca_bundle} if credentials.ca_bundle else {}
         )
 
+    @classmethod
+    def of(cls, credentials: IBMCloudCredentials) -> IBMClients:
+        """The process's shared context for this block (what tasks use): one IAM token for
+        every task of a run."""
+        return shared(credentials, cls, make=lambda: cls(credentials))
+
     @cached_property
     def authenticator(self) -> IAMAuthenticator:
         """The API key's IAM authenticator (tokens cached and refreshed)."""
@@ -231,8 +238,14 @@ class IBMClients:
         return SoftLayer.BaseClient(auth=auth, transport=transport)
 
     def cos(self, service_instance_id: str | None = None) -> Any:
-        """An ibm_boto3 S3 client: HMAC credentials when the block has them, else IAM (which
-        needs the COS `service_instance_id` to create buckets)."""
+        """An ibm_boto3 S3 client, one per COS instance in the context (it keeps its own IAM
+        token): HMAC credentials when the block has them, else IAM (which needs the COS
+        `service_instance_id` to create buckets)."""
+        return shared(
+            self.block, "cos", service_instance_id, make=lambda: self._cos(service_instance_id)
+        )
+
+    def _cos(self, service_instance_id: str | None) -> Any:
         options: dict[str, Any] = {
             "endpoint_url": self.block.cos_s3_endpoint(),
             "verify": self.block.ca_bundle or True,

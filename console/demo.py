@@ -138,6 +138,7 @@ def _demo(args: argparse.Namespace, emulator: Any, api: str) -> None:
 
     with temporary_settings({PREFECT_API_URL: api}):
         summary = run_procedures(emulator)
+        summary.append(request_counts(emulator))
         drain_prefect_workers()  # before the server goes away
     deployed = deploy_all(api)
     ui = api.removesuffix("/api")
@@ -313,6 +314,14 @@ def run_procedures(emulator: Any) -> list[str]:
     ]
 
 
+def request_counts(emulator: Any) -> str:
+    """How many requests the procedures cost, token requests apart (the figure that one client
+    context per flow run keeps low)."""
+    served = emulator.requests.find()
+    tokens = [r for r in served if r.path.endswith(("/oauth2/v2.0/token", "/identity/token"))]
+    return f"  The emulator served {len(served)} requests, {len(tokens)} of them for tokens"
+
+
 def inventory_demo_fleet(emulator: Any, des_key_id: str) -> list[str]:
     """The inventory after the procedures, with a platform-key disk in a second subscription
     (a non-compliant resource), and the blast radius of the set's key."""
@@ -323,7 +332,7 @@ def inventory_demo_fleet(emulator: Any, des_key_id: str) -> list[str]:
     from flows.inventory import inventory_customer_managed_keys
 
     team = emulator.state.add_subscription(name="team-b")
-    clients = AzureClients(emulator_azure_credentials(emulator), team)
+    clients = AzureClients.of(emulator_azure_credentials(emulator), team)
     clients.resources().resource_groups.create_or_update("rg-team-b", {"location": "westeurope"})
     clients.compute().disks.begin_create_or_update(
         "rg-team-b",
@@ -388,7 +397,7 @@ def publish_demo_image(emulator: Any, des_id: str) -> dict[str, Any]:
     from flows.virtual_machine import VmFromImageRequest, create_vm_from_encrypted_image
 
     # the source a user already has: a managed image with one data disk
-    clients = AzureClients(emulator_azure_credentials(emulator))
+    clients = AzureClients.of(emulator_azure_credentials(emulator))
     source = (
         clients.compute()
         .images.begin_create_or_update(

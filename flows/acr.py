@@ -141,7 +141,7 @@ def validate_create_request(
     check_name("key", "key_name", request.key_name)
     check_name("identity", "identity_name", request.identity_name)
     check_rsa_key_size("key_size", request.key_size)
-    clients = AzureClients(credentials, request.subscription_id)
+    clients = AzureClients.of(credentials, request.subscription_id)
     check_vault_and_key(
         clients, request.resource_group, request.vault_name, request.key_name, request.location
     )
@@ -222,7 +222,7 @@ def validate_template_request(
             **request.model_dump(exclude={"deployment_name"}), vault_rbac=False
         ),
     )
-    clients = AzureClients(credentials, request.subscription_id)
+    clients = AzureClients.of(credentials, request.subscription_id)
     vault = read_vault(clients, request.resource_group, request.vault_name)
     if vault is not None and vault.properties.enable_rbac_authorization:
         raise InvalidRequest(
@@ -320,7 +320,7 @@ def validate_rotation(
     credentials: AzureCredentials, request: RotateRegistryKeyRequest
 ) -> tuple[EncryptionStatus, str]:
     """The registry is encrypted; the identity resolves to a client id (or `system`)."""
-    clients = AzureClients(credentials, request.subscription_id)
+    clients = AzureClients.of(credentials, request.subscription_id)
     registry = require_encrypted_registry(clients, request.resource_group, request.registry_name)
     status = encryption_status(registry)
     if request.new_key_name:
@@ -353,7 +353,7 @@ def rotate_registry_key_flow(request: RotateRegistryKeyRequest) -> EncryptionSta
         status, identity = validate_rotation(credentials, request)
         old = str(status.versioned_key_identifier)
         if request.new_key_name:
-            vault = vault_for_key(AzureClients(credentials, sub), old)
+            vault = vault_for_key(AzureClients.of(credentials, sub), old)
             new = ensure_key(credentials, sub, vault, request.new_key_name, 3072, 60).id
         else:
             new = new_key_version(credentials, sub, old, request.rotation_id)
@@ -399,7 +399,7 @@ def revoke_and_restore_registry_key(request: RevokeRestoreRequest) -> RevokeRest
     credentials = _credentials(request)
     with _lock(credentials, request):
         sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
-        clients = AzureClients(credentials, sub)
+        clients = AzureClients.of(credentials, sub)
         registry = require_encrypted_registry(clients, rg, name)
         _, principal = encryption_identity(registry)
         vault = vault_for_key(clients, str(encryption_status(registry).versioned_key_identifier))
@@ -435,7 +435,7 @@ def revoke_key_access(
 ) -> int:
     """`az keyvault delete-policy --object-id …` (or the role assignment on RBAC vaults)."""
     return revoke(
-        AzureClients(credentials, subscription_id),
+        AzureClients.of(credentials, subscription_id),
         vault,
         principal,
         SERVICE_KEY_PERMISSIONS,
@@ -464,7 +464,7 @@ def allow_trusted_services(
     credentials: AzureCredentials, subscription_id: str | None, vault: VaultInfo, ips: list[str]
 ) -> bool:
     """Deny by default, allow trusted Microsoft services (ACR is one) and the operator."""
-    return set_network_rules(AzureClients(credentials, subscription_id), vault, True, ips)
+    return set_network_rules(AzureClients.of(credentials, subscription_id), vault, True, ips)
 
 
 @flow(name="registry-key-vault-firewall", validate_parameters=False)
@@ -477,7 +477,7 @@ def registry_key_vault_firewall(request: FirewallRequest) -> EncryptionStatus:
     with _lock(credentials, request):
         sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
         timeout = _seconds(request)
-        clients = AzureClients(credentials, sub)
+        clients = AzureClients.of(credentials, sub)
         registry = require_encrypted_registry(clients, rg, name)
         check_name("key", "key_name", request.key_name)
         found = read_vault(clients, request.vault_resource_group or rg, request.vault_name)
@@ -523,7 +523,7 @@ def switch_registry_encryption_identity(request: SwitchIdentityRequest) -> Encry
     with _lock(credentials, request):
         sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
         timeout = _seconds(request)
-        clients = AzureClients(credentials, sub)
+        clients = AzureClients.of(credentials, sub)
         registry = require_encrypted_registry(clients, rg, name)
         check_name("identity", "new_identity_name", request.new_identity_name)
         status = encryption_status(registry)

@@ -131,7 +131,7 @@ def read_des_by_id(
             "(/subscriptions/…/resourceGroups/…/providers/Microsoft.Compute/"
             "diskEncryptionSets/…)",
         )
-    clients = AzureClients(credentials, subscription_id or parts[1])
+    clients = AzureClients.of(credentials, subscription_id or parts[1])
     des = read_des(clients, parts[3], parts[7])
     if des is None:
         raise InvalidRequest("disk_encryption_set_id", des_id, "no such disk encryption set")
@@ -146,7 +146,7 @@ def validate_cluster_request(credentials: AzureCredentials, request: AksClusterR
     des = read_des_by_id(credentials, request.subscription_id, request.disk_encryption_set_id)
     same_region("location", request.location, des.location, f"disk encryption set '{des.name}'")
     cluster = read_cluster(
-        AzureClients(credentials, request.subscription_id),
+        AzureClients.of(credentials, request.subscription_id),
         request.resource_group,
         request.cluster_name,
     )
@@ -222,7 +222,7 @@ def _create_cluster(
 def validate_pool_request(credentials: AzureCredentials, request: NodePoolRequest) -> None:
     """The cluster exists and already uses the set (it cannot be added to new pools only)."""
     cluster = read_cluster(
-        AzureClients(credentials, request.subscription_id),
+        AzureClients.of(credentials, request.subscription_id),
         request.resource_group,
         request.cluster_name,
     )

@@ -116,7 +116,7 @@ def validate_request(credentials: AzureCredentials, request: DiskEncryptionSetRe
     check_name("key", "key_name", request.key_name)
     check_name("disk_encryption_set", "des_name", request.des_name)
     check_rsa_key_size("key_size", request.key_size)
-    clients = AzureClients(credentials, request.subscription_id)
+    clients = AzureClients.of(credentials, request.subscription_id)
     check_vault_and_key(
         clients, request.resource_group, request.vault_name, request.key_name, request.location
     )
@@ -140,7 +140,7 @@ def grant_des_access(
 ) -> None:
     """get, wrapKey, unwrapKey (access policy, or Key Vault Crypto Service Encryption User on
     RBAC vaults), and optionally Reader on the vault."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     grant(
         clients,
         vault,

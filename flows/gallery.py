@@ -208,7 +208,7 @@ def validate_image_request(
     """Before any write: names; each region's sets (subscription, region, key); the source
     (exists, not a customer-key version) and its LUNs: each has a set, in every region."""
     check_name("resource_group", "resource_group", request.resource_group)
-    clients = AzureClients(credentials, subscription)
+    clients = AzureClients.of(credentials, subscription)
     luns = source_luns(clients, request.source)
     for i, region in enumerate(request.target_regions):
         if region.encryption is None:

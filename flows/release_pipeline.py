@@ -141,7 +141,7 @@ def validate_pipeline_request(
         raise InvalidRequest("source_image_id", image, "not a managed image id")
     try:
         found = (
-            AzureClients(credentials, p["subscription"])
+            AzureClients.of(credentials, p["subscription"])
             .compute()
             .images.get(p["resource_group"], p["name"])
         )

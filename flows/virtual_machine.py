@@ -70,7 +70,7 @@ def ensure_network(
 ) -> str:
     """A NIC in the given subnet, or in a minimal virtual network made for the VM (get or
     create each); returns the NIC id."""
-    network = AzureClients(credentials, subscription_id).network()
+    network = AzureClients.of(credentials, subscription_id).network()
     if subnet_id is None:
         try:
             vnet = network.virtual_networks.get(rg, f"{vm_name}-vnet")
@@ -145,7 +145,7 @@ def validate_vm_request(
     data disk, each set in the subscription and the region with its key, the subnet exists.
     Returns LUN → set."""
     check_name("resource_group", "resource_group", request.resource_group)
-    clients = AzureClients(credentials, subscription)
+    clients = AzureClients.of(credentials, subscription)
     version = read_image_version(clients, request.image_version_id)
     regions = [r.name for r in version.properties.publishing_profile.target_regions or []]
     if region_key(request.location) not in {region_key(r) for r in regions}:
@@ -171,7 +171,7 @@ def validate_vm_request(
         p = parse_resource_id(subnet)
         try:
             names = (p["resource_group"], p["name"], p["child_name_1"])
-            network = AzureClients(credentials, str(p["subscription"])).network()
+            network = AzureClients.of(credentials, str(p["subscription"])).network()
             network.subnets.get(*(str(n) for n in names))
         except (ResourceNotFoundError, KeyError):
             raise InvalidRequest("subnet_id", subnet, "no such subnet") from None
@@ -187,7 +187,7 @@ def ensure_vm(
     body: dict[str, Any],
 ) -> None:
     """Create the VM (get or create)."""
-    vms = AzureClients(credentials, subscription_id).compute().virtual_machines
+    vms = AzureClients.of(credentials, subscription_id).compute().virtual_machines
     try:
         vms.get(rg, name)
         get_run_logger().info("VM %s exists", name)
@@ -206,7 +206,7 @@ def verify_vm_disks(
     data_sets: dict[int, str],
 ) -> VmResult:
     """Each managed disk of the VM reports the requested set."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     vm = clients.compute().virtual_machines.get(rg, name)
     storage = vm.properties.storage_profile
 

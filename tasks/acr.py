@@ -247,7 +247,7 @@ def ensure_user_identity(
     location: str,
 ) -> IdentityInfo:
     """Get or create the identity; keep its id and principal id."""
-    identities = AzureClients(credentials, subscription_id).msi().user_assigned_identities
+    identities = AzureClients.of(credentials, subscription_id).msi().user_assigned_identities
     try:
         found = identities.get(resource_group, name)
     except ResourceNotFoundError:
@@ -275,7 +275,7 @@ def grant_key_access(
 ) -> None:
     """get, unwrapKey, wrapKey by access policy, or Key Vault Crypto Service Encryption User
     on RBAC vaults (decided from the vault)."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     grant(
         clients,
         vault,
@@ -307,7 +307,7 @@ def ensure_encrypted_registry(
 ) -> RegistryInfo:
     """`az acr create --sku Premium --identity … --key-encryption-key …`; an existing registry
     must already match. A grant still propagating is retried with bounded backoff."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     existing = read_registry(clients, resource_group, name)
     if existing is not None and text(existing.provisioning_state) != "Failed":
         check_existing_registry(existing, key_id)
@@ -357,7 +357,7 @@ def show_encryption_status(
     credentials: AzureCredentials, subscription_id: str | None, resource_group: str, name: str
 ) -> EncryptionStatus:
     """`az acr encryption show`, also published as a markdown artifact."""
-    registry = read_registry(AzureClients(credentials, subscription_id), resource_group, name)
+    registry = read_registry(AzureClients.of(credentials, subscription_id), resource_group, name)
     if registry is None:
         raise InvalidRequest("registry_name", name, f"no registry of that name in {resource_group}")
     status = encryption_status(registry)
@@ -381,7 +381,7 @@ def verify_registry_key(
 ) -> RegistryInfo:
     """Wait until the registry reports encryption enabled with `versioned_key_id` (a
     versionless registry picks a new version up by itself, within an hour in Azure)."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
 
     def state() -> str:
         status = encryption_status(
@@ -413,7 +413,7 @@ def rotate_registry_key(
 ) -> EncryptionStatus:
     """`az acr encryption rotate-key --key-encryption-key … --identity …` (a client id or
     `system`); nothing when the registry already uses them."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     current = encryption_status(clients.container_registry().registries.get(resource_group, name))
     if (current.key_identifier, current.identity) == (key_id, identity):
         get_run_logger().info("Registry %s already uses %s with %s", name, key_id, identity)
@@ -449,7 +449,7 @@ def verify_version_enabled(
 ) -> None:
     """Rotation must not disable the previous version (data wrapped with it stays readable)."""
     kid = KeyId.parse(versioned_key_id)
-    keys = AzureClients(credentials, subscription_id).keys(kid.vault_url)
+    keys = AzureClients.of(credentials, subscription_id).keys(kid.vault_url)
     if not keys.get_key(kid.name, kid.version).properties.enabled:
         raise VerificationFailed(versioned_key_id, "the previous key version is disabled")
 
@@ -466,7 +466,7 @@ def probe_registry_data(
     """Import a small image (a registry data operation, which needs the key). Expecting
     access: retried while a restored grant propagates. Expecting no access: must fail with
     KeyVaultAccessForbidden. Returns the error code seen, or 'ok'."""
-    registries = AzureClients(credentials, subscription_id).container_registry().registries
+    registries = AzureClients.of(credentials, subscription_id).container_registry().registries
     params = ImportImageParameters(
         source=ImportSource(registry_uri=PROBE_SOURCE[0], source_image=PROBE_SOURCE[1]),
         target_tags=[PROBE_TAG],
@@ -505,7 +505,7 @@ def enable_system_identity(
 ) -> str:
     """Turn the registry's system-assigned identity on (user-assigned ones kept); returns its
     principal id (the portal's object ID)."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     identity = clients.container_registry().registries.get(resource_group, name).identity
     if identity and identity.principal_id:
         return str(identity.principal_id)
@@ -560,7 +560,7 @@ def assign_user_identity(
     identity_id: str,
 ) -> None:
     """`az acr identity assign --identities <id>` (nothing when assigned already)."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     identity = clients.container_registry().registries.get(resource_group, name).identity
     assigned = {k.lower() for k in (identity.user_assigned_identities or {})} if identity else set()
     if identity_id.lower() in assigned:
@@ -578,7 +578,7 @@ def remove_user_identity(
     identity_id: str,
 ) -> None:
     """`az acr identity remove --identities <id>` (nothing when not assigned)."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     identity = clients.container_registry().registries.get(resource_group, name).identity
     assigned = {k.lower() for k in (identity.user_assigned_identities or {})} if identity else set()
     if identity_id.lower() not in assigned:
@@ -604,7 +604,7 @@ def deploy_template(
     """`az deployment group create --template-file CMKtemplate.json --parameters …`
     (Incremental, so a re-run converges); a registry refused while the template's access
     policy propagates is redeployed with bounded backoff. Returns the deployed resource ids."""
-    deployments = AzureClients(credentials, subscription_id).deployments().deployments
+    deployments = AzureClients.of(credentials, subscription_id).deployments().deployments
     body = Deployment(
         properties=DeploymentProperties(
             template=load_template(),

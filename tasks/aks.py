@@ -95,7 +95,7 @@ def ensure_cluster(
 ) -> ClusterInfo:
     """Create the cluster (`az aks create --node-osdisk-diskencryptionsetid`); an existing one
     must already use the set. A DES whose key access is still propagating is retried."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     clusters = clients.container_service().managed_clusters
     existing = read_cluster(clients, resource_group, name)
     if existing is not None:
@@ -129,7 +129,7 @@ def verify_cluster(
     pool: str | None = None,
 ) -> ClusterInfo:
     """The cluster reports the set (and the pool exists, when named)."""
-    cluster = read_cluster(AzureClients(credentials, subscription_id), resource_group, name)
+    cluster = read_cluster(AzureClients.of(credentials, subscription_id), resource_group, name)
     if cluster is None:
         raise ResourceError(f"{resource_group}/{name}", "the cluster vanished")
     check_cluster_des(cluster, des_id, "disk_encryption_set_id")
@@ -149,7 +149,7 @@ def ensure_node_pool(
     body: dict[str, Any],
 ) -> None:
     """Create the pool (`az aks nodepool add`); its OS disks use the cluster's set."""
-    pools = AzureClients(credentials, subscription_id).container_service().agent_pools
+    pools = AzureClients.of(credentials, subscription_id).container_service().agent_pools
     try:
         pools.get(resource_group, cluster, name)
         get_run_logger().info("Node pool %s exists", name)
@@ -184,7 +184,7 @@ def apply_storage_class(
     """Apply with the cluster's user credentials: create; equal → nothing; labels differ →
     replace; immutable fields differ → delete and create (a StorageClass only affects new
     volumes). Returns what was done."""
-    clusters = AzureClients(credentials, subscription_id).container_service().managed_clusters
+    clusters = AzureClients.of(credentials, subscription_id).container_service().managed_clusters
     credentials_result = clusters.list_cluster_user_credentials(resource_group, cluster)
     api = storage_api(bytes((credentials_result.kubeconfigs or [])[0].value or b""))
     name = manifest["metadata"]["name"]

@@ -123,7 +123,7 @@ def ensure_disk_encryption_set(
     applied by `apply_des_key` once its identity has key access (Azure checks that access on
     every change, so a set whose creation ended Failed, in this run or an earlier one, is
     repaired in that order: grant, then re-submit). Returns the set as it will be."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     sets = clients.compute().disk_encryption_sets
     wanted = {"key_url": key.id, "rotation_to_latest_key_version": auto_rotation}
     target = des_id(clients.subscription_id, resource_group, name)
@@ -207,7 +207,7 @@ def wait_for_key_access(
     """Apply the set's key and rotation setting (re-submitting a set left Failed) until
     Azure accepts them: it checks the set's key access whenever its key is applied, and
     answers KeyVaultAccessForbidden while the grant propagates."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     properties: dict[str, object] = {
         "activeKey": KeyForDiskEncryptionSet(key_url=des.key_url),
         "rotationToLatestKeyVersionEnabled": des.rotation_to_latest_key_version,
@@ -231,7 +231,7 @@ def require_des(
     credentials: AzureCredentials, subscription_id: str | None, resource_group: str, name: str
 ) -> DiskEncryptionSetInfo:
     """The set, which must exist (InvalidRequest naming `des_name` otherwise)."""
-    found = read_des(AzureClients(credentials, subscription_id), resource_group, name)
+    found = read_des(AzureClients.of(credentials, subscription_id), resource_group, name)
     if found is None:
         raise InvalidRequest(
             "des_name",
@@ -250,7 +250,7 @@ def update_des_key(
     key_url: str,
 ) -> DiskEncryptionSetInfo:
     """Point the set at a new key version (Azure re-wraps the disks' keys)."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     properties: dict[str, object] = {"activeKey": KeyForDiskEncryptionSet(key_url=key_url)}
     with named_failure(des_id(clients.subscription_id, resource_group, name), "updating the key"):
         return des_info(_apply(clients, resource_group, name, properties))
@@ -268,7 +268,7 @@ def verify_des_key(
 ) -> DiskEncryptionSetInfo:
     """Wait until the set reports `key_url` active with re-wrapping done (empty previousKeys)
     and no automatic-rotation error."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     sets = clients.compute().disk_encryption_sets
 
     def state() -> str:

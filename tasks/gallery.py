@@ -92,7 +92,7 @@ def ensure_gallery(
     credentials: AzureCredentials, subscription_id: str | None, rg: str, name: str, location: str
 ) -> str:
     """Get or create the gallery; returns its id."""
-    galleries = AzureClients(credentials, subscription_id).compute().galleries
+    galleries = AzureClients.of(credentials, subscription_id).compute().galleries
     existing = or_none(lambda: galleries.get(rg, name))
     if existing is not None:
         return str(existing.id)
@@ -114,7 +114,7 @@ def ensure_image_definition(
     properties: dict[str, Any],
 ) -> str:
     """Get or create the image definition; returns its id."""
-    images = AzureClients(credentials, subscription_id).compute().gallery_images
+    images = AzureClients.of(credentials, subscription_id).compute().gallery_images
     existing = or_none(lambda: images.get(rg, gallery, name))
     if existing is not None:
         return str(existing.id)
@@ -139,7 +139,7 @@ def start_image_version(
     adopted when its encryption is the requested one, in flight or done; a Failed one is
     applied again. A PUT answered `AnotherOperationInProgress` (the SDK re-sent it after its
     answer was lost, or another writer is at it) adopts the version in flight."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     versions = clients.compute().gallery_image_versions
     existing = read_version(clients, rg, gallery, image, version)
     if existing is not None and _adoptable(existing, body, version):
@@ -189,7 +189,7 @@ def wait_for_replication(
 ) -> dict[str, str]:
     """Poll `$expand=ReplicationStatus` until every region is Completed, with a progress
     artifact; a region that fails fails the step, named. Returns region → state."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     version_path = f"{gallery}/{image}/{version}"
     artifact = cast(
         UUID,
@@ -254,7 +254,7 @@ def verify_image_version(
 ) -> ImageVersionResult:
     """The published encryption matches the request, region by region, and every region's OS
     disk has a customer-key set (never reported as encrypted otherwise)."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     found = read_version(clients, rg, gallery, image, version)
     if found is None:
         raise ResourceError(f"{gallery}/{image}/{version}", "the image version is not found")

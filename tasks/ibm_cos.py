@@ -25,7 +25,7 @@ NOT_FOUND = frozenset({"404", "NoSuchBucket", "NoSuchKey", "NotFound"})
 
 def cos_client(credentials: IBMCloudCredentials, cos_instance_id: str) -> Any:
     """The S3 client of the credentials (IAM mode needs the COS instance)."""
-    return IBMClients(credentials).cos(cos_instance_id)
+    return IBMClients.of(credentials).cos(cos_instance_id)
 
 
 def _missing(exc: ClientError) -> bool:

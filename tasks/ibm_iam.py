@@ -89,7 +89,7 @@ def ensure_kms_authorization(credentials: IBMCloudCredentials, instance_id: str)
     """The `server-protect → kms` Reader authorization on the instance (get or create)."""
     account = credentials.account_id
     policy_id = _ensure_policy(
-        IBMClients(credentials),
+        IBMClients.of(credentials),
         "authorization",
         {"accountId": account, "serviceName": "server-protect"},
         {"accountId": account, "serviceName": "kms", "serviceInstance": instance_id},
@@ -117,7 +117,7 @@ def _identity(service_id: dict[str, Any]) -> ImportIdentity:
 def ensure_import_service_id(credentials: IBMCloudCredentials, name: str) -> ImportIdentity:
     """The service ID `name` (the first of that name, or a new one); after a lost answer the
     new one is found by the nonce its description carries, never by name alone."""
-    clients = IBMClients(credentials)
+    clients = IBMClients.of(credentials)
     existing = service_ids_named(clients, name)
     if existing:
         return _identity(existing[0])
@@ -173,7 +173,7 @@ def create_import_api_key(
     `key_name` (its value returned once, kept in memory only). Keys of that name left by a
     crashed run are deleted first; a key whose creation answer was lost (its value unknown,
     so useless) is deleted before creating another."""
-    clients = IBMClients(credentials)
+    clients = IBMClients.of(credentials)
     account = credentials.account_id
     subject = {"iam_id": identity.iam_id}
     scopes = [
@@ -232,7 +232,7 @@ def retire_import_api_keys(
     """Delete the API keys called `key_name` of the run's service ID (`iam_id`, found by id)
     and of any service ID called `name` (keys left by an earlier, crashed run); kept while
     the import of `image_name` still runs (it reads the image with the key)."""
-    clients = IBMClients(credentials)
+    clients = IBMClients.of(credentials)
     log = get_run_logger()
     template = find_template(clients.softlayer(), image_name)
     if template is not None and template.busy:

@@ -24,7 +24,7 @@ def export_key(image_name: str) -> tuple[str, str]:
 
 def check_source_template(credentials: IBMCloudCredentials, template_id: int) -> None:
     """The template exists and is an unencrypted active image (exports need both)."""
-    client = IBMClients(credentials).softlayer()
+    client = IBMClients.of(credentials).softlayer()
     info = template_info(client.call(TEMPLATES, "getObject", id=template_id, mask=TEMPLATE_MASK))
     if info.encrypted or info.status != "ACTIVE":
         raise InvalidRequest(
@@ -63,7 +63,7 @@ def prepare_source(
     s3 = cos_client(credentials, cos_instance_id)
     field, key = "source_object", source_object or ""
     if template_id is not None:
-        client = IBMClients(credentials).softlayer()
+        client = IBMClients.of(credentials).softlayer()
         field, (target, key) = "source_template_id", export_key(image_name)
         template = template_info(
             client.call(TEMPLATES, "getObject", id=template_id, mask=TEMPLATE_MASK)

@@ -59,7 +59,7 @@ def validate_rotation_request(
         raise InvalidRequest(
             "object_key", request.object_key, f"no such object in bucket {request.bucket}"
         )
-    kp = IBMClients(credentials).key_protect(request.key_protect_instance_id)
+    kp = IBMClients.of(credentials).key_protect(request.key_protect_instance_id)
     ref = request.root_key or stored.root_key_crn
     key = find_root_key(kp, ref)
     if key is None:
@@ -97,7 +97,7 @@ def rewrap_dek(
 ) -> RewrapInfo:
     """Rewrap the wrapped DEK under the root key's latest version; the answer also says
     which version wrapped it before (equal versions: nothing was pending)."""
-    kp = IBMClients(credentials).key_protect(instance_id)
+    kp = IBMClients.of(credentials).key_protect(instance_id)
     answer = kp.rewrap(key_id, wrapped)
     before = answer["keyVersion"]["id"]
     after = (answer.get("rewrappedKeyVersion") or answer["keyVersion"])["id"]
@@ -114,7 +114,7 @@ def rotate_root_key(
 ) -> str:
     """A new version of the root key (an imported key rotates to the Secret block's
     material); returns the new version id."""
-    kp = IBMClients(credentials).key_protect(instance_id)
+    kp = IBMClients.of(credentials).key_protect(instance_id)
     payload = decode_root_material(material_block) if root.imported and material_block else None
     kp.rotate(root.id, payload)
     version = str(kp.get_key(root.id)["keyVersion"]["id"])

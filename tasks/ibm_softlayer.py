@@ -87,7 +87,7 @@ def import_image(
 ) -> TemplateInfo:
     """createFromIcos with the root key CRN and the wrapped DEK, unless a template with the
     name exists already (then it is reused)."""
-    client = IBMClients(credentials).softlayer()
+    client = IBMClients.of(credentials).softlayer()
     existing = find_template(client, config["name"])
     if existing is not None:
         get_run_logger().info("Reusing template %s (%s)", existing.name, existing.id)
@@ -110,7 +110,7 @@ def wait_for_import(
     credentials: IBMCloudCredentials, template_id: int, timeout: float, interval: float
 ) -> TemplateInfo:
     """Wait until the template's transactions are done and it is active."""
-    return wait_for_template(IBMClients(credentials).softlayer(), template_id, timeout, interval)
+    return wait_for_template(IBMClients.of(credentials).softlayer(), template_id, timeout, interval)
 
 
 def guest_template(order: VirtualServerOrder, global_identifier: str) -> dict[str, Any]:
@@ -151,7 +151,7 @@ def order_virtual_server(
 ) -> int:
     """generateOrderTemplate (dry run), then createObject, unless a server with the host name
     and domain exists (then it is reused); returns its id."""
-    client = IBMClients(credentials).softlayer()
+    client = IBMClients.of(credentials).softlayer()
     existing = find_guest(client, order)
     if existing is not None:
         get_run_logger().info("Reusing virtual server %s", existing)
@@ -172,7 +172,7 @@ def wait_for_provisioning(
     credentials: IBMCloudCredentials, guest_id: int, timeout: float, interval: float
 ) -> InstanceInfo:
     """Poll getObject until provisionDate is set."""
-    client = IBMClients(credentials).softlayer()
+    client = IBMClients.of(credentials).softlayer()
     last: dict[str, Any] = {}
 
     def state() -> str:

@@ -67,7 +67,7 @@ def validate_image_request(credentials: IBMCloudCredentials, request: IbmImageRe
             f"region mismatch: the key is in {key_region}, the credentials "
             f"(Key Protect endpoint and bucket) in {region}",
         )
-    clients = IBMClients(credentials)
+    clients = IBMClients.of(credentials)
     softlayer = clients.softlayer()
     check_softlayer_choices(softlayer, request)
     template = find_template(softlayer, request.image_name)

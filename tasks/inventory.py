@@ -38,7 +38,7 @@ def readable_subscriptions(
 ) -> tuple[list[str], list[Finding]]:
     """The subscriptions to inventory (every visible one when `wanted` is empty) and a
     no-access finding for each wanted one the credentials cannot read."""
-    subscriptions = AzureClients(credentials).subscriptions().subscriptions
+    subscriptions = AzureClients.of(credentials).subscriptions().subscriptions
     visible = {str(s.subscription_id).lower() for s in subscriptions.list()}
     if not wanted:
         return sorted(visible), []
@@ -64,7 +64,7 @@ def discover_resources(
     of the subscriptions, in Resource Graph's row shape."""
     if not subscriptions:
         return []
-    clients = AzureClients(credentials)
+    clients = AzureClients.of(credentials)
     if use_resource_graph:
         try:
             return _query_graph(clients, subscriptions)
@@ -98,7 +98,7 @@ def _query_graph(clients: AzureClients, subscriptions: list[str]) -> list[dict[s
 
 def _list_through_arm(credentials: AzureCredentials, subscription: str) -> list[dict[str, Any]]:
     """The same rows from ARM's list operations, one subscription at a time."""
-    clients = AzureClients(credentials, subscription)
+    clients = AzureClients.of(credentials, subscription)
     compute = clients.compute()
     models: list[Any] = [
         *compute.disk_encryption_sets.list(),
@@ -131,7 +131,7 @@ def read_key_states(
     """The state of every key the resources use (attributes, rotation policy, its vault's
     protection), read once per key; a key the credentials cannot read is left out (its
     resources are judged with what the resource itself says)."""
-    clients = AzureClients(credentials)
+    clients = AzureClients.of(credentials)
     vaults = discovery.vaults_by_uri(rows)
     states: dict[str, KeyState] = {}
     for url in sorted(discovery.key_urls(rows)):

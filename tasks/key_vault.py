@@ -305,7 +305,7 @@ def ensure_key_vault(
     """Get the vault (validated: soft delete and purge protection on) or create it with purge
     protection; make sure this tool may manage its keys. A vault whose creation ended Failed
     is re-submitted as it is, once; still Failed, the step fails naming it."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     vault_id = resource_id(
         subscription=clients.subscription_id,
         resource_group=resource_group,
@@ -400,7 +400,7 @@ def ensure_key(
 ) -> KeyInfo:
     """Reuse the RSA key `name` (validated) or create it; a grant to this tool that has not
     propagated yet is waited for with bounded backoff."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
 
     def get_or_create() -> KeyInfo:
         key = read_key(clients, vault.url, name)
@@ -446,7 +446,7 @@ def new_key_version(
     newer than `in_use`; a create whose answer was lost is looked up, not sent again. Returns
     the new versioned key id."""
     kid = KeyId.parse(in_use)
-    keys = AzureClients(credentials, subscription_id).keys(kid.vault_url)
+    keys = AzureClients.of(credentials, subscription_id).keys(kid.vault_url)
     rotation = rotation_id or str(flow_run.id)
     with named_failure(kid.versionless, "new key version"):
         found = _made_for(keys, kid, rotation)

@@ -48,7 +48,7 @@ def register_feature(
 ) -> str:
     """Ask for the feature (a no-op when registered); returns its state, or 'NotFound'
     for a feature the subscription does not know (a preview that went GA)."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     state = _feature_state(clients, namespace, feature, register=False)
     if state not in ("Registered", "Registering", "Pending", FEATURE_NOT_FOUND):
         state = _feature_state(clients, namespace, feature, register=True)
@@ -66,7 +66,7 @@ def wait_for_feature(
     poll_seconds: float,
 ) -> str:
     """Poll the feature until Registered; Pending stops with FeatureApprovalRequired."""
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     state = poll_until(
         lambda: _feature_state(clients, namespace, feature, register=False),
         frozenset({"Registered"}),
@@ -88,7 +88,7 @@ def ensure_provider_registered(
     poll_seconds: float,
 ) -> str:
     """Check the provider; register it and poll until Registered when it is not."""
-    providers = AzureClients(credentials, subscription_id).resources().providers
+    providers = AzureClients.of(credentials, subscription_id).resources().providers
     state = providers.get(namespace).registration_state
     if state != "Registered":
         if state != "Registering":

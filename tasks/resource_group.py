@@ -16,7 +16,7 @@ def ensure_resource_group(
 ) -> str:
     """Get or create the group; an existing one elsewhere is fine (resources keep their own
     locations). Returns the group's id."""
-    groups = AzureClients(credentials, subscription_id).resources().resource_groups
+    groups = AzureClients.of(credentials, subscription_id).resources().resource_groups
     try:
         group = groups.get(name)
         get_run_logger().info("Resource group %s exists in %s", name, group.location)

@@ -35,7 +35,7 @@ def check_subscription_regions(
     only the subscription is checked and a warning says the regions were not."""
     if isinstance(credentials, str):
         credentials = AzureCredentials.load_saved(credentials)
-    clients = AzureClients(credentials, subscription_id)
+    clients = AzureClients.of(credentials, subscription_id)
     sub = clients.subscription_id
     subscriptions = clients.subscriptions().subscriptions
     try:
