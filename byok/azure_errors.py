@@ -16,7 +16,7 @@ from azure.core.exceptions import (
 )
 from azure.core.polling.base_polling import BadResponse, BadStatus, OperationFailed
 
-from byok.errors import ByokError, PropagationTimedOut, ServiceRefused
+from byok.errors import ByokError, PropagationTimedOut, ResourceError, ServiceRefused
 from byok.errors import OperationFailed as ByokOperationFailed
 
 T = TypeVar("T")
@@ -176,3 +176,15 @@ def or_none(read: Callable[[], T]) -> T | None:
         return read()
     except ResourceNotFoundError:
         return None
+
+
+def one_line(exc: BaseException) -> str:
+    """Why something failed, in one line for a report row: a project error's reason, an
+    Azure error's code and message, or any other error's type and text."""
+    if isinstance(exc, ResourceError):
+        return exc.reason
+    if isinstance(exc, HttpResponseError):
+        return f"{error_code(exc) or exc.status_code}: {_message(exc)}"
+    if isinstance(exc, ByokError):
+        return str(exc)
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"

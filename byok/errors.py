@@ -56,3 +56,17 @@ class ConcurrentRun(ResourceError):
 
     def __init__(self, resource_id: str, reason: str = "another run is working on this resource"):
         super().__init__(resource_id, reason)
+
+
+class RotationIncomplete(ByokError):
+    """A fleet operation finished, but some of its rows failed (each named)."""
+
+    def __init__(self, failed: list[str], total: int) -> None:
+        shown = "; ".join(failed[:10]) + (
+            f"; and {len(failed) - 10} more" if len(failed) > 10 else ""
+        )
+        super().__init__(f"{len(failed)} of {total} rows failed: {shown}")
+        self.failed, self.total = failed, total
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.failed, self.total)

@@ -39,6 +39,7 @@ from byok.errors import OperationFailed
 from byok.keyvault_ids import KeyId
 from byok.polling import read_settled
 from byok.retrying import retry_while, write_or_find
+from byok.rotation import ROTATION_TAG
 from byok.sdk_values import text
 from byok.tokens import object_id
 from byok.validation import InvalidRequest, check_rsa_key_size, same_region
@@ -62,8 +63,6 @@ OPERATOR_KEY_PERMISSIONS = [
     "setrotationpolicy",
 ]
 SERVICE_KEY_PERMISSIONS = ["get", "wrapKey", "unwrapKey"]
-# Tag on a key version this tool made, naming the rotation it was made for.
-ROTATION_TAG = "byok-rotation"
 
 
 class VaultInfo(BaseModel):
@@ -453,9 +452,12 @@ def new_key_version(
         if found is not None:
             get_run_logger().info("Reusing the new key version %s", found)
             return found
-        size = len(getattr(keys.get_key(kid.name, kid.version).key, "n", None) or b"") * 8
+        current = keys.get_key(kid.name, kid.version)
+        size = len(getattr(current.key, "n", None) or b"") * 8
+        # tags live on versions: carry the current one's over, so selections by tag still match
+        tags = {**(current.properties.tags or {}), ROTATION_TAG: rotation}
         made = write_or_find(
-            lambda: str(keys.create_rsa_key(kid.name, size=size, tags={ROTATION_TAG: rotation}).id),
+            lambda: str(keys.create_rsa_key(kid.name, size=size, tags=tags).id),
             lambda: _made_for(keys, kid, rotation),
             is_azure_error,
         )

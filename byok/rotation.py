@@ -1,0 +1,383 @@
+"""Fleet key rotation: the request, the plan (which keys get a new version and what each of
+their disk encryption sets and registries must do), and the rows of the result. Pure logic,
+checked before any call: the flow turns discovery rows and key facts into a plan here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Literal
+
+from azure.mgmt.core.tools import parse_resource_id
+from pydantic import BaseModel, Field, field_validator
+
+from byok.errors import InvalidRequest
+from byok.inventory.discovery import Row, get, vaults_by_uri
+from byok.inventory.request import SubscriptionIds
+from byok.keyvault_ids import KeyId
+
+# The tag on a key version this tool made, naming the rotation it was made for.
+ROTATION_TAG = "byok-rotation"
+
+
+class FleetRotationRequest(BaseModel):
+    """Which keys to rotate (filters combine with AND; age and expiry with OR), and how."""
+
+    azure_credentials_block: str = Field(
+        ..., description="Name of the saved 'BYOK Azure Credentials' block to use."
+    )
+    subscriptions: SubscriptionIds = Field(
+        default_factory=list,
+        description="Subscription ids to look in; empty: every one the credentials can see.",
+    )
+    key_ids: list[str] = Field(
+        default_factory=list,
+        description="Key Vault key ids (versioned or not), e.g. from the inventory; empty: "
+        "every key a disk encryption set or registry uses.",
+    )
+    key_vaults: list[str] = Field(
+        default_factory=list, description="Only keys in these vaults (names or vault URIs)."
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="Only keys carrying all of these tags."
+    )
+    older_than_days: int | None = Field(
+        None, ge=0, description="Only keys whose latest version is older than this."
+    )
+    expiring_within_days: int | None = Field(
+        None, ge=0, description="Only keys whose latest version expires within this."
+    )
+    dry_run: bool = Field(
+        False,
+        description="Publish the plan (keys to rotate, dependents to update); write nothing.",
+    )
+    rotation_id: str | None = Field(
+        None,
+        description="Names this rotation; new versions are tagged byok-rotation=<value> and a "
+        "re-run with the same value reuses them. Empty: derived from the selection and the "
+        "run's date, so a re-run of the same selection on the same day resumes it.",
+    )
+    pickup_timeout_minutes: float = Field(
+        75,
+        gt=0,
+        description="How long to wait for sets and registries that follow the latest version "
+        "to pick the new one up (Azure: within an hour).",
+    )
+    poll_seconds: float = Field(30, gt=0, description="Seconds between checks.")
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads", description="Where the keys and dependents run: threads, or a Dask cluster."
+    )
+    dask_address: str | None = Field(
+        None,
+        description="Address of an existing Dask scheduler (tcp://host:8786); empty with "
+        "task_runner 'dask': a local cluster of `dask_workers` processes.",
+    )
+    dask_workers: int = Field(2, ge=1, description="Workers of a local Dask cluster.")
+    max_concurrency: int = Field(16, ge=1, description="Threads of the thread runner.")
+    wait_for_other_run: bool = Field(
+        False,
+        description="When another run is rotating one of the keys: wait for it (true) or "
+        "report that key as failed at once (false).",
+    )
+
+    @field_validator("key_ids")
+    @classmethod
+    def _key_ids(cls, values: list[str]) -> list[str]:
+        for i, value in enumerate(values):
+            try:
+                KeyId.parse(value)
+            except ValueError:
+                raise InvalidRequest(
+                    f"key_ids[{i}]", value, "must be https://<vault>/keys/<name>[/<version>]"
+                ) from None
+        return values
+
+    @field_validator("dask_address")
+    @classmethod
+    def _dask_address(cls, value: str | None) -> str | None:
+        if value is not None and "://" not in value:
+            raise InvalidRequest("dask_address", value, "must be a URL such as tcp://host:8786")
+        return value
+
+
+class DependentKind(StrEnum):
+    """What follows a key and must move to its new version."""
+
+    DISK_ENCRYPTION_SET = "disk-encryption-set"
+    REGISTRY = "registry"
+
+
+class Status(StrEnum):
+    """A row's outcome."""
+
+    PLANNED = "planned"
+    ROTATED = "rotated"
+    VERIFIED = "verified"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class KeyFacts(BaseModel):
+    """A key's latest version as Key Vault reports it (None fields: not readable)."""
+
+    key_id: str = Field(description="Versionless key id.")
+    latest: str | None = Field(None, description="Versioned id of the latest version.")
+    created: datetime | None = None
+    expires: datetime | None = None
+    enabled: bool = True
+    tags: dict[str, str] = Field(default_factory=dict)
+    error: str | None = Field(None, description="Why the key could not be read.")
+
+
+class Dependent(BaseModel):
+    """A disk encryption set or registry that uses a key."""
+
+    resource_id: str
+    kind: DependentKind
+    key_url: str = Field(description="The key id it is configured with.")
+    follows_latest: bool = Field(description="It picks new versions up by itself.")
+    identity: str | None = Field(None, description="A registry's encryption identity.")
+
+    @property
+    def subscription_id(self) -> str:
+        """Its subscription."""
+        return str(parse_resource_id(self.resource_id)["subscription"])
+
+    @property
+    def resource_group(self) -> str:
+        """Its resource group."""
+        return str(parse_resource_id(self.resource_id)["resource_group"])
+
+    @property
+    def name(self) -> str:
+        """Its name."""
+        return str(parse_resource_id(self.resource_id)["name"])
+
+    @property
+    def action(self) -> str:
+        """What the rotation does to it."""
+        return "wait for pickup" if self.follows_latest else "update"
+
+
+class PlannedKey(BaseModel):
+    """A key to rotate: reuse a version or make one, then move its dependents."""
+
+    key_id: str
+    latest: str
+    make_version: bool = Field(
+        description="False: reuse `latest` (made by this rotation or "
+        "a rotation policy, not yet used by every dependent)."
+    )
+    reason: str
+    dependents: list[Dependent] = Field(default_factory=list)
+
+
+class RotationRow(BaseModel):
+    """One line of the result: a key, or one of its dependents."""
+
+    key_id: str
+    dependent_id: str = ""
+    kind: str = "key"
+    action: str
+    status: Status
+    reason: str = ""
+    version: str = Field("", description="The key version the row is about.")
+
+
+class RotationPlan(BaseModel):
+    """What a run does: the keys to rotate (`rotations`; a field named `keys` would break
+    `dict(model)`, which Prefect uses) and the rows of what it leaves alone."""
+
+    rotation_id: str
+    rotations: list[PlannedKey] = Field(default_factory=list)
+    skipped: list[RotationRow] = Field(default_factory=list)
+
+    def rows(self) -> list[RotationRow]:
+        """The plan as rows (what a dry run reports)."""
+        rows = list(self.skipped)
+        for key in self.rotations:
+            action = "new version" if key.make_version else f"reuse {key.latest}"
+            rows.append(
+                RotationRow(
+                    key_id=key.key_id,
+                    action=action,
+                    status=Status.PLANNED,
+                    reason=key.reason,
+                    version="" if key.make_version else key.latest,
+                )
+            )
+            rows += [
+                RotationRow(
+                    key_id=key.key_id,
+                    dependent_id=d.resource_id,
+                    kind=d.kind,
+                    action=d.action,
+                    status=Status.PLANNED,
+                )
+                for d in key.dependents
+            ]
+        return rows
+
+
+class FleetRotationResult(BaseModel):
+    """What a run did (or, dry, would do), row by row."""
+
+    rotation_id: str
+    dry_run: bool
+    rows: list[RotationRow]
+
+    @property
+    def keys_rotated(self) -> int:
+        """Keys now at a new version."""
+        return sum(r.kind == "key" and r.status == Status.ROTATED for r in self.rows)
+
+    @property
+    def failed(self) -> int:
+        """Rows that failed."""
+        return sum(r.status == Status.FAILED for r in self.rows)
+
+
+def default_rotation_id(request: FleetRotationRequest, day: datetime) -> str:
+    """A rotation id stable for the same selection on the same (UTC) day."""
+    selection = request.model_dump(
+        include={
+            "subscriptions",
+            "key_ids",
+            "key_vaults",
+            "tags",
+            "older_than_days",
+            "expiring_within_days",
+        }
+    )
+    digest = hashlib.sha256(json.dumps(selection, sort_keys=True).encode()).hexdigest()[:10]
+    return f"fleet-{digest}-{day:%Y%m%d}"
+
+
+def dependents(rows: Sequence[Row]) -> dict[str, list[Dependent]]:
+    """The disk encryption sets and customer-key registries of the discovery rows, by the
+    versionless id (lower case) of the key they use."""
+    found: dict[str, list[Dependent]] = {}
+    for row in rows:
+        kind = row["type"].lower()
+        props = row.get("properties") or {}
+        if kind == "microsoft.compute/diskencryptionsets":
+            url = get(props, "activeKey", "keyUrl")
+            if not url:
+                continue
+            dependent = Dependent(
+                resource_id=row["id"],
+                kind=DependentKind.DISK_ENCRYPTION_SET,
+                key_url=url,
+                follows_latest=bool(props.get("rotationToLatestKeyVersionEnabled")),
+            )
+        elif kind == "microsoft.containerregistry/registries":
+            vault = get(props, "encryption", "keyVaultProperties") or {}
+            url = vault.get("keyIdentifier")
+            if get(props, "encryption", "status") != "enabled" or not url:
+                continue
+            dependent = Dependent(
+                resource_id=row["id"],
+                kind=DependentKind.REGISTRY,
+                key_url=url,
+                follows_latest=KeyId.parse(url).version is None,
+                identity=vault.get("identity"),
+            )
+        else:
+            continue
+        found.setdefault(KeyId.parse(dependent.key_url).versionless.lower(), []).append(dependent)
+    return found
+
+
+def candidate_keys(
+    rows: Sequence[Row], request: FleetRotationRequest
+) -> dict[str, list[Dependent]]:
+    """The keys the selection names (or every used one) with their dependents, filtered by
+    vault; keys are versionless ids as the dependents (or the request) spell them."""
+    used = dependents(rows)
+    wanted = [KeyId.parse(k).versionless for k in request.key_ids]
+    keys: dict[str, list[Dependent]] = {}
+    if wanted:
+        for key in wanted:
+            keys[key] = used.get(key.lower(), [])
+    else:
+        for deps in used.values():
+            keys[KeyId.parse(deps[0].key_url).versionless] = deps
+    if request.key_vaults:
+        origins = _vault_origins(rows, request.key_vaults)
+        keys = {k: d for k, d in keys.items() if KeyId.parse(k).vault_url.lower() in origins}
+    return keys
+
+
+def _vault_origins(rows: Sequence[Row], names: list[str]) -> set[str]:
+    by_uri = vaults_by_uri(rows)
+    by_name = {str(r.get("name", "")).lower(): uri for uri, r in by_uri.items()}
+    origins = set()
+    for name in names:
+        value = name.rstrip("/").lower()
+        origins.add(by_name.get(value, value))
+    return origins
+
+
+def plan_rotation(
+    candidates: Mapping[str, list[Dependent]],
+    facts: Mapping[str, KeyFacts],
+    request: FleetRotationRequest,
+    rotation_id: str,
+    now: datetime,
+) -> RotationPlan:
+    """Which candidate keys rotate, and whether each gets a new version or reuses its latest:
+    a latest version tagged with this rotation is reused (a re-run resumes), and so is one
+    no dependent uses yet when no age or expiry criterion condemns it (a version a rotation
+    policy made). Every other key becomes a skipped or failed row with its reason."""
+    plan = RotationPlan(rotation_id=rotation_id)
+    for key_id in sorted(candidates):
+        deps = candidates[key_id]
+        fact = facts.get(key_id.lower())
+        if fact is None or fact.latest is None:
+            reason = fact.error if fact and fact.error else "the key could not be read"
+            plan.skipped.append(_row(key_id, Status.FAILED, reason))
+            continue
+        if not fact.enabled:
+            plan.skipped.append(_row(key_id, Status.SKIPPED, "its latest version is disabled"))
+            continue
+        resuming = fact.tags.get(ROTATION_TAG) == rotation_id
+        if not resuming and any(fact.tags.get(k) != v for k, v in request.tags.items()):
+            plan.skipped.append(_row(key_id, Status.SKIPPED, "its tags do not match"))
+            continue
+        due = _due(fact, request, now)
+        if not resuming and due is None:
+            plan.skipped.append(_row(key_id, Status.SKIPPED, "not old enough, nor near expiry"))
+            continue
+        in_use = {KeyId.parse(d.key_url).version for d in deps}
+        unused_latest = bool(deps) and KeyId.parse(fact.latest).version not in in_use
+        criteria = request.older_than_days is not None or request.expiring_within_days is not None
+        reuse = resuming or (unused_latest and not criteria)
+        plan.rotations.append(
+            PlannedKey(
+                key_id=key_id,
+                latest=fact.latest,
+                make_version=not reuse,
+                reason=f"resuming rotation {rotation_id}" if resuming else str(due),
+                dependents=deps,
+            )
+        )
+    return plan
+
+
+def _due(fact: KeyFacts, request: FleetRotationRequest, now: datetime) -> str | None:
+    """Why the key is due, or None; with neither criterion every selected key is due."""
+    age, expiry = request.older_than_days, request.expiring_within_days
+    if age is None and expiry is None:
+        return "selected"
+    if age is not None and fact.created and now - fact.created > timedelta(days=age):
+        return f"latest version older than {age} days"
+    if expiry is not None and fact.expires and fact.expires - now < timedelta(days=expiry):
+        return f"latest version expires within {expiry} days"
+    return None
+
+
+def _row(key_id: str, status: Status, reason: str) -> RotationRow:
+    return RotationRow(key_id=key_id, action="none", status=status, reason=reason)

@@ -1,0 +1,209 @@
+"""Fleet rotation steps: pick the keys, read their latest versions, plan, make (or reuse)
+one new version per key, move every disk encryption set and registry to it and verify,
+then publish one row per key and dependent."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core.exceptions import HttpResponseError
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+
+from blocks.azure import AzureCredentials
+from byok.azure_errors import one_line
+from byok.errors import RotationIncomplete
+from byok.keyvault_ids import KeyId
+from byok.rotation import (
+    Dependent,
+    DependentKind,
+    FleetRotationRequest,
+    FleetRotationResult,
+    KeyFacts,
+    PlannedKey,
+    RotationPlan,
+    RotationRow,
+    Status,
+    candidate_keys,
+    default_rotation_id,
+    plan_rotation,
+)
+from clients.azure import AzureClients
+from tasks.acr import rotate_registry_key, verify_registry_key
+from tasks.disk_encryption_set import update_des_key, verify_des_key
+from tasks.events import emit_byok_event
+from tasks.key_vault import new_key_version
+from tasks.retry import STEP_RETRIES
+from tasks.run_lock import resource_lock
+
+READERS = 16  # concurrent key reads
+
+
+@task(name="Select the keys")
+def select_keys(
+    rows: list[dict[str, Any]], request: FleetRotationRequest
+) -> dict[str, list[Dependent]]:
+    """The keys the selection names (or every key a set or registry uses), by vault, with
+    the disk encryption sets and registries that use each."""
+    return candidate_keys(rows, request)
+
+
+@task(name="Read the keys", **STEP_RETRIES)
+def read_key_facts(credentials: AzureCredentials, key_ids: list[str]) -> dict[str, KeyFacts]:
+    """Each key's latest version (created, expiry, enabled, tags), by lower-cased
+    versionless id; a key these credentials cannot read gets the reason instead."""
+    clients = AzureClients.of(credentials)
+
+    def read(key_id: str) -> KeyFacts:
+        kid = KeyId.parse(key_id)
+        try:
+            props = clients.keys(kid.vault_url).get_key(kid.name).properties
+        except HttpResponseError as exc:
+            return KeyFacts(key_id=key_id, error=f"cannot read the key: {one_line(exc)}")
+        return KeyFacts(
+            key_id=key_id,
+            latest=str(props.id),
+            created=props.created_on,
+            expires=props.expires_on,
+            enabled=props.enabled is not False,
+            tags=dict(props.tags or {}),
+        )
+
+    with ThreadPoolExecutor(READERS) as pool:
+        return {f.key_id.lower(): f for f in pool.map(read, key_ids)}
+
+
+@task(name="Plan the rotation")
+def plan_keys(
+    candidates: dict[str, list[Dependent]],
+    facts: dict[str, KeyFacts],
+    request: FleetRotationRequest,
+) -> RotationPlan:
+    """Which keys rotate (a new version, or the one this rotation or a policy already made)
+    and what each dependent does; the rest as skipped rows with the reason."""
+    started = flow_run.scheduled_start_time or datetime.now(UTC)
+    rotation_id = request.rotation_id or default_rotation_id(request, started)
+    plan = plan_rotation(candidates, facts, request, rotation_id, datetime.now(UTC))
+    get_run_logger().info(
+        "Rotation %s: %d keys to rotate, %d dependents, %d keys left alone",
+        rotation_id,
+        len(plan.rotations),
+        sum(len(k.dependents) for k in plan.rotations),
+        len(plan.skipped),
+    )
+    return plan
+
+
+@task(name="Rotate the key", task_run_name="Rotate {key.key_id}")
+def rotate_key(
+    credentials: AzureCredentials, key: PlannedKey, rotation_id: str, wait: bool
+) -> RotationRow:
+    """One new version per rotation (tagged with it; a re-run reuses it), made by one run at
+    a time; a failure is this key's row, not the run's end."""
+    row = RotationRow(key_id=key.key_id, action="reuse version", status=Status.ROTATED)
+    try:
+        if not key.make_version:
+            return row.model_copy(update={"version": key.latest, "reason": key.reason})
+        with resource_lock(key.key_id, wait=wait):
+            made = new_key_version(credentials, None, key.latest, rotation_id)
+    except Exception as exc:  # one key's failure is its row; the others go on
+        return row.model_copy(update={"status": Status.FAILED, "reason": one_line(exc)})
+    return row.model_copy(update={"action": "new version", "version": made, "reason": key.reason})
+
+
+@task(name="Move the dependent", task_run_name="Move {dependent.resource_id}")
+def move_dependent(
+    credentials: AzureCredentials,
+    dependent: Dependent,
+    key: RotationRow,
+    timeout_seconds: float,
+    poll_seconds: float,
+) -> RotationRow:
+    """Point a set or registry at the key's new version (or, when it follows the latest
+    version, wait for it to pick it up), then verify it reports that version."""
+    row = RotationRow(
+        key_id=key.key_id,
+        dependent_id=dependent.resource_id,
+        kind=dependent.kind,
+        action=dependent.action,
+        status=Status.VERIFIED,
+        version=key.version,
+    )
+    if key.status == Status.FAILED:
+        return row.model_copy(update={"status": Status.SKIPPED, "reason": "the key did not rotate"})
+    sub, rg, name = dependent.subscription_id, dependent.resource_group, dependent.name
+    try:
+        if dependent.kind == DependentKind.DISK_ENCRYPTION_SET:
+            if not dependent.follows_latest and dependent.key_url != key.version:
+                update_des_key(credentials, sub, rg, name, key.version)
+            verify_des_key(credentials, sub, rg, name, key.version, timeout_seconds, poll_seconds)
+        else:
+            if not dependent.follows_latest:
+                identity = str(dependent.identity)
+                rotate_registry_key(credentials, sub, rg, name, key.version, identity, 900)
+            verify_registry_key(
+                credentials, sub, rg, name, key.version, timeout_seconds, poll_seconds
+            )
+    except Exception as exc:  # one dependent's failure is its row; the others go on
+        return row.model_copy(update={"status": Status.FAILED, "reason": one_line(exc)})
+    return row
+
+
+@task(name="Publish the rotation")
+def publish_rotation(
+    plan: RotationPlan, rows: list[RotationRow], dry_run: bool
+) -> FleetRotationResult:
+    """A table artifact of every row (the plan, on a dry run) and a markdown summary; a
+    `byok.key.rotated` event per key whose dependents all moved."""
+    result = FleetRotationResult(rotation_id=plan.rotation_id, dry_run=dry_run, rows=rows)
+    name = "customer-key-rotation-plan" if dry_run else "customer-key-rotation"
+    create_table_artifact(
+        key=name,
+        table=[
+            {
+                "key": r.key_id,
+                "dependent": r.dependent_id,
+                "kind": r.kind,
+                "action": r.action,
+                "status": r.status.value,
+                "reason": r.reason,
+                "version": KeyId.parse(r.version).version if r.version else "",
+            }
+            for r in rows
+        ],
+        description=f"Rotation {plan.rotation_id}: one row per key and dependent.",
+    )
+    counts = {s: sum(r.status == s for r in rows) for s in Status}
+    create_markdown_artifact(
+        key=f"{name}-summary",
+        markdown=f"# Rotation {plan.rotation_id}{' (dry run)' if dry_run else ''}\n\n"
+        + "\n".join(f"- {s.value}: {n}" for s, n in counts.items() if n),
+    )
+    if not dry_run:
+        for key in plan.rotations:
+            mine = [r for r in rows if r.key_id == key.key_id]
+            if all(r.status in (Status.ROTATED, Status.VERIFIED) for r in mine):
+                emit_byok_event(
+                    "key.rotated",
+                    key.key_id,
+                    "key",
+                    related={f"{r.kind}-{i}": r.dependent_id for i, r in enumerate(mine[1:], 1)},
+                    payload={"rotation_id": plan.rotation_id, "new_version": mine[0].version},
+                )
+    return result
+
+
+@task(name="Check every row")
+def check_complete(result: FleetRotationResult) -> FleetRotationResult:
+    """The result, or `RotationIncomplete` naming each failed row."""
+    failed = [
+        f"{r.dependent_id or r.key_id}: {r.reason}"
+        for r in result.rows
+        if r.status == Status.FAILED
+    ]
+    if failed:
+        raise RotationIncomplete(failed, len(result.rows))
+    return result

@@ -1,0 +1,48 @@
+"""Where a fleet run's tasks execute: a thread pool by default, or Dask (an existing
+scheduler, or a local cluster of worker processes) through prefect-dask."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from byok.errors import InvalidRequest
+from byok.rotation import FleetRotationRequest
+
+CONNECT_SECONDS = 3
+
+
+def task_runner_for(request: FleetRotationRequest) -> Any:
+    """The task runner the request asks for."""
+    if request.task_runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=request.max_concurrency)
+    from prefect_dask import DaskTaskRunner  # only fleets that use Dask need it
+
+    if request.dask_address:
+        return DaskTaskRunner(address=request.dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": request.dask_workers, "processes": True})
+
+
+@task(name="Check the task runner")
+def check_task_runner(request: FleetRotationRequest) -> None:
+    """Before any write: prefect-dask is installed and the Dask scheduler answers."""
+    if request.task_runner != "dask":
+        return
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InvalidRequest(
+            "task_runner", "dask", "needs prefect-dask (pip install prefect-dask)"
+        ) from None
+    if request.dask_address is None:
+        return
+    try:
+        Client(request.dask_address, timeout=CONNECT_SECONDS).close()
+    except (OSError, TimeoutError) as exc:
+        raise InvalidRequest(
+            "dask_address",
+            request.dask_address,
+            f"no Dask scheduler answered within {CONNECT_SECONDS} s ({type(exc).__name__})",
+        ) from None

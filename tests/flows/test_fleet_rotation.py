@@ -1,0 +1,154 @@
+"""The fleet rotation against a seeded fleet in two subscriptions: one new version per key,
+every set and registry moved and verified, failures named without stopping the others, a
+re-run that resumes (no second version), a dry run that writes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from azure.mgmt.keyvault.models import AccessPolicyEntry, Permissions, VaultAccessPolicyProperties
+
+from blocks.azure import AzureCredentials
+from byok.errors import InvalidRequest
+from byok.keyvault_ids import KeyId
+from byok.rotation import FleetRotationRequest
+from clients.azure import AzureClients
+from console.fleet_seed import GROUP, FleetSeed, seed_fleet
+from emulator.server import Emulator
+from emulator.services.entra.models import Principal
+from flows.fleet_rotation import rotate_customer_keys
+
+
+@pytest.fixture
+def fleet(
+    emulator: Emulator,
+    azure_credentials: AzureCredentials,
+    new_subscription: Callable[[str], str],
+    flow_principal: Principal,
+) -> FleetSeed:
+    """Two subscriptions of sets and registries; the flows' principal may manage the keys
+    (an access policy on each vault, as the README asks)."""
+    subs = [emulator.identity.subscription_id, new_subscription("fleet-b")]
+    seeded = seed_fleet(azure_credentials, subscriptions=subs, resources=20)
+    for sub in subs:
+        vaults = AzureClients(azure_credentials, sub).keyvault_management().vaults
+        for vault in vaults.list_by_subscription():
+            policy = AccessPolicyEntry(
+                tenant_id=emulator.identity.tenant_id,
+                object_id=flow_principal.object_id,
+                permissions=Permissions(keys_property=["get", "list", "create"]),
+            )
+            vaults.update_access_policy(
+                GROUP,
+                str(vault.name),
+                "add",
+                {"properties": VaultAccessPolicyProperties(access_policies=[policy])},
+            )
+    return seeded
+
+
+def writes(emulator: Emulator) -> list[str]:
+    """Writes served, sign-ins and Resource Graph queries (POSTs that read) aside."""
+    return [
+        f"{r.method} {r.path}"
+        for r in emulator.requests.find()
+        if r.method in ("PUT", "PATCH", "POST", "DELETE")
+        and not r.path.endswith(("/token", "/Microsoft.ResourceGraph/resources"))
+    ]
+
+
+def request(azure_block: str, **fields: object) -> FleetRotationRequest:
+    return FleetRotationRequest.model_validate(
+        {
+            "azure_credentials_block": azure_block,
+            "poll_seconds": 0.05,
+            "pickup_timeout_minutes": 0.5,
+            **fields,
+        }
+    )
+
+
+def versions(credentials: AzureCredentials, key_ids: list[str]) -> dict[str, int]:
+    clients = AzureClients(credentials)
+    found = {}
+    for key_id in key_ids:
+        kid = KeyId.parse(key_id)
+        found[kid.name + "@" + kid.vault_url] = len(
+            list(clients.keys(kid.vault_url).list_properties_of_key_versions(kid.name))
+        )
+    return found
+
+
+def active_keys(credentials: AzureCredentials, seeded: FleetSeed) -> dict[str, str]:
+    """Each set's and registry's key id as ARM reports it."""
+    found = {}
+    for des_id in seeded.des_ids:
+        sub, name = des_id.split("/")[2], des_id.rsplit("/", 1)[-1]
+        des = AzureClients(credentials, sub).compute().disk_encryption_sets.get(GROUP, name)
+        found[des_id] = str(des.active_key.key_url)
+    for registry_id in seeded.registry_ids:
+        sub, name = registry_id.split("/")[2], registry_id.rsplit("/", 1)[-1]
+        reg = AzureClients(credentials, sub).container_registry().registries.get(GROUP, name)
+        props = reg.encryption.key_vault_properties if reg.encryption else None
+        found[registry_id] = str(props.versioned_key_identifier if props else None)
+    return found
+
+
+def test_dry_run_plans_every_key_and_writes_nothing(
+    azure_block: str, emulator: Emulator, azure_credentials: AzureCredentials, fleet: FleetSeed
+) -> None:
+    before = versions(azure_credentials, fleet.key_ids)
+    emulator.requests.clear()
+    result = rotate_customer_keys(request(azure_block, dry_run=True))
+    assert writes(emulator) == []
+    assert versions(azure_credentials, fleet.key_ids) == before
+    keys = [r for r in result.rows if r.kind == "key"]
+    assert len(keys) == len(fleet.key_ids) and {r.status for r in result.rows} == {"planned"}
+    moved = {r.dependent_id for r in result.rows if r.dependent_id}
+    assert moved == set(fleet.des_ids) | {
+        r
+        for r in fleet.registry_ids
+        if "x2" not in r  # the Basic registry has no customer key
+    }
+
+
+def test_rotation_moves_dependents_names_failures_and_resumes(
+    azure_block: str, emulator: Emulator, azure_credentials: AzureCredentials, fleet: FleetSeed
+) -> None:
+    before = versions(azure_credentials, fleet.key_ids)
+    state = rotate_customer_keys(request(azure_block), return_state=True)
+    # the set whose grant was revoked cannot take the new version: named, the others moved
+    assert state.is_failed()
+    revoked = [d for d in fleet.des_ids if d.endswith("des-3")]
+    assert state.message.startswith(f"{len(revoked)} of ")
+    assert all(d in state.message for d in revoked)
+    after = versions(azure_credentials, fleet.key_ids)
+    assert after == {k: n + 1 for k, n in before.items()}
+    active = active_keys(azure_credentials, fleet)
+    latest = {
+        KeyId.parse(k).versionless: AzureClients(azure_credentials)
+        .keys(KeyId.parse(k).vault_url)
+        .get_key(KeyId.parse(k).name)
+        .id
+        for k in fleet.key_ids
+    }
+    for dependent, key_url in active.items():
+        if dependent in revoked or "x2" in dependent:
+            continue
+        assert key_url == latest[KeyId.parse(key_url).versionless], dependent
+    # the same selection again (same day: same rotation): no second version, same failures
+    state = rotate_customer_keys(request(azure_block), return_state=True)
+    assert state.is_failed() and all(d in state.message for d in revoked)
+    assert versions(azure_credentials, fleet.key_ids) == after
+
+
+def test_unreachable_dask_scheduler_is_refused_before_any_write(
+    azure_block: str, emulator: Emulator
+) -> None:
+    emulator.requests.clear()
+    with pytest.raises(InvalidRequest, match=r"dask_address = 'tcp://127\.0\.0\.1:9': no Dask"):
+        rotate_customer_keys(
+            request(azure_block, task_runner="dask", dask_address="tcp://127.0.0.1:9")
+        )
+    assert writes(emulator) == []

@@ -1,0 +1,196 @@
+"""The fleet rotation's selection and plan, from discovery rows and key facts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from byok.errors import InvalidRequest
+from byok.parameters import parse_request
+from byok.rotation import (
+    ROTATION_TAG,
+    DependentKind,
+    FleetRotationRequest,
+    KeyFacts,
+    Status,
+    candidate_keys,
+    default_rotation_id,
+    plan_rotation,
+)
+
+SUB = "00000000-0000-0000-0000-000000000001"
+VAULT = "https://kv-a.vault.azure.net"
+OTHER = "https://kv-b.vault.azure.net"
+NOW = datetime(2026, 12, 2, tzinfo=UTC)
+
+
+def des(name: str, key_url: str, auto: bool = False) -> dict:
+    return {
+        "id": f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/"
+        f"diskEncryptionSets/{name}",
+        "type": "Microsoft.Compute/diskEncryptionSets",
+        "subscriptionId": SUB,
+        "properties": {
+            "activeKey": {"keyUrl": key_url},
+            "rotationToLatestKeyVersionEnabled": auto,
+        },
+    }
+
+
+def registry(name: str, key_id: str, status: str = "enabled") -> dict:
+    return {
+        "id": f"/subscriptions/{SUB}/resourceGroups/rg/providers/"
+        f"Microsoft.ContainerRegistry/registries/{name}",
+        "type": "Microsoft.ContainerRegistry/registries",
+        "subscriptionId": SUB,
+        "properties": {
+            "encryption": {
+                "status": status,
+                "keyVaultProperties": {"keyIdentifier": key_id, "identity": "client-1"},
+            }
+        },
+    }
+
+
+def vault(name: str, uri: str) -> dict:
+    return {
+        "id": f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/{name}",
+        "name": name,
+        "type": "Microsoft.KeyVault/vaults",
+        "subscriptionId": SUB,
+        "properties": {"vaultUri": uri + "/"},
+    }
+
+
+ROWS = [
+    des("set-pinned", f"{VAULT}/keys/k1/v1"),
+    des("set-auto", f"{VAULT}/keys/k1/v1", auto=True),
+    registry("acrpinned", f"{VAULT}/keys/k1/v1"),
+    registry("acrfollows", f"{OTHER}/keys/k2"),
+    registry("acrplatform", "", status="disabled"),
+    vault("kv-a", VAULT),
+    vault("kv-b", OTHER),
+]
+
+
+def request(**fields: object) -> FleetRotationRequest:
+    return FleetRotationRequest.model_validate({"azure_credentials_block": "b", **fields})
+
+
+def facts(key_id: str, version: str, age_days: int = 100, **extra: object) -> KeyFacts:
+    return KeyFacts(
+        key_id=key_id,
+        latest=f"{key_id}/{version}",
+        created=NOW - timedelta(days=age_days),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_candidates_are_keys_with_their_sets_and_registries() -> None:
+    keys = candidate_keys(ROWS, request())
+    assert sorted(keys) == [f"{VAULT}/keys/k1", f"{OTHER}/keys/k2"]
+    k1 = keys[f"{VAULT}/keys/k1"]
+    assert [(d.name, d.kind, d.follows_latest) for d in k1] == [
+        ("set-pinned", DependentKind.DISK_ENCRYPTION_SET, False),
+        ("set-auto", DependentKind.DISK_ENCRYPTION_SET, True),
+        ("acrpinned", DependentKind.REGISTRY, False),
+    ]
+    assert [(d.name, d.follows_latest) for d in keys[f"{OTHER}/keys/k2"]] == [("acrfollows", True)]
+
+
+def test_candidates_filtered_by_key_id_and_vault() -> None:
+    by_id = candidate_keys(ROWS, request(key_ids=[f"{VAULT}/keys/K1/v1", f"{VAULT}/keys/unused"]))
+    assert {k: len(d) for k, d in by_id.items()} == {
+        f"{VAULT}/keys/K1": 3,  # ids compare case-insensitively, versions dropped
+        f"{VAULT}/keys/unused": 0,
+    }
+    assert list(candidate_keys(ROWS, request(key_vaults=["kv-b"]))) == [f"{OTHER}/keys/k2"]
+    assert list(candidate_keys(ROWS, request(key_vaults=[VAULT + "/"]))) == [f"{VAULT}/keys/k1"]
+
+
+def test_plan_makes_versions_for_due_keys_and_names_the_rest() -> None:
+    k1, k2 = f"{VAULT}/keys/k1", f"{OTHER}/keys/k2"
+    candidates = candidate_keys(ROWS, request())
+    known = {k1.lower(): facts(k1, "v1", age_days=100), k2.lower(): facts(k2, "v9", age_days=5)}
+    plan = plan_rotation(candidates, known, request(older_than_days=90), "r1", NOW)
+    assert [(k.key_id, k.make_version) for k in plan.rotations] == [(k1, True)]
+    assert [(r.key_id, r.status, r.reason) for r in plan.skipped] == [
+        (k2, Status.SKIPPED, "not old enough, nor near expiry")
+    ]
+    rows = plan.rows()
+    assert [(r.dependent_id.rsplit("/", 1)[-1], r.action, r.status) for r in rows[1:]] == [
+        ("", "new version", Status.PLANNED),
+        ("set-pinned", "update", Status.PLANNED),
+        ("set-auto", "wait for pickup", Status.PLANNED),
+        ("acrpinned", "update", Status.PLANNED),
+    ]
+
+
+def test_plan_resumes_its_own_rotation_and_reuses_a_policy_version() -> None:
+    k1, k2 = f"{VAULT}/keys/k1", f"{OTHER}/keys/k2"
+    candidates = candidate_keys(ROWS, request())
+    known = {
+        # made by this rotation yesterday: young, but resumed (not made again)
+        k1.lower(): facts(k1, "v2", age_days=0, tags={ROTATION_TAG: "r1"}),
+        k2.lower(): facts(k2, "v9", age_days=0),
+    }
+    plan = plan_rotation(candidates, known, request(older_than_days=30), "r1", NOW)
+    assert [(k.key_id, k.make_version, k.reason) for k in plan.rotations] == [
+        (k1, False, "resuming rotation r1")
+    ]
+    # no criterion: a version no pinned dependent uses yet (a policy made it) is reused
+    k1_set = {k1: [d for d in candidates[k1] if not d.follows_latest]}
+    plan = plan_rotation(k1_set, {k1.lower(): facts(k1, "v5")}, request(), "r2", NOW)
+    assert [(k.make_version, k.latest) for k in plan.rotations] == [(False, f"{k1}/v5")]
+    plan = plan_rotation(k1_set, {k1.lower(): facts(k1, "v1")}, request(), "r2", NOW)
+    assert [k.make_version for k in plan.rotations] == [True]
+
+
+def test_plan_refuses_unreadable_disabled_and_untagged_keys() -> None:
+    k1, k2 = f"{VAULT}/keys/k1", f"{OTHER}/keys/k2"
+    candidates = candidate_keys(ROWS, request())
+    known = {
+        k1.lower(): KeyFacts(key_id=k1, error="cannot read the key: Forbidden: no get"),
+        k2.lower(): facts(k2, "v9", enabled=False),
+    }
+    plan = plan_rotation(candidates, known, request(), "r1", NOW)
+    assert plan.rotations == []
+    assert [(r.status, r.reason) for r in plan.skipped] == [
+        (Status.FAILED, "cannot read the key: Forbidden: no get"),
+        (Status.SKIPPED, "its latest version is disabled"),
+    ]
+    tagged = {k1.lower(): facts(k1, "v1", tags={"team": "a"}), k2.lower(): facts(k2, "v9")}
+    plan = plan_rotation(candidates, tagged, request(tags={"team": "a"}), "r1", NOW)
+    assert [k.key_id for k in plan.rotations] == [k1]
+
+
+def test_expiry_criterion() -> None:
+    k1 = f"{VAULT}/keys/k1"
+    candidates = {k1: []}
+    soon = facts(k1, "v1", age_days=1, expires=NOW + timedelta(days=10))
+    later = facts(k1, "v1", age_days=1, expires=NOW + timedelta(days=60))
+    wanted = request(expiring_within_days=30, older_than_days=365)
+    assert plan_rotation(candidates, {k1.lower(): soon}, wanted, "r", NOW).rotations
+    assert not plan_rotation(candidates, {k1.lower(): later}, wanted, "r", NOW).rotations
+
+
+def test_rotation_id_is_stable_per_selection_and_day() -> None:
+    a = default_rotation_id(request(tags={"team": "a"}), NOW)
+    assert a == default_rotation_id(request(tags={"team": "a"}, dry_run=True), NOW)
+    assert a != default_rotation_id(request(tags={"team": "b"}), NOW)
+    assert a != default_rotation_id(request(tags={"team": "a"}), NOW + timedelta(days=1))
+    assert a.endswith("-20261202")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"key_ids": ["kv/keys/x"]}, "key_ids[0] = 'kv/keys/x': must be https://"),
+        ({"dask_address": "host:8786"}, "dask_address = 'host:8786': must be a URL"),
+        ({"older_than_days": -1}, "request.older_than_days = -1: "),
+    ],
+)
+def test_bad_requests_name_the_field(fields: dict, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_request(FleetRotationRequest, {"azure_credentials_block": "b", **fields})
