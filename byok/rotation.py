@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, field_validator
 from byok.errors import InvalidRequest
 from byok.inventory.discovery import Row, get, vaults_by_uri
 from byok.inventory.request import SubscriptionIds
+from byok.key_policy import RotationPolicySpec
 from byok.keyvault_ids import KeyId
 
 # The tag on a key version this tool made, naming the rotation it was made for.
@@ -59,6 +60,11 @@ class FleetRotationRequest(BaseModel):
         description="Names this rotation; new versions are tagged byok-rotation=<value> and a "
         "re-run with the same value reuses them. Empty: derived from the selection and the "
         "run's date, so a re-run of the same selection on the same day resumes it.",
+    )
+    rotation_policy: RotationPolicySpec | None = Field(
+        None,
+        description="Key Vault rotation policy every rotated key gets (set, then read back); "
+        "empty: policies are left as they are.",
     )
     pickup_timeout_minutes: float = Field(
         75,
@@ -192,6 +198,7 @@ class RotationPlan(BaseModel):
     `dict(model)`, which Prefect uses) and the rows of what it leaves alone."""
 
     rotation_id: str
+    sets_policy: bool = Field(False, description="Each rotated key gets the asked policy.")
     rotations: list[PlannedKey] = Field(default_factory=list)
     skipped: list[RotationRow] = Field(default_factory=list)
 
@@ -200,6 +207,7 @@ class RotationPlan(BaseModel):
         rows = list(self.skipped)
         for key in self.rotations:
             action = "new version" if key.make_version else f"reuse {key.latest}"
+            action += ", rotation policy" if self.sets_policy else ""
             rows.append(
                 RotationRow(
                     key_id=key.key_id,
@@ -332,7 +340,7 @@ def plan_rotation(
     a latest version tagged with this rotation is reused (a re-run resumes), and so is one
     no dependent uses yet when no age or expiry criterion condemns it (a version a rotation
     policy made). Every other key becomes a skipped or failed row with its reason."""
-    plan = RotationPlan(rotation_id=rotation_id)
+    plan = RotationPlan(rotation_id=rotation_id, sets_policy=request.rotation_policy is not None)
     for key_id in sorted(candidates):
         deps = candidates[key_id]
         fact = facts.get(key_id.lower())

@@ -311,7 +311,25 @@ def run_procedures(emulator: Any) -> list[str]:
         f"(identity {registry.identity_client_id})",
         *provision_demo_ibm_image(emulator),
         *inventory_demo_fleet(emulator, prepared.key.id),
+        rotate_demo_fleet(),
     ]
+
+
+def rotate_demo_fleet() -> str:
+    """The fleet rotation over every key the demo's sets and registries use."""
+    from byok.rotation import FleetRotationRequest, Status
+    from flows.fleet_rotation import rotate_customer_keys
+
+    result = rotate_customer_keys(
+        FleetRotationRequest(
+            azure_credentials_block=DEMO_BLOCK, poll_seconds=0.5, pickup_timeout_minutes=2
+        )
+    )
+    moved = sum(r.status == Status.VERIFIED for r in result.rows)
+    return (
+        f"  Fleet rotation {result.rotation_id}: {result.keys_rotated} keys at a new version, "
+        f"{moved} sets and registries verified on it (artifact customer-key-rotation)"
+    )
 
 
 def request_counts(emulator: Any) -> str:

@@ -11,6 +11,7 @@ from prefect import flow, task
 from pydantic import BaseModel, Field
 
 from blocks.azure import AzureCredentials
+from byok.key_policy import RotationPolicySpec
 from byok.keyvault_ids import KeyId
 from byok.parameters import parse_request
 from byok.validation import InvalidRequest, check_name, check_rsa_key_size
@@ -48,6 +49,7 @@ from tasks.key_vault import (
     check_vault_and_key,
     ensure_key,
     ensure_key_vault,
+    ensure_rotation_policy,
     new_key_version,
     read_vault,
     revoke,
@@ -96,6 +98,9 @@ class EncryptedRegistryRequest(BaseModel):
         True,
         description="Versionless key id: the registry follows new key versions (within an "
         "hour in Azure). Off: the versioned id, rotated by hand.",
+    )
+    rotation_policy: RotationPolicySpec | None = Field(
+        None, description="Key Vault rotation policy to set on the key; empty: leave it as is."
     )
     propagation_timeout_minutes: float = _TIMEOUT
     wait_for_other_run: bool = _WAIT
@@ -170,6 +175,8 @@ def create_encrypted_registry(request: EncryptedRegistryRequest) -> EncryptedReg
         )
         grant_key_access(credentials, sub, vault, identity.principal_id, timeout)
         key = ensure_key(credentials, sub, vault, request.key_name, request.key_size, timeout)
+        if request.rotation_policy is not None:
+            ensure_rotation_policy(credentials, sub, key.versionless_id, request.rotation_policy)
         key_id = choose_key_id(key.id, request.automatic_rotation)
         ensure_encrypted_registry(
             credentials, sub, rg, request.registry_name, request.location, identity, key_id, timeout

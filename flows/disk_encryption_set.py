@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, Field
 
 from blocks.azure import AzureCredentials
+from byok.key_policy import RotationPolicySpec
 from byok.keyvault_ids import KeyId
 from byok.parameters import parse_request
 from byok.validation import check_name, check_rsa_key_size, same_region
@@ -35,6 +36,7 @@ from tasks.key_vault import (
     check_vault_and_key,
     ensure_key,
     ensure_key_vault,
+    ensure_rotation_policy,
     grant,
     new_key_version,
 )
@@ -81,6 +83,9 @@ class DiskEncryptionSetRequest(BaseModel):
         "EncryptionAtRestWithCustomerKey",
         description="Customer key, or double encryption with platform and customer keys "
         "(fixed at creation).",
+    )
+    rotation_policy: RotationPolicySpec | None = Field(
+        None, description="Key Vault rotation policy to set on the key; empty: leave it as is."
     )
     auto_key_rotation: bool = Field(
         False,
@@ -182,6 +187,8 @@ def _prepare(
         credentials, sub, rg, request.vault_name, request.location, request.vault_rbac, timeout
     )
     key = ensure_key(credentials, sub, vault, request.key_name, request.key_size, timeout)
+    if request.rotation_policy is not None:
+        ensure_rotation_policy(credentials, sub, key.versionless_id, request.rotation_policy)
     des = ensure_disk_encryption_set(
         credentials,
         sub,

@@ -57,7 +57,10 @@ def apply_rotation_plan(request: FleetRotationRequest, plan: RotationPlan) -> li
     """Every key of the plan at once, each dependent as soon as its key has rotated."""
     credentials = AzureCredentials.load_saved(request.azure_credentials_block)
     wait, timeout = request.wait_for_other_run, request.pickup_timeout_minutes * 60
-    keys = [rotate_key.submit(credentials, k, plan.rotation_id, wait) for k in plan.rotations]
+    policy = request.rotation_policy
+    keys = [
+        rotate_key.submit(credentials, k, plan.rotation_id, wait, policy) for k in plan.rotations
+    ]
     moves = [
         move_dependent.submit(credentials, d, key, timeout, request.poll_seconds)
         for k, key in zip(plan.rotations, keys, strict=True)

@@ -16,6 +16,7 @@ from prefect.runtime import flow_run
 from blocks.azure import AzureCredentials
 from byok.azure_errors import one_line
 from byok.errors import RotationIncomplete
+from byok.key_policy import RotationPolicySpec
 from byok.keyvault_ids import KeyId
 from byok.rotation import (
     Dependent,
@@ -35,7 +36,7 @@ from clients.azure import AzureClients
 from tasks.acr import rotate_registry_key, verify_registry_key
 from tasks.disk_encryption_set import update_des_key, verify_des_key
 from tasks.events import emit_byok_event
-from tasks.key_vault import new_key_version
+from tasks.key_vault import ensure_rotation_policy, new_key_version
 from tasks.retry import STEP_RETRIES
 from tasks.run_lock import resource_lock
 
@@ -99,19 +100,31 @@ def plan_keys(
 
 @task(name="Rotate the key", task_run_name="Rotate {key.key_id}")
 def rotate_key(
-    credentials: AzureCredentials, key: PlannedKey, rotation_id: str, wait: bool
+    credentials: AzureCredentials,
+    key: PlannedKey,
+    rotation_id: str,
+    wait: bool,
+    policy: RotationPolicySpec | None,
 ) -> RotationRow:
     """One new version per rotation (tagged with it; a re-run reuses it), made by one run at
-    a time; a failure is this key's row, not the run's end."""
-    row = RotationRow(key_id=key.key_id, action="reuse version", status=Status.ROTATED)
+    a time, and the key's rotation policy when one is asked for; a failure is this key's
+    row, not the run's end."""
+    made = key.latest
+    action = "new version" if key.make_version else "reuse version"
     try:
-        if not key.make_version:
-            return row.model_copy(update={"version": key.latest, "reason": key.reason})
-        with resource_lock(key.key_id, wait=wait):
-            made = new_key_version(credentials, None, key.latest, rotation_id)
+        if key.make_version:
+            with resource_lock(key.key_id, wait=wait):
+                made = new_key_version(credentials, None, key.latest, rotation_id)
+        if policy is not None:
+            ensure_rotation_policy(credentials, None, key.key_id, policy)
+            action += ", rotation policy"
     except Exception as exc:  # one key's failure is its row; the others go on
-        return row.model_copy(update={"status": Status.FAILED, "reason": one_line(exc)})
-    return row.model_copy(update={"action": "new version", "version": made, "reason": key.reason})
+        return RotationRow(
+            key_id=key.key_id, action=action, status=Status.FAILED, reason=one_line(exc)
+        )
+    return RotationRow(
+        key_id=key.key_id, action=action, status=Status.ROTATED, version=made, reason=key.reason
+    )
 
 
 @task(name="Move the dependent", task_run_name="Move {dependent.resource_id}")

@@ -35,7 +35,8 @@ from byok.azure_errors import (
     named_failure,
     or_none,
 )
-from byok.errors import OperationFailed
+from byok.errors import OperationFailed, VerificationFailed
+from byok.key_policy import RotationPolicySpec
 from byok.keyvault_ids import KeyId
 from byok.polling import read_settled
 from byok.retrying import retry_while, write_or_find
@@ -463,6 +464,25 @@ def new_key_version(
         )
     get_run_logger().info("New key version %s", made)
     return made
+
+
+@task(name="Set the key rotation policy", **STEP_RETRIES)
+def ensure_rotation_policy(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    key_id: str,
+    policy: RotationPolicySpec,
+) -> None:
+    """The key's rotation policy becomes `policy` (a PUT, sent only when it differs), then
+    read back and compared."""
+    kid = KeyId.parse(key_id)
+    keys = AzureClients.of(credentials, subscription_id).keys(kid.vault_url)
+    with named_failure(kid.versionless, "setting the rotation policy"):
+        if not policy.matches(keys.get_key_rotation_policy(kid.name)):
+            keys.update_key_rotation_policy(kid.name, policy.to_sdk())
+            get_run_logger().info("Rotation policy of %s set", kid.versionless)
+        if not policy.matches(keys.get_key_rotation_policy(kid.name)):
+            raise VerificationFailed(kid.versionless, "the rotation policy read back differs")
 
 
 def vault_for_key(clients: AzureClients, key_id: str) -> VaultInfo:

@@ -97,11 +97,18 @@ def test_rbac_vault_absorbs_propagation_delays(azure_block: str, emulator: Emula
     assert emulator.requests.find("PATCH", "diskEncryptionSets")[-1].status == 202
 
 
-def test_rerun_creates_nothing_new(azure_block: str, emulator: Emulator) -> None:
-    first = prepare_disk_encryption_set(request(azure_block))
+def test_rerun_creates_nothing_new(azure_block: str, emulator: Emulator, azure) -> None:
+    policy = {"rotate_after_days": 90, "expires_after_days": 365}
+    first = prepare_disk_encryption_set(request(azure_block, rotation_policy=policy))
+    set_policy = azure.keys(first.vault.url).get_key_rotation_policy("aks-key")
+    assert set_policy.expires_in == "P365D"
+    assert {(a.action.lower(), a.time_after_create) for a in set_policy.lifetime_actions} == {
+        ("rotate", "P90D"),
+        ("notify", None),
+    }
     counts = (len(resources(emulator, DES_TYPE)), len(resources(emulator, ROLE_ASSIGNMENT_TYPE)))
     emulator.requests.clear()
-    second = prepare_disk_encryption_set(request(azure_block))
+    second = prepare_disk_encryption_set(request(azure_block, rotation_policy=policy))
     assert second == first
     assert (
         len(resources(emulator, DES_TYPE)),
