@@ -14,10 +14,8 @@ def test_policy_in_sdk_shape_and_compared_with_what_a_key_has() -> None:
     spec = RotationPolicySpec(rotate_after_days=90, expires_after_days=365)
     sdk = spec.to_sdk()
     assert sdk.expires_in == "P365D"
-    assert [(a.action, a.time_after_create, a.time_before_expiry) for a in sdk.lifetime_actions] == [
-        ("Rotate", "P90D", None),
-        ("Notify", None, "P30D"),
-    ]
+    actions = [(a.action, a.time_after_create, a.time_before_expiry) for a in sdk.lifetime_actions]
+    assert actions == [("Rotate", "P90D", None), ("Notify", None, "P30D")]
     served = KeyRotationPolicy(
         expires_in="P365D",
         lifetime_actions=[
