@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from emulator.app import Application
+from emulator.clock import clock_admin
 from emulator.cos import CosServer
 from emulator.faults import Fault, FaultInjector
 from emulator.http import HttpError, Request, Response
@@ -38,8 +39,10 @@ class Emulator:
         state_dir: Path | None = None,
         identity: Identity | None = None,
         throttle: Limits | None = None,
+        subscriptions: int = 1,
     ) -> None:
         self.identity = identity or Identity()
+        self.subscriptions = subscriptions  # of the home tenant, made again on every reset
         self._tmp = None if state_dir else tempfile.TemporaryDirectory(prefix="byok-emulator-")
         self.state_dir = Path(state_dir or self._tmp.name)  # type: ignore[union-attr]
         self.tls: TlsFiles = make_tls_files(self.state_dir / "tls")
@@ -96,6 +99,7 @@ class Emulator:
             cos=self.cos,
             ca_pem=self.ca_path.read_bytes(),
         )
+        self.state.ensure_subscriptions(self.subscriptions)
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -163,7 +167,8 @@ class Emulator:
 
     # -- the admin API (main origin, under /_emulator) ----------------------------------------
     def admin(self, request: Request) -> Response:
-        """Faults, reset, the request log and the endpoints, for `byok emulator`."""
+        """Faults, reset, the request log, the endpoints and subscriptions, for `byok
+        emulator`."""
         state = self.state
         assert state is not None
         path = request.path.split("/_emulator", 1)[1].rstrip("/")
@@ -187,6 +192,11 @@ class Emulator:
                 return Response(200, [e.to_json() for e in found])
             if path == "/endpoints" and request.method == "GET":
                 return Response(200, self.endpoints())
+            if path == "/subscriptions" and request.method == "POST":
+                count = int(request.json().get("count", 1))
+                return Response(200, {"subscriptions": state.ensure_subscriptions(count)})
+            if path == "/clock":
+                return clock_admin(state.keyvault.clock, request)
         except (TypeError, ValueError) as exc:
             return HttpError(400, "BadRequest", str(exc)).response()
         return HttpError(404, "UnsupportedOperation", f"No admin operation {path!r}.").response()

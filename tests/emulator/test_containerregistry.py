@@ -200,8 +200,10 @@ def test_cmk_only_at_creation_and_never_disabled(
 def test_versionless_key_follows_new_versions(
     azure: AzureClients, emulator: Emulator, setup
 ) -> None:
+    """Picked up once the emulator's clock passes the delay after the version was made
+    (Azure: within an hour)."""
     vault, kid, uai = setup
-    emulator.arm.types[REGISTRY_TYPE].hooks.auto_rotation_seconds = 0.3  # type: ignore[attr-defined]
+    emulator.arm.types[REGISTRY_TYPE].hooks.auto_rotation_seconds = 3600  # type: ignore[attr-defined]
     versionless = kid.rsplit("/", 1)[0]
     registry = create(azure, registry_body(uai, versionless))
     kvp = registry.encryption.key_vault_properties
@@ -210,20 +212,31 @@ def test_versionless_key_follows_new_versions(
     registries = azure.container_registry().registries
     seen = registries.get("rg", "acrbyok1").encryption.key_vault_properties
     assert seen.versioned_key_identifier == kid  # not yet: the registry checks periodically
-    time.sleep(0.35)
+    emulator.state.keyvault.clock.advance(3500)  # type: ignore[union-attr]
+    assert registries.get("rg", "acrbyok1").encryption.key_vault_properties == seen
+    emulator.state.keyvault.clock.advance(200)  # type: ignore[union-attr]
     seen = registries.get("rg", "acrbyok1").encryption.key_vault_properties
     assert seen.versioned_key_identifier == new.id and seen.last_key_rotation_timestamp
 
 
+@pytest.mark.parametrize("revoke", ["remove-access", "disable"])
 def test_revoked_access_blocks_data_until_restored(
-    azure: AzureClients, emulator: Emulator, setup
+    azure: AzureClients, emulator: Emulator, setup, revoke: str
 ) -> None:
-    _, kid, uai = setup
+    vault, kid, uai = setup
     create(azure, registry_body(uai, kid))
-    allow(azure, emulator, uai.principal_id, "remove")
+    keys = azure.keys(str(vault.properties.vault_uri))
+    version = kid.rsplit("/", 1)[1]
+    if revoke == "disable":
+        keys.update_key_properties("des-key", version, enabled=False)
+    else:
+        allow(azure, emulator, uai.principal_id, "remove")
     with pytest.raises(HttpResponseError, match="KeyVaultAccessForbidden"):
         import_probe(azure)
-    allow(azure, emulator, uai.principal_id)
+    if revoke == "disable":
+        keys.update_key_properties("des-key", version, enabled=True)
+    else:
+        allow(azure, emulator, uai.principal_id)
     import_probe(azure)
 
 

@@ -120,3 +120,26 @@ def test_429_is_retried(emulator: Emulator, kp: KeyProtectClient) -> None:
     assert kp.wrap(key["id"])["ciphertext"]
     statuses = [r.status for r in emulator.requests.find("POST", "/actions/wrap$")]
     assert statuses == [429, 200]
+
+
+def test_disabled_root_key_refuses_crypto_until_enabled(kp: KeyProtectClient) -> None:
+    """Disable (state 2, suspended): wrap, unwrap and rotate answer 422 KEY_INVALID_STATE_ERR;
+    enable: the same ciphertext unwraps again. Disabling twice is refused."""
+    key = kp.create_key("root")
+    dek = os.urandom(32)
+    wrapped = kp.wrap(key["id"], b64(dek))["ciphertext"]
+    kp._call("POST", f"/api/v2/keys/{key['id']}/actions/disable")
+    assert kp.get_key(key["id"])["state"] == 2
+    for attempt in (
+        lambda: kp.unwrap(key["id"], wrapped),
+        lambda: kp.wrap(key["id"], b64(dek)),
+        lambda: kp.rotate(key["id"]),
+        lambda: kp._call("POST", f"/api/v2/keys/{key['id']}/actions/disable"),
+    ):
+        with pytest.raises(ApiException) as refused:
+            attempt()
+        assert refused.value.status_code == 422
+        assert "KEY_INVALID_STATE_ERR" in str(refused.value.http_response.text)
+    kp._call("POST", f"/api/v2/keys/{key['id']}/actions/enable")
+    assert kp.get_key(key["id"])["state"] == 1
+    assert base64.b64decode(kp.unwrap(key["id"], wrapped)["plaintext"]) == dek

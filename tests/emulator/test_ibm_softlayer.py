@@ -218,3 +218,32 @@ def test_the_emulator_reads_vhds_with_its_own_code() -> None:
     corrupt[-512 + 50] ^= 1
     with pytest.raises(NotAVhd, match="bad footer checksum"):
         read_disk(io.BytesIO(bytes(corrupt)))
+
+
+def test_an_image_of_a_disabled_root_key_cannot_be_ordered_until_enabled(
+    emulator: Emulator, ibm: IBMClients, importer: dict[str, Any], ibm_grant
+) -> None:
+    """Disabling the root key makes the encrypted template unusable (the order is refused
+    naming encryption_key_disabled); enabling it makes it orderable again."""
+    authorize_server_protect(emulator, ibm_grant)
+    dek = os.urandom(32)
+    kp, root = importer["kp"], importer["root"]
+    wrapped = kp.wrap(root["id"], base64.b64encode(dek).decode())["ciphertext"]
+    template = wait_for_template(ibm, start_import(ibm, importer, encrypted_vhd(dek), wrapped))
+    assert template["status"]["keyName"] == "ACTIVE", template["note"]
+    order = {
+        "hostname": "byok-vsi",
+        "domain": "example.com",
+        "startCpus": 2,
+        "maxMemory": 4096,
+        "datacenter": {"name": "dal10"},
+        "hourlyBillingFlag": True,
+        "localDiskFlag": False,
+        "blockDeviceTemplateGroup": {"globalIdentifier": template["globalIdentifier"]},
+    }
+    client = ibm.softlayer()
+    kp._call("POST", f"/api/v2/keys/{root['id']}/actions/disable")
+    with pytest.raises(SoftLayer.SoftLayerAPIError, match="encryption_key_disabled"):
+        client.call("Virtual_Guest", "generateOrderTemplate", order)
+    kp._call("POST", f"/api/v2/keys/{root['id']}/actions/enable")
+    assert client.call("Virtual_Guest", "generateOrderTemplate", order)

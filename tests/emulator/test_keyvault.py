@@ -8,6 +8,7 @@ import time
 import uuid
 
 import pytest
+import requests
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.keyvault.keys import KeyType
 from azure.keyvault.keys.crypto import KeyWrapAlgorithm
@@ -397,10 +398,93 @@ def test_rotation_policy_default_set_and_rules(azure: AzureClients, vault_url: s
         (KeyRotationPolicyAction.rotate, "P30D")
     ]
     too_soon = KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P3D")
+    too_late = KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P85D")
+    before = KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_before_expiry="P30D")
     for policy, rule in [
         (KeyRotationPolicy(lifetime_actions=[rotate], expires_in="P10D"), "at least 28 days"),
         (KeyRotationPolicy(lifetime_actions=[too_soon], expires_in="P90D"), "at least 7 days"),
+        (KeyRotationPolicy(lifetime_actions=[too_late], expires_in="P90D"), "7 days before"),
+        (KeyRotationPolicy(lifetime_actions=[before]), "needs the policy's expiryTime"),
     ]:
         with pytest.raises(HttpResponseError, match=rule) as info:
             keys.update_key_rotation_policy("rotated", policy)
         assert info.value.status_code == 400
+
+
+DAY = 86400
+
+
+def test_policy_rotates_on_the_emulator_clock(
+    azure: AzureClients, emulator: Emulator, vault_url: str
+) -> None:
+    """Rotate 30 days after creation, versions expiring after 90 days: nothing before the
+    trigger; then one version per period, each created when it was due; the admin API moves
+    the clock."""
+    from azure.keyvault.keys import (
+        KeyRotationLifetimeAction,
+        KeyRotationPolicy,
+        KeyRotationPolicyAction,
+    )
+
+    keys = azure.keys(vault_url)
+    first = keys.create_rsa_key("auto", size=2048)
+    rotate = KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P30D")
+    keys.update_key_rotation_policy(
+        "auto", KeyRotationPolicy(lifetime_actions=[rotate], expires_in="P90D")
+    )
+    clock = emulator.state.keyvault.clock  # type: ignore[union-attr]
+    clock.advance(29 * DAY)
+    assert keys.get_key("auto").properties.version == first.properties.version
+    answer = requests.post(
+        f"{emulator.base_url}/_emulator/clock",
+        json={"advance_seconds": 63 * DAY},  # day 92: rotations due on days 30, 60 and 90
+        verify=str(emulator.ca_path),
+        timeout=10,
+    )
+    assert answer.status_code == 200 and answer.json()["offset_seconds"] == 92 * DAY
+    backwards = requests.post(
+        f"{emulator.base_url}/_emulator/clock",
+        json={"advance_seconds": -1},
+        verify=str(emulator.ca_path),
+        timeout=10,
+    )
+    assert backwards.status_code == 400
+    assert "must be a number ≥ 0" in backwards.json()["error"]["message"]
+    versions = sorted(
+        keys.list_properties_of_key_versions("auto"), key=lambda p: p.created_on.timestamp()
+    )
+    start = first.properties.created_on.timestamp()
+    assert [round((v.created_on.timestamp() - start) / DAY) for v in versions] == [0, 30, 60, 90]
+    assert versions[0].expires_on is None
+    assert [round((v.expires_on.timestamp() - start) / DAY) for v in versions[1:]] == [
+        120,
+        150,
+        180,
+    ]
+    assert keys.get_key("auto").properties.version == versions[-1].version
+
+
+def test_rotate_before_expiry(azure: AzureClients, emulator: Emulator, vault_url: str) -> None:
+    """A version expiring after 60 days, rotated 20 days before: a new version on day 40."""
+    from azure.keyvault.keys import (
+        KeyRotationLifetimeAction,
+        KeyRotationPolicy,
+        KeyRotationPolicyAction,
+    )
+
+    keys = azure.keys(vault_url)
+    first = keys.create_rsa_key("exp", size=2048)
+    rotate = KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_before_expiry="P20D")
+    keys.update_key_rotation_policy(
+        "exp", KeyRotationPolicy(lifetime_actions=[rotate], expires_in="P60D")
+    )
+    made = keys.rotate_key("exp")  # rotated by hand: expires as the policy says
+    start = made.properties.created_on.timestamp()
+    assert round((made.properties.expires_on.timestamp() - start) / DAY) == 60
+    clock = emulator.state.keyvault.clock  # type: ignore[union-attr]
+    clock.advance(39 * DAY)
+    assert keys.get_key("exp").properties.version == made.properties.version
+    clock.advance(2 * DAY)
+    latest = keys.get_key("exp").properties
+    assert latest.version not in (made.properties.version, first.properties.version)
+    assert round((latest.created_on.timestamp() - start) / DAY) == 40

@@ -5,15 +5,17 @@ an Azure-AsyncOperation monitor; a versioned RSA 2048/3072/4096 key in a vault o
 region (purge protection is recommended, not enforced); an encryption type fixed at
 creation; key access of the DES identity checked whenever the key changes after creation;
 previousKeys non-empty while disks are re-wrapped; optional automatic rotation to the latest
-key version."""
+key version, picked up `auto_rotation_seconds` after it was made on the emulator's clock
+(Azure: within an hour), unless the set cannot use it (`autoKeyRotationError`)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from emulator.clock import iso
 from emulator.http import HttpError
-from emulator.services.arm.models import ArmModel, PutContext, TypeHooks, TypeSpec, utc_now
+from emulator.services.arm.models import ArmModel, PutContext, TypeHooks, TypeSpec
 from emulator.services.keyvault.models import KeyVaultModel
 
 DISK_ENCRYPTION_SET_TYPE = "Microsoft.Compute/diskEncryptionSets"
@@ -153,8 +155,20 @@ class DiskEncryptionSetHooks(TypeHooks):
         """The active key changed: disks are re-wrapped for a while."""
         props = resource["properties"]
         props["previousKeys"] = [previous]
-        props["lastKeyRotationTimestamp"] = utc_now()
+        props["lastKeyRotationTimestamp"] = iso(self.keyvault.clock.now())
         resource["_rewrap_until"] = time.monotonic() + self.rewrap_seconds
+
+    def key_problem(self, arm: ArmModel, des: dict[str, Any]) -> HttpError | None:
+        """Why the set cannot use its active key now (missing, disabled, no access), or None."""
+        key_url = des["properties"]["activeKey"]["keyUrl"]
+        try:
+            vault, _, version = self.keyvault.resolve_key_url(key_url)
+            if not version.enabled:
+                raise HttpError(400, "KeyVaultKeyDisabled", f"The key '{key_url}' is disabled.")
+            self.check_access(arm, des, vault, key_url)
+        except HttpError as exc:
+            return exc
+        return None
 
     def refresh(self, arm: ArmModel, resource: dict[str, Any]) -> None:
         props = resource["properties"]
@@ -168,10 +182,18 @@ class DiskEncryptionSetHooks(TypeHooks):
             props["autoKeyRotationError"] = {"code": exc.code, "message": exc.message}
             return
         latest = key.versions[-1]
-        if latest is current or time.time() < latest.created + self.auto_rotation_seconds:
+        now = self.keyvault.clock.now()
+        if latest is current:
+            props.pop("autoKeyRotationError", None)  # nothing to pick up: no error either
+            return
+        if now < latest.created + self.auto_rotation_seconds:
             return
         base = props["activeKey"]["keyUrl"].rsplit("/", 1)[0]
         try:
+            if not latest.enabled:
+                raise HttpError(
+                    400, "KeyVaultKeyDisabled", f"The key '{base}/{latest.version}' is disabled."
+                )
             self.check_access(arm, resource, vault, f"{base}/{latest.version}")
         except HttpError as exc:
             props["autoKeyRotationError"] = {"code": exc.code, "message": exc.message}

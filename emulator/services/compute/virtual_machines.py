@@ -1,12 +1,20 @@
 """Virtual machines created from gallery image versions, with their managed disks encrypted
-by disk encryption sets (one per disk)."""
+by disk encryption sets (one per disk), and their power state.
+
+"If you disable or delete your key, any VMs with disks using that key will automatically shut
+down. After this, the VMs won't be usable unless the key is enabled again or you assign a new
+key." (learn.microsoft.com/azure/virtual-machines/disk-encryption, "Full control of your
+keys"). So a running VM whose disks' set cannot use its key (disabled, deleted, access
+removed) reports `PowerState/stopped` in its instance view (`$expand=instanceView`), with the
+reason as the status message; `start` fails while the key is unusable and succeeds once it is
+usable again. Azure does not start the VM again by itself."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from emulator.http import HttpError
+from emulator.http import HttpError, Response
 from emulator.services.arm import ids
 from emulator.services.arm.models import ArmModel, PutContext, TypeHooks, TypeSpec
 from emulator.services.compute.gallery import VERSION_TYPE, version_encryptions
@@ -121,7 +129,62 @@ class VirtualMachineHooks(TypeHooks):
                 f"{group}/providers/{DISK_TYPE}/{disk['name']}"
             )
 
+    def key_problem(self, arm: ArmModel, resource: dict[str, Any]) -> HttpError | None:
+        """Why a disk's set cannot use its key now, or None."""
+        storage = resource["properties"].get("storageProfile") or {}
+        for disk in [storage.get("osDisk") or {}, *(storage.get("dataDisks") or [])]:
+            des_id = ((disk.get("managedDisk") or {}).get("diskEncryptionSet") or {}).get("id")
+            des = arm.get(des_id) if des_id else None
+            problem = self.des_hooks.key_problem(arm, des) if des else None
+            if problem is not None:
+                return problem
+        return None
+
+    def refresh(self, arm: ArmModel, resource: dict[str, Any]) -> None:
+        """A running VM whose disks' key became unusable shuts down."""
+        if resource.get("_power") != "running":
+            return
+        problem = self.key_problem(arm, resource)
+        if problem is not None:
+            resource["_power"] = "stopped"
+            resource["_power_message"] = f"{problem.code}: {problem.message}"
+
+    def expand(self, resource: dict[str, Any], what: str) -> dict[str, Any]:
+        if what.lower() != "instanceview":
+            return {}
+        power = resource.get("_power", "running")
+        status = {"code": f"PowerState/{power}", "level": "Info", "displayStatus": f"VM {power}"}
+        if resource.get("_power_message"):
+            status["message"] = resource["_power_message"]
+        provisioning = {
+            "code": "ProvisioningState/succeeded",
+            "level": "Info",
+            "displayStatus": "Provisioning succeeded",
+        }
+        return {"instanceView": {"statuses": [provisioning, status]}}
+
+    def start(self, arm: ArmModel, resource: dict[str, Any], body: dict[str, Any]) -> Response:
+        """`POST …/start`: refused while a disk's key is unusable."""
+        problem = self.key_problem(arm, resource)
+        if problem is not None:
+            raise HttpError(
+                400,
+                problem.code,
+                f"The VM '{resource['name']}' cannot start: its disks' key is unusable. "
+                f"{problem.message}",
+            )
+        resource["_power"] = "running"
+        resource.pop("_power_message", None)
+        return Response(200)
+
+    def power_off(self, arm: ArmModel, resource: dict[str, Any], body: dict[str, Any]) -> Response:
+        """`POST …/powerOff`."""
+        resource["_power"] = "stopped"
+        resource.pop("_power_message", None)
+        return Response(200)
+
     def succeeded(self, arm: ArmModel, resource: dict[str, Any]) -> None:
+        resource.setdefault("_power", "running")
         storage = resource["properties"]["storageProfile"]
         for disk in [storage["osDisk"], *(storage.get("dataDisks") or [])]:
             managed = disk["managedDisk"]
@@ -159,13 +222,15 @@ class VirtualMachineHooks(TypeHooks):
 
 def register_types(arm: ArmModel, des_hooks: DiskEncryptionSetHooks) -> None:
     """Serve VMs (201 + Azure-AsyncOperation) and the managed disks they create."""
+    hooks = VirtualMachineHooks(des_hooks)
     arm.register_type(
         TypeSpec(
             VM_TYPE,
             lro="azure-async-operation",
             create_status=201,
-            hooks=VirtualMachineHooks(des_hooks),
+            hooks=hooks,
             delete_lro="location",
+            actions={"start": hooks.start, "poweroff": hooks.power_off},
         )
     )
     arm.register_type(

@@ -4,17 +4,19 @@ Premium only; encryption enabled only at creation, with a user-assigned identity
 disabled; RSA or RSA-HSM keys; the identity named by `keyVaultProperties.identity` (a
 user-assigned identity's client id, or `system`) needs get, wrapKey and unwrapKey, and the
 vault firewall must let trusted services through; a versionless key is followed to its latest
-version after `auto_rotation_seconds` (Azure: within an hour). `importImage` stands for the
+version `auto_rotation_seconds` after that version was made, on the emulator's clock (Azure:
+within an hour, learn.microsoft.com/azure/container-registry/
+tutorial-rotate-revoke-customer-managed-keys). `importImage` stands for the
 registry's data operations: it fails while the key is unreachable."""
 
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
+from emulator.clock import iso
 from emulator.http import HttpError
-from emulator.services.arm.models import ArmModel, PutContext, TypeHooks, TypeSpec, utc_now
+from emulator.services.arm.models import ArmModel, PutContext, TypeHooks, TypeSpec
 from emulator.services.keyvault.models import KeyVaultModel, network_denial
 
 REGISTRY_TYPE = "Microsoft.ContainerRegistry/registries"
@@ -119,7 +121,7 @@ class RegistryHooks(TypeHooks):
         old = (ctx.existing or {}).get("properties") or {}
         props = resource["properties"] = {**old, **resource["properties"]}
         props.setdefault("loginServer", f"{ctx.rid.name.lower()}.azurecr.io")
-        props.setdefault("creationDate", utc_now())
+        props.setdefault("creationDate", iso(self.keyvault.clock.now()))
         props.setdefault("adminUserEnabled", False)
         props.setdefault("publicNetworkAccess", "Enabled")
         props.setdefault("networkRuleBypassOptions", "AzureServices")
@@ -127,7 +129,6 @@ class RegistryHooks(TypeHooks):
         sku = (resource.get("sku") or (ctx.existing or {})["sku"])["name"]
         resource["sku"] = {"name": sku, "tier": sku}
         resource["_repositories"] = dict((ctx.existing or {}).get("_repositories") or {})
-        resource["_pending"] = (ctx.existing or {}).get("_pending")
         status, kvp = encryption_of(props)
         old_status, old_kvp = encryption_of(old)
         if status != "enabled":
@@ -158,7 +159,7 @@ class RegistryHooks(TypeHooks):
         if old_status == "enabled" and kvp["versionedKeyIdentifier"] != old_kvp.get(
             "versionedKeyIdentifier"
         ):
-            kvp["lastKeyRotationTimestamp"] = utc_now()
+            kvp["lastKeyRotationTimestamp"] = iso(self.keyvault.clock.now())
         props["encryption"] = {"status": "enabled", "keyVaultProperties": kvp}
 
     def _client_id(self, resource: dict[str, Any], identity: str) -> str:
@@ -235,11 +236,7 @@ class RegistryHooks(TypeHooks):
             return
         if kvp["versionedKeyIdentifier"].endswith("/" + latest.version):
             return
-        pending = resource.get("_pending")
-        if not pending or pending[0] != latest.version:
-            resource["_pending"] = (latest.version, time.monotonic() + self.auto_rotation_seconds)
-            return
-        if time.monotonic() < pending[1]:
+        if self.keyvault.clock.now() < latest.created + self.auto_rotation_seconds:
             return
         candidate = {**kvp, "versionedKeyIdentifier": kvp["keyIdentifier"].rstrip("/") + "/"}
         candidate["versionedKeyIdentifier"] += latest.version
@@ -247,9 +244,8 @@ class RegistryHooks(TypeHooks):
             self.check_key(resource, candidate)
         except HttpError:
             return
-        candidate["lastKeyRotationTimestamp"] = utc_now()
+        candidate["lastKeyRotationTimestamp"] = iso(self.keyvault.clock.now())
         resource["properties"]["encryption"]["keyVaultProperties"] = candidate
-        resource["_pending"] = None
 
     def import_image(self, arm: ArmModel, resource: dict[str, Any], body: dict[str, Any]) -> None:
         """importImage: write content, which needs the key when encryption is on."""

@@ -1,5 +1,11 @@
 """Key Protect state: instances with root and standard keys, their versions, and envelope
-encryption (wrap, unwrap, rewrap) with real AES-GCM under each key version."""
+encryption (wrap, unwrap, rewrap) with real AES-GCM under each key version.
+
+A root key can be disabled (state 2, Suspended) and enabled again (state 1, Active): while
+suspended its wrap, unwrap, rewrap and rotate answer 422 KEY_INVALID_STATE_ERR "Key is not in
+a valid state", and services that unwrap with it (server-protect) fail
+(https://cloud.ibm.com/docs/key-protect?topic=key-protect-disable-keys,
+https://cloud.ibm.com/docs/key-protect?topic=key-protect-error-messages)."""
 
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ ERROR_TYPE = "application/vnd.ibm.kms.error+json"
 CIPHERTEXT_MAGIC = b"KPE1"  # then version uuid (16), nonce (12), AES-GCM ciphertext + tag
 MAX_PLAINTEXT = 7740
 ROOT_KEY_SIZES = (16, 24, 32)
+ACTIVE, SUSPENDED = 1, 2  # Key Protect key states
 DEK_SIZE = 32
 
 
@@ -87,6 +94,8 @@ class Key:
     versions: list[KeyVersion]
     created: str = field(default_factory=now_iso)
     last_rotated: str | None = None
+    state: int = ACTIVE
+    last_updated: str | None = None
 
     @property
     def latest(self) -> KeyVersion:
@@ -100,7 +109,7 @@ class Key:
             "id": self.id,
             "name": self.name,
             "description": self.description,
-            "state": 1,
+            "state": self.state,
             "crn": self.crn,
             "extractable": self.extractable,
             "imported": self.imported,
@@ -109,7 +118,7 @@ class Key:
             "algorithmMetadata": {"bitLength": str(len(self.latest.material) * 8), "mode": "GCM"},
             "createdBy": self.created_by,
             "creationDate": self.created,
-            "lastUpdateDate": self.last_rotated or self.created,
+            "lastUpdateDate": self.last_updated or self.last_rotated or self.created,
             "keyVersion": {"id": self.latest.id, "creationDate": self.latest.created},
             "dualAuthDelete": {"enabled": False},
         }
@@ -233,8 +242,25 @@ class KeyProtectModel:
             instance.keys[key_id] = key
         return key
 
+    def set_enabled(self, key: Key, enabled: bool) -> None:
+        """`actions/enable` and `actions/disable` of a root key; 422 KEY_INVALID_STATE_ERR
+        unless the key is in the state the action leaves."""
+        _root(key, "enable" if enabled else "disable")
+        wanted = SUSPENDED if enabled else ACTIVE
+        if key.state != wanted:
+            raise KeyProtectError(
+                422,
+                "KEY_INVALID_STATE_ERR",
+                f"Key is not in a valid state: key {key.id} is "
+                f"{'active' if key.state == ACTIVE else 'suspended'}.",
+            )
+        with self.lock:
+            key.state = ACTIVE if enabled else SUSPENDED
+            key.last_updated = now_iso()
+
     def rotate(self, key: Key, body: dict[str, Any]) -> None:
         """A new version of a root key (imported keys bring the new `payload`)."""
+        _active(key)
         if key.extractable:
             raise KeyProtectError(
                 422,
@@ -257,6 +283,7 @@ class KeyProtectModel:
     def wrap(self, key: Key, body: dict[str, Any]) -> dict[str, Any]:
         """Wrap `plaintext` (or a fresh 32-byte DEK, returned too) with the latest version."""
         _root(key, "wrap")
+        _active(key)
         generated = "plaintext" not in body
         dek = os.urandom(DEK_SIZE) if generated else _b64(body["plaintext"], "plaintext")
         if not 1 <= len(dek) <= MAX_PLAINTEXT:
@@ -272,6 +299,7 @@ class KeyProtectModel:
     def unwrap(self, key: Key, body: dict[str, Any]) -> dict[str, Any]:
         """The DEK, and a fresh ciphertext when the key was rotated since the wrap."""
         _root(key, "unwrap")
+        _active(key)
         version, dek = _open(key, body.get("ciphertext"), _aad(body))
         answer: dict[str, Any] = {
             "plaintext": base64.b64encode(dek).decode(),
@@ -285,6 +313,7 @@ class KeyProtectModel:
     def rewrap(self, key: Key, body: dict[str, Any]) -> dict[str, Any]:
         """The ciphertext wrapped again with the latest version."""
         _root(key, "rewrap")
+        _active(key)
         version, dek = _open(key, body.get("ciphertext"), _aad(body))
         return {
             "ciphertext": _seal(key, key.latest, dek, _aad(body)),
@@ -370,6 +399,15 @@ def _root(key: Key, action: str) -> None:
             422,
             "KEY_ACTION_INVALID_VALUE_ERR",
             f"Key {key.id} is a standard key: {action} needs a root key (extractable false).",
+        )
+
+
+def _active(key: Key) -> None:
+    if key.state != ACTIVE:
+        raise KeyProtectError(
+            422,
+            "KEY_INVALID_STATE_ERR",
+            f"Key is not in a valid state: key {key.id} is disabled (suspended).",
         )
 
 

@@ -16,7 +16,8 @@ from emulator.services.keyprotect.models import (
 )
 
 KeyHandler = Callable[[Request, Caller, Instance], Response]
-ACTIONS = ("wrap", "unwrap", "rewrap", "rotate")
+ACTIONS = ("wrap", "unwrap", "rewrap", "rotate", "disable", "enable")
+STATE_ACTIONS = ("rotate", "disable", "enable")  # writes, answered 204
 
 
 def _keys(keys: list[Key], status: int = 200, with_payload: bool = False) -> Response:
@@ -67,10 +68,13 @@ def register(router: Router, kp: KeyProtectModel) -> None:
                 f"action {name!r} is not supported: use one of {', '.join(ACTIONS)}.",
             )
         key = instance.key(request.params["id"])
-        kp.authorize(caller, instance, write=name == "rotate", key_id=key.id)
+        kp.authorize(caller, instance, write=name in STATE_ACTIONS, key_id=key.id)
         body = request.json()
         if name == "rotate":
             kp.rotate(key, body)
+            return Response(204)
+        if name in ("disable", "enable"):
+            kp.set_enabled(key, name == "enable")
             return Response(204)
         return Response(200, getattr(kp, name)(key, body))
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from emulator.clock import Clock
 from emulator.http import HttpError
 from emulator.services.arm import ids
 from emulator.services.arm.models import ArmModel, PutContext, TypeHooks, TypeSpec
@@ -20,6 +21,7 @@ from emulator.services.authorization.models import allowed_key_operations
 from emulator.services.authorization.roles import ALL_KEY_OPERATIONS, KEY_DATA_ACTIONS
 from emulator.services.entra.models import Principal
 from emulator.services.keyvault import crypto
+from emulator.services.keyvault.rotation import expiry_of, next_rotation
 
 VAULT_TYPE = "Microsoft.KeyVault/vaults"
 _KEY_URL = re.compile(
@@ -157,6 +159,7 @@ class KeyVaultModel:
         self.arm = arm
         self._listen, self._unlisten = listen, unlisten
         self.lock = threading.RLock()
+        self.clock = Clock()  # the emulator's clock: every time-based behaviour reads it
         self.vaults: dict[int, VaultData] = {}  # by port
         self.deleted_vaults: dict[str, DeletedVault] = {}  # by lower-case name
 
@@ -280,6 +283,7 @@ class KeyVaultModel:
         key = data.keys.get(match["name"].lower()) if data else None
         if data is None or resource is None or key is None or key.deleted_date is not None:
             raise HttpError(400, "KeyVaultKeyNotFound", f"The key '{key_url}' was not found.")
+        self.rotate_due(key)
         try:
             version = key.version(match["version"])
         except HttpError:
@@ -288,25 +292,54 @@ class KeyVaultModel:
             ) from None
         return resource, key, version
 
-    @staticmethod
-    def new_version(kty: str, material: crypto.PrivateKey, body: dict[str, Any]) -> KeyVersion:
-        """A key version from a create/import request body."""
+    def new_version(
+        self, kty: str, material: crypto.PrivateKey, body: dict[str, Any], at: float | None = None
+    ) -> KeyVersion:
+        """A key version from a create/import request body, created now (or `at`) on the
+        emulator's clock."""
         attributes = body.get("attributes") or {}
         default_ops = (
             ["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"]
             if kty.startswith("RSA")
             else ["sign", "verify"]
         )
+        created = int(self.clock.now() if at is None else at)
         return KeyVersion(
             version=secrets.token_hex(16),
             kty=kty,
             material=material,
             key_ops=list(body.get("key_ops") or default_ops),
             enabled=attributes.get("enabled", True),
+            created=created,
+            updated=created,
             exp=attributes.get("exp"),
             nbf=attributes.get("nbf"),
             tags=dict(body.get("tags") or {}),
         )
+
+    def rotated_version(self, key: StoredKey, at: float | None = None) -> KeyVersion:
+        """A new version of `key` like its latest (type, size, operations, tags), expiring
+        as its rotation policy says; appended to the key."""
+        latest = key.versions[-1]
+        material = crypto.generate_like(latest.material, latest.kty)
+        v = self.new_version(
+            latest.kty, material, {"key_ops": latest.key_ops, "tags": latest.tags}, at
+        )
+        v.exp = expiry_of(key.rotation_policy, v.created)
+        key.versions.append(v)
+        return v
+
+    def rotate_due(self, key: StoredKey) -> None:
+        """Key Vault's auto-rotation, caught up to the emulator's clock: each version the
+        key's rotation policy has made by now, created at the time it was due."""
+        with self.lock:
+            now = self.clock.now()
+            while key.deleted_date is None:
+                latest = key.versions[-1]
+                due = next_rotation(key.rotation_policy, latest.created, latest.exp)
+                if due is None or due > now:
+                    return
+                self.rotated_version(key, due)
 
 
 class VaultHooks(TypeHooks):

@@ -1,14 +1,18 @@
-"""Key rotation policies as Key Vault keeps them (`GET|PUT /keys/{name}/rotationpolicy`).
+"""Key rotation policies as Key Vault keeps them (`GET|PUT /keys/{name}/rotationpolicy`), and
+the rotations they make on the emulator's clock.
 
 Rules, from "Configure cryptographic key auto-rotation in Azure Key Vault"
-(learn.microsoft.com/azure/key-vault/keys/how-to-configure-key-rotation): the expiry time
-is at least 28 days; a Rotate action triggers at least 7 days after creation or at least 7
-days before expiry; a Notify action at least 7 days before expiry; one action of each type.
-A key without a policy of its own answers the default one: notify 30 days before expiry."""
+(learn.microsoft.com/azure/key-vault/keys/how-to-configure-key-rotation) and the service's
+behaviour as lowkey-vault models it (https://github.com/nagyesta/lowkey-vault/issues/181):
+the expiry time is at least 28 days; a Rotate action triggers at least 7 days after creation,
+or before expiry (which needs the policy's expiry time) but at least 7 days after creation;
+a Notify action triggers at least 7 days before expiry; one action of each type. Rotation
+makes a new version at the trigger time, expiring `expiryTime` later when the policy sets it.
+A key without a policy of its own answers the default one: notify 30 days before expiry.
+Key Vault answers a broken rule with 400 BadParameter."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import isodate
@@ -42,8 +46,10 @@ def days(value: str, field: str) -> float:
     return duration.total_seconds() / 86400
 
 
-def checked_rotation_policy(body: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
-    """The policy to store, or 400 for a rule it breaks."""
+def checked_rotation_policy(
+    body: dict[str, Any], old: dict[str, Any] | None, now: float
+) -> dict[str, Any]:
+    """The policy to store (stamped `now`), or 400 for a rule it breaks."""
     attributes = body.get("attributes") or {}
     expiry = attributes.get("expiryTime")
     if expiry is not None and days(expiry, "expiryTime") < MIN_EXPIRY_DAYS:
@@ -73,11 +79,48 @@ def checked_rotation_policy(body: dict[str, Any], old: dict[str, Any] | None) ->
                 raise HttpError(
                     400, "BadParameter", f"{name} must be at least {MIN_TRIGGER_DAYS} days (P7D)."
                 )
-        if before is not None and expiry is None:
-            raise HttpError(400, "BadParameter", "timeBeforeExpiry needs the policy's expiryTime.")
-    now = int(time.time())
+        if kind == "rotate" and before is not None and expiry is None:
+            raise HttpError(
+                400, "BadParameter", "A Rotate timeBeforeExpiry needs the policy's expiryTime."
+            )
+        if kind == "rotate" and expiry is not None:
+            total = days(expiry, "expiryTime")
+            at = (
+                days(after, "timeAfterCreate")
+                if after is not None
+                else total - days(str(before), "timeBeforeExpiry")
+            )
+            if not MIN_TRIGGER_DAYS <= at <= total - MIN_TRIGGER_DAYS:
+                raise HttpError(
+                    400,
+                    "BadParameter",
+                    f"The Rotate trigger must fall at least {MIN_TRIGGER_DAYS} days after "
+                    f"creation and {MIN_TRIGGER_DAYS} days before the expiry time ({expiry}).",
+                )
+    now = int(now)
     created = ((old or {}).get("attributes") or {}).get("created") or now
     return {
         "lifetimeActions": body.get("lifetimeActions") or [],
         "attributes": {"expiryTime": expiry, "created": created, "updated": now},
     }
+
+
+def next_rotation(policy: dict[str, Any] | None, created: float, exp: float | None) -> float | None:
+    """When the policy's Rotate action makes the next version after the latest one (created
+    at `created`, expiring at `exp`), or None when it never does."""
+    for action in (policy or {}).get("lifetimeActions") or []:
+        if str((action.get("action") or {}).get("type", "")).lower() != "rotate":
+            continue
+        trigger = action.get("trigger") or {}
+        if trigger.get("timeAfterCreate"):
+            return created + days(trigger["timeAfterCreate"], "timeAfterCreate") * 86400
+        if trigger.get("timeBeforeExpiry") and exp:
+            due = exp - days(trigger["timeBeforeExpiry"], "timeBeforeExpiry") * 86400
+            return max(due, created + 1)
+    return None
+
+
+def expiry_of(policy: dict[str, Any] | None, created: float) -> int | None:
+    """The `exp` the policy gives a version it rotates in at `created`."""
+    expiry = ((policy or {}).get("attributes") or {}).get("expiryTime")
+    return int(created + days(expiry, "expiryTime") * 86400) if expiry else None

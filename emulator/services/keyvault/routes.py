@@ -134,6 +134,7 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
         key = data.keys.get(name.lower())
         if key is None or key.deleted_date is not None:
             raise key_not_found(name)
+        keyvault.rotate_due(key)
         return key
 
     def usable(key: StoredKey, version: str | None, operation: str) -> KeyVersion:
@@ -238,18 +239,12 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
             v.key_ops = list(body["key_ops"])
         if "tags" in body:
             v.tags = dict(body["tags"] or {})
-        v.updated = int(time.time())
+        v.updated = int(keyvault.clock.now())
         return Response(200, bundle(data, origin, key, v))
 
     def rotate_key(request: Request, data: VaultData, origin: str) -> Response:
         key = live_key(data, request.params["name"])
-        latest = key.versions[-1]
-        material = crypto.generate_like(latest.material, latest.kty)
-        v = keyvault.new_version(
-            latest.kty, material, {"key_ops": latest.key_ops, "tags": latest.tags}
-        )
-        key.versions.append(v)
-        return Response(200, bundle(data, origin, key, v))
+        return Response(200, bundle(data, origin, key, keyvault.rotated_version(key)))
 
     def key_item(
         data: VaultData, origin: str, key: StoredKey, v: KeyVersion, versioned: bool
@@ -273,6 +268,8 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
         keys = sorted(
             (k for k in data.keys.values() if k.deleted_date is None), key=lambda k: k.name.lower()
         )
+        for k in keys:
+            keyvault.rotate_due(k)
         return paged(
             request, origin, [key_item(data, origin, k, k.versions[-1], False) for k in keys]
         )
@@ -347,7 +344,9 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
 
     def set_rotation_policy(request: Request, data: VaultData, origin: str) -> Response:
         key = live_key(data, request.params["name"])
-        key.rotation_policy = checked_rotation_policy(request.json(), key.rotation_policy)
+        key.rotation_policy = checked_rotation_policy(
+            request.json(), key.rotation_policy, keyvault.clock.now()
+        )
         return Response(
             200, {"id": f"{origin}/keys/{key.name}/rotationpolicy", **key.rotation_policy}
         )

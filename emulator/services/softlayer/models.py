@@ -112,6 +112,7 @@ class Template:
     done_at: float = 0.0
     pending_import: dict[str, Any] | None = None  # createFromIcos config, checked when done
     image: bytes | tuple[str, str] = b""  # the disk: bytes, or (bucket, key) in COS
+    key: tuple[str, str] | None = None  # encrypted: (crkCrn, wrappedDek) it was imported with
 
     def to_json(self, mask: str) -> dict[str, Any]:
         """The template as getObject returns it (children only when the mask asks)."""
@@ -318,6 +319,8 @@ class SoftLayerModel:
             match = COS_URI.match(config["uri"])
             assert match is not None
             template.image = (match["bucket"], match["key"])
+            if config.get("isEncrypted"):
+                template.key = (config["crkCrn"], config["wrappedDek"])
 
     def _bucket_error(self, key: ApiKey, region: str, bucket: str, roles: frozenset[str]) -> str:
         resource = target(
@@ -432,7 +435,27 @@ class SoftLayerModel:
                     f"the template is not ready (status {found.status}, "
                     f"transaction {found.transaction_id})",
                 )
+            self._check_key(found, gid)
         return order
+
+    def _check_key(self, template: Template, gid: str) -> None:
+        """An encrypted template provisions only while server-protect can unwrap its DEK with
+        the root key: a disabled (suspended) or deleted root key, or a removed authorization,
+        makes the image unusable (IBM: "your data might not be accessible after disabling a
+        root key", https://cloud.ibm.com/docs/key-protect?topic=key-protect-disable-keys; VPC
+        reports such images `unusable` with reason `encryption_key_disabled`,
+        https://cloud.ibm.com/docs/vpc?topic=vpc-image-encryption). Classic templates have no
+        such status: the order is refused, naming the reason."""
+        if template.key is None:
+            return
+        try:
+            self.kp.unwrap_for_service(template.key[0], template.key[1], "server-protect")
+        except ValueError as exc:
+            raise invalid(
+                "blockDeviceTemplateGroup.globalIdentifier",
+                gid,
+                f"the image is unusable (encryption_key_disabled): {exc}",
+            ) from None
 
     def create_guest(self, order: object) -> Guest:
         """Order a virtual server; it is provisioned after `provision_seconds`."""
