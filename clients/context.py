@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from prefect.blocks.core import Block
+from pydantic import SecretBytes, SecretStr
 
 T = TypeVar("T")
 
@@ -20,9 +21,15 @@ _contexts: dict[tuple[object, ...], object] = {}
 
 def fingerprint(block: Block) -> str:
     """A digest of every field of the block, secrets included (in memory only), so that
-    blocks differing in any field (another principal, another secret) never share a context."""
-    dump = block.model_dump_json(context={"include_secrets": True})
-    return hashlib.sha256(dump.encode()).hexdigest()
+    blocks differing in any field (another principal, another secret) never share a context.
+    Built from the field values: the block's own JSON dump builds its schema each time."""
+    values = []
+    for name in type(block).model_fields:
+        value = getattr(block, name)
+        if isinstance(value, SecretStr | SecretBytes):
+            value = value.get_secret_value()
+        values.append((name, repr(value)))
+    return hashlib.sha256(repr((type(block).__name__, values)).encode()).hexdigest()
 
 
 def shared(block: Block, *scope: object, make: Callable[[], T]) -> T:

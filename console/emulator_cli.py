@@ -39,7 +39,9 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_STATE_DIR,
         help=f"where the CA and endpoints.json live (default {DEFAULT_STATE_DIR})",
     )
-    parser.set_defaults(func=_serve, port=0, save_block=None, save_ibm_block=None, throttle=False)
+    parser.set_defaults(
+        func=_serve, port=0, save_block=None, save_ibm_block=None, throttle=False, subscriptions=1
+    )
     commands = parser.add_subparsers(dest="emulator_command")
 
     serve = commands.add_parser("serve", help="run the emulator until interrupted (default)")
@@ -65,7 +67,25 @@ def register(subparsers: Any) -> None:
             metavar="SIZE/RATE",
             help=f"{kind} bucket size and refill per second with --throttle (default {default})",
         )
+    serve.add_argument(
+        "--subscriptions",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="subscriptions of the home tenant, the default one included (default 1)",
+    )
     serve.set_defaults(func=_serve)
+
+    seed = commands.add_parser(
+        "seed",
+        help="make a realistic fleet in the running emulator (vaults, keys, disk encryption "
+        "sets, disks, registries; some compliant, some not); re-running makes nothing twice",
+    )
+    seed.add_argument("--subscriptions", type=_positive, default=1, metavar="N")
+    seed.add_argument("--resources", type=_positive, default=100, metavar="M")
+    seed.add_argument("--region", default="westeurope")
+    seed.add_argument("--seed", type=int, default=0, help="seed of the random draws")
+    seed.set_defaults(func=_seed)
 
     commands.add_parser(
         "endpoints", help="print the running emulator's endpoints as JSON"
@@ -175,7 +195,9 @@ def _serve(args: argparse.Namespace) -> int:
         if args.throttle
         else None
     )
-    emulator = Emulator(port=args.port, state_dir=state_dir, throttle=limits).start()
+    emulator = Emulator(
+        port=args.port, state_dir=state_dir, throttle=limits, subscriptions=args.subscriptions
+    ).start()
     endpoints = publish(emulator, state_dir)
     if args.save_block:
         from console.emulator_blocks import save_emulator_block
@@ -273,6 +295,46 @@ def _az_env(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     else:
         write_private(args.file, text.encode())  # it holds the emulator's client secret
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
+    return value
+
+
+def _seed(args: argparse.Namespace) -> int:
+    from blocks.azure import AzureCredentials
+    from console.fleet_seed import seed_fleet
+
+    endpoints = _running(args)
+    subscriptions = _call(args, "POST", "/subscriptions", {"count": args.subscriptions})
+    block = AzureCredentials(
+        tenant_id=endpoints["tenant_id"],
+        client_id=endpoints["client_id"],
+        client_secret=endpoints["client_secret"],
+        subscription_id=endpoints["subscription_id"],
+        cloud="Custom",
+        resource_manager_url=endpoints["arm"],
+        authority_host=endpoints["authority"],
+        verify_keyvault_challenge_resource=False,
+        ca_bundle=endpoints["ca_bundle"],
+        polling_interval_seconds=0.01,
+    )
+    fleet = seed_fleet(
+        block,
+        subscriptions=subscriptions["subscriptions"],
+        resources=args.resources,
+        region=args.region,
+        seed=args.seed,
+    )
+    counts = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(fleet.counts.items()))
+    print(
+        f"fleet of {fleet.resources} resources in {len(fleet.subscriptions)} subscriptions "
+        f"({counts}); {fleet.created} made now"
+    )
     return 0
 
 

@@ -17,7 +17,9 @@ from emulator.services.compute import models as compute_models
 from emulator.services.compute import virtual_machines as vm_models
 from emulator.services.containerregistry import models as containerregistry_models
 from emulator.services.containerservice import models as containerservice_models
+from emulator.services.containerservice import routes as containerservice_routes
 from emulator.services.deployments import models as deployments_models
+from emulator.services.deployments import routes as deployments_routes
 from emulator.services.entra import routes as entra_routes
 from emulator.services.entra.models import EntraModel, Principal
 from emulator.services.ibm_iam import routes as ibm_iam_routes
@@ -95,6 +97,8 @@ class EmulatorState:
         keyprotect_routes.register(self.router, self.keyprotect)
         softlayer_routes.register(self.router, self.softlayer)
         resourcegraph_routes.register(self.router, self.resource_graph)
+        deployments_routes.register(self.router, self.arm)
+        containerservice_routes.register(self.router, self.arm)
         arm_routes.register(self.router, self.arm, base_url)  # generic routes last
 
     # -- tenants, subscriptions and principals (for tests and the CLI) -------------------------
@@ -126,3 +130,16 @@ class EmulatorState:
         assignment's id. ARM checks writes against assignments only when
         `arm.enforce_authorization` is on."""
         return str(authorization_models.grant(self.arm, principal_id, role_name, scope)["id"])
+
+    def ensure_subscriptions(self, count: int) -> list[str]:
+        """At least `count` subscriptions of the home tenant (the extra ones with fixed ids,
+        the same after every reset); returns the first `count` ids, the default one first."""
+        if count < 1:
+            raise ValueError(f"count = {count}: must be at least 1")
+        home = self.entra.tenant_id.lower()
+        for i in range(1, count):
+            sub_id = f"{self.arm.default_subscription[:24]}{i:012d}"
+            if sub_id not in self.arm.subscriptions:
+                self.add_subscription(name=f"fleet-{i}", subscription_id=sub_id)
+        ids = [s for s, sub in self.arm.subscriptions.items() if sub.tenant_id == home]
+        return ids[:count]

@@ -9,7 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
+
+from console.cli import main
+from console.emulator_cli import publish
+from emulator.server import Emulator
 
 
 def byok(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -23,9 +28,26 @@ def byok(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def throttled_reads(endpoints: dict[str, str]) -> list[tuple[int, str | None]]:
-    """Two ARM reads with the emulator's service principal: (status, reads remaining)."""
-    token = requests.post(
+def serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """`byok emulator serve ARGS` from `tmp_path`, once its endpoints are published."""
+    env = {**os.environ, "BYOK_EMULATOR_DIR": str(tmp_path)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "console.cli", "emulator", "serve", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    endpoints_file = tmp_path / "endpoints.json"
+    deadline = time.monotonic() + 30
+    while not endpoints_file.exists():
+        assert time.monotonic() < deadline and server.poll() is None
+        time.sleep(0.1)
+    return server, json.loads(endpoints_file.read_text())
+
+
+def arm_token(endpoints: dict[str, str]) -> str:
+    """A token of the emulator's service principal for ARM."""
+    return requests.post(
         f"{endpoints['authority']}/{endpoints['tenant_id']}/oauth2/v2.0/token",
         data={
             "grant_type": "client_credentials",
@@ -36,6 +58,21 @@ def throttled_reads(endpoints: dict[str, str]) -> list[tuple[int, str | None]]:
         verify=endpoints["ca_bundle"],
         timeout=10,
     ).json()["access_token"]
+
+
+def subscriptions(endpoints: dict[str, str]) -> list[dict[str, str]]:
+    """`GET /subscriptions` with the emulator's service principal."""
+    return requests.get(
+        f"{endpoints['arm']}subscriptions?api-version=2022-12-01",
+        headers={"Authorization": f"Bearer {arm_token(endpoints)}"},
+        verify=endpoints["ca_bundle"],
+        timeout=10,
+    ).json()["value"]
+
+
+def throttled_reads(endpoints: dict[str, str]) -> list[tuple[int, str | None]]:
+    """Two ARM reads with the emulator's service principal: (status, reads remaining)."""
+    token = arm_token(endpoints)
     url = f"{endpoints['arm']}subscriptions/{endpoints['subscription_id']}/resourcegroups"
     answers = [
         requests.get(
@@ -54,28 +91,11 @@ def throttled_reads(endpoints: dict[str, str]) -> list[tuple[int, str | None]]:
 
 def test_serve_then_inject_a_fault_from_the_cli(tmp_path: Path) -> None:
     env = {**os.environ, "BYOK_EMULATOR_DIR": str(tmp_path)}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "console.cli",
-            "emulator",
-            "serve",
-            "--throttle",
-            "--throttle-reads",
-            "1/0.2",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
+    server, endpoints = serve(
+        tmp_path, "--throttle", "--throttle-reads", "1/0.2", "--subscriptions", "2"
     )
     try:
-        endpoints_file = tmp_path / "endpoints.json"
-        deadline = time.monotonic() + 30
-        while not endpoints_file.exists():
-            assert time.monotonic() < deadline and server.poll() is None
-            time.sleep(0.1)
-        endpoints = json.loads(endpoints_file.read_text())
+        assert len(subscriptions(endpoints)) == 2
         for name in ("endpoints.json", "az-env.sh", "tls/server-key.pem"):
             assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
         assert "az login --service-principal" in (tmp_path / "az-env.sh").read_text()
@@ -109,3 +129,16 @@ def test_serve_then_inject_a_fault_from_the_cli(tmp_path: Path) -> None:
     out = server.stdout.read() if server.stdout else ""
     assert "byok cloud emulator running" in out
     assert f"source {tmp_path.resolve() / 'az-env.sh'}" in out
+
+
+def test_seed_a_fleet_in_the_published_emulator(
+    emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    publish(emulator, tmp_path)
+    seed = ["emulator", "--state-dir", str(tmp_path), "seed", "--subscriptions", "3"]
+    assert main([*seed, "--resources", "30"]) == 0
+    out = capsys.readouterr().out
+    made = out.split("fleet of ", 1)[1].split(" ", 1)[0]
+    assert int(made) >= 30 and "in 3 subscriptions" in out and f"; {made} made now" in out
+    subs = {r["id"].split("/")[2] for r in emulator.arm.resources.values() if "/" in r["id"]}
+    assert len(subs) == 3

@@ -5,19 +5,11 @@ BYOK_AZ or PATH (`./scripts/install-azure-cli` puts the pinned one in .azcli/)."
 from __future__ import annotations
 
 import base64
-import json
-import os
-import shlex
-import shutil
-import subprocess
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from clients.azure import AzureClients
-from console.az_env import az_env_lines
 from console.emulator_blocks import emulator_azure_credentials
 from emulator.server import Emulator
 from flows.acr import EncryptedRegistryRequest, EncryptedRegistryResult, create_encrypted_registry
@@ -41,16 +33,11 @@ from flows.registration import (
 from flows.virtual_machine import VmFromImageRequest, VmResult, create_vm_from_encrypted_image
 from tasks.aks import ClusterInfo
 from tasks.gallery import ImageVersionResult
+from tests.cli.azcli import Az, logged_in, needs_az
 from tests.helpers import managed_image
 
-AZ = os.environ.get("BYOK_AZ") or shutil.which("az")
-pytestmark = pytest.mark.skipif(
-    not AZ,
-    reason="the Azure CLI is not installed: run ./scripts/install-azure-cli and set "
-    "BYOK_AZ=.azcli/bin/az (./dev test does), or put az on PATH",
-)
+pytestmark = needs_az
 BLOCK = "emulator-azure-cli"
-AZ_TIMEOUT = 120
 
 
 @dataclass(frozen=True)
@@ -159,52 +146,13 @@ def flows(emulator_session: Emulator, prefect_harness: None) -> FlowResults:
     return run_flows(BLOCK, emulator_session)
 
 
-class Az:
-    """Runs the CLI in a private configuration: `az(*args)` → parsed JSON output."""
-
-    def __init__(self, executable: str, env: dict[str, str]) -> None:
-        self.executable, self.env = executable, env
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """The finished `az` process."""
-        return subprocess.run(
-            [self.executable, *args, "--output", "json"],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=AZ_TIMEOUT,
-        )
-
-    def __call__(self, *args: str) -> Any:
-        done = self.run(*args)
-        assert done.returncode == 0, f"az {' '.join(args)}\n{done.stderr}"
-        return json.loads(done.stdout) if done.stdout.strip() else None
-
-
 @pytest.fixture(scope="module")
 def az(
     emulator_session: Emulator, flows: FlowResults, tmp_path_factory: pytest.TempPathFactory
 ) -> Az:
     """The CLI logged in to the emulator by sourcing the lines `byok emulator az-env`
     writes."""
-    assert AZ is not None
-    home = tmp_path_factory.mktemp("azure-cli")
-    lines = az_env_lines(
-        emulator_session.endpoints(), emulator_session.identity.client_secret, home / "config"
-    )
-    script = home / "az-env.sh"
-    script.write_text("set -e\n" + "\n".join(lines) + "\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_")}
-    env["PATH"] = f"{Path(AZ).parent}{os.pathsep}{env.get('PATH', '')}"
-    setup = subprocess.run(
-        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=AZ_TIMEOUT
-    )
-    assert setup.returncode == 0, setup.stderr
-    for line in lines:
-        if line.startswith("export "):
-            name, value = line.removeprefix("export ").split("=", 1)
-            env[name] = shlex.split(value)[0]
-    return Az(AZ, env)
+    return logged_in(emulator_session, tmp_path_factory.mktemp("azure-cli"))
 
 
 def test_account_is_the_emulator_subscription(az: Az, emulator_session: Emulator) -> None:

@@ -102,3 +102,30 @@ def test_node_pool_rules(azure: AzureClients, emulator: Emulator, des_id: str) -
     ).result()
     stored = emulator.arm.get(str(pool.id))
     assert stored is not None and stored["properties"]["type"] == "VirtualMachineScaleSets"
+
+
+def test_empty_versions_and_sizes_get_the_service_defaults(
+    azure: AzureClients, emulator: Emulator
+) -> None:
+    azure.resources().resource_groups.create_or_update("rg-img", {"location": "westeurope"})
+    body = cluster(None, version="")  # `az aks create` sends "" for what it leaves to AKS
+    body["properties"]["agentPoolProfiles"][0].update(vmSize="", orchestratorVersion="")
+    made = create(azure, body)
+    assert made.kubernetes_version == made.current_kubernetes_version == "1.33.2"
+    (system,) = made.agent_pool_profiles
+    assert (system.orchestrator_version, system.vm_size) == ("1.33.2", "Standard_DS2_v2")
+    pool = (
+        azure.container_service()
+        .agent_pools.begin_create_or_update(
+            "rg-img",
+            "aks",
+            "user1",
+            {"properties": {"count": 1, "vmSize": "", "orchestratorVersion": ""}},
+        )
+        .result()
+    )
+    assert (pool.orchestrator_version, pool.vm_size, pool.mode) == (
+        "1.33.2",
+        "Standard_DS2_v2",
+        "User",
+    )

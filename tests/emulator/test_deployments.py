@@ -98,7 +98,13 @@ def deployments(azure: AzureClients) -> Any:
     return azure.arm(DeploymentsMgmtClient).deployments
 
 
-def deploy(azure: AzureClients, kid: str, template: dict | None = None, **extra: Any) -> Any:
+def deploy(
+    azure: AzureClients,
+    kid: str,
+    template: dict | None = None,
+    mode: str = "Incremental",
+    **extra: Any,
+) -> Any:
     parameters = {
         "registry_name": {"value": "acrtemplate1"},
         "identity_name": {"value": "acr-template-id"},
@@ -113,7 +119,7 @@ def deploy(azure: AzureClients, kid: str, template: dict | None = None, **extra:
             "acr-cmk",
             Deployment(
                 properties=DeploymentProperties(
-                    template=template or TEMPLATE, parameters=parameters, mode="Incremental"
+                    template=template or TEMPLATE, parameters=parameters, mode=mode
                 )
             ),
         )
@@ -139,7 +145,8 @@ def test_the_doc_template_deploys_an_encrypted_registry(
         "add",
         "acrtemplate1",
     ]
-    assert deploy(azure, kid).properties.provisioning_state == "Succeeded"  # incremental re-run
+    rerun = deploy(azure, kid, mode="incremental")  # the mode is case-insensitive, as in ARM
+    assert rerun.properties.provisioning_state == "Succeeded"
     assert len(emulator.arm.children(registry.id.rsplit("/providers/", 1)[0], registry.type)) == 1
 
 

@@ -55,3 +55,44 @@ def test_arm_refuses_requests_without_a_token(emulator: Emulator) -> None:
     )
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "AuthenticationFailed"
+
+
+def test_graph_lists_the_callers_tenant_only_and_refuses_arm_tokens(emulator: Emulator) -> None:
+    import requests
+
+    assert emulator.state is not None
+    other_tenant = emulator.state.add_tenant()
+    stranger = emulator.state.add_service_principal(tenant_id=other_tenant, name="stranger")
+    colleague = emulator.state.add_service_principal(name="colleague")
+    credential = emulator_credentials(emulator).get_credential()
+
+    def graph(method: str, path: str, scope: str, **kwargs: object) -> requests.Response:
+        token = credential.get_token(scope).token
+        return requests.request(
+            method,
+            f"{emulator.base_url}/v1.0{path}",
+            headers={"Authorization": f"Bearer {token}"},
+            verify=str(emulator.ca_path),
+            timeout=10,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    scope = emulator.base_url + "//.default"  # as the CLI asks: its Graph resource id + /.default
+    listed = graph("GET", "/servicePrincipals", scope).json()["value"]
+    assert {sp["displayName"] for sp in listed} == {"byok-flows", "colleague"}
+    spn = f"servicePrincipalNames/any(c:c eq '{colleague.client_id}')"
+    by_spn = graph("GET", f"/servicePrincipals?$filter={spn}", scope).json()["value"]
+    assert [sp["id"] for sp in by_spn] == [colleague.object_id]
+    found = graph(
+        "POST", "/directoryObjects/getByIds", scope,
+        json={"ids": [stranger.object_id, colleague.object_id], "types": ["servicePrincipal"]},
+    ).json()["value"]  # fmt: skip
+    assert [(sp["id"], sp["@odata.type"]) for sp in found] == [
+        (colleague.object_id, "#microsoft.graph.servicePrincipal")
+    ]
+    me = graph("GET", "/me", scope)
+    assert (me.status_code, me.json()["error"]["code"]) == (400, "BadRequest")
+    odd = graph("GET", "/servicePrincipals?$filter=tags/any(t:t eq 'x')", scope)
+    assert (odd.status_code, odd.json()["error"]["code"]) == (400, "Request_UnsupportedQuery")
+    arm = graph("GET", "/servicePrincipals", "https://management.azure.com/.default")
+    assert arm.status_code == 401

@@ -127,3 +127,16 @@ def test_source_generation_must_match_the_definition(
     )
     failed = compute.gallery_image_versions.get("rg-img", "g1", "img2", "1.0.0")
     assert failed.provisioning_state == "Failed"
+
+
+def test_a_version_from_a_managed_image_shows_its_disk_images(
+    azure: AzureClients, image: tuple[str, str]
+) -> None:
+    des, source = image
+    versions = azure.compute().gallery_image_versions
+    body = version(source, {"osDiskImage": {"diskEncryptionSetId": des}})
+    made = versions.begin_create_or_update("rg-img", "g1", "img", "1.0.0", body).result()
+    storage = made.storage_profile
+    assert storage.source.id == source
+    assert storage.os_disk_image.host_caching == "ReadWrite"
+    assert [d.lun for d in storage.data_disk_images] == [0, 1]  # the managed image's data disks

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from emulator.http import HttpError, Request, Response, Router
-from emulator.services.arm import ids, locations
+from emulator.services.arm import ids, jsonc, locations
 from emulator.services.arm.models import ArmModel, Operation, failure_error, public
 from emulator.services.authorization.models import principal_allowed
 from emulator.services.entra.models import ARM_AUDIENCES, Principal
@@ -36,6 +36,19 @@ def add_arm_route(
         return handler(request, principal)
 
     router.add(method, template, authenticated)
+
+
+def body_of(request: Request) -> Any:
+    """A management-plane request body, parsed as ARM's lenient parser does (comments, bare
+    property names: see jsonc)."""
+    if not request.body:
+        return {}
+    try:
+        return jsonc.loads(request.body)
+    except ValueError as exc:
+        raise HttpError(
+            400, "InvalidRequestContent", f"The request body is not JSON: {exc}"
+        ) from exc
 
 
 def check_subscription(arm: ArmModel, path: str, principal: Principal) -> None:
@@ -198,7 +211,7 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
         prefix = group["id"].lower() + "/providers/"
         with arm.lock:
             found = [r for k, r in arm.resources.items() if k.startswith(prefix)]
-        return page(request, filtered(found, request.query.get("$filter")))
+        return page(request, filtered(top_level(found), request.query.get("$filter")))
 
     def list_resources(request: Request, principal: Principal) -> Response:
         sub = arm.subscription(request.params["sub"]).subscription_id
@@ -207,7 +220,7 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
             found = [
                 r for k, r in arm.resources.items() if k.startswith(prefix) and "/providers/" in k
             ]
-        return page(request, filtered(found, request.query.get("$filter")))
+        return page(request, filtered(top_level(found), request.query.get("$filter")))
 
     group = "/subscriptions/{sub}/resourceGroups/{rg}"
     arm_route("GET", "/subscriptions/{sub}/resourceGroups", list_groups)
@@ -254,7 +267,12 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
             "registrationState": provider.state,
             "registrationPolicy": "RegistrationRequired",
             "resourceTypes": [
-                {"resourceType": t, "locations": region_names, "apiVersions": []} for t in types
+                {
+                    "resourceType": t,
+                    "locations": region_names,
+                    "apiVersions": list(API_VERSIONS.get(provider.namespace, DEFAULT_API_VERSIONS)),
+                }
+                for t in types
             ],
         }
 
@@ -319,7 +337,7 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
         rid = ids.parse(request.path)
         if not rid.name and request.method == "POST":  # an action on a resource
             parent, action = request.path.rstrip("/").rsplit("/", 1)
-            result = arm.action(parent, action, request.json())
+            result = arm.action(parent, action, body_of(request))
             return result if isinstance(result, Response) else Response(200, result)
         spec = arm.spec_for(rid)
         if not rid.name:  # a collection
@@ -338,7 +356,7 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
         if request.method in ("PUT", "PATCH"):
             status, body, op = arm.put(
                 request.path,
-                request.json(),
+                body_of(request),
                 principal,
                 request.method,
                 request.query["api-version"],
@@ -360,62 +378,120 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
         arm_route(method, "/subscriptions/{rest:path}", resource)
 
 
+def top_level(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What ARM's resource lists hold: top-level resources, not child resources (agent pools,
+    subnets) nor extension resources (role assignments)
+    (https://learn.microsoft.com/en-us/rest/api/resources/resources/list-by-resource-group)."""
+    kinds = [r["type"].lower() for r in resources]
+    return [
+        r
+        for r, kind in zip(resources, kinds, strict=True)
+        if kind.count("/") == 1 and not kind.startswith("microsoft.authorization/")
+    ]
+
+
+def _field(resource: dict[str, Any], name: str) -> str:
+    """A resource's value for a `$filter` field, lower-case."""
+    if name == "resourcegroup":
+        return str(ids.resource_group_of(resource["id"]) or "").lower()
+    return str(resource.get("type" if name == "resourcetype" else "name", "")).lower()
+
+
+# Stable api-versions each provider lists, newest first (`az resource show --resource-type`
+# uses the newest non-preview one; the emulator serves any). From the stable folders of
+# https://github.com/Azure/azure-rest-api-specs/tree/main/specification (compute,
+# containerservice, keyvault, msi, containerregistry, authorization, resources, network).
+API_VERSIONS = {
+    "Microsoft.Compute": ("2024-11-01", "2024-07-01", "2024-03-03", "2024-03-02"),
+    "Microsoft.ContainerService": ("2025-05-01", "2025-04-01", "2024-10-01"),
+    "Microsoft.KeyVault": ("2024-11-01", "2023-07-01"),
+    "Microsoft.ManagedIdentity": ("2024-11-30", "2023-01-31"),
+    "Microsoft.ContainerRegistry": ("2025-04-01", "2023-07-01"),
+    "Microsoft.Authorization": ("2022-04-01", "2020-10-01"),
+    "Microsoft.Network": ("2024-05-01", "2024-01-01"),
+    "Microsoft.Resources": ("2025-04-01", "2024-11-01"),
+}
+DEFAULT_API_VERSIONS = ("2024-01-01",)
+
+
 def filtered(resources: list[dict[str, Any]], expression: str | None) -> list[dict[str, Any]]:
     """Resources sorted by id, matching ARM's `$filter` for resource lists as far as the
-    emulator supports it: `resourceType eq '…'` and `name eq '…'` clauses joined by `and`."""
+    emulator supports it: `resourceType eq '…'`, `name eq '…'` and `resourceGroup eq '…'`
+    (what `az resource list -g` sends) clauses joined by `and`."""
     conditions = []
     for clause in re.split(r"\s+and\s+", expression or "", flags=re.IGNORECASE):
         if not clause.strip():
             continue
-        match = re.fullmatch(r"\s*(resourceType|name)\s+eq\s+'([^']*)'\s*", clause, re.IGNORECASE)
+        match = re.fullmatch(
+            r"\s*(resourceType|name|resourceGroup)\s+eq\s+'([^']*)'\s*", clause, re.IGNORECASE
+        )
         if not match:
             raise HttpError(
                 400,
                 "InvalidFilterInQueryString",
                 f"The emulator does not support the $filter clause '{clause.strip()}' on "
-                "resource lists (only resourceType eq '…' and name eq '…', joined by 'and').",
+                "resource lists (only resourceType, name and resourceGroup eq '…', joined by "
+                "'and').",
             )
-        field = "type" if match[1].lower() == "resourcetype" else "name"
-        conditions.append((field, match[2].lower()))
-    found = [r for r in resources if all(str(r.get(f, "")).lower() == v for f, v in conditions)]
+        conditions.append((match[1].lower(), match[2].lower()))
+    found = [r for r in resources if all(_field(r, f) == v for f, v in conditions)]
     return sorted(found, key=lambda r: r["id"].lower())
 
 
+# DNS suffixes under a reserved name that never resolves (RFC 2606): a client that builds a
+# host from a suffix (`az keyvault key show --vault-name`) fails locally instead of sending an
+# emulator-issued token to a real service.
+SUFFIX_DOMAIN = "byok-emulator.invalid"
+SUFFIXES = (
+    "azureDataLakeStoreFileSystem",
+    "acrLoginServer",
+    "sqlServerHostname",
+    "azureDataLakeAnalyticsCatalogAndJob",
+    "keyVaultDns",
+    "storage",
+    "azureFrontDoorEndpointSuffix",
+    "storageSyncEndpointSuffix",
+    "mhsmDns",
+    "mysqlServerEndpoint",
+    "postgresqlServerEndpoint",
+    "mariadbServerEndpoint",
+    "synapseAnalytics",
+    "attestationEndpoint",
+)
+
+
 def cloud_metadata(base_url: str) -> dict[str, Any]:
-    """ARM's cloud-metadata document (what `az cloud register` reads)."""
+    """ARM's cloud-metadata document (what `az cloud register` reads; the fields of
+    https://management.azure.com/metadata/endpoints?api-version=2022-09-01, mapped by
+    azure-cli's core/cloud.py `_arm_to_cli_mapper`). Every endpoint is the emulator, Microsoft
+    Graph included (the CLI sends Graph requests to `microsoftGraphResourceId`); every suffix
+    is under SUFFIX_DOMAIN. The audiences stay Azure's: they are token audiences that only the
+    emulator's authority issues, never addresses."""
+    root = base_url + "/"
     return {
-        "portal": base_url,
+        "portal": root,
         "authentication": {
             "loginEndpoint": base_url,
             "audiences": ["https://management.core.windows.net/", "https://management.azure.com/"],
             "tenant": "common",
             "identityProvider": "AAD",
         },
-        "media": base_url,
-        "graphAudience": "https://graph.windows.net/",
-        "graph": "https://graph.windows.net/",
+        "media": root,
+        "graphAudience": root,
+        "graph": root,
         "name": "BYOKEmulator",
-        "suffixes": {
-            "azureDataLakeStoreFileSystem": "azuredatalakestore.net",
-            "acrLoginServer": "azurecr.io",
-            "sqlServerHostname": "database.windows.net",
-            "azureDataLakeAnalyticsCatalogAndJob": "azuredatalakeanalytics.net",
-            "keyVaultDns": "vault.azure.net",
-            "storage": "core.windows.net",
-            "azureFrontDoorEndpointSuffix": "azurefd.net",
-            "storageSyncEndpointSuffix": "afs.azure.net",
-            "mhsmDns": "managedhsm.azure.net",
-            "mysqlServerEndpoint": "mysql.database.azure.com",
-            "postgresqlServerEndpoint": "postgres.database.azure.com",
-            "mariadbServerEndpoint": "mariadb.database.azure.com",
-            "synapseAnalytics": "dev.azuresynapse.net",
-            "attestationEndpoint": "attest.azure.net",
-        },
-        "batch": "https://batch.core.windows.net/",
-        "resourceManager": base_url + "/",
+        "suffixes": {name: f"{name.lower()}.{SUFFIX_DOMAIN}" for name in SUFFIXES},
+        "batch": root,
+        "resourceManager": root,
         "vmImageAliasDoc": base_url + "/vm-image-aliases.json",
-        "activeDirectoryDataLake": "https://datalake.azure.net/",
-        "sqlManagement": "https://management.core.windows.net:8443/",
-        "gallery": base_url + "/",
-        "microsoftGraphResourceId": "https://graph.microsoft.com/",
+        "activeDirectoryDataLake": root,
+        "sqlManagement": root,
+        "gallery": root,
+        "microsoftGraphResourceId": root,
+        "appInsightsResourceId": root,
+        "appInsightsTelemetryChannelResourceId": root,
+        "attestationResourceId": root,
+        "synapseAnalyticsResourceId": root,
+        "logAnalyticsResourceId": root,
+        "ossrdbmsResourceId": root,
     }

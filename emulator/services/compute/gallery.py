@@ -216,9 +216,40 @@ class ImageVersionHooks(TypeHooks):
                 "storageAccountType", profile.get("storageAccountType", "Standard_LRS")
             )
         profile["publishedDate"] = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+        self.disk_images(ctx.arm, props.setdefault("storageProfile", {}))
         resource["_replication_started"] = time.monotonic()
         resource["_generation_conflict"] = self.generation_conflict(
             ctx.arm, resource["id"], props.get("storageProfile") or {}
+        )
+
+    @staticmethod
+    def disk_images(arm: ArmModel, storage: dict[str, Any]) -> None:
+        """A version made from a managed image shows that image's disks as its own
+        `osDiskImage` and `dataDiskImages` (what `az vm create --image <version>` reads), as
+        in the GalleryImageVersion_Get examples of azure-rest-api-specs
+        (specification/compute/resource-manager/Microsoft.Compute/GalleryRP/.../examples)."""
+        source = arm.get((storage.get("source") or {}).get("id") or "")
+        if source is None or source["type"] != MANAGED_IMAGE_TYPE:
+            return
+        image = source["properties"].get("storageProfile") or {}
+        os_disk = image.get("osDisk") or {}
+        storage.setdefault(
+            "osDiskImage",
+            {
+                "sizeInGB": os_disk.get("diskSizeGB", 30),
+                "hostCaching": os_disk.get("caching", "ReadWrite"),
+            },
+        )
+        storage.setdefault(
+            "dataDiskImages",
+            [
+                {
+                    "lun": disk["lun"],
+                    "sizeInGB": disk.get("diskSizeGB", 4),
+                    "hostCaching": disk.get("caching", "None"),
+                }
+                for disk in image.get("dataDisks") or []
+            ],
         )
 
     def duration(self, arm: ArmModel, resource: dict[str, Any]) -> float:

@@ -20,6 +20,18 @@ AGENT_POOL_TYPE = "Microsoft.ContainerService/managedClusters/agentPools"
 DES_TYPE = "microsoft.compute/diskencryptionsets"
 MIN_VERSION = (1, 17)
 DEFAULT_VERSION = "1.33.2"
+# The VM size AKS picks when none is given ("dynamically selected by the AKS resource provider
+# based on quota and capacity": https://learn.microsoft.com/en-us/dotnet/api/
+# microsoft.azure.commands.aks.createorupdatekubebase.nodevmsize); the emulator always picks
+# the former fixed default (https://github.com/Azure/azure-powershell/pull/27663).
+DEFAULT_VM_SIZE = "Standard_DS2_v2"
+
+
+def service_default(props: dict[str, Any], name: str, value: str) -> None:
+    """Fill a property the caller left to the service: absent, null or "" (the Azure CLI
+    sends "" for `kubernetesVersion`, `orchestratorVersion` and `vmSize` it leaves unset)."""
+    if not props.get(name):
+        props[name] = value
 
 
 def check_version(field: str, version: str) -> None:
@@ -120,7 +132,7 @@ class ClusterHooks(TypeHooks):
     def build(self, ctx: PutContext, resource: dict[str, Any]) -> None:
         old = (ctx.existing or {}).get("properties") or {}
         props = resource["properties"] = {**old, **resource["properties"]}
-        props.setdefault("kubernetesVersion", DEFAULT_VERSION)
+        service_default(props, "kubernetesVersion", DEFAULT_VERSION)
         props["currentKubernetesVersion"] = props["kubernetesVersion"]
         props.setdefault("dnsPrefix", ctx.rid.name)
         props["fqdn"] = f"{props['dnsPrefix']}.hcp.{resource['location']}.azmk8s.io"
@@ -128,7 +140,8 @@ class ClusterHooks(TypeHooks):
         props.setdefault("nodeResourceGroup", f"MC_{group}_{ctx.rid.name}_{resource['location']}")
         for pool in props["agentPoolProfiles"]:
             pool.setdefault("type", "VirtualMachineScaleSets")
-            pool.setdefault("orchestratorVersion", props["kubernetesVersion"])
+            service_default(pool, "orchestratorVersion", props["kubernetesVersion"])
+            service_default(pool, "vmSize", DEFAULT_VM_SIZE)
             pool.setdefault("osDiskType", "Managed")
             pool["provisioningState"] = "Succeeded"
         cluster = self.kube.add_cluster(resource["id"])
@@ -191,7 +204,8 @@ class AgentPoolHooks(TypeHooks):
         cluster = ctx.arm.require(ctx.rid.parent)
         props = resource["properties"]
         props.setdefault("type", "VirtualMachineScaleSets")
-        props.setdefault("orchestratorVersion", cluster["properties"]["kubernetesVersion"])
+        service_default(props, "orchestratorVersion", cluster["properties"]["kubernetesVersion"])
+        service_default(props, "vmSize", DEFAULT_VM_SIZE)
         props.setdefault("osDiskType", "Managed")
         props.setdefault("mode", "User")
 

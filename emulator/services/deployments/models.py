@@ -44,7 +44,9 @@ class DeploymentHooks(TypeHooks):
             )
         if not isinstance(props.get("template"), dict):
             raise HttpError(400, "InvalidTemplateDeployment", "properties.template is required.")
-        if props.get("mode", "Incremental") != "Incremental":
+        # The mode is case-insensitive: the CLI sends "Incremental" for `--mode incremental`,
+        # ARM takes "incremental" too (Json.NET reads enums ignoring case).
+        if str(props.get("mode", "Incremental")).lower() != "incremental":
             raise HttpError(
                 400,
                 "InvalidTemplateDeployment",

@@ -116,6 +116,11 @@ class EntraModel:
         with self._lock:
             self.principals.pop(object_id, None)
 
+    def directory(self, tenant_id: str) -> list[Principal]:
+        """The principals of one tenant."""
+        with self._lock:
+            return [p for p in self.principals.values() if p.tenant_id == tenant_id.lower()]
+
     def by_client_id(self, client_id: str, tenant_id: str | None = None) -> Principal | None:
         """The principal with this application (client) id (in `tenant_id`, if given)."""
         with self._lock:

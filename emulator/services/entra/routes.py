@@ -1,8 +1,9 @@
-"""Entra ID's HTTP surface: OpenID discovery and the token endpoint."""
+"""Entra ID's HTTP surface: OpenID discovery, the token endpoint, and Microsoft Graph."""
 
 from __future__ import annotations
 
 from emulator.http import Request, Response, Router
+from emulator.services.entra import graph
 from emulator.services.entra.models import EntraModel
 
 
@@ -31,3 +32,4 @@ def register(router: Router, entra: EntraModel, base_url: str) -> None:
 
     router.add("GET", "/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration)
     router.add("POST", "/{tenant}/oauth2/v2.0/token", token)
+    graph.register(router, entra, base_url)

@@ -125,7 +125,9 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
                     inner="ForbiddenByFirewall",
                 )
             keyvault.authorize(resource, principal, operation)
-            with keyvault.lock:
+            # ARM's lock first, as ARM handlers take them (a set's PATCH resolves its key):
+            # the other order deadlocks a key write against a concurrent ARM write
+            with arm.lock, keyvault.lock:
                 return handler(request, data, f"https://{request.host}")
 
         router.add(method, template, served, ports="vault")

@@ -1,0 +1,115 @@
+"""The part of Microsoft Graph (v1.0) that the Azure CLI asks about principals: service
+principal lists with the `$filter`s it sends, one service principal, `directoryObjects/
+getByIds`, and `/me` (which refuses application tokens, as Graph does). A caller sees the
+principals of its own tenant that the directory has caught up with.
+
+Shapes: https://learn.microsoft.com/en-us/graph/api/serviceprincipal-list,
+https://learn.microsoft.com/en-us/graph/api/directoryobject-getbyids,
+https://learn.microsoft.com/en-us/graph/api/user-get (an app token on /me: 400 "/me request is
+only valid with delegated authentication flow.", the text azure-cli's role/util.py expects)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from emulator.http import HttpError, Request, Response, Router
+from emulator.services.entra.models import EntraModel, Principal
+
+GRAPH_AUDIENCE = "https://graph.microsoft.com"
+SP_TYPE = "#microsoft.graph.servicePrincipal"
+# $filter expressions the CLI sends (azure-cli role/custom.py, role/util.py, _graph_client.py)
+_FILTERS: list[tuple[re.Pattern[str], Callable[[dict[str, Any], str], bool]]] = [
+    (
+        re.compile(r"^servicePrincipalNames/any\(c:c eq '(?P<v>[^']*)'\)$", re.I),
+        lambda sp, v: v.lower() in (n.lower() for n in sp["servicePrincipalNames"]),
+    ),
+    (re.compile(r"^appId eq '(?P<v>[^']*)'$", re.I), lambda sp, v: sp["appId"] == v),
+    (re.compile(r"^displayName eq '(?P<v>[^']*)'$", re.I), lambda sp, v: sp["displayName"] == v),
+    (
+        re.compile(r"^startswith\(displayName,\s*'(?P<v>[^']*)'\)$", re.I),
+        lambda sp, v: sp["displayName"].lower().startswith(v.lower()),
+    ),
+]
+
+
+def service_principal(principal: Principal) -> dict[str, Any]:
+    """A principal as Graph's servicePrincipal resource."""
+    managed = principal.kind == "ManagedIdentity"
+    return {
+        "@odata.type": SP_TYPE,
+        "id": principal.object_id,
+        "appId": principal.client_id,
+        "displayName": principal.display_name,
+        "servicePrincipalNames": [principal.client_id],
+        "servicePrincipalType": "ManagedIdentity" if managed else "Application",
+        "appOwnerOrganizationId": principal.tenant_id,
+        "accountEnabled": True,
+    }
+
+
+def _matcher(expression: str | None) -> Callable[[dict[str, Any]], bool]:
+    if not expression:
+        return lambda sp: True
+    for pattern, test in _FILTERS:
+        match = pattern.match(expression.strip())
+        if match:
+            value = match["v"]
+            return lambda sp: test(sp, value)
+    raise HttpError(400, "Request_UnsupportedQuery", f"Unsupported query: '{expression}'.")
+
+
+def register(router: Router, entra: EntraModel, base_url: str) -> None:
+    """Add the Graph routes under /v1.0 of the main origin; tokens for Graph (the emulator's
+    own origin, which its cloud metadata names as Graph, or graph.microsoft.com) only."""
+    audiences = frozenset({base_url.rstrip("/"), GRAPH_AUDIENCE})
+
+    def visible(request: Request) -> list[dict[str, Any]]:
+        caller = entra.authenticate(request.headers.get("authorization"), audiences)
+        return [
+            service_principal(p)
+            for p in entra.directory(caller.tenant_id)
+            if p.visible or p.object_id == caller.object_id
+        ]
+
+    def listing(request: Request) -> Response:
+        keep = _matcher(request.query.get("$filter"))
+        return Response(200, {"value": [sp for sp in visible(request) if keep(sp)]})
+
+    def one(request: Request) -> Response:
+        wanted = request.params["id"].lower()
+        for sp in visible(request):
+            if wanted in (sp["id"].lower(), sp["appId"].lower()):
+                return Response(200, sp)
+        raise HttpError(
+            404,
+            "Request_ResourceNotFound",
+            f"Resource '{request.params['id']}' does not exist or one of its queried reference-"
+            "property objects are not present.",
+        )
+
+    def by_ids(request: Request) -> Response:
+        body = request.json()
+        ids = {str(i).lower() for i in body.get("ids") or []}
+        types = {str(t).lower() for t in body.get("types") or ["serviceprincipal"]}
+        found = [sp for sp in visible(request) if sp["id"].lower() in ids]
+        return Response(200, {"value": found if "serviceprincipal" in types else []})
+
+    def users(request: Request) -> Response:
+        visible(request)  # authenticated; the emulator's directories hold no users
+        return Response(200, {"value": []})
+
+    def me(request: Request) -> Response:
+        visible(request)
+        raise HttpError(
+            400,
+            "BadRequest",
+            "/me request is only valid with delegated authentication flow.",
+        )
+
+    router.add("GET", "/v1.0/servicePrincipals", listing)
+    router.add("GET", "/v1.0/servicePrincipals/{id}", one)
+    router.add("POST", "/v1.0/directoryObjects/getByIds", by_ids)
+    router.add("GET", "/v1.0/users", users)
+    router.add("GET", "/v1.0/me", me)
