@@ -312,7 +312,30 @@ def run_procedures(emulator: Any) -> list[str]:
         *provision_demo_ibm_image(emulator),
         *inventory_demo_fleet(emulator, prepared.key.id),
         rotate_demo_fleet(),
+        drill_demo_key(prepared.key.versionless_id),
     ]
+
+
+def drill_demo_key(key_id: str) -> str:
+    """The revocation drill on the set's key: disabled, every dependent seen failing (the
+    VM stops), restored, every dependent seen recovering."""
+    from byok.drill import RevocationDrillRequest
+    from byok.keyvault_ids import KeyId
+    from flows.revocation_drill import revocation_drill
+
+    result = revocation_drill(
+        RevocationDrillRequest(
+            azure_credentials_block=DEMO_BLOCK,
+            key_id=key_id,
+            confirm=KeyId.parse(key_id).name,
+            timeout_minutes=2,
+        )
+    )
+    proved = sum(r.verdict == "proved" for r in result.rows)
+    return (
+        f"  Revocation drill on {key_id}: {proved} of {len(result.rows)} dependents proved "
+        f"to fail and recover (artifact revocation-drill-{KeyId.parse(key_id).name})"
+    )
 
 
 def rotate_demo_fleet() -> str:

@@ -4,6 +4,7 @@ re-run that resumes (no second version), a dry run that writes nothing."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -15,6 +16,7 @@ from byok.keyvault_ids import KeyId
 from byok.rotation import FleetRotationRequest
 from clients.azure import AzureClients
 from console.fleet_seed import GROUP, FleetSeed, seed_fleet
+from emulator.faults import Fault
 from emulator.server import Emulator
 from emulator.services.entra.models import Principal
 from flows.fleet_rotation import rotate_customer_keys
@@ -152,3 +154,51 @@ def test_unreachable_dask_scheduler_is_refused_before_any_write(
             request(azure_block, task_runner="dask", dask_address="tcp://127.0.0.1:9")
         )
     assert writes(emulator) == []
+
+
+def test_lost_answers_and_a_failing_set_leave_no_duplicate_and_a_rerun_finishes(
+    azure_block: str, emulator: Emulator, azure_credentials: AzureCredentials, fleet: FleetSeed
+) -> None:
+    before = versions(azure_credentials, fleet.key_ids)
+    start = active_keys(azure_credentials, fleet)
+    emulator.faults.add(Fault("reset-after", method="POST", path=r"/keys/k0/create$"))
+    emulator.faults.add(Fault("reset-after", method="PATCH", path=r"/diskEncryptionSets/des-2$"))
+    emulator.faults.add(
+        Fault("status", status=500, method="PATCH", path=r"/diskEncryptionSets/des-0$", count=None)
+    )
+    state = rotate_customer_keys(request(azure_block, rotation_id="r1"), return_state=True)
+    assert state.is_failed()
+    broken = [d for d in fleet.des_ids if d.endswith(("des-0", "des-3"))]
+    assert all(d in state.message for d in broken), state.message
+    assert "des-2" not in state.message  # its PATCH applied, the answer lost: looked up
+    after = versions(azure_credentials, fleet.key_ids)
+    assert after == {k: n + 1 for k, n in before.items()}  # the lost create made one version
+    emulator.faults.clear()
+    state = rotate_customer_keys(request(azure_block, rotation_id="r1"), return_state=True)
+    revoked = [d for d in fleet.des_ids if d.endswith("des-3")]
+    assert state.message.startswith(f"{len(revoked)} of "), state.message
+    assert versions(azure_credentials, fleet.key_ids) == after
+    active = active_keys(azure_credentials, fleet)
+    moved = [d for d in fleet.des_ids if d.endswith("des-0")]
+    assert moved and all(active[d] != start[d] for d in moved)
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_make_one_version_per_key(
+    azure_block: str, emulator: Emulator, azure_credentials: AzureCredentials, fleet: FleetSeed
+) -> None:
+    before = versions(azure_credentials, fleet.key_ids)
+    outcomes: list[object] = []
+
+    def run() -> None:
+        outcomes.append(
+            rotate_customer_keys(request(azure_block, wait_for_other_run=True), return_state=True)
+        )
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert len(outcomes) == 2
+    assert versions(azure_credentials, fleet.key_ids) == {k: n + 1 for k, n in before.items()}

@@ -37,17 +37,6 @@ from tests.encrypted_vm import GROUP, encrypted_vm, power_state
 METHODS = [Method.DISABLE_KEY, pytest.param(Method.REMOVE_GRANT, marks=pytest.mark.slow)]
 
 
-@pytest.fixture
-def flow_principal(emulator: Emulator) -> Principal:
-    """The drill's principal: Contributor (starting VMs, registry data operations, vault
-    access policies) and, on the vault, key get/list/update (added by `drilled`)."""
-    principal = emulator.state.add_service_principal(name="byok-drill")  # type: ignore[union-attr]
-    emulator.state.grant_role(  # type: ignore[union-attr]
-        principal.object_id, "Contributor", f"/subscriptions/{emulator.identity.subscription_id}"
-    )
-    return principal
-
-
 def _policy(
     azure: AzureClients, emulator: Emulator, principal: str, permissions: list[str]
 ) -> None:
