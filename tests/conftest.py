@@ -1,10 +1,21 @@
-"""Shared fixtures: one emulator per session (state reset per test) and one Prefect test
-harness per session."""
+"""Shared fixtures: one emulator per session (state reset per test), one Prefect test
+harness per session, and one running `byok demo` for the tests that need a real server,
+deployments and a worker."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +24,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from blocks.azure import AzureCredentials
 from clients.azure import AzureClients
+from clients.context import forget as forget_client_contexts
 from console.emulator_blocks import emulator_azure_credentials
 from emulator.server import Emulator
 
@@ -30,6 +42,7 @@ def emulator_session() -> Iterator[Emulator]:
 def emulator(emulator_session: Emulator) -> Emulator:
     """The emulator with a fresh state for this test."""
     emulator_session.reset()
+    forget_client_contexts()  # their tokens were signed by the state just dropped
     return emulator_session
 
 
@@ -59,6 +72,75 @@ def prefect_harness() -> Iterator[None]:
     timeout = int(os.environ.get("BYOK_TEST_SERVER_TIMEOUT", "300"))
     with prefect_test_harness(server_startup_timeout=timeout):
         yield
+
+
+@dataclass
+class Demo:
+    """`byok demo --keep-running`, up: its output so far, its environment and files."""
+
+    process: subprocess.Popen[str]
+    lines: list[str]
+    env: dict[str, str]
+    state_dir: Path
+    home: Path
+    api: str
+    stderr: Path
+
+    def stop(self) -> int:
+        """Ctrl-C, as a user stops it; returns its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # hung: its server and worker go with it
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """One `byok demo --keep-running` for the session (its own emulator, Prefect server,
+    deployments and process worker), shared by the demo test and the scheduled-deployment
+    test; the scheduler and the worker poll every second."""
+    tmp = tmp_path_factory.mktemp("demo")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "BYOK_EMULATOR_DIR": str(tmp / "emulator"),
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+    }
+    stderr = tmp / "stderr.log"
+    with stderr.open("w") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "console.cli", "demo", "--port", str(port), "--home",
+             str(tmp / "home"), "--keep-running"],
+            env=env, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True,
+        )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in process.stdout or []:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    running = Demo(
+        process, [], env, tmp / "emulator", tmp / "home", f"http://127.0.0.1:{port}/api", stderr
+    )
+    try:
+        # Every procedure, then `prefect deploy --all`: minutes on a loaded machine.
+        deadline = time.monotonic() + 2 * int(os.environ.get("BYOK_TEST_SERVER_TIMEOUT", "300"))
+        while not any("Keeping the server" in line for line in running.lines):
+            assert process.poll() is None, stderr.read_text()[-3000:]
+            assert time.monotonic() < deadline, "".join(running.lines)[-3000:]
+            with contextlib.suppress(queue.Empty):
+                running.lines.append(lines.get(timeout=1))
+        yield running
+    finally:
+        running.stop()
 
 
 @pytest.fixture

@@ -16,6 +16,18 @@ from azure.mgmt.keyvault.models import (
 from clients.azure import AzureClients
 from emulator.server import Emulator
 
+# The display name of the flows' least-privileged principal (tests/flows/conftest.py).
+FLOW_PRINCIPAL = "byok-flows-least-privilege"
+
+
+def principal_ids(emulator: Emulator) -> list[str]:
+    """The set-up principal's object id, then the flows' principal's, if this test has one."""
+    state = emulator.state
+    flows = [
+        p.object_id for p in state.entra.principals.values() if p.display_name == FLOW_PRINCIPAL
+    ]
+    return [state.service_principal.object_id, *flows]
+
 
 def vault_parameters(
     emulator: Emulator,
@@ -23,17 +35,20 @@ def vault_parameters(
     key_permissions: list[str] | None = None,
     object_id: str | None = None,
 ) -> VaultCreateOrUpdateParameters:
-    """A purge-protected vault; access-policy vaults grant the test principal `key_permissions`
-    (default: all)."""
+    """A purge-protected vault; access-policy vaults grant `key_permissions` (default: all) to
+    `object_id`, or else to the test's set-up principal and the flows' principal, if any (the
+    vault a user prepared for the tool)."""
+    principals = [object_id] if object_id else principal_ids(emulator)
     policies = (
         []
         if rbac
         else [
             AccessPolicyEntry(
                 tenant_id=emulator.identity.tenant_id,
-                object_id=object_id or emulator.state.service_principal.object_id,
+                object_id=principal,
                 permissions=Permissions(keys_property=key_permissions or ["all"]),
             )
+            for principal in principals
         ]
     )
     return VaultCreateOrUpdateParameters(

@@ -134,3 +134,21 @@ def test_writes_are_checked_only_when_enforced(azure: AzureClients, emulator: Em
         groups.create_or_update("rg-c", {"location": "westeurope"})
     assert not azure.resources().resource_groups.check_existence("rg-c")
     assert [g.name for g in groups.list()] == ["rg-a", "rg-b"]  # reads are not checked
+
+
+def test_the_caller_reads_its_own_permissions_at_a_scope(emulator: Emulator) -> None:
+    state = emulator.state
+    sub = f"/subscriptions/{emulator.identity.subscription_id}"
+    worker = state.add_service_principal(name="worker")
+    state.grant_role(worker.object_id, "Contributor", sub)
+    state.grant_role(worker.object_id, "Key Vault Crypto Officer", f"{sub}/resourceGroups/rg-b")
+    clients = AzureClients(
+        emulator_credentials(emulator, client_id=worker.client_id, client_secret=worker.secret)
+    )
+    clients.resources().resource_groups.create_or_update("rg-a", {"location": "westeurope"})
+    permissions = clients.authorization().permissions
+    (contributor,) = permissions.list_for_resource_group("rg-a")
+    assert contributor.actions == ["*"]
+    assert "Microsoft.Authorization/*/Write" in contributor.not_actions
+    found = permissions.list_for_resource("rg-b", "Microsoft.KeyVault", "", "vaults", "kv1")
+    assert sorted(p.data_actions == [] for p in found) == [False, True]

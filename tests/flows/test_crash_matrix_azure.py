@@ -65,8 +65,8 @@ FAST = {
 }
 
 
-def clean(emulator: Emulator, run: Callable[[], Any]) -> crash.Clean:
-    found = crash.clean_run(emulator, emulator.reset, run)
+def clean(emulator: Emulator, reset: Callable[[], None], run: Callable[[], Any]) -> crash.Clean:
+    found = crash.clean_run(emulator, reset, run)
     assert found.writes, "a clean run writes"
     return found
 
@@ -79,13 +79,13 @@ def show(flow: str, outcomes: list[crash.Outcome]) -> dict[str, int]:
 
 @pytest.mark.parametrize("flow", ["des", "acr"])
 def test_lost_answers_on_the_risky_writes_ride_through(
-    azure_block: str, emulator: Emulator, flow: str
+    azure_block: str, emulator: Emulator, reset_emulator: Callable[[], None], flow: str
 ) -> None:
     run = FLOWS[flow](azure_block)
-    baseline = clean(emulator, run)
+    baseline = clean(emulator, reset_emulator, run)
     outcomes = [
         crash.scenario(
-            emulator, emulator.reset, run, baseline, write, failure, crash.FAILURES[failure]
+            emulator, reset_emulator, run, baseline, write, failure, crash.FAILURES[failure]
         )
         for method, pattern, failure in FAST[flow]
         for write in baseline.writes
@@ -101,9 +101,12 @@ def test_lost_answers_on_the_risky_writes_ride_through(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("flow", ["des", "acr"])
-def test_full_crash_matrix(azure_block: str, emulator: Emulator, flow: str) -> None:
+def test_full_crash_matrix(
+    azure_block: str, emulator: Emulator, reset_emulator: Callable[[], None], flow: str
+) -> None:
     run = FLOWS[flow](azure_block)
-    outcomes = crash.matrix(emulator, emulator.reset, run, clean(emulator, run), crash.FAILURES)
+    baseline = clean(emulator, reset_emulator, run)
+    outcomes = crash.matrix(emulator, reset_emulator, run, baseline, crash.FAILURES)
     summary = show(flow, outcomes)
     assert summary["duplicates"] == summary["not completed"] == 0, crash.report(outcomes)
     assert summary["faults that never fired"] == 0, crash.report(outcomes)

@@ -17,7 +17,9 @@ from tests.conftest import emulator_credentials
 from tests.helpers import des_in_region, managed_image
 
 
-def gallery_run(emulator: Emulator, block: str) -> tuple[Callable[[], None], Callable[[], object]]:
+def gallery_run(
+    emulator: Emulator, reset: Callable[[], None], block: str
+) -> tuple[Callable[[], None], Callable[[], object]]:
     """(fresh: reset the emulator and make the set and the source, run: the flow)."""
     group = (
         f"/subscriptions/{emulator.identity.subscription_id}/resourceGroups/rg-img/providers/"
@@ -38,7 +40,7 @@ def gallery_run(emulator: Emulator, block: str) -> tuple[Callable[[], None], Cal
     )
 
     def fresh() -> None:
-        emulator.reset()
+        reset()
         azure = AzureClients(emulator_credentials(emulator))
         assert des_in_region(azure, emulator, "westeurope", "des-cm") == des
         assert managed_image(azure, "westeurope", luns=(0,)) == image
@@ -47,8 +49,10 @@ def gallery_run(emulator: Emulator, block: str) -> tuple[Callable[[], None], Cal
 
 
 @pytest.mark.slow
-def test_full_gallery_crash_matrix(azure_block: str, emulator: Emulator) -> None:
-    fresh, run = gallery_run(emulator, azure_block)
+def test_full_gallery_crash_matrix(
+    azure_block: str, emulator: Emulator, reset_emulator: Callable[[], None]
+) -> None:
+    fresh, run = gallery_run(emulator, reset_emulator, azure_block)
     clean = crash.clean_run(emulator, fresh, run)
     assert len(clean.writes) == 3, clean.writes  # the gallery, the definition, the version
     outcomes = crash.matrix(emulator, fresh, run, clean, crash.FAILURES)

@@ -202,3 +202,16 @@ def test_two_runs_at_once_make_one_version_per_key(
         thread.join(300)
     assert len(outcomes) == 2
     assert versions(azure_credentials, fleet.key_ids) == {k: n + 1 for k, n in before.items()}
+
+
+@pytest.mark.slow
+def test_rotation_on_a_local_dask_cluster(
+    azure_block: str, emulator: Emulator, azure_credentials: AzureCredentials, fleet: FleetSeed
+) -> None:
+    before = versions(azure_credentials, fleet.key_ids)
+    state = rotate_customer_keys(
+        request(azure_block, task_runner="dask", dask_workers=2), return_state=True
+    )
+    revoked = [d for d in fleet.des_ids if d.endswith("des-3")]
+    assert state.message.startswith(f"{len(revoked)} of "), state.message
+    assert versions(azure_credentials, fleet.key_ids) == {k: n + 1 for k, n in before.items()}

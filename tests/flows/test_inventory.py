@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,10 +35,10 @@ DISK = {
 
 
 @pytest.fixture
-def fleet(azure_block: str, emulator: Emulator) -> dict[str, str]:
+def fleet(azure_block: str, new_subscription: Callable[[str], str]) -> dict[str, str]:
     """A set with its key (home subscription), a platform-key disk in a second one."""
     result = prepare_disk_encryption_set(des_request(azure_block))
-    other = emulator.state.add_subscription(name="team-b")
+    other = new_subscription("team-b")
     clients = AzureClients(AzureCredentials.load_saved(azure_block), other)
     clients.resources().resource_groups.create_or_update("rg-b", {"location": "westeurope"})
     clients.compute().disks.begin_create_or_update("rg-b", "plain", DISK).result()

@@ -1,20 +1,28 @@
 """The release pipeline: sets per region → encrypted image version → cluster and node pool,
-chained by subflows, then again by deployments run by a real process worker."""
+chained by subflows, then again by deployments run by the running demo's process worker."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import asyncio
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowFilter,
+    FlowFilterName,
+)
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from blocks.azure import AzureCredentials
 from clients.azure import AzureClients
+from console.demo import DEMO_BLOCK
 from emulator.server import Emulator
 from flows.release_pipeline import ReleasePipelineRequest, release_pipeline
+from tests.conftest import Demo
 from tests.flows.refusals import refused, writes
 from tests.helpers import managed_image
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def pipeline_request(block: str, image: str, chain_by: str) -> ReleasePipelineRequest:
@@ -57,25 +65,41 @@ def test_pipeline_by_subflows_and_its_rerun(
     assert len(emulator.requests.find("PUT", "versions/1.0.0$")) == 1
 
 
-@pytest.mark.slow  # a real server, worker and deployments: minutes
-def test_pipeline_by_deployments_starts_children_once(
-    azure_block: str, emulator: Emulator, azure: AzureClients, worker: str
-) -> None:
-    request = pipeline_request(azure_block, managed_image(azure, "westeurope"), "deployments")
-    result = release_pipeline(request)
-    assert result.cluster.node_pools == ["system", "release"]
+CHILDREN = (
+    "prepare-disk-encryption-set",
+    "publish-encrypted-image-version",
+    "create-encrypted-aks-cluster",
+    "add-encrypted-node-pool",
+)
 
-    async def child_runs() -> int:
-        async with get_client() as client:
-            runs = await client.read_flow_runs()
-            return sum(1 for r in runs if r.deployment_id is not None)
 
-    import asyncio
+async def child_runs() -> int:
+    """Runs of the pipeline's child deployments on the demo's server."""
+    async with get_client() as client:
+        deployments = await client.read_deployments(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=list(CHILDREN)))
+        )
+        runs = await client.read_flow_runs(
+            deployment_filter=DeploymentFilter(
+                id=DeploymentFilterId(any_=[d.id for d in deployments])
+            )
+        )
+        return len(runs)
 
-    first = asyncio.run(child_runs())
-    assert first == 5  # two sets, the image, the cluster, the pool
-    assert release_pipeline(request) == result
-    assert asyncio.run(child_runs()) == first
+
+@pytest.mark.slow  # five child runs, each a process the worker starts: a minute or more
+def test_pipeline_by_deployments_starts_children_once(demo: Demo) -> None:
+    """On the running demo (its server, deployments and worker, its emulator)."""
+    with temporary_settings({PREFECT_API_URL: demo.api}):
+        azure = AzureClients(AzureCredentials.load_saved(DEMO_BLOCK))
+        request = pipeline_request(DEMO_BLOCK, managed_image(azure, "westeurope"), "deployments")
+        before = asyncio.run(child_runs())
+        result = release_pipeline(request)
+        assert result.cluster.node_pools == ["system", "release"]
+        first = asyncio.run(child_runs())
+        assert first - before == 5  # two sets, the image, the cluster, the pool
+        assert release_pipeline(request) == result
+        assert asyncio.run(child_runs()) == first
 
 
 def test_bad_pipeline_requests_are_refused_before_any_write(

@@ -1,38 +1,31 @@
 """A rotation deployment whose schedule a user turned on runs by itself and rotates the key:
-a real local Prefect server (its scheduler running), the deployments of
-deployments/prefect.yaml, and a process worker — the demo's own pieces."""
+the running `byok demo` (a real Prefect server with its scheduler, the deployments of
+deployments/prefect.yaml, a process worker) and the set the demo prepared."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import socket
 import time
-from pathlib import Path
 
-import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import DeploymentUpdate
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.schedules import IntervalSchedule
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from console.demo import deploy_all, drain_prefect_workers, prefect_server, process_worker
-from console.emulator_blocks import save_emulator_block
-from emulator.server import Emulator
-from flows.disk_encryption_set import DiskEncryptionSetRequest, prepare_disk_encryption_set
+from blocks.azure import AzureCredentials
+from clients.azure import AzureClients
+from console.demo import DEMO_BLOCK
+from tests.conftest import Demo
 
 DEPLOYMENT = "rotate-disk-encryption-set-key/rotate-disk-encryption-set-key-monthly"
+SET = ("rg-byok-demo", "des-byok-demo")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def turn_on_schedule(block: str) -> str:
-    """What a user does in the UI: set the parameters, turn on a (here: 3 s) schedule."""
+async def turn_on_schedule() -> str:
+    """What a user does in the UI: set the parameters, turn on a schedule (here: every 15 s
+    from 5 s on; the test turns it off after the first completed run)."""
     async with get_client() as client:
         deployment = await client.read_deployment_by_name(DEPLOYMENT)
         await client.update_deployment(
@@ -40,9 +33,9 @@ async def turn_on_schedule(block: str) -> str:
             DeploymentUpdate(
                 parameters={
                     "request": {
-                        "azure_credentials_block": block,
-                        "resource_group": "rg-sched",
-                        "des_name": "des-sched",
+                        "azure_credentials_block": DEMO_BLOCK,
+                        "resource_group": SET[0],
+                        "des_name": SET[1],
                         "timeout_minutes": 1,
                         "poll_seconds": 0.1,
                     }
@@ -51,10 +44,19 @@ async def turn_on_schedule(block: str) -> str:
         )
         for schedule in deployment.schedules:
             await client.delete_deployment_schedule(deployment.id, schedule.id)
+        first = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
         await client.create_deployment_schedules(
-            deployment.id, [(IntervalSchedule(interval=dt.timedelta(seconds=3)), True)]
+            deployment.id,
+            [(IntervalSchedule(interval=dt.timedelta(seconds=15), anchor_date=first), True)],
         )
         return str(deployment.id)
+
+
+async def turn_off_schedules(deployment_id: str) -> None:
+    async with get_client() as client:
+        deployment = await client.read_deployment(deployment_id)
+        for schedule in deployment.schedules:
+            await client.delete_deployment_schedule(deployment.id, schedule.id)
 
 
 async def completed_runs(deployment_id: str) -> int:
@@ -65,33 +67,17 @@ async def completed_runs(deployment_id: str) -> int:
         return sum(1 for r in runs if r.state and r.state.is_completed())
 
 
-@pytest.mark.slow  # a real server, worker and deployments: minutes
-def test_turned_on_schedule_rotates_the_key(
-    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "1")
-    monkeypatch.setenv("PREFECT_WORKER_QUERY_SECONDS", "1")
-    with prefect_server(tmp_path, free_port()) as api, temporary_settings({PREFECT_API_URL: api}):
-        save_emulator_block(emulator, "sched-azure")
-        prepared = prepare_disk_encryption_set(
-            DiskEncryptionSetRequest(
-                azure_credentials_block="sched-azure",
-                resource_group="rg-sched",
-                location="westeurope",
-                vault_name="kv-sched",
-                key_name="k",
-                des_name="des-sched",
-            )
-        )
-        drain_prefect_workers()
-        deploy_all(api)
-        deployment_id = asyncio.run(turn_on_schedule("sched-azure"))
-        with process_worker(api):
+def test_turned_on_schedule_rotates_the_key(demo: Demo) -> None:
+    with temporary_settings({PREFECT_API_URL: demo.api}):
+        sets = AzureClients(AzureCredentials.load_saved(DEMO_BLOCK)).compute()
+        before = sets.disk_encryption_sets.get(*SET).active_key.key_url
+        deployment_id = asyncio.run(turn_on_schedule())
+        try:
             deadline = time.monotonic() + 120
             while asyncio.run(completed_runs(deployment_id)) == 0:
                 assert time.monotonic() < deadline, "the scheduled rotation never ran"
                 time.sleep(1)
-    des = emulator.arm.get(prepared.disk_encryption_set.id)
-    assert des is not None
-    active = des["properties"]["activeKey"]["keyUrl"]
-    assert active != prepared.key.id and active.startswith(prepared.key.versionless_id + "/")
+        finally:
+            asyncio.run(turn_off_schedules(deployment_id))
+        after = sets.disk_encryption_sets.get(*SET).active_key.key_url
+    assert after != before and after.rsplit("/", 1)[0] == before.rsplit("/", 1)[0]

@@ -3,10 +3,11 @@ that decides whether role assignments allow an action at a scope.
 
 Definitions as Azure publishes them:
 https://learn.microsoft.com/azure/role-based-access-control/built-in-roles
-(general: Owner, Contributor, Reader, User Access Administrator; security: the Key Vault
-roles; identity: Managed Identity Operator/Contributor). An assignment at a scope applies to
-that scope and every scope below it; `*` in an action matches any characters; notActions
-and notDataActions subtract from the role's own grants
+(general: Owner, Contributor, Reader, User Access Administrator; privileged: Role Based
+Access Control Administrator; security: the Key Vault roles; identity: Managed Identity
+Operator/Contributor). An assignment at a scope applies to that scope and every scope below
+it; `*` in an action matches any characters; notActions and notDataActions subtract from the
+role's own grants
 (https://learn.microsoft.com/azure/role-based-access-control/role-definitions)."""
 
 from __future__ import annotations
@@ -166,6 +167,20 @@ BUILT_IN_ROLES = {
             "User Access Administrator",
             "Lets you manage user access to Azure resources.",
             actions=("*/read", "Microsoft.Authorization/*", "Microsoft.Support/*"),
+        ),
+        # https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/privileged
+        # (Role Based Access Control Administrator; served without its optional conditions)
+        RoleDefinition(
+            "f58310d9-a9f6-439a-9e8d-f62e7b41a168",
+            "Role Based Access Control Administrator",
+            "Manage access to Azure resources by assigning roles using Azure RBAC. This role "
+            "does not allow you to manage access using other ways, such as Azure Policy.",
+            actions=(
+                "Microsoft.Authorization/roleAssignments/write",
+                "Microsoft.Authorization/roleAssignments/delete",
+                "*/read",
+                "Microsoft.Support/*",
+            ),
         ),
         RoleDefinition(
             "00482a5a-887f-4fb3-b363-3b7fe8e74483",

@@ -1,4 +1,5 @@
-"""Role definitions: get by id and list with the `roleName eq '…'` filter."""
+"""Role definitions (get by id, list with the `roleName eq '…'` filter) and the caller's own
+permissions at a scope."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ import re
 from emulator.http import HttpError, Request, Response, Router
 from emulator.services.arm.models import ArmModel
 from emulator.services.arm.routes import add_arm_route
-from emulator.services.authorization.roles import BUILT_IN_ROLES, ROLE_DEFINITION_TYPE
+from emulator.services.authorization.models import effective_assignments
+from emulator.services.authorization.roles import (
+    BUILT_IN_ROLES,
+    ROLE_DEFINITION_TYPE,
+    role_by_definition_id,
+)
 from emulator.services.entra.models import Principal
 
 
@@ -34,6 +40,22 @@ def register(router: Router, arm: ArmModel) -> None:
             )
         return Response(200, role.to_json("/" + request.params["scope"].strip("/")))
 
+    def list_permissions(request: Request, principal: Principal) -> Response:
+        """What the caller may do at the scope: one entry per role it holds there or above
+        (`Permissions - List For Resource Group` / `List For Resource`,
+        https://learn.microsoft.com/rest/api/authorization/permissions)."""
+        scope = "/" + request.params["scope"].strip("/")
+        value = []
+        for assignment in effective_assignments(arm, scope, principal.object_id):
+            role = role_by_definition_id(assignment["properties"]["roleDefinitionId"])
+            if role is not None:
+                value.append(role.to_json(scope)["properties"]["permissions"][0])
+        return Response(200, {"value": value})
+
+    add_arm_route(
+        router, arm, "GET", "/{scope:path}/providers/Microsoft.Authorization/permissions",
+        list_permissions,
+    )  # fmt: skip
     base = "/{scope:path}/providers/" + ROLE_DEFINITION_TYPE
     add_arm_route(router, arm, "GET", base, list_definitions)
     add_arm_route(router, arm, "GET", base + "/{id}", get_definition)
