@@ -71,6 +71,12 @@ class AzureCredentials(Block):
         "service sends no Retry-After.",
     )
     retry_total: int = Field(10, ge=0, description="Retries of throttled/failed requests.")
+    arm_rate_limit: bool = Field(
+        True,
+        description="Pace Resource Manager requests with client-side token buckets of ARM's "
+        "documented sizes (per subscription, principal and read/write/delete), corrected by "
+        "its remaining-requests headers and Retry-After; off: rely on retries alone.",
+    )
     max_retry_after_seconds: float = Field(
         300,
         ge=0,

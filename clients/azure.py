@@ -29,6 +29,7 @@ from blocks.azure import AzureCredentials
 from byok.azure_errors import RetryAfterTooLong
 from byok.retrying import IDEMPOTENT_METHODS, resend_allowed
 from clients.context import shared
+from clients.ratelimit import RateLimitPolicy, new_buckets
 
 ClientT = TypeVar("ClientT")
 
@@ -122,9 +123,19 @@ class AzureClients:
                 base_url=self.endpoints.resource_manager,
                 credential_scopes=[self.endpoints.arm_scope],
                 polling_interval=self.block.polling_interval_seconds,
+                per_retry_policies=self._rate_limit(),
                 **self._transport_options(),
             )
         return self._arm_clients[key]
+
+    def _rate_limit(self) -> list[RateLimitPolicy]:
+        """The pacing policy of ARM clients (after the retry policy: every attempt and every
+        poll draws), with the block's buckets, one set per block and process."""
+        if not self.block.arm_rate_limit:
+            return []
+        principal = self.block.client_id or self.block.auth_method
+        buckets = shared(self.block, "arm-rate-limit", make=new_buckets)
+        return [RateLimitPolicy(principal, buckets)]
 
     def subscriptions(self) -> SubscriptionClient:
         """Subscriptions, tenants and locations."""

@@ -23,11 +23,9 @@ from prefect.utilities.importtools import import_object
 ROOT = Path(__file__).resolve().parents[2]
 schedule_settings = import_object(f"{ROOT}/deployments/user_settings.py:schedule_settings")
 
-DES = "rotate-disk-encryption-set-key/rotate-disk-encryption-set-key-monthly"
-REGISTRY = "rotate-registry-key/rotate-registry-key-monthly"
+FLEET = "rotate-customer-keys/rotate-customer-keys-monthly"
 IBM = "rotate-ibm-root-key/rotate-ibm-root-key-monthly"
-USER_REQUEST = {"azure_credentials_block": "my-azure", "resource_group": "rg-user",
-                "des_name": "des-user"}  # fmt: skip
+USER_REQUEST = {"azure_credentials_block": "my-azure", "older_than_days": 80}
 
 
 def prefect(*command: str) -> None:
@@ -41,8 +39,8 @@ def prefect(*command: str) -> None:
 
 
 def deploy() -> None:
-    """`prefect deploy` of the three scheduled deployments, as CI redeploys them."""
-    names = [arg for name in (DES, REGISTRY, IBM) for arg in ("--name", name.split("/")[1])]
+    """`prefect deploy` of the scheduled deployments, as CI redeploys them."""
+    names = [arg for name in (FLEET, IBM) for arg in ("--name", name.split("/")[1])]
     prefect("deploy", *names, "--prefect-file", "deployments/prefect.yaml")
 
 
@@ -59,7 +57,7 @@ async def unset_variables() -> None:
     async with get_client() as client:
         with contextlib.suppress(ObjectAlreadyExists):
             await client.create_work_pool(WorkPoolCreate(name="byok-process", type="process"))
-        for prefix in ("des", "registry", "ibm"):
+        for prefix in ("fleet", "ibm"):
             for field in ("active", "request"):
                 with contextlib.suppress(ObjectNotFound):
                     await client.delete_variable_by_name(f"byok_{prefix}_rotation_{field}")
@@ -69,14 +67,14 @@ async def unset_variables() -> None:
 def test_redeploy_keeps_the_users_schedule_and_parameters(prefect_harness: None) -> None:
     asyncio.run(unset_variables())
     deploy()
-    for name in (DES, REGISTRY, IBM):  # nothing set: inactive, no demo names baked in
+    for name in (FLEET, IBM):  # nothing set: inactive, no demo names baked in
         assert asyncio.run(deployed(name))[::2] == ([False], {"request": {}})
 
-    prefect("variable", "set", "byok_des_rotation_request", json.dumps(USER_REQUEST))
-    prefect("variable", "set", "byok_des_rotation_active", "true")
+    prefect("variable", "set", "byok_fleet_rotation_request", json.dumps(USER_REQUEST))
+    prefect("variable", "set", "byok_fleet_rotation_active", "true")
     deploy()  # the redeploy (CI) after the user set the schedule on and the parameters
-    assert asyncio.run(deployed(DES)) == ([True], ["0 3 1 * *"], {"request": USER_REQUEST})
-    assert asyncio.run(deployed(REGISTRY))[::2] == ([False], {"request": {}})
+    assert asyncio.run(deployed(FLEET)) == ([True], ["0 3 1 * *"], {"request": USER_REQUEST})
+    assert asyncio.run(deployed(IBM))[::2] == ([False], {"request": {}})
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""A rotation deployment whose schedule a user turned on runs by itself and rotates the key:
+"""The fleet rotation deployment, its schedule turned on by a user, runs by itself and
+rotates the selected key and the set on it:
 the running `byok demo` (a real Prefect server with its scheduler, the deployments of
 deployments/prefect.yaml, a process worker) and the set the demo prepared."""
 
@@ -19,11 +20,11 @@ from clients.azure import AzureClients
 from console.demo import DEMO_BLOCK
 from tests.conftest import Demo
 
-DEPLOYMENT = "rotate-disk-encryption-set-key/rotate-disk-encryption-set-key-monthly"
+DEPLOYMENT = "rotate-customer-keys/rotate-customer-keys-monthly"
 SET = ("rg-byok-demo", "des-byok-demo")
 
 
-async def turn_on_schedule() -> str:
+async def turn_on_schedule(key_id: str) -> str:
     """What a user does in the UI: set the parameters, turn on a schedule (here: every 15 s
     from 5 s on; the test turns it off after the first completed run)."""
     async with get_client() as client:
@@ -34,9 +35,8 @@ async def turn_on_schedule() -> str:
                 parameters={
                     "request": {
                         "azure_credentials_block": DEMO_BLOCK,
-                        "resource_group": SET[0],
-                        "des_name": SET[1],
-                        "timeout_minutes": 1,
+                        "key_ids": [key_id],
+                        "pickup_timeout_minutes": 1,
                         "poll_seconds": 0.1,
                     }
                 }
@@ -71,7 +71,7 @@ def test_turned_on_schedule_rotates_the_key(demo: Demo) -> None:
     with temporary_settings({PREFECT_API_URL: demo.api}):
         sets = AzureClients(AzureCredentials.load_saved(DEMO_BLOCK)).compute()
         before = sets.disk_encryption_sets.get(*SET).active_key.key_url
-        deployment_id = asyncio.run(turn_on_schedule())
+        deployment_id = asyncio.run(turn_on_schedule(before.rsplit("/", 1)[0]))
         try:
             deadline = time.monotonic() + 120
             while asyncio.run(completed_runs(deployment_id)) == 0:

@@ -1,0 +1,287 @@
+"""Fleet key rotation at ARM's throttle limit: the emulator seeded with disk encryption sets
+and registries over many subscriptions (throttling off while seeding), then, with throttling on
+at ARM's documented rates, `rotate-customer-keys` run in its own process against a Prefect
+server in another, on threads and on a local Dask cluster, with the server on SQLite and on
+PostgreSQL (`./dev postgres`).
+
+    .venv/bin/python bench/fleet_rotation.py [--sets 1000] [--subscriptions 10]
+        [--runner threads,dask] [--database sqlite,postgres]
+
+Prints per run: wall time of the flow; the floor ARM's buckets allow for the requests the run
+made (per bucket: what exceeds its burst, at its refill rate; the slowest bucket decides) and
+the ratio; the 429s ARM answered; failed rows (the seed revokes one set's grant per
+subscription: those fail by design); duplicates (key versions made beyond one per key); the
+peak memory (RSS) of the flow's process tree (with its Dask workers) and of the Prefect
+server's."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+BLOCK = "bench-fleet"
+# seed_fleet's mix: a tenth of each subscription's resources are sets, a twentieth registries
+SETS_AND_REGISTRIES_SHARE = 0.15
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", type=int, default=1000, help="sets and registries to seed")
+    parser.add_argument("--subscriptions", type=int, default=10)
+    parser.add_argument("--runner", default="threads,dask")
+    parser.add_argument("--database", default="sqlite,postgres")
+    parser.add_argument("--max-concurrency", type=int, default=16)
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # the flow's process: its request
+    args = parser.parse_args()
+    if args.child:
+        run_flow(json.loads(args.child))
+        return
+    bench(args)
+
+
+def bench(args: argparse.Namespace) -> None:
+    from console.emulator_blocks import emulator_azure_credentials
+    from console.fleet_seed import seed_fleet
+    from emulator.server import Emulator
+    from emulator.throttling import Limits, Throttle
+
+    with Emulator() as emulator:
+        assert emulator.state is not None
+        subs = [emulator.identity.subscription_id] + [
+            emulator.state.add_subscription(name=f"fleet-{i}") for i in range(1, args.subscriptions)
+        ]
+        block = emulator_azure_credentials(emulator, polling_interval_seconds=1)
+        started = time.perf_counter()
+        resources = math.ceil(args.sets / SETS_AND_REGISTRIES_SHARE)
+        fleet = seed_fleet(block, subscriptions=subs, resources=resources)
+        print(
+            f"seeded {fleet.resources} resources ({len(fleet.des_ids)} sets, "
+            f"{len(fleet.registry_ids)} registries, {len(fleet.key_ids)} keys) in {len(subs)} "
+            f"subscriptions in {time.perf_counter() - started:.0f} s, throttling off",
+            flush=True,
+        )
+        for database in args.database.split(","):
+            with PrefectServer(database) as server:
+                server.save_block(block)
+                for runner in args.runner.split(","):
+                    emulator.throttle = Throttle(Limits())  # ARM's rates, buckets full
+                    emulator.requests.clear()
+                    request = {
+                        "azure_credentials_block": BLOCK,
+                        "subscriptions": subs,
+                        "rotation_id": f"bench-{database}-{runner}-{int(time.time())}",
+                        "task_runner": runner,
+                        "dask_workers": 2,
+                        "max_concurrency": args.max_concurrency,
+                        "poll_seconds": 1,
+                        "pickup_timeout_minutes": 10,
+                    }
+                    outcome, flow_peak, server_peak = server.run(request)
+                    report(emulator, database, runner, outcome, flow_peak, server_peak)
+                    emulator.throttle = None
+
+
+def report(
+    emulator: Any,
+    database: str,
+    runner: str,
+    outcome: dict[str, Any],
+    flow_peak: float,
+    server_peak: float,
+) -> None:
+    from byok.ratelimit import RateLimits
+
+    logged = emulator.requests.find()
+    throttled = sum(r.status == 429 for r in logged)
+    drawn = Counter(r.bucket for r in logged if r.bucket and r.status != 429)
+    limits = RateLimits()
+    floor = max(
+        (
+            max(0.0, n - limits.of(bucket.rsplit("/", 1)[1]).size)
+            / limits.of(bucket.rsplit("/", 1)[1]).per_second
+            for bucket, n in drawn.items()
+        ),
+        default=0.0,
+    )
+    writes = sum(n for bucket, n in drawn.items() if not bucket.endswith("/reads"))
+    reads = sum(n for bucket, n in drawn.items() if bucket.endswith("/reads"))
+    busiest = max(drawn.values(), default=0)
+    made = Counter(
+        (r.port, r.path.split("/")[2].lower())
+        for r in logged
+        if r.method == "POST" and re.fullmatch(r"/keys/[^/]+/create", r.path) and r.status < 300
+    )
+    duplicates = sum(n - 1 for n in made.values())
+    wall = outcome["wall"]
+    ratio = wall / floor if floor else float("nan")
+    print(
+        f"{database:<8} {runner:<7} wall {wall:7.1f} s  floor {floor:6.1f} s  ratio {ratio:5.2f}  "
+        f"{throttled:5d} x 429  ARM writes {writes} reads {reads} (busiest bucket {busiest})  "
+        f"rows {outcome['rows']}  keys rotated {outcome['keys_rotated']} "
+        f"({len(made)} new versions, {duplicates} duplicates)  failed {outcome['failed']} "
+        f"{outcome['failed_reasons']}  state {outcome['state']}  peak RSS flow "
+        f"{flow_peak / 2**20:.0f} MiB, server {server_peak / 2**20:.0f} MiB",
+        flush=True,
+    )
+
+
+class PrefectServer:
+    """`prefect server start` in its own process, on SQLite (a fresh file) or on the local
+    PostgreSQL of `./dev postgres`."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.home = tempfile.TemporaryDirectory(prefix="byok-bench-prefect-")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.api = f"http://127.0.0.1:{self.port}/api"
+        self.env = {
+            **os.environ,
+            "PREFECT_HOME": self.home.name,
+            "PREFECT_API_URL": self.api,
+            "PREFECT_UI_ENABLED": "false",
+            "PREFECT_API_DATABASE_CONNECTION_URL": self._database_url(),
+        }
+
+    def _database_url(self) -> str:
+        if self.database == "sqlite":
+            return f"sqlite+aiosqlite:///{self.home.name}/prefect.db"
+        if self.database != "postgres":
+            raise SystemExit(f"--database = {self.database}: sqlite or postgres")
+        lines = subprocess.run(
+            [str(ROOT / "dev"), "postgres"], check=True, capture_output=True, text=True
+        ).stdout
+        return lines.strip().split("=", 1)[1].strip("'")  # export NAME='URL
+
+    def __enter__(self) -> PrefectServer:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+             "--port", str(self.port)],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                urllib.request.urlopen(self.api + "/health", timeout=5).read()
+                return self
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("the Prefect server did not start") from None
+                time.sleep(1)
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.home.cleanup()
+
+    def save_block(self, block: Any) -> None:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: self.api}):
+            block.save(BLOCK, overwrite=True)
+
+    def run(self, request: dict[str, Any]) -> tuple[dict[str, Any], float, float]:
+        """The flow in its own process; its outcome, and the peak RSS of its process tree and
+        of the server's."""
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--child", json.dumps(request)],
+            env={**self.env, "PREFECT_LOGGING_LEVEL": "CRITICAL"}, stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        flow_peak, server_peak = Peak(child.pid), Peak(self.process.pid)
+        out, _ = child.communicate()
+        flow_peak.stop()
+        server_peak.stop()
+        if child.returncode != 0:
+            raise SystemExit(f"the flow's process ended with {child.returncode}")
+        return json.loads(out.strip().splitlines()[-1]), flow_peak.peak, server_peak.peak
+
+
+class Peak:
+    """The largest RSS a process tree reached, sampled every 0.2 s."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                tree = [self.root, *self.root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            total = 0
+            for process in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    total += process.memory_info().rss
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_flow(request: dict[str, Any]) -> None:
+    """The flow's process: run it, print its outcome as the last line (JSON)."""
+    from byok.rotation import FleetRotationRequest, FleetRotationResult, Status
+    from flows.fleet_rotation import rotate_customer_keys
+
+    started = time.perf_counter()
+    state = rotate_customer_keys(FleetRotationRequest.model_validate(request), return_state=True)
+    wall = time.perf_counter() - started
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, FleetRotationResult):
+        reasons = Counter(_cause(r.reason) for r in result.rows if r.status == Status.FAILED)
+        outcome = {
+            "rows": len(result.rows),
+            "keys_rotated": result.keys_rotated,
+            "failed": result.failed,
+            "failed_reasons": dict(reasons),
+        }
+    else:  # a run with failed rows ends Failed: "N of M rows failed: row: reason; …"
+        text = str(result)
+        counts = re.match(r"(\d+) of (\d+) rows failed", text)
+        failed, rows = (int(counts[1]), int(counts[2])) if counts else (-1, 0)
+        reasons = Counter(_cause(part) for part in text.split("; "))
+        outcome = {"rows": rows, "keys_rotated": -1, "failed": failed,
+                   "failed_reasons": dict(reasons)}  # fmt: skip
+    print(json.dumps({**outcome, "wall": wall, "state": state.type.value}))
+
+
+def _cause(reason: str) -> str:
+    """The error name a failed row's reason carries (its first CamelCase word ending in
+    Error, Forbidden or Refused), else its first words."""
+    found = re.search(r"\b([A-Z]\w*(?:Error|Forbidden|Refused|Timeout))\b", reason)
+    return found[1] if found else reason[:40]
+
+
+if __name__ == "__main__":
+    main()
