@@ -9,6 +9,7 @@ lock."""
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 
@@ -23,6 +24,7 @@ from byok.errors import ConcurrentRun
 
 WAIT_SECONDS = 3600.0  # how long a waiting run waits at most
 LEASE_SECONDS = 300.0  # a dead holder's slot comes free after this
+SERVER_ATTEMPTS = 4  # tries when the Prefect server answers 503 (busy), 1+2+4 s apart
 
 
 def lock_name(resource_id: str) -> str:
@@ -55,17 +57,24 @@ def resource_lock(resource_id: str, *, wait: bool) -> Iterator[None]:
     # Prefect API could use up on its own.
     options = {"timeout_seconds": WAIT_SECONDS} if wait else {"max_retries": 0}
     with ExitStack() as stack:
-        try:
-            stack.enter_context(
-                concurrency(name, lease_duration=LEASE_SECONDS, strict=True, **options)
-            )
-        except TimeoutError as exc:
-            raise ConcurrentRun(resource_id) from exc
-        except ConcurrencySlotAcquisitionError as exc:
-            held = isinstance(exc.__cause__, httpx.HTTPStatusError) and (
-                exc.__cause__.response.status_code == 423
-            )
-            if not held:
-                raise
-            raise ConcurrentRun(resource_id) from exc
+        for attempt in range(SERVER_ATTEMPTS):
+            try:
+                stack.enter_context(
+                    concurrency(name, lease_duration=LEASE_SECONDS, strict=True, **options)
+                )
+                break
+            except TimeoutError as exc:
+                raise ConcurrentRun(resource_id) from exc
+            except ConcurrencySlotAcquisitionError as exc:
+                status = (
+                    exc.__cause__.response.status_code
+                    if isinstance(exc.__cause__, httpx.HTTPStatusError)
+                    else None
+                )
+                if status == 423:
+                    raise ConcurrentRun(resource_id) from exc
+                # a busy Prefect server (SQLite under fleet load answers 503): try again
+                if status != 503 or attempt == SERVER_ATTEMPTS - 1:
+                    raise
+                time.sleep(2**attempt)
         yield
