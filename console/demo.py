@@ -333,8 +333,9 @@ def drill_demo_key(key_id: str) -> str:
     )
     proved = sum(r.verdict == "proved" for r in result.rows)
     return (
-        f"  Revocation drill on {key_id}: {proved} of {len(result.rows)} dependents proved "
-        f"to fail and recover (artifact revocation-drill-{KeyId.parse(key_id).name})"
+        f"  Revocation drill on {key_id}: {proved} dependents seen failing and recovering, "
+        f"{len(result.rows) - proved - len(result.failed)} with no observable state, "
+        f"{len(result.failed)} failed (artifact revocation-drill-{KeyId.parse(key_id).name})"
     )
 
 
