@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from byok.errors import InvalidRequest
 from byok.inventory.blast import Dependent
 from byok.inventory.models import Kind
-from byok.inventory.request import KeyVaultKeyId, SubscriptionIds
+from byok.inventory.request import FleetScope, KeyVaultKeyId
 from byok.keyvault_ids import KeyId
 
 # Tag on a key version the drill disabled (value: when), and on the key's latest version for
@@ -48,12 +48,9 @@ class Check(StrEnum):
 CHECKS = {Kind.VIRTUAL_MACHINE: Check.POWER_STATE, Kind.REGISTRY: Check.DATA_OPERATION}
 
 
-class RevocationDrillRequest(BaseModel):
-    """One key, the confirmation, how to revoke."""
+class RevocationDrillRequest(FleetScope):
+    """One key, the confirmation, how to revoke, and where to look for its dependents."""
 
-    azure_credentials_block: str = Field(
-        ..., description="Name of the saved 'BYOK Azure Credentials' block to use."
-    )
     key_id: KeyVaultKeyId = Field(
         ..., description="Key Vault key id (a version in it is ignored: the whole key is drilled)."
     )
@@ -71,11 +68,6 @@ class RevocationDrillRequest(BaseModel):
         10, ge=0, description="Refuse a key with more dependents than this…"
     )
     allow_more_dependents: bool = Field(False, description="…unless this is set.")
-    subscriptions: SubscriptionIds = Field(
-        default_factory=list,
-        description="Subscriptions to look for dependents in; empty: every one the "
-        "credentials can see.",
-    )
     timeout_minutes: float = Field(
         10, gt=0, description="How long each dependent may take to fail or to recover."
     )

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from byok.errors import InvalidRequest
 from byok.inventory.discovery import Row, get, vaults_by_uri
-from byok.inventory.request import SubscriptionIds
+from byok.inventory.request import FleetScope
 from byok.key_policy import RotationPolicySpec
 from byok.keyvault_ids import KeyId
 
@@ -24,16 +24,9 @@ from byok.keyvault_ids import KeyId
 ROTATION_TAG = "byok-rotation"
 
 
-class FleetRotationRequest(BaseModel):
+class FleetRotationRequest(FleetScope):
     """Which keys to rotate (filters combine with AND; age and expiry with OR), and how."""
 
-    azure_credentials_block: str = Field(
-        ..., description="Name of the saved 'BYOK Azure Credentials' block to use."
-    )
-    subscriptions: SubscriptionIds = Field(
-        default_factory=list,
-        description="Subscription ids to look in; empty: every one the credentials can see.",
-    )
     key_ids: list[str] = Field(
         default_factory=list,
         description="Key Vault key ids (versioned or not), e.g. from the inventory; empty: "

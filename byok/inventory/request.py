@@ -27,8 +27,8 @@ SubscriptionIds = Annotated[list[str], AfterValidator(_subscription_ids)]
 KeyVaultKeyId = Annotated[str, AfterValidator(lambda value: parse_key(value) and value)]
 
 
-class InventoryRequest(BaseModel):
-    """Which subscriptions to look at, the limits to judge by, where the files go."""
+class FleetScope(BaseModel):
+    """The credentials and the subscriptions a fleet-wide flow looks in."""
 
     azure_credentials_block: str = Field(
         ..., description="Name of the saved 'BYOK Azure Credentials' block to use."
@@ -37,6 +37,11 @@ class InventoryRequest(BaseModel):
         default_factory=list,
         description="Subscription ids; empty: every subscription the credentials can see.",
     )
+
+
+class InventoryRequest(FleetScope):
+    """Which subscriptions to look at, the limits to judge by, where the files go."""
+
     max_key_age_days: int = Field(90, ge=1, description="A key version older than this fails.")
     min_days_before_expiry: int = Field(
         30, ge=0, description="A key expiring sooner than this fails."
@@ -76,19 +81,12 @@ class InventoryResult(BaseModel):
     changes: list[Change] = Field(default_factory=list)
 
 
-class BlastRadiusRequest(BaseModel):
+class BlastRadiusRequest(FleetScope):
     """The key whose dependents to list, and where to look."""
 
-    azure_credentials_block: str = Field(
-        ..., description="Name of the saved 'BYOK Azure Credentials' block to use."
-    )
     key_id: KeyVaultKeyId = Field(
         ...,
         description="Key Vault key id; without a version, every version's dependents.",
-    )
-    subscriptions: SubscriptionIds = Field(
-        default_factory=list,
-        description="Subscription ids; empty: every subscription the credentials can see.",
     )
 
 
