@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from azure.core.credentials import TokenCredential
 from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
+from azure.core.rest import HttpRequest
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient
 from azure.mgmt.authorization import AuthorizationManagementClient
@@ -76,6 +77,9 @@ class SafeRetryPolicy(RetryPolicy):
             path = urlsplit(response.http_request.url).path
             raise RetryAfterTooLong(path, retry_after, self.max_retry_after)
         return super()._sleep_for_retry(response, transport)
+
+
+PERMISSIONS_API_VERSION = "2022-04-01"  # Microsoft.Authorization permissions
 
 
 class AzureClients:
@@ -184,6 +188,20 @@ class AzureClients:
     def container_service(self) -> ContainerServiceClient:
         """AKS managed clusters and agent pools."""
         return self.arm(ContainerServiceClient)
+
+    def permissions(self, scope: str) -> list[dict[str, Any]]:
+        """What these credentials may do at `scope` (a subscription, group or resource id):
+        ARM's permissions list, one `actions`/`notActions` entry per role held there or
+        above. ARM serves it as an extension of any scope (the SDK names only the group and
+        resource forms: https://github.com/Azure/azure-sdk-for-net/issues/2521)."""
+        request = HttpRequest(
+            "GET",
+            f"{scope.rstrip('/')}/providers/Microsoft.Authorization/permissions",
+            params={"api-version": PERMISSIONS_API_VERSION},
+        )
+        response = self.resources().send_request(request)
+        response.raise_for_status()
+        return list(response.json().get("value") or [])
 
     def keys(self, vault_url: str) -> KeyClient:
         """Key Vault keys of one vault (the data plane), one client per vault: it keeps the

@@ -12,6 +12,7 @@ from blocks.azure import AzureCredentials
 from byok.key_policy import RotationPolicySpec
 from byok.keyvault_ids import KeyId
 from byok.parameters import parse_request
+from byok.permissions import DES_WRITE, ROLE_ASSIGNMENT_WRITE, VAULT_WRITE
 from byok.validation import check_name, check_rsa_key_size, same_region
 from clients.azure import AzureClients
 from tasks.disk_encryption_set import (
@@ -44,7 +45,7 @@ from tasks.refusal import refuse_quietly
 from tasks.resource_group import ensure_resource_group
 from tasks.retry import STEP_RETRIES
 from tasks.run_lock import resource_lock
-from tasks.subscription import check_subscription_regions
+from tasks.subscription import check_permissions, check_subscription_regions
 
 _WAIT = Field(
     False,
@@ -174,6 +175,14 @@ def prepare_disk_encryption_set(request: DiskEncryptionSetRequest) -> DiskEncryp
     timeout = request.propagation_timeout_minutes * 60
     check_subscription_regions(credentials, request.subscription_id, {"location": request.location})
     target = validate_request(credentials, request)
+    grants = request.vault_rbac or request.grant_reader_role is not False
+    check_permissions(
+        credentials,
+        request.subscription_id,
+        request.resource_group,
+        [VAULT_WRITE, DES_WRITE, *([ROLE_ASSIGNMENT_WRITE] if grants else [])],
+        "prepare-disk-encryption-set",
+    )
     with resource_lock(target, wait=request.wait_for_other_run):
         return _prepare(credentials, request, timeout)
 

@@ -1,6 +1,7 @@
 """Before any write: the subscription exists and each requested region is one of its
 locations (`GET /subscriptions/{id}/locations`), checked by any flow with
-`check_subscription_regions(credentials or block name, subscription_id, {field: region})`."""
+`check_subscription_regions(credentials or block name, subscription_id, {field: region})`;
+and the credentials hold the actions a flow needs (`check_permissions`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from prefect import get_run_logger, task
 
 from blocks.azure import AzureCredentials
 from byok.azure_errors import error_code
+from byok.errors import ServiceRefused
+from byok.permissions import RESOURCE_GROUP_WRITE, missing
 from byok.validation import InvalidRequest, check_regions, region_key
 from clients.azure import AzureClients
 from tasks.retry import STEP_RETRIES
@@ -58,3 +61,29 @@ def check_subscription_regions(
     known = {region_key(str(loc.name)): str(loc.name) for loc in locations}
     known |= {region_key(str(loc.display_name)): str(loc.name) for loc in locations}
     check_regions(regions, known)
+
+
+@task(name="Check the credentials' permissions", **STEP_RETRIES)
+def check_permissions(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    resource_group: str,
+    actions: list[str],
+    flow_name: str,
+) -> None:
+    """Before any write: the credentials hold every action the flow will need at the
+    resource group (at the subscription when the group is still to be made, which then
+    also needs the group's write); ServiceRefused naming the missing actions otherwise."""
+    clients = AzureClients.of(credentials, subscription_id)
+    subscription = f"/subscriptions/{clients.subscription_id}"
+    if clients.resources().resource_groups.check_existence(resource_group):
+        scope = f"{subscription}/resourceGroups/{resource_group}"
+    else:
+        scope, actions = subscription, [RESOURCE_GROUP_WRITE, *actions]
+    lacking = missing(clients.permissions(scope), actions)
+    if lacking:
+        raise ServiceRefused(
+            scope,
+            f"these credentials lack {', '.join(lacking)}: grant the roles the README's "
+            f"permissions table lists for {flow_name}",
+        )

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from emulator.server import Emulator
 from flows.disk_encryption_set import prepare_disk_encryption_set
 from tests.conftest import emulator_credentials
@@ -12,11 +10,6 @@ from tests.flows.refusals import refused
 from tests.flows.test_disk_encryption_set import request
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the flows let a 403 AuthorizationFailed escape as a raw HttpResponseError (with "
-    "a traceback) and check no permission before their first write: see the H4 report",
-)
 def test_a_missing_role_is_refused_in_one_line_before_any_resource(
     prefect_harness: None, emulator: Emulator
 ) -> None:
