@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from clients.azure import AzureClients
 from emulator.server import Emulator
-from tests.helpers import des_in_region, managed_image
+from tests.helpers import des_in_region, gallery_image, managed_image
 
 GROUP = "rg-img"
 
@@ -17,20 +17,7 @@ def encrypted_vm(
     des = des_in_region(azure, emulator, "westeurope", des_name, GROUP)
     compute = azure.compute()
     source = managed_image(azure, "westeurope", group=GROUP)
-    compute.galleries.begin_create_or_update(GROUP, "g1", {"location": "westeurope"}).result()
-    compute.gallery_images.begin_create_or_update(
-        GROUP,
-        "g1",
-        "img",
-        {
-            "location": "westeurope",
-            "properties": {
-                "osType": "Linux",
-                "osState": "Generalized",
-                "identifier": {"publisher": "p", "offer": "o", "sku": "s"},
-            },
-        },
-    ).result()
+    gallery_image(azure, GROUP)
     version = compute.gallery_image_versions.begin_create_or_update(
         GROUP,
         "g1",

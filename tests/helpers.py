@@ -203,3 +203,22 @@ def managed_image(
         .result()
     )
     return str(image.id)
+
+
+def gallery_image(azure: AzureClients, group: str = "rg-img") -> None:
+    """Gallery `g1` with the Linux, generalized image definition `img` (westeurope)."""
+    compute = azure.compute()
+    compute.galleries.begin_create_or_update(group, "g1", {"location": "westeurope"}).result()
+    compute.gallery_images.begin_create_or_update(
+        group,
+        "g1",
+        "img",
+        {
+            "location": "westeurope",
+            "properties": {
+                "osType": "Linux",
+                "osState": "Generalized",
+                "identifier": {"publisher": "p", "offer": "o", "sku": "s"},
+            },
+        },
+    ).result()

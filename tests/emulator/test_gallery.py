@@ -9,28 +9,14 @@ from azure.core.exceptions import HttpResponseError
 
 from clients.azure import AzureClients
 from emulator.server import Emulator
-from tests.helpers import des_in_region, managed_image
+from tests.helpers import des_in_region, gallery_image, managed_image
 
 
 @pytest.fixture
 def image(azure: AzureClients, emulator: Emulator) -> tuple[str, str]:
     des = des_in_region(azure, emulator, "westeurope", "des-we")
     source = managed_image(azure, "westeurope")
-    compute = azure.compute()
-    compute.galleries.begin_create_or_update("rg-img", "g1", {"location": "westeurope"}).result()
-    compute.gallery_images.begin_create_or_update(
-        "rg-img",
-        "g1",
-        "img",
-        {
-            "location": "westeurope",
-            "properties": {
-                "osType": "Linux",
-                "osState": "Generalized",
-                "identifier": {"publisher": "p", "offer": "o", "sku": "s"},
-            },
-        },
-    ).result()
+    gallery_image(azure)
     return des, source
 
 
