@@ -8,7 +8,7 @@ at least 7 days before expiry (a vault's default policy is a notice 30 days befo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from azure.keyvault.keys import (
     KeyRotationLifetimeAction,
@@ -99,6 +99,12 @@ class RotationPolicySpec(BaseModel):
     def matches(self, policy: Any) -> bool:
         """Whether a key's policy (the SDK's KeyRotationPolicy) already is this one."""
         return _shape(policy) == _shape(self.to_sdk())
+
+
+KeyRotationPolicyField = Annotated[
+    RotationPolicySpec | None,
+    Field(description="Key Vault rotation policy to set on the key; empty: leave it as is."),
+]
 
 
 def _shape(policy: Any) -> tuple[object, ...]:

@@ -11,7 +11,7 @@ from prefect import flow, task
 from pydantic import BaseModel, Field
 
 from blocks.azure import AzureCredentials
-from byok.key_policy import RotationPolicySpec
+from byok.key_policy import KeyRotationPolicyField
 from byok.keyvault_ids import KeyId
 from byok.parameters import parse_request
 from byok.validation import InvalidRequest, check_name, check_rsa_key_size
@@ -99,9 +99,7 @@ class EncryptedRegistryRequest(BaseModel):
         description="Versionless key id: the registry follows new key versions (within an "
         "hour in Azure). Off: the versioned id, rotated by hand.",
     )
-    rotation_policy: RotationPolicySpec | None = Field(
-        None, description="Key Vault rotation policy to set on the key; empty: leave it as is."
-    )
+    rotation_policy: KeyRotationPolicyField = None
     propagation_timeout_minutes: float = _TIMEOUT
     wait_for_other_run: bool = _WAIT
 

@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, Field
 
 from blocks.azure import AzureCredentials
-from byok.key_policy import RotationPolicySpec
+from byok.key_policy import KeyRotationPolicyField
 from byok.keyvault_ids import KeyId
 from byok.parameters import parse_request
 from byok.permissions import DES_WRITE, ROLE_ASSIGNMENT_WRITE, VAULT_WRITE
@@ -85,9 +85,7 @@ class DiskEncryptionSetRequest(BaseModel):
         description="Customer key, or double encryption with platform and customer keys "
         "(fixed at creation).",
     )
-    rotation_policy: RotationPolicySpec | None = Field(
-        None, description="Key Vault rotation policy to set on the key; empty: leave it as is."
-    )
+    rotation_policy: KeyRotationPolicyField = None
     auto_key_rotation: bool = Field(
         False,
         description="Follow new key versions automatically (Azure: within an hour).",
