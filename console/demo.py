@@ -61,6 +61,8 @@ def prefect_server(home: Path, port: int) -> Iterator[str]:
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_API_URL": "",
+        # the UI's own API address: its default names port 4200 whatever --port says
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
     }
     log = open(home / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(
@@ -147,6 +149,7 @@ def _demo(args: argparse.Namespace, emulator: Any, api: str) -> None:
     print(
         f"\nPrefect UI: {ui}  (flow runs, task runs, logs, deployments, the blocks "
         f"'{DEMO_BLOCK}' and '{DEMO_IBM_BLOCK}')"
+        + ("" if args.keep_running else "; it stops with the demo: --keep-running keeps it")
     )
     print(
         f"Emulator: `byok emulator endpoints|requests|fault|reset` drive it; "

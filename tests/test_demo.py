@@ -4,8 +4,10 @@ server, every procedure that has landed, a summary."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import urllib.request
 
 from tests.conftest import Demo
 
@@ -27,6 +29,10 @@ def test_demo_runs_the_procedures(demo: Demo) -> None:
     first)."""
     for name in ("endpoints.json", "az-env.sh"):
         assert (demo.state_dir / name).stat().st_mode & 0o777 == 0o600
+    # the UI, on the demo's own port (not 4200), talks to the demo's API
+    ui = demo.api.removesuffix("/api")
+    with urllib.request.urlopen(f"{ui}/ui-settings", timeout=10) as response:
+        assert json.load(response)["api_url"] == demo.api
     logged = byok(
         "emulator", "requests", "--path", "diskEncryptionSets/des-byok-demo$", env=demo.env
     )
@@ -47,6 +53,9 @@ def test_demo_runs_the_procedures(demo: Demo) -> None:
     assert "imported encrypted; virtual server" in out
     assert "resources in 2 subscriptions" in out and " non-compliant " in out
     assert "Blast radius of https://127.0.0.1:" in out
+    assert re.search(r"Fleet rotation fleet-\w+-\d{8}: [1-9]\d* keys at a new version", out)
+    assert re.search(r"Revocation drill on https://\S+/keys/des-key: [1-9]\d* dependents", out)
+    assert ", 0 failed (artifact revocation-drill-des-key)" in out
     assert "deployments in work pool byok-process" in out
     assert "Prefect UI: http://127.0.0.1:" in out
     assert "emulator-client-secret" not in out + errors
