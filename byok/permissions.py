@@ -13,6 +13,8 @@ RESOURCE_GROUP_WRITE = "Microsoft.Resources/subscriptions/resourceGroups/write"
 VAULT_WRITE = "Microsoft.KeyVault/vaults/write"
 DES_WRITE = "Microsoft.Compute/diskEncryptionSets/write"
 ROLE_ASSIGNMENT_WRITE = "Microsoft.Authorization/roleAssignments/write"
+IDENTITY_WRITE = "Microsoft.ManagedIdentity/userAssignedIdentities/write"
+REGISTRY_WRITE = "Microsoft.ContainerRegistry/registries/write"
 
 
 def _matches(patterns: Iterable[str], action: str) -> bool:

@@ -14,6 +14,12 @@ from blocks.azure import AzureCredentials
 from byok.key_policy import KeyRotationPolicyField
 from byok.keyvault_ids import KeyId
 from byok.parameters import parse_request
+from byok.permissions import (
+    IDENTITY_WRITE,
+    REGISTRY_WRITE,
+    ROLE_ASSIGNMENT_WRITE,
+    VAULT_WRITE,
+)
 from byok.validation import InvalidRequest, check_name, check_rsa_key_size
 from clients.azure import AzureClients
 from tasks.acr import (
@@ -60,7 +66,7 @@ from tasks.key_vault import (
 from tasks.refusal import refuse_quietly
 from tasks.resource_group import ensure_resource_group
 from tasks.run_lock import resource_lock
-from tasks.subscription import check_subscription_regions
+from tasks.subscription import check_permissions, check_subscription_regions
 
 _BLOCK = Field(..., description="Name of the saved 'BYOK Azure Credentials' block to use.")
 _SUB = Field(None, description="Default: the block's.")
@@ -163,6 +169,14 @@ def create_encrypted_registry(request: EncryptedRegistryRequest) -> EncryptedReg
     sub, rg, timeout = request.subscription_id, request.resource_group, _seconds(request)
     check_subscription_regions(credentials, request.subscription_id, {"location": request.location})
     validate_create_request(credentials, request)
+    check_permissions(
+        credentials,
+        sub,
+        rg,
+        [IDENTITY_WRITE, VAULT_WRITE, REGISTRY_WRITE]
+        + ([ROLE_ASSIGNMENT_WRITE] if request.vault_rbac else []),
+        "create-encrypted-registry",
+    )
     with _lock(credentials, request):
         ensure_resource_group(credentials, sub, rg, request.location)
         identity = ensure_user_identity(
