@@ -39,6 +39,9 @@ class IBMCloudCredentials(Block):
     softlayer_url: str = Field(
         "https://api.softlayer.com/rest/v3.1", description="SoftLayer REST API base URL."
     )
+    vpc_url: str | None = Field(
+        None, description="VPC API endpoint; default https://<region>.iaas.cloud.ibm.com/v1."
+    )
     ca_bundle: str | None = Field(
         None, description="Path of a PEM CA bundle to trust (private CA, emulator)."
     )
@@ -57,3 +60,7 @@ class IBMCloudCredentials(Block):
         return self.cos_endpoint or (
             f"https://s3.{self.region}.cloud-object-storage.appdomain.cloud"
         )
+
+    def vpc_endpoint(self) -> str:
+        """The VPC API URL for this region."""
+        return self.vpc_url or f"https://{self.region}.iaas.cloud.ibm.com/v1"

@@ -22,6 +22,7 @@ from ibm_cloud_sdk_core import ApiException, BaseService
 from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
 from ibm_cloud_sdk_core.http_adapter import SSLHTTPAdapter
 from ibm_platform_services import IamIdentityV1, IamPolicyManagementV1
+from ibm_vpc import VpcV1
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -29,6 +30,7 @@ from blocks.ibm import IBMCloudCredentials
 from clients.context import shared
 
 KEY_TYPE = "application/vnd.ibm.kms.key+json"
+VPC_VERSION = "2025-04-08"  # the VPC API version date the flows are written against
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 UNSERVED_STATUS = frozenset({429, 503})  # the service refused before doing anything
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -154,6 +156,10 @@ class KeyProtectClient(BaseService):
             "POST", f"/api/v2/keys/{key_id}/actions/rewrap", {"ciphertext": ciphertext}
         )
 
+    def registrations(self, key_id: str) -> list[dict[str, Any]]:
+        """The cloud resources registered as protected by a key (with their key version)."""
+        return self._call("GET", f"/api/v2/keys/{key_id}/registrations").get("resources") or []
+
     def rotate(self, key_id: str, payload: str | None = None) -> None:
         """Rotate a root key (imported keys need the new base64 `payload`)."""
         self._call(
@@ -222,6 +228,12 @@ class IBMClients:
     def identity(self) -> IamIdentityV1:
         """IAM service IDs and API keys."""
         return self._configure(IamIdentityV1(self.authenticator), self.block.iam_url)
+
+    def vpc(self) -> VpcV1:
+        """The VPC API (generation 2) of the block's region, at API version VPC_VERSION."""
+        return self._configure(
+            VpcV1(version=VPC_VERSION, authenticator=self.authenticator), self.block.vpc_endpoint()
+        )
 
     def softlayer(self) -> SoftLayer.BaseClient:
         """The SoftLayer (classic) API over REST, user 'apikey' with the block's API key; its

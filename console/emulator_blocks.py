@@ -46,6 +46,7 @@ def emulator_ibm_credentials(emulator: Emulator, **overrides: object) -> IBMClou
         "cos_hmac_access_key_id": ibm.cos_hmac_access_key_id,
         "cos_hmac_secret_access_key": ibm.cos_hmac_secret_access_key,
         "softlayer_url": emulator.base_url + "/rest/v3.1",
+        "vpc_url": emulator.base_url + "/v1",
         "ca_bundle": str(emulator.ca_path),
     }
     values.update(overrides)

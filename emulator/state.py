@@ -36,6 +36,8 @@ from emulator.services.resourcegraph import routes as resourcegraph_routes
 from emulator.services.resourcegraph.models import ResourceGraphModel
 from emulator.services.softlayer import routes as softlayer_routes
 from emulator.services.softlayer.models import SoftLayerModel
+from emulator.services.vpc import routes as vpc_routes
+from emulator.services.vpc.models import VpcModel
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class EmulatorState:
         )
         self.softlayer = SoftLayerModel(self.iam, self.keyprotect, cos)
         self.resource_graph = ResourceGraphModel(self.arm)
+        region = self.ibm_identity.region
+        self.vpc = VpcModel(self.iam, self.keyprotect, self.softlayer.cos, base_url + "/v1", region)
 
         self.router = Router()
         kubernetes_routes.register(self.router, self.kubernetes)
@@ -96,6 +100,7 @@ class EmulatorState:
         ibm_iam_routes.register(self.router, self.iam, base_url)
         keyprotect_routes.register(self.router, self.keyprotect)
         softlayer_routes.register(self.router, self.softlayer)
+        vpc_routes.register(self.router, self.vpc)
         resourcegraph_routes.register(self.router, self.resource_graph)
         deployments_routes.register(self.router, self.arm)
         containerservice_routes.register(self.router, self.arm)

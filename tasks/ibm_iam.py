@@ -39,7 +39,7 @@ def _grants(policy: dict[str, Any], resource: dict[str, str]) -> bool:
     return bool(roles & READ_ROLES) and all(resource.get(k) == v for k, v in wanted.items())
 
 
-def _ensure_policy(
+def ensure_policy(
     clients: IBMClients,
     kind: str,
     subject: dict[str, str],
@@ -88,7 +88,7 @@ def _ensure_policy(
 def ensure_kms_authorization(credentials: IBMCloudCredentials, instance_id: str) -> str:
     """The `server-protect → kms` Reader authorization on the instance (get or create)."""
     account = credentials.account_id
-    policy_id = _ensure_policy(
+    policy_id = ensure_policy(
         IBMClients.of(credentials),
         "authorization",
         {"accountId": account, "serviceName": "server-protect"},
@@ -187,7 +187,7 @@ def create_import_api_key(
         {"accountId": account, "serviceName": "kms", "serviceInstance": kms_instance_id},
     ]
     policy_ids = [
-        _ensure_policy(clients, "access", subject, scope, {"iam_id": identity.iam_id})
+        ensure_policy(clients, "access", subject, scope, {"iam_id": identity.iam_id})
         for scope in scopes
     ]
 

@@ -162,6 +162,7 @@ class KeyProtectModel:
         self.iam = iam
         self.lock = threading.RLock()
         self.instances: dict[str, Instance] = {}
+        self.registrations: dict[str, dict[str, Any]] = {}  # by resource CRN
         self.add_instance(instance_guid, region)
 
     def add_instance(self, guid: str, region: str) -> Instance:
@@ -278,6 +279,43 @@ class KeyProtectModel:
         with self.lock:
             key.versions.append(KeyVersion(str(uuid.uuid4()), material))
             key.last_rotated = now_iso()
+            for registration in self.registrations.values():
+                if registration["keyId"] == key.id:  # the registered service re-wraps (VPC)
+                    registration["keyVersion"] = {
+                        "id": key.latest.id,
+                        "creationDate": key.latest.created,
+                    }
+                    registration["lastUpdated"] = key.last_rotated
+
+    # -- registrations ------------------------------------------------------------------------
+    def register(self, crk_crn: str, resource_crn: str) -> None:
+        """Register a resource protected by a root key (as VPC does for its images,
+        https://cloud.ibm.com/docs/key-protect?topic=key-protect-view-protected-data)."""
+        parts = crk_crn.split(":")
+        with self.lock:
+            key = self.instances[parts[7]].keys[parts[9]]
+            now = now_iso()
+            self.registrations[resource_crn] = {
+                "keyId": key.id,
+                "resourceCrn": resource_crn,
+                "createdBy": "is",
+                "creationDate": now,
+                "updatedBy": "is",
+                "lastUpdated": now,
+                "description": "",
+                "preventKeyDeletion": False,
+                "keyVersion": {"id": key.latest.id, "creationDate": key.latest.created},
+            }
+
+    def unregister(self, resource_crn: str) -> None:
+        """Drop a deleted resource's registration."""
+        with self.lock:
+            self.registrations.pop(resource_crn, None)
+
+    def registrations_of(self, key: Key) -> list[dict[str, Any]]:
+        """The registrations of one key."""
+        with self.lock:
+            return [dict(r) for r in self.registrations.values() if r["keyId"] == key.id]
 
     # -- envelope encryption --------------------------------------------------------------------
     def wrap(self, key: Key, body: dict[str, Any]) -> dict[str, Any]:

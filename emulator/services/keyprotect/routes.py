@@ -59,6 +59,19 @@ def register(router: Router, kp: KeyProtectModel) -> None:
         kp.authorize(caller, instance, write=False, key_id=key.id)
         return _keys([key], with_payload=True)
 
+    def registrations(request: Request, caller: Caller, instance: Instance) -> Response:
+        key = instance.key(request.params["id"])
+        kp.authorize(caller, instance, write=False, key_id=key.id)
+        found = kp.registrations_of(key)
+        body = {
+            "metadata": {
+                "collectionType": "application/vnd.ibm.kms.registration+json",
+                "collectionTotal": len(found),
+            },
+            "resources": found,
+        }
+        return Response(200, body, {"Content-Type": "application/vnd.ibm.kms.registration+json"})
+
     def action(request: Request, caller: Caller, instance: Instance) -> Response:
         name = request.params.get("action") or request.query.get("action", "")
         if name not in ACTIONS:
@@ -81,5 +94,6 @@ def register(router: Router, kp: KeyProtectModel) -> None:
     route("POST", "/api/v2/keys", create)
     route("GET", "/api/v2/keys", list_keys)
     route("GET", "/api/v2/keys/{id}", get)
+    route("GET", "/api/v2/keys/{id}/registrations", registrations)
     route("POST", "/api/v2/keys/{id}/actions/{action}", action)
     route("POST", "/api/v2/keys/{id}", action)  # the older ?action=wrap form

@@ -1,0 +1,168 @@
+"""IBM Cloud VPC encrypted images: the request, the result and their rules (no Prefect
+import; nothing here ever holds the passphrase). Limits from
+https://cloud.ibm.com/docs/vpc?topic=vpc-planning-custom-images (qcow2, ≤ 250 GB virtual size)
+and https://cloud.ibm.com/docs/vpc?topic=vpc-create-encrypted-custom-image."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, Field
+
+from byok.errors import InvalidRequest
+
+MAX_IMAGE_SIZE = 250 * 1024**3
+ROTATION_INTERVAL = timedelta(hours=1)  # Key Protect: one rotation per key per hour
+MIN_PASSPHRASE = 16  # characters of a passphrase brought from a Secret block
+PASSPHRASE_BYTES = 32  # of a generated one (then base64: 44 characters)
+# VPC resource names: lowercase letters, digits and hyphens, starting with a letter
+# (https://cloud.ibm.com/apidocs/vpc/latest#create-image, `name` pattern).
+VPC_NAME = re.compile(r"^-?([a-z]|[a-z][-a-z0-9]*[a-z0-9])$")
+OBJECT_KEY = re.compile(r"^(?!/)[\x21-\x7e][\x20-\x7e]{0,1017}\.qcow2$")
+
+
+class VpcInstanceSpec(BaseModel):
+    """A virtual server instance to create from the image (VPC and subnet found by name or
+    created minimal)."""
+
+    name: str = Field(..., description="Instance name.")
+    profile: str = Field("bx2-2x8", description="Instance profile.")
+    zone: str = Field(..., description="Zone, e.g. us-south-1.")
+    vpc_name: str = Field(..., description="VPC (found by name or created).")
+    subnet_name: str = Field(..., description="Subnet in the zone (found by name or created).")
+
+
+class VpcImageRequest(BaseModel):
+    """What to encrypt, where to put it and what to create (the VPC procedure)."""
+
+    ibm_credentials_block: str = Field(..., description="Saved 'BYOK IBM Cloud Credentials'.")
+    key_protect_instance_id: str = Field(..., description="Key Protect instance GUID.")
+    root_key: str = Field(..., description="Root key name (created if missing), id or CRN.")
+    create_root_key: bool = Field(True, description="Create the root key when none has the name.")
+    root_key_material_block: str | None = Field(
+        None, description="Import a new root key from this Secret block (base64 material)."
+    )
+    passphrase_block: str | None = Field(
+        None,
+        description="Secret block holding the LUKS passphrase (at least 16 characters). "
+        "Default: a random one generated in memory.",
+    )
+    cos_instance_id: str = Field(..., description="COS instance GUID.")
+    bucket: str = Field(..., description="Regional bucket in the Key Protect region.")
+    bucket_storage_class: str = Field("standard", description="Storage class of a new bucket.")
+    object_key: str = Field(..., description="Object key of the encrypted qcow2 (…​.qcow2).")
+    source_file: str = Field(..., description="Local source image (any format qemu-img reads).")
+    image_name: str = Field(..., description="VPC image name.")
+    operating_system: str = Field(..., description="VPC operating system name.")
+    instance: VpcInstanceSpec | None = Field(None, description="Create an instance from it.")
+    luks_iter_time_ms: int = Field(
+        2000, ge=1, le=60000, description="LUKS PBKDF time (qemu-img's default 2000 ms)."
+    )
+    timeout_minutes: float = Field(60, gt=0, description="Give up waiting after this long.")
+    poll_seconds: float = Field(10, gt=0, description="Seconds between status polls.")
+    wait_for_other_run: bool = Field(True, description="Wait for a run on the same image.")
+
+
+class VpcImageResult(BaseModel):
+    """What the run made or reused (never the passphrase)."""
+
+    image_id: str
+    image_crn: str
+    image_status: str
+    root_key_crn: str
+    key_version: str | None
+    object_uri: str
+    authorization_policy_ids: list[str]
+    instance_id: str | None = None
+    instance_status: str | None = None
+    created: list[str]
+
+
+def check_request(request: VpcImageRequest) -> None:
+    """Static rules (names); field = value: rule."""
+    names = [("image_name", request.image_name)]
+    if request.instance is not None:
+        spec = request.instance
+        names += [
+            ("instance.name", spec.name),
+            ("instance.vpc_name", spec.vpc_name),
+            ("instance.subnet_name", spec.subnet_name),
+        ]
+    for field, value in names:
+        if not VPC_NAME.match(value) or len(value) > 63:
+            raise InvalidRequest(
+                field, value, "VPC names are 1-63 lowercase letters, digits and hyphens, "
+                "starting with a letter and not ending with a hyphen"
+            )  # fmt: skip
+    if not OBJECT_KEY.match(request.object_key):
+        raise InvalidRequest(
+            "object_key", request.object_key, "1-1024 printable ASCII characters ending '.qcow2'"
+        )
+
+
+def check_source(path: str, info: dict[str, object]) -> str:
+    """The source's format, when its virtual size fits VPC's limit."""
+    size = int(str(info.get("virtual-size", 0)))
+    if size > MAX_IMAGE_SIZE:
+        raise InvalidRequest(
+            "source_file", path, f"virtual size {size} bytes exceeds VPC's 250 GB image limit"
+        )
+    return str(info["format"])
+
+
+def check_passphrase(block: str, passphrase: str) -> None:
+    """A passphrase from a Secret block must be long enough (its value never shown)."""
+    if len(passphrase) < MIN_PASSPHRASE:
+        raise InvalidRequest(
+            "passphrase_block",
+            block,
+            f"the passphrase must be at least {MIN_PASSPHRASE} characters",
+        )
+
+
+def image_lock_id(account_id: str, region: str, image_name: str) -> str:
+    """What one run owns: the image name in the account's region."""
+    return f"ibm:{account_id}:{region}:vpc-image:{image_name}"
+
+
+class VpcRotationRequest(BaseModel):
+    """Rotate a root key that protects VPC images, and prove VPC re-wrapped them."""
+
+    ibm_credentials_block: str = Field(..., description="Saved 'BYOK IBM Cloud Credentials'.")
+    key_protect_instance_id: str = Field(..., description="Key Protect instance GUID.")
+    root_key: str = Field(..., description="Root key name, id or CRN.")
+    timeout_minutes: float = Field(10, gt=0, description="Give up waiting for the re-wrap.")
+    poll_seconds: float = Field(5, gt=0, description="Seconds between registration polls.")
+
+
+class RegisteredImage(BaseModel):
+    """A VPC image registered with the key, after the rotation."""
+
+    resource_crn: str
+    key_version: str
+    status: str
+
+
+class VpcRotationResult(BaseModel):
+    """The key's versions before and after, and every registered image on the new one."""
+
+    root_key_crn: str
+    previous_version: str
+    key_version: str
+    images: list[RegisteredImage]
+
+
+def check_rotation_due(ref: str, last_rotated: str | None, now: datetime) -> None:
+    """Key Protect allows one rotation per hour per key
+    (https://cloud.ibm.com/docs/key-protect?topic=key-protect-rotate-keys)."""
+    if not last_rotated:
+        return
+    due = datetime.fromisoformat(last_rotated) + ROTATION_INTERVAL
+    if now < due:
+        raise InvalidRequest(
+            "root_key",
+            ref,
+            f"rotated at {last_rotated}: Key Protect allows one rotation per hour; "
+            f"the next one is possible at {due.isoformat()}",
+        )

@@ -1,0 +1,1 @@
+"""IBM Cloud VPC (images, operating systems, instance profiles, VPCs, subnets, instances)."""

@@ -1,0 +1,138 @@
+"""The VPC procedure: an image encrypted with LUKS under a passphrase wrapped by your Key
+Protect root key, imported into IBM Cloud VPC, and optionally an instance from it."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from blocks.ibm import IBMCloudCredentials
+from byok.ibm_vpc import (
+    VpcImageRequest,
+    VpcImageResult,
+    VpcRotationRequest,
+    VpcRotationResult,
+    image_lock_id,
+)
+from tasks.ibm_cos import ensure_bucket
+from tasks.ibm_iam import ensure_kms_authorization
+from tasks.ibm_key_protect import ensure_root_key
+from tasks.ibm_vpc import (
+    create_vpc_instance,
+    encrypt_image,
+    ensure_image_cos_authorization,
+    ensure_vpc_network,
+    import_vpc_image,
+    prepare_passphrase,
+    upload_encrypted_image,
+    validate_vpc_request,
+    verify_image,
+    wait_for_vpc_image,
+    wait_for_vpc_instance,
+)
+from tasks.ibm_vpc_rotation import rotate_vpc_root_key, verify_vpc_rewrap
+from tasks.run_lock import resource_lock
+
+
+@flow(name="provision-encrypted-vpc-image", persist_result=False)
+def provision_encrypted_vpc_image(request: VpcImageRequest) -> VpcImageResult:
+    """Validate → root key → passphrase wrapped by it → authorizations (server-protect → kms,
+    is → COS) → regional bucket → qcow2 + LUKS with qemu-img, checked against the source →
+    upload → create_image, wait until available → optionally an instance, wait until
+    running. An image already named so is reused (not re-encrypted). One run per image."""
+    credentials = IBMCloudCredentials.load_saved(request.ibm_credentials_block)
+    lock = image_lock_id(credentials.account_id, credentials.region, request.image_name)
+    with resource_lock(lock, wait=request.wait_for_other_run):
+        return provision(credentials, request)
+
+
+def provision(credentials: IBMCloudCredentials, request: VpcImageRequest) -> VpcImageResult:
+    """The steps, under the run's lock."""
+    timeout, interval = request.timeout_minutes * 60, request.poll_seconds
+    kp_instance, cos = request.key_protect_instance_id, request.cos_instance_id
+    plan = validate_vpc_request(credentials, request)
+    root = ensure_root_key(
+        credentials, kp_instance, request.root_key, request.create_root_key,
+        request.root_key_material_block,
+    )  # fmt: skip
+    created = ["root key"] if root.created else []
+    policies = [
+        ensure_kms_authorization(credentials, kp_instance),
+        ensure_image_cos_authorization(credentials, cos),
+    ]
+    ensure_bucket(credentials, cos, request.bucket, request.bucket_storage_class)
+    uri = f"cos://{credentials.region}/{request.bucket}/{request.object_key}"
+    image, key_version = plan.image, None
+    if image is None:
+        passphrase = prepare_passphrase(credentials, kp_instance, root, request.passphrase_block)
+        key_version = passphrase.key_version
+        with tempfile.TemporaryDirectory(prefix="byok-vpc-") as spool:
+            target = Path(spool) / "image.qcow2"
+            encrypt_image(
+                request.source_file, plan.source_format, passphrase, target,
+                request.luks_iter_time_ms,
+            )  # fmt: skip
+            verify_image(request.source_file, plan.source_format, passphrase, target)
+            upload_encrypted_image(credentials, cos, target, request.bucket, request.object_key)
+        image = import_vpc_image(credentials, request, uri, passphrase, root.crn)
+        created += ["encrypted object", "image"]
+    image = wait_for_vpc_image(credentials, image["id"], timeout, interval)
+    instance = None
+    if request.instance is not None:
+        network = ensure_vpc_network(credentials, request.instance)
+        instance = create_vpc_instance(credentials, request.instance, image["id"], network)
+        instance = wait_for_vpc_instance(credentials, instance["id"], timeout, interval)
+    result = VpcImageResult(
+        image_id=image["id"],
+        image_crn=image["crn"],
+        image_status=image["status"],
+        root_key_crn=root.crn,
+        key_version=key_version,
+        object_uri=uri,
+        authorization_policy_ids=policies,
+        instance_id=instance["id"] if instance else None,
+        instance_status=instance["status"] if instance else None,
+        created=created,
+    )
+    create_markdown_artifact(summary(result), key="encrypted-vpc-image")
+    return result
+
+
+def summary(result: VpcImageResult) -> str:
+    """The markdown artifact: what the run made or reused."""
+    rows = [
+        ("VPC image", f"{result.image_id} ({result.image_status})"),
+        ("Root key", result.root_key_crn),
+        ("Encrypted object", result.object_uri),
+        ("Authorizations", ", ".join(result.authorization_policy_ids)),
+        ("Instance", f"{result.instance_id} ({result.instance_status})"
+         if result.instance_id else "not created"),
+    ]  # fmt: skip
+    lines = ["# Encrypted IBM Cloud VPC image", "", "| Resource | Value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    lines += ["", "Created in this run: " + (", ".join(result.created) or "nothing (all reused)")]
+    return "\n".join(lines)
+
+
+@flow(name="rotate-vpc-root-key", persist_result=False)
+def rotate_vpc_root_key_flow(request: VpcRotationRequest) -> VpcRotationResult:
+    """Rotate a root key protecting VPC images (at most once per hour), then prove through Key
+    Protect's registrations and the images' state that VPC re-wrapped every image."""
+    credentials = IBMCloudCredentials.load_saved(request.ibm_credentials_block)
+    lock = f"ibm:{credentials.account_id}:kms:{request.key_protect_instance_id}:{request.root_key}"
+    with resource_lock(lock, wait=False):
+        crn, previous, version = rotate_vpc_root_key(credentials, request)
+        images = verify_vpc_rewrap(
+            credentials, request.key_protect_instance_id, crn, version,
+            request.timeout_minutes * 60, request.poll_seconds,
+        )  # fmt: skip
+    result = VpcRotationResult(
+        root_key_crn=crn, previous_version=previous, key_version=version, images=images
+    )
+    lines = [f"# Rotated {crn}", "", f"Version {previous} → {version}", ""]
+    lines += [f"- {i.resource_crn}: {i.status}, key version {i.key_version}" for i in images]
+    create_markdown_artifact("\n".join(lines), key="vpc-key-rotation")
+    return result

@@ -1,0 +1,304 @@
+"""VPC procedure steps: validation, the LUKS passphrase (in memory, wrapped by the root key),
+the image service's COS authorization, qcow2+LUKS encryption and its check, the upload, the
+image import and the instance. Every write is get-or-create by name (byok.ibm_writes); tasks
+touching the passphrase never persist or cache results."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ibm_boto3.s3.transfer import TransferConfig
+from ibm_cloud_sdk_core import ApiException
+from prefect import get_run_logger, task
+from pydantic import BaseModel, SecretStr
+
+from blocks.ibm import IBMCloudCredentials
+from byok.errors import InvalidRequest, OperationFailed, PropagationTimedOut
+from byok.ibm_models import RootKeyInfo
+from byok.ibm_validation import check_bucket_location, crn_region
+from byok.ibm_vpc import (
+    VpcImageRequest,
+    VpcInstanceSpec,
+    check_passphrase,
+    check_request,
+    check_source,
+)
+from byok.ibm_vpc_qemu import encrypt_to_qcow2, image_info, verify_encrypted
+from byok.ibm_writes import create_once
+from clients.ibm import IBMClients
+from tasks.ibm_cos import bucket_location, cos_client
+from tasks.ibm_iam import ensure_policy
+from tasks.ibm_key_protect import SECRET_TASK, find_root_key, load_secret
+from tasks.retry import STEP_RETRIES
+
+PART_SIZE = 64 * 1024 * 1024
+
+
+class VpcPlan(BaseModel):
+    """What validation found: the source's format and an image already named so."""
+
+    source_format: str
+    image: dict[str, Any] | None
+
+
+class Passphrase(BaseModel):
+    """The LUKS passphrase (masked in any repr) and its wrapped form."""
+
+    value: SecretStr
+    wrapped: str
+    key_version: str | None
+
+
+def _named(items: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    return next((i for i in items if i.get("name") == name), None)
+
+
+def find_image(clients: IBMClients, name: str) -> dict[str, Any] | None:
+    """The account's VPC image of this name in the region."""
+    return _named(clients.vpc().list_images(name=name).get_result()["images"], name)
+
+
+@task(name="Validate the VPC image request", **SECRET_TASK)
+def validate_vpc_request(credentials: IBMCloudCredentials, request: VpcImageRequest) -> VpcPlan:
+    """Read-only checks, so that a bad request fails before any write."""
+    check_request(request)
+    source_format = check_source(request.source_file, image_info(Path(request.source_file)))
+    clients = IBMClients.of(credentials)
+    vpc = clients.vpc()
+    try:
+        vpc.get_operating_system(name=request.operating_system)
+    except ApiException as exc:
+        if exc.status_code != 404:
+            raise
+        raise InvalidRequest(
+            "operating_system", request.operating_system, "not in the VPC operating system catalog"
+        ) from None
+    if request.instance is not None:
+        profiles = vpc.list_instance_profiles().get_result()["profiles"]
+        if _named(profiles, request.instance.profile) is None:
+            raise InvalidRequest("instance.profile", request.instance.profile, "no such profile")
+    if request.root_key.startswith("crn:"):
+        key_region = crn_region("root_key", request.root_key)
+        if key_region != credentials.region:
+            raise InvalidRequest(
+                "root_key",
+                request.root_key,
+                f"the key is in {key_region}; the bucket and the images are in "
+                f"{credentials.region}: they must be in the key's region",
+            )
+    key = find_root_key(clients.key_protect(request.key_protect_instance_id), request.root_key)
+    if key is None and not request.create_root_key:
+        raise InvalidRequest("root_key", request.root_key, "no such root key (create_root_key off)")
+    location = bucket_location(cos_client(credentials, request.cos_instance_id), request.bucket)
+    if location:
+        check_bucket_location("bucket", request.bucket, location, credentials.region)
+    if request.passphrase_block:
+        check_passphrase(
+            request.passphrase_block, load_secret("passphrase_block", request.passphrase_block)
+        )
+    return VpcPlan(source_format=source_format, image=find_image(clients, request.image_name))
+
+
+@task(name="Generate and wrap the LUKS passphrase", **STEP_RETRIES, **SECRET_TASK)
+def prepare_passphrase(
+    credentials: IBMCloudCredentials, instance_id: str, root: RootKeyInfo, block: str | None
+) -> Passphrase:
+    """A random passphrase (or the Secret block's), base64'd and wrapped by the root key: the
+    ciphertext is the image's `encrypted_data_key`."""
+    value = load_secret("passphrase_block", block) if block else None
+    if value is None:
+        value = base64.b64encode(secrets.token_bytes(32)).decode()
+    plaintext = base64.b64encode(value.encode()).decode()
+    wrapped = IBMClients.of(credentials).key_protect(instance_id).wrap(root.id, plaintext)
+    get_run_logger().info("Wrapped the LUKS passphrase with root key %s", root.name)
+    return Passphrase(
+        value=SecretStr(value),
+        wrapped=wrapped["ciphertext"],
+        key_version=(wrapped.get("keyVersion") or {}).get("id"),
+    )
+
+
+@task(name="Authorize the VPC image service to read COS", **STEP_RETRIES)
+def ensure_image_cos_authorization(credentials: IBMCloudCredentials, cos_instance_id: str) -> str:
+    """The `is` (images) → cloud-object-storage Reader authorization (get or create),
+    https://cloud.ibm.com/docs/vpc?topic=vpc-object-storage-prereq."""
+    account = credentials.account_id
+    policy_id = ensure_policy(
+        IBMClients.of(credentials),
+        "authorization",
+        {"accountId": account, "serviceName": "is", "resourceType": "image"},
+        {
+            "accountId": account,
+            "serviceName": "cloud-object-storage",
+            "serviceInstance": cos_instance_id,
+        },
+        {},
+    )
+    get_run_logger().info("Authorization is (images) -> cloud-object-storage: %s", policy_id)
+    return policy_id
+
+
+@task(name="Encrypt the image to qcow2 + LUKS", **SECRET_TASK)
+def encrypt_image(
+    source: str, source_format: str, passphrase: Passphrase, target: Path, iter_time_ms: int
+) -> Path:
+    """`qemu-img convert` to a LUKS-encrypted qcow2 (the passphrase in a 0600 secret file)."""
+    secret = passphrase.value.get_secret_value().encode()
+    encrypt_to_qcow2(Path(source), target, secret, source_format, iter_time_ms)
+    get_run_logger().info("Encrypted %s to %s", source, target.name)
+    return target
+
+
+@task(name="Check the encrypted image against the source", **SECRET_TASK)
+def verify_image(source: str, source_format: str, passphrase: Passphrase, target: Path) -> None:
+    """`qemu-img check` and `qemu-img compare` with the source (opened with the passphrase)."""
+    secret = passphrase.value.get_secret_value().encode()
+    verify_encrypted(Path(source), target, secret, source_format)
+    get_run_logger().info("qemu-img check and compare: %s matches %s", target.name, source)
+
+
+@task(name="Upload the encrypted image", **STEP_RETRIES)
+def upload_encrypted_image(
+    credentials: IBMCloudCredentials, cos_instance_id: str, path: Path, bucket: str, key: str
+) -> int:
+    """Upload (multipart above one part) to the bucket; the object's size."""
+    config = TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE)
+    s3 = cos_client(credentials, cos_instance_id)
+    s3.upload_file(str(path), bucket, key, Config=config)
+    size = int(s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
+    get_run_logger().info("Uploaded %s (%d bytes) to %s", key, size, bucket)
+    return size
+
+
+@task(name="Import the VPC image", **STEP_RETRIES, **SECRET_TASK)
+def import_vpc_image(
+    credentials: IBMCloudCredentials,
+    request: VpcImageRequest,
+    uri: str,
+    passphrase: Passphrase,
+    root_key_crn: str,
+) -> dict[str, Any]:
+    """`create_image` from the object with the wrapped passphrase and the root key CRN; after
+    a lost answer, the image is looked up by name before creating again."""
+    clients = IBMClients.of(credentials)
+    prototype = {
+        "name": request.image_name,
+        "file": {"href": uri},
+        "operating_system": {"name": request.operating_system},
+        "encrypted_data_key": passphrase.wrapped,
+        "encryption_key": {"crn": root_key_crn},
+    }
+    image: dict[str, Any] = create_once(
+        lambda: clients.vpc().create_image(image_prototype=prototype).get_result(),
+        lambda: find_image(clients, request.image_name),
+        f"VPC image {request.image_name}",
+    )
+    get_run_logger().info("Importing VPC image %s (%s)", image["name"], image["id"])
+    return image
+
+
+def _poll(
+    read: Callable[[], dict[str, Any]], done: str, what: str, timeout: float, interval: float
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = read()
+        if found["status"] == done:
+            return found
+        if found["status"] not in ("pending", "starting"):
+            reasons = "; ".join(
+                f"{r.get('code')}: {r.get('message')}" for r in found.get("status_reasons") or []
+            )
+            raise OperationFailed(what, f"{found['status']}: {reasons or 'no reason given'}")
+        if time.monotonic() > deadline:
+            raise PropagationTimedOut(what, f"still {found['status']} after {timeout:g} s")
+        time.sleep(interval)
+
+
+@task(name="Wait for the VPC image", **STEP_RETRIES)
+def wait_for_vpc_image(
+    credentials: IBMCloudCredentials, image_id: str, timeout: float, interval: float
+) -> dict[str, Any]:
+    """Poll the image until `available` (failed/unusable: OperationFailed with IBM's reasons)."""
+    vpc = IBMClients.of(credentials).vpc()
+    return _poll(
+        lambda: vpc.get_image(id=image_id).get_result(),
+        "available",
+        f"VPC image {image_id}",
+        timeout,
+        interval,
+    )
+
+
+@task(name="Ensure the VPC and subnet", **STEP_RETRIES)
+def ensure_vpc_network(credentials: IBMCloudCredentials, spec: VpcInstanceSpec) -> tuple[str, str]:
+    """The VPC and the subnet found by name, or created minimal (ids)."""
+    vpc = IBMClients.of(credentials).vpc()
+
+    def find_vpc() -> dict[str, Any] | None:
+        return _named(vpc.list_vpcs().get_result()["vpcs"], spec.vpc_name)
+
+    network = find_vpc() or create_once(
+        lambda: vpc.create_vpc(name=spec.vpc_name).get_result(), find_vpc, "VPC"
+    )
+
+    def find_subnet() -> dict[str, Any] | None:
+        return _named(vpc.list_subnets().get_result()["subnets"], spec.subnet_name)
+
+    prototype = {
+        "name": spec.subnet_name,
+        "vpc": {"id": network["id"]},
+        "zone": {"name": spec.zone},
+        "total_ipv4_address_count": 256,
+    }
+    subnet = find_subnet() or create_once(
+        lambda: vpc.create_subnet(subnet_prototype=prototype).get_result(), find_subnet, "subnet"
+    )
+    return str(network["id"]), str(subnet["id"])
+
+
+@task(name="Create the VPC instance", **STEP_RETRIES)
+def create_vpc_instance(
+    credentials: IBMCloudCredentials,
+    spec: VpcInstanceSpec,
+    image_id: str,
+    network: tuple[str, str],
+) -> dict[str, Any]:
+    """The instance of this name, or a new one from the image on the subnet."""
+    vpc = IBMClients.of(credentials).vpc()
+
+    def find() -> dict[str, Any] | None:
+        return _named(vpc.list_instances(name=spec.name).get_result()["instances"], spec.name)
+
+    prototype = {
+        "name": spec.name,
+        "profile": {"name": spec.profile},
+        "vpc": {"id": network[0]},
+        "zone": {"name": spec.zone},
+        "image": {"id": image_id},
+        "primary_network_interface": {"subnet": {"id": network[1]}},
+    }
+    instance: dict[str, Any] = find() or create_once(
+        lambda: vpc.create_instance(instance_prototype=prototype).get_result(), find, "instance"
+    )
+    return instance
+
+
+@task(name="Wait for the VPC instance", **STEP_RETRIES)
+def wait_for_vpc_instance(
+    credentials: IBMCloudCredentials, instance_id: str, timeout: float, interval: float
+) -> dict[str, Any]:
+    """Poll the instance until `running`."""
+    vpc = IBMClients.of(credentials).vpc()
+    return _poll(
+        lambda: vpc.get_instance(id=instance_id).get_result(),
+        "running",
+        f"VPC instance {instance_id}",
+        timeout,
+        interval,
+    )

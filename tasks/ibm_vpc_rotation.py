@@ -1,0 +1,85 @@
+"""VPC root-key rotation steps: rotate (at most once per hour; a lost answer is checked by
+reading the key again), then prove through Key Protect's registrations and the images' state
+that VPC re-wrapped every image itself."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from blocks.ibm import IBMCloudCredentials
+from byok.errors import InvalidRequest, OperationFailed, PropagationTimedOut
+from byok.ibm_vpc import RegisteredImage, VpcRotationRequest, check_rotation_due
+from byok.ibm_writes import create_once
+from clients.ibm import IBMClients
+from tasks.ibm_key_protect import find_root_key
+from tasks.retry import STEP_RETRIES
+
+
+@task(name="Rotate the root key", **STEP_RETRIES)
+def rotate_vpc_root_key(
+    credentials: IBMCloudCredentials, request: VpcRotationRequest
+) -> tuple[str, str, str]:
+    """Rotate (refused within the hour after the last rotation, before any write); after a
+    lost answer the key is read again and a new version counts as done. (crn, old, new)."""
+    kp = IBMClients.of(credentials).key_protect(request.key_protect_instance_id)
+    key = find_root_key(kp, request.root_key)
+    if key is None:
+        raise InvalidRequest("root_key", request.root_key, "no such root key")
+    check_rotation_due(request.root_key, key.get("lastRotateDate"), datetime.now(UTC))
+    previous = key["keyVersion"]["id"]
+
+    def rotated() -> dict[str, Any] | None:
+        found = kp.get_key(key["id"])
+        return found if found["keyVersion"]["id"] != previous else None
+
+    def rotate() -> dict[str, Any]:
+        kp.rotate(key["id"])
+        return kp.get_key(key["id"])
+
+    after = create_once(rotate, rotated, f"rotation of {key['name']}")
+    get_run_logger().info(
+        "Rotated %s: version %s -> %s", key["name"], previous, after["keyVersion"]["id"]
+    )
+    return str(key["crn"]), str(previous), str(after["keyVersion"]["id"])
+
+
+@task(name="Verify VPC re-wrapped its images", **STEP_RETRIES)
+def verify_vpc_rewrap(
+    credentials: IBMCloudCredentials,
+    instance_id: str,
+    key_crn: str,
+    version: str,
+    timeout: float,
+    interval: float,
+) -> list[RegisteredImage]:
+    """Wait until every registration of the key reports `version` (VPC re-wraps by itself),
+    then check each registered image is still `available`."""
+    clients = IBMClients.of(credentials)
+    kp, vpc = clients.key_protect(instance_id), clients.vpc()
+    key_id = key_crn.rsplit(":", 1)[-1]
+    deadline = time.monotonic() + timeout
+    while True:
+        registrations = kp.registrations(key_id)
+        stale = [r["resourceCrn"] for r in registrations if r["keyVersion"]["id"] != version]
+        if not stale:
+            break
+        if time.monotonic() > deadline:
+            raise PropagationTimedOut(key_crn, f"still on an older version: {', '.join(stale)}")
+        time.sleep(interval)
+    images = []
+    for registration in registrations:
+        crn = registration["resourceCrn"]
+        if ":image:" not in crn:
+            continue
+        image = vpc.get_image(id=crn.rsplit(":", 1)[-1]).get_result()
+        if image["status"] != "available":
+            raise OperationFailed(crn, f"{image['status']} after the rotation")
+        images.append(
+            RegisteredImage(resource_crn=crn, key_version=version, status=image["status"])
+        )
+    get_run_logger().info("%d VPC image(s) re-wrapped with key version %s", len(images), version)
+    return images
