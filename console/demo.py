@@ -313,6 +313,7 @@ def run_procedures(emulator: Any) -> list[str]:
         f"  B1-B8 registry {registry.login_server} encrypted with {registry.key_id} "
         f"(identity {registry.identity_client_id})",
         *provision_demo_ibm_image(emulator),
+        *provision_demo_vpc_image(emulator),
         *inventory_demo_fleet(emulator, prepared.key.id),
         rotate_demo_fleet(),
         drill_demo_key(prepared.key.versionless_id),
@@ -431,6 +432,44 @@ def provision_demo_ibm_image(emulator: Any) -> list[str]:
         f"{(result.keyhash or '')[:16]}…), uploaded to {result.object_uri}",
         f"  D9-D11 image template {result.template_id} imported encrypted; virtual server "
         f"{result.instance.id if result.instance else '-'} ordered",
+    ]
+
+
+def provision_demo_vpc_image(emulator: Any) -> list[str]:
+    """The VPC procedure on the emulator: a small disk encrypted as a LUKS qcow2 by qemu-img,
+    imported under the Key Protect root key, and an instance from it."""
+    from byok.ibm_vpc import VpcImageRequest, VpcInstanceSpec
+    from flows.ibm_vpc_image import provision_encrypted_vpc_image
+
+    ibm = emulator.ibm_identity
+    with tempfile.TemporaryDirectory(prefix="byok-demo-vpc-") as tmp:
+        source = Path(tmp) / "disk.raw"
+        source.write_bytes(b"byok demo disk\n".ljust(64 * 1024, b"\0") + bytes(960 * 1024))
+        result = provision_encrypted_vpc_image(
+            VpcImageRequest(
+                ibm_credentials_block=DEMO_IBM_BLOCK,
+                key_protect_instance_id=ibm.key_protect_instance,
+                root_key="byok-demo-vpc-root",
+                cos_instance_id=ibm.cos_instance,
+                bucket="byok-demo-vpc-images",
+                object_key="byok-demo-vpc.qcow2",
+                source_file=str(source),
+                image_name="byok-demo-vpc",
+                operating_system="ubuntu-22-04-amd64",
+                instance=VpcInstanceSpec(
+                    name="byok-demo-vsi",
+                    zone="us-south-1",
+                    vpc_name="byok-demo-vpc",
+                    subnet_name="byok-demo-subnet",
+                ),
+                luks_iter_time_ms=100,
+                poll_seconds=0.5,
+            )
+        )
+    return [
+        f"  VPC   LUKS qcow2 {result.object_uri} imported as image {result.image_id} "
+        f"({result.image_status}) under root key {result.root_key_crn}; instance "
+        f"{result.instance_id} {result.instance_status}"
     ]
 
 

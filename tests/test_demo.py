@@ -51,6 +51,7 @@ def test_demo_runs_the_procedures(demo: Demo) -> None:
     assert "VM vm-byok-demo with every disk on des-byok-demo" in out
     assert "registry acrbyokdemo.azurecr.io encrypted with https://127.0.0.1:" in out
     assert "imported encrypted; virtual server" in out
+    assert re.search(r"VPC   LUKS qcow2 cos://\S+ imported as image \S+ \(available\)", out)
     assert "resources in 2 subscriptions" in out and " non-compliant " in out
     assert "Blast radius of https://127.0.0.1:" in out
     assert re.search(r"Fleet rotation fleet-\w+-\d{8}: [1-9]\d* keys at a new version", out)
