@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
 
 from blocks.ibm import IBMCloudCredentials
 from byok.ibm_vpc import (
@@ -17,6 +16,7 @@ from byok.ibm_vpc import (
     VpcRotationResult,
     image_lock_id,
 )
+from byok.parameters import parse_request
 from tasks.ibm_cos import ensure_bucket
 from tasks.ibm_iam import ensure_kms_authorization
 from tasks.ibm_key_protect import ensure_root_key
@@ -27,22 +27,26 @@ from tasks.ibm_vpc import (
     ensure_vpc_network,
     import_vpc_image,
     prepare_passphrase,
+    publish_vpc_image,
     upload_encrypted_image,
     validate_vpc_request,
     verify_image,
     wait_for_vpc_image,
     wait_for_vpc_instance,
 )
-from tasks.ibm_vpc_rotation import rotate_vpc_root_key, verify_vpc_rewrap
+from tasks.ibm_vpc_rotation import publish_vpc_rotation, rotate_vpc_root_key, verify_vpc_rewrap
+from tasks.refusal import refuse_quietly
 from tasks.run_lock import resource_lock
 
 
-@flow(name="provision-encrypted-vpc-image", persist_result=False)
+@flow(name="provision-encrypted-vpc-image", persist_result=False, validate_parameters=False)
+@refuse_quietly
 def provision_encrypted_vpc_image(request: VpcImageRequest) -> VpcImageResult:
     """Validate → root key → passphrase wrapped by it → authorizations (server-protect → kms,
     is → COS) → regional bucket → qcow2 + LUKS with qemu-img, checked against the source →
     upload → create_image, wait until available → optionally an instance, wait until
     running. An image already named so is reused (not re-encrypted). One run per image."""
+    request = parse_request(VpcImageRequest, request)
     credentials = IBMCloudCredentials.load_saved(request.ibm_credentials_block)
     lock = image_lock_id(credentials.account_id, credentials.region, request.image_name)
     with resource_lock(lock, wait=request.wait_for_other_run):
@@ -97,30 +101,15 @@ def provision(credentials: IBMCloudCredentials, request: VpcImageRequest) -> Vpc
         instance_status=instance["status"] if instance else None,
         created=created,
     )
-    create_markdown_artifact(summary(result), key="encrypted-vpc-image")
-    return result
+    return publish_vpc_image(result)
 
 
-def summary(result: VpcImageResult) -> str:
-    """The markdown artifact: what the run made or reused."""
-    rows = [
-        ("VPC image", f"{result.image_id} ({result.image_status})"),
-        ("Root key", result.root_key_crn),
-        ("Encrypted object", result.object_uri),
-        ("Authorizations", ", ".join(result.authorization_policy_ids)),
-        ("Instance", f"{result.instance_id} ({result.instance_status})"
-         if result.instance_id else "not created"),
-    ]  # fmt: skip
-    lines = ["# Encrypted IBM Cloud VPC image", "", "| Resource | Value |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in rows]
-    lines += ["", "Created in this run: " + (", ".join(result.created) or "nothing (all reused)")]
-    return "\n".join(lines)
-
-
-@flow(name="rotate-vpc-root-key", persist_result=False)
+@flow(name="rotate-vpc-root-key", persist_result=False, validate_parameters=False)
+@refuse_quietly
 def rotate_vpc_root_key_flow(request: VpcRotationRequest) -> VpcRotationResult:
     """Rotate a root key protecting VPC images (at most once per hour), then prove through Key
     Protect's registrations and the images' state that VPC re-wrapped every image."""
+    request = parse_request(VpcRotationRequest, request)
     credentials = IBMCloudCredentials.load_saved(request.ibm_credentials_block)
     lock = f"ibm:{credentials.account_id}:kms:{request.key_protect_instance_id}:{request.root_key}"
     with resource_lock(lock, wait=False):
@@ -129,10 +118,8 @@ def rotate_vpc_root_key_flow(request: VpcRotationRequest) -> VpcRotationResult:
             credentials, request.key_protect_instance_id, crn, version,
             request.timeout_minutes * 60, request.poll_seconds,
         )  # fmt: skip
-    result = VpcRotationResult(
-        root_key_crn=crn, previous_version=previous, key_version=version, images=images
+    return publish_vpc_rotation(
+        VpcRotationResult(
+            root_key_crn=crn, previous_version=previous, key_version=version, images=images
+        )
     )
-    lines = [f"# Rotated {crn}", "", f"Version {previous} → {version}", ""]
-    lines += [f"- {i.resource_crn}: {i.status}, key version {i.key_version}" for i in images]
-    create_markdown_artifact("\n".join(lines), key="vpc-key-rotation")
-    return result

@@ -15,6 +15,7 @@ from typing import Any
 from ibm_boto3.s3.transfer import TransferConfig
 from ibm_cloud_sdk_core import ApiException
 from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, SecretStr
 
 from blocks.ibm import IBMCloudCredentials
@@ -23,6 +24,7 @@ from byok.ibm_models import RootKeyInfo
 from byok.ibm_validation import check_bucket_location, crn_region
 from byok.ibm_vpc import (
     VpcImageRequest,
+    VpcImageResult,
     VpcInstanceSpec,
     check_passphrase,
     check_request,
@@ -302,3 +304,26 @@ def wait_for_vpc_instance(
         timeout,
         interval,
     )
+
+
+@task(name="Publish the VPC image")
+def publish_vpc_image(result: VpcImageResult) -> VpcImageResult:
+    """A markdown artifact of what the run made or reused."""
+    create_markdown_artifact(summary(result), key="encrypted-vpc-image")
+    return result
+
+
+def summary(result: VpcImageResult) -> str:
+    """The markdown artifact: what the run made or reused."""
+    rows = [
+        ("VPC image", f"{result.image_id} ({result.image_status})"),
+        ("Root key", result.root_key_crn),
+        ("Encrypted object", result.object_uri),
+        ("Authorizations", ", ".join(result.authorization_policy_ids)),
+        ("Instance", f"{result.instance_id} ({result.instance_status})"
+         if result.instance_id else "not created"),
+    ]  # fmt: skip
+    lines = ["# Encrypted IBM Cloud VPC image", "", "| Resource | Value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    lines += ["", "Created in this run: " + (", ".join(result.created) or "nothing (all reused)")]
+    return "\n".join(lines)

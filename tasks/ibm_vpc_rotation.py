@@ -9,10 +9,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 
 from blocks.ibm import IBMCloudCredentials
 from byok.errors import InvalidRequest, OperationFailed, PropagationTimedOut
-from byok.ibm_vpc import RegisteredImage, VpcRotationRequest, check_rotation_due
+from byok.ibm_vpc import (
+    RegisteredImage,
+    VpcRotationRequest,
+    VpcRotationResult,
+    check_rotation_due,
+)
 from byok.ibm_writes import create_once
 from clients.ibm import IBMClients
 from tasks.ibm_key_protect import find_root_key
@@ -83,3 +89,13 @@ def verify_vpc_rewrap(
         )
     get_run_logger().info("%d VPC image(s) re-wrapped with key version %s", len(images), version)
     return images
+
+
+@task(name="Publish the rotation")
+def publish_vpc_rotation(result: VpcRotationResult) -> VpcRotationResult:
+    """A markdown artifact: the versions and each image's state."""
+    lines = [f"# Rotated {result.root_key_crn}", ""]
+    lines += [f"Version {result.previous_version} → {result.key_version}", ""]
+    lines += [f"- {i.resource_crn}: {i.status}, key version {i.key_version}" for i in result.images]
+    create_markdown_artifact("\n".join(lines), key="vpc-key-rotation")
+    return result
