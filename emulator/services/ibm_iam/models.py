@@ -260,6 +260,17 @@ class IamModel:
             )
 
     # -- tokens --------------------------------------------------------------------------
+
+    def bucket(self, bucket: str) -> dict[str, str]:
+        """The policy target of one bucket of the account's COS instance."""
+        return target(
+            "cloud-object-storage",
+            self.account_id,
+            serviceInstance=self.identity.cos_instance,
+            resourceType="bucket",
+            resource=bucket,
+        )
+
     def issue_token(self, form: dict[str, str]) -> dict[str, Any]:
         """The API key grant: check the key and sign a token for its owner."""
         grant = form.get("grant_type", "")

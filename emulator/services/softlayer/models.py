@@ -20,7 +20,6 @@ from emulator.services.ibm_iam.models import (
     ApiKey,
     IamModel,
     now_iso,
-    target,
 )
 from emulator.services.keyprotect.models import KeyProtectModel
 from emulator.services.softlayer.vhd import NotAVhd, fixed_vhd, key_matches, read_disk
@@ -323,13 +322,7 @@ class SoftLayerModel:
                 template.key = (config["crkCrn"], config["wrappedDek"])
 
     def _bucket_error(self, key: ApiKey, region: str, bucket: str, roles: frozenset[str]) -> str:
-        resource = target(
-            "cloud-object-storage",
-            self.iam.account_id,
-            serviceInstance=self.iam.identity.cos_instance,
-            resourceType="bucket",
-            resource=bucket,
-        )
+        resource = self.iam.bucket(bucket)
         if not self.iam.has_access(key.iam_id, resource, roles):
             return (
                 f"the ibmApiKey's identity {key.iam_id} has no access policy on "

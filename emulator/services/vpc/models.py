@@ -17,7 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from emulator.cos import COS_URI, CosServer, regional_location
-from emulator.services.ibm_iam.models import READ_ROLES, IamModel, now_iso, target
+from emulator.services.ibm_iam.models import READ_ROLES, IamModel, now_iso
 from emulator.services.keyprotect.models import ACTIVE, KeyProtectModel
 from emulator.services.vpc.catalog import (
     MAX_IMAGE_BYTES,
@@ -210,13 +210,7 @@ class VpcModel:
         match = COS_URI.match(image.body["file"]["href"])
         assert match is not None and self.cos is not None
         bucket, key = match["bucket"], match["key"]
-        resource = target(
-            "cloud-object-storage",
-            self.iam.account_id,
-            serviceInstance=self.iam.identity.cos_instance,
-            resourceType="bucket",
-            resource=bucket,
-        )
+        resource = self.iam.bucket(bucket)
         if not self.iam.authorized(IMAGE_SERVICE, resource, READ_ROLES):
             raise BadImage(
                 f"the image service (is) is not authorized to read COS bucket {bucket!r}: "
