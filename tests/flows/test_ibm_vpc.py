@@ -11,13 +11,14 @@ import logging
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
-from prefect.logging.handlers import APILogHandler
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 
 from byok.errors import InvalidRequest
@@ -167,10 +168,18 @@ def test_image_and_instance_end_to_end_and_no_passphrase_anywhere(
         )  # fmt: skip
         assert compared.returncode == 0, compared.stderr
 
-    APILogHandler().flush()
+    def found(records: list[str]) -> bool:
+        return any("Encrypted IBM Cloud VPC image" in r for r in records) and any(
+            "Wrapped the LUKS passphrase" in r for r in records
+        )
+
+    APILogWorker.drain_all(timeout=10)
     records = asyncio.run(_prefect_records())
-    assert any("Encrypted IBM Cloud VPC image" in r for r in records), "the summary artifact"
-    assert any("Wrapped the LUKS passphrase" in r for r in records), "INFO logs reached the API"
+    deadline = time.monotonic() + 20  # logs reach the API in the background
+    while not found(records) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        records = asyncio.run(_prefect_records())
+    assert found(records), "the summary artifact and the INFO logs reached the API"
     storage = Path(PREFECT_LOCAL_STORAGE_PATH.value())
     stored = [p.read_bytes() for p in storage.rglob("*") if p.is_file()] if storage.exists() else []
     for secret_text in (passphrase, base64.b64encode(passphrase.encode()).decode()):
