@@ -138,6 +138,7 @@ def test_writes_are_checked_only_when_enforced(azure: AzureClients, emulator: Em
 
 def test_the_caller_reads_its_own_permissions_at_a_scope(emulator: Emulator) -> None:
     state = emulator.state
+    state.arm.enforce_authorization = True  # unenforced, everything is allowed (tested below)
     sub = f"/subscriptions/{emulator.identity.subscription_id}"
     worker = state.add_service_principal(name="worker")
     state.grant_role(worker.object_id, "Contributor", sub)
@@ -152,3 +153,11 @@ def test_the_caller_reads_its_own_permissions_at_a_scope(emulator: Emulator) -> 
     assert "Microsoft.Authorization/*/Write" in contributor.not_actions
     found = permissions.list_for_resource("rg-b", "Microsoft.KeyVault", "", "vaults", "kv1")
     assert sorted(p.data_actions == [] for p in found) == [False, True]
+
+
+def test_without_enforcement_the_permissions_say_everything(
+    emulator: Emulator, azure: AzureClients
+) -> None:
+    azure.resources().resource_groups.create_or_update("rg-a", {"location": "westeurope"})
+    (everything,) = azure.authorization().permissions.list_for_resource_group("rg-a")
+    assert (everything.actions, everything.not_actions) == (["*"], [])

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort, LogSort, TaskRunSort
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 
@@ -117,11 +118,13 @@ def passphrase_of(emulator: Emulator, ibm: IBMClients, vpc: VpcModel, image_id: 
 
 
 async def _prefect_records() -> list[str]:
+    """The newest runs, task runs, logs and artifacts (the session's server holds every
+    test's: this test's are the newest)."""
     async with get_client() as client:
-        runs = await client.read_flow_runs()
-        tasks = await client.read_task_runs()
-        logs = await client.read_logs()
-        artifacts = await client.read_artifacts()
+        runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=20)
+        tasks = await client.read_task_runs(sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=200)
+        logs = await client.read_logs(sort=LogSort.TIMESTAMP_DESC, limit=500)
+        artifacts = await client.read_artifacts(sort=ArtifactSort.CREATED_DESC, limit=50)
     return [r.model_dump_json() for r in [*runs, *tasks, *logs, *artifacts]]
 
 
