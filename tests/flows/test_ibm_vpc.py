@@ -123,7 +123,7 @@ async def _prefect_records() -> list[str]:
     async with get_client() as client:
         runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=20)
         tasks = await client.read_task_runs(sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=200)
-        logs = await client.read_logs(sort=LogSort.TIMESTAMP_DESC, limit=500)
+        logs = await client.read_logs(sort=LogSort.TIMESTAMP_DESC, limit=200)
         artifacts = await client.read_artifacts(sort=ArtifactSort.CREATED_DESC, limit=50)
     return [r.model_dump_json() for r in [*runs, *tasks, *logs, *artifacts]]
 
