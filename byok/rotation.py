@@ -283,12 +283,16 @@ def dependents(rows: Sequence[Row]) -> dict[str, list[Dependent]]:
                 resource_id=row["id"],
                 kind=DependentKind.REGISTRY,
                 key_url=url,
-                follows_latest=KeyId.parse(url).version is None,
+                follows_latest=url.rstrip("/").count("/") == 4,  # https://vault/keys/name
                 identity=vault.get("identity"),
             )
         else:
             continue
-        found.setdefault(KeyId.parse(dependent.key_url).versionless.lower(), []).append(dependent)
+        try:
+            key = KeyId.parse(dependent.key_url).versionless.lower()
+        except ValueError:  # not a Key Vault key (say, a Managed HSM one): not ours to rotate
+            continue
+        found.setdefault(key, []).append(dependent)
     return found
 
 

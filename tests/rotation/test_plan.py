@@ -69,6 +69,7 @@ ROWS = [
     registry("acrpinned", f"{VAULT}/keys/k1/v1"),
     registry("acrfollows", f"{OTHER}/keys/k2"),
     registry("acrplatform", "", status="disabled"),
+    des("set-elsewhere", "https://hsm.example/not-a-key-vault-key"),
     vault("kv-a", VAULT),
     vault("kv-b", OTHER),
 ]
