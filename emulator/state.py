@@ -30,6 +30,8 @@ from emulator.services.keyvault import models as keyvault_models
 from emulator.services.keyvault import routes as keyvault_routes
 from emulator.services.kubernetes import models as kubernetes_models
 from emulator.services.kubernetes import routes as kubernetes_routes
+from emulator.services.managedhsm import models as managedhsm_models
+from emulator.services.managedhsm import routes as managedhsm_routes
 from emulator.services.msi import models as msi_models
 from emulator.services.network import models as network_models
 from emulator.services.resourcegraph import routes as resourcegraph_routes
@@ -72,6 +74,7 @@ class EmulatorState:
         msi_models.register_types(self.arm)
         authorization_models.register_types(self.arm)
         keyvault_models.register_types(self.arm, self.keyvault)
+        self.managed_hsm = managedhsm_models.register_types(self.arm, self.keyvault)
         des_hooks = compute_models.register_types(self.arm, self.keyvault)
         containerregistry_models.register_types(self.arm, self.keyvault)
         deployments_models.register_types(self.arm)
@@ -95,7 +98,10 @@ class EmulatorState:
         self.router = Router()
         kubernetes_routes.register(self.router, self.kubernetes)
         entra_routes.register(self.router, self.entra, base_url)
-        keyvault_routes.register(self.router, self.keyvault, base_url, identity.tenant_id)
+        data_caller = keyvault_routes.register(
+            self.router, self.keyvault, base_url, identity.tenant_id
+        )
+        managedhsm_routes.register(self.router, self.managed_hsm, data_caller)
         authorization_routes.register(self.router, self.arm)
         ibm_iam_routes.register(self.router, self.iam, base_url)
         keyprotect_routes.register(self.router, self.keyprotect)

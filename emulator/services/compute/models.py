@@ -15,8 +15,10 @@ from typing import Any
 
 from emulator.clock import iso
 from emulator.http import HttpError
+from emulator.services.arm import ids
 from emulator.services.arm.models import ArmModel, PutContext, TypeHooks, TypeSpec
-from emulator.services.keyvault.models import KeyVaultModel
+from emulator.services.entra.applications import TOKEN_EXCHANGE
+from emulator.services.keyvault.models import KeyVaultModel, KeyVersion
 
 DISK_ENCRYPTION_SET_TYPE = "Microsoft.Compute/diskEncryptionSets"
 ENCRYPTION_TYPES = (
@@ -25,6 +27,8 @@ ENCRYPTION_TYPES = (
     "ConfidentialVmEncryptedWithCustomerKey",
 )
 DES_KEY_OPERATIONS = frozenset({"get", "wrapkey", "unwrapkey"})
+CONFIDENTIAL = "ConfidentialVmEncryptedWithCustomerKey"
+VM_TYPE = "Microsoft.Compute/virtualMachines"
 RSA_SIZES = (2048, 3072, 4096)
 
 
@@ -112,28 +116,77 @@ class DiskEncryptionSetHooks(TypeHooks):
             )
         if not version.enabled:
             raise HttpError(400, "KeyVaultKeyDisabled", f"The key '{key_url}' is disabled.")
-        if ctx.existing:
+        if kind == CONFIDENTIAL:
+            self._check_confidential(ctx, key_url, version)
+        candidate = {
+            "id": ctx.rid.id(),
+            "identity": identity,
+            "properties": {**old, **props},
+        }
+        if federated_client(candidate):  # the identity exists already: checked at creation
+            self.check_access(ctx.arm, candidate, vault, key_url)
+        elif ctx.existing:
             self.check_access(ctx.arm, ctx.existing, vault, key_url)
+
+    def _check_confidential(self, ctx: PutContext, key_url: str, version: KeyVersion) -> None:
+        """A confidential-VM set: an exportable RSA-HSM key with a release policy
+        (https://learn.microsoft.com/azure/confidential-computing/quick-create-confidential-vm-
+        azure-cli, "--exportable true --policy"); a new key only while every VM on the set is
+        deallocated: "Stop all confidential VMs with the same Disk Encryption Set. If one or
+        more VMs aren't in the stopped state, none of the VMs can receive the new key."
+        (https://learn.microsoft.com/azure/confidential-computing/key-rotation-offline)."""
+        if version.kty != "RSA-HSM" or not version.exportable or not version.release_policy:
+            raise HttpError(
+                400,
+                "InvalidParameter",
+                f"activeKey.keyUrl = {key_url}: a {CONFIDENTIAL} set needs an exportable "
+                f"RSA-HSM key with a release policy (this key: {version.kty}, exportable "
+                f"{version.exportable}, release policy {bool(version.release_policy)}).",
+            )
+        old_url = (((ctx.existing or {}).get("properties") or {}).get("activeKey") or {}).get(
+            "keyUrl"
+        )
+        if ctx.existing is None or old_url == key_url:
+            return
+        running = vms_not_deallocated(ctx.arm, ctx.rid.id())
+        if running:
+            raise HttpError(
+                409,
+                "OperationNotAllowed",
+                f"The key of disk encryption set '{ctx.rid.name}' ({CONFIDENTIAL}) can change "
+                "only while every virtual machine using it is deallocated; not deallocated: "
+                f"{', '.join(running)}.",
+            )
 
     def check_access(
         self, arm: ArmModel, des: dict[str, Any], vault: dict[str, Any], key_url: str
     ) -> None:
-        """400 KeyVaultAccessForbidden unless the DES identity may use the key."""
-        principal = (des.get("identity") or {}).get("principalId")
-        for uai in ((des.get("identity") or {}).get("userAssignedIdentities") or {}).values():
-            principal = principal or uai.get("principalId")
-        granted = self.keyvault.effective_key_operations(vault, str(principal))
+        """400 KeyVaultAccessForbidden unless the DES identity may use the key (through the
+        federated multi-tenant app when `federatedClientId` is set)."""
+        identity = des.get("identity") or {}
+        if federated_client(des):
+            principal = federated_principal(arm, des, vault, key_url)
+            who = f"the service principal '{principal}' of application '{federated_client(des)}'"
+        else:
+            principal = str(identity.get("principalId") or _user_assigned_principal(arm, identity))
+            who = f"the disk encryption set identity '{principal}'"
+        key_name = key_url.split("/keys/", 1)[1].split("/", 1)[0]
+        granted = self.keyvault.effective_key_operations(vault, principal, key_name)
         missing = sorted(DES_KEY_OPERATIONS - granted)
-        if missing:
-            raise HttpError(
-                400,
-                "KeyVaultAccessForbidden",
-                f"Unable to access key vault "
-                f"resource '{key_url}': the disk encryption set identity "
-                f"'{principal}' lacks key permissions {', '.join(missing)}. Grant "
-                "get, wrapKey and unwrapKey (or the role Key Vault Crypto Service "
-                "Encryption User) and retry.",
-            )
+        if not missing:
+            return
+        grant = (
+            "the role Managed HSM Crypto Service Encryption User at scope "
+            f"/keys/{key_name} of the HSM's local RBAC"
+            if self.keyvault.rules_of(vault)
+            else "get, wrapKey and unwrapKey (or the role Key Vault Crypto Service Encryption User)"
+        )
+        raise HttpError(
+            400,
+            "KeyVaultAccessForbidden",
+            f"Unable to access key vault resource '{key_url}': {who} lacks key permissions "
+            f"{', '.join(missing)}. Grant {grant} and retry.",
+        )
 
     def build(self, ctx: PutContext, resource: dict[str, Any]) -> None:
         old = (ctx.existing or {}).get("properties") or {}
@@ -190,6 +243,17 @@ class DiskEncryptionSetHooks(TypeHooks):
             return
         base = props["activeKey"]["keyUrl"].rsplit("/", 1)[0]
         try:
+            running = (
+                vms_not_deallocated(arm, resource["id"])
+                if props.get("encryptionType") == CONFIDENTIAL
+                else []
+            )
+            if running:
+                raise HttpError(
+                    409,
+                    "OperationNotAllowed",
+                    f"Virtual machines not deallocated: {', '.join(running)}.",
+                )
             if not latest.enabled:
                 raise HttpError(
                     400, "KeyVaultKeyDisabled", f"The key '{base}/{latest.version}' is disabled."
@@ -202,6 +266,114 @@ class DiskEncryptionSetHooks(TypeHooks):
         previous = props["activeKey"]
         props["activeKey"] = {**previous, "keyUrl": f"{base}/{latest.version}"}
         self._rotated(resource, previous)
+
+
+def disk_sets(disk: dict[str, Any]) -> list[str]:
+    """The disk encryption sets a VM disk names: `managedDisk.diskEncryptionSet`, or for a
+    confidential VM's OS disk `managedDisk.securityProfile.diskEncryptionSet`."""
+    managed = disk.get("managedDisk") or {}
+    found = [
+        (managed.get("diskEncryptionSet") or {}).get("id"),
+        ((managed.get("securityProfile") or {}).get("diskEncryptionSet") or {}).get("id"),
+    ]
+    return [str(d) for d in found if d]
+
+
+def vms_not_deallocated(arm: ArmModel, des_id: str) -> list[str]:
+    """The names of the VMs with a disk on the set that are not deallocated."""
+    wanted = des_id.lower()
+    with arm.lock:
+        vms = [r for r in arm.resources.values() if r["type"] == VM_TYPE]
+    names = []
+    for vm in vms:
+        storage = vm["properties"].get("storageProfile") or {}
+        disks = [storage.get("osDisk") or {}, *(storage.get("dataDisks") or [])]
+        on_set = any(d.lower() == wanted for disk in disks for d in disk_sets(disk))
+        if on_set and vm.get("_power", "running") != "deallocated":
+            names.append(str(vm["name"]))
+    return sorted(names)
+
+
+def federated_client(des: dict[str, Any]) -> str | None:
+    """The multi-tenant app a set reaches its key through, or None ('None' clears it)."""
+    value = str((des.get("properties") or {}).get("federatedClientId") or "")
+    return None if value in ("", "None") else value
+
+
+def _user_assigned_principal(arm: ArmModel, identity: dict[str, Any]) -> str | None:
+    """The principal id of a set's (first) user-assigned identity, from the request or the
+    stored resource."""
+    for uid, entry in (identity.get("userAssignedIdentities") or {}).items():
+        if (entry or {}).get("principalId"):
+            return str(entry["principalId"])
+        uai = arm.get(uid)
+        if uai is not None:
+            return str(uai["properties"]["principalId"])
+    return None
+
+
+def federated_principal(
+    arm: ArmModel, des: dict[str, Any], vault: dict[str, Any], key_url: str
+) -> str:
+    """The customer tenant's service principal a cross-tenant set acts as, or a 400 naming
+    the side and the piece missing, in the words of Entra's token errors (AADSTS700016 app not
+    found in a directory, AADSTS70021 no matching federated identity record:
+    https://learn.microsoft.com/entra/identity-platform/reference-error-codes).
+    The chain: the set's user-assigned identity (provider tenant) → a federated credential on
+    the provider's multi-tenant app → the app's service principal in the vault's tenant
+    (https://learn.microsoft.com/azure/virtual-machines/disks-cross-tenant-customer-managed-keys)."""
+    app_id = str(federated_client(des))
+    provider = arm.subscription(ids.subscription_of(des["id"])).tenant_id
+    customer = str(vault["properties"].get("tenantId") or provider).lower()
+    subject = _user_assigned_principal(arm, des.get("identity") or {})
+
+    def refused(side: str, tenant: str, reason: str) -> HttpError:
+        return HttpError(
+            400,
+            "KeyVaultAccessForbidden",
+            f"Unable to access key vault resource '{key_url}' with federatedClientId "
+            f"'{app_id}' ({side} tenant '{tenant}'): {reason}",
+        )
+
+    if subject is None:
+        raise refused(
+            "service provider",
+            provider,
+            "federatedClientId needs a user-assigned identity on the disk encryption set.",
+        )
+    app = arm.entra.apps.by_app_id(app_id)
+    if app is None or app.tenant_id != provider:
+        raise refused(
+            "service provider",
+            provider,
+            f"AADSTS700016: Application with identifier '{app_id}' was not found in the "
+            f"directory '{provider}'.",
+        )
+    if not app.federated_by(provider, subject):
+        raise refused(
+            "service provider",
+            provider,
+            "AADSTS70021: No matching federated identity record found for presented assertion. "
+            f"Assertion Issuer: 'https://login.microsoftonline.com/{provider}/v2.0'. Assertion "
+            f"Subject: '{subject}'. Assertion Audience: '{TOKEN_EXCHANGE}'.",
+        )
+    if customer != provider and not app.multi_tenant:
+        raise refused(
+            "service provider",
+            provider,
+            f"the application '{app_id}' is single-tenant (signInAudience "
+            f"{app.sign_in_audience}); a key in another tenant needs AzureADMultipleOrgs.",
+        )
+    installed = arm.entra.by_client_id(app_id, customer)
+    if installed is None:
+        raise refused(
+            "customer",
+            customer,
+            f"AADSTS700016: Application with identifier '{app_id}' was not found in the "
+            f"directory '{customer}'. This can happen if the application has not been installed "
+            "by the administrator of the tenant.",
+        )
+    return installed.object_id
 
 
 def register_types(arm: ArmModel, keyvault: KeyVaultModel) -> DiskEncryptionSetHooks:

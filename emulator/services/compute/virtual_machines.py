@@ -7,7 +7,14 @@ key." (learn.microsoft.com/azure/virtual-machines/disk-encryption, "Full control
 keys"). So a running VM whose disks' set cannot use its key (disabled, deleted, access
 removed) reports `PowerState/stopped` in its instance view (`$expand=instanceView`), with the
 reason as the status message; `start` fails while the key is unusable and succeeds once it is
-usable again. Azure does not start the VM again by itself."""
+usable again. Azure does not start the VM again by itself. `deallocate` leaves the VM
+`PowerState/deallocated`, which a confidential VM set's key change waits for.
+
+A confidential VM (`securityProfile.securityType: ConfidentialVM`) names its OS disk's set in
+`managedDisk.securityProfile` with `securityEncryptionType: DiskWithVMGuestState`, a set of
+type ConfidentialVmEncryptedWithCustomerKey whose key the Confidential VM Orchestrator may get
+and release (https://learn.microsoft.com/azure/confidential-computing/
+quick-create-confidential-vm-azure-cli)."""
 
 from __future__ import annotations
 
@@ -18,7 +25,13 @@ from emulator.http import HttpError, Response
 from emulator.services.arm import ids
 from emulator.services.arm.models import ArmModel, PutContext, TypeHooks, TypeSpec
 from emulator.services.compute.gallery import VERSION_TYPE, version_encryptions
-from emulator.services.compute.models import DISK_ENCRYPTION_SET_TYPE, DiskEncryptionSetHooks
+from emulator.services.compute.models import (
+    CONFIDENTIAL,
+    DISK_ENCRYPTION_SET_TYPE,
+    DiskEncryptionSetHooks,
+    disk_sets,
+)
+from emulator.services.entra.applications import CONFIDENTIAL_VM_ORCHESTRATOR
 
 VM_TYPE = "Microsoft.Compute/virtualMachines"
 DISK_TYPE = "Microsoft.Compute/disks"
@@ -69,11 +82,14 @@ class VirtualMachineHooks(TypeHooks):
                     f"{disk.get('lun')} is not a data disk of the image ({sorted(luns)}).",
                 )
             disks.append((f"storageProfile.dataDisks[lun {disk['lun']}]", disk))
+        confidential = (props.get("securityProfile") or {}).get("securityType") == "ConfidentialVM"
+        if confidential:
+            _check_confidential_image(ctx.arm, image)
         for where, disk in disks:
-            des_id = ((disk.get("managedDisk") or {}).get("diskEncryptionSet") or {}).get("id")
-            if des_id:
-                self._check_des(ctx.arm, where, des_id, location)
-            elif regions[location]:
+            for des_id in disk_sets(disk):
+                des = self._check_des(ctx.arm, where, des_id, location)
+                self._check_confidential(ctx.arm, where, disk, des, confidential)
+            if not disk_sets(disk) and regions[location]:
                 raise HttpError(
                     400,
                     "InvalidParameter",
@@ -94,7 +110,63 @@ class VirtualMachineHooks(TypeHooks):
         source = arm.get((image["properties"]["storageProfile"].get("source") or {}).get("id", ""))
         return (source or {}).get("properties", {}).get("storageProfile", {}).get("dataDisks") or []
 
-    def _check_des(self, arm: ArmModel, where: str, des_id: str, location: str) -> None:
+    def _check_confidential(
+        self,
+        arm: ArmModel,
+        where: str,
+        disk: dict[str, Any],
+        des: dict[str, Any],
+        confidential: bool,
+    ) -> None:
+        """A confidential set only as a confidential VM's OS disk set (through the disk's
+        securityProfile), its key released to the Confidential VM Orchestrator."""
+        security = (disk.get("managedDisk") or {}).get("securityProfile") or {}
+        security_set = str((security.get("diskEncryptionSet") or {}).get("id", ""))
+        via_security = security_set.lower() == des["id"].lower()
+        if (des["properties"].get("encryptionType") == CONFIDENTIAL) != via_security:
+            raise HttpError(
+                400,
+                "InvalidParameter",
+                f"{where}: a {CONFIDENTIAL} set is named in managedDisk.securityProfile."
+                "diskEncryptionSet, any other set in managedDisk.diskEncryptionSet "
+                f"('{des['name']}' is {des['properties'].get('encryptionType')}).",
+            )
+        if not via_security:
+            return
+        if not confidential or security.get("securityEncryptionType") != "DiskWithVMGuestState":
+            raise HttpError(
+                400,
+                "InvalidParameter",
+                f"{where}: a {CONFIDENTIAL} set needs securityProfile.securityType "
+                "ConfidentialVM and managedDisk.securityProfile.securityEncryptionType "
+                "DiskWithVMGuestState.",
+            )
+        tenant = arm.subscription(ids.subscription_of(des["id"])).tenant_id
+        key_url = des["properties"]["activeKey"]["keyUrl"]
+        vault, key, _ = self.des_hooks.keyvault.resolve_key_url(key_url)
+        orchestrator = arm.entra.by_client_id(CONFIDENTIAL_VM_ORCHESTRATOR, tenant)
+        granted = (
+            self.des_hooks.keyvault.effective_key_operations(
+                vault, orchestrator.object_id, key.name
+            )
+            if orchestrator
+            else set()
+        )
+        missing = sorted({"get", "release"} - granted)
+        if missing:
+            problem = (
+                "is not installed (its service principal is missing)"
+                if orchestrator is None
+                else f"lacks key permissions {', '.join(missing)}"
+            )
+            raise HttpError(
+                400,
+                "KeyVaultAccessForbidden",
+                f"{where}: the Confidential VM Orchestrator (appId {CONFIDENTIAL_VM_ORCHESTRATOR})"
+                f" of tenant '{tenant}' {problem} on '{key_url}'.",
+            )
+
+    def _check_des(self, arm: ArmModel, where: str, des_id: str, location: str) -> dict[str, Any]:
         des = arm.get(des_id)
         if des is None or des["type"] != DISK_ENCRYPTION_SET_TYPE:
             raise HttpError(
@@ -112,6 +184,7 @@ class VirtualMachineHooks(TypeHooks):
         key_url = des["properties"]["activeKey"]["keyUrl"]
         vault, _, _ = self.des_hooks.keyvault.resolve_key_url(key_url)
         self.des_hooks.check_access(arm, des, vault, key_url)
+        return des
 
     def build(self, ctx: PutContext, resource: dict[str, Any]) -> None:
         props = resource["properties"]
@@ -133,11 +206,11 @@ class VirtualMachineHooks(TypeHooks):
         """Why a disk's set cannot use its key now, or None."""
         storage = resource["properties"].get("storageProfile") or {}
         for disk in [storage.get("osDisk") or {}, *(storage.get("dataDisks") or [])]:
-            des_id = ((disk.get("managedDisk") or {}).get("diskEncryptionSet") or {}).get("id")
-            des = arm.get(des_id) if des_id else None
-            problem = self.des_hooks.key_problem(arm, des) if des else None
-            if problem is not None:
-                return problem
+            for des_id in disk_sets(disk):
+                des = arm.get(des_id)
+                problem = self.des_hooks.key_problem(arm, des) if des else None
+                if problem is not None:
+                    return problem
         return None
 
     def refresh(self, arm: ArmModel, resource: dict[str, Any]) -> None:
@@ -183,12 +256,18 @@ class VirtualMachineHooks(TypeHooks):
         resource.pop("_power_message", None)
         return Response(200)
 
+    def deallocate(self, arm: ArmModel, resource: dict[str, Any], body: dict[str, Any]) -> Response:
+        """`POST …/deallocate`: stopped and its compute released."""
+        resource["_power"] = "deallocated"
+        resource.pop("_power_message", None)
+        return Response(200)
+
     def succeeded(self, arm: ArmModel, resource: dict[str, Any]) -> None:
         resource.setdefault("_power", "running")
         storage = resource["properties"]["storageProfile"]
         for disk in [storage["osDisk"], *(storage.get("dataDisks") or [])]:
             managed = disk["managedDisk"]
-            des_id = (managed.get("diskEncryptionSet") or {}).get("id")
+            des_id = next(iter(disk_sets(disk)), None)
             encryption = {"type": "EncryptionAtRestWithPlatformKey"}
             if des_id:
                 des = arm.get(des_id) or {}
@@ -220,6 +299,28 @@ class VirtualMachineHooks(TypeHooks):
                 disk["properties"]["diskState"] = "Unattached"
 
 
+CONFIDENTIAL_IMAGES = ("ConfidentialVM", "ConfidentialVmSupported")
+
+
+def _check_confidential_image(arm: ArmModel, version: dict[str, Any]) -> None:
+    """A confidential VM comes from an image definition whose SecurityType feature allows it
+    (features [{"name": "SecurityType", "value": "ConfidentialVM"}]:
+    https://github.com/Azure/azure-powershell/issues/28657)."""
+    definition = arm.get(version["id"].rsplit("/versions/", 1)[0]) or {}
+    features = (definition.get("properties") or {}).get("features") or []
+    security = next(
+        (f.get("value") for f in features if str(f.get("name")).lower() == "securitytype"), None
+    )
+    if security not in CONFIDENTIAL_IMAGES:
+        raise HttpError(
+            400,
+            "InvalidParameter",
+            f"storageProfile.imageReference.id: the image definition "
+            f"'{definition.get('name')}' has SecurityType {security}; a confidential VM needs "
+            f"one of {', '.join(CONFIDENTIAL_IMAGES)}.",
+        )
+
+
 def register_types(arm: ArmModel, des_hooks: DiskEncryptionSetHooks) -> None:
     """Serve VMs (201 + Azure-AsyncOperation) and the managed disks they create."""
     hooks = VirtualMachineHooks(des_hooks)
@@ -230,7 +331,11 @@ def register_types(arm: ArmModel, des_hooks: DiskEncryptionSetHooks) -> None:
             create_status=201,
             hooks=hooks,
             delete_lro="location",
-            actions={"start": hooks.start, "poweroff": hooks.power_off},
+            actions={
+                "start": hooks.start,
+                "poweroff": hooks.power_off,
+                "deallocate": hooks.deallocate,
+            },
         )
     )
     arm.register_type(

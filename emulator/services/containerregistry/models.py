@@ -1,12 +1,14 @@
 """Microsoft.ContainerRegistry/registries with the rules of customer-managed-key encryption.
 
 Premium only; encryption enabled only at creation, with a user-assigned identity, and never
-disabled; RSA or RSA-HSM keys; the identity named by `keyVaultProperties.identity` (a
-user-assigned identity's client id, or `system`) needs get, wrapKey and unwrapKey, and the
-vault firewall must let trusted services through; a versionless key is followed to its latest
-version `auto_rotation_seconds` after that version was made, on the emulator's clock (Azure:
-within an hour, learn.microsoft.com/azure/container-registry/
-tutorial-rotate-revoke-customer-managed-keys). `importImage` stands for the
+disabled; RSA or RSA-HSM keys, in a vault or a managed HSM (the CLI documents rotating to a
+Managed HSM key: learn.microsoft.com/cli/azure/acr/encryption, az acr encryption rotate-key;
+on an HSM the identity needs its local RBAC role at the key's scope); the identity named by
+`keyVaultProperties.identity` (a user-assigned identity's client id, or `system`) needs get,
+wrapKey and unwrapKey, and the vault firewall must let trusted services through; a
+versionless key is followed to its latest version `auto_rotation_seconds` after that version
+was made, on the emulator's clock (Azure: within an hour, learn.microsoft.com/azure/
+container-registry/tutorial-rotate-revoke-customer-managed-keys). `importImage` stands for the
 registry's data operations: it fails while the key is unreachable."""
 
 from __future__ import annotations
@@ -209,7 +211,7 @@ class RegistryHooks(TypeHooks):
         holds get, wrapKey and unwrapKey."""
         url = kvp["versionedKeyIdentifier"]
         try:
-            vault, _, version = self.keyvault.resolve_key_url(url)
+            vault, key, version = self.keyvault.resolve_key_url(url)
         except HttpError as exc:
             raise cmk_error(resource["id"], exc.message) from None
         if not version.enabled:
@@ -218,7 +220,8 @@ class RegistryHooks(TypeHooks):
         if denial:
             raise cmk_error(resource["id"], f"vault '{vault['name']}': {denial}")
         principal = self.principal(resource, kvp["identity"])
-        missing = sorted(KEY_OPERATIONS - self.keyvault.effective_key_operations(vault, principal))
+        granted = self.keyvault.effective_key_operations(vault, principal, key.name)
+        missing = sorted(KEY_OPERATIONS - granted)
         if missing:
             raise cmk_error(
                 resource["id"],

@@ -1,7 +1,10 @@
 """The part of Microsoft Graph (v1.0) that the Azure CLI asks about principals: service
 principal lists with the `$filter`s it sends, one service principal, `directoryObjects/
 getByIds`, and `/me` (which refuses application tokens, as Graph does). A caller sees the
-principals of its own tenant that the directory has caught up with.
+principals of its own tenant that the directory has caught up with. App registrations of
+the caller's tenant with their federated identity credentials, and service principals made
+for an app (a multi-tenant app of another tenant installed in the caller's), as cross-tenant
+keys need them (emulator/services/entra/applications.py).
 
 Shapes: https://learn.microsoft.com/en-us/graph/api/serviceprincipal-list,
 https://learn.microsoft.com/en-us/graph/api/directoryobject-getbyids,
@@ -108,6 +111,44 @@ def register(router: Router, entra: EntraModel, base_url: str) -> None:
             "/me request is only valid with delegated authentication flow.",
         )
 
+    def create_principal(request: Request) -> Response:
+        caller = entra.authenticate(request.headers.get("authorization"), audiences)
+        app_id = str(request.json().get("appId") or "")
+        return Response(201, service_principal(entra.install_application(app_id, caller.tenant_id)))
+
+    def tenant_of(request: Request) -> str:
+        return entra.authenticate(request.headers.get("authorization"), audiences).tenant_id
+
+    def create_application(request: Request) -> Response:
+        return Response(201, entra.apps.add(tenant_of(request), request.json()).to_json())
+
+    def list_applications(request: Request) -> Response:
+        keep = _matcher(request.query.get("$filter"))
+        found = [a.to_json() for a in entra.apps.of_tenant(tenant_of(request))]
+        return Response(200, {"value": [a for a in found if keep(a)]})
+
+    def get_application(request: Request) -> Response:
+        return Response(200, entra.apps.get(tenant_of(request), request.params["id"]).to_json())
+
+    def update_application(request: Request) -> Response:
+        entra.apps.update(entra.apps.get(tenant_of(request), request.params["id"]), request.json())
+        return Response(204)
+
+    def add_credential(request: Request) -> Response:
+        app = entra.apps.get(tenant_of(request), request.params["id"])
+        return Response(201, entra.apps.add_federated_credential(app, request.json()))
+
+    def list_credentials(request: Request) -> Response:
+        app = entra.apps.get(tenant_of(request), request.params["id"])
+        return Response(200, {"value": list(app.federated_credentials)})
+
+    router.add("POST", "/v1.0/servicePrincipals", create_principal)
+    router.add("POST", "/v1.0/applications", create_application)
+    router.add("GET", "/v1.0/applications", list_applications)
+    router.add("GET", "/v1.0/applications/{id}", get_application)
+    router.add("PATCH", "/v1.0/applications/{id}", update_application)
+    router.add("POST", "/v1.0/applications/{id}/federatedIdentityCredentials", add_credential)
+    router.add("GET", "/v1.0/applications/{id}/federatedIdentityCredentials", list_credentials)
     router.add("GET", "/v1.0/servicePrincipals", listing)
     router.add("GET", "/v1.0/servicePrincipals/{id}", one)
     router.add("POST", "/v1.0/directoryObjects/getByIds", by_ids)

@@ -13,10 +13,10 @@ import jwt
 
 from emulator.faults import FaultInjector
 from emulator.http import HttpError, Response
+from emulator.services.entra.applications import FIRST_PARTY, ApplicationDirectory
 
 # Audiences the management plane accepts (the SDKs ask for the public cloud's by default).
 ARM_AUDIENCES = frozenset({"https://management.azure.com", "https://management.core.windows.net"})
-KEYVAULT_AUDIENCES = frozenset({"https://vault.azure.net"})
 
 
 @dataclass
@@ -58,6 +58,7 @@ class EntraModel:
         self._lock = threading.Lock()
         self.tenants: dict[str, str] = {self.tenant_id: "byok emulator"}  # id -> display name
         self.principals: dict[str, Principal] = {}
+        self.apps = ApplicationDirectory()
 
     def add_tenant(self, tenant_id: str | None = None, display_name: str = "") -> str:
         """Add a directory; returns its id."""
@@ -108,6 +109,37 @@ class EntraModel:
                 kind="ManagedIdentity",
                 visible_at=self.faults.effect_time("principal-visible"),
                 tenant_id=self._tenant(tenant_id),
+            )
+        )
+
+    def install_application(self, app_id: str, tenant_id: str) -> Principal:
+        """The service principal of an app in a tenant (Graph POST /servicePrincipals):
+        made once; an app of another tenant must be multi-tenant, a first-party app of
+        Microsoft (FIRST_PARTY) installs anywhere."""
+        app = self.apps.by_app_id(app_id)
+        tenant = self._tenant(tenant_id)
+        if app is None and app_id in FIRST_PARTY:
+            name = FIRST_PARTY[app_id]
+        elif app is None or (app.tenant_id != tenant and not app.multi_tenant):
+            raise HttpError(
+                400,
+                "Request_BadRequest",
+                f"appId = {app_id}: no application of tenant '{tenant}' and no multi-tenant "
+                "application has this id; a single-tenant application cannot be installed in "
+                "another tenant.",
+            )
+        else:
+            name = app.display_name
+        installed = self.by_client_id(app_id, tenant)
+        if installed is not None:
+            return installed
+        return self._add(
+            Principal(
+                object_id=str(uuid.uuid4()),
+                client_id=app_id,
+                display_name=name,
+                kind="ServicePrincipal",
+                tenant_id=tenant,
             )
         )
 

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import base64
+import secrets
+from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, keywrap
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from emulator.http import HttpError
 
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+@dataclass(frozen=True)
+class SymmetricKey:
+    """An AES key (oct-HSM, managed HSMs only); its bytes never leave the emulator."""
+
+    secret: bytes
+
+    @property
+    def bits(self) -> int:
+        """The key size in bits."""
+        return len(self.secret) * 8
+
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | SymmetricKey
+AES_SIZES = (128, 192, 256)
 RSA_SIZES = (2048, 3072, 4096)
 CURVES: dict[str, ec.EllipticCurve] = {
     "P-256": ec.SECP256R1(),
@@ -54,6 +70,13 @@ def generate(kty: str, key_size: int | None, curve: str | None) -> PrivateKey:
         if crv not in CURVES:
             raise HttpError(400, "BadParameter", f"Invalid curve {crv!r}.")
         return ec.generate_private_key(CURVES[crv])
+    if kty == "oct-HSM":
+        size = key_size or 256
+        if size not in AES_SIZES:
+            raise HttpError(
+                400, "BadParameter", f"Invalid key size {size}; oct keys are 128, 192 or 256 bits."
+            )
+        return SymmetricKey(secrets.token_bytes(size // 8))
     raise HttpError(400, "BadParameter", f"The key type {kty!r} is not supported.")
 
 
@@ -61,6 +84,8 @@ def generate_like(material: PrivateKey, kty: str) -> PrivateKey:
     """A new key of the same type and size or curve (a rotation)."""
     if isinstance(material, rsa.RSAPrivateKey):
         return generate(kty, material.key_size, None)
+    if isinstance(material, SymmetricKey):
+        return generate(kty, material.bits, None)
     curve = next(name for name, c in CURVES.items() if c.name == material.curve.name)
     return generate(kty, None, curve)
 
@@ -98,7 +123,9 @@ def from_jwk(jwk: dict[str, Any]) -> PrivateKey:
 
 
 def public_jwk(key: PrivateKey, kty: str) -> dict[str, Any]:
-    """The public part as a JWK."""
+    """The public part as a JWK (nothing but the type for a symmetric key)."""
+    if isinstance(key, SymmetricKey):
+        return {"kty": kty}
     if isinstance(key, rsa.RSAPrivateKey):
         pub = key.public_key().public_numbers()
         return {"kty": kty, "n": b64url(_int_bytes(pub.n)), "e": b64url(_int_bytes(pub.e))}
@@ -134,15 +161,35 @@ def _padding(key: PrivateKey, alg: str, operation: str) -> padding.AsymmetricPad
     return _OAEP[alg]()
 
 
+def _aes_kw(key: PrivateKey, alg: str, operation: str) -> SymmetricKey | None:
+    """The AES key for an A128KW/A192KW/A256KW operation (None for asymmetric keys)."""
+    if not isinstance(key, SymmetricKey):
+        return None
+    if alg != f"A{key.bits}KW":
+        raise HttpError(
+            400, "BadParameter", f"Invalid algorithm {alg!r} for {operation}; use A{key.bits}KW."
+        )
+    return key
+
+
 def wrap(key: PrivateKey, alg: str, plaintext: bytes, operation: str = "wrapKey") -> bytes:
-    """RSA encryption of a symmetric key (wrapKey, encrypt)."""
+    """RSA encryption of a symmetric key (wrapKey, encrypt), or AES key wrap (RFC 3394)."""
+    aes = _aes_kw(key, alg, operation)
+    if aes is not None:
+        return keywrap.aes_key_wrap(aes.secret, plaintext)
     pad = _padding(key, alg, operation)
     assert isinstance(key, rsa.RSAPrivateKey)
     return key.public_key().encrypt(plaintext, pad)
 
 
 def unwrap(key: PrivateKey, alg: str, ciphertext: bytes, operation: str = "unwrapKey") -> bytes:
-    """RSA decryption (unwrapKey, decrypt); a wrong key or bad data is a 400."""
+    """RSA decryption (unwrapKey, decrypt) or AES key unwrap; wrong key or data is a 400."""
+    aes = _aes_kw(key, alg, operation)
+    if aes is not None:
+        try:
+            return keywrap.aes_key_unwrap(aes.secret, ciphertext)
+        except keywrap.InvalidUnwrap as exc:
+            raise HttpError(400, "BadParameter", "Unable to unwrap the specified value.") from exc
     pad = _padding(key, alg, operation)
     assert isinstance(key, rsa.RSAPrivateKey)
     try:

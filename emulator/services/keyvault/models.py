@@ -1,17 +1,20 @@
 """Key Vault state: the management-plane vault resource (Microsoft.KeyVault/vaults) and
-each vault's keys, served on an origin of its own."""
+each vault's keys, served on an origin of its own. Other key stores on the same data plane
+(managed HSMs) keep their keys here too and bring their own `StoreRules` (token audience,
+who may use a key, key types)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import re
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from emulator.clock import Clock
 from emulator.http import HttpError
@@ -37,6 +40,32 @@ LOOPBACK_CLIENT = "127.0.0.1"
 KEY_PERMISSIONS = ALL_KEY_OPERATIONS | {"all"}
 
 
+class StoreRules(Protocol):
+    """What differs between key stores served on Key Vault's data plane (vaults, managed
+    HSMs): the token audience, who may use a key, which key types it holds."""
+
+    audience: str
+
+    def key_operations(
+        self, resource: dict[str, Any], object_id: str, key_name: str | None
+    ) -> set[str]:
+        """Key operations (lower case) in effect for a principal on a key."""
+        ...
+
+    def authorize(
+        self, resource: dict[str, Any], principal: Principal, operation: str, key_name: str | None
+    ) -> None:
+        """Raise HttpError unless the caller may do `operation` on the key."""
+        ...
+
+    def check_key_type(self, resource: dict[str, Any], kty: str) -> None:
+        """Raise HttpError for a key type the store does not hold."""
+        ...
+
+
+VAULT_AUDIENCE = "https://vault.azure.net"
+
+
 @dataclass
 class KeyVersion:
     """One version of a key."""
@@ -51,6 +80,8 @@ class KeyVersion:
     exp: int | None = None
     nbf: int | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    exportable: bool = False
+    release_policy: dict[str, Any] | None = None  # contentType, data (base64url), immutable
 
 
 @dataclass
@@ -162,6 +193,32 @@ class KeyVaultModel:
         self.clock = Clock()  # the emulator's clock: every time-based behaviour reads it
         self.vaults: dict[int, VaultData] = {}  # by port
         self.deleted_vaults: dict[str, DeletedVault] = {}  # by lower-case name
+        self.store_rules: dict[str, StoreRules] = {}  # other key stores, by lower-case type
+
+    def rules_of(self, resource: dict[str, Any]) -> StoreRules | None:
+        """The rules of a key store that is not a vault (a managed HSM), or None."""
+        return self.store_rules.get(resource["type"].lower())
+
+    def audience(self, resource: dict[str, Any]) -> str:
+        """The resource a key store's tokens are for (its challenge names it)."""
+        rules = self.rules_of(resource)
+        return rules.audience if rules else VAULT_AUDIENCE
+
+    def check_key_type(self, resource: dict[str, Any], kty: str) -> None:
+        """Refuse a key type the store does not hold (vaults: no symmetric keys, HSM types
+        in Premium only)."""
+        rules = self.rules_of(resource)
+        if rules:
+            rules.check_key_type(resource, kty)
+            return
+        if kty.lower().startswith("oct"):
+            raise HttpError(
+                400,
+                "BadParameter",
+                f"The key type {kty!r} is not supported by vaults: symmetric keys are held by "
+                "managed HSMs only (https://learn.microsoft.com/azure/key-vault/keys/about-keys).",
+            )
+        check_hardware_key(resource["properties"], kty)
 
     def deleted_vault(self, subscription: str, name: str, location: str | None) -> DeletedVault:
         """A soft-deleted vault of a subscription (in `location`, if given), or 404."""
@@ -229,9 +286,51 @@ class KeyVaultModel:
             raise HttpError(404, "VaultNotFound", "No vault is served on this origin.")
         return data, resource
 
-    def effective_key_operations(self, resource: dict[str, Any], object_id: str) -> set[str]:
+    def check_release(self, resource: dict[str, Any], version: KeyVersion) -> None:
+        """Secure key release: an exportable key needs a release policy and the reverse
+        (AKV.SKR.1004, https://github.com/Azure/azure-sdk-for-python/issues/29945; AKV.SKR.1005,
+        https://github.com/Azure/azure-cli/issues/28288), exportable only in Premium vaults and
+        managed HSMs (AKV.SKR.1001, https://github.com/Azure/azure-sdk-for-java/pull/23276);
+        the policy is base64url JSON (https://learn.microsoft.com/azure/key-vault/keys/
+        policy-grammar)."""
+        policy = version.release_policy
+        if version.exportable and not policy:
+            raise HttpError(
+                400, "BadParameter", "AKV.SKR.1004: Exportable keys must have release policy."
+            )
+        if policy and not version.exportable:
+            raise HttpError(
+                400,
+                "BadParameter",
+                "AKV.SKR.1005: Non-exportable keys must not have release policy.",
+            )
+        sku = str((resource["properties"].get("sku") or {}).get("name") or "").lower()
+        if version.exportable and not self.rules_of(resource) and sku != "premium":
+            raise HttpError(
+                400,
+                "BadParameter",
+                "AKV.SKR.1001: The exportable attribute is only supported with premium vaults "
+                "and API version >= '7.3-preview'.",
+            )
+        if policy:
+            try:
+                json.loads(crypto.unb64url(str(policy.get("data") or "")))
+            except ValueError:
+                raise HttpError(
+                    400,
+                    "BadParameter",
+                    "release_policy.data: not a base64url-encoded JSON release policy.",
+                ) from None
+
+    def effective_key_operations(
+        self, resource: dict[str, Any], object_id: str, key_name: str | None = None
+    ) -> set[str]:
         """Key operations (lower case) granted to a principal and already in effect: by
-        access policies, or by role assignments on RBAC vaults."""
+        access policies, or by role assignments on RBAC vaults; on a managed HSM by its local
+        RBAC, on `key_name` (None: HSM-wide grants only)."""
+        rules = self.rules_of(resource)
+        if rules:
+            return rules.key_operations(resource, object_id, key_name)
         if resource["properties"].get("enableRbacAuthorization"):
             return allowed_key_operations(self.arm, resource["id"], object_id)
         if time.monotonic() < resource.get("_access_effective", {}).get(object_id, 0.0):
@@ -243,8 +342,19 @@ class KeyVaultModel:
                 granted |= {p.lower() for p in keys}
         return set(KEY_PERMISSIONS) if "all" in granted else granted
 
-    def authorize(self, resource: dict[str, Any], principal: Principal, operation: str) -> None:
-        """403 unless `operation` on keys is granted to the caller and in effect."""
+    def authorize(
+        self,
+        resource: dict[str, Any],
+        principal: Principal,
+        operation: str,
+        key_name: str | None = None,
+    ) -> None:
+        """403 unless `operation` on keys (on `key_name`) is granted to the caller and in
+        effect."""
+        rules = self.rules_of(resource)
+        if rules:
+            rules.authorize(resource, principal, operation, key_name)
+            return
         op = operation.lower()
         if op in self.effective_key_operations(resource, principal.object_id):
             return
@@ -300,7 +410,7 @@ class KeyVaultModel:
         attributes = body.get("attributes") or {}
         default_ops = (
             ["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"]
-            if kty.startswith("RSA")
+            if kty.startswith(("RSA", "oct"))
             else ["sign", "verify"]
         )
         created = int(self.clock.now() if at is None else at)
@@ -315,6 +425,8 @@ class KeyVaultModel:
             exp=attributes.get("exp"),
             nbf=attributes.get("nbf"),
             tags=dict(body.get("tags") or {}),
+            exportable=bool(attributes.get("exportable", False)),
+            release_policy=body.get("release_policy"),
         )
 
     def rotated_version(self, key: StoredKey, at: float | None = None) -> KeyVersion:
@@ -323,7 +435,15 @@ class KeyVaultModel:
         latest = key.versions[-1]
         material = crypto.generate_like(latest.material, latest.kty)
         v = self.new_version(
-            latest.kty, material, {"key_ops": latest.key_ops, "tags": latest.tags}, at
+            latest.kty,
+            material,
+            {
+                "key_ops": latest.key_ops,
+                "tags": latest.tags,
+                "attributes": {"exportable": latest.exportable},
+                "release_policy": latest.release_policy,
+            },
+            at,
         )
         v.exp = expiry_of(key.rotation_policy, v.created)
         key.versions.append(v)

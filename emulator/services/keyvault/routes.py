@@ -4,18 +4,18 @@ data plane (challenge authentication, keys, wrap and unwrap)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from emulator.http import HttpError, Request, Response, Router
 from emulator.services.arm.routes import add_arm_route
-from emulator.services.entra.models import KEYVAULT_AUDIENCES, Principal
+from emulator.services.entra.models import Principal
 from emulator.services.keyvault import crypto
 from emulator.services.keyvault.models import (
     KeyVaultModel,
     KeyVersion,
     StoredKey,
     VaultData,
-    check_hardware_key,
     key_not_found,
     network_denial,
     recovery_level,
@@ -23,9 +23,13 @@ from emulator.services.keyvault.models import (
 )
 from emulator.services.keyvault.rotation import checked_rotation_policy, default_rotation_policy
 
+Caller = Callable[[Request], tuple[VaultData, dict[str, Any], Principal]]
 
-def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: str) -> None:
-    """Add the Key Vault routes; `base_url` is the authority named in the challenge."""
+
+def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: str) -> Caller:
+    """Add the Key Vault routes; `base_url` is the authority named in the challenge. Returns
+    the data plane's caller check (challenge, token, tenant, api-version, firewall), which
+    the managed HSM's own routes share."""
     arm = keyvault.arm
 
     def access_policy(request: Request, principal: Principal) -> Response:
@@ -79,52 +83,56 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
     add_arm_route(router, arm, "POST", deleted_vaults + "/purge", purge_deleted_vault)
 
     def challenge(resource: dict[str, Any]) -> dict[str, str]:
-        """The bearer challenge naming the vault's tenant as the authority."""
+        """The bearer challenge naming the store's tenant as the authority and its token
+        resource (vault.azure.net, or managedhsm.azure.net for an HSM)."""
         tenant = resource["properties"].get("tenantId") or tenant_id
         return {
             "WWW-Authenticate": f'Bearer authorization="{base_url}/{tenant}", '
-            f'resource="https://vault.azure.net"'
+            f'resource="{keyvault.audience(resource)}"'
         }
+
+    def caller(request: Request) -> tuple[VaultData, dict[str, Any], Principal]:
+        """The store served on this origin and the authenticated caller, or the error."""
+        data, resource = keyvault.vault_for_port(request.port)
+        if "authorization" not in request.headers:
+            raise HttpError(
+                401,
+                "Unauthorized",
+                "AKV10000: Request is missing a Bearer or PoP token.",
+                headers=challenge(resource),
+            )
+        try:
+            principal = arm.entra.authenticate(
+                request.headers["authorization"], frozenset({keyvault.audience(resource)})
+            )
+        except HttpError as exc:
+            raise HttpError(401, "Unauthorized", exc.message, headers=challenge(resource)) from exc
+        vault_tenant = str(resource["properties"].get("tenantId") or tenant_id).lower()
+        if principal.tenant_id != vault_tenant:
+            raise HttpError(
+                401,
+                "Unauthorized",
+                f"AKV10032: Invalid issuer. Expected one of https://sts.windows.net/"
+                f"{vault_tenant}/, found https://sts.windows.net/{principal.tenant_id}/.",
+                headers=challenge(resource),
+            )
+        if not request.query.get("api-version"):
+            raise HttpError(400, "BadParameter", "The 'api-version' parameter is missing.")
+        denial = network_denial(resource)
+        if denial:
+            raise HttpError(
+                403,
+                "Forbidden",
+                "Client address is not authorized and caller is not a trusted service "
+                f"({denial}). Vault: {resource['name']}",
+                inner="ForbiddenByFirewall",
+            )
+        return data, resource, principal
 
     def data_route(method: str, template: str, operation: str, handler: Any) -> None:
         def served(request: Request) -> Response:
-            data, resource = keyvault.vault_for_port(request.port)
-            if "authorization" not in request.headers:
-                raise HttpError(
-                    401,
-                    "Unauthorized",
-                    "AKV10000: Request is missing a Bearer or PoP token.",
-                    headers=challenge(resource),
-                )
-            try:
-                principal = arm.entra.authenticate(
-                    request.headers["authorization"], KEYVAULT_AUDIENCES
-                )
-            except HttpError as exc:
-                raise HttpError(
-                    401, "Unauthorized", exc.message, headers=challenge(resource)
-                ) from exc
-            vault_tenant = str(resource["properties"].get("tenantId") or tenant_id).lower()
-            if principal.tenant_id != vault_tenant:
-                raise HttpError(
-                    401,
-                    "Unauthorized",
-                    f"AKV10032: Invalid issuer. Expected one of https://sts.windows.net/"
-                    f"{vault_tenant}/, found https://sts.windows.net/{principal.tenant_id}/.",
-                    headers=challenge(resource),
-                )
-            if not request.query.get("api-version"):
-                raise HttpError(400, "BadParameter", "The 'api-version' parameter is missing.")
-            denial = network_denial(resource)
-            if denial:
-                raise HttpError(
-                    403,
-                    "Forbidden",
-                    "Client address is not authorized and caller is not a trusted service "
-                    f"({denial}). Vault: {resource['name']}",
-                    inner="ForbiddenByFirewall",
-                )
-            keyvault.authorize(resource, principal, operation)
+            data, resource, principal = caller(request)
+            keyvault.authorize(resource, principal, operation, request.params.get("name"))
             # ARM's lock first, as ARM handlers take them (a set's PATCH resolves its key):
             # the other order deadlocks a key write against a concurrent ARM write
             with arm.lock, keyvault.lock:
@@ -161,11 +169,17 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
         resource = arm.get(data.resource_id)
         return resource["properties"] if resource else {}
 
+    def check_key_type(data: VaultData, kty: str) -> None:
+        keyvault.check_key_type(keyvault.vault_for_port(data.port)[1], kty)
+
     def bundle(data: VaultData, origin: str, key: StoredKey, v: KeyVersion) -> dict[str, Any]:
         jwk = crypto.public_jwk(v.material, v.kty)
         jwk["kid"] = f"{origin}/keys/{key.name}/{v.version}"
         jwk["key_ops"] = v.key_ops
-        return {"key": jwk, "attributes": attributes(data, v), "tags": v.tags}
+        result = {"key": jwk, "attributes": attributes(data, v), "tags": v.tags}
+        if v.release_policy:
+            result["release_policy"] = v.release_policy
+        return result
 
     def attributes(data: VaultData, v: KeyVersion) -> dict[str, Any]:
         level, days = recovery_level(vault_properties(data))
@@ -175,7 +189,7 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
             "updated": v.updated,
             "recoveryLevel": level,
             "recoverableDays": days,
-            "exportable": False,
+            "exportable": v.exportable,
         }
         if v.exp:
             attrs["exp"] = v.exp
@@ -208,9 +222,11 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
     def create_key(request: Request, data: VaultData, origin: str) -> Response:
         body = request.json()
         kty = body.get("kty", "")
-        check_hardware_key(vault_properties(data), kty)
+        check_key_type(data, kty)
         material = crypto.generate(kty, body.get("key_size"), body.get("crv"))
-        key = add_version(data, request.params["name"], keyvault.new_version(kty, material, body))
+        version = keyvault.new_version(kty, material, body)
+        keyvault.check_release(keyvault.vault_for_port(data.port)[1], version)
+        key = add_version(data, request.params["name"], version)
         return Response(200, bundle(data, origin, key, key.versions[-1]))
 
     def import_key(request: Request, data: VaultData, origin: str) -> Response:
@@ -218,9 +234,11 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
         jwk = body.get("key") or {}
         material = crypto.from_jwk(jwk)
         kty = jwk["kty"] + ("-HSM" if body.get("Hsm") and "-HSM" not in jwk["kty"] else "")
-        check_hardware_key(vault_properties(data), kty)
+        check_key_type(data, kty)
         body.setdefault("key_ops", jwk.get("key_ops"))
-        key = add_version(data, request.params["name"], keyvault.new_version(kty, material, body))
+        version = keyvault.new_version(kty, material, body)
+        keyvault.check_release(keyvault.vault_for_port(data.port)[1], version)
+        key = add_version(data, request.params["name"], version)
         return Response(200, bundle(data, origin, key, key.versions[-1]))
 
     def get_key(request: Request, data: VaultData, origin: str) -> Response:
@@ -377,3 +395,4 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
     data_route("GET", "/deletedkeys/{name}", "get", get_deleted)
     data_route("POST", "/deletedkeys/{name}/recover", "recover", recover_key)
     data_route("DELETE", "/deletedkeys/{name}", "purge", purge_key)
+    return caller
