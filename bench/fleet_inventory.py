@@ -2,39 +2,46 @@
 query for every subscription) side by side with ARM listing per subscription and type, with
 ARM throttling on at the documented rates.
 
-    .venv/bin/python bench/fleet_inventory.py [--subscriptions 10] [--resources 1000]
+    .venv/bin/python bench/fleet_inventory.py [--subscriptions 10] [--resources 1000] [--flow]
 
 Prints, for each path: wall time, requests made (and per resource), 429s seen, rows found,
 and the Python heap's peak (tracemalloc). The fleet is `console.fleet_seed`'s, seeded with
-throttling off."""
+throttling off. `--flow` also runs the whole `inventory-customer-managed-keys` flow (keys
+read, controls judged, files written, artifacts and events) both ways, against the Prefect
+API in the environment (PREFECT_API_URL, e.g. a server on `./dev postgres`)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
 
+from byok.inventory.request import InventoryRequest
 from clients.azure import AzureClients
 from console.emulator_blocks import emulator_azure_credentials
 from console.fleet_seed import seed_fleet
 from emulator.server import Emulator
 from emulator.throttling import Limits, Throttle
+from flows.inventory import inventory_customer_managed_keys
 from tasks.inventory import _list_through_arm, _query_graph
 
 
-def measure(emulator: Emulator, name: str, discover: Callable[[], list[Any]], made: int) -> None:
+def measure(emulator: Emulator, name: str, discover: Callable[[], Any], made: int) -> None:
     emulator.requests.clear()
     tracemalloc.start()
     started = time.perf_counter()
-    rows = discover()
+    found = discover()
+    rows = found if isinstance(found, list) else range(found.rows)
     wall = time.perf_counter() - started
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -51,6 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscriptions", type=int, default=10)
     parser.add_argument("--resources", type=int, default=1000)
+    parser.add_argument("--flow", action="store_true", help="also time the whole flow")
     args = parser.parse_args()
     with Emulator(subscriptions=args.subscriptions) as emulator:
         assert emulator.state is not None
@@ -77,6 +85,18 @@ def main() -> None:
             lambda: [row for sub in subs for row in _list_through_arm(block, sub)],
             made,
         )
+        if args.flow:
+            block.save("bench-azure", overwrite=True)
+            for graph in (True, False):
+                with tempfile.TemporaryDirectory() as folder:
+                    request = InventoryRequest(
+                        azure_credentials_block="bench-azure",
+                        subscriptions=subs,
+                        use_resource_graph=graph,
+                        report_dir=folder,
+                    )
+                    name = f"flow, {'Resource Graph' if graph else 'ARM listing'}"
+                    measure(emulator, name, partial(inventory_customer_managed_keys, request), made)
 
 
 if __name__ == "__main__":

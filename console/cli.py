@@ -11,6 +11,7 @@ from collections.abc import Sequence
 _COMMAND_MODULES = (
     "console.demo",
     "console.emulator_cli",
+    "console.blast_radius_cli",
     "byok.vhd.cli",
 )
 

@@ -1,29 +1,49 @@
 """Blast radius of a key: what it protects, before anyone disables or deletes it.
 
+A Key Vault key:
 1. Find the subscriptions to look at.
 2. Discover the resources whose encryption matters (Resource Graph or ARM listing).
-3. Find the key's dependents and the path to each (key → set → disk → VM, key → registry,
-   key → cluster, key → set → image version region/LUN), published as an artifact."""
+A Key Protect root key:
+1. Read the IBM Cloud accounts (root keys and registrations, encrypted images in COS, image
+   templates, VPC images).
+Then find the key's dependents and the path to each (key → set → disk → VM, key → registry,
+key → cluster, key → set → image version region/LUN; root key → wrapped DEK in COS → image
+template, root key → VPC image), published as an artifact."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow
+from prefect.utilities.annotations import quote
 
 from blocks.azure import AzureCredentials
+from blocks.ibm import IBMCloudCredentials
+from byok.inventory.ibm import IbmAccountSnapshot, key_protect_id
 from byok.inventory.request import BlastRadiusRequest, BlastRadiusResult
 from byok.parameters import parse_request
 from tasks.inventory import discover_resources, find_dependents, readable_subscriptions
+from tasks.inventory_ibm import read_ibm_account
 from tasks.refusal import refuse_quietly
 
 
 @flow(name="key-blast-radius", validate_parameters=False)
 @refuse_quietly
 def key_blast_radius(request: BlastRadiusRequest) -> BlastRadiusResult:
-    """Everything the key protects across the subscriptions."""
+    """Everything the key protects across the subscriptions or accounts."""
     request = parse_request(BlastRadiusRequest, request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
-    subscriptions, _ = readable_subscriptions(credentials, request.subscriptions)
-    rows = discover_resources(credentials, subscriptions, True)
+    rows: list[dict[str, Any]] = []
+    accounts: list[IbmAccountSnapshot] = []
+    if key_protect_id(request.key_id) is not None:
+        accounts = [
+            read_ibm_account(IBMCloudCredentials.load_saved(scope.ibm_credentials_block), scope)
+            for scope in request.ibm_accounts
+        ]
+    elif request.azure_credentials_block is not None:
+        credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+        subscriptions, _ = readable_subscriptions(credentials, request.subscriptions)
+        rows = discover_resources(credentials, subscriptions, True)
     return BlastRadiusResult(
-        key_id=request.key_id, dependents=find_dependents(request.key_id, rows)
+        key_id=request.key_id,
+        dependents=find_dependents(request.key_id, quote(rows), quote(accounts)),
     )

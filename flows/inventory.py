@@ -1,4 +1,5 @@
-"""Fleet inventory and evidence: what every customer key protects, across subscriptions.
+"""Fleet inventory and evidence: what every customer key protects, across Azure
+subscriptions and IBM Cloud accounts.
 
 1. Find the subscriptions to look at (every visible one, or those asked; the ones the
    credentials cannot read become `no-access` rows).
@@ -6,19 +7,25 @@
    listing per subscription): disk encryption sets, disks, VMs, gallery image versions
    per region and LUN, registries, AKS clusters, key vaults.
 3. Read each key they use once: version, age, expiry, rotation policy, vault protection.
-4. Judge the controls: one evidence row per resource part and control, rule named.
-5. Write CSV, JSON and OSCAL files and keep the run's rows (changes since the last run).
-6. Publish the report as artifacts.
-7. Emit events for keys too old or near expiry and resources without a customer key."""
+4. Read each IBM Cloud account: Key Protect root keys and their registrations, encrypted
+   images in COS, image templates, VPC images.
+5. Judge the controls: one evidence row per resource part and control, rule named.
+6. Write CSV, JSON and OSCAL files to a directory or a COS bucket (checked before step 1)
+   and keep the run's rows (changes since the last run).
+7. Publish the report as artifacts.
+8. Emit events for keys too old or near expiry and resources without a customer key."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from prefect import flow
+from prefect.utilities.annotations import quote
 
 from blocks.azure import AzureCredentials
-from byok.inventory.models import Verdict
+from blocks.ibm import IBMCloudCredentials
+from byok.inventory.models import Finding, KeyState, Verdict
 from byok.inventory.request import InventoryRequest, InventoryResult, check_report_dir
 from byok.parameters import parse_request
 from tasks.inventory import (
@@ -28,30 +35,52 @@ from tasks.inventory import (
     publish_report,
     read_key_states,
     readable_subscriptions,
-    write_report_files,
 )
+from tasks.inventory_ibm import read_ibm_account
+from tasks.inventory_report import check_report_bucket, write_report_files
 from tasks.refusal import refuse_quietly
 
 
+# The steps hand the whole fleet on `quote`d: Prefect would otherwise walk every row looking
+# for futures before each step (seconds per step at 1,000 resources).
 @flow(name="inventory-customer-managed-keys", validate_parameters=False)
 @refuse_quietly
 def inventory_customer_managed_keys(request: InventoryRequest) -> InventoryResult:
-    """Every customer-key resource of the subscriptions, its key and the controls judged."""
+    """Every customer-key resource of the subscriptions and accounts, its key and the
+    controls judged."""
     request = parse_request(InventoryRequest, request)
     started = datetime.now(UTC)
     check_report_dir(request.report_dir)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
-    subscriptions, unreadable = readable_subscriptions(credentials, request.subscriptions)
-    rows = discover_resources(credentials, subscriptions, request.use_resource_graph)
-    keys = read_key_states(credentials, rows)
+    bucket = None
+    if request.report_bucket is not None:
+        bucket_block = IBMCloudCredentials.load_saved(request.report_bucket.ibm_credentials_block)
+        check_report_bucket(bucket_block, request.report_bucket)
+        bucket = (bucket_block, request.report_bucket)
+    rows: list[dict[str, Any]] = []
+    keys: dict[str, KeyState] = {}
+    unreadable: list[Finding] = []
+    if request.azure_credentials_block is not None:
+        credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+        subscriptions, unreadable = readable_subscriptions(credentials, request.subscriptions)
+        rows = discover_resources(credentials, subscriptions, request.use_resource_graph)
+        keys = read_key_states(credentials, quote(rows))
+    accounts = [
+        read_ibm_account(IBMCloudCredentials.load_saved(scope.ibm_credentials_block), scope)
+        for scope in request.ibm_accounts
+    ]
     evidence = judge_controls(
-        rows, keys, unreadable, request.max_key_age_days, request.min_days_before_expiry
+        quote(rows),
+        quote(keys),
+        unreadable,
+        quote(accounts),
+        request.max_key_age_days,
+        request.min_days_before_expiry,
     )
-    files, changes = write_report_files(evidence, request.report_dir, started)
-    publish_report(evidence, changes)
-    emit_inventory_events(evidence)
+    files, changes = write_report_files(quote(evidence), started, request.report_dir, bucket)
+    publish_report(quote(evidence), changes)
+    emit_inventory_events(quote(evidence))
     return InventoryResult(
-        resources=len(rows),
+        resources=len(rows) + sum(a.resources for a in accounts),
         rows=len(evidence),
         non_compliant=sum(r.verdict == Verdict.NON_COMPLIANT for r in evidence),
         no_access=sum(r.verdict == Verdict.NO_ACCESS for r in evidence),

@@ -5,7 +5,6 @@ key they use, the controls judged, and the report published, written and announc
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import isodate
@@ -14,22 +13,24 @@ from azure.keyvault.keys import KeyVaultKey
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
 from blocks.azure import AzureCredentials
 from byok.azure_errors import error_code
-from byok.inventory import discovery, report
-from byok.inventory.blast import Dependent, blast_radius
+from byok.inventory import discovery, ibm, report
+from byok.inventory.blast import Dependent, blast_radius, ibm_blast_radius
 from byok.inventory.controls import Limits, evaluate
+from byok.inventory.ibm import IbmAccountSnapshot, key_protect_id
 from byok.inventory.models import EvidenceRow, Finding, KeyState, Kind, RotationPolicy, Verdict
-from byok.inventory.oscal import assessment_results, to_oscal_json
 from byok.keyvault_ids import KeyId
 from clients.azure import AzureClients
 from tasks.events import emit_byok_event
 from tasks.retry import STEP_RETRIES
 
 PAGE = 1000  # Resource Graph's largest page
-HISTORY = "history"
-LATEST = "inventory.json"
+# The steps hand the whole fleet to each other: hashing it into a cache key, or keeping it
+# as a result, buys nothing for steps that only read and compute.
+FLEET_DATA: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
 @task(name="Find the subscriptions", **STEP_RETRIES)
@@ -56,7 +57,7 @@ def readable_subscriptions(
     return [s for s in wanted if s in visible], hidden
 
 
-@task(name="Discover resources", **STEP_RETRIES)
+@task(name="Discover resources", **STEP_RETRIES, **FLEET_DATA)
 def discover_resources(
     credentials: AzureCredentials, subscriptions: list[str], use_resource_graph: bool
 ) -> list[dict[str, Any]]:
@@ -124,7 +125,7 @@ def _wire(model: Any) -> dict[str, Any]:
     return dict(model.as_dict())  # TypeSpec-generated models are keyed by the wire names
 
 
-@task(name="Read the keys", **STEP_RETRIES)
+@task(name="Read the keys", **STEP_RETRIES, **FLEET_DATA)
 def read_key_states(
     credentials: AzureCredentials, rows: list[dict[str, Any]]
 ) -> dict[str, KeyState]:
@@ -191,17 +192,19 @@ def _key_state(
     )
 
 
-@task(name="Judge the controls")
+@task(name="Judge the controls", **FLEET_DATA)
 def judge_controls(
     rows: list[dict[str, Any]],
     keys: dict[str, KeyState],
     unreadable: list[Finding],
+    ibm_accounts: list[IbmAccountSnapshot],
     max_key_age_days: int,
     min_days_before_expiry: int,
 ) -> list[EvidenceRow]:
-    """One evidence row per resource part and control."""
+    """One evidence row per resource part and control, Azure's and IBM Cloud's."""
     sets = discovery.set_ids(rows)
     findings = [f for row in rows for f in discovery.findings(row, sets, keys.get)]
+    findings += [f for account in ibm_accounts for f in ibm.findings(account)]
     limits = Limits(
         now=datetime.now(UTC),
         max_key_age_days=max_key_age_days,
@@ -210,7 +213,7 @@ def judge_controls(
     return report.ordered(evaluate([*unreadable, *findings], limits))
 
 
-@task(name="Publish the report")
+@task(name="Publish the report", **FLEET_DATA)
 def publish_report(evidence: list[EvidenceRow], changes: list[report.Change]) -> None:
     """A table artifact of every row and a markdown summary (non-compliant first)."""
     create_table_artifact(
@@ -237,35 +240,7 @@ def publish_report(evidence: list[EvidenceRow], changes: list[report.Change]) ->
     create_markdown_artifact(key="customer-key-inventory-summary", markdown=summary)
 
 
-@task(name="Write the report files")
-def write_report_files(
-    evidence: list[EvidenceRow], report_dir: str | None, started: datetime
-) -> tuple[list[str], list[report.Change]]:
-    """CSV, JSON and OSCAL in `report_dir`, and this run's rows kept in its history; the
-    changes since the previous run's rows."""
-    if report_dir is None:
-        return [], []
-    folder = Path(report_dir).expanduser()
-    history = folder / HISTORY
-    history.mkdir(exist_ok=True)
-    latest = folder / LATEST
-    previous = report.from_json(latest.read_text()) if latest.exists() else []
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    document = assessment_results(
-        evidence, title="Customer-managed key inventory", start=started, end=datetime.now(UTC)
-    )
-    files = {
-        folder / "inventory.csv": report.to_csv(evidence),
-        latest: report.to_json(evidence),
-        folder / "inventory-oscal.json": to_oscal_json(document),
-        history / f"{stamp}.json": report.to_json(evidence),
-    }
-    for path, text in files.items():
-        path.write_text(text)
-    return [str(p) for p in files], report.changes(previous, evidence)
-
-
-@task(name="Announce what needs action")
+@task(name="Announce what needs action", **FLEET_DATA)
 def emit_inventory_events(evidence: list[EvidenceRow]) -> int:
     """`byok.key.too-old`, `byok.key.near-expiry` and `byok.resource.not-customer-key`
     events for an automation to act on; returns how many were emitted."""
@@ -295,10 +270,16 @@ def emit_inventory_events(evidence: list[EvidenceRow]) -> int:
     return len(sent)
 
 
-@task(name="Find the key's dependents")
-def find_dependents(key_id: str, rows: list[dict[str, Any]]) -> list[Dependent]:
-    """Everything the key protects, with the path to it, also as a table artifact."""
-    dependents = blast_radius(key_id, rows)
+@task(name="Find the key's dependents", **FLEET_DATA)
+def find_dependents(
+    key_id: str, rows: list[dict[str, Any]], ibm_accounts: list[IbmAccountSnapshot]
+) -> list[Dependent]:
+    """Everything the key (Key Vault's, in the Azure rows, or Key Protect's, in the IBM
+    accounts) protects, with the path to it, also as a table artifact."""
+    if key_protect_id(key_id) is not None:
+        dependents = ibm_blast_radius(key_id, ibm_accounts)
+    else:
+        dependents = blast_radius(key_id, rows)
     create_table_artifact(
         key="key-blast-radius",
         table=[

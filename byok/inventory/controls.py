@@ -112,7 +112,16 @@ def _key_expiry(finding: Finding, limits: Limits) -> Judgement:
 
 def _dek_current(finding: Finding, limits: Limits) -> Judgement:
     if finding.key is None:
-        return Verdict.NOT_APPLICABLE, "no root key"
+        if finding.customer_key:
+            return Verdict.NON_COMPLIANT, f"the root key is not recorded: {finding.note}"
+        return Verdict.NOT_APPLICABLE, "not encrypted with a root key"
+    if finding.key.version is None:
+        return (
+            Verdict.NON_COMPLIANT,
+            f"{finding.key.key_id} is not a root key of account {finding.scope}",
+        )
+    if finding.key.enabled is False:
+        return Verdict.NON_COMPLIANT, f"root key {finding.key.key_id} is disabled"
     if finding.wrapped_by_version is None:
         return Verdict.NON_COMPLIANT, "the version that wrapped the DEK is not recorded"
     if finding.wrapped_by_version != finding.key.version:
@@ -124,16 +133,21 @@ def _dek_current(finding: Finding, limits: Limits) -> Judgement:
     return Verdict.COMPLIANT, "DEK wrapped by the root key's current version"
 
 
-_PROTECTED = frozenset(
-    {
-        Kind.DISK,
-        Kind.VIRTUAL_MACHINE,
-        Kind.IMAGE_VERSION,
-        Kind.REGISTRY,
-        Kind.AKS_CLUSTER,
-        Kind.STORAGE_CLASS,
-        Kind.IBM_IMAGE,
-    }
+_IBM_PROTECTED = frozenset(
+    {Kind.IBM_IMAGE, Kind.IBM_IMAGE_TEMPLATE, Kind.IBM_VPC_IMAGE, Kind.IBM_REGISTERED}
+)
+_PROTECTED = (
+    frozenset(
+        {
+            Kind.DISK,
+            Kind.VIRTUAL_MACHINE,
+            Kind.IMAGE_VERSION,
+            Kind.REGISTRY,
+            Kind.AKS_CLUSTER,
+            Kind.STORAGE_CLASS,
+        }
+    )
+    | _IBM_PROTECTED
 )
 _AZURE_KEYED = frozenset(
     {Kind.DISK_ENCRYPTION_SET, Kind.REGISTRY, Kind.AKS_CLUSTER, Kind.KEY_VAULT_KEY}
@@ -196,7 +210,7 @@ CONTROLS: tuple[Control, ...] = (
         "ibm-dek-current",
         "The image's DEK is wrapped by the root key's current version",
         ("CIS IBM Cloud 8.1.1",),
-        frozenset({Kind.IBM_IMAGE}),
+        _IBM_PROTECTED,
         _dek_current,
     ),
 )

@@ -23,7 +23,10 @@ class Kind(StrEnum):
     STORAGE_CLASS = "storage-class"
     KEY_VAULT_KEY = "key-vault-key"
     IBM_ROOT_KEY = "ibm-root-key"
-    IBM_IMAGE = "ibm-image"
+    IBM_IMAGE = "ibm-cos-image"  # an encrypted image in COS, its wrapped DEK in its metadata
+    IBM_IMAGE_TEMPLATE = "ibm-image-template"  # SoftLayer (classic)
+    IBM_VPC_IMAGE = "ibm-vpc-image"
+    IBM_REGISTERED = "ibm-registered-resource"  # another resource registered with a root key
 
 
 class Verdict(StrEnum):
@@ -76,7 +79,9 @@ class Finding(BaseModel):
     customer_key: bool = False
     key: KeyState | None = None
     identity: str | None = None
-    via: str | None = Field(None, description="What links it to its key (a set's id).")
+    via: str | None = Field(
+        None, description="What links it to its key (a set's id, an image's COS object)."
+    )
     attached_to: str | None = Field(None, description="A disk's VM (`managedBy`).")
     wrapped_by_version: str | None = Field(
         None, description="IBM: the root-key version that wrapped the image's DEK."

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from byok.errors import InvalidRequest
-from byok.inventory.blast import blast_radius
+from byok.inventory.blast import blast_radius, parse_any_key
+from byok.inventory.ibm import key_protect_id
 from byok.inventory.models import Kind
 
 SUB = "s1"
@@ -75,3 +76,22 @@ def test_one_version_only_when_asked() -> None:
 def test_a_malformed_key_id_is_refused() -> None:
     with pytest.raises(InvalidRequest, match="key_id = 'kv1/k1': must be a Key Vault key id"):
         blast_radius("kv1/k1", ROWS)
+
+
+KP_ID = "5f2a6d0e-8c1b-4f3e-9a7d-0b1c2d3e4f50"
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        (f"crn:v1:bluemix:public:kms:us-south:a/acct:inst:key:{KP_ID}", KP_ID),
+        (KP_ID.upper(), KP_ID),
+        (f"crn:v1:bluemix:public:is:us-south:a/acct::image:{KP_ID}", None),
+        (f"{KEY}/{KP_ID}", None),
+    ],
+)
+def test_key_protect_ids_from_an_id_or_a_crn(ref: str, expected: str | None) -> None:
+    assert key_protect_id(ref) == expected
+    if expected is None and not ref.startswith("https://"):
+        with pytest.raises(InvalidRequest, match="or a Key Protect key id or CRN"):
+            parse_any_key(ref)

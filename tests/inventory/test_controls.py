@@ -119,3 +119,24 @@ def test_every_control_names_public_control_ids() -> None:
     for control in CONTROLS:
         assert control.references, control.id
         assert all(ref.split()[0] in {"MCSB", "CIS", "Azure"} for ref in control.references)
+
+
+@pytest.mark.parametrize(
+    ("finding", "verdict", "rule"),
+    [
+        ({"key": key(key_id="kp-root", version="3", enabled=False)}, "non-compliant", "disabled"),
+        ({"key": KeyState(key_id="crn-elsewhere")}, "non-compliant", "not a root key of account"),
+        ({"key": None, "note": "no object img.vhd"}, "non-compliant", "no object img.vhd"),
+        ({"key": None, "customer_key": False}, "not-applicable", "not encrypted"),
+    ],
+)
+def test_ibm_dek_control_without_a_usable_root_key(
+    finding: dict[str, object], verdict: str, rule: str
+) -> None:
+    values: dict[str, object] = {"customer_key": True, "wrapped_by_version": "3", **finding}
+    template = Finding(
+        resource_id="softlayer:image-template:1", kind=Kind.IBM_IMAGE_TEMPLATE, scope="acct",
+        **values,  # type: ignore[arg-type]
+    )  # fmt: skip
+    found, text = verdicts(template)["ibm-dek-current"]
+    assert found == verdict and rule in text
