@@ -244,6 +244,7 @@ def run_procedures(emulator: Any) -> list[str]:
 
     save_emulator_block(emulator, DEMO_BLOCK)
     emulator.arm.configure_feature("Microsoft.Compute", "SIGEncryption", polls=3)
+    emulator.arm.configure_feature("Microsoft.Compute", "EncryptionAtHost", polls=1)
     emulator.arm.configure_provider("Microsoft.Compute", "NotRegistered", polls=2)
     feature = ensure_feature_registration(
         FeatureRegistrationRequest(
@@ -269,6 +270,7 @@ def run_procedures(emulator: Any) -> list[str]:
             location="westeurope",
             cluster_name="aks-byok-demo",
             disk_encryption_set_id=des.id,
+            enable_encryption_at_host=True,
         )
     )
     with_pool = add_encrypted_node_pool(
@@ -305,8 +307,10 @@ def run_procedures(emulator: Any) -> list[str]:
         f"  C1-C4 key vault {prepared.vault.name} ({access}), key {prepared.key.id}",
         f"        disk encryption set {des.name}, identity {des.principal_id}",
         f"  C5-C6 AKS cluster {cluster.name} (Kubernetes {cluster.kubernetes_version}) with "
-        f"OS disks on {des.name}; node pools {', '.join(with_pool.node_pools)}",
+        f"OS disks on {des.name}; node pools {', '.join(with_pool.node_pools)} (encryption "
+        f"at host: {', '.join(cluster.host_encrypted_pools)})",
         f"  C7    StorageClass byok-azure-disk for data disks: {storage}",
+        *kms_demo(emulator, cluster.name, prepared.vault.url),
         f"  A4-A5 image version {image['version']} replicated to "
         f"{', '.join(image['regions'])}, OS and data disks on {des.name}",
         f"  A6    VM {image['vm']} with every disk on {des.name}",
@@ -318,6 +322,48 @@ def run_procedures(emulator: Any) -> list[str]:
         rotate_demo_fleet(),
         drill_demo_key(prepared.key.versionless_id),
     ]
+
+
+def kms_demo(emulator: Any, cluster: str, vault_url: str) -> list[str]:
+    """KMS etcd encryption of the demo cluster with a key of its own (the set's key is
+    revoked by the drill later): three workload Secrets, enabled, then rotated with every
+    Secret re-encrypted."""
+    from byok.aks_kms import EnableKmsRequest, RotateKmsRequest
+    from clients.aks_kubernetes import core_api
+    from clients.azure import AzureClients
+    from console.emulator_blocks import emulator_azure_credentials
+    from flows.aks_kms import enable_aks_kms_encryption, rotate_aks_kms_key
+
+    clients = AzureClients.of(emulator_azure_credentials(emulator))
+    key = clients.keys(vault_url).create_rsa_key("kms-key", size=2048)
+    clusters = clients.container_service().managed_clusters
+    found = clusters.list_cluster_user_credentials("rg-byok-demo", cluster).kubeconfigs or []
+    core = core_api(found[0].value or b"")
+    for name in ("db-password", "api-token", "tls-key"):
+        core.create_namespaced_secret(
+            "default", {"metadata": {"name": name}, "stringData": {"value": f"demo-{name}"}}
+        )
+    common = {
+        "azure_credentials_block": DEMO_BLOCK,
+        "resource_group": "rg-byok-demo",
+        "cluster_name": cluster,
+    }
+    enabled = enable_aks_kms_encryption(
+        EnableKmsRequest(**common, key_id=str(key.id), propagation_timeout_minutes=1)
+    )
+    rotated = rotate_aks_kms_key(RotateKmsRequest(**common, rotation_id="demo-rotation"))
+    return [
+        f"  K1    KMS etcd encryption of {cluster} with {key.name} version "
+        f"{_short(enabled.key_version)}: {enabled.secrets_rewritten} Secrets encrypted",
+        f"  K2    KMS key rotated to {_short(rotated.key_version)} (previous "
+        f"{_short(str(rotated.previous_key_version))} recorded): {rotated.secrets_rewritten} "
+        "Secrets re-encrypted, none left on the old version",
+    ]
+
+
+def _short(key_id: str) -> str:
+    """A key version, shortened for a summary line."""
+    return key_id.rsplit("/", 1)[1][:8]
 
 
 def drill_demo_key(key_id: str) -> str:

@@ -28,10 +28,14 @@ from tasks.aks import (
 from tasks.disk_encryption_set import DiskEncryptionSetInfo, des_info, read_des
 from tasks.events import emit_byok_event
 from tasks.refusal import refuse_quietly
+from tasks.registration import FEATURE_NOT_FOUND, register_feature, wait_for_feature
 from tasks.resource_group import ensure_resource_group
 from tasks.retry import STEP_RETRIES
 from tasks.run_lock import resource_lock
 from tasks.subscription import check_subscription_regions
+
+ENCRYPTION_AT_HOST = ("Microsoft.Compute", "EncryptionAtHost")
+DOUBLE_ENCRYPTION = "EncryptionAtRestWithPlatformAndCustomerKeys"
 
 _DES_FIELD = Field(
     ...,
@@ -39,6 +43,11 @@ _DES_FIELD = Field(
     "prepare-disk-encryption-set flow).",
 )
 _BLOCK_FIELD = Field(..., description="Name of the saved 'BYOK Azure Credentials' block.")
+_HOST_FIELD = Field(
+    False,
+    description="Encryption at host: temp disks and caches encrypted too (registers the "
+    "subscription's Microsoft.Compute/EncryptionAtHost feature).",
+)
 _WAIT_FIELD = Field(
     False,
     description="When another run is working on this cluster: wait for it (default: fail at once).",
@@ -70,6 +79,12 @@ class AksClusterRequest(BaseModel):
     disk_encryption_set_id: str = _DES_FIELD
     node_count: int = Field(1, ge=1, le=1000, description="Nodes in the system pool.")
     node_vm_size: str = Field("Standard_DS2_v2", description="VM size of the nodes.")
+    enable_encryption_at_host: bool = _HOST_FIELD
+    double_encryption: bool = Field(
+        False,
+        description="Require a set of type EncryptionAtRestWithPlatformAndCustomerKeys (platform "
+        "and customer keys: double encryption at rest).",
+    )
     propagation_timeout_minutes: float = Field(
         15, gt=0, description="How long to wait for the set's key access to propagate."
     )
@@ -91,6 +106,7 @@ class NodePoolRequest(BaseModel):
     disk_encryption_set_id: str = _DES_FIELD
     node_count: int = Field(1, ge=0, le=1000, description="Nodes in the pool.")
     node_vm_size: str = Field("Standard_DS2_v2", description="VM size of the nodes.")
+    enable_encryption_at_host: bool = _HOST_FIELD
     wait_for_other_run: bool = _WAIT_FIELD
 
 
@@ -138,6 +154,19 @@ def read_des_by_id(
     return des_info(des)
 
 
+def ensure_encryption_at_host(credentials: AzureCredentials, sub: str) -> None:
+    """The subscription's Microsoft.Compute/EncryptionAtHost feature, registered (Procedure A's
+    feature steps)."""
+    state = register_feature(credentials, sub, *ENCRYPTION_AT_HOST)
+    if state == FEATURE_NOT_FOUND:
+        raise InvalidRequest(
+            "enable_encryption_at_host",
+            True,
+            "the subscription does not offer the Microsoft.Compute/EncryptionAtHost feature",
+        )
+    wait_for_feature(credentials, sub, *ENCRYPTION_AT_HOST, 15 * 60, 5)
+
+
 @task(name="Validate cluster request", **STEP_RETRIES)
 def validate_cluster_request(credentials: AzureCredentials, request: AksClusterRequest) -> None:
     """Version, the set's existence and region, an existing cluster's set: before any write."""
@@ -145,6 +174,13 @@ def validate_cluster_request(credentials: AzureCredentials, request: AksClusterR
     check_kubernetes_version("kubernetes_version", request.kubernetes_version)
     des = read_des_by_id(credentials, request.subscription_id, request.disk_encryption_set_id)
     same_region("location", request.location, des.location, f"disk encryption set '{des.name}'")
+    if request.double_encryption and des.encryption_type != DOUBLE_ENCRYPTION:
+        raise InvalidRequest(
+            "disk_encryption_set_id",
+            request.disk_encryption_set_id,
+            f"the set's encryption type is {des.encryption_type}; double encryption needs a set "
+            f"of type {DOUBLE_ENCRYPTION} (a set's type is fixed when it is created)",
+        )
     cluster = read_cluster(
         AzureClients.of(credentials, request.subscription_id),
         request.resource_group,
@@ -172,6 +208,7 @@ def cluster_body(request: AksClusterRequest) -> dict[str, Any]:
                     "type": "VirtualMachineScaleSets",
                     "osType": "Linux",
                     "osDiskType": "Managed",
+                    "enableEncryptionAtHost": request.enable_encryption_at_host,
                 }
             ],
         },
@@ -197,6 +234,8 @@ def _create_cluster(
 ) -> ClusterInfo:
     """The writes of the cluster flow, once the request is valid and the cluster's lock held."""
     rg = request.resource_group
+    if request.enable_encryption_at_host:
+        ensure_encryption_at_host(credentials, sub)
     ensure_resource_group(credentials, sub, rg, request.location)
     ensure_cluster(
         credentials,
@@ -207,7 +246,12 @@ def _create_cluster(
         request.propagation_timeout_minutes * 60,
     )
     cluster = verify_cluster(
-        credentials, sub, rg, request.cluster_name, request.disk_encryption_set_id
+        credentials,
+        sub,
+        rg,
+        request.cluster_name,
+        request.disk_encryption_set_id,
+        encryption_at_host=request.enable_encryption_at_host,
     )
     emit_byok_event(
         "resource.encrypted",
@@ -253,6 +297,8 @@ def _add_pool(credentials: AzureCredentials, request: NodePoolRequest, sub: str)
     """The writes of the node pool flow, once the request is valid and the cluster's lock
     held."""
     rg = request.resource_group
+    if request.enable_encryption_at_host:
+        ensure_encryption_at_host(credentials, sub)
     ensure_node_pool(
         credentials,
         sub,
@@ -267,6 +313,7 @@ def _add_pool(credentials: AzureCredentials, request: NodePoolRequest, sub: str)
                 "mode": "User",
                 "osType": "Linux",
                 "osDiskType": "Managed",
+                "enableEncryptionAtHost": request.enable_encryption_at_host,
             }
         },
     )
@@ -277,6 +324,7 @@ def _add_pool(credentials: AzureCredentials, request: NodePoolRequest, sub: str)
         request.cluster_name,
         request.disk_encryption_set_id,
         request.pool_name,
+        encryption_at_host=request.enable_encryption_at_host,
     )
 
 

@@ -7,7 +7,6 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.containerservice.models import ManagedCluster
-from kubernetes.client import ApiException
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
@@ -35,6 +34,7 @@ class ClusterInfo(BaseModel):
     kubernetes_version: str
     disk_encryption_set_id: str | None
     node_pools: list[str]
+    host_encrypted_pools: list[str] = []  # pools with encryption at host
 
 
 def check_kubernetes_version(field: str, version: str) -> None:
@@ -67,6 +67,9 @@ def cluster_info(cluster: ManagedCluster) -> ClusterInfo:
         kubernetes_version=str(props.kubernetes_version),
         disk_encryption_set_id=props.disk_encryption_set_id,
         node_pools=[str(p.name) for p in props.agent_pool_profiles or []],
+        host_encrypted_pools=[
+            str(p.name) for p in props.agent_pool_profiles or [] if p.enable_encryption_at_host
+        ],
     )
 
 
@@ -127,8 +130,10 @@ def verify_cluster(
     name: str,
     des_id: str,
     pool: str | None = None,
+    encryption_at_host: bool = False,
 ) -> ClusterInfo:
-    """The cluster reports the set (and the pool exists, when named)."""
+    """The cluster reports the set (and the pool exists, when named, with encryption at host
+    when asked: the named pool, else every pool)."""
     cluster = read_cluster(AzureClients.of(credentials, subscription_id), resource_group, name)
     if cluster is None:
         raise ResourceError(f"{resource_group}/{name}", "the cluster vanished")
@@ -136,6 +141,11 @@ def verify_cluster(
     info = cluster_info(cluster)
     if pool and pool not in info.node_pools:
         raise VerificationFailed(info.id, f"the cluster does not report node pool {pool}")
+    lacking = set([pool] if pool else info.node_pools) - set(info.host_encrypted_pools)
+    if encryption_at_host and lacking:
+        raise VerificationFailed(
+            info.id, f"node pools without encryption at host: {', '.join(sorted(lacking))}"
+        )
     return info
 
 
@@ -184,6 +194,8 @@ def apply_storage_class(
     """Apply with the cluster's user credentials: create; equal → nothing; labels differ →
     replace; immutable fields differ → delete and create (a StorageClass only affects new
     volumes). Returns what was done."""
+    from kubernetes.client import ApiException  # the kubernetes SDK loads on first use
+
     clusters = AzureClients.of(credentials, subscription_id).container_service().managed_clusters
     credentials_result = clusters.list_cluster_user_credentials(resource_group, cluster)
     api = storage_api(bytes((credentials_result.kubeconfigs or [])[0].value or b""))

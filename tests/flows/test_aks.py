@@ -241,3 +241,52 @@ def test_a_run_on_a_busy_cluster_fails_fast_before_any_write(
     ):
         create_encrypted_aks_cluster(request)
     assert writes(emulator) == before
+
+
+def test_encryption_at_host_and_double_encryption(
+    azure_block: str, emulator: Emulator, des_id: str
+) -> None:
+    double = prepare_disk_encryption_set(
+        DiskEncryptionSetRequest(
+            azure_credentials_block=azure_block,
+            resource_group="rg-aks",
+            location="westeurope",
+            vault_name="kv-aks",
+            key_name="aks-key",
+            des_name="des-double",
+            encryption_type="EncryptionAtRestWithPlatformAndCustomerKeys",
+            propagation_timeout_minutes=0.5,
+        )
+    ).disk_encryption_set.id
+    with pytest.raises(InvalidRequest, match="double encryption needs a set of type"):
+        create_encrypted_aks_cluster(cluster_request(azure_block, des_id, double_encryption=True))
+    # the subscription does not offer the feature: refused before the cluster is written
+    with pytest.raises(
+        InvalidRequest, match=r"does not offer the Microsoft\.Compute/EncryptionAtHost"
+    ):
+        create_encrypted_aks_cluster(
+            cluster_request(azure_block, double, enable_encryption_at_host=True)
+        )
+    assert cluster_writes(emulator) == []
+
+    emulator.arm.configure_feature("Microsoft.Compute", "EncryptionAtHost", polls=1)
+    request = cluster_request(
+        azure_block, double, double_encryption=True, enable_encryption_at_host=True
+    )
+    cluster = create_encrypted_aks_cluster(request)
+    assert cluster.host_encrypted_pools == ["system"]
+    assert emulator.arm.feature("Microsoft.Compute", "EncryptionAtHost").state == "Registered"
+    stored = emulator.arm.get(cluster.id)
+    assert stored is not None
+    assert stored["properties"]["agentPoolProfiles"][0]["enableEncryptionAtHost"] is True
+    pool = add_encrypted_node_pool(
+        NodePoolRequest(
+            azure_credentials_block=azure_block,
+            resource_group="rg-aks",
+            cluster_name="aks1",
+            pool_name="hostpool",
+            disk_encryption_set_id=double,
+            enable_encryption_at_host=True,
+        )
+    )
+    assert pool.host_encrypted_pools == ["system", "hostpool"]

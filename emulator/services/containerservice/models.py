@@ -4,6 +4,7 @@ customer-managed-key OS disks, and user credentials that reach the cluster's API
 from __future__ import annotations
 
 import base64
+import math
 import re
 from typing import Any
 
@@ -13,6 +14,8 @@ from emulator.http import HttpError
 from emulator.services.arm import ids
 from emulator.services.arm.models import ArmModel, PutContext, TypeHooks, TypeSpec
 from emulator.services.compute.models import DiskEncryptionSetHooks
+from emulator.services.containerservice import kms
+from emulator.services.kubernetes.kms import KmsProvider
 from emulator.services.kubernetes.models import KubernetesModel
 
 CLUSTER_TYPE = "Microsoft.ContainerService/managedClusters"
@@ -65,22 +68,44 @@ def check_pool_type(field: str, pool: dict[str, Any]) -> None:
         )
 
 
+def check_encryption_at_host(
+    arm: ArmModel, subscription: str, field: str, pool: dict[str, Any]
+) -> None:
+    """`enableEncryptionAtHost` needs the subscription's Microsoft.Compute/EncryptionAtHost
+    feature registered; Azure's answer: https://github.com/Azure/azure-cli/issues/16788."""
+    if not pool.get("enableEncryptionAtHost"):
+        return
+    try:
+        registered = arm.feature("Microsoft.Compute", "EncryptionAtHost", subscription).state
+    except HttpError:
+        registered = "NotRegistered"
+    if registered != "Registered":
+        raise HttpError(
+            400,
+            "InvalidParameter",
+            f"{field}: The property 'securityProfile.encryptionAtHost' is not valid because the "
+            "'Microsoft.Compute/EncryptionAtHost' feature is not enabled for this subscription.",
+        )
+
+
 class ClusterHooks(TypeHooks):
-    """A cluster's DES is fixed at creation, in the cluster's region, usable by its identity."""
+    """A cluster's DES is fixed at creation, in the cluster's region, usable by its identity;
+    its KMS key (`kms`) seals the Secrets of its API server."""
 
     def __init__(
         self, kube: KubernetesModel, des_hooks: DiskEncryptionSetHooks, base_url: str, ca_pem: bytes
     ) -> None:
         self.kube, self.des_hooks = kube, des_hooks
         self.base_url, self.ca_pem = base_url, ca_pem
+        self.kms = KmsProvider(des_hooks.keyvault)
+        kube.attach_kms(self.kms)
 
     def validate(self, ctx: PutContext) -> None:
         props = ctx.body.get("properties") or {}
         old = (ctx.existing or {}).get("properties") or {}
-        check_version(
-            "properties.kubernetesVersion",
-            props.get("kubernetesVersion") or old.get("kubernetesVersion") or DEFAULT_VERSION,
-        )
+        version = props.get("kubernetesVersion") or old.get("kubernetesVersion") or DEFAULT_VERSION
+        check_version("properties.kubernetesVersion", version)
+        kms.check(ctx, self.kms, version)
         pools = props.get("agentPoolProfiles") or old.get("agentPoolProfiles") or []
         if not pools:
             raise HttpError(
@@ -90,6 +115,9 @@ class ClusterHooks(TypeHooks):
             )
         for i, pool in enumerate(pools):
             check_pool_type(f"properties.agentPoolProfiles[{i}].type", pool)
+            check_encryption_at_host(
+                ctx.arm, ctx.rid.subscription, f"properties.agentPoolProfiles[{i}]", pool
+            )
         wanted = props.get("diskEncryptionSetID")
         had = old.get("diskEncryptionSetID")
         if (
@@ -132,6 +160,8 @@ class ClusterHooks(TypeHooks):
     def build(self, ctx: PutContext, resource: dict[str, Any]) -> None:
         old = (ctx.existing or {}).get("properties") or {}
         props = resource["properties"] = {**old, **resource["properties"]}
+        props.pop("status", None)  # a successful write clears an earlier failure
+        resource["_kms_stuck"] = kms.stuck(ctx, self.kube, self.kms)
         service_default(props, "kubernetesVersion", DEFAULT_VERSION)
         props["currentKubernetesVersion"] = props["kubernetesVersion"]
         props.setdefault("dnsPrefix", ctx.rid.name)
@@ -148,6 +178,7 @@ class ClusterHooks(TypeHooks):
         resource["_kube"] = cluster.id
 
     def succeeded(self, arm: ArmModel, resource: dict[str, Any]) -> None:
+        kms.settle(resource, self.kube, self.kms)
         for pool in resource["properties"]["agentPoolProfiles"]:
             pool_id = f"{resource['id']}/agentPools/{pool['name']}"
             body = {k: v for k, v in pool.items() if k != "name"}
@@ -160,6 +191,12 @@ class ClusterHooks(TypeHooks):
 
     def deleted(self, arm: ArmModel, resource: dict[str, Any]) -> None:
         self.kube.remove_cluster(resource["id"])
+
+    def duration(self, arm: ArmModel, resource: dict[str, Any]) -> float:
+        return math.inf if resource.get("_kms_stuck") else 0.0
+
+    def refresh(self, arm: ArmModel, resource: dict[str, Any]) -> None:
+        kms.failure(resource, self.kube, self.kms)
 
     def user_credentials(
         self, arm: ArmModel, cluster: dict[str, Any], body: dict[str, Any]
@@ -196,6 +233,7 @@ class AgentPoolHooks(TypeHooks):
     def validate(self, ctx: PutContext) -> None:
         props = ctx.body.get("properties") or {}
         check_pool_type("properties.type", props)
+        check_encryption_at_host(ctx.arm, ctx.rid.subscription, "properties", props)
         cluster = ctx.arm.require(ctx.rid.parent)
         version = props.get("orchestratorVersion") or cluster["properties"]["kubernetesVersion"]
         check_version("properties.orchestratorVersion", version)

@@ -40,7 +40,9 @@ def core_versions() -> dict[str, Any]:
 
 
 def core_resources() -> dict[str, Any]:
-    """GET /api/v1: the emulated server serves no core resources."""
+    """GET /api/v1: the emulated server serves no core resources to kubectl (its Secrets are
+    for the kubernetes Python client, which speaks JSON; kubectl sends core types as
+    protobuf)."""
     return {"kind": "APIResourceList", "groupVersion": "v1", "resources": []}
 
 

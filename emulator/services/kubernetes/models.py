@@ -1,5 +1,6 @@
 """The small part of a cluster's Kubernetes API the procedures use: StorageClasses, with
-the Azure disk parameters validated."""
+the Azure disk parameters validated, and Secrets (`secret_store`), sealed by the cluster's
+KMS provider (`kms`)."""
 
 from __future__ import annotations
 
@@ -9,32 +10,18 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulator.http import HttpError, Response
 from emulator.services.arm.models import ArmModel, utc_now
+from emulator.services.kubernetes.kms import (
+    KmsProvider,
+    Sealed,
+    Slots,
+    identity_principal,
+    settings,
+)
+from emulator.services.kubernetes.status import KubeError
 
 AZURE_DISK_PROVISIONERS = ("disk.csi.azure.com", "kubernetes.io/azure-disk")
 DES_TYPE = "microsoft.compute/diskencryptionsets"
-
-
-class KubeError(HttpError):
-    """A Kubernetes `Status` failure answer."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(status, reason, message)
-
-    def response(self) -> Response:
-        return Response(
-            self.status,
-            {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Failure",
-                "message": self.message,
-                "reason": self.code,
-                "code": self.status,
-            },
-        )
 
 
 @dataclass
@@ -46,6 +33,12 @@ class KubeCluster:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     storage_classes: dict[str, dict[str, Any]] = field(default_factory=dict)
     resource_version: int = 1
+    namespaces: set[str] = field(
+        default_factory=lambda: {"default", "kube-system", "kube-public", "kube-node-lease"}
+    )
+    secrets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # no data
+    sealed: dict[tuple[str, str], Sealed] = field(default_factory=dict)  # their data in etcd
+    kms_slots: Slots = field(default_factory=Slots)
 
 
 class KubernetesModel:
@@ -54,7 +47,36 @@ class KubernetesModel:
     def __init__(self, arm: ArmModel) -> None:
         self.arm = arm
         self.lock = threading.Lock()
+        self.secrets_lock = threading.Lock()
         self.clusters: dict[str, KubeCluster] = {}
+        self.kms: KmsProvider | None = None  # set once Key Vault is known (`attach_kms`)
+
+    def attach_kms(self, kms: KmsProvider) -> None:
+        """The KMS provider that seals Secrets with the clusters' Key Vault keys."""
+        self.kms = kms
+
+    def of_resource(self, resource_id: str) -> KubeCluster | None:
+        """The API server of a managed cluster resource."""
+        for cluster in self.clusters.values():
+            if cluster.resource_id.lower() == resource_id.lower():
+                return cluster
+        return None
+
+    def kms_key(self, cluster: KubeCluster) -> tuple[str | None, str | None]:
+        """(versioned key id new Secrets are sealed with or None, the identity's principal).
+        A settled cluster's key id is taken into the current slot (a versionless id picks up
+        the latest key version: the new KMS experience's automatic rotation)."""
+        resource = self.arm.get(cluster.resource_id) or {}
+        kms = settings(resource)
+        if kms is None or self.kms is None:
+            return None, None
+        if resource["properties"].get("provisioningState") == "Succeeded":
+            cluster.kms_slots.take(self.kms.version_id(kms["keyId"]))
+        return cluster.kms_slots.current, identity_principal(resource)
+
+    def sealed_with(self, cluster: KubeCluster) -> dict[str, str | None]:
+        """Which key id each Secret ("namespace/name") was written with (None: no KMS)."""
+        return {f"{ns}/{name}": s.key for (ns, name), s in sorted(cluster.sealed.items())}
 
     def add_cluster(self, resource_id: str) -> KubeCluster:
         """An API server for a new cluster (kept when the cluster is updated)."""

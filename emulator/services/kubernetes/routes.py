@@ -1,5 +1,5 @@
 """Each emulated cluster's API server, under /k8s/<cluster>/ on the emulator's origin: the
-discovery and OpenAPI documents kubectl reads, and StorageClasses."""
+discovery and OpenAPI documents kubectl reads, StorageClasses, Namespaces and Secrets."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 from emulator.http import Request, Response, Router
-from emulator.services.kubernetes import discovery
+from emulator.services.kubernetes import discovery, secret_store
 from emulator.services.kubernetes.models import KubeCluster, KubernetesModel
 
 SERVER = "/k8s/{cluster}"
 STORAGE_CLASSES = SERVER + "/apis/storage.k8s.io/v1/storageclasses"
+NAMESPACES = SERVER + "/api/v1/namespaces"
+SECRETS = NAMESPACES + "/{namespace}/secrets"
 
 
 def register(router: Router, kube: KubernetesModel) -> None:
@@ -49,6 +51,40 @@ def register(router: Router, kube: KubernetesModel) -> None:
         merged = discovery.merge_patch(current, request.json())
         return Response(200, kube.replace(cluster(request), request.params["name"], merged))
 
+    def namespaces(request: Request) -> Response:
+        found = sorted(cluster(request).namespaces)
+        items = [secret_store.namespace_object(n) for n in found]
+        return Response(
+            200, {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {}, "items": items}
+        )
+
+    def namespace(request: Request) -> Response:
+        secret_store.check_namespace(cluster(request), request.params["namespace"])
+        return Response(200, secret_store.namespace_object(request.params["namespace"]))
+
+    def create_namespace(request: Request) -> Response:
+        return Response(201, secret_store.create_namespace(kube, cluster(request), request.json()))
+
+    def secrets(request: Request) -> Response:
+        namespace = request.params.get("namespace")
+        limit = int(request.query.get("limit") or 0)
+        token = request.query.get("continue")
+        return Response(200, secret_store.page(kube, cluster(request), namespace, limit, token))
+
+    def secret(request: Request) -> Response:
+        ns, name = request.params["namespace"], request.params["name"]
+        if request.method == "PUT":
+            return Response(
+                200, secret_store.replace(kube, cluster(request), ns, name, request.json())
+            )
+        if request.method == "DELETE":
+            return Response(200, secret_store.delete(kube, cluster(request), ns, name))
+        return Response(200, secret_store.get(kube, cluster(request), ns, name))
+
+    def create_secret(request: Request) -> Response:
+        ns = request.params["namespace"]
+        return Response(201, secret_store.create(kube, cluster(request), ns, request.json()))
+
     def server_version(request: Request) -> Response:
         found = kube.arm.get(cluster(request).resource_id) or {}
         props = found.get("properties") or {}
@@ -77,3 +113,11 @@ def register(router: Router, kube: KubernetesModel) -> None:
     router.add("GET", STORAGE_CLASSES + "/{name}", get)
     router.add("PUT", STORAGE_CLASSES + "/{name}", replace)
     router.add("DELETE", STORAGE_CLASSES + "/{name}", delete)
+    router.add("GET", NAMESPACES, namespaces)
+    router.add("POST", NAMESPACES, create_namespace)
+    router.add("GET", NAMESPACES + "/{namespace}", namespace)
+    router.add("GET", SERVER + "/api/v1/secrets", secrets)
+    router.add("GET", SECRETS, secrets)
+    router.add("POST", SECRETS, create_secret)
+    for method in ("GET", "PUT", "DELETE"):
+        router.add(method, SECRETS + "/{name}", secret)

@@ -1,0 +1,199 @@
+"""KMS etcd encryption of AKS clusters: the rules of a request (checked before any write),
+the cluster tags that record the key versions in use, and which Secrets still need the
+previous key version.
+
+Two experiences (AzureKeyVaultKms.keyId, API 2026-07-01 and later): `legacy` takes a
+versioned key id and is rotated by hand (new version, cluster updated, every Secret
+re-written: https://learn.microsoft.com/azure/aks/use-kms-etcd-encryption#rotate-the-existing-keys);
+`new` takes a versionless key id and picks new versions up itself, Kubernetes 1.33 or newer
+(https://learn.microsoft.com/azure/aks/kms-data-encryption).
+
+The plugin holds two key slots; a Secret still sealed with the previous version when a second
+rotation happens leaves the cluster stuck (Azure/AKS#4648) and nobody can see which key the
+previous slot holds (Azure/AKS#4926). So the tool records it: cluster tags name the current
+and previous versions and when the rotation happened, and each Secret the tool re-writes is
+annotated with the version it was re-written under (the write itself is what re-encrypts it).
+A Secret needs the previous version when it carries no annotation for the current version and
+existed before the rotation."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from byok.errors import InvalidRequest
+from byok.keyvault_ids import KeyId
+
+Experience = Literal["legacy", "new"]
+NetworkAccess = Literal["Public", "Private"]
+NEW_EXPERIENCE_KUBERNETES = (1, 33)
+ANNOTATION = "byok.azure.com/kms-key-version"
+TAG_CURRENT = "byok-kms-key-version"
+TAG_PREVIOUS = "byok-kms-previous-key-version"
+TAG_ROTATED_AT = "byok-kms-rotated-at"
+TAG_ROTATION = "byok-kms-rotation"
+KMS_KEY_PERMISSIONS = ["encrypt", "decrypt"]
+KEY_VAULT_CRYPTO_USER = "12338af0-0e69-4776-bea7-57ae8d297424"
+
+
+def parse_key_id(field: str, key_id: str) -> KeyId:
+    """A Key Vault key id, or InvalidRequest."""
+    try:
+        return KeyId.parse(key_id)
+    except ValueError as exc:
+        raise InvalidRequest(field, key_id, str(exc)) from None
+
+
+def check_experience(field: str, key_id: str, experience: Experience) -> KeyId:
+    """`legacy` needs a versioned key id, `new` a versionless one."""
+    kid = parse_key_id(field, key_id)
+    if experience == "legacy" and not kid.version:
+        raise InvalidRequest(
+            field,
+            key_id,
+            "the legacy KMS experience needs a versioned key id (…/keys/<name>/<version>); "
+            "a versionless id selects the new experience",
+        )
+    if experience == "new" and kid.version:
+        raise InvalidRequest(
+            field,
+            key_id,
+            "the new KMS experience needs a versionless key id (…/keys/<name>): "
+            f"use {kid.versionless}",
+        )
+    return kid
+
+
+def check_kubernetes(field: str, version: str, experience: Experience) -> None:
+    """The new experience needs Kubernetes 1.33 or newer."""
+    match = re.match(r"^(\d+)\.(\d+)", version)
+    minor = (int(match[1]), int(match[2])) if match else (0, 0)
+    if experience == "new" and minor < NEW_EXPERIENCE_KUBERNETES:
+        raise InvalidRequest(
+            field, version, "the new KMS experience needs Kubernetes 1.33 or newer"
+        )
+
+
+def check_key_type(field: str, key_id: str, kty: str) -> None:
+    """KMS encrypts with RSA keys only."""
+    if not kty.upper().startswith("RSA"):
+        raise InvalidRequest(field, key_id, f"is a {kty} key; KMS needs an RSA key")
+
+
+def check_network(access: NetworkAccess, vault_resource_id: str | None) -> None:
+    """A private vault needs its resource id; a public one takes none."""
+    if access == "Private" and not vault_resource_id:
+        raise InvalidRequest(
+            "key_vault_resource_id",
+            vault_resource_id,
+            "a private key vault (key_vault_network_access = Private) needs its resource id",
+        )
+    if access == "Public" and vault_resource_id:
+        raise InvalidRequest(
+            "key_vault_resource_id",
+            vault_resource_id,
+            "only for key_vault_network_access = Private: leave it empty for a public vault",
+        )
+
+
+def needs_rewrite(secret: dict[str, Any], current: str, rotated_at: datetime | None) -> bool:
+    """Whether a Secret (its metadata as the API returns it) may still be sealed with a key
+    version older than `current`."""
+    meta = secret.get("metadata") or {}
+    if (meta.get("annotations") or {}).get(ANNOTATION) == current:
+        return False
+    created = meta.get("creationTimestamp")
+    if rotated_at is None or created is None:
+        return True
+    when = created if isinstance(created, datetime) else datetime.fromisoformat(str(created))
+    return when <= rotated_at
+
+
+def annotated(secret: dict[str, Any], version: str) -> dict[str, Any]:
+    """The Secret with the re-encryption annotation for `version` (a change: the write
+    happens, sealed with the current key)."""
+    meta = dict(secret.get("metadata") or {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION: version}
+    return {**secret, "metadata": meta}
+
+
+_BLOCK = Field(..., description="Name of the saved 'BYOK Azure Credentials' block.")
+_WAIT = Field(
+    False,
+    description="When another run is working on this cluster: wait for it (default: fail at once).",
+)
+_PAGE = Field(100, ge=1, le=500, description="Secrets per list page (`limit`).")
+_PACE = Field(50.0, gt=0, le=1000, description="Secret re-writes per second at most.")
+
+
+class EnableKmsRequest(BaseModel):
+    """KMS etcd encryption of an existing cluster with a Key Vault key."""
+
+    azure_credentials_block: str = _BLOCK
+    subscription_id: str | None = Field(None, description="Default: the block's.")
+    resource_group: str = Field(..., description="Resource group of the cluster.")
+    cluster_name: str = Field(..., description="The cluster.")
+    key_id: str = Field(
+        ...,
+        description="Key Vault key id: versioned for the legacy experience, versionless for "
+        "the new one.",
+    )
+    experience: Experience = Field(
+        "legacy",
+        description="legacy: versioned key, rotated by rotate-aks-kms-key; new: versionless "
+        "key, new versions picked up by AKS (Kubernetes 1.33+).",
+    )
+    identity_name: str = Field(
+        "aks-kms",
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,127}$",
+        description="User-assigned identity of the control plane (in the cluster's group; "
+        "created if missing).",
+    )
+    grant_key_access: bool = Field(
+        True,
+        description="Grant the identity Key Vault Crypto User (RBAC vaults) or encrypt/decrypt "
+        "(access policies); off: it must have them already.",
+    )
+    key_vault_network_access: NetworkAccess = Field("Public", description="Public or Private.")
+    key_vault_resource_id: str | None = Field(
+        None, description="The vault's resource id (a Private vault only)."
+    )
+    secrets_page_size: int = _PAGE
+    secrets_per_second: float = _PACE
+    propagation_timeout_minutes: float = Field(
+        15, gt=0, description="How long to wait for the identity's key access to propagate."
+    )
+    wait_for_other_run: bool = _WAIT
+
+
+class RotateKmsRequest(BaseModel):
+    """A new version of a cluster's KMS key, and every Secret re-encrypted with it."""
+
+    azure_credentials_block: str = _BLOCK
+    subscription_id: str | None = Field(None, description="Default: the block's.")
+    resource_group: str = Field(..., description="Resource group of the cluster.")
+    cluster_name: str = Field(..., description="The cluster.")
+    rotation_id: str | None = Field(
+        None,
+        max_length=64,
+        description="Names this rotation; re-run with the same id to finish it (default: the "
+        "run's id).",
+    )
+    secrets_page_size: int = _PAGE
+    secrets_per_second: float = _PACE
+    wait_for_other_run: bool = _WAIT
+
+
+class KmsState(BaseModel):
+    """A cluster's KMS key as the run left it."""
+
+    cluster_id: str
+    experience: Experience
+    key_id: str  # as the cluster has it
+    key_version: str  # the versioned id Secrets are sealed with now
+    previous_key_version: str | None
+    rotation_id: str | None = None
+    secrets_rewritten: int = 0

@@ -1,0 +1,87 @@
+"""KMS etcd encryption of AKS clusters with a Key Vault key: enable it (identity, key access,
+`securityProfile.azureKeyVaultKms`, existing Secrets encrypted) and rotate it (new key
+version, cluster updated, every Secret re-written and proven on the new version)."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from blocks.azure import AzureCredentials
+from byok.aks_kms import TAG_CURRENT, EnableKmsRequest, KmsState, RotateKmsRequest
+from byok.parameters import parse_request
+from flows.aks import cluster_id
+from tasks.acr import ensure_user_identity
+from tasks.aks_kms import (
+    apply_kms,
+    experience_of,
+    grant_kms_access,
+    key_version,
+    rewrite_secrets,
+    validate_enable,
+    validate_rotation,
+    verify_kms,
+)
+from tasks.events import emit_byok_event
+from tasks.key_vault import new_key_version
+from tasks.refusal import refuse_quietly
+from tasks.run_lock import resource_lock
+from tasks.subscription import check_subscription_regions
+
+
+@flow(name="enable-aks-kms-encryption", persist_result=True, validate_parameters=False)
+@refuse_quietly
+def enable_aks_kms_encryption(request: EnableKmsRequest) -> KmsState:
+    """Check → one run per cluster → identity → its key access → the cluster's KMS key →
+    existing Secrets re-written (encrypted) → verify."""
+    request = parse_request(EnableKmsRequest, request)
+    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    sub, rg = request.subscription_id or credentials.subscription_id, request.resource_group
+    check_subscription_regions(credentials, sub, {})
+    vault = validate_enable(credentials, request)
+    name = request.cluster_name
+    with resource_lock(cluster_id(sub, rg, name), wait=request.wait_for_other_run):
+        identity = ensure_user_identity(credentials, sub, rg, request.identity_name, vault.location)
+        timeout = request.propagation_timeout_minutes * 60
+        if request.grant_key_access:
+            grant_kms_access(credentials, sub, vault, identity.principal_id, timeout)
+        kms = {
+            "enabled": True,
+            "keyId": request.key_id,
+            "keyVaultNetworkAccess": request.key_vault_network_access,
+        }
+        if request.key_vault_resource_id:
+            kms["keyVaultResourceId"] = request.key_vault_resource_id
+        version = key_version(credentials, sub, request.key_id)
+        tags = apply_kms(credentials, sub, rg, name, identity.id, kms, version, None, timeout)
+        pace = (request.secrets_page_size, request.secrets_per_second)
+        written = rewrite_secrets(credentials, sub, rg, name, tags, *pace)
+        state = verify_kms(credentials, sub, rg, name, request.key_id, request.secrets_page_size)
+        emit_byok_event(
+            "resource.encrypted", state.cluster_id, "aks-cluster", related={"key": request.key_id}
+        )
+        return state.model_copy(update={"secrets_rewritten": written})
+
+
+@flow(name="rotate-aks-kms-key", persist_result=True, validate_parameters=False)
+@refuse_quietly
+def rotate_aks_kms_key(request: RotateKmsRequest) -> KmsState:
+    """One run per cluster → check (two-slot rule) → new key version (once per rotation) →
+    cluster on it → every Secret re-written → verify none is left on the old version. A
+    re-run with the same `rotation_id` finishes an interrupted rotation."""
+    request = parse_request(RotateKmsRequest, request)
+    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    sub, rg = request.subscription_id or credentials.subscription_id, request.resource_group
+    check_subscription_regions(credentials, sub, {})
+    name, rotation = request.cluster_name, request.rotation_id or str(flow_run.id)
+    with resource_lock(cluster_id(sub, rg, name), wait=request.wait_for_other_run):
+        tags, kms = validate_rotation(credentials, request, rotation)
+        new = new_key_version(credentials, sub, tags[TAG_CURRENT], rotation)
+        if experience_of(kms["keyId"]) == "legacy":
+            kms = {**kms, "keyId": new}
+        tags = apply_kms(credentials, sub, rg, name, None, kms, new, rotation)
+        pace = (request.secrets_page_size, request.secrets_per_second)
+        written = rewrite_secrets(credentials, sub, rg, name, tags, *pace)
+        state = verify_kms(credentials, sub, rg, name, kms["keyId"], request.secrets_page_size)
+        emit_byok_event("key.rotated", state.cluster_id, "aks-cluster", related={"key": new})
+        return state.model_copy(update={"secrets_rewritten": written, "rotation_id": rotation})

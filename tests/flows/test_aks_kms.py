@@ -1,0 +1,218 @@
+"""KMS etcd encryption flows end to end against the emulator, with the least-privilege
+principal: enable (legacy and new experience), rotate with every Secret re-encrypted (proven
+by the emulator's record of the key each Secret was sealed with), the two-slot refusal, a
+crash in the middle of re-writing Secrets finished by a re-run, and the bad requests refused
+before any write."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from typing import Any
+
+from byok.aks_kms import EnableKmsRequest, RotateKmsRequest
+from clients.aks_kubernetes import core_api
+from clients.azure import AzureClients
+from emulator.faults import Fault
+from emulator.server import Emulator
+from flows.aks_kms import enable_aks_kms_encryption, rotate_aks_kms_key
+from tests.emulator.test_containerservice import cluster as cluster_body
+from tests.flows.refusals import refused, writes
+from tests.helpers import FLOW_PRINCIPAL, vault_parameters, vault_with_key
+
+SECRETS = {("apps", f"s{i}"): f"value-{i}" for i in range(5)} | {
+    ("default", "d0"): "zero",
+    ("default", "d1"): "one",
+}
+
+
+class Cluster:
+    """A cluster (no KMS yet) holding `SECRETS`, and a vault with an RSA key."""
+
+    def __init__(
+        self, azure: AzureClients, emulator: Emulator, rbac: bool = False, version: str = "1.33"
+    ) -> None:
+        self.azure, self.emulator = azure, emulator
+        self.vault, self.key_id = vault_with_key(azure, emulator, "rg", "kv-kms", "kms", rbac=rbac)
+        if rbac:  # the flows' principal makes key versions (README: granted by hand)
+            for principal in emulator.state.entra.principals.values():
+                if principal.display_name == FLOW_PRINCIPAL:
+                    emulator.state.grant_role(
+                        principal.object_id, "Key Vault Crypto Officer", self.vault.id
+                    )
+        self.keys = azure.keys(str(self.vault.properties.vault_uri))
+        clusters = azure.container_service().managed_clusters
+        clusters.begin_create_or_update("rg", "aks", cluster_body(None, version)).result()
+        kubeconfig = clusters.list_cluster_user_credentials("rg", "aks").kubeconfigs[0].value
+        self.core = core_api(kubeconfig)
+        self.core.create_namespace({"metadata": {"name": "apps"}})
+        for (ns, name), value in SECRETS.items():
+            self.core.create_namespaced_secret(
+                ns, {"metadata": {"name": name}, "stringData": {"v": value}}
+            )
+
+    def sealed_with(self) -> dict[str, str | None]:
+        kube = self.emulator.state.kubernetes
+        (cluster,) = kube.clusters.values()
+        return kube.sealed_with(cluster)
+
+    def values(self) -> dict[tuple[str, str], str]:
+        return {
+            (ns, name): base64.b64decode(
+                self.core.read_namespaced_secret(name, ns).data["v"]
+            ).decode()
+            for ns, name in SECRETS
+        }
+
+    def versions(self) -> list[str]:
+        return [str(p.id) for p in self.keys.list_properties_of_key_versions("kms")]
+
+    def cluster_writes(self) -> int:
+        return len(self.emulator.requests.find("PUT", "managedClusters/aks$"))
+
+
+def changes(emulator: Emulator) -> int:
+    """Writes so far, reading the cluster's user credentials (a POST) aside."""
+    return writes(emulator) - len(emulator.requests.find("POST", "listClusterUserCredential"))
+
+
+def enable(block: str, key_id: str, **overrides: Any) -> EnableKmsRequest:
+    values: dict[str, Any] = {
+        "azure_credentials_block": block,
+        "resource_group": "rg",
+        "cluster_name": "aks",
+        "key_id": key_id,
+        "secrets_page_size": 2,
+        "secrets_per_second": 1000,
+        "propagation_timeout_minutes": 0.5,
+    }
+    return EnableKmsRequest(**(values | overrides))
+
+
+def rotate(block: str, rotation_id: str) -> RotateKmsRequest:
+    return RotateKmsRequest(
+        azure_credentials_block=block,
+        resource_group="rg",
+        cluster_name="aks",
+        rotation_id=rotation_id,
+        secrets_page_size=2,
+        secrets_per_second=1000,
+    )
+
+
+def test_enable_then_rotate_re_encrypts_every_secret_and_a_crash_is_finished_by_a_re_run(
+    azure_block: str, azure: AzureClients, emulator: Emulator
+) -> None:
+    aks = Cluster(azure, emulator)
+    v1 = aks.key_id
+    assert set(aks.sealed_with().values()) == {None}  # written before KMS: plaintext
+
+    state = enable_aks_kms_encryption(enable(azure_block, v1))
+    assert (state.experience, state.key_version, state.previous_key_version) == ("legacy", v1, None)
+    assert state.secrets_rewritten == len(SECRETS)
+    assert set(aks.sealed_with().values()) == {v1}
+    found = azure.container_service().managed_clusters.get("rg", "aks")
+    assert found.properties.security_profile.azure_key_vault_kms.key_id == v1
+    assert found.identity.type == "UserAssigned"
+    cluster_puts = aks.cluster_writes()
+    again = enable_aks_kms_encryption(enable(azure_block, v1))
+    assert again.secrets_rewritten == 0 and aks.cluster_writes() == cluster_puts
+
+    rotated = rotate_aks_kms_key(rotate(azure_block, "r1"))
+    v2 = rotated.key_version
+    assert len(aks.versions()) == 2 and v2 != v1
+    assert (rotated.previous_key_version, rotated.secrets_rewritten) == (v1, len(SECRETS))
+    assert set(aks.sealed_with().values()) == {v2}
+    assert aks.values() == SECRETS
+
+    # a crash while re-writing Secrets (apps/s3's answer lost on every try)
+    emulator.faults.add(
+        Fault("reset-after", method="PUT", path="/namespaces/apps/secrets/s3$", count=None)
+    )
+    assert rotate_aks_kms_key(rotate(azure_block, "r2"), return_state=True).is_failed()
+    emulator.faults.clear()
+    v3 = aks.versions()[-1]
+    sealed = aks.sealed_with()
+    assert [sealed[f"apps/s{i}"] for i in range(5)] == [v3, v3, v3, v3, v2]
+    assert sealed["default/d0"] == sealed["default/d1"] == v2
+
+    # another rotation now would drop v2 from the key slots: refused, nothing written
+    before = changes(emulator)
+    message = refused(rotate_aks_kms_key, rotate(azure_block, "r3").model_dump(mode="json"))
+    assert message.startswith(
+        "rotation_id = 'r3': 3 Secret(s) of cluster 'aks' may still be sealed with the previous "
+        f"key version {v2}"
+    )
+    assert "finish rotation 'r2' first" in message
+    assert changes(emulator) == before and len(aks.versions()) == 3
+
+    finished = rotate_aks_kms_key(rotate(azure_block, "r2"))
+    assert len(aks.versions()) == 3  # no second key version for r2
+    assert (finished.key_version, finished.previous_key_version) == (v3, v2)
+    assert finished.secrets_rewritten == 3
+    assert set(aks.sealed_with().values()) == {v3}
+    assert aks.values() == SECRETS
+
+
+def test_new_experience_on_an_rbac_vault_and_a_crash_while_enabling(
+    azure_block: str, azure: AzureClients, emulator: Emulator
+) -> None:
+    aks = Cluster(azure, emulator, rbac=True)
+    versionless = aks.key_id.rsplit("/", 1)[0]
+    request = enable(azure_block, versionless, experience="new")
+    # a crash while encrypting the existing Secrets: the re-run finishes, granting nothing twice
+    emulator.faults.add(
+        Fault("reset-after", method="PUT", path="/namespaces/apps/secrets/s1$", count=None)
+    )
+    assert enable_aks_kms_encryption(request, return_state=True).is_failed()
+    emulator.faults.clear()
+    assert list(aks.sealed_with().values()).count(None) == 5  # s2-s4, d0, d1
+    state = enable_aks_kms_encryption(request)
+    assert state.secrets_rewritten == 5
+    assert (state.experience, state.key_id, state.key_version) == ("new", versionless, aks.key_id)
+    identity = azure.msi().user_assigned_identities.get("rg", "aks-kms")
+    roles = [
+        str(a.role_definition_id).rsplit("/", 1)[-1]
+        for a in azure.authorization().role_assignments.list_for_scope(aks.vault.id)
+        if a.principal_id == identity.principal_id
+    ]
+    assert roles == ["12338af0-0e69-4776-bea7-57ae8d297424"]  # Key Vault Crypto User
+
+    rotated = rotate_aks_kms_key(rotate(azure_block, str(uuid.uuid4())))
+    found = azure.container_service().managed_clusters.get("rg", "aks")
+    assert found.properties.security_profile.azure_key_vault_kms.key_id == versionless
+    assert rotated.key_version == aks.versions()[-1] != aks.key_id
+    assert set(aks.sealed_with().values()) == {rotated.key_version}
+
+
+def test_bad_requests_are_refused_before_any_write(
+    azure_block: str, azure: AzureClients, emulator: Emulator
+) -> None:
+    aks = Cluster(azure, emulator, version="1.32")
+    versionless = aks.key_id.rsplit("/", 1)[0]
+    ec_key = str(aks.keys.create_ec_key("ec").id)
+    azure.resources().resource_groups.create_or_update("rg-east", {"location": "eastus"})
+    params = vault_parameters(emulator)
+    params.location = "eastus"
+    vaults = azure.keyvault_management().vaults
+    east = vaults.begin_create_or_update("rg-east", "kv-east", params).result()
+    other = str(azure.keys(str(east.properties.vault_uri)).create_rsa_key("kms", size=2048).id)
+    before = changes(emulator)
+
+    def message(**overrides: Any) -> str:
+        request = enable(azure_block, overrides.pop("key_id", aks.key_id), **overrides)
+        return refused(enable_aks_kms_encryption, request.model_dump(mode="json"))
+
+    # the rules of byok.aks_kms (tests/test_aks_kms_rules.py), as the flow reports them
+    assert message(key_id=versionless, experience="new") == (
+        "cluster 'aks' kubernetes_version = '1.32': the new KMS experience needs Kubernetes "
+        "1.33 or newer"
+    )
+    assert message(key_id=other).startswith(
+        f"key_id = '{other}': its key vault 'kv-east' is in eastus, the cluster in westeurope"
+    )
+    assert message(key_id=ec_key) == f"key_id = '{ec_key}': is a EC key; KMS needs an RSA key"
+    assert message(grant_key_access=False).startswith(
+        "identity_name = 'aks-kms': has no encrypt/decrypt permission on key vault 'kv-kms'"
+    )
+    assert changes(emulator) == before
