@@ -31,6 +31,24 @@ from emulator.server import Emulator
 AZURE_BLOCK = "emulator-azure"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """For `pytest -n N --dist loadgroup` (./dev test): the tests that share the running demo
+    go to one worker, and a module with a module-scoped fixture stays on one worker, so each
+    of those is set up once; every other test goes wherever a worker is free."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        if "demo" in info.names_closure:
+            item.add_marker(pytest.mark.xdist_group("demo"))
+        elif any(
+            definition.scope == "module"
+            for definitions in info.name2fixturedefs.values()
+            for definition in definitions
+        ):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 @pytest.fixture(scope="session")
 def emulator_session() -> Iterator[Emulator]:
     """The emulator, started once."""

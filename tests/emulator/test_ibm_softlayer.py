@@ -40,6 +40,8 @@ def importer(
     ibm.cos().create_bucket(
         Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-south-standard"}
     )
+    assert emulator.state is not None  # long enough to be seen running on a loaded machine
+    emulator.state.softlayer.import_seconds = 1.0
     kp = ibm.key_protect(emulator.ibm_identity.key_protect_instance)
     root = kp.create_key("image-root")
     iam_id, api_key = ibm_service_id
