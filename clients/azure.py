@@ -4,7 +4,7 @@ credential, TLS trust, polling interval and one retry policy in one place."""
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from azure.core.credentials import TokenCredential
@@ -13,24 +13,27 @@ from azure.core.pipeline.policies import RetryPolicy
 from azure.core.rest import HttpRequest
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient
-from azure.mgmt.authorization import AuthorizationManagementClient
-from azure.mgmt.compute import ComputeManagementClient
-from azure.mgmt.containerregistry import ContainerRegistryManagementClient
-from azure.mgmt.containerservice import ContainerServiceClient
-from azure.mgmt.keyvault import KeyVaultManagementClient
-from azure.mgmt.msi import ManagedServiceIdentityClient
-from azure.mgmt.network import NetworkManagementClient
-from azure.mgmt.resource.deployments import DeploymentsMgmtClient
-from azure.mgmt.resource.features import FeatureClient
-from azure.mgmt.resource.resources import ResourceManagementClient
-from azure.mgmt.resource.subscriptions import SubscriptionClient
-from azure.mgmt.resourcegraph import ResourceGraphClient
 
 from blocks.azure import AzureCredentials
 from byok.azure_errors import RetryAfterTooLong
 from byok.retrying import IDEMPOTENT_METHODS, resend_allowed
 from clients.context import shared
+from clients.lazy import load
 from clients.ratelimit import RateLimitPolicy, new_buckets
+
+if TYPE_CHECKING:  # the clients themselves are loaded on first use (clients.lazy)
+    from azure.mgmt.authorization import AuthorizationManagementClient
+    from azure.mgmt.compute import ComputeManagementClient
+    from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+    from azure.mgmt.containerservice import ContainerServiceClient
+    from azure.mgmt.keyvault import KeyVaultManagementClient
+    from azure.mgmt.msi import ManagedServiceIdentityClient
+    from azure.mgmt.network import NetworkManagementClient
+    from azure.mgmt.resource.deployments import DeploymentsMgmtClient
+    from azure.mgmt.resource.features import FeatureClient
+    from azure.mgmt.resource.resources import ResourceManagementClient
+    from azure.mgmt.resource.subscriptions import SubscriptionClient
+    from azure.mgmt.resourcegraph import ResourceGraphClient
 
 ClientT = TypeVar("ClientT")
 
@@ -143,51 +146,53 @@ class AzureClients:
 
     def subscriptions(self) -> SubscriptionClient:
         """Subscriptions, tenants and locations."""
-        return self.arm(SubscriptionClient, tenant_level=True)
+        return self.arm(
+            load("azure.mgmt.resource.subscriptions:SubscriptionClient"), tenant_level=True
+        )
 
     def resource_graph(self) -> ResourceGraphClient:
         """Azure Resource Graph queries across subscriptions."""
-        return self.arm(ResourceGraphClient, tenant_level=True)
+        return self.arm(load("azure.mgmt.resourcegraph:ResourceGraphClient"), tenant_level=True)
 
     def resources(self) -> ResourceManagementClient:
         """Resource groups, generic resources and resource providers."""
-        return self.arm(ResourceManagementClient)
+        return self.arm(load("azure.mgmt.resource.resources:ResourceManagementClient"))
 
     def deployments(self) -> DeploymentsMgmtClient:
         """ARM template deployments."""
-        return self.arm(DeploymentsMgmtClient)
+        return self.arm(load("azure.mgmt.resource.deployments:DeploymentsMgmtClient"))
 
     def features(self) -> FeatureClient:
         """Preview feature registration (Microsoft.Features)."""
-        return self.arm(FeatureClient)
+        return self.arm(load("azure.mgmt.resource.features:FeatureClient"))
 
     def keyvault_management(self) -> KeyVaultManagementClient:
         """Vaults and their access policies."""
-        return self.arm(KeyVaultManagementClient)
+        return self.arm(load("azure.mgmt.keyvault:KeyVaultManagementClient"))
 
     def msi(self) -> ManagedServiceIdentityClient:
         """User-assigned managed identities."""
-        return self.arm(ManagedServiceIdentityClient)
+        return self.arm(load("azure.mgmt.msi:ManagedServiceIdentityClient"))
 
     def authorization(self) -> AuthorizationManagementClient:
         """Role definitions and role assignments."""
-        return self.arm(AuthorizationManagementClient)
+        return self.arm(load("azure.mgmt.authorization:AuthorizationManagementClient"))
 
     def compute(self) -> ComputeManagementClient:
         """Disk encryption sets, galleries, images, VMs."""
-        return self.arm(ComputeManagementClient)
+        return self.arm(load("azure.mgmt.compute:ComputeManagementClient"))
 
     def network(self) -> NetworkManagementClient:
         """Virtual networks, subnets and network interfaces."""
-        return self.arm(NetworkManagementClient)
+        return self.arm(load("azure.mgmt.network:NetworkManagementClient"))
 
     def container_registry(self) -> ContainerRegistryManagementClient:
         """Container registries."""
-        return self.arm(ContainerRegistryManagementClient)
+        return self.arm(load("azure.mgmt.containerregistry:ContainerRegistryManagementClient"))
 
     def container_service(self) -> ContainerServiceClient:
         """AKS managed clusters and agent pools."""
-        return self.arm(ContainerServiceClient)
+        return self.arm(load("azure.mgmt.containerservice:ContainerServiceClient"))
 
     def permissions(self, scope: str) -> list[dict[str, Any]]:
         """What these credentials may do at `scope` (a subscription, group or resource id):

@@ -10,24 +10,25 @@ was lost is never re-sent blind: the task looks the resource up first (byok.ibm_
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import ibm_boto3
 import requests
-import SoftLayer
-from ibm_botocore.client import Config
 from ibm_botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
 from ibm_botocore.retries import quota, standard
 from ibm_cloud_sdk_core import ApiException, BaseService
 from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
 from ibm_cloud_sdk_core.http_adapter import SSLHTTPAdapter
-from ibm_platform_services import IamIdentityV1, IamPolicyManagementV1
-from ibm_vpc import VpcV1
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from blocks.ibm import IBMCloudCredentials
 from clients.context import shared
+from clients.lazy import load
+
+if TYPE_CHECKING:  # the clients themselves are loaded on first use (clients.lazy)
+    import SoftLayer
+    from ibm_platform_services import IamIdentityV1, IamPolicyManagementV1
+    from ibm_vpc import VpcV1
 
 KEY_TYPE = "application/vnd.ibm.kms.key+json"
 VPC_VERSION = "2025-04-08"  # the VPC API version date the flows are written against
@@ -223,22 +224,23 @@ class IBMClients:
 
     def policies(self) -> IamPolicyManagementV1:
         """IAM access and authorization policies."""
-        return self._configure(IamPolicyManagementV1(self.authenticator), self.block.iam_url)
+        service = load("ibm_platform_services:IamPolicyManagementV1")(self.authenticator)
+        return self._configure(service, self.block.iam_url)
 
     def identity(self) -> IamIdentityV1:
         """IAM service IDs and API keys."""
-        return self._configure(IamIdentityV1(self.authenticator), self.block.iam_url)
+        service = load("ibm_platform_services:IamIdentityV1")(self.authenticator)
+        return self._configure(service, self.block.iam_url)
 
     def vpc(self) -> VpcV1:
         """The VPC API (generation 2) of the block's region, at API version VPC_VERSION."""
-        return self._configure(
-            VpcV1(version=VPC_VERSION, authenticator=self.authenticator), self.block.vpc_endpoint()
-        )
+        service = load("ibm_vpc:VpcV1")(version=VPC_VERSION, authenticator=self.authenticator)
+        return self._configure(service, self.block.vpc_endpoint())
 
     def softlayer(self) -> SoftLayer.BaseClient:
         """The SoftLayer (classic) API over REST, user 'apikey' with the block's API key; its
         reads (GET) and writes (POST) retried as the policy says."""
-        transport = SoftLayer.RestTransport(
+        transport = load("SoftLayer:RestTransport")(
             endpoint_url=self.block.softlayer_url,
             timeout=60,
             verify=self.block.ca_bundle or True,
@@ -246,8 +248,10 @@ class IBMClients:
         retry = write_safe_retry(self.max_retries, self.max_retry_interval)
         transport.client.mount("https://", HTTPAdapter(max_retries=retry))
         transport.client.mount("http://", HTTPAdapter(max_retries=retry))
-        auth = SoftLayer.BasicHTTPAuthentication("apikey", self.block.api_key.get_secret_value())
-        return SoftLayer.BaseClient(auth=auth, transport=transport)
+        auth = load("SoftLayer:BasicHTTPAuthentication")(
+            "apikey", self.block.api_key.get_secret_value()
+        )
+        return load("SoftLayer:BaseClient")(auth=auth, transport=transport)
 
     def cos(self, service_instance_id: str | None = None) -> Any:
         """An ibm_boto3 S3 client, one per COS instance in the context (it keeps its own IAM
@@ -262,24 +266,25 @@ class IBMClients:
             "endpoint_url": self.block.cos_s3_endpoint(),
             "verify": self.block.ca_bundle or True,
         }
+        new_client, config = load("ibm_boto3:client"), load("ibm_botocore.client:Config")
         attempts = self.max_retries + 1
         retries = {"mode": "standard", "max_attempts": attempts}
         secret = self.block.cos_hmac_secret_access_key
         if self.block.cos_hmac_access_key_id and secret:
-            client = ibm_boto3.client(
+            client = new_client(
                 "s3",
                 aws_access_key_id=self.block.cos_hmac_access_key_id,
                 aws_secret_access_key=secret.get_secret_value(),
-                config=Config(retries=retries),
+                config=config(retries=retries),
                 **options,
             )
         else:
-            client = ibm_boto3.client(
+            client = new_client(
                 "s3",
                 ibm_api_key_id=self.block.api_key.get_secret_value(),
                 ibm_service_instance_id=service_instance_id,
                 ibm_auth_endpoint=self.block.iam_url.rstrip("/") + "/identity/token",
-                config=Config(signature_version="oauth", retries=retries),
+                config=config(signature_version="oauth", retries=retries),
                 **options,
             )
         return _write_safe_s3(client, attempts)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import yaml
-from kubernetes import client, config
+
+from clients.lazy import load
+
+if TYPE_CHECKING:  # loaded on first use (clients.lazy)
+    from kubernetes import client
 
 
 def storage_api(kubeconfig: bytes) -> client.StorageV1Api:
     """The storage.k8s.io/v1 API of the kubeconfig's current context."""
-    api_client = config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
-    return client.StorageV1Api(api_client)
+    config = yaml.safe_load(kubeconfig)
+    api_client = load("kubernetes.config:new_client_from_config_dict")(config)
+    return load("kubernetes.client:StorageV1Api")(api_client)

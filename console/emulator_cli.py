@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import ssl
 import sys
@@ -51,6 +52,13 @@ def register(subparsers: Any) -> None:
         metavar="NAME",
         default=None,
         help="save a 'BYOK Azure Credentials' block NAME pointing at the emulator "
+        "in the current Prefect API",
+    )
+    serve.add_argument(
+        "--save-ibm-block",
+        metavar="NAME",
+        default=None,
+        help="save a 'BYOK IBM Cloud Credentials' block NAME pointing at the emulator "
         "in the current Prefect API",
     )
     serve.add_argument(
@@ -107,7 +115,7 @@ def register(subparsers: Any) -> None:
     add = fault.add_parser("add", help="add a fault rule")
     add.add_argument("kind", choices=FAULT_KINDS)
     add.add_argument("--method", help="HTTP method to match (default any)")
-    add.add_argument("--path", default=".*", help="regex searched in the request path")
+    add.add_argument("--path", type=_regex, default=".*", help="regex searched in the request path")
     add.add_argument(
         "--status", type=int, default=503, help="status to answer (status, status-after)"
     )
@@ -130,7 +138,7 @@ def register(subparsers: Any) -> None:
 
     log = commands.add_parser("requests", help="print the request log as JSON lines")
     log.add_argument("--method")
-    log.add_argument("--path", help="regex searched in the path")
+    log.add_argument("--path", type=_regex, help="regex searched in the path")
     log.add_argument("--origin", choices=("main", "vault", "cos"), help="where it arrived")
     log.set_defaults(func=_requests)
 
@@ -199,25 +207,44 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port, state_dir=state_dir, throttle=limits, subscriptions=args.subscriptions
     ).start()
     endpoints = publish(emulator, state_dir)
-    if args.save_block:
-        from console.emulator_blocks import save_emulator_block
-
-        save_emulator_block(emulator, args.save_block)
-    if args.save_ibm_block:
-        from console.emulator_blocks import save_emulator_ibm_block
-
-        save_emulator_ibm_block(emulator, args.save_ibm_block)
-    print(describe(endpoints), az_env_hint(state_dir), sep="\n", flush=True)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
+        _save_blocks(emulator, args)
+        print(describe(endpoints), az_env_hint(state_dir), sep="\n", flush=True)
         stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
         emulator.stop()
         retract(state_dir)
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _save_blocks(emulator: Any, args: argparse.Namespace) -> None:
+    """The credential blocks asked for, saved in the current Prefect API (a clear error, not a
+    traceback, when no Prefect server answers)."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    from console.emulator_blocks import save_emulator_block, save_emulator_ibm_block
+
+    wanted = [
+        (args.save_block, save_emulator_block),
+        (args.save_ibm_block, save_emulator_ibm_block),
+    ]
+    for name, save in wanted:
+        if not name:
+            continue
+        try:
+            save(emulator, name)
+        except httpx.HTTPError as exc:
+            raise SystemExit(
+                f"byok emulator: cannot save the block {name!r}: the Prefect API at "
+                f"{PREFECT_API_URL.value() or '(ephemeral)'} did not answer ({exc}); start "
+                "`prefect server start` or set PREFECT_API_URL, or serve without --save-*"
+            ) from None
 
 
 def describe(endpoints: dict[str, str]) -> str:
@@ -273,15 +300,26 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
     return json.loads(payload) if payload else None
 
 
+def _print(text: str) -> None:
+    """Write `text` to stdout; a reader that went away (`| head`) ends the command quietly,
+    as https://docs.python.org/3/library/signal.html#note-on-sigpipe does it."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit flush
+        raise SystemExit(1) from None
+
+
 def _admin(args: argparse.Namespace, method: str, path: str) -> int:
     result = _call(args, method, path)
     if result is not None:
-        print(json.dumps(result, indent=2))
+        _print(json.dumps(result, indent=2) + "\n")
     return 0
 
 
 def _endpoints(args: argparse.Namespace) -> int:
-    print(json.dumps(_running(args), indent=2))
+    _print(json.dumps(_running(args), indent=2) + "\n")
     return 0
 
 
@@ -292,10 +330,21 @@ def _az_env(args: argparse.Namespace) -> int:
     )
     text = "\n".join(lines) + "\n"
     if str(args.file) == "-":
-        sys.stdout.write(text)
+        _print(text)
     else:
         write_private(args.file, text.encode())  # it holds the emulator's client secret
     return 0
+
+
+def _regex(text: str) -> str:
+    """A --path argument: a regular expression, checked here rather than by the emulator."""
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: must be a regular expression ({exc})"
+        ) from None
+    return text
 
 
 def _positive(text: str) -> int:
@@ -350,7 +399,7 @@ def _fault_add(args: argparse.Namespace) -> int:
         "effect": args.effect,
         "count": args.count or None,
     }
-    print(json.dumps(_call(args, "POST", "/faults", body), indent=2))
+    _print(json.dumps(_call(args, "POST", "/faults", body), indent=2) + "\n")
     return 0
 
 
@@ -362,6 +411,6 @@ def _requests(args: argparse.Namespace) -> int:
             if v
         }
     )
-    for entry in _call(args, "GET", "/requests" + (f"?{query}" if query else "")):
-        sys.stdout.write(json.dumps(entry) + "\n")
+    entries = _call(args, "GET", "/requests" + (f"?{query}" if query else ""))
+    _print("".join(json.dumps(entry) + "\n" for entry in entries))
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -11,7 +12,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from blocks.azure import AzureCredentials
+from blocks.ibm import IBMCloudCredentials
 from console.cli import main
 from console.emulator_cli import publish
 from emulator.server import Emulator
@@ -29,8 +33,13 @@ def byok(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    """`byok emulator serve ARGS` from `tmp_path`, once its endpoints are published."""
-    env = {**os.environ, "BYOK_EMULATOR_DIR": str(tmp_path)}
+    """`byok emulator serve ARGS` from `tmp_path` (with the test Prefect server's API), once
+    its endpoints are published."""
+    env = {
+        **os.environ,
+        "BYOK_EMULATOR_DIR": str(tmp_path),
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+    }
     server = subprocess.Popen(
         [sys.executable, "-m", "console.cli", "emulator", "serve", *args],
         env=env,
@@ -89,11 +98,12 @@ def throttled_reads(endpoints: dict[str, str]) -> list[tuple[int, str | None]]:
     ]
 
 
-def test_serve_then_inject_a_fault_from_the_cli(tmp_path: Path) -> None:
+def test_serve_then_inject_a_fault_from_the_cli(prefect_harness: None, tmp_path: Path) -> None:
     env = {**os.environ, "BYOK_EMULATOR_DIR": str(tmp_path)}
     server, endpoints = serve(
-        tmp_path, "--throttle", "--throttle-reads", "1/0.2", "--subscriptions", "2"
-    )
+        tmp_path, "--throttle", "--throttle-reads", "1/0.2", "--subscriptions", "2",
+        "--save-block", "cli-azure", "--save-ibm-block", "cli-ibm",
+    )  # fmt: skip
     try:
         assert len(subscriptions(endpoints)) == 2
         for name in ("endpoints.json", "az-env.sh", "tls/server-key.pem"):
@@ -127,8 +137,13 @@ def test_serve_then_inject_a_fault_from_the_cli(tmp_path: Path) -> None:
     assert not (tmp_path / "endpoints.json").exists()
     assert not (tmp_path / "az-env.sh").exists()
     out = server.stdout.read() if server.stdout else ""
-    assert "byok cloud emulator running" in out
+    assert "byok cloud emulator running" in out  # printed once the blocks were saved
     assert f"source {tmp_path.resolve() / 'az-env.sh'}" in out
+    ibm, azure = IBMCloudCredentials.load("cli-ibm"), AzureCredentials.load("cli-azure")
+    assert isinstance(ibm, IBMCloudCredentials) and isinstance(azure, AzureCredentials)
+    assert ibm.api_key.get_secret_value() == endpoints["ibm_api_key"]
+    assert ibm.ca_bundle == azure.ca_bundle == endpoints["ca_bundle"]
+    assert azure.client_id == endpoints["client_id"]
 
 
 def test_seed_a_fleet_in_the_published_emulator(
@@ -142,3 +157,46 @@ def test_seed_a_fleet_in_the_published_emulator(
     assert int(made) >= 30 and "in 3 subscriptions" in out and f"; {made} made now" in out
     subs = {r["id"].split("/")[2] for r in emulator.arm.resources.values() if "/" in r["id"]}
     assert len(subs) == 3
+
+
+def test_save_block_without_a_prefect_server_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        api = f"http://127.0.0.1:{sock.getsockname()[1]}/api"  # nothing listens there
+    with temporary_settings({PREFECT_API_URL: api}), pytest.raises(SystemExit) as stopped:
+        main(["emulator", "--state-dir", str(tmp_path), "serve", "--save-ibm-block", "cli-ibm"])
+    message = str(stopped.value.code)
+    assert message.startswith("byok emulator: cannot save the block 'cli-ibm'") and api in message
+    assert not (tmp_path / "endpoints.json").exists()  # the emulator stopped and retracted
+
+
+@pytest.mark.parametrize(
+    "command", [["fault", "add", "status", "--path", "["], ["requests", "--path", "(a"]]
+)
+def test_a_bad_path_regex_is_refused_before_any_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["emulator", "--state-dir", str(tmp_path), *command])  # no emulator there
+    assert stopped.value.code == 2
+    assert f"argument --path: '{command[-1]}': must be a regular expression" in (
+        capsys.readouterr().err
+    )
+
+
+def test_output_into_a_closed_pipe_ends_quietly(emulator: Emulator, tmp_path: Path) -> None:
+    endpoints = publish(emulator, tmp_path)
+    tenant = endpoints["tenant_id"]
+    url = f"{endpoints['authority']}/{tenant}/v2.0/.well-known/openid-configuration"
+    requests.get(url, verify=endpoints["ca_bundle"], timeout=10)  # a line for the log
+    reader, writer = os.pipe()
+    os.close(reader)  # `| head` that has already exited
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "console.cli", "emulator", "--state-dir", str(tmp_path),
+             "requests"],
+            stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(writer)
+    assert (done.returncode, done.stderr) == (1, "")
