@@ -9,14 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import requests
-from ibm_botocore.exceptions import ClientError
-from ibm_botocore.exceptions import ConnectionError as BotoConnectionError
-from ibm_cloud_sdk_core import ApiException
 from prefect.tasks import exponential_backoff
-from SoftLayer import SoftLayerAPIError
 
 from byok.azure_errors import is_transient_azure
 from byok.errors import ByokError
+from clients.lazy import if_loaded
 
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # COS (S3) throttling and server-side failures.
@@ -29,7 +26,7 @@ TRANSIENT_S3_CODES = frozenset(
 SOFTLAYER_THROTTLED = "SoftLayer_Exception_WebService_RateLimitExceeded"
 
 
-def _softlayer_transient(exc: SoftLayerAPIError) -> bool:
+def _softlayer_transient(exc: Any) -> bool:
     # TransportError(0, …): no answer (refused, reset, the transport's retries run out).
     code = exc.faultCode
     return code == 0 or code in TRANSIENT_STATUS or code == SOFTLAYER_THROTTLED
@@ -41,18 +38,19 @@ def is_transient(exc: BaseException | None) -> bool:
         return False
     if is_transient_azure(exc):
         return True
-    if isinstance(exc, ConnectionError | BotoConnectionError):
+    # The IBM SDKs' classes only once imported: an Azure flow never loads them.
+    if isinstance(exc, (ConnectionError, *if_loaded("ibm_botocore.exceptions:ConnectionError"))):
         return True
     # ibm-cloud-sdk-core raises RetryError when its own retries of 429/5xx run out.
     if isinstance(
         exc, requests.ConnectionError | requests.Timeout | requests.exceptions.RetryError
     ):
         return True
-    if isinstance(exc, ApiException):
+    if isinstance(exc, if_loaded("ibm_cloud_sdk_core:ApiException")):
         return exc.status_code in TRANSIENT_STATUS
-    if isinstance(exc, SoftLayerAPIError):
+    if isinstance(exc, if_loaded("SoftLayer:SoftLayerAPIError")):
         return _softlayer_transient(exc)
-    if isinstance(exc, ClientError):
+    if isinstance(exc, if_loaded("ibm_botocore.exceptions:ClientError")):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         code = exc.response.get("Error", {}).get("Code")
         return status in TRANSIENT_STATUS or code in TRANSIENT_S3_CODES

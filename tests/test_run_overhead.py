@@ -81,7 +81,6 @@ def test_a_flow_module_loads_no_sdk_it_does_not_use(
     assert [p for p in loaded[module] if p in unused] == []
 
 
-@pytest.mark.xfail(strict=True, reason="tasks/retry.py imports the IBM SDKs at module load")
 def test_an_azure_flow_loads_no_ibm_sdk(loaded: dict[str, list[str]]) -> None:
     assert [p for p in loaded["flows.disk_encryption_set"] if p in IBM_CORE] == []
 
