@@ -415,9 +415,10 @@ def request_counts(emulator: Any) -> str:
 
 
 def inventory_demo_fleet(emulator: Any, des_key_id: str) -> list[str]:
-    """The inventory after the procedures, with a platform-key disk in a second subscription
-    (a non-compliant resource), and the blast radius of the set's key."""
-    from byok.inventory.request import BlastRadiusRequest, InventoryRequest
+    """The inventory after the procedures (Azure and the IBM account), with a platform-key
+    disk in a second subscription (a non-compliant resource), and the blast radius of the set's
+    key."""
+    from byok.inventory.request import BlastRadiusRequest, IbmAccountScope, InventoryRequest
     from clients.azure import AzureClients
     from console.emulator_blocks import emulator_azure_credentials
     from flows.blast_radius import key_blast_radius
@@ -434,12 +435,21 @@ def inventory_demo_fleet(emulator: Any, des_key_id: str) -> list[str]:
             "properties": {"creationData": {"createOption": "Empty"}, "diskSizeGB": 4},
         },
     ).result()
-    found = inventory_customer_managed_keys(InventoryRequest(azure_credentials_block=DEMO_BLOCK))
+    ibm = [
+        IbmAccountScope(
+            ibm_credentials_block=DEMO_IBM_BLOCK,
+            key_protect_instances=[emulator.ibm_identity.key_protect_instance],
+        )
+    ]
+    found = inventory_customer_managed_keys(
+        InventoryRequest(azure_credentials_block=DEMO_BLOCK, ibm_accounts=ibm)
+    )
     blast = key_blast_radius(
         BlastRadiusRequest(azure_credentials_block=DEMO_BLOCK, key_id=des_key_id.rsplit("/", 1)[0])
     )
     return [
-        f"  Inventory: {found.resources} resources in 2 subscriptions, {found.rows} evidence "
+        f"  Inventory: {found.resources} resources in 2 subscriptions and 1 IBM account, "
+        f"{found.rows} evidence "
         f"rows, {found.non_compliant} non-compliant (artifact customer-key-inventory)",
         f"  Blast radius of {des_key_id.rsplit('/', 1)[0]}: {len(blast.dependents)} dependents "
         "(artifact key-blast-radius)",

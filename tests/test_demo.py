@@ -52,7 +52,9 @@ def test_demo_runs_the_procedures(demo: Demo) -> None:
     assert "registry acrbyokdemo.azurecr.io encrypted with https://127.0.0.1:" in out
     assert "imported encrypted; virtual server" in out
     assert re.search(r"VPC   LUKS qcow2 cos://\S+ imported as image \S+ \(available\)", out)
-    assert "resources in 2 subscriptions" in out and " non-compliant " in out
+    assert "KMS key rotated to" in out
+    assert "Secrets re-encrypted, none left on the old version" in out
+    assert "resources in 2 subscriptions and 1 IBM account" in out and " non-compliant " in out
     assert "Blast radius of https://127.0.0.1:" in out
     assert re.search(r"Fleet rotation fleet-\w+-\d{8}: [1-9]\d* keys at a new version", out)
     assert re.search(r"Revocation drill on https://\S+/keys/des-key: [1-9]\d* dependents", out)
