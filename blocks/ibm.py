@@ -25,7 +25,7 @@ class IBMCloudCredentials(Block):
     region: str = Field("us-south", description="Region of Key Protect and the COS bucket.")
     iam_url: str = Field("https://iam.cloud.ibm.com", description="IAM endpoint.")
     key_protect_url: str | None = Field(
-        None, description="Key Protect endpoint; default https://<region>.kms.cloud.ibm.com."
+        None, description="Key Protect endpoint; default `https://<region>.kms.cloud.ibm.com`."
     )
     cos_endpoint: str | None = Field(
         None, description="COS S3 endpoint; default the region's public regional endpoint."
@@ -40,7 +40,7 @@ class IBMCloudCredentials(Block):
         "https://api.softlayer.com/rest/v3.1", description="SoftLayer REST API base URL."
     )
     vpc_url: str | None = Field(
-        None, description="VPC API endpoint; default https://<region>.iaas.cloud.ibm.com/v1."
+        None, description="VPC API endpoint; default `https://<region>.iaas.cloud.ibm.com/v1`."
     )
     ca_bundle: str | None = Field(
         None, description="Path of a PEM CA bundle to trust (private CA, emulator)."

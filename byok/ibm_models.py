@@ -65,7 +65,7 @@ class IbmImageRequest(BaseModel):
         "from disk, never copied).",
     )
     encrypted_object: str | None = Field(
-        None, description="Key of the encrypted VHD to write. Default: '<image_name>.vhd'."
+        None, description="Key of the encrypted VHD to write. Default: `<image_name>.vhd`."
     )
     image_name: str = Field(..., description="Name of the image template to import.")
     image_note: str = Field("", description="Note of the image template.")
@@ -91,7 +91,7 @@ class IbmImageRequest(BaseModel):
     dek_file: str | None = Field(
         None,
         description="Also write the plaintext DEK (32 or 64 raw bytes, a vhd-util key file) to "
-        "this new path, mode 0600, with its wrapped form in '<path>.wrapped.json' (a re-run "
+        "this new path, mode 0600, with its wrapped form in `<path>.wrapped.json` (a re-run "
         "reuses that DEK). Default: the DEK is never written anywhere.",
     )
     wait_for_other_run: bool = Field(

@@ -50,7 +50,7 @@ class FleetRotationRequest(FleetScope):
     )
     rotation_id: str | None = Field(
         None,
-        description="Names this rotation; new versions are tagged byok-rotation=<value> and a "
+        description="Names this rotation; new versions are tagged `byok-rotation=<value>` and a "
         "re-run with the same value reuses them. Empty: derived from the selection and the "
         "run's date, so a re-run of the same selection on the same day resumes it.",
     )
