@@ -150,26 +150,14 @@ def register(router: Router, model: ManagedHsmModel, caller: Caller) -> None:
     ) -> Response:
         model.require(resource, principal, "roleAssignments/read/action", scope_of(request))
         found = model.state(resource).assignments.get(assignment_name(request))
-        if found is None:
-            raise HttpError(
-                404,
-                "RoleAssignmentNotFound",
-                f"Role assignment {request.params['id']} not found.",
-            )
-        return Response(200, found.to_json())
+        return assignment_found(request, found)
 
     def delete_assignment(
         request: Request, resource: dict[str, Any], principal: Principal, origin: str
     ) -> Response:
         model.require(resource, principal, "roleAssignments/delete/action", scope_of(request))
         found = model.state(resource).assignments.pop(assignment_name(request), None)
-        if found is None:
-            raise HttpError(
-                404,
-                "RoleAssignmentNotFound",
-                f"Role assignment {request.params['id']} not found.",
-            )
-        return Response(200, found.to_json())
+        return assignment_found(request, found)
 
     def list_assignments(
         request: Request, resource: dict[str, Any], principal: Principal, origin: str
@@ -191,3 +179,12 @@ def register(router: Router, model: ManagedHsmModel, caller: Caller) -> None:
         hsm_route("PUT", f"{prefix}{authorization}/roleAssignments/{{id}}", put_assignment)
         hsm_route("GET", f"{prefix}{authorization}/roleAssignments/{{id}}", get_assignment)
         hsm_route("DELETE", f"{prefix}{authorization}/roleAssignments/{{id}}", delete_assignment)
+
+
+def assignment_found(request: Request, found: Any) -> Response:
+    """The role assignment read or removed, or Azure's 404 for it."""
+    if found is None:
+        raise HttpError(
+            404, "RoleAssignmentNotFound", f"Role assignment {request.params['id']} not found."
+        )
+    return Response(200, found.to_json())
