@@ -3,9 +3,6 @@ Protect root key, imported into IBM Cloud VPC, and optionally an instance from i
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 from prefect import flow
 
 from blocks.ibm import IBMCloudCredentials
@@ -28,11 +25,11 @@ from tasks.ibm_vpc import (
     import_vpc_image,
     prepare_passphrase,
     publish_vpc_image,
+    spool_image,
     upload_encrypted_image,
     validate_vpc_request,
     verify_image,
-    wait_for_vpc_image,
-    wait_for_vpc_instance,
+    wait_for_vpc,
 )
 from tasks.ibm_vpc_rotation import publish_vpc_rotation, rotate_vpc_root_key, verify_vpc_rewrap
 from tasks.refusal import refuse_quietly
@@ -73,8 +70,7 @@ def provision(credentials: IBMCloudCredentials, request: VpcImageRequest) -> Vpc
     if image is None:
         passphrase = prepare_passphrase(credentials, kp_instance, root, request.passphrase_block)
         key_version = passphrase.key_version
-        with tempfile.TemporaryDirectory(prefix="byok-vpc-") as spool:
-            target = Path(spool) / "image.qcow2"
+        with spool_image() as target:
             encrypt_image(
                 request.source_file, plan.source_format, passphrase, target,
                 request.luks_iter_time_ms,
@@ -83,12 +79,12 @@ def provision(credentials: IBMCloudCredentials, request: VpcImageRequest) -> Vpc
             upload_encrypted_image(credentials, cos, target, request.bucket, request.object_key)
         image = import_vpc_image(credentials, request, uri, passphrase, root.crn)
         created += ["encrypted object", "image"]
-    image = wait_for_vpc_image(credentials, image["id"], timeout, interval)
+    image = wait_for_vpc(credentials, "image", image["id"], timeout, interval)
     instance = None
     if request.instance is not None:
         network = ensure_vpc_network(credentials, request.instance)
         instance = create_vpc_instance(credentials, request.instance, image["id"], network)
-        instance = wait_for_vpc_instance(credentials, instance["id"], timeout, interval)
+        instance = wait_for_vpc(credentials, "instance", instance["id"], timeout, interval)
     result = VpcImageResult(
         image_id=image["id"],
         image_crn=image["crn"],

@@ -60,7 +60,8 @@ def revocation_drill(request: RevocationDrillRequest) -> RevocationDrillResult:
         leftover = restore_key_access.with_options(name="Restore a crashed drill's revocation")(
             credentials, key_id, subscriptions, seconds
         )
-        dependents = find_dependents(key_id, discover_resources(credentials, subscriptions, True))
+        rows = discover_resources(credentials, subscriptions, True)
+        dependents = find_dependents(key_id, rows, [])  # a Key Vault key: no IBM account
         found = targets(dependents)
         check_dependents(request, found)
         principals = (

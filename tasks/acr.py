@@ -1,5 +1,6 @@
-"""Container registry steps of the customer-managed-key procedure: identity, registry,
-encryption status, key rotation, data probes, identity changes, template deployment."""
+"""Container registry steps of the customer-managed-key procedure: validation, identity,
+registry, encryption status, key rotation, data probes, identity changes, template
+deployment."""
 
 from __future__ import annotations
 
@@ -9,18 +10,7 @@ from importlib.resources import files
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from azure.mgmt.containerregistry.models import (
-    EncryptionProperty,
-    IdentityProperties,
-    ImportImageParameters,
-    ImportSource,
-    KeyVaultProperties,
-    Registry,
-    RegistryUpdateParameters,
-    Sku,
-    UserIdentityProperties,
-)
-from azure.mgmt.core.tools import resource_id
+from azure.mgmt.containerregistry.models import Registry, RegistryUpdateParameters
 from azure.mgmt.resource.deployments.models import (
     Deployment,
     DeploymentParameter,
@@ -28,9 +18,24 @@ from azure.mgmt.resource.deployments.models import (
 )
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel
 
 from blocks.azure import AzureCredentials
+from byok.acr_models import (
+    EncryptedRegistryRequest,
+    EncryptionStatus,
+    IdentityInfo,
+    RegistryInfo,
+    RotateRegistryKeyRequest,
+    check_existing_registry,
+    encrypted_registry_body,
+    encryption_status,
+    identities,
+    key_update,
+    registry_id,
+    registry_info,
+    rotation_identity,
+    status_markdown,
+)
 from byok.azure_errors import (
     error_code,
     is_azure_error,
@@ -39,70 +44,15 @@ from byok.azure_errors import (
     named_failure,
     or_none,
 )
-from byok.errors import VerificationFailed
-from byok.keyvault_ids import KeyId
 from byok.polling import poll_until, read_settled
+from byok.registry_probe import probe_registry_data
 from byok.retrying import retry_while, write_or_find
 from byok.sdk_values import text
-from byok.validation import InvalidRequest
+from byok.validation import InvalidRequest, check_name, check_rsa_key_size
 from clients.azure import AzureClients
-from tasks.key_vault import (
-    CRYPTO_SERVICE_ENCRYPTION_USER,
-    SERVICE_KEY_PERMISSIONS,
-    VaultInfo,
-    grant,
-)
 from tasks.retry import STEP_RETRIES
 
-SYSTEM = "system"  # keyVaultProperties.identity of the registry's system-assigned identity
 TEMPLATE = files("byok") / "templates" / "acr_cmk.json"  # package data, found in a wheel too
-PROBE_SOURCE = ("mcr.microsoft.com", "hello-world:latest")
-PROBE_TAG = "byok-probe:latest"
-
-
-class IdentityInfo(BaseModel):
-    """A user-assigned managed identity."""
-
-    id: str
-    name: str
-    principal_id: str
-    client_id: str
-
-
-class EncryptionStatus(BaseModel):
-    """What `az acr encryption show` prints."""
-
-    status: str
-    key_identifier: str | None = None
-    versioned_key_identifier: str | None = None
-    identity: str | None = None
-    key_rotation_enabled: bool | None = None
-    last_key_rotation_timestamp: str | None = None
-
-
-class RegistryInfo(BaseModel):
-    """A registry encrypted with a customer-managed key, for flows chaining on it."""
-
-    id: str
-    name: str
-    login_server: str
-    key_id: str
-    versioned_key_id: str
-    identity_id: str | None
-    identity_principal_id: str
-    identity_client_id: str
-
-
-# -- pure helpers ----------------------------------------------------------------------------
-def registry_id(subscription_id: str, resource_group: str, name: str) -> str:
-    """The resource id of a registry."""
-    return resource_id(
-        subscription=subscription_id,
-        resource_group=resource_group,
-        namespace="Microsoft.ContainerRegistry",
-        type="registries",
-        name=name,
-    )
 
 
 def read_registry(clients: AzureClients, resource_group: str, name: str) -> Registry | None:
@@ -121,54 +71,6 @@ def read_settled_registry(clients: AzureClients, resource_group: str, name: str)
     )
 
 
-def encryption_status(registry: Registry) -> EncryptionStatus:
-    """The registry's encryption as `az acr encryption show` reports it."""
-    encryption = registry.encryption
-    kvp = encryption.key_vault_properties if encryption else None
-    if kvp is None:
-        return EncryptionStatus(status=text(encryption.status) if encryption else "disabled")
-    stamp = kvp.last_key_rotation_timestamp
-    return EncryptionStatus(
-        status=text(encryption.status),
-        key_identifier=kvp.key_identifier,
-        versioned_key_identifier=kvp.versioned_key_identifier,
-        identity=kvp.identity,
-        key_rotation_enabled=kvp.key_rotation_enabled,
-        last_key_rotation_timestamp=stamp.isoformat() if stamp else None,
-    )
-
-
-def encryption_identity(registry: Registry) -> tuple[str | None, str]:
-    """The (user-assigned identity id or None for the system identity, principal id) of the
-    identity the registry's encryption uses."""
-    client_id = encryption_status(registry).identity or ""
-    identity = registry.identity
-    if client_id == SYSTEM:
-        return None, str(identity.principal_id)
-    for uid, uai in (identity.user_assigned_identities or {}).items() if identity else []:
-        if uai.client_id == client_id:
-            return uid, str(uai.principal_id)
-    raise InvalidRequest(
-        "registry_name", registry.name, f"its encryption identity '{client_id}' is not assigned"
-    )
-
-
-def registry_info(registry: Registry) -> RegistryInfo:
-    """The typed summary of an encrypted registry."""
-    status = encryption_status(registry)
-    identity_id, principal = encryption_identity(registry)
-    return RegistryInfo(
-        id=str(registry.id),
-        name=str(registry.name),
-        login_server=str(registry.login_server),
-        key_id=str(status.key_identifier),
-        versioned_key_id=str(status.versioned_key_identifier),
-        identity_id=identity_id,
-        identity_principal_id=principal,
-        identity_client_id=str(status.identity),
-    )
-
-
 def require_encrypted_registry(clients: AzureClients, resource_group: str, name: str) -> Registry:
     """The registry, which must exist and be encrypted with a customer-managed key."""
     registry = read_registry(clients, resource_group, name)
@@ -178,32 +80,6 @@ def require_encrypted_registry(clients: AzureClients, resource_group: str, name:
         )
     check_existing_registry(registry)
     return registry
-
-
-def check_existing_registry(registry: Registry, key_id: str | None = None) -> None:
-    """Encryption can only be set at creation: an existing registry must already be a
-    Premium registry encrypted with the requested key (any key when `key_id` is None)."""
-    status = encryption_status(registry)
-    if status.status != "enabled":
-        raise InvalidRequest(
-            "registry_name",
-            registry.name,
-            "the registry exists without customer-managed-key encryption, which can only be "
-            "enabled when a registry is created; choose a new registry name",
-        )
-    if key_id and (status.key_identifier or "").rstrip("/") != key_id.rstrip("/"):
-        raise InvalidRequest(
-            "registry_name",
-            registry.name,
-            f"the registry exists encrypted with '{status.key_identifier}', not '{key_id}'; "
-            "use the rotate flow to change its key",
-        )
-
-
-def status_markdown(name: str, status: EncryptionStatus) -> str:
-    """The encryption status as a markdown table."""
-    rows = "\n".join(f"| {field} | `{value}` |" for field, value in status.model_dump().items())
-    return f"# Encryption of registry `{name}`\n\n| Field | Value |\n|---|---|\n{rows}\n"
 
 
 def _log_retry(what: str) -> Any:
@@ -265,35 +141,6 @@ def ensure_user_identity(
     )
 
 
-@task(name="Enable key vault access", **STEP_RETRIES)
-def grant_key_access(
-    credentials: AzureCredentials,
-    subscription_id: str | None,
-    vault: VaultInfo,
-    principal_id: str,
-    timeout_seconds: float,
-) -> None:
-    """get, unwrapKey, wrapKey by access policy, or Key Vault Crypto Service Encryption User
-    on RBAC vaults (decided from the vault)."""
-    clients = AzureClients.of(credentials, subscription_id)
-    grant(
-        clients,
-        vault,
-        principal_id,
-        SERVICE_KEY_PERMISSIONS,
-        CRYPTO_SERVICE_ENCRYPTION_USER,
-        timeout_seconds,
-    )
-    get_run_logger().info("%s may use the keys of %s", principal_id, vault.name)
-
-
-@task(name="Choose key ID with or without key version")
-def choose_key_id(versioned_key_id: str, automatic_rotation: bool) -> str:
-    """Versionless for automatic rotation, else the versioned `kid`."""
-    kid = KeyId.parse(versioned_key_id)
-    return kid.versionless if automatic_rotation else kid.versioned
-
-
 @task(name="Create a registry with customer-managed key", **STEP_RETRIES)
 def ensure_encrypted_registry(
     credentials: AzureCredentials,
@@ -313,19 +160,7 @@ def ensure_encrypted_registry(
         check_existing_registry(existing, key_id)
         get_run_logger().info("Registry %s already encrypted with %s", name, key_id)
         return registry_info(existing)
-    body = Registry(
-        location=location,
-        sku=Sku(name="Premium"),
-        identity=IdentityProperties(
-            type="UserAssigned", user_assigned_identities={identity.id: UserIdentityProperties()}
-        ),
-        encryption=EncryptionProperty(
-            status="enabled",
-            key_vault_properties=KeyVaultProperties(
-                key_identifier=key_id, identity=identity.client_id
-            ),
-        ),
-    )
+    body = encrypted_registry_body(location, identity, key_id)
     registries = clients.container_registry().registries
 
     def created_before() -> Registry | None:
@@ -408,22 +243,19 @@ def rotate_registry_key(
     resource_group: str,
     name: str,
     key_id: str,
-    identity: str,
+    identity: str | None,
     timeout_seconds: float,
 ) -> EncryptionStatus:
-    """`az acr encryption rotate-key --key-encryption-key … --identity …` (a client id or
-    `system`); nothing when the registry already uses them."""
+    """`az acr encryption rotate-key --key-encryption-key … --identity …` (a client id,
+    `system`, or None: the identity it uses now); nothing when the registry already uses
+    them."""
     clients = AzureClients.of(credentials, subscription_id)
     current = encryption_status(clients.container_registry().registries.get(resource_group, name))
+    identity = identity or str(current.identity)
     if (current.key_identifier, current.identity) == (key_id, identity):
         get_run_logger().info("Registry %s already uses %s with %s", name, key_id, identity)
         return current
-    update = RegistryUpdateParameters(
-        encryption=EncryptionProperty(
-            status="enabled",
-            key_vault_properties=KeyVaultProperties(key_identifier=key_id, identity=identity),
-        )
-    )
+    update = key_update(key_id, identity)
 
     def done(registry: Registry) -> bool:
         status = encryption_status(registry)
@@ -443,62 +275,6 @@ def rotate_registry_key(
     return encryption_status(rotated)
 
 
-@task(name="Verify the old key version stays enabled", **STEP_RETRIES)
-def verify_version_enabled(
-    credentials: AzureCredentials, subscription_id: str | None, versioned_key_id: str
-) -> None:
-    """Rotation must not disable the previous version (data wrapped with it stays readable)."""
-    kid = KeyId.parse(versioned_key_id)
-    keys = AzureClients.of(credentials, subscription_id).keys(kid.vault_url)
-    if not keys.get_key(kid.name, kid.version).properties.enabled:
-        raise VerificationFailed(versioned_key_id, "the previous key version is disabled")
-
-
-@task(name="Use registry data", **STEP_RETRIES)
-def probe_registry_data(
-    credentials: AzureCredentials,
-    subscription_id: str | None,
-    resource_group: str,
-    name: str,
-    expect_access: bool,
-    timeout_seconds: float,
-) -> str:
-    """Import a small image (a registry data operation, which needs the key). Expecting
-    access: retried while a restored grant propagates. Expecting no access: must fail with
-    KeyVaultAccessForbidden. Returns the error code seen, or 'ok'."""
-    registries = AzureClients.of(credentials, subscription_id).container_registry().registries
-    params = ImportImageParameters(
-        source=ImportSource(registry_uri=PROBE_SOURCE[0], source_image=PROBE_SOURCE[1]),
-        target_tags=[PROBE_TAG],
-        mode="Force",
-    )
-
-    def probe() -> None:
-        registries.begin_import_image(resource_group, name, params).result()
-
-    if expect_access:
-        retry_while(
-            probe,
-            is_propagation_delay,
-            timeout_seconds=timeout_seconds,
-            first_delay=1,
-            on_retry=_log_retry(f"data of {name}"),
-        )
-        get_run_logger().info("Registry %s can use its key", name)
-        return "ok"
-    try:
-        probe()
-    except HttpResponseError as exc:
-        if error_code(exc) != "KeyVaultAccessForbidden":
-            raise
-        get_run_logger().info("Registry %s cannot use its key (%s)", name, error_code(exc))
-        return "KeyVaultAccessForbidden"
-    raise VerificationFailed(
-        registry_id(subscription_id or credentials.subscription_id, resource_group, name),
-        "the registry still uses its key after the access was revoked",
-    )
-
-
 @task(name="Configure system-assigned identity", **STEP_RETRIES)
 def enable_system_identity(
     credentials: AzureCredentials, subscription_id: str | None, resource_group: str, name: str
@@ -509,13 +285,8 @@ def enable_system_identity(
     identity = clients.container_registry().registries.get(resource_group, name).identity
     if identity and identity.principal_id:
         return str(identity.principal_id)
-    users = dict.fromkeys((identity.user_assigned_identities or {}) if identity else {})
-    update = RegistryUpdateParameters(
-        identity=IdentityProperties(
-            type="SystemAssigned, UserAssigned" if users else "SystemAssigned",
-            user_assigned_identities={k: UserIdentityProperties() for k in users} or None,
-        )
-    )
+    users = list((identity.user_assigned_identities or {}) if identity else {})
+    update = RegistryUpdateParameters(identity=identities(True, users))
     patched = _patch(
         clients,
         resource_group,
@@ -538,12 +309,7 @@ def _set_user_identities(
         users.setdefault(add.lower(), add)
     if remove:
         users.pop(remove.lower(), None)
-    system = bool(current and current.principal_id)
-    kinds = [k for k, on in (("SystemAssigned", system), ("UserAssigned", bool(users))) if on]
-    registry.identity = IdentityProperties(
-        type=", ".join(kinds) or "None",
-        user_assigned_identities={v: UserIdentityProperties() for v in users.values()} or None,
-    )
+    registry.identity = identities(bool(current and current.principal_id), list(users.values()))
     return (
         clients.container_registry()
         .registries.begin_create(resource_group, name, registry)
@@ -622,3 +388,67 @@ def deploy_template(
     deployed = [str(r.id) for r in result.properties.output_resources or []]
     get_run_logger().info("Deployment %s: %d resources", deployment_name, len(deployed))
     return deployed
+
+
+@task(name="Use registry data", **STEP_RETRIES)
+def probe_registry(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    resource_group: str,
+    name: str,
+    expect_access: bool,
+    timeout_seconds: float,
+) -> str:
+    """Import a small image (a registry data operation, which needs the key): 'ok' when
+    access is expected (retried while a restored grant propagates), KeyVaultAccessForbidden
+    when it is not (VerificationFailed if the registry still uses its key)."""
+    clients = AzureClients.of(credentials, subscription_id)
+    answer = probe_registry_data(
+        clients.container_registry().registries,
+        registry_id(clients.subscription_id, resource_group, name),
+        expect_access,
+        timeout_seconds,
+        _log_retry(f"data of {name}"),
+    )
+    get_run_logger().info(
+        "Registry %s %s its key (%s)", name, "can use" if answer == "ok" else "cannot use", answer
+    )
+    return answer
+
+
+@task(name="Read the registry", **STEP_RETRIES)
+def require_registry(
+    credentials: AzureCredentials, subscription_id: str | None, resource_group: str, name: str
+) -> RegistryInfo:
+    """The registry, which must exist and be encrypted with a customer-managed key."""
+    clients = AzureClients.of(credentials, subscription_id)
+    return registry_info(require_encrypted_registry(clients, resource_group, name))
+
+
+@task(name="Validate request")
+def validate_create_request(
+    credentials: AzureCredentials, request: EncryptedRegistryRequest
+) -> None:
+    """Names and an existing registry (read-only): a bad request fails before anything is
+    written. (The vault and key: `check_key_vault`.)"""
+    check_name("resource_group", "resource_group", request.resource_group)
+    check_name("key_vault", "vault_name", request.vault_name)
+    check_name("key", "key_name", request.key_name)
+    check_name("identity", "identity_name", request.identity_name)
+    check_rsa_key_size("key_size", request.key_size)
+    clients = AzureClients.of(credentials, request.subscription_id)
+    registry = read_registry(clients, request.resource_group, request.registry_name)
+    if registry is not None:
+        check_existing_registry(registry)
+
+
+@task(name="Validate rotation request")
+def validate_rotation(
+    credentials: AzureCredentials, request: RotateRegistryKeyRequest
+) -> tuple[EncryptionStatus, str]:
+    """The registry is encrypted; the identity resolves to a client id (or `system`)."""
+    clients = AzureClients.of(credentials, request.subscription_id)
+    registry = require_encrypted_registry(clients, request.resource_group, request.registry_name)
+    if request.new_key_name:
+        check_name("key", "new_key_name", request.new_key_name)
+    return encryption_status(registry), rotation_identity(registry, request.identity)

@@ -1,18 +1,18 @@
-"""Disk encryption set steps: create the set (or adopt it, a Failed one included), apply its
-key once its identity's access is effective, rotate its key, verify it."""
+"""Disk encryption set steps: validate a request, create the set (or adopt it, a Failed one
+included), apply its key once its identity's access is effective, rotate its key, verify
+it; check sets others name (gallery image versions, VMs)."""
 
 from __future__ import annotations
 
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.compute.models import (
     DiskEncryptionSet,
     DiskEncryptionSetUpdate,
-    EncryptionSetIdentity,
+    DiskEncryptionSetUpdateProperties,
     KeyForDiskEncryptionSet,
-    SourceVault,
 )
-from azure.mgmt.core.tools import resource_id
+from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
 from prefect import get_run_logger, task
-from pydantic import BaseModel
 
 from blocks.azure import AzureCredentials
 from byok.azure_errors import (
@@ -24,42 +24,28 @@ from byok.azure_errors import (
     named_failure,
     or_none,
 )
+from byok.disk_encryption_set_models import (
+    DiskEncryptionSetInfo,
+    DiskEncryptionSetRequest,
+    check_existing_des,
+    des_body,
+    des_id,
+    des_info,
+)
 from byok.errors import OperationFailed
+from byok.key_store import KeyInfo, KeyStore
+from byok.keyvault_ids import KeyId
 from byok.polling import poll_until, read_settled
 from byok.retrying import retry_while, write_or_find
 from byok.sdk_values import text
-from byok.validation import InvalidRequest
+from byok.validation import InvalidRequest, check_name, check_rsa_key_size, region_key, same_region
 from clients.azure import AzureClients
-from tasks.key_vault import KeyInfo, VaultInfo
 from tasks.retry import STEP_RETRIES
-
-
-class DiskEncryptionSetInfo(BaseModel):
-    """A disk encryption set as later steps and flows need it."""
-
-    id: str
-    name: str
-    location: str
-    key_url: str
-    principal_id: str
-    encryption_type: str
-    rotation_to_latest_key_version: bool
 
 
 def read_des(clients: AzureClients, resource_group: str, name: str) -> DiskEncryptionSet | None:
     """The set, or None."""
     return or_none(lambda: clients.compute().disk_encryption_sets.get(resource_group, name))
-
-
-def des_id(subscription_id: str, resource_group: str, name: str) -> str:
-    """The resource id of a set."""
-    return resource_id(
-        subscription=subscription_id,
-        resource_group=resource_group,
-        namespace="Microsoft.Compute",
-        type="diskEncryptionSets",
-        name=name,
-    )
 
 
 def _state(des: DiskEncryptionSet) -> str | None:
@@ -80,32 +66,6 @@ def read_settled_des(
     )
 
 
-def des_info(des: DiskEncryptionSet) -> DiskEncryptionSetInfo:
-    """The typed summary of a set."""
-    props = des.properties
-    return DiskEncryptionSetInfo(
-        id=str(des.id),
-        name=str(des.name),
-        location=str(des.location),
-        key_url=str(props.active_key.key_url),
-        principal_id=str(des.identity.principal_id),
-        encryption_type=text(props.encryption_type),
-        rotation_to_latest_key_version=bool(props.rotation_to_latest_key_version_enabled),
-    )
-
-
-def check_existing_des(des: DiskEncryptionSet, encryption_type: str) -> None:
-    """The encryption type of a set cannot change after creation."""
-    if text(des.properties.encryption_type) != encryption_type:
-        raise InvalidRequest(
-            "encryption_type",
-            encryption_type,
-            f"disk encryption set '{des.name}' already exists with "
-            f"{des.properties.encryption_type}, which cannot be changed; "
-            "use another name",
-        )
-
-
 @task(name="Create disk encryption set", **STEP_RETRIES)
 def ensure_disk_encryption_set(
     credentials: AzureCredentials,
@@ -113,7 +73,7 @@ def ensure_disk_encryption_set(
     resource_group: str,
     name: str,
     location: str,
-    vault: VaultInfo,
+    vault: KeyStore,
     key: KeyInfo,
     encryption_type: str,
     auto_rotation: bool,
@@ -138,17 +98,7 @@ def ensure_disk_encryption_set(
     with named_failure(target, doing):
         existing = read_settled_des(clients, resource_group, name)
         made = existing is None
-        body = DiskEncryptionSet(
-            location=location,
-            identity=EncryptionSetIdentity(type="SystemAssigned"),
-            properties={
-                "activeKey": KeyForDiskEncryptionSet(
-                    key_url=key.id, source_vault=SourceVault(id=vault.id)
-                ),
-                "encryptionType": encryption_type,
-                "rotationToLatestKeyVersionEnabled": auto_rotation,
-            },
-        )
+        body = des_body(location, vault, key, encryption_type, auto_rotation)
         des = (
             existing
             if existing is not None
@@ -176,11 +126,14 @@ def ensure_disk_encryption_set(
 
 
 def _apply(
-    clients: AzureClients, resource_group: str, name: str, properties: dict[str, object]
+    clients: AzureClients,
+    resource_group: str,
+    name: str,
+    properties: DiskEncryptionSetUpdateProperties,
 ) -> DiskEncryptionSet:
     """PATCH the set; a lost answer is followed by a read, not a second PATCH."""
     sets = clients.compute().disk_encryption_sets
-    key_url = properties["activeKey"].key_url  # type: ignore[attr-defined]
+    key_url = properties.active_key.key_url
 
     def applied() -> DiskEncryptionSet | None:
         found = read_settled_des(clients, resource_group, name)
@@ -208,10 +161,10 @@ def wait_for_key_access(
     Azure accepts them: it checks the set's key access whenever its key is applied, and
     answers KeyVaultAccessForbidden while the grant propagates."""
     clients = AzureClients.of(credentials, subscription_id)
-    properties: dict[str, object] = {
-        "activeKey": KeyForDiskEncryptionSet(key_url=des.key_url),
-        "rotationToLatestKeyVersionEnabled": des.rotation_to_latest_key_version,
-    }
+    properties = DiskEncryptionSetUpdateProperties(
+        active_key=KeyForDiskEncryptionSet(key_url=des.key_url),
+        rotation_to_latest_key_version_enabled=des.rotation_to_latest_key_version,
+    )
     with named_failure(des.id, "applying the key", waited=True):
         applied = retry_while(
             lambda: _apply(clients, resource_group, des.name, properties),
@@ -251,7 +204,9 @@ def update_des_key(
 ) -> DiskEncryptionSetInfo:
     """Point the set at a new key version (Azure re-wraps the disks' keys)."""
     clients = AzureClients.of(credentials, subscription_id)
-    properties: dict[str, object] = {"activeKey": KeyForDiskEncryptionSet(key_url=key_url)}
+    properties = DiskEncryptionSetUpdateProperties(
+        active_key=KeyForDiskEncryptionSet(key_url=key_url)
+    )
     with named_failure(des_id(clients.subscription_id, resource_group, name), "updating the key"):
         return des_info(_apply(clients, resource_group, name, properties))
 
@@ -290,3 +245,60 @@ def verify_des_key(
         what=f"Disk encryption set {name}",
     )
     return des_info(sets.get(resource_group, name))
+
+
+@task(name="Validate request")
+def validate_request(credentials: AzureCredentials, request: DiskEncryptionSetRequest) -> str:
+    """Check names and an existing set (read-only), so that a bad request fails before
+    anything is written (the vault and key: `check_key_vault`). Returns the set's id."""
+    check_name("resource_group", "resource_group", request.resource_group)
+    check_name("key_vault", "vault_name", request.vault_name)
+    check_name("key", "key_name", request.key_name)
+    check_name("disk_encryption_set", "des_name", request.des_name)
+    check_rsa_key_size("key_size", request.key_size)
+    clients = AzureClients.of(credentials, request.subscription_id)
+    des = read_des(clients, request.resource_group, request.des_name)
+    if des is not None:
+        same_region(
+            "location", request.location, str(des.location), f"disk encryption set '{des.name}'"
+        )
+        check_existing_des(des, request.encryption_type)
+    return des_id(clients.subscription_id, request.resource_group, request.des_name)
+
+
+@task(name="Check the disk encryption sets", **STEP_RETRIES)
+def check_disk_encryption_sets(
+    credentials: AzureCredentials, subscription: str, sets: dict[str, tuple[str, str]]
+) -> None:
+    """Each set (request field → set id and the region it must be in) is in `subscription`
+    and its region, and its key is in its vault (a key this tool may not read is left to
+    Azure to check)."""
+    clients = AzureClients.of(credentials, subscription)
+    for field, (set_id, region) in sets.items():
+        where = parse_resource_id(set_id) if is_valid_resource_id(set_id) else {}
+        if str(where.get("type", "")).lower() != "diskencryptionsets" or "child_type_1" in where:
+            raise InvalidRequest(field, set_id, "not a disk encryption set id")
+        if str(where["subscription"]).lower() != subscription.lower():
+            raise InvalidRequest(
+                field,
+                set_id,
+                f"the disk encryption set must be in the image's subscription {subscription}",
+            )
+        des = read_des(clients, str(where["resource_group"]), str(where["name"]))
+        if des is None:
+            raise InvalidRequest(field, set_id, "no such disk encryption set")
+        if region_key(str(des.location)) != region_key(region):
+            raise InvalidRequest(
+                field, set_id, f"the disk encryption set is in {des.location}, not in {region}"
+            )
+        key = KeyId.parse(str(des.properties.active_key.key_url))
+        try:
+            clients.keys(key.vault_url).get_key(key.name, key.version)
+        except ResourceNotFoundError:
+            raise InvalidRequest(
+                field, set_id, f"its key {key.versioned} is not in the vault"
+            ) from None
+        except HttpResponseError as exc:
+            if exc.status_code != 403:
+                raise
+            get_run_logger().info("No read access to %s: its key is checked by Azure", key.name)

@@ -154,8 +154,8 @@ def move_dependent(
                 update_des_key(credentials, sub, rg, name, key.version)
             verify_des_key(credentials, sub, rg, name, key.version, timeout_seconds, poll_seconds)
         else:
-            if not dependent.follows_latest:
-                identity = str(dependent.identity)
+            if not dependent.follows_latest:  # with the identity it uses (None: read it)
+                identity = dependent.identity
                 rotate_registry_key(credentials, sub, rg, name, key.version, identity, 900)
             verify_registry_key(
                 credentials, sub, rg, name, key.version, timeout_seconds, poll_seconds

@@ -1,90 +1,49 @@
-"""Gallery steps: gallery and image definition (get or create), the image version (create
-or adopt), replication with per-region progress, verification."""
+"""Gallery steps: validation of the source, gallery and image definition (get or create), the
+image version (create or adopt), replication with per-region progress, verification."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 from uuid import UUID
 
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.mgmt.compute.models import Gallery, GalleryImageVersion, GalleryProperties
+from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from pydantic import BaseModel
 
 from blocks.azure import AzureCredentials
 from byok.azure_errors import error_code, or_none
 from byok.errors import OperationFailed, ResourceError, VerificationFailed
+from byok.gallery import (
+    ImageDefinition,
+    ImageSource,
+    ImageVersionRequest,
+    ImageVersionResult,
+    RegionEncryption,
+    encryption_of,
+    format_target_region_encryption,
+    image_version_result,
+    same_encryption,
+)
+from byok.gallery import RegionResult as RegionResult  # results persisted before name it here
 from byok.polling import poll_until
 from byok.sdk_values import text
-from byok.validation import InvalidRequest
+from byok.validation import InvalidRequest, check_name
 from clients.azure import AzureClients
 from tasks.artifacts import artifact_key
 from tasks.retry import STEP_RETRIES
 
 
-class RegionResult(BaseModel):
-    """A published region and its encryption."""
-
-    name: str
-    replica_count: int
-    os_disk_encryption_set_id: str | None
-    data_disk_encryption_set_ids: dict[int, str]
-    replication_state: str
-
-
-class ImageVersionResult(BaseModel):
-    """The published version, region by region."""
-
-    id: str
-    name: str
-    regions: list[RegionResult]
-
-
 def read_version(
     clients: AzureClients, rg: str, gallery: str, image: str, version: str
-) -> Any | None:
+) -> GalleryImageVersion | None:
     """The version with its replication status, or None."""
     return or_none(
         lambda: clients.compute().gallery_image_versions.get(
             rg, gallery, image, version, expand="ReplicationStatus"
         )
     )
-
-
-def _region_key(name: str) -> str:
-    return name.lower().replace(" ", "")
-
-
-def encryption_of(version: Any) -> dict[str, dict[str, Any]]:
-    """Region → {os: set id or None, data: {lun: set id}} as the version reports it."""
-    found = {}
-    for region in version.properties.publishing_profile.target_regions or []:
-        enc = region.encryption
-        os_id = enc.os_disk_image.disk_encryption_set_id if enc and enc.os_disk_image else None
-        data = {
-            int(d.lun): str(d.disk_encryption_set_id)
-            for d in ((enc.data_disk_images if enc else None) or [])
-        }
-        found[_region_key(region.name)] = {"os": os_id, "data": data}
-    return found
-
-
-def wanted_encryption(target_regions: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Region → {os, data} from the request body's target regions."""
-    found = {}
-    for region in target_regions:
-        enc = region.get("encryption") or {}
-        os_id = (enc.get("osDiskImage") or {}).get("diskEncryptionSetId")
-        data = {int(d["lun"]): d["diskEncryptionSetId"] for d in enc.get("dataDiskImages") or []}
-        found[_region_key(region["name"])] = {"os": os_id, "data": data}
-    return found
-
-
-def _lower(encryption: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {
-        r: {"os": (e["os"] or "").lower(), "data": {k: v.lower() for k, v in e["data"].items()}}
-        for r, e in encryption.items()
-    }
 
 
 @task(name="Create gallery", **STEP_RETRIES)
@@ -97,7 +56,7 @@ def ensure_gallery(
     if existing is not None:
         return str(existing.id)
     gallery = galleries.begin_create_or_update(
-        rg, name, {"location": location, "properties": {}}
+        rg, name, Gallery(location=location, properties=GalleryProperties())
     ).result()
     get_run_logger().info("Created gallery %s", name)
     return str(gallery.id)
@@ -111,29 +70,21 @@ def ensure_image_definition(
     gallery: str,
     name: str,
     location: str,
-    properties: dict[str, Any],
+    definition: ImageDefinition,
 ) -> str:
     """Get or create the image definition; returns its id."""
     images = AzureClients.of(credentials, subscription_id).compute().gallery_images
     existing = or_none(lambda: images.get(rg, gallery, name))
     if existing is not None:
         return str(existing.id)
-    image = images.begin_create_or_update(
-        rg, gallery, name, {"location": location, "properties": properties}
-    ).result()
+    image = images.begin_create_or_update(rg, gallery, name, definition.to_sdk(location)).result()
     get_run_logger().info("Created image definition %s", name)
     return str(image.id)
 
 
 @task(name="Create image version", **STEP_RETRIES)
 def start_image_version(
-    credentials: AzureCredentials,
-    subscription_id: str | None,
-    rg: str,
-    gallery: str,
-    image: str,
-    version: str,
-    body: dict[str, Any],
+    credentials: AzureCredentials, subscription_id: str, request: ImageVersionRequest
 ) -> str:
     """Start creating the version (replication goes on in Azure). A version that exists is
     adopted when its encryption is the requested one, in flight or done; a Failed one is
@@ -141,16 +92,24 @@ def start_image_version(
     answer was lost, or another writer is at it) adopts the version in flight."""
     clients = AzureClients.of(credentials, subscription_id)
     versions = clients.compute().gallery_image_versions
+    rg, gallery, image, version = (
+        request.resource_group,
+        request.gallery_name,
+        request.image_name,
+        request.version,
+    )
+    wanted = request.encryption_by_region(subscription_id)
     existing = read_version(clients, rg, gallery, image, version)
-    if existing is not None and _adoptable(existing, body, version):
+    if existing is not None and _adoptable(existing, wanted, version):
         return str(existing.id)
+    body = request.to_sdk(subscription_id)
     try:
         versions.begin_create_or_update(rg, gallery, image, version, body, polling=False)
     except HttpResponseError as exc:
         if error_code(exc) != "AnotherOperationInProgress":
             raise
         in_flight = read_version(clients, rg, gallery, image, version)
-        if in_flight is None or not _adoptable(in_flight, body, version):
+        if in_flight is None or not _adoptable(in_flight, wanted, version):
             raise
         return str(in_flight.id)
     get_run_logger().info("Started image version %s", version)
@@ -158,11 +117,12 @@ def start_image_version(
     return str(found.id) if found else ""
 
 
-def _adoptable(existing: Any, body: dict[str, Any], version: str) -> bool:
+def _adoptable(
+    existing: GalleryImageVersion, wanted: dict[str, RegionEncryption], version: str
+) -> bool:
     """Whether an existing version is the one requested and not Failed (then adopted); one
     with another encryption is refused."""
-    wanted = wanted_encryption(body["properties"]["publishingProfile"]["targetRegions"])
-    if _lower(encryption_of(existing)) != _lower(wanted):
+    if not same_encryption(encryption_of(existing), wanted):
         raise InvalidRequest(
             "version",
             version,
@@ -244,42 +204,93 @@ def wait_for_replication(
 
 @task(name="Verify image version encryption", **STEP_RETRIES)
 def verify_image_version(
-    credentials: AzureCredentials,
-    subscription_id: str | None,
-    rg: str,
-    gallery: str,
-    image: str,
-    version: str,
-    target_regions: list[dict[str, Any]],
+    credentials: AzureCredentials, subscription_id: str, request: ImageVersionRequest
 ) -> ImageVersionResult:
     """The published encryption matches the request, region by region, and every region's OS
     disk has a customer-key set (never reported as encrypted otherwise)."""
     clients = AzureClients.of(credentials, subscription_id)
+    rg, gallery, image, version = (
+        request.resource_group,
+        request.gallery_name,
+        request.image_name,
+        request.version,
+    )
     found = read_version(clients, rg, gallery, image, version)
     if found is None:
         raise ResourceError(f"{gallery}/{image}/{version}", "the image version is not found")
-    actual, wanted = encryption_of(found), wanted_encryption(target_regions)
-    if _lower(actual) != _lower(wanted):
+    actual, wanted = encryption_of(found), request.encryption_by_region(subscription_id)
+    if not same_encryption(actual, wanted):
         raise VerificationFailed(
-            str(found.id), f"the version reports encryption {actual}, requested {wanted}"
+            str(found.id),
+            f"the version reports encryption {_shown(actual)}, requested {_shown(wanted)}",
         )
-    plain = sorted(region for region, enc in actual.items() if not enc["os"])
+    plain = sorted(region for region, enc in actual.items() if not enc.os_disk_encryption_set)
     if plain:
         raise VerificationFailed(
             str(found.id), f"no customer-managed key for the OS disk in {', '.join(plain)}"
         )
-    states = {
-        _region_key(str(s.region)): text(s.state)
-        for s in (found.properties.replication_status.summary or [])
-    }
-    regions = [
-        RegionResult(
-            name=str(r.name),
-            replica_count=int(r.regional_replica_count or 1),
-            os_disk_encryption_set_id=actual[_region_key(r.name)]["os"],
-            data_disk_encryption_set_ids=actual[_region_key(r.name)]["data"],
-            replication_state=states.get(_region_key(r.name), "Unknown"),
-        )
-        for r in found.properties.publishing_profile.target_regions
-    ]
-    return ImageVersionResult(id=str(found.id), name=str(found.name), regions=regions)
+    return image_version_result(found)
+
+
+def _shown(encryption: dict[str, RegionEncryption]) -> dict[str, str]:
+    return {r: format_target_region_encryption(e) for r, e in encryption.items()}
+
+
+@task(name="Validate request", **STEP_RETRIES)
+def validate_image_request(
+    credentials: AzureCredentials, request: ImageVersionRequest, subscription: str
+) -> None:
+    """Before any write: the resource group's name; the source (exists, not a customer-key
+    version) and its LUNs: each has a set, in every region. (The sets themselves:
+    `check_disk_encryption_sets`.)"""
+    check_name("resource_group", "resource_group", request.resource_group)
+    luns = source_luns(AzureClients.of(credentials, subscription), request.source)
+    for i, region in enumerate(request.target_regions):
+        given = set((region.encryption or RegionEncryption()).data_sets())
+        if given != luns:
+            raise InvalidRequest(
+                f"target_regions[{i}].encryption.data_disks",
+                sorted(given),
+                f"one disk encryption set per data disk: the source's data disks have LUNs "
+                f"{sorted(luns)}",
+            )
+
+
+def source_luns(clients: AzureClients, source: ImageSource) -> set[int]:
+    """The source's data-disk LUNs; InvalidRequest when it is missing or not usable."""
+    compute = clients.compute()
+    try:
+        if source.managed_image_id:
+            p = _where(source.managed_image_id)
+            image = compute.images.get(p["resource_group"], p["name"])
+            return {int(d.lun) for d in image.properties.storage_profile.data_disks or []}
+        if source.image_version_id:
+            p = _where(source.image_version_id)
+            version = compute.gallery_image_versions.get(
+                p["resource_group"], p["name"], p["child_name_1"], p["child_name_2"]
+            )
+            if any(
+                r.encryption for r in version.properties.publishing_profile.target_regions or []
+            ):
+                raise InvalidRequest(
+                    "source.image_version_id",
+                    source.image_version_id,
+                    "an image version encrypted with customer-managed keys "
+                    "cannot be copied or used as a source",
+                )
+            return {int(d.lun) for d in version.properties.storage_profile.data_disk_images or []}
+        for sid in [source.os_disk_snapshot_id, *source.data_disk_snapshots.values()]:
+            p = _where(str(sid))
+            compute.snapshots.get(p["resource_group"], p["name"])
+        return set(source.data_disk_snapshots)
+    except (ResourceNotFoundError, KeyError):
+        raise InvalidRequest(
+            "source", source.model_dump(exclude_defaults=True), "the source does not exist"
+        ) from None
+
+
+def _where(rid: str) -> dict[str, str]:
+    """The parts of a resource id (KeyError for a part an invalid id lacks)."""
+    return (
+        {k: str(v) for k, v in parse_resource_id(rid).items()} if is_valid_resource_id(rid) else {}
+    )

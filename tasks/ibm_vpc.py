@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import base64
 import secrets
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ibm_boto3.s3.transfer import TransferConfig
 from ibm_cloud_sdk_core import ApiException
@@ -54,6 +56,14 @@ class Passphrase(BaseModel):
     value: SecretStr
     wrapped: str
     key_version: str | None
+
+
+@contextmanager
+def spool_image() -> Iterator[Path]:
+    """Where the encrypted image is written before its upload: a file in a private temporary
+    directory, removed with everything in it when the block ends."""
+    with tempfile.TemporaryDirectory(prefix="byok-vpc-") as spool:
+        yield Path(spool) / "image.qcow2"
 
 
 def _named(items: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
@@ -204,15 +214,31 @@ def import_vpc_image(
     return image
 
 
-def _poll(
-    read: Callable[[], dict[str, Any]], done: str, what: str, timeout: float, interval: float
+READY = {"image": "available", "instance": "running"}  # what each VPC resource is polled until
+ON_THE_WAY = frozenset({"pending", "starting"})
+
+
+@task(name="Wait for the VPC resource", task_run_name="Wait for the VPC {kind}", **STEP_RETRIES)
+def wait_for_vpc(
+    credentials: IBMCloudCredentials,
+    kind: Literal["image", "instance"],
+    resource_id: str,
+    timeout: float,
+    interval: float,
 ) -> dict[str, Any]:
+    """Poll the image until `available` or the instance until `running`; another state than
+    those on the way there fails with IBM's reasons (OperationFailed), the timeout with
+    PropagationTimedOut."""
+    vpc = IBMClients.of(credentials).vpc()
+    read = vpc.get_image if kind == "image" else vpc.get_instance
+    done = READY[kind]
+    what = f"VPC {kind} {resource_id}"
     deadline = time.monotonic() + timeout
     while True:
-        found = read()
+        found: dict[str, Any] = read(id=resource_id).get_result()
         if found["status"] == done:
             return found
-        if found["status"] not in ("pending", "starting"):
+        if found["status"] not in ON_THE_WAY:
             reasons = "; ".join(
                 f"{r.get('code')}: {r.get('message')}" for r in found.get("status_reasons") or []
             )
@@ -220,21 +246,6 @@ def _poll(
         if time.monotonic() > deadline:
             raise PropagationTimedOut(what, f"still {found['status']} after {timeout:g} s")
         time.sleep(interval)
-
-
-@task(name="Wait for the VPC image", **STEP_RETRIES)
-def wait_for_vpc_image(
-    credentials: IBMCloudCredentials, image_id: str, timeout: float, interval: float
-) -> dict[str, Any]:
-    """Poll the image until `available` (failed/unusable: OperationFailed with IBM's reasons)."""
-    vpc = IBMClients.of(credentials).vpc()
-    return _poll(
-        lambda: vpc.get_image(id=image_id).get_result(),
-        "available",
-        f"VPC image {image_id}",
-        timeout,
-        interval,
-    )
 
 
 @task(name="Ensure the VPC and subnet", **STEP_RETRIES)
@@ -289,21 +300,6 @@ def create_vpc_instance(
         lambda: vpc.create_instance(instance_prototype=prototype).get_result(), find, "instance"
     )
     return instance
-
-
-@task(name="Wait for the VPC instance", **STEP_RETRIES)
-def wait_for_vpc_instance(
-    credentials: IBMCloudCredentials, instance_id: str, timeout: float, interval: float
-) -> dict[str, Any]:
-    """Poll the instance until `running`."""
-    vpc = IBMClients.of(credentials).vpc()
-    return _poll(
-        lambda: vpc.get_instance(id=instance_id).get_result(),
-        "running",
-        f"VPC instance {instance_id}",
-        timeout,
-        interval,
-    )
 
 
 @task(name="Publish the VPC image")

@@ -1,5 +1,6 @@
-"""Key Vault steps shared by the procedures: create or validate the vault, create or reuse
-the key, grant an identity access to keys."""
+"""The key store steps (Key Vault today, see byok.key_store): create or validate the vault,
+create or reuse the key, make a new version once per rotation, grant or revoke an identity's
+use of the keys, find the store of a key id, put the vault behind its firewall."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from azure.core.exceptions import HttpResponseError
 from azure.keyvault.keys import KeyClient, KeyVaultKey
-from azure.mgmt.core.tools import resource_id
+from azure.mgmt.core.tools import parse_resource_id, resource_id
 from azure.mgmt.keyvault.models import (
     AccessPolicyEntry,
     IPRule,
@@ -25,7 +26,6 @@ from azure.mgmt.keyvault.models import (
 )
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
-from pydantic import BaseModel
 
 from blocks.azure import AzureCredentials
 from byok.azure_errors import (
@@ -37,6 +37,16 @@ from byok.azure_errors import (
 )
 from byok.errors import OperationFailed, VerificationFailed
 from byok.key_policy import RotationPolicySpec
+from byok.key_store import (
+    CRYPTO_OFFICER,
+    CRYPTO_SERVICE_ENCRYPTION_USER,
+    OPERATOR_KEY_PERMISSIONS,
+    READER,
+    SERVICE_KEY_PERMISSIONS,
+    KeyInfo,
+    KeyStore,
+    VaultInfo,
+)
 from byok.keyvault_ids import KeyId
 from byok.polling import read_settled
 from byok.retrying import retry_while, write_or_find
@@ -46,44 +56,6 @@ from byok.tokens import object_id
 from byok.validation import InvalidRequest, check_rsa_key_size, same_region
 from clients.azure import AzureClients
 from tasks.retry import STEP_RETRIES
-
-CRYPTO_OFFICER = "14b46e9e-c2b7-41b4-b07b-48a6ebf60603"
-CRYPTO_SERVICE_ENCRYPTION_USER = "e147488a-f6f5-4113-8e2d-b22465e65bf6"
-READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
-# What this tool needs on keys of the vaults it manages.
-OPERATOR_KEY_PERMISSIONS = [
-    "get",
-    "list",
-    "create",
-    "update",
-    "import",
-    "rotate",
-    "delete",
-    "recover",
-    "getrotationpolicy",
-    "setrotationpolicy",
-]
-SERVICE_KEY_PERMISSIONS = ["get", "wrapKey", "unwrapKey"]
-
-
-class VaultInfo(BaseModel):
-    """A key vault as the steps after it need it."""
-
-    id: str
-    name: str
-    url: str
-    location: str
-    rbac: bool
-
-
-class KeyInfo(BaseModel):
-    """A key: its versioned and versionless ids."""
-
-    id: str
-    versionless_id: str
-    name: str
-    version: str
-    size: int
 
 
 def read_vault(clients: AzureClients, resource_group: str, name: str) -> Vault | None:
@@ -178,9 +150,13 @@ def key_info(key: KeyVaultKey, size: int) -> KeyInfo:
     )
 
 
+def _group(vault: VaultInfo) -> str:
+    return str(parse_resource_id(vault.id)["resource_group"])
+
+
 def _vault_policies(clients: AzureClients, vault: VaultInfo) -> tuple[str, Vault]:
     """The vault's resource group and its current state (access policies)."""
-    group = vault.id.split("/")[4]
+    group = _group(vault)
     return group, clients.keyvault_management().vaults.get(group, vault.name)
 
 
@@ -520,7 +496,7 @@ def set_network_rules(
 ) -> bool:
     """Deny by default, letting trusted Azure services through when `trusted_services`, and
     the callers in `ip_rules`. Returns whether the vault changed."""
-    group = vault.id.split("/")[4]
+    group = _group(vault)
     vaults = clients.keyvault_management().vaults
     acls = vaults.get(group, vault.name).properties.network_acls
     bypass = "AzureServices" if trusted_services else "None"
@@ -545,3 +521,112 @@ def set_network_rules(
         ),
     )
     return True
+
+
+@task(name="Check the key vault and key", **STEP_RETRIES)
+def check_key_vault(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    resource_group: str,
+    vault_name: str,
+    key_name: str,
+    location: str,
+    access_policies: bool = False,
+) -> None:
+    """Read-only, before any write: an existing vault has soft delete and purge protection on
+    and is in `location`, its key (when this tool may read it yet) is an enabled RSA key of
+    an accepted size; with `access_policies`, the vault must not use Azure RBAC."""
+    clients = AzureClients.of(credentials, subscription_id)
+    check_vault_and_key(clients, resource_group, vault_name, key_name, location)
+    vault = read_vault(clients, resource_group, vault_name) if access_policies else None
+    if vault is not None and vault.properties.enable_rbac_authorization:
+        raise InvalidRequest(
+            "vault_name",
+            vault_name,
+            "the template grants access with an access policy; this vault uses Azure RBAC",
+        )
+
+
+@task(name="Read the key vault", **STEP_RETRIES)
+def require_vault(
+    credentials: AzureCredentials, subscription_id: str | None, resource_group: str, name: str
+) -> KeyStore:
+    """An existing vault with soft delete and purge protection (InvalidRequest naming
+    `vault_name` otherwise)."""
+    found = read_vault(AzureClients.of(credentials, subscription_id), resource_group, name)
+    if found is None:
+        raise InvalidRequest(
+            "vault_name", name, f"no such vault in resource group {resource_group}"
+        )
+    check_existing_vault(found)
+    return vault_info(found)
+
+
+@task(name="Find the key's vault", **STEP_RETRIES)
+def find_key_store(
+    credentials: AzureCredentials, subscription_id: str | None, key_id: str
+) -> KeyStore:
+    """The store serving a key id (InvalidRequest when none of the subscription does)."""
+    return vault_for_key(AzureClients.of(credentials, subscription_id), key_id)
+
+
+@task(name="Enable key vault access", **STEP_RETRIES)
+def grant_key_use(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    store: KeyStore,
+    principal_id: str,
+    timeout_seconds: float,
+    reader: bool = False,
+) -> None:
+    """Let a service's identity use the store's keys: get, wrapKey, unwrapKey by access
+    policy, or Key Vault Crypto Service Encryption User on RBAC vaults (decided from the
+    vault); `reader` adds Reader on the vault, as the AKS doc asks."""
+    clients = AzureClients.of(credentials, subscription_id)
+    grant(
+        clients,
+        store,
+        principal_id,
+        SERVICE_KEY_PERMISSIONS,
+        CRYPTO_SERVICE_ENCRYPTION_USER,
+        timeout_seconds,
+    )
+    if reader:
+        assign_role(clients, store.id, principal_id, READER, timeout_seconds)
+    get_run_logger().info(
+        "%s may use the keys of %s%s", principal_id, store.name, " and read it" if reader else ""
+    )
+
+
+@task(name="Revoke key access")
+def revoke_key_use(
+    credentials: AzureCredentials, subscription_id: str | None, store: KeyStore, principal_id: str
+) -> int:
+    """`az keyvault delete-policy --object-id …` (or the role assignment on RBAC vaults).
+    Returns how many grants were removed."""
+    return revoke(
+        AzureClients.of(credentials, subscription_id),
+        store,
+        principal_id,
+        SERVICE_KEY_PERMISSIONS,
+        CRYPTO_SERVICE_ENCRYPTION_USER,
+    )
+
+
+@task(name="Verify the old key version stays enabled", **STEP_RETRIES)
+def verify_version_enabled(
+    credentials: AzureCredentials, subscription_id: str | None, versioned_key_id: str
+) -> None:
+    """Rotation must not disable the previous version (data wrapped with it stays readable)."""
+    kid = KeyId.parse(versioned_key_id)
+    keys = AzureClients.of(credentials, subscription_id).keys(kid.vault_url)
+    if not keys.get_key(kid.name, kid.version).properties.enabled:
+        raise VerificationFailed(versioned_key_id, "the previous key version is disabled")
+
+
+@task(name="Enable key vault bypass", retries=2, retry_delay_seconds=1)
+def allow_trusted_services(
+    credentials: AzureCredentials, subscription_id: str | None, store: KeyStore, ips: list[str]
+) -> bool:
+    """Deny by default, allow trusted Microsoft services (ACR is one) and the operator."""
+    return set_network_rules(AzureClients.of(credentials, subscription_id), store, True, ips)

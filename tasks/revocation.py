@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 
 from azure.core.exceptions import HttpResponseError
 from azure.keyvault.keys import KeyClient
+from azure.mgmt.containerregistry.operations import RegistriesOperations
 from azure.mgmt.core.tools import parse_resource_id
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from blocks.azure import AzureCredentials
+from byok.acr_models import encryption_identity
 from byok.azure_errors import error_code
 from byok.drill import (
     GRANTS_TAG,
@@ -33,9 +35,9 @@ from byok.inventory.blast import Dependent
 from byok.inventory.models import Kind
 from byok.keyvault_ids import KeyId
 from byok.polling import PollTimeout, poll_until
+from byok.registry_probe import probe_registry_data
 from byok.retrying import retry_while
 from clients.azure import AzureClients
-from tasks.acr import encryption_identity, probe_registry_data
 from tasks.artifacts import artifact_key
 from tasks.key_vault import (
     CRYPTO_SERVICE_ENCRYPTION_USER,
@@ -66,14 +68,18 @@ def _where(resource_id: str) -> tuple[str, str, str]:
 
 def _keys(credentials: AzureCredentials, key_id: str) -> tuple[KeyClient, str]:
     kid = KeyId.parse(key_id)
-    return AzureClients(credentials).keys(kid.vault_url), kid.name
+    return AzureClients.of(credentials).keys(kid.vault_url), kid.name
+
+
+def _registries(credentials: AzureCredentials, subscription_id: str) -> RegistriesOperations:
+    return AzureClients.of(credentials, subscription_id).container_registry().registries
 
 
 def _vault(credentials: AzureCredentials, key_id: str, subscriptions: list[str]) -> VaultInfo:
     """The vault of the key, in one of the subscriptions."""
     for sub in subscriptions or [credentials.subscription_id]:
         try:
-            return vault_for_key(AzureClients(credentials, sub), key_id)
+            return vault_for_key(AzureClients.of(credentials, sub), key_id)
         except InvalidRequest:
             continue
     raise InvalidRequest("key_id", key_id, "no key vault of the subscriptions serves this key")
@@ -90,7 +96,7 @@ def identities_using_key(credentials: AzureCredentials, dependents: list[Depende
     principals: list[str] = []
     for des_id in sorted(sets):
         sub, group, name = _where(des_id)
-        des = AzureClients(credentials, sub).compute().disk_encryption_sets.get(group, name)
+        des = AzureClients.of(credentials, sub).compute().disk_encryption_sets.get(group, name)
         identity = des.identity
         if identity is None:
             continue
@@ -99,7 +105,9 @@ def identities_using_key(credentials: AzureCredentials, dependents: list[Depende
         principals += [str(p) for p in found if p]
     for registry_id in sorted(registries):
         sub, group, name = _where(registry_id)
-        registry = AzureClients(credentials, sub).container_registry().registries.get(group, name)
+        registry = (
+            AzureClients.of(credentials, sub).container_registry().registries.get(group, name)
+        )
         principals.append(encryption_identity(registry)[1])
     return list(dict.fromkeys(principals))
 
@@ -129,7 +137,7 @@ def revoke_key_access(
         tags = {**(latest.tags or {}), **grant_tags(principals)}
         keys.update_key_properties(name, latest.version, tags=tags)
         vault = _vault(credentials, key_id, subscriptions)
-        clients = AzureClients(credentials, vault.id.split("/")[2])
+        clients = AzureClients.of(credentials, _where(vault.id)[0])
         for principal in principals:
             revoke(
                 clients, vault, principal, SERVICE_KEY_PERMISSIONS, CRYPTO_SERVICE_ENCRYPTION_USER
@@ -164,7 +172,7 @@ def restore_key_access(
         keys.update_key_properties(name, version, enabled=True, tags=tags)
     if principals:
         vault = _vault(credentials, key_id, subscriptions)
-        clients = AzureClients(credentials, vault.id.split("/")[2])
+        clients = AzureClients.of(credentials, _where(vault.id)[0])
         for principal in dict.fromkeys(principals):
             grant(
                 clients,
@@ -190,7 +198,7 @@ def restore_key_access(
 def _power_state(credentials: AzureCredentials, vm_id: str) -> tuple[str, str]:
     sub, group, name = _where(vm_id)
     vm = (
-        AzureClients(credentials, sub)
+        AzureClients.of(credentials, sub)
         .compute()
         .virtual_machines.get(group, name, expand="instanceView")
     )
@@ -230,9 +238,9 @@ def observe_failure(
             code, message = _power_state(credentials, target.resource_id)
             return Observation(at=_now(), state=f"{code} ({message})" if message else code)
         if target.check is Check.DATA_OPERATION:
-            sub, group, name = _where(target.resource_id)
+            sub, rid = _where(target.resource_id)[0], target.resource_id
             state = retry_while(
-                lambda: probe_registry_data.fn(credentials, sub, group, name, False, 0),
+                lambda: probe_registry_data(_registries(credentials, sub), rid, False, 0),
                 lambda exc: isinstance(exc, VerificationFailed),
                 timeout_seconds=timeout_seconds,
                 first_delay=interval,
@@ -251,7 +259,7 @@ def observe_recovery(
     started (Azure does not restart it by itself) and running, a registry accepting a data
     operation."""
     sub, group, name = _where(target.resource_id)
-    clients = AzureClients(credentials, sub)
+    clients = AzureClients.of(credentials, sub)
     try:
         if target.check is Check.POWER_STATE:
             if _power_state(credentials, target.resource_id)[0] != "PowerState/running":
@@ -266,7 +274,8 @@ def observe_recovery(
             code, _ = _power_state(credentials, target.resource_id)
             return Observation(at=_now(), state=code) if code == "PowerState/running" else None
         if target.check is Check.DATA_OPERATION:
-            state = probe_registry_data.fn(credentials, sub, group, name, True, timeout_seconds)
+            registries = clients.container_registry().registries
+            state = probe_registry_data(registries, target.resource_id, True, timeout_seconds)
             return Observation(at=_now(), state=state)
     except HttpResponseError as exc:
         get_run_logger().error("%s did not recover: %s", target.resource_id, error_code(exc))

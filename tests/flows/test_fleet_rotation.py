@@ -215,3 +215,71 @@ def test_rotation_on_a_local_dask_cluster(
     revoked = [d for d in fleet.des_ids if d.endswith("des-3")]
     assert state.message.startswith(f"{len(revoked)} of "), state.message
     assert versions(azure_credentials, fleet.key_ids) == {k: n + 1 for k, n in before.items()}
+
+
+def test_a_registry_whose_identity_discovery_missed_keeps_its_own(
+    prefect_harness: None, emulator: Emulator, azure: AzureClients
+) -> None:
+    """A registry row without its encryption identity is moved with the identity it uses
+    (read from the registry), never with the text 'None'."""
+    from azure.mgmt.containerregistry.models import (
+        EncryptionProperty,
+        IdentityProperties,
+        KeyVaultProperties,
+        Registry,
+        RegistryProperties,
+        Sku,
+        UserIdentityProperties,
+    )
+    from azure.mgmt.keyvault.models import VaultAccessPolicyParameters
+
+    from byok.rotation import Dependent, DependentKind, RotationRow, Status
+    from tasks.fleet_rotation import move_dependent
+    from tests.helpers import vault_with_key
+
+    _, key_id = vault_with_key(azure, emulator, group="rg-fid", vault="kv-fid", key="k")
+    uai = azure.msi().user_assigned_identities.create_or_update(
+        "rg-fid", "id-fid", {"location": "westeurope"}
+    )
+    policy = AccessPolicyEntry(
+        tenant_id=emulator.identity.tenant_id,
+        object_id=str(uai.principal_id),
+        permissions=Permissions(keys_property=["get", "wrapKey", "unwrapKey"]),
+    )
+    access = VaultAccessPolicyParameters(
+        properties=VaultAccessPolicyProperties(access_policies=[policy])
+    )
+    azure.keyvault_management().vaults.update_access_policy("rg-fid", "kv-fid", "add", access)
+    registry = Registry(
+        location="westeurope",
+        sku=Sku(name="Premium"),
+        identity=IdentityProperties(
+            type="UserAssigned", user_assigned_identities={str(uai.id): UserIdentityProperties()}
+        ),
+        properties=RegistryProperties(
+            encryption=EncryptionProperty(
+                status="enabled",
+                key_vault_properties=KeyVaultProperties(
+                    key_identifier=key_id, identity=uai.client_id
+                ),
+            )
+        ),
+    )
+    registries = azure.container_registry().registries
+    made = registries.begin_create("rg-fid", "acrfid1", registry).result()
+    new = str(azure.keys(KeyId.parse(key_id).vault_url).create_rsa_key("k", size=2048).id)
+    dependent = Dependent(
+        resource_id=str(made.id),
+        kind=DependentKind.REGISTRY,
+        key_url=key_id,
+        follows_latest=False,
+        identity=None,
+    )
+    key = RotationRow(
+        key_id=KeyId.parse(key_id).versionless, action="new version", status=Status.ROTATED,
+        version=new,
+    )  # fmt: skip
+    row = move_dependent.fn(azure.block, dependent, key, 30, 0.05)
+    assert (row.status, row.reason) == (Status.VERIFIED, "")
+    kvp = registries.get("rg-fid", "acrfid1").encryption.key_vault_properties
+    assert (kvp.identity, kvp.key_identifier) == (uai.client_id, new)

@@ -1,0 +1,184 @@
+# mypy: disable-error-code="union-attr"
+# (the SDK types every field Optional; a set Azure returns has them: see pyproject.toml)
+"""Disk encryption set requests, results and rules (no Prefect import): what the set, its
+vault and key are, the set as later steps need it, its request body, and the checks of an
+existing set."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from azure.mgmt.compute.models import (
+    DiskEncryptionSet,
+    EncryptionSetIdentity,
+    EncryptionSetProperties,
+    KeyForDiskEncryptionSet,
+    SourceVault,
+)
+from azure.mgmt.core.tools import resource_id
+from pydantic import BaseModel, Field
+
+from byok.errors import InvalidRequest
+from byok.key_policy import KeyRotationPolicyField
+from byok.key_store import KeyInfo, KeyStore
+from byok.sdk_values import text
+
+_BLOCK = Field(..., description="Name of the saved 'BYOK Azure Credentials' block to use.")
+_WAIT = Field(
+    False,
+    description="When another run is working on the same disk encryption set: wait for it "
+    "to finish (true), or fail at once with 'another run is working on <set id>' (false).",
+)
+
+EncryptionType = Literal[
+    "EncryptionAtRestWithCustomerKey", "EncryptionAtRestWithPlatformAndCustomerKeys"
+]
+
+
+class DiskEncryptionSetInfo(BaseModel):
+    """A disk encryption set as later steps and flows need it."""
+
+    id: str
+    name: str
+    location: str
+    key_url: str
+    principal_id: str
+    encryption_type: str
+    rotation_to_latest_key_version: bool
+
+
+class DiskEncryptionSetRequest(BaseModel):
+    """Where the set, its vault and its key go, and how the key is used."""
+
+    azure_credentials_block: str = _BLOCK
+    subscription_id: str | None = Field(None, description="Default: the block's.")
+    resource_group: str = Field(..., description="Resource group (created if missing).")
+    location: str = Field(..., description="Region of the set, its vault and the disks.")
+    vault_name: str = Field(
+        ...,
+        description="Key vault (created with purge protection if missing; an existing "
+        "one must have soft delete and purge protection on).",
+    )
+    vault_rbac: bool = Field(
+        True,
+        description="A new vault uses Azure RBAC (else access policies); an existing "
+        "vault keeps its own model.",
+    )
+    key_name: str = Field(..., description="RSA key (created if missing, reused if present).")
+    key_size: Literal[2048, 3072, 4096] = Field(3072, description="RSA key size in bits.")
+    des_name: str = Field(..., description="Disk encryption set name.")
+    encryption_type: EncryptionType = Field(
+        "EncryptionAtRestWithCustomerKey",
+        description="Customer key, or double encryption with platform and customer keys "
+        "(fixed at creation).",
+    )
+    rotation_policy: KeyRotationPolicyField = None
+    auto_key_rotation: bool = Field(
+        False,
+        description="Follow new key versions automatically (Azure: within an hour).",
+    )
+    grant_reader_role: bool | None = Field(
+        None,
+        description="Also give the set's identity Reader on the vault, as the AKS doc "
+        "asks. Default: yes for access-policy vaults, no for RBAC vaults.",
+    )
+    propagation_timeout_minutes: float = Field(
+        15,
+        gt=0,
+        description="How long to wait for new identities and grants to propagate.",
+    )
+    wait_for_other_run: bool = _WAIT
+
+    def reader_on(self, store: KeyStore) -> bool:
+        """Whether the set's identity also gets Reader on the vault."""
+        return (not store.rbac) if self.grant_reader_role is None else self.grant_reader_role
+
+    @property
+    def assigns_roles(self) -> bool:
+        """Whether the run may assign roles (an RBAC vault, or Reader on the vault)."""
+        return self.vault_rbac or self.grant_reader_role is not False
+
+
+class DiskEncryptionSetResult(BaseModel):
+    """What was prepared; the gallery and AKS flows take it as input."""
+
+    disk_encryption_set: DiskEncryptionSetInfo
+    vault: KeyStore
+    key: KeyInfo
+
+
+class DesKeyRotationRequest(BaseModel):
+    """Which set's key to rotate."""
+
+    azure_credentials_block: str = _BLOCK
+    subscription_id: str | None = Field(None, description="Default: the block's.")
+    resource_group: str = Field(..., description="Resource group of the set.")
+    des_name: str = Field(..., description="Disk encryption set whose key to rotate.")
+    timeout_minutes: float = Field(
+        90,
+        gt=0,
+        description="How long to wait for the set to report the new version "
+        "(automatic rotation takes up to an hour in Azure).",
+    )
+    poll_seconds: float = Field(30, gt=0, description="Seconds between checks.")
+    rotation_id: str | None = Field(
+        None,
+        description="Names this rotation: a re-run with the same value reuses the key version "
+        "it made (tagged byok-rotation=<value>) instead of making another. Empty: this flow "
+        "run's id; a version newer than the set's is reused in any case.",
+    )
+    wait_for_other_run: bool = _WAIT
+
+
+def des_id(subscription_id: str, resource_group: str, name: str) -> str:
+    """The resource id of a set."""
+    return resource_id(
+        subscription=subscription_id,
+        resource_group=resource_group,
+        namespace="Microsoft.Compute",
+        type="diskEncryptionSets",
+        name=name,
+    )
+
+
+def des_info(des: DiskEncryptionSet) -> DiskEncryptionSetInfo:
+    """The typed summary of a set."""
+    props = des.properties
+    return DiskEncryptionSetInfo(
+        id=str(des.id),
+        name=str(des.name),
+        location=str(des.location),
+        key_url=str(props.active_key.key_url),
+        principal_id=str(des.identity.principal_id),
+        encryption_type=text(props.encryption_type),
+        rotation_to_latest_key_version=bool(props.rotation_to_latest_key_version_enabled),
+    )
+
+
+def check_existing_des(des: DiskEncryptionSet, encryption_type: str) -> None:
+    """The encryption type of a set cannot change after creation."""
+    if text(des.properties.encryption_type) != encryption_type:
+        raise InvalidRequest(
+            "encryption_type",
+            encryption_type,
+            f"disk encryption set '{des.name}' already exists with "
+            f"{des.properties.encryption_type}, which cannot be changed; "
+            "use another name",
+        )
+
+
+def des_body(
+    location: str, store: KeyStore, key: KeyInfo, encryption_type: str, auto_rotation: bool
+) -> DiskEncryptionSet:
+    """A set with the versioned key URL and a system-assigned identity."""
+    return DiskEncryptionSet(
+        location=location,
+        identity=EncryptionSetIdentity(type="SystemAssigned"),
+        properties=EncryptionSetProperties(
+            active_key=KeyForDiskEncryptionSet(
+                key_url=key.id, source_vault=SourceVault(id=store.id)
+            ),
+            encryption_type=encryption_type,
+            rotation_to_latest_key_version_enabled=auto_rotation,
+        ),
+    )
