@@ -41,7 +41,8 @@ def test_the_installed_wheel_loads_the_registry_template(tmp_path: Path) -> None
         )
     for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", "dist", source, cwd=tmp_path)
+    build = ("-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q")
+    run(sys.executable, *build, "-w", "dist", source, cwd=tmp_path)  # offline
     (wheel,) = (tmp_path / "dist").glob("byok_flows-*.whl")
 
     venv = tmp_path / "venv"
