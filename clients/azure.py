@@ -7,12 +7,16 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+import requests
 from azure.core.credentials import TokenCredential
 from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
+from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from blocks.azure import AzureCredentials
 from byok.azure_errors import RetryAfterTooLong
@@ -36,6 +40,8 @@ if TYPE_CHECKING:  # the clients themselves are loaded on first use (clients.laz
     from azure.mgmt.resourcegraph import ResourceGraphClient
 
 ClientT = TypeVar("ClientT")
+HTTP_POOL_SIZE = 64
+"""Connections kept per host: above the fleet flows' thread count."""
 
 
 class SafeRetryPolicy(RetryPolicy):
@@ -112,11 +118,30 @@ class AzureClients:
             retry_total=self.block.retry_total, max_retry_after=self.block.max_retry_after_seconds
         )
 
+    @cached_property
+    def transport(self) -> RequestsTransport:
+        """One HTTP transport per block in the process, shared by every client: its session
+        keeps up to HTTP_POOL_SIZE connections per host (urllib3's default of 10 makes a
+        fleet run's threads open and drop connections: "Connection pool is full")."""
+        return shared(self.block, "transport", make=self._new_transport)
+
+    def _new_transport(self) -> RequestsTransport:
+        session = requests.Session()
+        # No retries below azure-core's own policy, as azure-core mounts its adapter.
+        adapter = HTTPAdapter(
+            pool_connections=HTTP_POOL_SIZE,
+            pool_maxsize=HTTP_POOL_SIZE,
+            max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+        )
+        for scheme in ("https://", "http://"):
+            session.mount(scheme, adapter)
+        verify: dict[str, Any] = (
+            {"connection_verify": self.block.ca_bundle} if self.block.ca_bundle else {}
+        )
+        return RequestsTransport(session=session, session_owner=False, **verify)
+
     def _transport_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"retry_policy": self.retry_policy()}
-        if self.block.ca_bundle:
-            options["connection_verify"] = self.block.ca_bundle
-        return options
+        return {"retry_policy": self.retry_policy(), "transport": self.transport}
 
     def arm(self, client_class: type[ClientT], *, tenant_level: bool = False) -> ClientT:
         """Any azure-mgmt client class, pointed at this cloud's Resource Manager, made once per
