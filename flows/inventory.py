@@ -5,8 +5,10 @@ subscriptions and IBM Cloud accounts.
    credentials cannot read become `no-access` rows).
 2. Discover the resources whose encryption matters with Azure Resource Graph (or ARM
    listing per subscription): disk encryption sets, disks, VMs, gallery image versions
-   per region and LUN, registries, AKS clusters, key vaults.
-3. Read each key they use once: version, age, expiry, rotation policy, vault protection.
+   per region and LUN, registries, AKS clusters (KMS key, node pools), key vaults, managed
+   HSMs; the power state of the VMs on confidential sets (instance view where missing).
+3. Read each key they use once: version, age, expiry, rotation policy, store protection;
+   an unreadable key's store tenant from its authentication challenge.
 4. Read each IBM Cloud account: Key Protect root keys and their registrations, encrypted
    images in COS, image templates, VPC images.
 5. Judge the controls: one evidence row per resource part and control, rule named.

@@ -4,10 +4,12 @@ key they use, the controls judged, and the report published, written and announc
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import isodate
+import requests
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.keyvault.keys import KeyVaultKey
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
@@ -61,14 +63,16 @@ def readable_subscriptions(
 def discover_resources(
     credentials: AzureCredentials, subscriptions: list[str], use_resource_graph: bool
 ) -> list[dict[str, Any]]:
-    """Every disk encryption set, disk, VM, image version, registry, cluster and key vault
-    of the subscriptions, in Resource Graph's row shape."""
+    """Every disk encryption set, disk, VM, image version, registry, cluster, key vault and
+    managed HSM of the subscriptions, in Resource Graph's row shape (with the power state of
+    the VMs on confidential sets)."""
     if not subscriptions:
         return []
     clients = AzureClients.of(credentials)
+    rows = None
     if use_resource_graph:
         try:
-            return _query_graph(clients, subscriptions)
+            rows = _query_graph(clients, subscriptions)
         except HttpResponseError as exc:
             if exc.status_code != 403:
                 raise
@@ -76,7 +80,26 @@ def discover_resources(
                 "Resource Graph refused the query (%s): listing through ARM instead",
                 error_code(exc),
             )
-    return [row for sub in subscriptions for row in _list_through_arm(credentials, sub)]
+    if rows is None:
+        rows = [row for sub in subscriptions for row in _list_through_arm(credentials, sub)]
+    _add_power_states(credentials, rows)
+    return rows
+
+
+def _add_power_states(credentials: AzureCredentials, rows: list[dict[str, Any]]) -> None:
+    """The power state of each VM on a confidential set, read from ARM (instance view) where
+    the row lacks it, put where Resource Graph has it."""
+    wanted = {r["id"] for r in discovery.confidential_vms(rows) if not discovery.power_state(r)}
+    for row in rows:
+        if row["id"] not in wanted:
+            continue
+        parts = row["id"].split("/")
+        machines = AzureClients.of(credentials, parts[2]).compute().virtual_machines
+        view = machines.get(parts[4], parts[-1], expand="instanceView").instance_view
+        codes = [str(s.code) for s in (view.statuses if view else None) or []]
+        code = next((c for c in codes if c.startswith("PowerState/")), None)
+        extended = row.setdefault("properties", {}).setdefault("extended", {})
+        extended["instanceView"] = {"powerState": {"code": code}}
 
 
 def _query_graph(clients: AzureClients, subscriptions: list[str]) -> list[dict[str, Any]]:
@@ -108,6 +131,7 @@ def _list_through_arm(credentials: AzureCredentials, subscription: str) -> list[
         *clients.container_registry().registries.list(),
         *clients.container_service().managed_clusters.list(),
         *clients.keyvault_management().vaults.list_by_subscription(),
+        *clients.keyvault_management().managed_hsms.list_by_subscription(),
     ]
     for gallery in compute.galleries.list():
         group = str(gallery.id).split("/")[4]
@@ -129,25 +153,51 @@ def _wire(model: Any) -> dict[str, Any]:
 def read_key_states(
     credentials: AzureCredentials, rows: list[dict[str, Any]]
 ) -> dict[str, KeyState]:
-    """The state of every key the resources use (attributes, rotation policy, its vault's
-    protection), read once per key; a key the credentials cannot read is left out (its
-    resources are judged with what the resource itself says)."""
+    """The state of every key the resources use (attributes, rotation policy, its store's
+    kind, tenant and protection), read once per key; a key the credentials cannot read is
+    marked unreadable, with its store's tenant (from the store's row, else from the store's
+    authentication challenge: a cross-tenant key)."""
     clients = AzureClients.of(credentials)
     vaults = discovery.vaults_by_uri(rows)
     states: dict[str, KeyState] = {}
     for url in sorted(discovery.key_urls(rows)):
         key_id = KeyId.parse(url)
         vault = discovery.vault_for(url, vaults)
+        props = (vault or {}).get("properties") or {}
         keys = clients.keys(key_id.vault_url)
         try:
             key = keys.get_key(key_id.name, key_id.version)
             policy = _rotation_policy(keys, key_id.name)
         except HttpResponseError as exc:
             get_run_logger().warning("Key %s not readable: %s", url, error_code(exc))
+            states[url] = KeyState(
+                key_id=url,
+                version=key_id.version,
+                store_id=(vault or {}).get("id"),
+                store_kind=discovery.store_kind(url, vault),
+                tenant_id=props.get("tenantId") or _store_tenant(credentials, url),
+                readable=False,
+            )
             continue
-        props = (vault or {}).get("properties") or {}
         states[url] = _key_state(url, key, policy, vault, props)
     return states
+
+
+_AUTHORITY = re.compile(r'authorization(?:_uri)?="[^"]*/([0-9a-fA-F-]{36})/?"')
+
+
+def _store_tenant(credentials: AzureCredentials, url: str) -> str | None:
+    """The tenant a key store authenticates callers with, named in the bearer challenge it
+    answers an unauthenticated request with (what the Key Vault SDKs follow:
+    https://learn.microsoft.com/azure/key-vault/general/authentication-requests-and-responses)."""
+    try:
+        answer = requests.get(
+            f"{url}?api-version=7.5", verify=credentials.ca_bundle or True, timeout=10
+        )
+    except requests.RequestException:
+        return None
+    found = _AUTHORITY.search(answer.headers.get("WWW-Authenticate", ""))
+    return found[1] if found else None
 
 
 def _rotation_policy(keys: Any, name: str) -> RotationPolicy | None:
@@ -187,6 +237,8 @@ def _key_state(
         expires=key.properties.expires_on,
         rotation_policy=policy,
         store_id=(vault or {}).get("id"),
+        store_kind=discovery.store_kind(url, vault),
+        tenant_id=props.get("tenantId"),
         store_soft_delete=props.get("enableSoftDelete", True) if vault else None,
         store_purge_protection=bool(props.get("enablePurgeProtection")) if vault else None,
     )
@@ -202,8 +254,8 @@ def judge_controls(
     min_days_before_expiry: int,
 ) -> list[EvidenceRow]:
     """One evidence row per resource part and control, Azure's and IBM Cloud's."""
-    sets = discovery.set_ids(rows)
-    findings = [f for row in rows for f in discovery.findings(row, sets, keys.get)]
+    sets, blocking = discovery.set_ids(rows), discovery.blocking_vms(rows)
+    findings = [f for row in rows for f in discovery.findings(row, sets, keys.get, blocking)]
     findings += [f for account in ibm_accounts for f in ibm.findings(account)]
     limits = Limits(
         now=datetime.now(UTC),

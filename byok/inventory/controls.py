@@ -4,7 +4,10 @@ Azure Policy ids are the built-in definitions' names (Microsoft Learn, "Azure Po
 definitions for Key Vault" and the per-service CMK definitions); CIS numbers follow the CIS
 Microsoft Azure Foundations Benchmark v5.0.0 (section 8.3, Key Vault); MCSB is the Microsoft
 cloud security benchmark v1 (data protection: DP-5 customer-managed keys, DP-6 key
-management, DP-8 key repository security)."""
+management, DP-8 key repository security). The KMS and encryption-at-host definitions are in
+github.com/Azure/azure-policy, built-in-policies/policyDefinitions/Kubernetes/AKS_EnableKMS.json
+and AKS_EncryptionAtHost_Deny.json, and the Compute definition "Virtual machines and virtual
+machine scale sets should have encryption at host enabled"."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from byok.inventory.models import EvidenceRow, Finding, Kind, Verdict
+from byok.inventory.models import EvidenceRow, Finding, KeyState, Kind, Verdict
 
 Judgement = tuple[Verdict, str]
 
@@ -28,13 +31,26 @@ class Limits:
 
 @dataclass(frozen=True)
 class Control:
-    """A rule, what it applies to, and the public control ids it evidences."""
+    """A rule, the kinds and parts it applies to, and the public control ids it evidences."""
 
     id: str
     title: str
     references: tuple[str, ...]
     applies_to: frozenset[Kind]
     judge: Callable[[Finding, Limits], Judgement]
+    parts: frozenset[str] | None = None  # only these parts (None: every part)
+    skip_parts: frozenset[str] = frozenset()
+
+    def applies(self, finding: Finding) -> bool:
+        """Whether the control judges this finding."""
+        return (
+            finding.kind in self.applies_to
+            and (self.parts is None or finding.part in self.parts)
+            and finding.part not in self.skip_parts
+        )
+
+
+KMS_PART, HOST_PART = "kms-etcd", "host"
 
 
 def key_age_days(finding: Finding, now: datetime) -> int | None:
@@ -51,9 +67,19 @@ def _customer_key(finding: Finding, limits: Limits) -> Judgement:
     return Verdict.COMPLIANT, f"customer-managed key {used}"
 
 
+def _unreadable(key: KeyState) -> Judgement:
+    where = f" (its store is in tenant {key.tenant_id})" if key.tenant_id else ""
+    return Verdict.NO_ACCESS, f"these credentials cannot read the key{where}"
+
+
+_NO_KEY: Judgement = (Verdict.NOT_APPLICABLE, "no customer key")
+
+
 def _key_age(finding: Finding, limits: Limits) -> Judgement:
     if finding.key is None:
-        return Verdict.NOT_APPLICABLE, "no customer key"
+        return _NO_KEY
+    if not finding.key.readable:
+        return _unreadable(finding.key)
     age = key_age_days(finding, limits.now)
     if age is None:
         return Verdict.NON_COMPLIANT, "the key version's creation time is not readable"
@@ -67,7 +93,9 @@ def _key_age(finding: Finding, limits: Limits) -> Judgement:
 
 def _rotation_policy(finding: Finding, limits: Limits) -> Judgement:
     if finding.key is None:
-        return Verdict.NOT_APPLICABLE, "no customer key"
+        return _NO_KEY
+    if not finding.key.readable:
+        return _unreadable(finding.key)
     policy = finding.key.rotation_policy
     if policy is None or not policy.rotates:
         return Verdict.NON_COMPLIANT, "no rotation policy with a Rotate action"
@@ -81,33 +109,67 @@ def _rotation_policy(finding: Finding, limits: Limits) -> Judgement:
 
 
 def _store_recoverable(finding: Finding, limits: Limits) -> Judgement:
-    if finding.key is None:
-        return Verdict.NOT_APPLICABLE, "no customer key"
+    key = finding.key
+    if key is None:
+        return _NO_KEY
+    if key.store_id is None and not key.readable:
+        return _unreadable(key)
+    store = "managed HSM" if key.store_kind == "managed-hsm" else "key vault"
     missing = [
         name
         for name, on in (
-            ("soft delete", finding.key.store_soft_delete),
-            ("purge protection", finding.key.store_purge_protection),
+            ("soft delete", key.store_soft_delete),
+            ("purge protection", key.store_purge_protection),
         )
         if not on
     ]
     if missing:
-        return Verdict.NON_COMPLIANT, f"key vault without {' and '.join(missing)}"
-    return Verdict.COMPLIANT, "key vault has soft delete and purge protection"
+        return Verdict.NON_COMPLIANT, f"{store} without {' and '.join(missing)}"
+    return Verdict.COMPLIANT, f"{store} has soft delete and purge protection"
 
 
 def _key_expiry(finding: Finding, limits: Limits) -> Judgement:
-    if finding.key is None:
-        return Verdict.NOT_APPLICABLE, "no customer key"
-    if finding.key.expires is None:
+    key = finding.key
+    if key is None:
+        return _NO_KEY
+    if not key.readable:
+        return _unreadable(key)
+    if key.expires is None:
         return Verdict.NON_COMPLIANT, "the key has no expiration date"
-    left = (finding.key.expires - limits.now).days
+    left = (key.expires - limits.now).days
     if left < limits.min_days_before_expiry:
         return (
             Verdict.NON_COMPLIANT,
             f"the key expires in {left} days (minimum {limits.min_days_before_expiry})",
         )
     return Verdict.COMPLIANT, f"the key expires in {left} days"
+
+
+def _kms_etcd(finding: Finding, limits: Limits) -> Judgement:
+    if not finding.customer_key:
+        return (
+            Verdict.NON_COMPLIANT,
+            "KMS etcd encryption is off: Secrets are sealed with keys AKS manages",
+        )
+    if finding.rotation and "cluster Failed" in finding.rotation:
+        return Verdict.NON_COMPLIANT, f"the cluster cannot use its KMS key: {finding.rotation}"
+    version = finding.key.version if finding.key else None
+    rule = f"Secrets in etcd sealed with customer key version {version}"
+    if finding.previous_key_version:
+        rule += (
+            f"; the previous version {finding.previous_key_version} stays in the second slot "
+            "until rotate-aks-kms-key re-wrote every Secret"
+        )
+    return Verdict.COMPLIANT, rule
+
+
+def _encryption_at_host(finding: Finding, limits: Limits) -> Judgement:
+    if finding.encryption_at_host:
+        return Verdict.COMPLIANT, "temp disks and caches are encrypted at host"
+    return (
+        Verdict.NON_COMPLIANT,
+        "encryption at host is off: temp disks and caches are not encrypted",
+    )
 
 
 def _dek_current(finding: Finding, limits: Limits) -> Judgement:
@@ -166,6 +228,26 @@ CONTROLS: tuple[Control, ...] = (
         ),
         _PROTECTED,
         _customer_key,
+        skip_parts=frozenset({KMS_PART, HOST_PART}),  # their own controls judge them
+    ),
+    Control(
+        "kms-etcd",
+        "Kubernetes Secrets in etcd are encrypted with a customer key (KMS)",
+        ("MCSB DP-5", "Azure Policy dbbdc317-9734-4dd8-9074-993b29c69008"),
+        frozenset({Kind.AKS_CLUSTER}),
+        _kms_etcd,
+        parts=frozenset({KMS_PART}),
+    ),
+    Control(
+        "encryption-at-host",
+        "Temp disks and disk caches of VMs and node pools are encrypted at host",
+        (
+            "Azure Policy fc4d8e41-e223-45ea-9bf5-eada37891d87 (VMs)",
+            "Azure Policy 41425d9f-d1a5-499a-9932-f8ed8453932c (AKS node pools)",
+        ),
+        frozenset({Kind.VIRTUAL_MACHINE, Kind.AKS_NODE_POOL}),
+        _encryption_at_host,
+        parts=frozenset({HOST_PART, ""}),
     ),
     Control(
         "key-age",
@@ -229,7 +311,7 @@ def evaluate(findings: Iterable[Finding], limits: Limits) -> list[EvidenceRow]:
             rows.append(_row(finding, ACCESS, Verdict.NO_ACCESS, reason, limits))
             continue
         for control in CONTROLS:
-            if finding.kind in control.applies_to:
+            if control.applies(finding):
                 verdict, rule = control.judge(finding, limits)
                 rows.append(_row(finding, control.id, verdict, rule, limits))
     return rows
@@ -259,6 +341,14 @@ def _row(
         rotate_after_days=policy.rotate_after_days if policy else None,
         notify_before_expiry_days=policy.notify_before_expiry_days if policy else None,
         last_rotation=key.last_rotation if key else None,
+        key_store_kind=key.store_kind if key else None,
+        key_tenant=key.tenant_id if key else None,
+        federated_client_id=finding.federated_client_id,
+        previous_key_version=finding.previous_key_version,
+        rotation=finding.rotation,
+        encryption_at_host=finding.encryption_at_host,
+        security_type=finding.security_type,
+        blocks_rotation=" ".join(finding.blocks_rotation) or None,
         control=control,
         verdict=verdict,
         rule=rule,

@@ -20,6 +20,7 @@ class Kind(StrEnum):
     IMAGE_VERSION = "image-version"
     REGISTRY = "registry"
     AKS_CLUSTER = "aks-cluster"
+    AKS_NODE_POOL = "aks-node-pool"
     STORAGE_CLASS = "storage-class"
     KEY_VAULT_KEY = "key-vault-key"
     IBM_ROOT_KEY = "ibm-root-key"
@@ -63,8 +64,11 @@ class KeyState(BaseModel):
     rotation_policy: RotationPolicy | None = None
     last_rotation: datetime | None = None
     store_id: str | None = Field(None, description="Vault resource id or Key Protect instance.")
+    store_kind: str | None = Field(None, description="'key-vault' or 'managed-hsm'.")
     store_soft_delete: bool | None = None
     store_purge_protection: bool | None = None
+    tenant_id: str | None = Field(None, description="The tenant of the key's store.")
+    readable: bool = Field(True, description="False: these credentials cannot read the key.")
 
 
 class Finding(BaseModel):
@@ -85,6 +89,21 @@ class Finding(BaseModel):
     attached_to: str | None = Field(None, description="A disk's VM (`managedBy`).")
     wrapped_by_version: str | None = Field(
         None, description="IBM: the root-key version that wrapped the image's DEK."
+    )
+    encryption_at_host: bool | None = Field(None, description="A VM's or node pool's.")
+    security_type: str | None = Field(
+        None, description="A VM's securityType; a disk's securityEncryptionType."
+    )
+    federated_client_id: str | None = Field(None, description="A cross-tenant set's app.")
+    previous_key_version: str | None = Field(
+        None, description="AKS KMS: the version in the second key slot (cluster tag)."
+    )
+    rotation: str | None = Field(
+        None, description="AKS KMS: the last rotation recorded, and a cluster not settled."
+    )
+    blocks_rotation: list[str] = Field(
+        default_factory=list,
+        description="A confidential VM set: its VMs not deallocated (its key cannot change).",
     )
     access: bool = Field(True, description="False: the credentials cannot read it.")
     note: str = ""
@@ -111,6 +130,14 @@ class EvidenceRow(BaseModel):
     rotate_after_days: int | None
     notify_before_expiry_days: int | None
     last_rotation: datetime | None
+    key_store_kind: str | None = None
+    key_tenant: str | None = None
+    federated_client_id: str | None = None
+    previous_key_version: str | None = None
+    rotation: str | None = None
+    encryption_at_host: bool | None = None
+    security_type: str | None = None
+    blocks_rotation: str | None = Field(None, description="VM ids, space-separated.")
     control: str
     verdict: Verdict
     rule: str
