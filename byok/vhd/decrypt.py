@@ -9,8 +9,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import numpy as np
-
 from byok.vhd.encrypt import EncryptResult, Output, atomic_output, convert_reader, output_name
 from byok.vhd.format import BLOCK_SIZE, SECTORS_PER_BLOCK, VhdFormatError
 from byok.vhd.keys import VhdKeyError, keyhash, validate_key
@@ -53,6 +51,8 @@ def decryptor(key: bytes) -> Transform:
     def decrypt(index: int, buf: memoryview, holes: Holes | None) -> None:
         xts.decrypt(buf, index * SECTORS_PER_BLOCK, buf)
         if holes is not None:
+            import numpy as np
+
             np.frombuffer(buf, dtype=np.uint8).reshape(SECTORS_PER_BLOCK, -1)[holes] = 0
 
     return decrypt
@@ -191,6 +191,8 @@ def _ascending(items: Iterator[Block], what: str) -> Iterator[Block]:
 
 
 def _same(index: int, got: memoryview, want: memoryview | None) -> None:
+    import numpy as np
+
     a = np.frombuffer(got, dtype=np.uint8)
     if want is None:
         bad = np.flatnonzero(a)

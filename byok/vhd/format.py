@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 SECTOR = 512
 BLOCK_SIZE = 2 * 1024 * 1024
@@ -51,7 +53,7 @@ class VhdFormatError(ValueError):
 
 def checksum(data: bytes | bytearray | memoryview) -> int:
     """One's complement of the byte sum, as a u32 (the checksum field must be zeroed first)."""
-    return ~int(np.frombuffer(data, dtype=np.uint8).sum(dtype=np.uint64)) & 0xFFFFFFFF
+    return ~sum(memoryview(data).cast("B")) & 0xFFFFFFFF
 
 
 def chs_geometry(size: int) -> int:
@@ -253,4 +255,6 @@ def parse_bat(data: bytes, entries: int, offset: int) -> np.ndarray:
             f"offset {offset}: expected a BAT of {entries} entries ({need} bytes), "
             f"found {len(data)} bytes"
         )
+    import numpy as np
+
     return np.frombuffer(data, dtype=">u4", count=entries).astype(np.uint32)

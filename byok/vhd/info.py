@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
 from byok.vhd.format import BLOCK_SIZE, UNUSED
 from byok.vhd.reader import Source, VhdReader
 
@@ -49,7 +47,7 @@ def vhd_info(path: Source) -> VhdInfo:
         else:
             block_size = bmap.block_size
             total = len(bmap.bat)
-            allocated = int(np.count_nonzero(bmap.bat != UNUSED))
+            allocated = int((bmap.bat != UNUSED).sum())
         batmap = reader.batmap
         has_hash = batmap is not None and batmap.has_keyhash
         version = footer.creator_version

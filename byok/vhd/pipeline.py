@@ -1,10 +1,10 @@
 """Parallel read → transform → ordered write over 2 MiB blocks with a fixed pool of buffers.
 
-A reader thread fills buffers (and spots all-zero blocks); `workers` threads transform them in
-place (AES-XTS in C or OpenSSL, GIL released), each with its own transform; the calling thread
-puts the results back in source order, reports progress and hands them to a writer thread,
-which writes them and returns the buffers to the pool. Memory stays at the pool size
-(`workers + 2 * depth` buffers of 2 MiB) whatever the image size.
+A reader thread fills buffers; `workers` threads drop all-zero blocks (when asked) and
+transform the others in place (AES-XTS in C or OpenSSL, GIL released), each with its own
+transform; the calling thread puts the results back in source order, reports progress and hands
+them to a writer thread, which writes them and returns the buffers to the pool. Memory stays at
+the pool size (`workers + 2 * depth` buffers of 2 MiB) whatever the image size.
 
 On any failure (an exception in a thread, or a signal handler raising in the calling thread)
 the workers and the writer are stopped and joined before the error propagates, so nothing
@@ -21,13 +21,11 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
-
-from byok.vhd.format import BLOCK_SIZE
+from byok.vhd.format import BLOCK_SIZE, SECTOR
 from byok.vhd.reader import Holes, VhdReader
 
 Progress = Callable[[int, int], None]
-Transform = Callable[[int, memoryview, Holes | None], None]
+Transform = Callable[[int, memoryview, "Holes | None"], None]
 """`transform(index, data, holes)` changes a block in place (see `VhdReader.blocks`)."""
 
 _DONE = object()
@@ -44,8 +42,15 @@ class _Stopped(Exception):
     """Raised inside the reader thread once the pipeline has stopped."""
 
 
+_ZERO_SECTOR = bytes(SECTOR)
+
+
 def is_zero(buf: memoryview) -> bool:
     """True when the block holds only zero bytes."""
+    if buf[:SECTOR] != _ZERO_SECTOR:  # decides most data blocks without a full scan
+        return False
+    import numpy as np
+
     return not np.frombuffer(buf, dtype=np.uint64).any()
 
 
@@ -92,9 +97,6 @@ def run_blocks(
             for index, buf, holes in reader.blocks(buffers()):
                 if stop.is_set():
                     return
-                if skip_zero and is_zero(buf):
-                    pool.put(buf)
-                    continue
                 tasks.put((count, index, buf, holes))
                 count += 1
             done.put((_DONE, count))
@@ -112,6 +114,10 @@ def run_blocks(
             while (item := tasks.get()) is not _DONE:
                 if not stop.is_set():
                     seq, index, buf, holes = item
+                    if skip_zero and is_zero(buf):
+                        done.put((seq, index, None))
+                        pool.put(buf)
+                        continue
                     transform(index, buf, holes)
                     done.put((seq, index, buf))
         except BaseException as exc:  # handed to the calling thread
@@ -136,11 +142,11 @@ def run_blocks(
     for thread in others:
         thread.start()
     total = reader.virtual_size or 0
-    pending: dict[int, tuple[int, memoryview]] = {}
-    written = 0
+    pending: dict[int, tuple[int, memoryview | None]] = {}
+    handed = written = 0  # blocks put back in order; blocks written (not dropped)
     expected: int | None = None
     try:
-        while expected is None or written < expected:
+        while expected is None or handed < expected:
             item = done.get()
             if isinstance(item, _Failure):
                 raise item.error
@@ -149,10 +155,12 @@ def run_blocks(
                 continue
             seq, index, buf = item
             pending[seq] = (index, buf)
-            while written in pending:
-                index, buf = pending.pop(written)
-                to_write.put((index, buf))
-                written += 1
+            while handed in pending:
+                index, kept = pending.pop(handed)
+                handed += 1
+                if kept is not None:
+                    to_write.put((index, kept))
+                    written += 1
                 if progress is not None:
                     done_bytes = min((index + 1) * BLOCK_SIZE, total or (index + 1) * BLOCK_SIZE)
                     progress(done_bytes, total)

@@ -5,6 +5,9 @@ A source is exposed as a sequence of 2 MiB virtual blocks: `VhdReader.blocks()` 
 every block the BAT allocates), with the sector bitmaps applied and the tail zero-padded.
 `holes` marks the sectors that are not stored (bitmap bit clear, unallocated, past the end):
 they read as zeros, and a decryptor must leave them zero rather than decrypt them.
+
+NumPy is imported where it is used, in this package as a whole: importing `byok.vhd` (as the
+IBM flows do) must not pay its start-up time.
 """
 
 from __future__ import annotations
@@ -14,9 +17,7 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
-
-import numpy as np
+from typing import TYPE_CHECKING, BinaryIO, TypeAlias
 
 from byok.vhd.format import (
     BLOCK_SIZE,
@@ -35,9 +36,12 @@ from byok.vhd.format import (
     parse_bat,
 )
 
+if TYPE_CHECKING:
+    import numpy as np
+
 Source = str | os.PathLike[str] | BinaryIO
-Holes = np.ndarray  # one bool per sector, True where the sector is not stored
-Block = tuple[int, memoryview, Holes | None]
+Holes: TypeAlias = "np.ndarray"  # one bool per sector, True where the sector is not stored
+Block: TypeAlias = "tuple[int, memoryview, Holes | None]"
 
 log = logging.getLogger("byok.vhd")
 
@@ -285,6 +289,8 @@ class VhdReader:
         """Indices of 2 MiB blocks that may hold data (dynamic sources; None when unknown)."""
         if self.block_map is None:
             return None if self.footer is None else list(range(self.block_count or 0))
+        import numpy as np
+
         bmap = self.block_map
         used = np.flatnonzero(bmap.bat != UNUSED).astype(np.int64)
         return sorted({int(b) * bmap.block_size // BLOCK_SIZE for b in used})
@@ -313,6 +319,8 @@ class VhdReader:
             else:
                 yield from self._fixed_stream(pool)
         elif self.seekable:
+            import numpy as np
+
             for index in self.allocated_blocks() or []:
                 buf = next(pool)
                 holes = np.zeros(SECTORS_PER_BLOCK, dtype=bool)
@@ -375,6 +383,8 @@ class VhdReader:
             return
 
     def _dynamic_stream(self, pool: Iterator[memoryview]) -> Iterator[Block]:
+        import numpy as np
+
         bmap = self.block_map
         assert bmap is not None
         if bmap.block_size != BLOCK_SIZE:
@@ -486,6 +496,8 @@ class VhdReader:
 
 def _check_bat(bmap: BlockMap, bat_offset: int, metadata_end: int, data_end: int | None) -> None:
     """Every allocated block lies after the metadata, inside the data, and apart from the others."""
+    import numpy as np
+
     used = np.flatnonzero(bmap.bat != UNUSED)
     if not used.size:
         return
@@ -523,6 +535,10 @@ def _apply_bitmap(data: memoryview, bitmap: bytes, holes: Holes, first_sector: i
 
     `data` starts at sector `first_sector` of the block the bitmap describes.
     """
+    if bitmap.count(255) == len(bitmap):  # the common case: every sector stored
+        return
+    import numpy as np
+
     sectors = len(data) // SECTOR
     bits = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8))[first_sector:][:sectors]
     if bits.all():
@@ -536,6 +552,8 @@ def _tail_holes(buf: memoryview, stored: int) -> Holes | None:
     """Zero `buf` past its first `stored` bytes; the holes that leaves (None when none)."""
     if stored >= BLOCK_SIZE:
         return None
+    import numpy as np
+
     buf[stored:] = bytes(BLOCK_SIZE - stored)
     holes = np.zeros(SECTORS_PER_BLOCK, dtype=bool)
     holes[stored // SECTOR :] = True

@@ -23,9 +23,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
-
-import numpy as np
+from typing import TYPE_CHECKING, BinaryIO
 
 from byok.vhd.format import (
     BAT_OFFSET,
@@ -42,6 +40,9 @@ from byok.vhd.format import (
     chs_geometry,
     padded,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 BITMAP = b"\xff" * SECTOR
 RECORD_STRIDE = padded(SECTOR + BLOCK_SIZE, DATA_ALIGN)
@@ -124,6 +125,8 @@ class TapLayout:
         out[BAT_OFFSET : BAT_OFFSET + self.bat_bytes] = b"\xff" * self.bat_bytes
         out[BAT_OFFSET : BAT_OFFSET + 4 * self.blocks] = bat.astype(">u4").tobytes()
         batmap = bytearray(self.batmap_bytes)
+        import numpy as np
+
         packed = np.packbits(bat != UNUSED).tobytes()
         batmap[: len(packed)] = packed
         nonce, digest = keyhash if keyhash else (bytes(32), bytes(32))
@@ -162,6 +165,8 @@ class _Sink:
         self.slots: list[int] = []  # block index of each written record
 
     def _bat(self, blocks: int) -> np.ndarray:
+        import numpy as np
+
         bat = np.full(blocks, UNUSED, dtype=np.uint32)
         layout = TapLayout(blocks)
         for slot, index in enumerate(self.slots):

@@ -1,26 +1,18 @@
-"""Vectorised AES-XTS over 512-byte sectors with the dm-crypt "plain" tweak.
+"""AES-XTS over 512-byte sectors with the dm-crypt "plain" tweak.
 
 Each sector s is one XTS data unit with tweak uint32_le(s mod 2^32) || 12 zero bytes, exactly
-what vhd-util (OpenSSL EVP AES-XTS, one call per sector) produces. Instead of one OpenSSL call
-per sector, a batch of sectors is processed with:
+what vhd-util (OpenSSL EVP AES-XTS, one call per sector) produces.
 
-1. one AES-ECB pass under K2 over the batch's tweak blocks, giving T0(s) = E_K2(tweak(s));
-2. the 32 per-block tweaks T0(s)·alpha^j (GF(2^128) doubling) computed with numpy on a planar
-   layout (row j holds T0(s)·alpha^j for every sector s, so every operation is contiguous), then
-   one 16-byte-element transpose into natural order;
-3. C = E_K1(P ⊕ T) ⊕ T with one bulk AES-ECB pass under K1.
-
-All buffers are preallocated; numpy and OpenSSL release the GIL on these large calls.
-
-When the optional C extension `byok.vhd._xts` is built (setup.py, needs OpenSSL headers), it
-does the same in C (tweaks computed in C, OpenSSL AES-ECB in 32 KiB chunks, GIL released);
-it is about 2.5 times as fast and is used by default. `backend="numpy"` forces the fallback.
+The C extension `byok.vhd._xts` (setup.py, needs OpenSSL headers) does it with AES-NI (or
+OpenSSL AES-ECB in 32 KiB chunks elsewhere), the GIL released; it is used by default. Without
+it, or with `backend="numpy"`, the NumPy implementation in `byok.vhd._xts_numpy` (about 2.5
+times as slow) is loaded on first use: importing this module loads neither NumPy nor
+`cryptography`.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
+from typing import Any
 
 from byok.vhd.keys import validate_key
 
@@ -30,19 +22,15 @@ except ImportError:  # the optional C extension was not built
     _xts = None
 
 SECTOR = 512
-BLOCKS_PER_SECTOR = SECTOR // 16
 DEFAULT_BATCH_SECTORS = 2048
 
 BACKENDS: tuple[str, ...] = ("c", "numpy") if _xts is not None else ("numpy",)
 """Available implementations, fastest first."""
 
-_U64 = np.uint64
-_ALL = 0xFFFFFFFFFFFFFFFF
 
-
-def _buffer_view(data: object, writable: bool) -> np.ndarray:
-    view = np.frombuffer(data, dtype=np.uint8)  # type: ignore[call-overload]
-    if writable and not view.flags.writeable:
+def _bytes_view(data: object, writable: bool) -> memoryview:
+    view = memoryview(data).cast("B")  # type: ignore[arg-type]
+    if writable and view.readonly:
         raise TypeError("output buffer must be writable")
     return view
 
@@ -66,27 +54,12 @@ class SectorXts:
             raise ValueError(f"XTS backend {backend!r} is not available (have {BACKENDS})")
         self.backend = backend
         self.batch_sectors = batch_sectors
-        self._native = _xts.Xts(key) if backend == "c" else None
+        self._native: Any = _xts.Xts(key) if backend == "c" else None
+        self._fallback: Any = None
         if self._native is None:
-            self._setup_numpy(key, batch_sectors)
+            from byok.vhd._xts_numpy import NumpyXts
 
-    def _setup_numpy(self, key: bytes, n: int) -> None:
-        half = len(key) // 2
-        data_cipher = Cipher(algorithms.AES(key[:half]), modes.ECB())
-        self._data_encryptor = data_cipher.encryptor()
-        self._data_decryptor = data_cipher.decryptor()
-        self._tweak_encryptor = Cipher(algorithms.AES(key[half:]), modes.ECB()).encryptor()
-        self._tweak_in = np.zeros((n, 4), dtype="<u4")
-        # planar tweaks: row j, sector s -> (lo, hi) words of T0(s)·alpha^j; +2 words of slack
-        # because ECB output buffers need 15 spare bytes.
-        self._planar = np.empty(BLOCKS_PER_SECTOR * n * 2 + 2, dtype=_U64)
-        self._natural = np.empty((n, BLOCKS_PER_SECTOR), dtype=np.complex128)
-        self._work_in = np.empty(n * SECTOR, dtype=np.uint8)
-        self._work_out = np.empty(n * SECTOR + 16, dtype=np.uint8)
-        self._carry = np.empty(16 * n * 2, dtype=_U64)
-        words = np.arange(16 * n * 2) % 2
-        self._hi_mask = np.where(words == 1, _ALL, 0).astype(_U64)  # 1s on high words
-        self._lo_mask = np.where(words == 0, _ALL, 0).astype(_U64)  # 1s on low words
+            self._fallback = NumpyXts(key, batch_sectors)
 
     def encrypt(self, data: object, first_sector: int, out: object | None = None) -> memoryview:
         """Encrypt whole sectors of `data` starting at sector `first_sector`.
@@ -102,74 +75,17 @@ class SectorXts:
     def _run(
         self, data: object, first_sector: int, out: object | None, *, encrypt: bool
     ) -> memoryview:
-        src = _buffer_view(data, writable=False)
-        if src.size % SECTOR:
-            raise ValueError(f"data length {src.size} is not a multiple of {SECTOR}")
+        src = _bytes_view(data, writable=False)
+        if src.nbytes % SECTOR:
+            raise ValueError(f"data length {src.nbytes} is not a multiple of {SECTOR}")
         if out is None:
-            out = bytearray(src.size)
-        dst = _buffer_view(out, writable=True)
-        if dst.size < src.size:
-            raise ValueError(f"output buffer holds {dst.size} bytes, need {src.size}")
+            out = bytearray(src.nbytes)
+        dst = _bytes_view(out, writable=True)
+        if dst.nbytes < src.nbytes:
+            raise ValueError(f"output buffer holds {dst.nbytes} bytes, need {src.nbytes}")
         if self._native is not None:
             run = self._native.encrypt if encrypt else self._native.decrypt
             run(src, dst, first_sector % 2**32)
-            return memoryview(out)[: src.size]  # type: ignore[arg-type]
-        cipher = self._data_encryptor if encrypt else self._data_decryptor
-        step = self.batch_sectors * SECTOR
-        for start in range(0, src.size, step):
-            stop = min(start + step, src.size)
-            self._batch(src[start:stop], dst[start:stop], first_sector + start // SECTOR, cipher)
-        return memoryview(out)[: src.size]  # type: ignore[arg-type]
-
-    def _batch(self, src: np.ndarray, dst: np.ndarray, first: int, cipher: CipherContext) -> None:
-        n = src.size // SECTOR
-        tweaks = self._tweaks(n, first)
-        work_in = self._work_in[: src.size]
-        np.bitwise_xor(src.view(_U64), tweaks, out=work_in.view(_U64))
-        cipher.update_into(work_in.data, self._work_out.data)
-        np.bitwise_xor(self._work_out[: src.size].view(_U64), tweaks, out=dst.view(_U64))
-
-    def _tweaks(self, n: int, first: int) -> np.ndarray:
-        """Natural-order tweak words (n*64 u64) for sectors first..first+n-1."""
-        tweak_in = self._tweak_in[:n]
-        tweak_in[:, 0] = np.arange(first, first + n, dtype=np.uint64) & 0xFFFFFFFF
-        row = 2 * n  # words per planar row
-        planar = self._planar
-        self._tweak_encryptor.update_into(
-            tweak_in.reshape(-1).view(np.uint8).data, planar[: row + 2].view(np.uint8).data
-        )
-        rows = 1
-        while rows < BLOCKS_PER_SECTOR:
-            self._mul_alpha_pow(planar[: rows * row], planar[rows * row : 2 * rows * row], rows)
-            rows *= 2
-        natural = self._natural[:n]
-        natural[...] = (
-            planar[: BLOCKS_PER_SECTOR * row].view(np.complex128).reshape(BLOCKS_PER_SECTOR, n).T
-        )
-        return natural.reshape(-1).view(_U64)
-
-    def _mul_alpha_pow(self, src: np.ndarray, dst: np.ndarray, k: int) -> None:
-        """dst = src·alpha^k for each (lo, hi) 128-bit pair, k < 57, with whole-array operations."""
-        size = src.size
-        carry = self._carry[:size]
-        np.left_shift(src, _U64(k), out=dst)
-        np.right_shift(src, _U64(64 - k), out=carry)
-        # bits leaving a low word enter its high word (the next word)
-        high_in = self._work_carry(size - 1)
-        np.bitwise_and(carry[:-1], self._hi_mask[1:size], out=high_in)
-        np.bitwise_xor(dst[1:], high_in, out=dst[1:])
-        # bits leaving a high word wrap to its low word (the previous one) times 0x87
-        low_in = high_in
-        np.bitwise_and(carry[1:], self._lo_mask[: size - 1], out=low_in)
-        low = dst[:-1]
-        if k == 1:
-            np.multiply(low_in, _U64(0x87), out=low_in)
-            np.bitwise_xor(low, low_in, out=low)
-            return
-        np.bitwise_xor(low, low_in, out=low)
-        for shift in (1, 1, 5):  # x^1, x^2, x^7 terms of 0x87
-            np.left_shift(low_in, _U64(shift), out=low_in)
-            np.bitwise_xor(low, low_in, out=low)
-
-    def _work_carry(self, size: int) -> np.ndarray:
-        return self._work_in.view(_U64)[:size]
+        else:
+            self._fallback.run(src, dst[: src.nbytes], first_sector, encrypt)
+        return dst[: src.nbytes]
