@@ -37,7 +37,7 @@ _TIMEOUT = Field(15, gt=0, description="How long to wait for grants to propagate
 _WAIT = Field(
     False,
     description="When another run is working on the same registry: wait for it to finish "
-    "(true), or fail at once with 'another run is working on <registry id>' (false).",
+    "(true), or fail at once with `another run is working on <registry id>` (false).",
 )
 
 
@@ -197,7 +197,7 @@ class RotateRegistryKeyRequest(ChangeRegistryRequest):
     rotation_id: str | None = Field(
         None,
         description="Names this rotation: a re-run with the same value reuses the key version "
-        "it made (tagged byok-rotation=<value>) instead of making another. Empty: this flow "
+        "it made (tagged `byok-rotation=<value>`) instead of making another. Empty: this flow "
         "run's id; a version newer than the registry's is reused in any case.",
     )
 

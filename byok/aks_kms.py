@@ -99,6 +99,17 @@ def check_network(access: NetworkAccess, vault_resource_id: str | None) -> None:
         )
 
 
+def experience_of(key_id: str) -> Experience:
+    """A versioned key id is the legacy experience, a versionless one the new."""
+    return "legacy" if KeyId.parse(key_id).version else "new"
+
+
+def rotated_kms(kms: dict[str, Any], new_version: str) -> dict[str, Any]:
+    """The cluster's KMS settings after a rotation to `new_version`: the legacy experience
+    names the version, the new one keeps its versionless key id."""
+    return {**kms, "keyId": new_version} if experience_of(kms["keyId"]) == "legacy" else kms
+
+
 def needs_rewrite(secret: dict[str, Any], current: str, rotated_at: datetime | None) -> bool:
     """Whether a Secret (its metadata as the API returns it) may still be sealed with a key
     version older than `current`."""
@@ -167,6 +178,17 @@ class EnableKmsRequest(BaseModel):
         15, gt=0, description="How long to wait for the identity's key access to propagate."
     )
     wait_for_other_run: bool = _WAIT
+
+    def kms_profile(self) -> dict[str, Any]:
+        """The cluster's `securityProfile.azureKeyVaultKms`."""
+        kms: dict[str, Any] = {
+            "enabled": True,
+            "keyId": self.key_id,
+            "keyVaultNetworkAccess": self.key_vault_network_access,
+        }
+        if self.key_vault_resource_id:
+            kms["keyVaultResourceId"] = self.key_vault_resource_id
+        return kms
 
 
 class RotateKmsRequest(BaseModel):

@@ -27,7 +27,7 @@ _BLOCK = Field(..., description="Name of the saved 'BYOK Azure Credentials' bloc
 _WAIT = Field(
     False,
     description="When another run is working on the same disk encryption set: wait for it "
-    "to finish (true), or fail at once with 'another run is working on <set id>' (false).",
+    "to finish (true), or fail at once with `another run is working on <set id>` (false).",
 )
 
 EncryptionType = Literal[
@@ -124,7 +124,7 @@ class DesKeyRotationRequest(BaseModel):
     rotation_id: str | None = Field(
         None,
         description="Names this rotation: a re-run with the same value reuses the key version "
-        "it made (tagged byok-rotation=<value>) instead of making another. Empty: this flow "
+        "it made (tagged `byok-rotation=<value>`) instead of making another. Empty: this flow "
         "run's id; a version newer than the set's is reused in any case.",
     )
     wait_for_other_run: bool = _WAIT

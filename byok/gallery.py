@@ -137,7 +137,7 @@ class TargetRegion(BaseModel):
         "Standard_LRS", "Standard_ZRS", "Premium_LRS", "PremiumV2_LRS"
     ] = Field("Standard_LRS", description="Storage of the replicas (azure-mgmt-compute's enum).")
     encryption: RegionEncryption | None = Field(
-        None, description="Disk encryption sets; also the CLI string '<os DES>,<lun>,<data DES>,…'."
+        None, description="Disk encryption sets; also the CLI string `<os DES>,<lun>,<data DES>,…`."
     )
 
     @field_validator("encryption", mode="before")

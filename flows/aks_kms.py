@@ -8,13 +8,12 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from blocks.azure import AzureCredentials
-from byok.aks_kms import TAG_CURRENT, EnableKmsRequest, KmsState, RotateKmsRequest
+from byok.aks_kms import TAG_CURRENT, EnableKmsRequest, KmsState, RotateKmsRequest, rotated_kms
+from byok.aks_models import cluster_id
 from byok.parameters import parse_request
-from flows.aks import cluster_id
 from tasks.acr import ensure_user_identity
 from tasks.aks_kms import (
     apply_kms,
-    experience_of,
     grant_kms_access,
     key_version,
     rewrite_secrets,
@@ -27,6 +26,14 @@ from tasks.key_vault import new_key_version
 from tasks.refusal import refuse_quietly
 from tasks.run_lock import resource_lock
 from tasks.subscription import check_subscription_regions
+
+__all__ = [  # the requests and result, importable from the flows that take them
+    "EnableKmsRequest",
+    "KmsState",
+    "RotateKmsRequest",
+    "enable_aks_kms_encryption",
+    "rotate_aks_kms_key",
+]
 
 
 @flow(name="enable-aks-kms-encryption", persist_result=True, validate_parameters=False)
@@ -45,14 +52,8 @@ def enable_aks_kms_encryption(request: EnableKmsRequest) -> KmsState:
         timeout = request.propagation_timeout_minutes * 60
         if request.grant_key_access:
             grant_kms_access(credentials, sub, vault, identity.principal_id, timeout)
-        kms = {
-            "enabled": True,
-            "keyId": request.key_id,
-            "keyVaultNetworkAccess": request.key_vault_network_access,
-        }
-        if request.key_vault_resource_id:
-            kms["keyVaultResourceId"] = request.key_vault_resource_id
         version = key_version(credentials, sub, request.key_id)
+        kms = request.kms_profile()
         tags = apply_kms(credentials, sub, rg, name, identity.id, kms, version, None, timeout)
         pace = (request.secrets_page_size, request.secrets_per_second)
         written = rewrite_secrets(credentials, sub, rg, name, tags, *pace)
@@ -77,8 +78,7 @@ def rotate_aks_kms_key(request: RotateKmsRequest) -> KmsState:
     with resource_lock(cluster_id(sub, rg, name), wait=request.wait_for_other_run):
         tags, kms = validate_rotation(credentials, request, rotation)
         new = new_key_version(credentials, sub, tags[TAG_CURRENT], rotation)
-        if experience_of(kms["keyId"]) == "legacy":
-            kms = {**kms, "keyId": new}
+        kms = rotated_kms(kms, new)
         tags = apply_kms(credentials, sub, rg, name, None, kms, new, rotation)
         pace = (request.secrets_page_size, request.secrets_per_second)
         written = rewrite_secrets(credentials, sub, rg, name, tags, *pace)

@@ -1,62 +1,33 @@
-"""Procedure A, steps 1-3: make sure a subscription may use a feature and its provider."""
+"""Procedure A, steps 1-3: make sure a subscription may use a feature and its provider.
+
+ensure-feature-registration: check the subscription → register the feature (an unknown one
+is skipped when optional, refused otherwise) → wait until it is Registered (Pending stops
+with "needs approval") → register the resource provider if needed."""
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, Field
 
 from blocks.azure import AzureCredentials
-from byok.errors import ServiceRefused
 from byok.parameters import parse_request
-from tasks.refusal import refuse_quietly
-from tasks.registration import (
+from byok.registration_models import (
     FEATURE_NOT_FOUND,
-    ensure_provider_registered,
-    register_feature,
-    wait_for_feature,
+    FeatureApprovalRequired,
+    FeatureNotAvailable,
+    FeatureRegistrationRequest,
+    FeatureRegistrationResult,
 )
+from tasks.refusal import refuse_quietly
+from tasks.registration import ensure_provider_registered, register_feature, wait_for_feature
 from tasks.subscription import check_subscription_regions
 
-
-class FeatureRegistrationRequest(BaseModel):
-    """Which feature to ensure, and how long to wait for it."""
-
-    azure_credentials_block: str = Field(
-        ..., description="Name of the saved 'BYOK Azure Credentials' block to use."
-    )
-    subscription_id: str | None = Field(
-        None, description="Subscription to register in; default: the block's."
-    )
-    namespace: str = Field(
-        "Microsoft.Compute",
-        pattern=r"^[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9]*)+$",
-        description="Resource provider namespace of the feature.",
-    )
-    feature: str = Field(
-        "SIGEncryption", min_length=1, description="Feature name (az feature show --name)."
-    )
-    optional: bool = Field(
-        True,
-        description="An unknown feature means it went GA: continue without it.",
-    )
-    timeout_minutes: float = Field(
-        60, gt=0, description="How long to wait for Registered (users report 30+ min)."
-    )
-    poll_seconds: float = Field(30, gt=0, description="Seconds between state checks.")
-
-
-class FeatureRegistrationResult(BaseModel):
-    """The states reached."""
-
-    namespace: str
-    feature: str
-    feature_state: str = Field(description="Registered, or NotFound when skipped.")
-    provider_state: str
-    skipped: bool = Field(description="True when the feature was unknown and optional.")
-
-
-class FeatureNotAvailable(ServiceRefused):
-    """A required feature is unknown to the subscription."""
+__all__ = [  # the request, result and refusals, importable from the flow that takes them
+    "FeatureApprovalRequired",
+    "FeatureNotAvailable",
+    "FeatureRegistrationRequest",
+    "FeatureRegistrationResult",
+    "ensure_feature_registration",
+]
 
 
 @flow(name="ensure-feature-registration", log_prints=False, validate_parameters=False)

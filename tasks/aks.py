@@ -1,5 +1,6 @@
-"""AKS steps: a cluster whose node OS disks use a disk encryption set, node pools on it,
-and the StorageClass that encrypts data disks."""
+"""AKS steps: validate a request (the set, the version, an existing cluster), a cluster
+whose node OS disks use a disk encryption set, node pools on it, and the StorageClass that
+encrypts data disks."""
 
 from __future__ import annotations
 
@@ -9,47 +10,30 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.containerservice.models import ManagedCluster
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel
 
 from blocks.azure import AzureCredentials
+from byok.aks_models import (
+    AksClusterRequest,
+    NodePoolRequest,
+    check_cluster_des,
+    check_double_encryption,
+    check_kubernetes_version,
+    cluster_body,
+    cluster_info,
+    des_location,
+    pool_body,
+)
+from byok.aks_models import ClusterInfo as ClusterInfo  # results persisted before name it here
 from byok.azure_errors import is_propagation_delay, or_none
+from byok.disk_encryption_set_models import DiskEncryptionSetInfo, des_info
 from byok.errors import ResourceError, VerificationFailed
 from byok.retrying import retry_while
 from byok.sdk_values import text
 from byok.storage_class import differences, storage_class, to_yaml
-from byok.validation import InvalidRequest
+from byok.validation import InvalidRequest, check_name, same_region
 from clients.azure import AzureClients
 from clients.kubernetes import storage_api
 from tasks.retry import STEP_RETRIES
-
-MIN_KUBERNETES = (1, 17)
-
-
-class ClusterInfo(BaseModel):
-    """A cluster as later steps and flows need it."""
-
-    id: str
-    name: str
-    location: str
-    kubernetes_version: str
-    disk_encryption_set_id: str | None
-    node_pools: list[str]
-    host_encrypted_pools: list[str] = []  # pools with encryption at host
-
-
-def check_kubernetes_version(field: str, version: str) -> None:
-    """OS-disk encryption with customer keys needs Kubernetes 1.17 or newer."""
-    parts = version.split(".")
-    try:
-        major_minor = (int(parts[0]), int(parts[1]))
-    except (IndexError, ValueError):
-        raise InvalidRequest(
-            field, version, "a Kubernetes version is major.minor[.patch]"
-        ) from None
-    if major_minor < MIN_KUBERNETES:
-        raise InvalidRequest(
-            field, version, "customer-managed keys for OS disks need Kubernetes 1.17 or newer"
-        )
 
 
 def read_cluster(clients: AzureClients, resource_group: str, name: str) -> ManagedCluster | None:
@@ -57,60 +41,83 @@ def read_cluster(clients: AzureClients, resource_group: str, name: str) -> Manag
     return or_none(lambda: clients.container_service().managed_clusters.get(resource_group, name))
 
 
-def cluster_info(cluster: ManagedCluster) -> ClusterInfo:
-    """The typed summary of a cluster."""
-    props = cluster.properties
-    return ClusterInfo(
-        id=str(cluster.id),
-        name=str(cluster.name),
-        location=str(cluster.location),
-        kubernetes_version=str(props.kubernetes_version),
-        disk_encryption_set_id=props.disk_encryption_set_id,
-        node_pools=[str(p.name) for p in props.agent_pool_profiles or []],
-        host_encrypted_pools=[
-            str(p.name) for p in props.agent_pool_profiles or [] if p.enable_encryption_at_host
-        ],
+def _read_des(
+    credentials: AzureCredentials, subscription_id: str | None, des_id: str
+) -> DiskEncryptionSetInfo:
+    """The set named by an id, or InvalidRequest naming the field."""
+    sub, resource_group, name = des_location(des_id)
+    sets = AzureClients.of(credentials, subscription_id or sub).compute().disk_encryption_sets
+    des = or_none(lambda: sets.get(resource_group, name))
+    if des is None:
+        raise InvalidRequest("disk_encryption_set_id", des_id, "no such disk encryption set")
+    return des_info(des)
+
+
+@task(name="Check the disk encryption set", **STEP_RETRIES)
+def check_des(
+    credentials: AzureCredentials, subscription_id: str | None, des_id: str
+) -> DiskEncryptionSetInfo:
+    """The set named by `disk_encryption_set_id` exists (InvalidRequest otherwise)."""
+    return _read_des(credentials, subscription_id, des_id)
+
+
+@task(name="Validate cluster request", **STEP_RETRIES)
+def validate_cluster_request(credentials: AzureCredentials, request: AksClusterRequest) -> None:
+    """Version, the set's existence and region, an existing cluster's set: before any write."""
+    check_name("resource_group", "resource_group", request.resource_group)
+    check_kubernetes_version("kubernetes_version", request.kubernetes_version)
+    des = _read_des(credentials, request.subscription_id, request.disk_encryption_set_id)
+    same_region("location", request.location, des.location, f"disk encryption set '{des.name}'")
+    check_double_encryption(request, des)
+    cluster = read_cluster(
+        AzureClients.of(credentials, request.subscription_id),
+        request.resource_group,
+        request.cluster_name,
     )
+    if cluster is not None:
+        check_cluster_des(cluster, request.disk_encryption_set_id, "disk_encryption_set_id")
 
 
-def check_cluster_des(cluster: ManagedCluster, des_id: str, field: str) -> None:
-    """An existing cluster must already use `des_id`: it cannot be added afterwards."""
-    actual = cluster.properties.disk_encryption_set_id
-    if (actual or "").lower() != des_id.lower():
+@task(name="Validate node pool request", **STEP_RETRIES)
+def validate_pool_request(credentials: AzureCredentials, request: NodePoolRequest) -> None:
+    """The cluster exists and already uses the set (it cannot be added to new pools only)."""
+    cluster = read_cluster(
+        AzureClients.of(credentials, request.subscription_id),
+        request.resource_group,
+        request.cluster_name,
+    )
+    if cluster is None:
         raise InvalidRequest(
-            field,
-            des_id,
-            f"cluster '{cluster.name}' was created "
-            f"{'with ' + actual if actual else 'without a disk encryption set'}"
-            "; OS-disk encryption is set only when a cluster is created: "
-            "create a new cluster to use this disk encryption set",
+            "cluster_name",
+            request.cluster_name,
+            f"no such cluster in resource group {request.resource_group}",
         )
+    check_cluster_des(cluster, request.disk_encryption_set_id, "disk_encryption_set_id")
 
 
 @task(name="Create the cluster with encrypted OS disks", **STEP_RETRIES)
 def ensure_cluster(
     credentials: AzureCredentials,
-    subscription_id: str | None,
-    resource_group: str,
-    name: str,
-    body: dict[str, Any],
+    subscription_id: str,
+    request: AksClusterRequest,
     timeout_seconds: float,
 ) -> ClusterInfo:
     """Create the cluster (`az aks create --node-osdisk-diskencryptionsetid`); an existing one
     must already use the set. A DES whose key access is still propagating is retried."""
+    resource_group, name = request.resource_group, request.cluster_name
     clients = AzureClients.of(credentials, subscription_id)
     clusters = clients.container_service().managed_clusters
     existing = read_cluster(clients, resource_group, name)
     if existing is not None:
-        check_cluster_des(
-            existing, body["properties"]["diskEncryptionSetID"], "disk_encryption_set_id"
-        )
+        check_cluster_des(existing, request.disk_encryption_set_id, "disk_encryption_set_id")
         if text(existing.properties.provisioning_state) != "Failed":
             get_run_logger().info("Cluster %s exists with the disk encryption set", name)
             return cluster_info(existing)
         get_run_logger().info("Cluster %s is Failed: applying it again", name)
     cluster = retry_while(
-        lambda: clusters.begin_create_or_update(resource_group, name, body).result(),
+        lambda: clusters.begin_create_or_update(
+            resource_group, name, cluster_body(request)
+        ).result(),
         is_propagation_delay,
         timeout_seconds=timeout_seconds,
         first_delay=2,
@@ -151,14 +158,10 @@ def verify_cluster(
 
 @task(name="Add the node pool", **STEP_RETRIES)
 def ensure_node_pool(
-    credentials: AzureCredentials,
-    subscription_id: str | None,
-    resource_group: str,
-    cluster: str,
-    name: str,
-    body: dict[str, Any],
+    credentials: AzureCredentials, subscription_id: str, request: NodePoolRequest
 ) -> None:
     """Create the pool (`az aks nodepool add`); its OS disks use the cluster's set."""
+    resource_group, cluster, name = request.resource_group, request.cluster_name, request.pool_name
     pools = AzureClients.of(credentials, subscription_id).container_service().agent_pools
     try:
         pools.get(resource_group, cluster, name)
@@ -166,7 +169,7 @@ def ensure_node_pool(
         return
     except ResourceNotFoundError:
         pass
-    pools.begin_create_or_update(resource_group, cluster, name, body).result()
+    pools.begin_create_or_update(resource_group, cluster, name, pool_body(request)).result()
     get_run_logger().info("Added node pool %s to %s", name, cluster)
 
 

@@ -21,7 +21,6 @@ from byok.aks_kms import (
     TAG_ROTATED_AT,
     TAG_ROTATION,
     EnableKmsRequest,
-    Experience,
     KmsState,
     RotateKmsRequest,
     annotated,
@@ -29,6 +28,7 @@ from byok.aks_kms import (
     check_key_type,
     check_kubernetes,
     check_network,
+    experience_of,
     needs_rewrite,
 )
 from byok.azure_errors import or_none
@@ -62,11 +62,6 @@ def kms_settings(cluster: Any) -> dict[str, Any] | None:
     props = body.get("properties") or {}
     kms = (props.get("securityProfile") or {}).get("azureKeyVaultKms")
     return kms if kms and kms.get("enabled") else None
-
-
-def experience_of(key_id: str) -> Experience:
-    """A versioned key id is the legacy experience, a versionless one the new."""
-    return "legacy" if KeyId.parse(key_id).version else "new"
 
 
 def _has_key_access(clients: AzureClients, vault: VaultInfo, principal_id: str) -> bool:

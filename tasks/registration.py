@@ -1,34 +1,22 @@
 """Steps A1-A3: register a preview feature, poll it until Registered, and register the
-resource provider."""
+resource provider; and a feature another flow's option needs (encryption at host)."""
 
 from __future__ import annotations
+
+from functools import partial
 
 from azure.core.exceptions import ResourceNotFoundError
 from prefect import get_run_logger, task
 
 from blocks.azure import AzureCredentials
-from byok.errors import ServiceRefused
+from byok.errors import InvalidRequest
 from byok.polling import poll_until
+from byok.registration_models import FEATURE_NOT_FOUND, approval_required
+from byok.registration_models import (  # its import path before the move
+    FeatureApprovalRequired as FeatureApprovalRequired,
+)
 from clients.azure import AzureClients
 from tasks.retry import STEP_RETRIES
-
-FEATURE_NOT_FOUND = "NotFound"
-
-
-class FeatureApprovalRequired(ServiceRefused):
-    """The feature is Pending: someone at Microsoft must approve it first."""
-
-
-def _approval_required(namespace: str, feature: str):
-    def make(state: str) -> Exception:
-        return FeatureApprovalRequired(
-            f"feature {namespace}/{feature}",
-            f"{state}: it needs manual approval for this subscription. Ask for access "
-            "(support request or the feature's sign-up page) and run the flow again once "
-            "`az feature show` says Registered.",
-        )
-
-    return make
 
 
 def _feature_state(clients: AzureClients, namespace: str, feature: str, register: bool) -> str:
@@ -42,18 +30,42 @@ def _feature_state(clients: AzureClients, namespace: str, feature: str, register
     return str(result.properties.state if result.properties else "Unknown")
 
 
+def _register(clients: AzureClients, namespace: str, feature: str) -> str:
+    """Ask for the feature unless it is registered or on its way; returns its state."""
+    state = _feature_state(clients, namespace, feature, register=False)
+    if state not in ("Registered", "Registering", "Pending", FEATURE_NOT_FOUND):
+        state = _feature_state(clients, namespace, feature, register=True)
+    get_run_logger().info("Feature %s/%s is %s", namespace, feature, state)
+    return state
+
+
+def _wait(
+    clients: AzureClients,
+    namespace: str,
+    feature: str,
+    timeout_seconds: float,
+    poll_seconds: float,
+) -> str:
+    """Poll until Registered; Pending stops with FeatureApprovalRequired."""
+    state = poll_until(
+        lambda: _feature_state(clients, namespace, feature, register=False),
+        frozenset({"Registered"}),
+        stop={"Pending": partial(approval_required, namespace, feature)},
+        timeout_seconds=timeout_seconds,
+        interval_seconds=poll_seconds,
+        what=f"Feature {namespace}/{feature}",
+    )
+    get_run_logger().info("Feature %s/%s is %s", namespace, feature, state)
+    return state
+
+
 @task(name="Register feature", **STEP_RETRIES)
 def register_feature(
     credentials: AzureCredentials, subscription_id: str | None, namespace: str, feature: str
 ) -> str:
     """Ask for the feature (a no-op when registered); returns its state, or 'NotFound'
     for a feature the subscription does not know (a preview that went GA)."""
-    clients = AzureClients.of(credentials, subscription_id)
-    state = _feature_state(clients, namespace, feature, register=False)
-    if state not in ("Registered", "Registering", "Pending", FEATURE_NOT_FOUND):
-        state = _feature_state(clients, namespace, feature, register=True)
-    get_run_logger().info("Feature %s/%s is %s", namespace, feature, state)
-    return state
+    return _register(AzureClients.of(credentials, subscription_id), namespace, feature)
 
 
 @task(name="Wait for feature registration", **STEP_RETRIES)
@@ -67,16 +79,27 @@ def wait_for_feature(
 ) -> str:
     """Poll the feature until Registered; Pending stops with FeatureApprovalRequired."""
     clients = AzureClients.of(credentials, subscription_id)
-    state = poll_until(
-        lambda: _feature_state(clients, namespace, feature, register=False),
-        frozenset({"Registered"}),
-        stop={"Pending": _approval_required(namespace, feature)},
-        timeout_seconds=timeout_seconds,
-        interval_seconds=poll_seconds,
-        what=f"Feature {namespace}/{feature}",
-    )
-    get_run_logger().info("Feature %s/%s is %s", namespace, feature, state)
-    return state
+    return _wait(clients, namespace, feature, timeout_seconds, poll_seconds)
+
+
+@task(name="Register the feature the request needs", **STEP_RETRIES)
+def require_feature(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    namespace: str,
+    feature: str,
+    field: str,
+    timeout_seconds: float,
+    poll_seconds: float,
+) -> str:
+    """Register the feature an option (`field`) needs and wait until Registered; a feature
+    the subscription does not offer refuses the option (InvalidRequest)."""
+    clients = AzureClients.of(credentials, subscription_id)
+    if _register(clients, namespace, feature) == FEATURE_NOT_FOUND:
+        raise InvalidRequest(
+            field, True, f"the subscription does not offer the {namespace}/{feature} feature"
+        )
+    return _wait(clients, namespace, feature, timeout_seconds, poll_seconds)
 
 
 @task(name="Register resource provider", **STEP_RETRIES)

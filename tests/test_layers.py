@@ -15,11 +15,6 @@ from prefect import Task
 from pydantic import BaseModel
 
 FLOWS = sorted(p.stem for p in (Path(__file__).parents[1] / "flows").glob("*.py"))
-# Flow modules not moved yet (their owners' work in progress): reported as skipped.
-PENDING = {
-    "aks": "the AKS flows' models and validation tasks move with the AKS work",
-    "registration": "its request, result and error classes are not moved yet",
-}
 SDKS = ("azure", "ibm_boto3", "ibm_botocore", "ibm_cloud_sdk_core", "ibm_platform_services",
         "ibm_vpc", "SoftLayer", "kubernetes", "clients")  # fmt: skip
 
@@ -43,8 +38,6 @@ def _model(value: object) -> bool:
 
 @pytest.mark.parametrize("name", FLOWS)
 def test_flow_modules_define_no_task_nor_model(name: str) -> None:
-    if name in PENDING:
-        pytest.skip(PENDING[name])
     defined = defined_steps_and_models(importlib.import_module(f"flows.{name}"))
     assert defined == [], f"flows/{name}.py defines {defined}: move them to tasks/ or byok/"
 
@@ -62,8 +55,6 @@ def test_the_check_finds_a_task_and_a_model() -> None:
 
 @pytest.mark.parametrize("name", FLOWS)
 def test_flow_modules_import_no_sdk_nor_clients(name: str) -> None:
-    if name in PENDING:
-        pytest.skip(PENDING[name])
     tree = ast.parse((Path(__file__).parents[1] / "flows" / f"{name}.py").read_text())
     imported = {
         alias.name

@@ -8,7 +8,7 @@ import importlib
 
 import pytest
 
-from byok import acr_models, gallery, key_store, vm_models
+from byok import acr_models, aks_models, gallery, key_store, registration_models, vm_models
 from byok import disk_encryption_set_models as des
 
 OLD_PATHS = [  # where persisted results and deployments found each class before the move
@@ -26,6 +26,17 @@ OLD_PATHS = [  # where persisted results and deployments found each class before
     ("flows.acr", "EncryptedRegistryRequest", acr_models.EncryptedRegistryRequest),
     ("flows.virtual_machine", "VmFromImageRequest", vm_models.VmFromImageRequest),
     ("flows.virtual_machine", "VmResult", vm_models.VmResult),
+    ("tasks.aks", "ClusterInfo", aks_models.ClusterInfo),
+    ("flows.aks", "AksClusterRequest", aks_models.AksClusterRequest),
+    ("flows.aks", "NodePoolRequest", aks_models.NodePoolRequest),
+    ("flows.aks", "DataDiskEncryptionRequest", aks_models.DataDiskEncryptionRequest),
+    ("flows.registration", "FeatureRegistrationRequest",
+     registration_models.FeatureRegistrationRequest),
+    ("flows.registration", "FeatureRegistrationResult",
+     registration_models.FeatureRegistrationResult),
+    ("flows.registration", "FeatureNotAvailable", registration_models.FeatureNotAvailable),
+    ("tasks.registration", "FeatureApprovalRequired",
+     registration_models.FeatureApprovalRequired),
 ]  # fmt: skip
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from kubernetes.client import ApiException
 
+from byok.aks_models import cluster_body, cluster_id
 from byok.errors import ConcurrentRun
 from byok.validation import InvalidRequest
 from clients.azure import AzureClients
@@ -18,7 +19,6 @@ from flows.aks import (
     DataDiskEncryptionRequest,
     NodePoolRequest,
     add_encrypted_node_pool,
-    cluster_id,
     create_encrypted_aks_cluster,
     encrypt_aks_data_disks,
 )
@@ -137,10 +137,8 @@ def test_set_in_another_region_is_refused(
 def test_existing_cluster_without_the_set_is_refused(
     azure_block: str, emulator: Emulator, des_id: str, azure: AzureClients
 ) -> None:
-    from flows.aks import cluster_body
-
     body = cluster_body(cluster_request(azure_block, des_id))
-    del body["properties"]["diskEncryptionSetID"]
+    body.properties.disk_encryption_set_id = None
     azure.container_service().managed_clusters.begin_create_or_update(
         "rg-aks", "aks1", body
     ).result()
