@@ -2,13 +2,14 @@
 
 A Key Vault key:
 1. Find the subscriptions to look at.
-2. Discover the resources whose encryption matters (Resource Graph or ARM listing).
+2. Discover the resources whose encryption matters (Resource Graph or ARM listing), and
+   each AKS cluster's StorageClasses (unless `read_kubernetes` is off).
 A Key Protect root key:
 1. Read the IBM Cloud accounts (root keys and registrations, encrypted images in COS, image
    templates, VPC images).
 Then find the key's dependents and the path to each (key → set → disk → VM, key → registry,
-key → cluster, key → set → image version region/LUN; root key → wrapped DEK in COS → image
-template, root key → VPC image), published as an artifact."""
+key → cluster, key → set → image version region/LUN, key → set → StorageClass; root key →
+wrapped DEK in COS → image template, root key → VPC image), published as an artifact."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ from blocks.azure import AzureCredentials
 from blocks.ibm import IBMCloudCredentials
 from byok.inventory.ibm import IbmAccountSnapshot, key_protect_id
 from byok.inventory.request import BlastRadiusRequest, BlastRadiusResult
+from byok.inventory.storage_classes import Classes
 from byok.parameters import parse_request
 from tasks.inventory import discover_resources, find_dependents, readable_subscriptions
 from tasks.inventory_ibm import read_ibm_account
+from tasks.inventory_kubernetes import read_storage_classes
 from tasks.refusal import refuse_quietly
 
 
@@ -34,6 +37,7 @@ def key_blast_radius(request: BlastRadiusRequest) -> BlastRadiusResult:
     request = parse_request(BlastRadiusRequest, request)
     rows: list[dict[str, Any]] = []
     accounts: list[IbmAccountSnapshot] = []
+    classes: dict[str, Classes] = {}
     if key_protect_id(request.key_id) is not None:
         accounts = [
             read_ibm_account(IBMCloudCredentials.load_saved(scope.ibm_credentials_block), scope)
@@ -43,7 +47,9 @@ def key_blast_radius(request: BlastRadiusRequest) -> BlastRadiusResult:
         credentials = AzureCredentials.load_saved(request.azure_credentials_block)
         subscriptions, _ = readable_subscriptions(credentials, request.subscriptions)
         rows = discover_resources(credentials, subscriptions, True)
+        if request.read_kubernetes:
+            classes = read_storage_classes(credentials, quote(rows))
     return BlastRadiusResult(
         key_id=request.key_id,
-        dependents=find_dependents(request.key_id, quote(rows), quote(accounts)),
+        dependents=find_dependents(request.key_id, quote(rows), quote(accounts), quote(classes)),
     )

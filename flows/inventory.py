@@ -7,6 +7,8 @@ subscriptions and IBM Cloud accounts.
    listing per subscription): disk encryption sets, disks, VMs, gallery image versions
    per region and LUN, registries, AKS clusters (KMS key, node pools), key vaults, managed
    HSMs; the power state of the VMs on confidential sets (instance view where missing).
+   Each AKS cluster's StorageClasses through its Kubernetes API (unless `read_kubernetes`
+   is off; a cluster whose API refuses the credentials becomes a `no-access` row).
 3. Read each key they use once: version, age, expiry, rotation policy, store protection;
    an unreadable key's store tenant from its authentication challenge.
 4. Read each IBM Cloud account: Key Protect root keys and their registrations, encrypted
@@ -29,6 +31,7 @@ from blocks.azure import AzureCredentials
 from blocks.ibm import IBMCloudCredentials
 from byok.inventory.models import Finding, KeyState, Verdict
 from byok.inventory.request import InventoryRequest, InventoryResult, check_report_dir
+from byok.inventory.storage_classes import Classes
 from byok.parameters import parse_request
 from tasks.inventory import (
     discover_resources,
@@ -39,6 +42,7 @@ from tasks.inventory import (
     readable_subscriptions,
 )
 from tasks.inventory_ibm import read_ibm_account
+from tasks.inventory_kubernetes import read_storage_classes
 from tasks.inventory_report import check_report_bucket, write_report_files
 from tasks.refusal import refuse_quietly
 
@@ -61,11 +65,14 @@ def inventory_customer_managed_keys(request: InventoryRequest) -> InventoryResul
     rows: list[dict[str, Any]] = []
     keys: dict[str, KeyState] = {}
     unreadable: list[Finding] = []
+    classes: dict[str, Classes] = {}
     if request.azure_credentials_block is not None:
         credentials = AzureCredentials.load_saved(request.azure_credentials_block)
         subscriptions, unreadable = readable_subscriptions(credentials, request.subscriptions)
         rows = discover_resources(credentials, subscriptions, request.use_resource_graph)
         keys = read_key_states(credentials, quote(rows))
+        if request.read_kubernetes:
+            classes = read_storage_classes(credentials, quote(rows))
     accounts = [
         read_ibm_account(IBMCloudCredentials.load_saved(scope.ibm_credentials_block), scope)
         for scope in request.ibm_accounts
@@ -77,6 +84,7 @@ def inventory_customer_managed_keys(request: InventoryRequest) -> InventoryResul
         quote(accounts),
         request.max_key_age_days,
         request.min_days_before_expiry,
+        quote(classes),
     )
     files, changes = write_report_files(quote(evidence), started, request.report_dir, bucket)
     publish_report(quote(evidence), changes)

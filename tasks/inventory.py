@@ -19,11 +19,12 @@ from prefect.cache_policies import NO_CACHE
 
 from blocks.azure import AzureCredentials
 from byok.azure_errors import error_code
-from byok.inventory import discovery, ibm, report
+from byok.inventory import discovery, ibm, report, storage_classes
 from byok.inventory.blast import Dependent, blast_radius, ibm_blast_radius
 from byok.inventory.controls import Limits, evaluate
 from byok.inventory.ibm import IbmAccountSnapshot, key_protect_id
 from byok.inventory.models import EvidenceRow, Finding, KeyState, Kind, RotationPolicy, Verdict
+from byok.inventory.storage_classes import Classes
 from byok.keyvault_ids import KeyId
 from clients.azure import AzureClients
 from tasks.events import emit_byok_event
@@ -87,8 +88,9 @@ def discover_resources(
 
 
 def _add_power_states(credentials: AzureCredentials, rows: list[dict[str, Any]]) -> None:
-    """The power state of each VM on a confidential set, read from ARM (instance view) where
-    the row lacks it, put where Resource Graph has it."""
+    """The power state of each VM on a confidential set where the row lacks it (ARM listing;
+    Resource Graph's rows carry it), read from its instance view and put where Resource Graph
+    has it."""
     wanted = {r["id"] for r in discovery.confidential_vms(rows) if not discovery.power_state(r)}
     for row in rows:
         if row["id"] not in wanted:
@@ -252,10 +254,19 @@ def judge_controls(
     ibm_accounts: list[IbmAccountSnapshot],
     max_key_age_days: int,
     min_days_before_expiry: int,
+    classes: dict[str, Classes] | None = None,
 ) -> list[EvidenceRow]:
-    """One evidence row per resource part and control, Azure's and IBM Cloud's."""
+    """One evidence row per resource part and control, Azure's (with the clusters'
+    StorageClasses, by lower-cased cluster id) and IBM Cloud's."""
     sets, blocking = discovery.set_ids(rows), discovery.blocking_vms(rows)
     findings = [f for row in rows for f in discovery.findings(row, sets, keys.get, blocking)]
+    findings += [
+        f
+        for row in rows
+        for f in storage_classes.findings(
+            row, (classes or {}).get(row["id"].lower()), sets, keys.get
+        )
+    ]
     findings += [f for account in ibm_accounts for f in ibm.findings(account)]
     limits = Limits(
         now=datetime.now(UTC),
@@ -324,14 +335,18 @@ def emit_inventory_events(evidence: list[EvidenceRow]) -> int:
 
 @task(name="Find the key's dependents", **FLEET_DATA)
 def find_dependents(
-    key_id: str, rows: list[dict[str, Any]], ibm_accounts: list[IbmAccountSnapshot]
+    key_id: str,
+    rows: list[dict[str, Any]],
+    ibm_accounts: list[IbmAccountSnapshot],
+    classes: dict[str, Classes] | None = None,
 ) -> list[Dependent]:
-    """Everything the key (Key Vault's, in the Azure rows, or Key Protect's, in the IBM
-    accounts) protects, with the path to it, also as a table artifact."""
+    """Everything the key (Key Vault's, in the Azure rows and the clusters' StorageClasses,
+    or Key Protect's, in the IBM accounts) protects, with the path to it, also as a table
+    artifact."""
     if key_protect_id(key_id) is not None:
         dependents = ibm_blast_radius(key_id, ibm_accounts)
     else:
-        dependents = blast_radius(key_id, rows)
+        dependents = blast_radius(key_id, rows, classes)
     create_table_artifact(
         key="key-blast-radius",
         table=[

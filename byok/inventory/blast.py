@@ -1,19 +1,20 @@
 """Blast radius: everything a key protects, with the path from the key to it (key → set →
-disk → VM; key → registry; key → cluster; key → set → image version region/LUN; root key →
-wrapped DEK in COS → image template; root key → VPC image). What a person must see before
-disabling or deleting a key."""
+disk → VM; key → registry; key → cluster; key → set → image version region/LUN; key → set →
+AKS StorageClass; root key → wrapped DEK in COS → image template; root key → VPC image).
+What a person must see before disabling or deleting a key."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from pydantic import BaseModel
 
 from byok.errors import InvalidRequest
-from byok.inventory import ibm
+from byok.inventory import ibm, storage_classes
 from byok.inventory.discovery import Row, findings, set_ids
 from byok.inventory.ibm import key_protect_id
 from byok.inventory.models import Finding, KeyState, Kind
+from byok.inventory.storage_classes import Classes
 from byok.keyvault_ids import KeyId
 
 
@@ -81,9 +82,12 @@ def _dependents(found: Iterable[Finding], uses: Callable[[str], bool]) -> list[D
     return dependents
 
 
-def blast_radius(key_id: str, rows: Sequence[Row]) -> list[Dependent]:
-    """The dependents of a key in the discovery rows: of every version of it when `key_id`
-    has no version, else of that version only."""
+def blast_radius(
+    key_id: str, rows: Sequence[Row], classes: Mapping[str, Classes] | None = None
+) -> list[Dependent]:
+    """The dependents of a key in the discovery rows (and the clusters' StorageClasses, by
+    lower-cased cluster id): of every version of it when `key_id` has no version, else of
+    that version only."""
     wanted = parse_key(key_id)
 
     def uses(url: str) -> bool:
@@ -96,4 +100,11 @@ def blast_radius(key_id: str, rows: Sequence[Row]) -> list[Dependent]:
 
     sets = set_ids(rows)
     found = [f for row in rows for f in findings(row, sets, lambda url: KeyState(key_id=url))]
+    found += [
+        f
+        for row in rows
+        for f in storage_classes.findings(
+            row, (classes or {}).get(row["id"].lower()), sets, lambda url: KeyState(key_id=url)
+        )
+    ]
     return _dependents(found, uses)

@@ -61,10 +61,14 @@ def key_age_days(finding: Finding, now: datetime) -> int | None:
 
 
 def _customer_key(finding: Finding, limits: Limits) -> Judgement:
+    # A StorageClass's note names the cluster's default class: its disks are the usual ones.
+    noted = f" ({finding.note})" if finding.kind is Kind.STORAGE_CLASS and finding.note else ""
     if not finding.customer_key:
+        if finding.kind is Kind.STORAGE_CLASS:
+            return Verdict.NON_COMPLIANT, f"no diskEncryptionSetID: platform-managed keys{noted}"
         return Verdict.NON_COMPLIANT, "encrypted with platform-managed keys"
     used = finding.key.key_id if finding.key else finding.via
-    return Verdict.COMPLIANT, f"customer-managed key {used}"
+    return Verdict.COMPLIANT, f"customer-managed key {used}{noted}"
 
 
 def _unreadable(key: KeyState) -> Judgement:

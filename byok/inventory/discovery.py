@@ -80,7 +80,7 @@ def findings(
     if kind is Kind.DISK_ENCRYPTION_SET:
         yield _des_finding(row, base, keys, (blocking or {}).get(row["id"].lower(), []))
     elif kind is Kind.DISK:
-        yield _via_set(
+        yield via_set(
             {**base, "attached_to": row.get("managedBy") or None},
             get(props, "encryption", "diskEncryptionSetId"),
             sets,
@@ -142,16 +142,18 @@ def _virtual_machine(
     for part, disk in disks:
         security_type = get(disk, "managedDisk", "securityProfile", "securityEncryptionType")
         where = {**base, "part": part, "security_type": security_type}
-        yield _via_set(where, _disk_set(disk), sets, keys)
+        yield via_set(where, _disk_set(disk), sets, keys)
 
 
-def _via_set(
+def via_set(
     base: dict[str, Any],
     set_id: str | None,
     sets: Mapping[str, Row],
     keys: KeyLookup,
     encryption_type: str | None = None,
 ) -> Finding:
+    """A finding encrypted through the set `set_id` (its key from the set's row), or with
+    platform-managed keys when there is none."""
     if not set_id:
         return Finding(**base, encryption_type=encryption_type or "EncryptionAtRestWithPlatformKey")
     des = sets.get(set_id.lower())
@@ -175,10 +177,10 @@ def _image_version(
         where = {**base, "region": region}
         encryption = target.get("encryption") or {}
         os_set = get(encryption, "osDiskImage", "diskEncryptionSetId")
-        yield _via_set({**where, "part": f"{region}/os-disk"}, os_set, sets, keys)
+        yield via_set({**where, "part": f"{region}/os-disk"}, os_set, sets, keys)
         for data in encryption.get("dataDiskImages") or []:
             part = f"{region}/lun-{data.get('lun')}"
-            yield _via_set({**where, "part": part}, data.get("diskEncryptionSetId"), sets, keys)
+            yield via_set({**where, "part": part}, data.get("diskEncryptionSetId"), sets, keys)
 
 
 def _registry(row: Row, base: dict[str, Any], keys: KeyLookup) -> Finding:
@@ -205,7 +207,7 @@ def _cluster(
     """The node OS disks' set, the KMS key of etcd, and each node pool's encryption at
     host (the pool's own resource id)."""
     props = row.get("properties") or {}
-    yield _via_set({**base, "part": "node-os-disks"}, props.get("diskEncryptionSetID"), sets, keys)
+    yield via_set({**base, "part": "node-os-disks"}, props.get("diskEncryptionSetID"), sets, keys)
     yield _kms(base, row, keys)
     for pool in props.get("agentPoolProfiles") or []:
         yield Finding(

@@ -79,6 +79,11 @@ class CloudScope(BaseModel):
     ibm_accounts: list[IbmAccountScope] = Field(
         default_factory=list, description="IBM Cloud accounts; empty: no IBM rows."
     )
+    read_kubernetes: bool = Field(
+        True,
+        description="Read each AKS cluster's StorageClasses through its Kubernetes API (with "
+        "its user credentials); off: no StorageClass rows.",
+    )
 
     @model_validator(mode="after")
     def _some_cloud(self) -> CloudScope:

@@ -10,6 +10,7 @@ from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
 from clients.azure import AzureClients
 from emulator.server import Emulator
+from tests.encrypted_vm import encrypted_vm
 
 DISKS = "Microsoft.Compute/disks"
 
@@ -128,3 +129,17 @@ def test_quota_of_queries_per_window(graph: ResourceGraphClient, emulator: Emula
         graph.resources(QueryRequest(query="Resources"))
     assert info.value.status_code == 429
     assert int(info.value.response.headers["Retry-After"]) >= 1
+
+
+def test_virtual_machine_rows_carry_their_power_state(
+    graph: ResourceGraphClient, azure: AzureClients, emulator: Emulator
+) -> None:
+    vm_id, _ = encrypted_vm(azure, emulator)
+    query = (
+        "Resources | where type =~ 'Microsoft.Compute/virtualMachines' "
+        "| project id, properties.extended.instanceView.powerState.code"
+    )
+    column = "properties_extended_instanceView_powerState_code"
+    assert [r[column] for r in run(graph, query)["rows"]] == ["PowerState/running"]
+    azure.compute().virtual_machines.begin_deallocate("rg-img", vm_id.rsplit("/", 1)[-1]).result()
+    assert [r[column] for r in run(graph, query)["rows"]] == ["PowerState/deallocated"]

@@ -6,7 +6,10 @@ answer says how many are left (`x-ms-user-quota-remaining`) and when the window 
 (`x-ms-user-quota-resets-after`, hh:mm:ss); past the quota the answer is 429. Rows have
 ARM's shape with `type` and `resourceGroup` lower-cased, plus `subscriptionId`,
 `resourceGroup` and `tenantId` columns; pages hold at most 1000 rows (`$top`), continued by
-`$skipToken`."""
+`$skipToken`. A VM's row carries its power state in
+`properties.extended.instanceView.powerState` (`code`: `PowerState/deallocated`, …: "Count of
+virtual machines by power state", learn.microsoft.com/azure/virtual-machines/
+resource-graph-samples)."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from emulator.services.resourcegraph.kql import KqlError, parse
 MAX_TOP = 1000
 # Types Resource Graph keeps in other tables (authorizationresources, resourcecontainers…)
 # or not at all (Key Vault keys).
+VM_TYPE = "microsoft.compute/virtualmachines"
 _ELSEWHERE = ("microsoft.authorization/", "microsoft.resources/", "microsoft.keyvault/vaults/")
 
 
@@ -113,6 +117,11 @@ class ResourceGraphModel:
 
     def _row(self, resource: dict[str, Any]) -> dict[str, Any]:
         body = public(resource)
+        if body["type"].lower() == VM_TYPE:
+            body["properties"] = {
+                **body.get("properties", {}),
+                "extended": self._extended(resource),
+            }
         parts = body["id"].split("/")
         sub = self.arm.subscriptions.get(parts[2].lower())
         return {
@@ -133,6 +142,13 @@ class ResourceGraphModel:
             "zones": body.get("zones"),
             "extendedLocation": body.get("extendedLocation"),
         }
+
+    def _extended(self, vm: dict[str, Any]) -> dict[str, Any]:
+        """A VM's `extended` column: the power state status of its instance view."""
+        view = self.arm.types[VM_TYPE].hooks.expand(vm, "instanceView").get("instanceView") or {}
+        power = [s for s in view.get("statuses") or [] if s["code"].startswith("PowerState/")]
+        state = {k: power[0][k] for k in ("code", "level", "displayStatus")} if power else {}
+        return {"instanceView": {"powerState": state}}
 
 
 def quota_headers(remaining: int, resets_after: float) -> dict[str, str]:
