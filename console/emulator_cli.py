@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from console import throttle_cli
 from console.az_env import az_env_lines
 from emulator.faults import FAULT_KINDS
 from emulator.files import write_private
@@ -141,6 +142,7 @@ def register(subparsers: Any) -> None:
     log.add_argument("--path", type=_regex, help="regex searched in the path")
     log.add_argument("--origin", choices=("main", "vault", "cos"), help="where it arrived")
     log.set_defaults(func=_requests)
+    throttle_cli.register(commands, _call)
 
 
 def claim(state_dir: Path) -> None:

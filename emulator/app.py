@@ -17,6 +17,7 @@ from emulator.http import HttpError, Request, Response
 from emulator.requestlog import LoggedRequest
 from emulator.serving import ORIGIN, drop_connection
 from emulator.state import EmulatorState
+from emulator.throttle_admin import THROTTLE_ADMIN, throttle_admin
 from emulator.throttling import Drawn, principal_of, subscription_of
 
 if TYPE_CHECKING:
@@ -55,8 +56,10 @@ class Application:
         origin = environ[ORIGIN]
         method = environ["REQUEST_METHOD"].upper()
         path = urlsplit(environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/")).path
-        if origin == "main" and path.startswith(ADMIN_PREFIX):
-            answer: Answer | None = _encode(emulator.admin(Request.from_environ(environ)))
+        if origin == "main" and path.rstrip("/") == THROTTLE_ADMIN:
+            answer: Answer | None = _encode(throttle_admin(emulator, Request.from_environ(environ)))
+        elif origin == "main" and path.startswith(ADMIN_PREFIX):
+            answer = _encode(emulator.admin(Request.from_environ(environ)))
         else:
             answer, bucket = self._layers(environ, origin, method, path, state)
             emulator.requests.append(
@@ -129,7 +132,7 @@ class Application:
         principal = principal_of(request.headers.get("authorization", ""))
         if subscription is None or principal is None:
             return None
-        return throttle.take(subscription, principal, request.method)
+        return throttle.take(subscription, principal, request.method, request.path)
 
     def _moto(self, environ: dict[str, Any]) -> Answer:
         started: list[Any] = []

@@ -90,6 +90,7 @@ class EmulatorState:
         self.keyprotect = KeyProtectModel(
             self.iam, self.ibm_identity.region, self.ibm_identity.key_protect_instance
         )
+        self.keyprotect.clock = self.keyvault.clock  # one emulator clock (POST /_emulator/clock)
         self.softlayer = SoftLayerModel(self.iam, self.keyprotect, cos)
         self.resource_graph = ResourceGraphModel(self.arm)
         region = self.ibm_identity.region

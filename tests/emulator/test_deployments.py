@@ -185,3 +185,61 @@ def test_bad_parameters_are_refused_before_anything_is_deployed(
     with pytest.raises(HttpResponseError, match="'extra' is not provided"):
         deploy(azure, kid, template)
     assert not [r for r in emulator.arm.resources.values() if "registries" in r["id"]]
+
+
+PREFLIGHT_TEMPLATE = {
+    "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+    "contentVersion": "1.0.0.0",
+    "resources": [
+        {
+            "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
+            "apiVersion": "2023-01-31",
+            "name": "id-preflight",
+            "location": "westeurope",
+        },
+        {
+            "type": "Microsoft.Network/publicIPAddresses",  # not served by the emulator
+            "apiVersion": "2024-05-01",
+            "name": "pip-preflight",
+            "location": "westeurope",
+        },
+        {
+            "type": "Microsoft.Compute/images",  # refused by Compute: no osDisk
+            "apiVersion": "2024-07-01",
+            "name": "img-preflight",
+            "location": "westeurope",
+            "properties": {"storageProfile": {}},
+        },
+    ],
+}
+
+
+def test_preflight_refuses_the_whole_deployment_before_any_write(
+    azure: AzureClients, emulator: Emulator
+) -> None:
+    azure.resources().resource_groups.create_or_update("rg", {"location": "westeurope"})
+    client = deployments(azure)
+    props = DeploymentProperties(template=PREFLIGHT_TEMPLATE, mode="Incremental")
+    deployment = Deployment(properties=props)
+    for attempt in (
+        lambda: client.begin_validate("rg", "pre", deployment).result(),
+        lambda: client.begin_create_or_update("rg", "pre", deployment).result(),
+    ):
+        with pytest.raises(HttpResponseError) as caught:
+            attempt()
+        assert caught.value.response is not None
+        error = caught.value.response.json()["error"]
+        assert caught.value.status_code == 400
+        assert error["code"] == "InvalidTemplateDeployment"
+        assert "is not valid according to the validation procedure" in error["message"]
+        assert [(d["code"], d["target"].rsplit("/", 1)[1]) for d in error["details"]] == [
+            ("InvalidResourceType", "pip-preflight"),
+            ("InvalidParameter", "img-preflight"),
+        ]
+    assert not [r for r in emulator.arm.resources.values() if "pre" in r["name"]]
+    valid = {**PREFLIGHT_TEMPLATE, "resources": PREFLIGHT_TEMPLATE["resources"][:1]}
+    checked = client.begin_validate(
+        "rg", "pre", Deployment(properties=DeploymentProperties(template=valid, mode="Incremental"))
+    ).result()
+    assert checked.properties.provisioning_state == "Succeeded"
+    assert not [r for r in emulator.arm.resources.values() if "id-preflight" in r["id"]]

@@ -59,6 +59,25 @@ def test_wrap_unwrap_rotate_rewrap(kp: KeyProtectClient) -> None:
     assert base64.b64decode(kp.unwrap(key["id"], rewrapped["ciphertext"])["plaintext"]) == dek
 
 
+def test_one_rotation_per_hour_per_key(emulator: Emulator, kp: KeyProtectClient) -> None:
+    key, other = kp.create_key("root"), kp.create_key("other-root")
+    kp.rotate(key["id"])
+    kp.rotate(other["id"])  # the limit is per key
+    versions = [kp.get_key(key["id"])["keyVersion"]["id"]]
+    clock = emulator.state.keyprotect.clock  # type: ignore[union-attr]
+    clock.advance(3599)
+    with pytest.raises(ApiException) as refused:
+        kp.rotate(key["id"])
+    assert refused.value.status_code == 409
+    (reason,) = refused.value.http_response.json()["resources"][0]["reasons"]
+    assert reason["code"] == "KEY_ROTATION_NOT_PERMITTED"
+    assert "Only one 'rotate' action per hour is permitted" in reason["message"]
+    assert kp.get_key(key["id"])["keyVersion"]["id"] == versions[0]  # not rotated again
+    clock.advance(1)
+    kp.rotate(key["id"])
+    assert kp.get_key(key["id"])["lastRotateDate"] > key["creationDate"]
+
+
 def test_wrap_without_plaintext_generates_a_dek(kp: KeyProtectClient) -> None:
     key = kp.create_key("root")
     wrapped = kp.wrap(key["id"])

@@ -86,6 +86,17 @@ def _settled(client: Any, image_id: str) -> dict[str, Any]:
         time.sleep(0.1)
 
 
+def bare_metal_server(image_id: str, subnet_id: str) -> dict[str, Any]:
+    """A bare metal server prototype booting `image_id`."""
+    return {
+        "initialization": {"image": {"id": image_id}, "keys": []},
+        "primary_network_interface": {"subnet": {"id": subnet_id}},
+        "profile": {"name": "bx2-metal-96x384"},
+        "zone": {"name": "us-south-1"},
+        "name": "byok-metal",
+    }
+
+
 def test_encrypted_import_lifecycle(
     emulator: Emulator, ibm: IBMClients, setup: dict[str, Any], qcow2_images: dict[str, bytes]
 ) -> None:
@@ -121,6 +132,11 @@ def test_encrypted_import_lifecycle(
         "image": {"id": image["id"]},
         "primary_network_interface": {"subnet": {"id": subnet["id"]}},
     }
+    assert image["allowed_use"]["bare_metal_server"] == "false"
+    with pytest.raises(ApiException) as bare_metal:
+        client.create_bare_metal_server(bare_metal_server(image["id"], subnet["id"]))
+    assert bare_metal.value.status_code == 400
+    assert "cannot be used with a bare metal profile" in bare_metal.value.message
     instance = client.create_instance(instance_prototype=prototype).get_result()
     assert instance["status"] == "pending"
     time.sleep(0.6)
@@ -135,8 +151,17 @@ def test_encrypted_import_lifecycle(
     with pytest.raises(ApiException) as refused:
         client.create_instance(instance_prototype={**prototype, "name": "byok-vsi-2"})
     assert "encryption_key_disabled" in refused.value.message
+    assert client.get_instance(id=instance["id"]).get_result()["status"] == "running"
+    reboot = client.create_instance_action(instance_id=instance["id"], type="reboot")
+    assert (reboot.get_status_code(), reboot.get_result()["status"]) == (201, "failed")
+    stopped = client.get_instance(id=instance["id"]).get_result()
+    assert stopped["status"] == "stopped"  # it cannot start again while its key is disabled
+    assert [r["code"] for r in stopped["status_reasons"]] == ["cannot_start_storage"]
     kp_model.set_enabled(key, True)
     assert client.get_image(id=image["id"]).get_result()["status"] == "available"
+    started = client.create_instance_action(instance_id=instance["id"], type="start")
+    assert started.get_result()["status"] == "completed"
+    assert client.get_instance(id=instance["id"]).get_result()["status_reasons"] == []
 
     wrong = _settled(client, _import(setup, ibm, qcow2_images["other"], "byok-other")["id"])
     assert wrong["status"] == "failed"
@@ -172,8 +197,13 @@ def test_errors_in_ibm_shape(
     client.create_vpc(name="dup")
     with pytest.raises(ApiException) as duplicate:
         client.create_vpc(name="dup")
-    assert duplicate.value.status_code == 409
-    assert duplicate.value.http_response.json()["errors"][0]["code"] == "validation_unique_failed"
+    assert duplicate.value.status_code == 400  # as IBM answers it, not 409
+    (error,) = duplicate.value.http_response.json()["errors"]
+    assert (error["code"], error["message"]) == (
+        "validation_unique_failed",
+        "Provided Name (dup) is not unique",
+    )
+    assert error["target"] == {"name": "name", "type": "field", "value": "dup"}
     model = state(emulator).vpc
     assert model.images == {}  # nothing was created by the refused calls
 
@@ -196,5 +226,12 @@ def test_unencrypted_path_and_delete(
         }
     ).get_result()
     assert _settled(client, created["id"])["status"] == "available"
+    vpc = client.create_vpc(name="plain-vpc").get_result()
+    subnet = client.create_subnet(
+        subnet_prototype={"name": "plain-subnet", "vpc": {"id": vpc["id"]},
+                          "zone": {"name": "us-south-1"}, "total_ipv4_address_count": 256}
+    ).get_result()  # fmt: skip
+    server = client.create_bare_metal_server(bare_metal_server(created["id"], subnet["id"]))
+    assert server.get_result()["status"] == "running"
     client.delete_image(id=created["id"])
     assert client.list_images().get_result()["images"] == []

@@ -100,7 +100,10 @@ def test_rotation_rewraps_and_records_the_new_version(
     assert events[0]["payload"]["new_version"] == versions[-1]
     assert events[0]["related"][0]["byok.id"] == image.object_uri
     assert result.model_dump_json().count(base64.b64encode(dek).decode()) == 0
-    # a second run is a second rotation; the provision flow still reuses the image after it
+    # a second run an hour later (Key Protect: one rotation per hour) is a second rotation;
+    # the provision flow still reuses the image after it
+    assert emulator.state is not None
+    emulator.state.keyvault.clock.advance(3600)
     again = rotate_ibm_root_key(rotation(ibm_block, emulator, image))
     assert again.rotated and len(root_versions(emulator, image.root_key_id)) == 3
     reused = provision(ibm_block, emulator, ibm)

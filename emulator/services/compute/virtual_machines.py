@@ -192,12 +192,15 @@ class VirtualMachineHooks(TypeHooks):
         storage = props.setdefault("storageProfile", {})
         group = f"/subscriptions/{ctx.rid.subscription}/resourceGroups/{ctx.rid.resource_group}"
         os_disk = storage.setdefault("osDisk", {})
-        os_disk.setdefault("name", f"{ctx.rid.name}_OsDisk_1_{uuid.uuid4().hex[:12]}")
+        # a name of null (what `az vm create` sends) means "name it for me", as Azure does
+        os_disk["name"] = os_disk.get("name") or f"{ctx.rid.name}_OsDisk_1_{uuid.uuid4().hex}"
         os_disk.setdefault("createOption", "FromImage")
-        for disk in [os_disk, *(storage.get("dataDisks") or [])]:
-            disk.setdefault(
-                "name", f"{ctx.rid.name}_disk{disk.get('lun', 0) + 2}_{uuid.uuid4().hex[:12]}"
+        for disk in storage.get("dataDisks") or []:
+            disk["name"] = (
+                disk.get("name")
+                or f"{ctx.rid.name}_disk{disk.get('lun', 0) + 2}_{uuid.uuid4().hex}"
             )
+        for disk in [os_disk, *(storage.get("dataDisks") or [])]:
             disk.setdefault("managedDisk", {})["id"] = (
                 f"{group}/providers/{DISK_TYPE}/{disk['name']}"
             )

@@ -8,8 +8,8 @@ import time
 import uuid
 from typing import Any
 
-from emulator.http import HttpError
-from emulator.services.arm import ids
+from emulator.http import HttpError, Response
+from emulator.services.arm import ids, locations
 from emulator.services.arm.models import (
     ArmModel,
     PutContext,
@@ -19,8 +19,9 @@ from emulator.services.arm.models import (
     public,
     utc_now,
 )
-from emulator.services.deployments.expressions import ExpressionContext, TemplateError
+from emulator.services.deployments.expressions import ExpressionContext, TemplateError, evaluate
 from emulator.services.deployments.template import (
+    META,
     ResourceFailed,
     bind_parameters,
     order,
@@ -55,9 +56,56 @@ class DeploymentHooks(TypeHooks):
             )
         try:
             expressions = self._context(ctx, props)
-            order(props["template"].get("resources") or [], expressions)
+            planned = order(props["template"].get("resources") or [], expressions)
         except TemplateError as exc:
             raise HttpError(400, exc.code, str(exc)) from None
+        problems = []
+        for rid, resource, needs in planned:
+            try:
+                self._preflight(ctx, rid, resource, needs, expressions)
+            except HttpError as exc:
+                problems.append({"code": exc.code, "target": rid, "message": exc.message})
+            except TemplateError as exc:
+                problems.append({"code": exc.code, "target": rid, "message": str(exc)})
+        if problems:
+            raise PreflightFailed(ctx.rid.name, problems)
+
+    @staticmethod
+    def _preflight(
+        ctx: PutContext,
+        rid: str,
+        resource: dict[str, Any],
+        needs: set[str],
+        expressions: ExpressionContext,
+    ) -> None:
+        """ARM's preflight of one template resource, before anything is written: its type is
+        served and registered, its location known, and (when it depends on nothing the
+        deployment makes) the provider's own checks pass on its body."""
+        parsed = ids.parse(rid)
+        if parsed.full_type.lower() == ACCESS_POLICIES_TYPE:
+            return
+        spec = ctx.arm.spec_for(parsed)
+        ctx.arm.check_provider(parsed.namespace, parsed.subscription)
+        existing = ctx.arm.get(rid)
+        location = evaluate(resource.get("location"), expressions)
+        if spec.tracked and not (location or (existing or {}).get("location")):
+            raise HttpError(400, "LocationRequired", "The location property is required.")
+        if spec.tracked and location:
+            locations.check_location(location, spec.type)
+        if needs or (len(parsed.types) > 1 and ctx.arm.get(parsed.parent) is None):
+            return  # it refers to what this deployment makes: checked when it is put
+        try:
+            body = {
+                k: evaluate(v, expressions) for k, v in resource.items() if k.lower() not in META
+            }
+        except TemplateError as exc:
+            if exc.code == "NotFound":
+                return  # reference() to what this deployment makes: ARM evaluates it later
+            raise
+        api_version = str(resource.get("apiVersion") or "")
+        spec.hooks.validate(
+            PutContext(ctx.arm, parsed, body, existing, ctx.principal, "PUT", api_version)
+        )
 
     def _context(self, ctx: PutContext, props: dict[str, Any]) -> ExpressionContext:
         template = props["template"]
@@ -147,6 +195,27 @@ class DeploymentHooks(TypeHooks):
 
     def failure(self, arm: ArmModel, resource: dict[str, Any]) -> dict[str, str] | None:
         return resource.get("_error")
+
+
+class PreflightFailed(HttpError):
+    """ARM's answer to a deployment that fails preflight: InvalidTemplateDeployment with one
+    detail per refused resource (https://learn.microsoft.com/azure/azure-resource-manager/
+    troubleshooting/common-deployment-errors: "InvalidTemplateDeployment … preflight
+    validation"; the message as ARM words it)."""
+
+    def __init__(self, deployment: str, details: list[dict[str, str]]) -> None:
+        super().__init__(
+            400,
+            "InvalidTemplateDeployment",
+            f"The template deployment '{deployment}' is not valid according to the validation "
+            f"procedure. The tracking id is '{uuid.uuid4()}'. See inner errors for details.",
+        )
+        self.details = details
+
+    def response(self) -> Response:
+        answer = super().response()
+        answer.body["error"]["details"] = self.details
+        return answer
 
 
 def register_types(arm: ArmModel) -> None:

@@ -17,7 +17,7 @@ from emulator.services.deployments.expressions import (
 
 # deploy(resource id, api version, body without type/name/apiVersion/dependsOn)
 Deploy = Callable[[str, str, dict[str, Any]], None]
-_META = frozenset({"type", "name", "apiversion", "dependson", "condition", "comments"})
+META = frozenset({"type", "name", "apiversion", "dependson", "condition", "comments"})
 
 
 class ResourceFailed(Exception):
@@ -129,7 +129,7 @@ def run_template(
             failed[rid] = blocked
             continue
         try:
-            body = {k: evaluate(v, ctx) for k, v in resource.items() if k.lower() not in _META}
+            body = {k: evaluate(v, ctx) for k, v in resource.items() if k.lower() not in META}
             deploy(rid, str(resource.get("apiVersion") or ""), body)
             deployed.append(rid)
         except TemplateError as exc:

@@ -5,7 +5,13 @@ A root key can be disabled (state 2, Suspended) and enabled again (state 1, Acti
 suspended its wrap, unwrap, rewrap and rotate answer 422 KEY_INVALID_STATE_ERR "Key is not in
 a valid state", and services that unwrap with it (server-protect) fail
 (https://cloud.ibm.com/docs/key-protect?topic=key-protect-disable-keys,
-https://cloud.ibm.com/docs/key-protect?topic=key-protect-error-messages)."""
+https://cloud.ibm.com/docs/key-protect?topic=key-protect-error-messages).
+
+A root key rotates at most once an hour: a second rotation within the hour answers 409
+KEY_ROTATION_NOT_PERMITTED "This root key has been rotated within the last hour. Only one
+'rotate' action per hour is permitted" (the same error-messages page, #error-messages-key-
+rotation-not-permitted; the body as in IBM/keyprotect-go-client's keys_test.go). The hour is
+counted on the emulator's clock (`clock`), which `POST /_emulator/clock` advances."""
 
 from __future__ import annotations
 
@@ -15,11 +21,13 @@ import os
 import threading
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from emulator.clock import Clock
 from emulator.http import HttpError, Response
 from emulator.services.ibm_iam.models import (
     READ_ROLES,
@@ -37,6 +45,7 @@ MAX_PLAINTEXT = 7740
 ROOT_KEY_SIZES = (16, 24, 32)
 ACTIVE, SUSPENDED = 1, 2  # Key Protect key states
 DEK_SIZE = 32
+ROTATION_INTERVAL = 3600.0  # seconds between two rotations of a key
 
 
 class KeyProtectError(HttpError):
@@ -94,6 +103,7 @@ class Key:
     versions: list[KeyVersion]
     created: str = field(default_factory=now_iso)
     last_rotated: str | None = None
+    rotated_at: float | None = None  # emulator clock, epoch seconds
     state: int = ACTIVE
     last_updated: str | None = None
 
@@ -160,6 +170,7 @@ class KeyProtectModel:
 
     def __init__(self, iam: IamModel, region: str, instance_guid: str) -> None:
         self.iam = iam
+        self.clock = Clock()  # the emulator's clock, when the state shares it
         self.lock = threading.RLock()
         self.instances: dict[str, Instance] = {}
         self.registrations: dict[str, dict[str, Any]] = {}  # by resource CRN
@@ -277,8 +288,17 @@ class KeyProtectModel:
         else:
             material = os.urandom(len(key.latest.material))
         with self.lock:
+            now = self.clock.now()
+            if key.rotated_at is not None and now - key.rotated_at < ROTATION_INTERVAL:
+                raise KeyProtectError(
+                    409,
+                    "KEY_ROTATION_NOT_PERMITTED",
+                    "This root key has been rotated within the last hour. Only one 'rotate' "
+                    "action per hour is permitted",
+                )
             key.versions.append(KeyVersion(str(uuid.uuid4()), material))
-            key.last_rotated = now_iso()
+            key.rotated_at = now
+            key.last_rotated = _iso(now)
             for registration in self.registrations.values():
                 if registration["keyId"] == key.id:  # the registered service re-wraps (VPC)
                     registration["keyVersion"] = {
@@ -399,6 +419,12 @@ class KeyProtectModel:
             raise ValueError(
                 f"wrappedDek cannot be unwrapped with {crk_crn}: {exc.message}"
             ) from None
+
+
+def _iso(epoch: float) -> str:
+    """An epoch time as IBM APIs write it."""
+    moment = datetime.fromtimestamp(epoch, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _one_resource(body: dict[str, Any]) -> dict[str, Any]:

@@ -16,9 +16,9 @@ class VpcError(HttpError):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, target: str | None = None) -> None:
+    def __init__(self, message: str, target: str | None = None, value: str | None = None) -> None:
         super().__init__(type(self).status, type(self).code, message)
-        self.target = target
+        self.target, self.value = target, value
 
     def response(self) -> Response:
         error: dict[str, object] = {
@@ -27,7 +27,10 @@ class VpcError(HttpError):
             "more_info": MORE_INFO,
         }
         if self.target:
-            error["target"] = {"name": self.target, "type": "field"}
+            target = {"name": self.target, "type": "field"}
+            if self.value is not None:
+                target["value"] = self.value
+            error["target"] = target
         body = {"errors": [error], "trace": str(uuid.uuid4()), "status_code": self.status}
         return Response(self.status, body)
 
@@ -51,9 +54,12 @@ class InvalidField(VpcError):
 
 
 class NameNotUnique(VpcError):
-    """A resource of this kind already has the name (IBM: `validation_unique_failed`)."""
+    """A resource of this kind already has the name: 400 `validation_unique_failed`, "Provided
+    Name (…) is not unique", the name as the target's value (as IBM answers a duplicate VPC
+    name; https://cloud.ibm.com/docs/vpc?topic=vpc-rias-error-messages#validation-unique-failed
+    and the `ibm_is_vpc` error quoted in IBM's docs (ibm-cloud-docs, "ha-trouble"))."""
 
-    status, code = 409, "validation_unique_failed"
+    status, code = 400, "validation_unique_failed"
 
 
 class ImageNotUsable(VpcError):

@@ -70,6 +70,11 @@ class Instance(Resource):
     """A virtual server instance."""
 
     status: str = "pending"
+    reasons: list[dict[str, str]] = field(default_factory=list)
+    boot_key: str | None = None  # the root key CRN protecting its boot volume
+
+
+INSTANCE_ACTIONS = ("start", "stop", "reboot")
 
 
 def _required(body: dict[str, Any], path: str) -> Any:
@@ -102,7 +107,7 @@ class VpcModel:
 
     def _new(self, kind: str, collection: str, name: str, pool: dict[str, Any]) -> dict[str, Any]:
         if any(r.name == name for r in pool.values()):
-            raise NameNotUnique(f"Provided name ({name}) is not unique for {kind}s", "name")
+            raise NameNotUnique(f"Provided Name ({name}) is not unique", "name", name)
         rid = f"r006-{uuid.uuid4()}"
         crn = f"crn:v1:bluemix:public:is:{self.region}:a/{self.iam.account_id}::{kind}:{rid}"
         return {"id": rid, "name": name, "crn": crn, "href": f"{self.base}/{collection}/{rid}"}
@@ -175,7 +180,7 @@ class VpcModel:
             "operating_system": self.operating_systems[os_name],
             "allowed_use": {
                 "api_version": "2024-11-12",
-                "bare_metal_server": "false",
+                "bare_metal_server": "false" if crn else "true",
                 "instance": "true",
             },
             "catalog_offering": {"managed": False},
@@ -304,6 +309,7 @@ class VpcModel:
                 "image": {"id": image.id, "name": image.name, "crn": image.crn},
                 "primary_network_interface": {"subnet": {"id": subnet.id, "name": subnet.name}},
             }
+            instance.boot_key = (image.body.get("encryption_key") or {}).get("crn")
             instance.ready_at = time.monotonic() + self.boot_seconds
             self.instances[instance.id] = instance
         return instance
@@ -315,6 +321,46 @@ class VpcModel:
             if instance.status == "pending" and time.monotonic() >= instance.ready_at:
                 instance.status = "running"
             return instance
+
+    def instance_action(self, instance_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """`POST /instances/{id}/actions`: stop, start or reboot. An instance whose boot image's
+        root key is disabled cannot start again: a start or reboot fails and leaves it
+        `stopped` with reason `cannot_start_storage` (what disabling a root key does to the
+        resources it protects: https://cloud.ibm.com/docs/vpc?topic=vpc-vpc-encryption-managing;
+        the reason codes: https://cloud.ibm.com/apidocs/vpc/latest#get-instance). A running
+        instance keeps running until it is stopped or rebooted."""
+        kind = _required(body, "type")
+        if kind not in INSTANCE_ACTIONS:
+            raise InvalidField(
+                f"type {kind!r}: expected one of {', '.join(INSTANCE_ACTIONS)}", "type"
+            )
+        with self.lock:
+            instance = self.instance(instance_id)
+            crn, status = instance.boot_key, "completed"
+            if kind == "stop":
+                instance.status, instance.reasons = "stopped", []
+            elif crn and not self._key_active(crn):
+                status = "failed"
+                instance.status = "stopped"
+                instance.reasons = [
+                    {
+                        "code": "cannot_start_storage",
+                        "message": f"The boot volume's encryption key {crn} is disabled.",
+                    }
+                ]
+            else:
+                instance.status, instance.reasons = "running", []
+        now = now_iso()
+        return {
+            "id": str(uuid.uuid4()),
+            "href": f"{instance.href}/actions",
+            "type": kind,
+            "force": bool(body.get("force")),
+            "status": status,
+            "created_at": now,
+            "started_at": now,
+            "completed_at": now,
+        }
 
     @staticmethod
     def resource_json(resource: Resource, resource_type: str, **extra: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from emulator.http import Request, Response, Router
 from emulator.services.ibm_iam.models import AuthenticationError
+from emulator.services.vpc.bare_metal import BareMetalServers
 from emulator.services.vpc.errors import InvalidField, NotAuthorized, NotFound
 from emulator.services.vpc.models import VpcModel
 
@@ -68,7 +69,9 @@ def register(router: Router, vpc: VpcModel) -> None:
 
     def instance_json(rid: str) -> dict[str, Any]:
         found = vpc.instance(rid)
-        return vpc.resource_json(found, "instance", status=found.status)
+        return vpc.resource_json(
+            found, "instance", status=found.status, status_reasons=found.reasons
+        )
 
     def instances(request: Request) -> Response:
         with vpc.lock:
@@ -117,9 +120,18 @@ def register(router: Router, vpc: VpcModel) -> None:
         lambda r: _collection("subnets", [subnet_json(i) for i in list(vpc.subnets)], r, vpc.base),
     )
     route("GET", "/v1/subnets/{id}", lambda r: subnet_json(r.params["id"]))
+    bare_metal = BareMetalServers(vpc)
+    route("POST", "/v1/bare_metal_servers", lambda r: bare_metal.create(body(r)), 201)
+    route("GET", "/v1/bare_metal_servers/{id}", lambda r: bare_metal.json(r.params["id"]))
     route("POST", "/v1/instances", lambda r: instance_json(vpc.create_instance(body(r)).id), 201)
     route("GET", "/v1/instances", instances)
     route("GET", "/v1/instances/{id}", lambda r: instance_json(r.params["id"]))
+    route(
+        "POST",
+        "/v1/instances/{id}/actions",
+        lambda r: vpc.instance_action(r.params["id"], body(r)),
+        201,
+    )
     for method, template, handler in reversed(routes):
         router.add(method, template, handler)
         router.routes.insert(0, router.routes.pop())
