@@ -18,7 +18,7 @@ def test_thirty_threads_share_the_connections_without_dropping_any(
     clients = AzureClients.of(emulator_credentials(emulator))
     groups = clients.resources().resource_groups
     groups.create_or_update("rg", {"location": "westeurope"})
-    assert clients.compute()._client._pipeline._transport is clients.transport  # noqa: SLF001
+    assert clients.compute()._client._pipeline._transport is clients.transport
     caplog.set_level(logging.WARNING, logger="urllib3.connectionpool")
     threads = 30
     assert threads < HTTP_POOL_SIZE
