@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from byok.aks_models import ClusterInfo
 from byok.disk_encryption_set_models import DiskEncryptionSetRequest, DiskEncryptionSetResult
 from byok.gallery import (
     DataDiskEncryption,
@@ -19,8 +20,6 @@ from byok.gallery import (
     TargetRegion,
 )
 from byok.validation import GalleryImageName, GalleryName, ImageVersionName
-
-ClusterT = TypeVar("ClusterT", bound=BaseModel)
 
 
 class ReleasePipelineRequest(BaseModel):
@@ -110,12 +109,12 @@ class ReleasePipelineRequest(BaseModel):
         )
 
 
-class ReleasePipelineResult(BaseModel, Generic[ClusterT]):
+class ReleasePipelineResult(BaseModel):
     """What the pipeline released (the cluster as the AKS flows report it)."""
 
     disk_encryption_sets: dict[str, DiskEncryptionSetResult]
     image_version: ImageVersionResult
-    cluster: ClusterT
+    cluster: ClusterInfo
 
 
 def idempotency_key(deployment: str, parameters: dict[str, Any]) -> str:

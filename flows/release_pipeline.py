@@ -16,6 +16,7 @@ from prefect.deployments import run_deployment
 from pydantic import BaseModel
 
 from blocks.azure import AzureCredentials
+from byok.aks_models import ClusterInfo
 from byok.disk_encryption_set_models import DiskEncryptionSetResult
 from byok.errors import OperationFailed
 from byok.gallery import ImageVersionResult
@@ -29,7 +30,6 @@ from flows.aks import (
 )
 from flows.disk_encryption_set import prepare_disk_encryption_set
 from flows.gallery import publish_encrypted_image_version
-from tasks.aks import ClusterInfo
 from tasks.refusal import refuse_quietly
 from tasks.release_pipeline import validate_pipeline_request
 from tasks.subscription import check_subscription_regions
@@ -65,7 +65,7 @@ def chained(
 
 @flow(name="release-pipeline", validate_parameters=False)
 @refuse_quietly
-def release_pipeline(request: ReleasePipelineRequest) -> ReleasePipelineResult[ClusterInfo]:
+def release_pipeline(request: ReleasePipelineRequest) -> ReleasePipelineResult:
     """Check the request (subscription, regions, names, source) → sets per region →
     encrypted image version in those regions → cluster and node pool on the home region's
     set."""
@@ -123,6 +123,4 @@ def release_pipeline(request: ReleasePipelineRequest) -> ReleasePipelineResult[C
         ),
         ClusterInfo,
     )
-    return ReleasePipelineResult[ClusterInfo](
-        disk_encryption_sets=sets, image_version=image, cluster=cluster
-    )
+    return ReleasePipelineResult(disk_encryption_sets=sets, image_version=image, cluster=cluster)
