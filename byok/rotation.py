@@ -1,6 +1,7 @@
 """Fleet key rotation: the request, the plan (which keys get a new version and what each of
-their disk encryption sets and registries must do), and the rows of the result. Pure logic,
-checked before any call: the flow turns discovery rows and key facts into a plan here."""
+their disk encryption sets, registries and KMS clusters must do), and the rows of the result.
+Pure logic, checked before any call: the flow turns discovery rows and key facts into a plan
+here."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from typing import Literal
 from azure.mgmt.core.tools import parse_resource_id
 from pydantic import BaseModel, Field, field_validator
 
+from byok.aks_kms import experience_of
 from byok.errors import InvalidRequest
 from byok.inventory.discovery import Row, get, vaults_by_uri
-from byok.inventory.request import FleetScope
+from byok.inventory.ibm import key_protect_id
+from byok.inventory.request import FleetScope, IbmAccountScope
 from byok.key_policy import RotationPolicySpec
 from byok.keyvault_ids import KeyId
 
@@ -81,6 +84,16 @@ class FleetRotationRequest(FleetScope):
         description="When another run is rotating one of the keys: wait for it (true) or "
         "report that key as failed at once (false).",
     )
+    ibm_accounts: list[IbmAccountScope] = Field(
+        default_factory=list,
+        description="IBM Cloud accounts whose Key Protect root keys rotate too (their classic "
+        "images' wrapped DEKs rewrapped and recorded, their VPC images verified).",
+    )
+    root_keys: list[str] = Field(
+        default_factory=list,
+        description="Key Protect root key ids or CRNs; empty: every root key that protects "
+        "an image in `ibm_accounts`.",
+    )
 
     @field_validator("key_ids")
     @classmethod
@@ -92,6 +105,16 @@ class FleetRotationRequest(FleetScope):
                 raise InvalidRequest(
                     f"key_ids[{i}]", value, "must be https://<vault>/keys/<name>[/<version>]"
                 ) from None
+        return values
+
+    @field_validator("root_keys")
+    @classmethod
+    def _root_keys(cls, values: list[str]) -> list[str]:
+        for i, value in enumerate(values):
+            if key_protect_id(value) is None:
+                raise InvalidRequest(
+                    f"root_keys[{i}]", value, "must be a Key Protect key id (a GUID) or key CRN"
+                )
         return values
 
     @field_validator("dask_address")
@@ -107,6 +130,7 @@ class DependentKind(StrEnum):
 
     DISK_ENCRYPTION_SET = "disk-encryption-set"
     REGISTRY = "registry"
+    AKS_CLUSTER = "aks-cluster"  # KMS etcd encryption (securityProfile.azureKeyVaultKms)
 
 
 class Status(StrEnum):
@@ -132,7 +156,7 @@ class KeyFacts(BaseModel):
 
 
 class Dependent(BaseModel):
-    """A disk encryption set or registry that uses a key."""
+    """A disk encryption set, registry or KMS cluster that uses a key."""
 
     resource_id: str
     kind: DependentKind
@@ -158,6 +182,8 @@ class Dependent(BaseModel):
     @property
     def action(self) -> str:
         """What the rotation does to it."""
+        if self.kind == DependentKind.AKS_CLUSTER:  # both KMS experiences: every Secret too
+            return "update, re-write Secrets"
         return "wait for pickup" if self.follows_latest else "update"
 
 
@@ -258,8 +284,8 @@ def default_rotation_id(request: FleetRotationRequest, day: datetime) -> str:
 
 
 def dependents(rows: Sequence[Row]) -> dict[str, list[Dependent]]:
-    """The disk encryption sets and customer-key registries of the discovery rows, by the
-    versionless id (lower case) of the key they use."""
+    """The disk encryption sets, customer-key registries and KMS clusters of the discovery
+    rows, by the versionless id (lower case) of the key they use."""
     found: dict[str, list[Dependent]] = {}
     for row in rows:
         kind = row["type"].lower()
@@ -285,6 +311,16 @@ def dependents(rows: Sequence[Row]) -> dict[str, list[Dependent]]:
                 key_url=url,
                 follows_latest=url.rstrip("/").count("/") == 4,  # https://vault/keys/name
                 identity=vault.get("identity"),
+            )
+        elif kind == "microsoft.containerservice/managedclusters":
+            kms = get(props, "securityProfile", "azureKeyVaultKms") or {}
+            if not kms.get("enabled") or not kms.get("keyId"):
+                continue
+            dependent = Dependent(
+                resource_id=row["id"],
+                kind=DependentKind.AKS_CLUSTER,
+                key_url=kms["keyId"],
+                follows_latest=experience_of(kms["keyId"]) == "new",
             )
         else:
             continue
@@ -352,12 +388,12 @@ def plan_rotation(
         if not resuming and any(fact.tags.get(k) != v for k, v in request.tags.items()):
             plan.skipped.append(_row(key_id, Status.SKIPPED, "its tags do not match"))
             continue
-        due = _due(fact, request, now)
+        due = due_reason(fact, request, now)
         if not resuming and due is None:
             plan.skipped.append(_row(key_id, Status.SKIPPED, "not old enough, nor near expiry"))
             continue
-        in_use = {KeyId.parse(d.key_url).version for d in deps}
-        unused_latest = bool(deps) and KeyId.parse(fact.latest).version not in in_use
+        pinned = {v for d in deps if (v := KeyId.parse(d.key_url).version)}
+        unused_latest = bool(pinned) and KeyId.parse(fact.latest).version not in pinned
         criteria = request.older_than_days is not None or request.expiring_within_days is not None
         reuse = resuming or (unused_latest and not criteria)
         plan.rotations.append(
@@ -372,7 +408,49 @@ def plan_rotation(
     return plan
 
 
-def _due(fact: KeyFacts, request: FleetRotationRequest, now: datetime) -> str | None:
+def hold_clusters(plan: RotationPlan, refused: Mapping[str, str]) -> RotationPlan:
+    """The plan without the KMS clusters that may not rotate now (`refused`: the reason by
+    cluster id, e.g. Secrets still sealed with the previous version: a second rotation would
+    leave the cluster stuck with two key slots), each a failed row. A refused cluster that
+    follows the latest version would pick a new version up by itself: its key does not
+    rotate at all (a skipped row, its other dependents too)."""
+    held = plan.model_copy(update={"rotations": [], "skipped": list(plan.skipped)})
+    for key in plan.rotations:
+        stopped = [d for d in key.dependents if d.resource_id in refused]
+        held.skipped += [
+            RotationRow(
+                key_id=key.key_id,
+                dependent_id=d.resource_id,
+                kind=d.kind,
+                action="none",
+                status=Status.FAILED,
+                reason=refused[d.resource_id],
+            )
+            for d in stopped
+        ]
+        blocking = [d.name for d in stopped if d.follows_latest]
+        if not blocking:
+            rest = [d for d in key.dependents if d.resource_id not in refused]
+            held.rotations.append(key.model_copy(update={"dependents": rest}))
+            continue
+        reason = f"cluster(s) {', '.join(blocking)} follow the latest version and may not rotate"
+        held.skipped.append(_row(key.key_id, Status.SKIPPED, reason))
+        held.skipped += [
+            RotationRow(
+                key_id=key.key_id,
+                dependent_id=d.resource_id,
+                kind=d.kind,
+                action="none",
+                status=Status.SKIPPED,
+                reason="the key did not rotate",
+            )
+            for d in key.dependents
+            if d.resource_id not in refused
+        ]
+    return held
+
+
+def due_reason(fact: KeyFacts, request: FleetRotationRequest, now: datetime) -> str | None:
     """Why the key is due, or None; with neither criterion every selected key is due."""
     age, expiry = request.older_than_days, request.expiring_within_days
     if age is None and expiry is None:

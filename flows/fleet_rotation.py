@@ -3,13 +3,20 @@ encryption set and registry that uses it moves to that version, verified.
 
 1. Check the task runner (a Dask scheduler must answer) before anything else.
 2. Find the subscriptions and discover the resources (Resource Graph).
-3. Select the keys: those named, or every key a set or registry uses; by vault and tags.
+3. Select the keys: those named, or every key a set, registry or KMS cluster uses; by vault
+   and tags.
 4. Read each key's latest version; plan: due by age or expiry, a new version or the one
-   this rotation (or a rotation policy) already made; a dry run publishes the plan and stops.
+   this rotation (or a rotation policy) already made; KMS clusters the two-slot rule stops
+   are held back (rows); a dry run publishes the plan and stops.
 5. Rotate each key once (tagged with the rotation id: a re-run reuses the version).
 6. Move each dependent: update a set or registry pinned to a version, or wait for one that
-   follows the latest version to pick it up; verify it reports the new version.
-7. Publish one row per key and dependent; the run fails naming each failed row."""
+   follows the latest version to pick it up; verify it reports the new version. A KMS
+   cluster gets the version and every Secret re-written, verified none is left behind.
+7. IBM Cloud (`ibm_accounts`): each account's root keys and images read; per selected
+   root key, rotate (at most once per hour; not again while images are behind its latest
+   version), rewrap and record each classic image's wrapped DEK, verify VPC re-wrapped its
+   images.
+8. Publish one row per key and dependent; the run fails naming each failed row."""
 
 from __future__ import annotations
 
@@ -18,8 +25,10 @@ from prefect import flow
 from blocks.azure import AzureCredentials
 from byok.parameters import parse_request
 from byok.rotation import FleetRotationRequest, FleetRotationResult, RotationPlan, RotationRow
+from byok.rotation_ibm import IbmRotationPlan
 from tasks.fleet_rotation import (
     check_complete,
+    check_kms_clusters,
     move_dependent,
     plan_keys,
     publish_rotation,
@@ -27,6 +36,7 @@ from tasks.fleet_rotation import (
     rotate_key,
     select_keys,
 )
+from tasks.fleet_rotation_ibm import plan_ibm_keys, rotate_ibm_key
 from tasks.inventory import discover_resources, readable_subscriptions
 from tasks.refusal import refuse_quietly
 from tasks.task_runners import check_task_runner, task_runner_for
@@ -44,26 +54,31 @@ def rotate_customer_keys(request: FleetRotationRequest) -> FleetRotationResult:
     rows = discover_resources(credentials, subscriptions, True)
     candidates = select_keys(rows, request)
     facts = read_key_facts(credentials, list(candidates))
-    plan = plan_keys(candidates, facts, request)
+    plan = check_kms_clusters(credentials, plan_keys(candidates, facts, request), request)
+    ibm = plan_ibm_keys(request) if request.ibm_accounts else IbmRotationPlan()
     if request.dry_run:
-        return publish_rotation(plan, plan.rows(), True)
+        return publish_rotation(plan, plan.rows() + ibm.rows(), True)
     runner = task_runner_for(request)
-    done = apply_rotation_plan.with_options(task_runner=runner)(request, plan)
-    return check_complete(publish_rotation(plan, plan.skipped + done, False))
+    done = apply_rotation_plan.with_options(task_runner=runner)(request, plan, ibm)
+    return check_complete(publish_rotation(plan, plan.skipped + ibm.skipped + done, False))
 
 
 @flow(name="apply-key-rotation-plan", validate_parameters=False)
-def apply_rotation_plan(request: FleetRotationRequest, plan: RotationPlan) -> list[RotationRow]:
-    """Every key of the plan at once, each dependent as soon as its key has rotated."""
+def apply_rotation_plan(
+    request: FleetRotationRequest, plan: RotationPlan, ibm: IbmRotationPlan
+) -> list[RotationRow]:
+    """Every key of the plan at once, each dependent as soon as its key has rotated; each
+    IBM root key with its images."""
     credentials = AzureCredentials.load_saved(request.azure_credentials_block)
-    wait, timeout = request.wait_for_other_run, request.pickup_timeout_minutes * 60
-    policy = request.rotation_policy
+    wait, policy = request.wait_for_other_run, request.rotation_policy
     keys = [
         rotate_key.submit(credentials, k, plan.rotation_id, wait, policy) for k in plan.rotations
     ]
     moves = [
-        move_dependent.submit(credentials, d, key, timeout, request.poll_seconds)
+        move_dependent.submit(credentials, d, key, plan.rotation_id, request)
         for k, key in zip(plan.rotations, keys, strict=True)
         for d in k.dependents
     ]
-    return [f.result() for f in keys] + [f.result() for f in moves]
+    roots = [rotate_ibm_key.submit(k, request) for k in ibm.rotations]
+    done = [f.result() for f in keys] + [f.result() for f in moves]
+    return done + [row for f in roots for row in f.result()]

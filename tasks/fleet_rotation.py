@@ -1,6 +1,7 @@
-"""Fleet rotation steps: pick the keys, read their latest versions, plan, make (or reuse)
-one new version per key, move every disk encryption set and registry to it and verify,
-then publish one row per key and dependent."""
+"""Fleet rotation steps: pick the keys, read their latest versions, plan (holding back KMS
+clusters the two-slot rule stops), make (or reuse) one new version per key, move every disk
+encryption set, registry and KMS cluster (its Secrets re-written) to it and verify, then
+publish one row per key and dependent."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from blocks.azure import AzureCredentials
+from byok.aks_kms import RotateKmsRequest, rotated_kms
+from byok.aks_models import cluster_id
 from byok.azure_errors import one_line
 from byok.errors import RotationIncomplete
 from byok.key_policy import RotationPolicySpec
@@ -30,10 +33,12 @@ from byok.rotation import (
     Status,
     candidate_keys,
     default_rotation_id,
+    hold_clusters,
     plan_rotation,
 )
 from clients.azure import AzureClients
 from tasks.acr import rotate_registry_key, verify_registry_key
+from tasks.aks_kms import apply_kms, rewrite_secrets, validate_rotation, verify_kms
 from tasks.disk_encryption_set import update_des_key, verify_des_key
 from tasks.events import emit_byok_event
 from tasks.key_vault import ensure_rotation_policy, new_key_version
@@ -98,6 +103,62 @@ def plan_keys(
     return plan
 
 
+def _kms_request(
+    request: FleetRotationRequest, cluster: Dependent, rotation_id: str
+) -> RotateKmsRequest:
+    """What rotate-aks-kms-key would be asked for this cluster (its default Secret pace)."""
+    return RotateKmsRequest(
+        azure_credentials_block=request.azure_credentials_block,
+        subscription_id=cluster.subscription_id,
+        resource_group=cluster.resource_group,
+        cluster_name=cluster.name,
+        rotation_id=rotation_id,
+        wait_for_other_run=request.wait_for_other_run,
+    )
+
+
+@task(name="Check the KMS clusters")
+def check_kms_clusters(
+    credentials: AzureCredentials, plan: RotationPlan, request: FleetRotationRequest
+) -> RotationPlan:
+    """The plan without the KMS clusters that may not rotate now (rotate-aks-kms-key's check:
+    KMS set by this tool, no Secret still needing the previous version unless this rotation
+    is the one in progress), each a failed row with the reason; read only."""
+    refused: dict[str, str] = {}
+    for key in plan.rotations:
+        for cluster in key.dependents:
+            if cluster.kind != DependentKind.AKS_CLUSTER:
+                continue
+            try:
+                asked = _kms_request(request, cluster, plan.rotation_id)
+                validate_rotation(credentials, asked, plan.rotation_id)
+            except Exception as exc:  # this cluster's refusal is its row; the others go on
+                refused[cluster.resource_id] = one_line(exc)
+    return hold_clusters(plan, refused)
+
+
+def _move_cluster(
+    credentials: AzureCredentials,
+    cluster: Dependent,
+    version: str,
+    rotation_id: str,
+    request: FleetRotationRequest,
+) -> int:
+    """rotate-aks-kms-key's steps with the fleet's new version: one run per cluster, the
+    two-slot check, the cluster on `version`, every Secret re-written, none left on an older
+    version. Returns how many Secrets were re-written."""
+    asked = _kms_request(request, cluster, rotation_id)
+    sub, rg, name = cluster.subscription_id, cluster.resource_group, cluster.name
+    page, pace = asked.secrets_page_size, asked.secrets_per_second
+    with resource_lock(cluster_id(sub, rg, name), wait=asked.wait_for_other_run):
+        tags, kms = validate_rotation(credentials, asked, rotation_id)
+        kms = rotated_kms(kms, version)
+        tags = apply_kms(credentials, sub, rg, name, None, kms, version, rotation_id)
+        written = rewrite_secrets(credentials, sub, rg, name, tags, page, pace)
+        verify_kms(credentials, sub, rg, name, kms["keyId"], page)
+    return written
+
+
 @task(name="Rotate the key", task_run_name="Rotate {key.key_id}")
 def rotate_key(
     credentials: AzureCredentials,
@@ -132,11 +193,12 @@ def move_dependent(
     credentials: AzureCredentials,
     dependent: Dependent,
     key: RotationRow,
-    timeout_seconds: float,
-    poll_seconds: float,
+    rotation_id: str,
+    request: FleetRotationRequest,
 ) -> RotationRow:
     """Point a set or registry at the key's new version (or, when it follows the latest
-    version, wait for it to pick it up), then verify it reports that version."""
+    version, wait for it to pick it up), then verify it reports that version; a KMS cluster
+    gets the version and every Secret re-written, verified none is left on an older one."""
     row = RotationRow(
         key_id=key.key_id,
         dependent_id=dependent.resource_id,
@@ -148,8 +210,13 @@ def move_dependent(
     if key.status == Status.FAILED:
         return row.model_copy(update={"status": Status.SKIPPED, "reason": "the key did not rotate"})
     sub, rg, name = dependent.subscription_id, dependent.resource_group, dependent.name
+    timeout_seconds = request.pickup_timeout_minutes * 60
+    poll_seconds = request.poll_seconds
     try:
-        if dependent.kind == DependentKind.DISK_ENCRYPTION_SET:
+        if dependent.kind == DependentKind.AKS_CLUSTER:
+            written = _move_cluster(credentials, dependent, key.version, rotation_id, request)
+            row.reason = f"{written} Secret(s) re-written"
+        elif dependent.kind == DependentKind.DISK_ENCRYPTION_SET:
             if not dependent.follows_latest and dependent.key_url != key.version:
                 update_des_key(credentials, sub, rg, name, key.version)
             verify_des_key(credentials, sub, rg, name, key.version, timeout_seconds, poll_seconds)
@@ -183,7 +250,7 @@ def publish_rotation(
                 "action": r.action,
                 "status": r.status.value,
                 "reason": r.reason,
-                "version": KeyId.parse(r.version).version if r.version else "",
+                "version": r.version.rsplit("/", 1)[-1],  # a Key Vault id's last part
             }
             for r in rows
         ],

@@ -279,7 +279,7 @@ def test_a_registry_whose_identity_discovery_missed_keeps_its_own(
         key_id=KeyId.parse(key_id).versionless, action="new version", status=Status.ROTATED,
         version=new,
     )  # fmt: skip
-    row = move_dependent.fn(azure.block, dependent, key, 30, 0.05)
+    row = move_dependent.fn(azure.block, dependent, key, "r1", request("unused"))
     assert (row.status, row.reason) == (Status.VERIFIED, "")
     kvp = registries.get("rg-fid", "acrfid1").encryption.key_vault_properties
     assert (kvp.identity, kvp.key_identifier) == (uai.client_id, new)
