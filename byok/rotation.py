@@ -418,15 +418,7 @@ def hold_clusters(plan: RotationPlan, refused: Mapping[str, str]) -> RotationPla
     for key in plan.rotations:
         stopped = [d for d in key.dependents if d.resource_id in refused]
         held.skipped += [
-            RotationRow(
-                key_id=key.key_id,
-                dependent_id=d.resource_id,
-                kind=d.kind,
-                action="none",
-                status=Status.FAILED,
-                reason=refused[d.resource_id],
-            )
-            for d in stopped
+            _untouched(key.key_id, d, Status.FAILED, refused[d.resource_id]) for d in stopped
         ]
         blocking = [d.name for d in stopped if d.follows_latest]
         if not blocking:
@@ -436,18 +428,23 @@ def hold_clusters(plan: RotationPlan, refused: Mapping[str, str]) -> RotationPla
         reason = f"cluster(s) {', '.join(blocking)} follow the latest version and may not rotate"
         held.skipped.append(_row(key.key_id, Status.SKIPPED, reason))
         held.skipped += [
-            RotationRow(
-                key_id=key.key_id,
-                dependent_id=d.resource_id,
-                kind=d.kind,
-                action="none",
-                status=Status.SKIPPED,
-                reason="the key did not rotate",
-            )
+            _untouched(key.key_id, d, Status.SKIPPED, "the key did not rotate")
             for d in key.dependents
             if d.resource_id not in refused
         ]
     return held
+
+
+def _untouched(key_id: str, dependent: Dependent, status: Status, reason: str) -> RotationRow:
+    """The row of a dependent the rotation leaves as it is."""
+    return RotationRow(
+        key_id=key_id,
+        dependent_id=dependent.resource_id,
+        kind=dependent.kind,
+        action="none",
+        status=status,
+        reason=reason,
+    )
 
 
 def due_reason(fact: KeyFacts, request: FleetRotationRequest, now: datetime) -> str | None:
