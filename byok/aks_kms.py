@@ -120,7 +120,9 @@ def needs_rewrite(secret: dict[str, Any], current: str, rotated_at: datetime | N
     if rotated_at is None or created is None:
         return True
     when = created if isinstance(created, datetime) else datetime.fromisoformat(str(created))
-    return when <= rotated_at
+    # Both at whole seconds (Kubernetes timestamps and the tag are): a Secret made in the
+    # second of the rotation counts as made before it.
+    return when.replace(microsecond=0) <= rotated_at
 
 
 def annotated(secret: dict[str, Any], version: str) -> dict[str, Any]:

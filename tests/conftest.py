@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,13 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+if _worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    # Each xdist worker its own temp dir (its subprocesses too): the tests that check no spool
+    # or secret file is left there must not see another worker's run in progress.
+    _tmp = Path(tempfile.gettempdir()) / f"byok-tests-{os.getppid()}-{_worker}"
+    _tmp.mkdir(mode=0o700, exist_ok=True)
+    os.environ["TMPDIR"] = str(_tmp)
+    tempfile.tempdir = None
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from blocks.azure import AzureCredentials

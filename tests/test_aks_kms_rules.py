@@ -87,3 +87,9 @@ def test_which_secrets_need_rewriting() -> None:
     assert not needs_rewrite(marked, VERSIONED, rotated)
     assert needs_rewrite(marked, VERSIONED + "0", rotated)
     assert before["metadata"] == {"creationTimestamp": "2026-11-30T00:00:00Z"}  # not mutated
+
+
+def test_a_secret_made_in_the_second_of_the_rotation_counts_as_before_it() -> None:
+    rotated = datetime(2026, 12, 2, 9, 0, 0, tzinfo=UTC)  # the tag has whole seconds
+    secret = {"metadata": {"creationTimestamp": "2026-12-02T09:00:00.300000+00:00"}}
+    assert needs_rewrite(secret, VERSIONED, rotated)
