@@ -35,11 +35,21 @@ def secret_file(passphrase: bytes) -> Iterator[Path]:
             path.unlink(missing_ok=True)
 
 
+# QEMU times its PBKDF2 benchmark in thread CPU time and gives up when a round measured 0 ms
+# (crypto/pbkdf.c, qcrypto_pbkdf2_count_iters: "Unable to get accurate CPU usage"); on a
+# machine with tick-based CPU accounting a fast round can measure 0, so a fresh try succeeds.
+_CPU_CLOCK_TOO_COARSE = "Unable to get accurate CPU usage"
+_ATTEMPTS = 5
+
+
 def _run(args: list[str], what: str) -> str:
-    done = subprocess.run(["qemu-img", *args], capture_output=True, text=True, env=_env())
-    if done.returncode != 0:
-        raise OperationFailed(f"qemu-img {what}", done.stderr.strip() or "failed")
-    return done.stdout
+    for _ in range(_ATTEMPTS):
+        done = subprocess.run(["qemu-img", *args], capture_output=True, text=True, env=_env())
+        if done.returncode == 0:
+            return done.stdout
+        if _CPU_CLOCK_TOO_COARSE not in done.stderr:
+            break
+    raise OperationFailed(f"qemu-img {what}", done.stderr.strip() or "failed")
 
 
 def _env() -> dict[str, str]:
