@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from azure.core.credentials import TokenCredential
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
+from blocks.chosen import chosen_block
 from blocks.clouds import PRESETS, CloudEndpoints, CloudName
 
 AuthMethod = Literal["client_secret", "certificate", "managed_identity", "default"]
@@ -100,6 +101,12 @@ class AzureCredentials(Block):
                 if not value or not value.startswith("https://"):
                     raise ValueError(f"cloud 'Custom' needs {name} as an https URL, got {value!r}")
         return self
+
+    @classmethod
+    def chosen(cls, given: Any, name: str | None) -> AzureCredentials:
+        """The block picked in a flow's `credentials` parameter, else the one the request's
+        `azure_credentials_block` names."""
+        return chosen_block(cls, given, name, "request.azure_credentials_block")
 
     @classmethod
     def load_saved(cls, name: str) -> AzureCredentials:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
+
+from blocks.chosen import chosen_block
 
 
 class IBMCloudCredentials(Block):
@@ -45,6 +47,12 @@ class IBMCloudCredentials(Block):
     ca_bundle: str | None = Field(
         None, description="Path of a PEM CA bundle to trust (private CA, emulator)."
     )
+
+    @classmethod
+    def chosen(cls, given: Any, name: str | None) -> IBMCloudCredentials:
+        """The block picked in a flow's `credentials` parameter, else the one the request's
+        `ibm_credentials_block` names."""
+        return chosen_block(cls, given, name, "request.ibm_credentials_block")
 
     @classmethod
     def load_saved(cls, name: str) -> IBMCloudCredentials:

@@ -24,11 +24,12 @@ from byok.errors import InvalidRequest
 from byok.key_policy import KeyRotationPolicyField
 from byok.key_store import KeyStore
 from byok.keyvault_ids import KeyId
+from byok.parameters import AZURE_BLOCK_NAME
 from byok.sdk_values import text
 
 SYSTEM = "system"  # keyVaultProperties.identity of the registry's system-assigned identity
 
-_BLOCK = Field(..., description="Name of the saved 'BYOK Azure Credentials' block to use.")
+_BLOCK = Field(None, description=AZURE_BLOCK_NAME)
 _SUB = Field(None, description="Default: the block's.")
 _REGISTRY = Field(
     ..., pattern=r"^[a-zA-Z0-9]{5,50}$", description="Registry name: 5-50 letters and digits."
@@ -82,7 +83,7 @@ class RegistryInfo(BaseModel):
 class EncryptedRegistryRequest(BaseModel):
     """A new Premium registry encrypted with a key of a purge-protected vault."""
 
-    azure_credentials_block: str = _BLOCK
+    azure_credentials_block: str | None = _BLOCK
     subscription_id: str | None = _SUB
     resource_group: str = Field(..., description="Resource group (created if missing).")
     location: str = Field(..., description="Region of the registry, identity and vault.")
@@ -131,7 +132,7 @@ class RegistryTemplateRequest(BaseModel):
     """The doc's ARM template: identity, access policy and registry in one deployment (the
     vault and key are made first, as the doc's previous section does)."""
 
-    azure_credentials_block: str = _BLOCK
+    azure_credentials_block: str | None = _BLOCK
     subscription_id: str | None = _SUB
     resource_group: str = Field(..., description="Resource group (created if missing).")
     location: str = Field(..., description="Region of the group and vault.")
@@ -164,7 +165,7 @@ class RegistryTemplateRequest(BaseModel):
 class RegistryRequest(BaseModel):
     """An existing registry."""
 
-    azure_credentials_block: str = _BLOCK
+    azure_credentials_block: str | None = _BLOCK
     subscription_id: str | None = _SUB
     resource_group: str = Field(..., description="Resource group of the registry.")
     registry_name: str = _REGISTRY

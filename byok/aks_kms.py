@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from byok.errors import InvalidRequest
 from byok.keyvault_ids import KeyId
+from byok.parameters import AZURE_BLOCK_NAME
 
 Experience = Literal["legacy", "new"]
 NetworkAccess = Literal["Public", "Private"]
@@ -37,6 +38,18 @@ TAG_ROTATED_AT = "byok-kms-rotated-at"
 TAG_ROTATION = "byok-kms-rotation"
 KMS_KEY_PERMISSIONS = ["encrypt", "decrypt"]
 KEY_VAULT_CRYPTO_USER = "12338af0-0e69-4776-bea7-57ae8d297424"
+
+
+# AKS KMS takes Azure Key Vault keys only: `azureKeyVaultKms.keyId` is the "Identifier of
+# Azure Key Vault key" and `keyVaultResourceId` the "Resource ID of key vault" (AKS REST spec,
+# ManagedClusterSecurityProfile AzureKeyVaultKms), and "Add Key Management Service (KMS) etcd
+# encryption to an AKS cluster" (https://learn.microsoft.com/azure/aks/use-kms-etcd-encryption)
+# sets it up on a key vault only (access policy or Key Vault Crypto User); no Managed HSM.
+KMS_KEY_STORE_RULE = (
+    "AKS KMS etcd encryption takes a key of an Azure Key Vault vault; this key is in a "
+    "managed HSM, which AKS KMS does not support (AKS REST spec azureKeyVaultKms.keyId: "
+    "'Identifier of Azure Key Vault key'; learn.microsoft.com/azure/aks/use-kms-etcd-encryption)"
+)
 
 
 def parse_key_id(field: str, key_id: str) -> KeyId:
@@ -133,7 +146,7 @@ def annotated(secret: dict[str, Any], version: str) -> dict[str, Any]:
     return {**secret, "metadata": meta}
 
 
-_BLOCK = Field(..., description="Name of the saved 'BYOK Azure Credentials' block.")
+_BLOCK = Field(None, description=AZURE_BLOCK_NAME)
 _WAIT = Field(
     False,
     description="When another run is working on this cluster: wait for it (default: fail at once).",
@@ -145,7 +158,7 @@ _PACE = Field(50.0, gt=0, le=1000, description="Secret re-writes per second at m
 class EnableKmsRequest(BaseModel):
     """KMS etcd encryption of an existing cluster with a Key Vault key."""
 
-    azure_credentials_block: str = _BLOCK
+    azure_credentials_block: str | None = _BLOCK
     subscription_id: str | None = Field(None, description="Default: the block's.")
     resource_group: str = Field(..., description="Resource group of the cluster.")
     cluster_name: str = Field(..., description="The cluster.")
@@ -196,7 +209,7 @@ class EnableKmsRequest(BaseModel):
 class RotateKmsRequest(BaseModel):
     """A new version of a cluster's KMS key, and every Secret re-encrypted with it."""
 
-    azure_credentials_block: str = _BLOCK
+    azure_credentials_block: str | None = _BLOCK
     subscription_id: str | None = Field(None, description="Default: the block's.")
     resource_group: str = Field(..., description="Resource group of the cluster.")
     cluster_name: str = Field(..., description="The cluster.")

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from byok.disk_encryption_set_models import DiskEncryptionSetInfo
 from byok.errors import InvalidRequest
+from byok.parameters import AZURE_BLOCK_NAME
 from byok.storage_class import Provisioner
 
 ENCRYPTION_AT_HOST = ("Microsoft.Compute", "EncryptionAtHost")
@@ -24,7 +25,7 @@ _DES_FIELD = Field(
     description="Resource id of the disk encryption set (see the "
     "prepare-disk-encryption-set flow).",
 )
-_BLOCK_FIELD = Field(..., description="Name of the saved 'BYOK Azure Credentials' block.")
+_BLOCK_FIELD = Field(None, description=AZURE_BLOCK_NAME)
 _HOST_FIELD = Field(
     False,
     description="Encryption at host: temp disks and caches encrypted too (registers the "
@@ -51,7 +52,7 @@ class ClusterInfo(BaseModel):
 class AksClusterRequest(BaseModel):
     """A new cluster whose node OS disks use a disk encryption set."""
 
-    azure_credentials_block: str = _BLOCK_FIELD
+    azure_credentials_block: str | None = _BLOCK_FIELD
     subscription_id: str | None = Field(None, description="Default: the block's.")
     resource_group: str = Field(..., description="Resource group (created if missing).")
     location: str = Field(..., description="Region of the cluster (the set's region).")
@@ -77,7 +78,7 @@ class AksClusterRequest(BaseModel):
 class NodePoolRequest(BaseModel):
     """A node pool added to a cluster that uses a disk encryption set."""
 
-    azure_credentials_block: str = _BLOCK_FIELD
+    azure_credentials_block: str | None = _BLOCK_FIELD
     subscription_id: str | None = Field(None, description="Default: the block's.")
     resource_group: str = Field(..., description="Resource group of the cluster.")
     cluster_name: str = Field(..., description="The cluster.")
@@ -96,7 +97,7 @@ class NodePoolRequest(BaseModel):
 class DataDiskEncryptionRequest(BaseModel):
     """The StorageClass that encrypts new data disks of a cluster."""
 
-    azure_credentials_block: str = _BLOCK_FIELD
+    azure_credentials_block: str | None = _BLOCK_FIELD
     subscription_id: str | None = Field(None, description="Default: the block's.")
     resource_group: str = Field(..., description="Resource group of the cluster.")
     cluster_name: str = Field(..., description="The cluster.")

@@ -14,16 +14,19 @@ from azure.mgmt.compute.models import (
     EncryptionSetProperties,
     KeyForDiskEncryptionSet,
     SourceVault,
+    UserAssignedIdentitiesValue,
 )
 from azure.mgmt.core.tools import resource_id
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from byok.errors import InvalidRequest
 from byok.key_policy import KeyRotationPolicyField
-from byok.key_store import KeyInfo, KeyStore
+from byok.key_sources import StoreKind
+from byok.key_store import HsmInfo, KeyInfo, KeyStore
+from byok.parameters import AZURE_BLOCK_NAME
 from byok.sdk_values import text
 
-_BLOCK = Field(..., description="Name of the saved 'BYOK Azure Credentials' block to use.")
+_BLOCK = Field(None, description=AZURE_BLOCK_NAME)
 _WAIT = Field(
     False,
     description="When another run is working on the same disk encryption set: wait for it "
@@ -50,21 +53,40 @@ class DiskEncryptionSetInfo(BaseModel):
 class DiskEncryptionSetRequest(BaseModel):
     """Where the set, its vault and its key go, and how the key is used."""
 
-    azure_credentials_block: str = _BLOCK
+    azure_credentials_block: str | None = _BLOCK
     subscription_id: str | None = Field(None, description="Default: the block's.")
     resource_group: str = Field(..., description="Resource group (created if missing).")
     location: str = Field(..., description="Region of the set, its vault and the disks.")
-    vault_name: str = Field(
-        ...,
+    key_store: StoreKind = Field(
+        "key-vault",
+        description="Where the key lives: a key vault (`vault_name`) or a managed HSM "
+        "(`hsm_name`).",
+    )
+    vault_name: str | None = Field(
+        None,
         description="Key vault (created with purge protection if missing; an existing "
-        "one must have soft delete and purge protection on).",
+        "one must have soft delete and purge protection on). Required with key_store "
+        "key-vault.",
+    )
+    hsm_name: str | None = Field(
+        None,
+        description="Managed HSM holding the key, with key_store managed-hsm: an existing, "
+        "activated HSM in `location`, which this tool adopts and never creates (creating one "
+        "takes a security domain ceremony by your officers). This tool's principal needs its "
+        "local roles Managed HSM Crypto User and Crypto Officer, granted by its administrators.",
+    )
+    hsm_resource_group: str | None = Field(
+        None, description="Resource group of the managed HSM. Default: `resource_group`."
     )
     vault_rbac: bool = Field(
         True,
         description="A new vault uses Azure RBAC (else access policies); an existing "
         "vault keeps its own model.",
     )
-    key_name: str = Field(..., description="RSA key (created if missing, reused if present).")
+    key_name: str = Field(
+        ...,
+        description="RSA key (created if missing, reused if present; RSA-HSM in a managed HSM).",
+    )
     key_size: Literal[2048, 3072, 4096] = Field(3072, description="RSA key size in bits.")
     des_name: str = Field(..., description="Disk encryption set name.")
     encryption_type: EncryptionType = Field(
@@ -89,14 +111,38 @@ class DiskEncryptionSetRequest(BaseModel):
     )
     wait_for_other_run: bool = _WAIT
 
+    @model_validator(mode="after")
+    def _store_named(self) -> DiskEncryptionSetRequest:
+        hsm = self.key_store == "managed-hsm"
+        field, value = ("hsm_name", self.hsm_name) if hsm else ("vault_name", self.vault_name)
+        if not value:
+            raise InvalidRequest(field, value, f"required with key_store {self.key_store}")
+        return self
+
     def reader_on(self, store: KeyStore) -> bool:
-        """Whether the set's identity also gets Reader on the vault."""
+        """Whether the set's identity also gets Reader on the vault (never on an HSM: its
+        grants are local roles)."""
+        if isinstance(store, HsmInfo):
+            return False
         return (not store.rbac) if self.grant_reader_role is None else self.grant_reader_role
 
     @property
     def assigns_roles(self) -> bool:
-        """Whether the run may assign roles (an RBAC vault, or Reader on the vault)."""
+        """Whether the run may assign Azure roles (an RBAC vault, or Reader on the vault); an
+        HSM's grants are its local roles."""
+        if self.key_store == "managed-hsm":
+            return False
         return self.vault_rbac or self.grant_reader_role is not False
+
+    @property
+    def vault(self) -> str:
+        """The key vault's name (key_store key-vault)."""
+        return str(self.vault_name)
+
+    @property
+    def hsm_group(self) -> str:
+        """The managed HSM's resource group."""
+        return self.hsm_resource_group or self.resource_group
 
 
 class DiskEncryptionSetResult(BaseModel):
@@ -110,7 +156,7 @@ class DiskEncryptionSetResult(BaseModel):
 class DesKeyRotationRequest(BaseModel):
     """Which set's key to rotate."""
 
-    azure_credentials_block: str = _BLOCK
+    azure_credentials_block: str | None = _BLOCK
     subscription_id: str | None = Field(None, description="Default: the block's.")
     resource_group: str = Field(..., description="Resource group of the set.")
     des_name: str = Field(..., description="Disk encryption set whose key to rotate.")
@@ -149,10 +195,16 @@ def des_info(des: DiskEncryptionSet) -> DiskEncryptionSetInfo:
         name=str(des.name),
         location=str(des.location),
         key_url=str(props.active_key.key_url),
-        principal_id=str(des.identity.principal_id),
+        principal_id=str(des.identity.principal_id or _user_assigned_principal(des)),
         encryption_type=text(props.encryption_type),
         rotation_to_latest_key_version=bool(props.rotation_to_latest_key_version_enabled),
     )
+
+
+def _user_assigned_principal(des: DiskEncryptionSet) -> str | None:
+    """The principal id of a set's user-assigned identity (a set has one identity)."""
+    identities = des.identity.user_assigned_identities or {}
+    return next((v.principal_id for v in identities.values() if v.principal_id), None)
 
 
 def check_existing_des(des: DiskEncryptionSet, encryption_type: str) -> None:
@@ -168,17 +220,36 @@ def check_existing_des(des: DiskEncryptionSet, encryption_type: str) -> None:
 
 
 def des_body(
-    location: str, store: KeyStore, key: KeyInfo, encryption_type: str, auto_rotation: bool
+    location: str,
+    store: KeyStore,
+    key: KeyInfo,
+    encryption_type: str,
+    auto_rotation: bool,
+    *,
+    identity_id: str | None = None,
+    federated_client_id: str | None = None,
 ) -> DiskEncryptionSet:
-    """A set with the versioned key URL and a system-assigned identity."""
+    """A set with the versioned key URL and a system-assigned identity, or the user-assigned
+    `identity_id`. With `federated_client_id` (a cross-tenant key) the set names its key by
+    URL only: the vault is in another tenant's subscription (the body of "Encrypt managed
+    disks with cross-tenant customer-managed keys", REST API section,
+    https://learn.microsoft.com/azure/virtual-machines/disks-cross-tenant-customer-managed-keys)."""
+    identity = (
+        EncryptionSetIdentity(
+            type="UserAssigned",
+            user_assigned_identities={identity_id: UserAssignedIdentitiesValue()},
+        )
+        if identity_id
+        else EncryptionSetIdentity(type="SystemAssigned")
+    )
+    vault = None if federated_client_id else SourceVault(id=store.id)
     return DiskEncryptionSet(
         location=location,
-        identity=EncryptionSetIdentity(type="SystemAssigned"),
+        identity=identity,
         properties=EncryptionSetProperties(
-            active_key=KeyForDiskEncryptionSet(
-                key_url=key.id, source_vault=SourceVault(id=store.id)
-            ),
+            active_key=KeyForDiskEncryptionSet(key_url=key.id, source_vault=vault),
             encryption_type=encryption_type,
             rotation_to_latest_key_version_enabled=auto_rotation,
+            federated_client_id=federated_client_id,
         ),
     )

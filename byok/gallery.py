@@ -15,6 +15,7 @@ from azure.mgmt.core.tools import resource_id
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from byok.errors import InvalidRequest
+from byok.parameters import AZURE_BLOCK_NAME
 from byok.sdk_values import text
 from byok.validation import GalleryImageName, GalleryName, ImageVersionName, region_key
 
@@ -244,9 +245,7 @@ class ImageDefinition(BaseModel):
 class ImageVersionRequest(BaseModel):
     """An image version and where, with which keys, it is published."""
 
-    azure_credentials_block: str = Field(
-        ..., description="Name of the saved 'BYOK Azure Credentials' block."
-    )
+    azure_credentials_block: str | None = Field(None, description=AZURE_BLOCK_NAME)
     subscription_id: str | None = Field(None, description="Default: the block's.")
     resource_group: str = Field(..., description="Resource group of the gallery.")
     location: str = Field(..., description="Region of the gallery and the image definition.")

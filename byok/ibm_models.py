@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from byok.parameters import IBM_BLOCK_NAME
+
 
 class VirtualServerOrder(BaseModel):
     """A classic virtual server to order from the imported template."""
@@ -23,9 +25,7 @@ class VirtualServerOrder(BaseModel):
 class IbmImageRequest(BaseModel):
     """What to encrypt, where to put it and what to create (procedure D)."""
 
-    ibm_credentials_block: str = Field(
-        ..., description="Name of the saved 'BYOK IBM Cloud Credentials' block to use."
-    )
+    ibm_credentials_block: str | None = Field(None, description=IBM_BLOCK_NAME)
     key_protect_instance_id: str = Field(..., description="Key Protect instance GUID.")
     root_key: str = Field(
         ..., description="Root key name (created if missing and allowed), id or CRN."
@@ -226,9 +226,7 @@ class IbmKeyRotationRequest(BaseModel):
     """Rotate the root key of an encrypted image and rewrap its DEK (the wrapped DEK is kept in
     the encrypted object's metadata)."""
 
-    ibm_credentials_block: str = Field(
-        ..., description="Name of the saved 'BYOK IBM Cloud Credentials' block to use."
-    )
+    ibm_credentials_block: str | None = Field(None, description=IBM_BLOCK_NAME)
     key_protect_instance_id: str = Field(..., description="Key Protect instance GUID.")
     cos_instance_id: str = Field(..., description="COS instance GUID.")
     bucket: str = Field(..., description="Regional bucket holding the encrypted image.")

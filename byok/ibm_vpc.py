@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, Field
 
 from byok.errors import InvalidRequest
+from byok.parameters import IBM_BLOCK_NAME
 
 MAX_IMAGE_SIZE = 250 * 1024**3
 ROTATION_INTERVAL = timedelta(hours=1)  # Key Protect: one rotation per key per hour
@@ -36,7 +37,7 @@ class VpcInstanceSpec(BaseModel):
 class VpcImageRequest(BaseModel):
     """What to encrypt, where to put it and what to create (the VPC procedure)."""
 
-    ibm_credentials_block: str = Field(..., description="Saved 'BYOK IBM Cloud Credentials'.")
+    ibm_credentials_block: str | None = Field(None, description=IBM_BLOCK_NAME)
     key_protect_instance_id: str = Field(..., description="Key Protect instance GUID.")
     root_key: str = Field(..., description="Root key name (created if missing), id or CRN.")
     create_root_key: bool = Field(True, description="Create the root key when none has the name.")
@@ -129,7 +130,7 @@ def image_lock_id(account_id: str, region: str, image_name: str) -> str:
 class VpcRotationRequest(BaseModel):
     """Rotate a root key that protects VPC images, and prove VPC re-wrapped them."""
 
-    ibm_credentials_block: str = Field(..., description="Saved 'BYOK IBM Cloud Credentials'.")
+    ibm_credentials_block: str | None = Field(None, description=IBM_BLOCK_NAME)
     key_protect_instance_id: str = Field(..., description="Key Protect instance GUID.")
     root_key: str = Field(..., description="Root key name, id or CRN.")
     timeout_minutes: float = Field(10, gt=0, description="Give up waiting for the re-wrap.")

@@ -108,13 +108,13 @@ def check_confidential_key(field: str, kty: str, exportable: bool, release_polic
         )
 
 
-def check_rotation_window(field: str, window_seconds: float, stop_start_seconds: float) -> None:
+def check_rotation_window(field: str, window: float, stop_start: float, unit: str = "s") -> None:
     """An offline rotation stops every VM on the set, rotates and starts them: the window must
-    hold the measured stop and start time."""
-    if window_seconds < stop_start_seconds:
+    hold the measured stop and start time (both in `unit`)."""
+    if window < stop_start:
         raise InvalidRequest(
             field,
-            window_seconds,
+            window,
             f"shorter than the measured stop and start time of the set's VMs "
-            f"({stop_start_seconds:g} s)",
+            f"({stop_start:g} {unit})",
         )

@@ -81,3 +81,15 @@ def parse_request(model: type[ModelT], value: Any, prefix: str = "request") -> M
     except ValidationError as exc:
         found = problems(exc, prefix)
         raise (found[0] if len(found) == 1 else InvalidParameters(found)) from None
+
+
+# The request fields that name a credentials block; a flow's block-typed `credentials`
+# parameter (a picker of saved blocks in the UI) takes precedence.
+AZURE_BLOCK_NAME = (
+    "Name of a saved 'BYOK Azure Credentials' block; empty: the block picked in the flow's "
+    "`credentials` parameter."
+)
+IBM_BLOCK_NAME = (
+    "Name of a saved 'BYOK IBM Cloud Credentials' block; empty: the block picked in the flow's "
+    "`credentials` parameter."
+)

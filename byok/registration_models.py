@@ -7,6 +7,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from byok.errors import ServiceRefused
+from byok.parameters import AZURE_BLOCK_NAME
 
 FEATURE_NOT_FOUND = "NotFound"  # the state of a feature the subscription does not know
 
@@ -14,9 +15,7 @@ FEATURE_NOT_FOUND = "NotFound"  # the state of a feature the subscription does n
 class FeatureRegistrationRequest(BaseModel):
     """Which feature to ensure, and how long to wait for it."""
 
-    azure_credentials_block: str = Field(
-        ..., description="Name of the saved 'BYOK Azure Credentials' block to use."
-    )
+    azure_credentials_block: str | None = Field(None, description=AZURE_BLOCK_NAME)
     subscription_id: str | None = Field(
         None, description="Subscription to register in; default: the block's."
     )

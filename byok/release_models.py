@@ -19,15 +19,14 @@ from byok.gallery import (
     RegionEncryption,
     TargetRegion,
 )
+from byok.parameters import AZURE_BLOCK_NAME
 from byok.validation import GalleryImageName, GalleryName, ImageVersionName
 
 
 class ReleasePipelineRequest(BaseModel):
     """Where and what to release."""
 
-    azure_credentials_block: str = Field(
-        ..., description="Name of the saved 'BYOK Azure Credentials' block."
-    )
+    azure_credentials_block: str | None = Field(None, description=AZURE_BLOCK_NAME)
     resource_group: str = Field(..., description="Resource group of everything released.")
     regions: list[str] = Field(
         ..., min_length=1, description="Regions; the first is home (gallery, cluster)."
@@ -65,7 +64,7 @@ class ReleasePipelineRequest(BaseModel):
         """The home region (gallery, cluster)."""
         return self.regions[0]
 
-    def _common(self) -> dict[str, str]:
+    def _common(self) -> dict[str, str | None]:
         return {
             "azure_credentials_block": self.azure_credentials_block,
             "resource_group": self.resource_group,

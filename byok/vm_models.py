@@ -8,13 +8,13 @@ from azure.mgmt.core.tools import resource_id
 from azure.mgmt.network import models as network
 from pydantic import BaseModel, Field
 
+from byok.parameters import AZURE_BLOCK_NAME
+
 
 class VmFromImageRequest(BaseModel):
     """The VM, its image version, its disks' sets and its network."""
 
-    azure_credentials_block: str = Field(
-        ..., description="Name of the saved 'BYOK Azure Credentials' block."
-    )
+    azure_credentials_block: str | None = Field(None, description=AZURE_BLOCK_NAME)
     subscription_id: str | None = Field(None, description="Default: the block's.")
     resource_group: str = Field(..., description="Resource group of the VM (must exist).")
     location: str = Field(..., description="A region the image version is replicated to.")
@@ -30,6 +30,12 @@ class VmFromImageRequest(BaseModel):
     subnet_id: str | None = Field(
         None,
         description="Existing subnet; default: a minimal virtual network is created for the VM.",
+    )
+    enable_encryption_at_host: bool = Field(
+        False,
+        description="Encryption at host: the VM's temp disk and disk caches encrypted too "
+        "(registers the subscription's Microsoft.Compute/EncryptionAtHost feature; Azure "
+        "Policy fc4d8e41-e223-45ea-9bf5-eada37891d87).",
     )
     wait_for_other_run: bool = Field(
         False,
@@ -93,6 +99,9 @@ class VmFromImageRequest(BaseModel):
                 network_profile=compute.NetworkProfile(
                     network_interfaces=[compute.NetworkInterfaceReference(id=nic_id)]
                 ),
+                security_profile=compute.SecurityProfile(encryption_at_host=True)
+                if self.enable_encryption_at_host
+                else None,
             ),
         )
 
@@ -103,6 +112,7 @@ class VmResult(BaseModel):
     id: str
     os_disk_encryption_set_id: str | None
     data_disk_encryption_set_ids: dict[int, str | None]
+    encryption_at_host: bool = False
 
 
 def minimal_network(location: str) -> network.VirtualNetwork:

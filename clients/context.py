@@ -15,7 +15,7 @@ from pydantic import SecretBytes, SecretStr
 
 T = TypeVar("T")
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: a `make` may itself ask for a shared object
 _contexts: dict[tuple[object, ...], object] = {}
 
 

@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # the clients themselves are loaded on first use (clients.laz
     from ibm_vpc import VpcV1
 
 KEY_TYPE = "application/vnd.ibm.kms.key+json"
+POLICY_TYPE = "application/vnd.ibm.kms.policy+json"
+_ROTATION = {"policy": "rotation"}
 VPC_VERSION = "2025-04-08"  # the VPC API version date the flows are written against
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 UNSERVED_STATUS = frozenset({429, 503})  # the service refused before doing anything
@@ -98,11 +100,17 @@ class KeyProtectClient(BaseService):
         super().__init__(service_url=service_url, authenticator=authenticator)
         self.instance_id = instance_id
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
         headers = {"bluemix-instance": self.instance_id, "Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = KEY_TYPE if path == "/api/v2/keys" else "application/json"
-        request = self.prepare_request(method, path, headers=headers, data=body)
+        request = self.prepare_request(method, path, headers=headers, params=params, data=body)
         try:
             result = self.send(request).get_result()
         except ApiException as exc:
@@ -160,6 +168,20 @@ class KeyProtectClient(BaseService):
     def registrations(self, key_id: str) -> list[dict[str, Any]]:
         """The cloud resources registered as protected by a key (with their key version)."""
         return self._call("GET", f"/api/v2/keys/{key_id}/registrations").get("resources") or []
+
+    def rotation_policy(self, key_id: str) -> dict[str, Any] | None:
+        """The root key's rotation policy ({enabled, interval_month}), or None."""
+        found = self._call("GET", f"/api/v2/keys/{key_id}/policies", params=_ROTATION)
+        return next((p["rotation"] for p in found.get("resources") or [] if "rotation" in p), None)
+
+    def set_rotation_policy(self, key_id: str, interval_month: int, enabled: bool = True) -> None:
+        """Rotate the root key every `interval_month` months (1 to 12)."""
+        rotation = {"enabled": enabled, "interval_month": interval_month}
+        body = {
+            "metadata": {"collectionType": POLICY_TYPE, "collectionTotal": 1},
+            "resources": [{"type": POLICY_TYPE, "rotation": rotation}],
+        }
+        self._call("PUT", f"/api/v2/keys/{key_id}/policies", body, _ROTATION)
 
     def rotate(self, key_id: str, payload: str | None = None) -> None:
         """Rotate a root key (imported keys need the new base64 `payload`)."""

@@ -229,6 +229,7 @@ def drain_prefect_workers() -> None:
 
 def run_procedures(emulator: Any) -> list[str]:
     """Run each procedure's flow against the emulator; returns summary lines."""
+    from console.demo_key_sources import key_sources_demo
     from console.emulator_blocks import save_emulator_block
     from flows.acr import EncryptedRegistryRequest, create_encrypted_registry
     from flows.aks import (
@@ -321,6 +322,7 @@ def run_procedures(emulator: Any) -> list[str]:
         *inventory_demo_fleet(emulator, prepared.key.id),
         rotate_demo_fleet(),
         drill_demo_key(prepared.key.versionless_id),
+        *key_sources_demo(emulator, DEMO_BLOCK),
     ]
 
 

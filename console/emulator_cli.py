@@ -175,6 +175,7 @@ def publish(emulator: Any, state_dir: Path) -> dict[str, str]:
         **emulator.endpoints(),
         "client_secret": emulator.identity.client_secret,
         "ibm_api_key": emulator.ibm_identity.api_key,
+        "admin_token": emulator.admin_token,
     }
     write_private(state_dir / ENDPOINTS_FILE, json.dumps(endpoints, indent=2).encode())
     lines = az_env_lines(endpoints, endpoints["client_secret"], state_dir.resolve() / AZ_CONFIG_DIR)
@@ -268,6 +269,8 @@ def describe(endpoints: dict[str, str]) -> str:
             f"{endpoints['ibm_cos_hmac_access_key_id']})",
             f"  account / API key {endpoints['ibm_account_id']} / {endpoints['ibm_api_key']}",
             f"CA bundle           {endpoints['ca_bundle']}",
+            f"admin API token     {endpoints['admin_token']}  (byok emulator fault|reset|"
+            "requests|throttle send it)",
         ]
     )
 
@@ -290,7 +293,10 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
         endpoints["authority"] + "/_emulator" + path,
         data=data,
         method=method,
-        headers={"Content-Type": "application/json"},
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {endpoints.get('admin_token', '')}",
+        },
     )
     try:
         with urllib.request.urlopen(request, context=context, timeout=10) as response:

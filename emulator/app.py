@@ -4,6 +4,7 @@ one request log for all of them."""
 
 from __future__ import annotations
 
+import hmac
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -27,6 +28,20 @@ ADMIN_PREFIX = "/_emulator"
 Answer = tuple[int, list[tuple[str, str]], bytes]  # status, headers, body
 StartResponse = Callable[..., Any]
 FAULT_CODES = {429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}
+
+
+ADMIN_UNAUTHORIZED = HttpError(
+    401,
+    "Unauthorized",
+    "The admin API needs the token `byok emulator serve` printed, as "
+    "'Authorization: Bearer <token>' (it is in the published endpoints.json).",
+)
+
+
+def _admin_caller(environ: dict[str, Any], token: str) -> bool:
+    """Whether the request carries the emulator's admin token (compared in constant time)."""
+    given = environ.get("HTTP_AUTHORIZATION", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
 
 def _phrase(status: int) -> str:
@@ -56,8 +71,14 @@ class Application:
         origin = environ[ORIGIN]
         method = environ["REQUEST_METHOD"].upper()
         path = urlsplit(environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/")).path
-        if origin == "main" and path.rstrip("/") == THROTTLE_ADMIN:
-            answer: Answer | None = _encode(throttle_admin(emulator, Request.from_environ(environ)))
+        if (
+            origin == "main"
+            and path.startswith(ADMIN_PREFIX)
+            and not _admin_caller(environ, emulator.admin_token)
+        ):
+            answer: Answer | None = _encode(ADMIN_UNAUTHORIZED.response())
+        elif origin == "main" and path.rstrip("/") == THROTTLE_ADMIN:
+            answer = _encode(throttle_admin(emulator, Request.from_environ(environ)))
         elif origin == "main" and path.startswith(ADMIN_PREFIX):
             answer = _encode(emulator.admin(Request.from_environ(environ)))
         else:

@@ -5,6 +5,7 @@ reach it)."""
 
 from __future__ import annotations
 
+import secrets
 import tempfile
 import threading
 from pathlib import Path
@@ -60,6 +61,8 @@ class Emulator:
             self.ibm_identity.cos_hmac_access_key_id,
             self.ibm_identity.cos_hmac_secret_access_key,
         )
+        # The admin API's bearer token (faults, reset, request log, clock, throttle).
+        self.admin_token = secrets.token_urlsafe(32)
         self.app = Application(self)
 
     # -- lifecycle -----------------------------------------------------------------------

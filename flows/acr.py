@@ -96,11 +96,18 @@ __all__ = [  # the requests and results, importable from the flows that take the
 
 @flow(name="create-encrypted-registry", validate_parameters=False)
 @refuse_quietly
-def create_encrypted_registry(request: EncryptedRegistryRequest) -> EncryptedRegistryResult:
+def create_encrypted_registry(
+    request: EncryptedRegistryRequest, credentials: AzureCredentials | None = None
+) -> EncryptedRegistryResult:
     """Resource group → identity → vault with purge protection → grant the identity → key →
-    key id (versioned or not) → Premium registry with the identity and key → verify."""
+    key id (versioned or not) → Premium registry with the identity and key → verify.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(EncryptedRegistryRequest, request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     sub, rg = request.subscription_id, request.resource_group
     timeout = request.propagation_timeout_minutes * 60
     check_subscription_regions(credentials, request.subscription_id, {"location": request.location})
@@ -138,11 +145,16 @@ def create_encrypted_registry(request: EncryptedRegistryRequest) -> EncryptedReg
 @flow(name="create-encrypted-registry-from-template", validate_parameters=False)
 @refuse_quietly
 def create_encrypted_registry_from_template(
-    request: RegistryTemplateRequest,
+    request: RegistryTemplateRequest, credentials: AzureCredentials | None = None
 ) -> EncryptedRegistryResult:
-    """Resource group → vault → key → key id → template deployment → verify."""
+    """Resource group → vault → key → key id → template deployment → verify.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(RegistryTemplateRequest, request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     sub, rg = request.subscription_id, request.resource_group
     timeout = request.propagation_timeout_minutes * 60
     check_subscription_regions(credentials, request.subscription_id, {"location": request.location})
@@ -176,11 +188,18 @@ def _announced(registry: RegistryInfo, vault: KeyStore) -> EncryptedRegistryResu
 
 @flow(name="show-registry-encryption", validate_parameters=False)
 @refuse_quietly
-def show_registry_encryption(request: RegistryRequest) -> EncryptionStatus:
-    """`az acr encryption show`, returned and published as a markdown artifact."""
+def show_registry_encryption(
+    request: RegistryRequest, credentials: AzureCredentials | None = None
+) -> EncryptionStatus:
+    """`az acr encryption show`, returned and published as a markdown artifact.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(RegistryRequest, request)
     return show_encryption_status(
-        AzureCredentials.load_saved(request.azure_credentials_block),
+        AzureCredentials.chosen(credentials, request.azure_credentials_block),
         request.subscription_id,
         request.resource_group,
         request.registry_name,
@@ -189,11 +208,18 @@ def show_registry_encryption(request: RegistryRequest) -> EncryptionStatus:
 
 @flow(name="rotate-registry-key", validate_parameters=False)
 @refuse_quietly
-def rotate_registry_key_flow(request: RotateRegistryKeyRequest) -> EncryptionStatus:
+def rotate_registry_key_flow(
+    request: RotateRegistryKeyRequest, credentials: AzureCredentials | None = None
+) -> EncryptionStatus:
     """New key version (or new key) → versioned registries: rotate-key with the chosen
-    identity; versionless ones: wait for the pick-up → verify → old version still enabled."""
+    identity; versionless ones: wait for the pick-up → verify → old version still enabled.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(RotateRegistryKeyRequest, request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     target = target_registry(request, credentials.subscription_id)
     with resource_lock(target, wait=request.wait_for_other_run):
         sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
@@ -224,11 +250,18 @@ def rotate_registry_key_flow(request: RotateRegistryKeyRequest) -> EncryptionSta
 
 @flow(name="revoke-and-restore-registry-key", validate_parameters=False)
 @refuse_quietly
-def revoke_and_restore_registry_key(request: RevokeRestoreRequest) -> RevokeRestoreResult:
+def revoke_and_restore_registry_key(
+    request: RevokeRestoreRequest, credentials: AzureCredentials | None = None
+) -> RevokeRestoreResult:
     """Remove the encryption identity's key access → registry data inaccessible → restore
-    the access → registry data accessible again."""
+    the access → registry data accessible again.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(RevokeRestoreRequest, request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     target = target_registry(request, credentials.subscription_id)
     with resource_lock(target, wait=request.wait_for_other_run):
         sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
@@ -257,11 +290,18 @@ def revoke_and_restore_registry_key(request: RevokeRestoreRequest) -> RevokeRest
 
 @flow(name="registry-key-vault-firewall", validate_parameters=False)
 @refuse_quietly
-def registry_key_vault_firewall(request: FirewallRequest) -> EncryptionStatus:
+def registry_key_vault_firewall(
+    request: FirewallRequest, credentials: AzureCredentials | None = None
+) -> EncryptionStatus:
     """System-assigned identity → grant it → switch encryption to it → vault firewall with
-    the trusted-services bypass → key in that vault → rotate → verify."""
+    the trusted-services bypass → key in that vault → rotate → verify.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(FirewallRequest, request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     with resource_lock(
         target_registry(request, credentials.subscription_id), wait=request.wait_for_other_run
     ):
@@ -289,11 +329,18 @@ def registry_key_vault_firewall(request: FirewallRequest) -> EncryptionStatus:
 
 @flow(name="switch-registry-encryption-identity", validate_parameters=False)
 @refuse_quietly
-def switch_registry_encryption_identity(request: SwitchIdentityRequest) -> EncryptionStatus:
+def switch_registry_encryption_identity(
+    request: SwitchIdentityRequest, credentials: AzureCredentials | None = None
+) -> EncryptionStatus:
     """Re-assign the old identity → new identity, assigned and granted → rotate to it (same
-    key) → remove the old identity."""
+    key) → remove the old identity.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(SwitchIdentityRequest, request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     with resource_lock(
         target_registry(request, credentials.subscription_id), wait=request.wait_for_other_run
     ):

@@ -53,11 +53,18 @@ __all__ = [  # the requests and result, importable from the flows that take them
 
 @flow(name="create-encrypted-aks-cluster", persist_result=True, validate_parameters=False)
 @refuse_quietly
-def create_encrypted_aks_cluster(request: AksClusterRequest) -> ClusterInfo:
+def create_encrypted_aks_cluster(
+    request: AksClusterRequest, credentials: AzureCredentials | None = None
+) -> ClusterInfo:
     """Check → one run per cluster → resource group → cluster with node OS disks encrypted by
-    the set → verify."""
+    the set → verify.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(AksClusterRequest, request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     sub, rg = request.subscription_id or credentials.subscription_id, request.resource_group
     name, des_id = request.cluster_name, request.disk_encryption_set_id
     host = request.enable_encryption_at_host
@@ -79,11 +86,18 @@ def create_encrypted_aks_cluster(request: AksClusterRequest) -> ClusterInfo:
 
 @flow(name="add-encrypted-node-pool", persist_result=True, validate_parameters=False)
 @refuse_quietly
-def add_encrypted_node_pool(request: NodePoolRequest) -> ClusterInfo:
+def add_encrypted_node_pool(
+    request: NodePoolRequest, credentials: AzureCredentials | None = None
+) -> ClusterInfo:
     """Check the cluster's set → one run per cluster → add the pool (its OS disks use the
-    set) → verify."""
+    set) → verify.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(NodePoolRequest, request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     sub, rg = request.subscription_id or credentials.subscription_id, request.resource_group
     name, pool, des_id = request.cluster_name, request.pool_name, request.disk_encryption_set_id
     host = request.enable_encryption_at_host
@@ -99,12 +113,19 @@ def add_encrypted_node_pool(request: NodePoolRequest) -> ClusterInfo:
 
 @flow(name="encrypt-aks-data-disks", validate_parameters=False)
 @refuse_quietly
-def encrypt_aks_data_disks(request: DataDiskEncryptionRequest) -> str:
+def encrypt_aks_data_disks(
+    request: DataDiskEncryptionRequest, credentials: AzureCredentials | None = None
+) -> str:
     """Check the set → one run per cluster → build the StorageClass (also as an artifact) →
     apply it with the cluster's user credentials. Returns created, replaced, recreated or
-    unchanged."""
+    unchanged.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(DataDiskEncryptionRequest, request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     sub, rg = request.subscription_id or credentials.subscription_id, request.resource_group
     check_subscription_regions(credentials, sub, {})
     check_des(credentials, request.subscription_id, request.disk_encryption_set_id)

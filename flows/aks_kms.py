@@ -38,11 +38,18 @@ __all__ = [  # the requests and result, importable from the flows that take them
 
 @flow(name="enable-aks-kms-encryption", persist_result=True, validate_parameters=False)
 @refuse_quietly
-def enable_aks_kms_encryption(request: EnableKmsRequest) -> KmsState:
+def enable_aks_kms_encryption(
+    request: EnableKmsRequest, credentials: AzureCredentials | None = None
+) -> KmsState:
     """Check → one run per cluster → identity → its key access → the cluster's KMS key →
-    existing Secrets re-written (encrypted) → verify."""
+    existing Secrets re-written (encrypted) → verify.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(EnableKmsRequest, request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     sub, rg = request.subscription_id or credentials.subscription_id, request.resource_group
     check_subscription_regions(credentials, sub, {})
     vault = validate_enable(credentials, request)
@@ -66,12 +73,19 @@ def enable_aks_kms_encryption(request: EnableKmsRequest) -> KmsState:
 
 @flow(name="rotate-aks-kms-key", persist_result=True, validate_parameters=False)
 @refuse_quietly
-def rotate_aks_kms_key(request: RotateKmsRequest) -> KmsState:
+def rotate_aks_kms_key(
+    request: RotateKmsRequest, credentials: AzureCredentials | None = None
+) -> KmsState:
     """One run per cluster → check (two-slot rule) → new key version (once per rotation) →
     cluster on it → every Secret re-written → verify none is left on the old version. A
-    re-run with the same `rotation_id` finishes an interrupted rotation."""
+    re-run with the same `rotation_id` finishes an interrupted rotation.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(RotateKmsRequest, request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     sub, rg = request.subscription_id or credentials.subscription_id, request.resource_group
     check_subscription_regions(credentials, sub, {})
     name, rotation = request.cluster_name, request.rotation_id or str(flow_run.id)

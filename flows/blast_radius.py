@@ -32,8 +32,15 @@ from tasks.refusal import refuse_quietly
 
 @flow(name="key-blast-radius", validate_parameters=False)
 @refuse_quietly
-def key_blast_radius(request: BlastRadiusRequest) -> BlastRadiusResult:
-    """Everything the key protects across the subscriptions or accounts."""
+def key_blast_radius(
+    request: BlastRadiusRequest, credentials: AzureCredentials | None = None
+) -> BlastRadiusResult:
+    """Everything the key protects across the subscriptions or accounts.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(BlastRadiusRequest, request)
     rows: list[dict[str, Any]] = []
     accounts: list[IbmAccountSnapshot] = []
@@ -43,8 +50,8 @@ def key_blast_radius(request: BlastRadiusRequest) -> BlastRadiusResult:
             read_ibm_account(IBMCloudCredentials.load_saved(scope.ibm_credentials_block), scope)
             for scope in request.ibm_accounts
         ]
-    elif request.azure_credentials_block is not None:
-        credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    elif credentials or request.azure_credentials_block:
+        credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
         subscriptions, _ = readable_subscriptions(credentials, request.subscriptions)
         rows = discover_resources(credentials, subscriptions, True)
         if request.read_kubernetes:

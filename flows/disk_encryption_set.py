@@ -1,9 +1,11 @@
 """Procedure C, steps 1-4 (and A's prerequisite): a disk encryption set whose key lives in a
-purge-protected vault, usable by its identity. Plus rotating its key.
+purge-protected vault or an activated managed HSM, usable by its identity. Plus rotating its
+key.
 
-prepare-disk-encryption-set: validate → vault with purge protection → RSA key (and its
-rotation policy) → disk encryption set with the versioned key URL → grant its identity key
-access (and Reader) → wait until the grant is effective.
+prepare-disk-encryption-set: validate → vault with purge protection (or the adopted managed
+HSM) → RSA key (and its rotation policy) → disk encryption set with the versioned key URL →
+grant its identity key access (and Reader; on an HSM its local role at key scope) → wait
+until the grant is effective.
 rotate-disk-encryption-set-key: new key version (once per rotation) → the set's active key →
 verify."""
 
@@ -38,6 +40,7 @@ from tasks.key_vault import (
     ensure_rotation_policy,
     grant_key_use,
     new_key_version,
+    require_managed_hsm,
 )
 from tasks.refusal import refuse_quietly
 from tasks.resource_group import ensure_resource_group
@@ -56,28 +59,51 @@ __all__ = [  # the requests and results, importable from the flows that take the
 
 @flow(name="prepare-disk-encryption-set", persist_result=True, validate_parameters=False)
 @refuse_quietly
-def prepare_disk_encryption_set(request: DiskEncryptionSetRequest) -> DiskEncryptionSetResult:
+def prepare_disk_encryption_set(
+    request: DiskEncryptionSetRequest, credentials: AzureCredentials | None = None
+) -> DiskEncryptionSetResult:
     """Vault with purge protection → RSA key → disk encryption set with the versioned key URL
-    → grant its identity key access (and Reader) → wait until the grant is effective."""
+    → grant its identity key access (and Reader) → wait until the grant is effective.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(DiskEncryptionSetRequest, request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     sub, rg = request.subscription_id, request.resource_group
     timeout = request.propagation_timeout_minutes * 60
     check_subscription_regions(credentials, sub, {"location": request.location})
     target = validate_request(credentials, request)
-    check_key_vault(credentials, sub, rg, request.vault_name, request.key_name, request.location)
+    hsm = request.key_store == "managed-hsm"
+    if hsm:
+        vault = require_managed_hsm(
+            credentials,
+            sub,
+            request.hsm_group,
+            str(request.hsm_name),
+            request.location,
+            request.key_name,
+        )
+    else:
+        check_key_vault(credentials, sub, rg, request.vault, request.key_name, request.location)
     check_permissions(
         credentials,
         sub,
         rg,
-        [VAULT_WRITE, DES_WRITE, *([ROLE_ASSIGNMENT_WRITE] if request.assigns_roles else [])],
+        [
+            *([] if hsm else [VAULT_WRITE]),
+            DES_WRITE,
+            *([ROLE_ASSIGNMENT_WRITE] if request.assigns_roles else []),
+        ],
         "prepare-disk-encryption-set",
     )
     with resource_lock(target, wait=request.wait_for_other_run):
         ensure_resource_group(credentials, sub, rg, request.location)
-        vault = ensure_key_vault(
-            credentials, sub, rg, request.vault_name, request.location, request.vault_rbac, timeout
-        )
+        if not hsm:
+            vault = ensure_key_vault(
+                credentials, sub, rg, request.vault, request.location, request.vault_rbac, timeout
+            )
         key = ensure_key(credentials, sub, vault, request.key_name, request.key_size, timeout)
         if request.rotation_policy is not None:
             ensure_rotation_policy(credentials, sub, key.versionless_id, request.rotation_policy)
@@ -93,7 +119,13 @@ def prepare_disk_encryption_set(request: DiskEncryptionSetRequest) -> DiskEncryp
             request.auto_key_rotation,
         )
         grant_key_use.with_options(name="Grant the set's identity access to the key")(
-            credentials, sub, vault, des.principal_id, timeout, request.reader_on(vault)
+            credentials,
+            sub,
+            vault,
+            des.principal_id,
+            timeout,
+            request.reader_on(vault),
+            key_name=key.name,
         )
         des = wait_for_key_access(credentials, sub, rg, des, timeout)
         emit_byok_event(
@@ -107,12 +139,19 @@ def prepare_disk_encryption_set(request: DiskEncryptionSetRequest) -> DiskEncryp
 
 @flow(name="rotate-disk-encryption-set-key", validate_parameters=False)
 @refuse_quietly
-def rotate_disk_encryption_set_key(request: DesKeyRotationRequest) -> DiskEncryptionSetInfo:
+def rotate_disk_encryption_set_key(
+    request: DesKeyRotationRequest, credentials: AzureCredentials | None = None
+) -> DiskEncryptionSetInfo:
     """New key version → update the set's active key (or, with automatic rotation, wait for
     the set to pick it up) → verify activeKey, lastKeyRotationTimestamp, previousKeys empty,
-    no autoKeyRotationError."""
+    no autoKeyRotationError.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(DesKeyRotationRequest, request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     sub, rg, name = request.subscription_id, request.resource_group, request.des_name
     target = des_id(sub or credentials.subscription_id, rg, name)
     with resource_lock(target, wait=request.wait_for_other_run):

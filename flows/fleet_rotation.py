@@ -44,12 +44,19 @@ from tasks.task_runners import check_task_runner, task_runner_for
 
 @flow(name="rotate-customer-keys", validate_parameters=False)
 @refuse_quietly
-def rotate_customer_keys(request: FleetRotationRequest) -> FleetRotationResult:
+def rotate_customer_keys(
+    request: FleetRotationRequest, credentials: AzureCredentials | None = None
+) -> FleetRotationResult:
     """Select → plan → (dry run: publish the plan) → rotate keys → move and verify
-    dependents → publish the rows."""
+    dependents → publish the rows.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(FleetRotationRequest, request)
     check_task_runner(request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     subscriptions, _ = readable_subscriptions(credentials, request.subscriptions)
     rows = discover_resources(credentials, subscriptions, True)
     candidates = select_keys(rows, request)
@@ -59,17 +66,20 @@ def rotate_customer_keys(request: FleetRotationRequest) -> FleetRotationResult:
     if request.dry_run:
         return publish_rotation(plan, plan.rows() + ibm.rows(), True)
     runner = task_runner_for(request)
-    done = apply_rotation_plan.with_options(task_runner=runner)(request, plan, ibm)
+    done = apply_rotation_plan.with_options(task_runner=runner)(request, plan, ibm, credentials)
     return check_complete(publish_rotation(plan, plan.skipped + ibm.skipped + done, False))
 
 
 @flow(name="apply-key-rotation-plan", validate_parameters=False)
 def apply_rotation_plan(
-    request: FleetRotationRequest, plan: RotationPlan, ibm: IbmRotationPlan
+    request: FleetRotationRequest,
+    plan: RotationPlan,
+    ibm: IbmRotationPlan,
+    credentials: AzureCredentials | None = None,
 ) -> list[RotationRow]:
     """Every key of the plan at once, each dependent as soon as its key has rotated; each
     IBM root key with its images."""
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     wait, policy = request.wait_for_other_run, request.rotation_policy
     keys = [
         rotate_key.submit(credentials, k, plan.rotation_id, wait, policy) for k in plan.rotations

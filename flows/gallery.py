@@ -39,12 +39,19 @@ __all__ = [  # the requests and results, importable from the flow that takes the
 
 @flow(name="publish-encrypted-image-version", persist_result=True, validate_parameters=False)
 @refuse_quietly
-def publish_encrypted_image_version(request: ImageVersionRequest) -> ImageVersionResult:
+def publish_encrypted_image_version(
+    request: ImageVersionRequest, credentials: AzureCredentials | None = None
+) -> ImageVersionResult:
     """Validate (request, subscription, regions, sets, source) → one run per version →
     SIGEncryption feature and provider → gallery and image definition → image version with
-    per-region encryption → wait for replication (progress artifact) → verify."""
+    per-region encryption → wait for replication (progress artifact) → verify.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(ImageVersionRequest, request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     sub = request.subscription_id or credentials.subscription_id
     rg, gallery, image = request.resource_group, request.gallery_name, request.image_name
     check_subscription_regions(
@@ -67,7 +74,8 @@ def publish_encrypted_image_version(request: ImageVersionRequest) -> ImageVersio
                     feature="SIGEncryption",
                     optional=True,
                     poll_seconds=request.poll_seconds,
-                )
+                ),
+                credentials,
             )
         if request.create_gallery:
             ensure_resource_group(credentials, sub, rg, request.location)

@@ -12,6 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture, wait
 
 from blocks.ibm import IBMCloudCredentials
+from byok.ibm_dek import DataKey, object_metadata
 from byok.ibm_models import IbmImageRequest, IbmImageResult, SourceInfo, UploadInfo
 from byok.ibm_pipe import BytePipe, PipeBroken
 from tasks.ibm_cos import ensure_bucket
@@ -22,7 +23,7 @@ from tasks.ibm_iam import (
     retire_import_api_keys,
 )
 from tasks.ibm_image_source import prepare_source
-from tasks.ibm_key_protect import DataKey, ensure_root_key, prepare_dek, write_dek_file
+from tasks.ibm_key_protect import ensure_root_key, prepare_dek, write_dek_file
 from tasks.ibm_softlayer import (
     import_image,
     order_virtual_server,
@@ -32,7 +33,6 @@ from tasks.ibm_softlayer import (
 from tasks.ibm_transfer import (
     download_image,
     encrypt_image,
-    object_metadata,
     read_local_image,
     upload_image,
 )
@@ -126,12 +126,19 @@ def lock_ids(credentials: IBMCloudCredentials, request: IbmImageRequest) -> list
 
 
 @flow(name="provision-encrypted-ibm-image", persist_result=False)
-def provision_encrypted_ibm_image(request: IbmImageRequest) -> IbmImageResult:
+def provision_encrypted_ibm_image(
+    request: IbmImageRequest, credentials: IBMCloudCredentials | None = None
+) -> IbmImageResult:
     """Validate → root key → DEK wrapped by it → server-protect→kms authorization → regional
     bucket → source image in COS → download → encrypt → upload → import service ID and API
     key → createFromIcos and wait (the API key deleted whatever happens) → order a virtual
-    server and wait (optional). One run per image template and object at a time."""
-    credentials = IBMCloudCredentials.load_saved(request.ibm_credentials_block)
+    server and wait (optional). One run per image template and object at a time.
+
+    Args:
+        credentials: A saved 'BYOK IBM Cloud Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `ibm_credentials_block`.
+    """
+    credentials = IBMCloudCredentials.chosen(credentials, request.ibm_credentials_block)
     with ExitStack() as locks:
         for resource in lock_ids(credentials, request):
             locks.enter_context(resource_lock(resource, wait=request.wait_for_other_run))

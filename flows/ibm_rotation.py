@@ -19,15 +19,22 @@ from tasks.run_lock import resource_lock
 
 
 @flow(name="rotate-ibm-root-key", persist_result=False)
-def rotate_ibm_root_key(request: IbmKeyRotationRequest) -> IbmKeyRotationResult:
+def rotate_ibm_root_key(
+    request: IbmKeyRotationRequest, credentials: IBMCloudCredentials | None = None
+) -> IbmKeyRotationResult:
     """Validate → rewrap the stored wrapped DEK (which says whether its key version is the
     latest) → when it is, rotate the root key and rewrap again → record the wrapped DEK and
     key version in the object's metadata → `byok.key.rotated`.
 
     A re-run after a crash between the rotation and the record finds the wrapped DEK behind
     the key's latest version: it finishes the rewrap without rotating a second time. One
-    run per encrypted object at a time (the provision flow takes the same lock)."""
-    credentials = IBMCloudCredentials.load_saved(request.ibm_credentials_block)
+    run per encrypted object at a time (the provision flow takes the same lock).
+
+    Args:
+        credentials: A saved 'BYOK IBM Cloud Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `ibm_credentials_block`.
+    """
+    credentials = IBMCloudCredentials.chosen(credentials, request.ibm_credentials_block)
     uri = f"cos://{credentials.region}/{request.bucket}/{request.object_key}"
     with resource_lock(uri, wait=request.wait_for_other_run):
         return rotate(credentials, request, uri)

@@ -38,13 +38,20 @@ from tasks.run_lock import resource_lock
 
 @flow(name="provision-encrypted-vpc-image", persist_result=False, validate_parameters=False)
 @refuse_quietly
-def provision_encrypted_vpc_image(request: VpcImageRequest) -> VpcImageResult:
+def provision_encrypted_vpc_image(
+    request: VpcImageRequest, credentials: IBMCloudCredentials | None = None
+) -> VpcImageResult:
     """Validate → root key → passphrase wrapped by it → authorizations (server-protect → kms,
     is → COS) → regional bucket → qcow2 + LUKS with qemu-img, checked against the source →
     upload → create_image, wait until available → optionally an instance, wait until
-    running. An image already named so is reused (not re-encrypted). One run per image."""
+    running. An image already named so is reused (not re-encrypted). One run per image.
+
+    Args:
+        credentials: A saved 'BYOK IBM Cloud Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `ibm_credentials_block`.
+    """
     request = parse_request(VpcImageRequest, request)
-    credentials = IBMCloudCredentials.load_saved(request.ibm_credentials_block)
+    credentials = IBMCloudCredentials.chosen(credentials, request.ibm_credentials_block)
     lock = image_lock_id(credentials.account_id, credentials.region, request.image_name)
     with resource_lock(lock, wait=request.wait_for_other_run):
         return provision(credentials, request)
@@ -102,11 +109,18 @@ def provision(credentials: IBMCloudCredentials, request: VpcImageRequest) -> Vpc
 
 @flow(name="rotate-vpc-root-key", persist_result=False, validate_parameters=False)
 @refuse_quietly
-def rotate_vpc_root_key_flow(request: VpcRotationRequest) -> VpcRotationResult:
+def rotate_vpc_root_key_flow(
+    request: VpcRotationRequest, credentials: IBMCloudCredentials | None = None
+) -> VpcRotationResult:
     """Rotate a root key protecting VPC images (at most once per hour), then prove through Key
-    Protect's registrations and the images' state that VPC re-wrapped every image."""
+    Protect's registrations and the images' state that VPC re-wrapped every image.
+
+    Args:
+        credentials: A saved 'BYOK IBM Cloud Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `ibm_credentials_block`.
+    """
     request = parse_request(VpcRotationRequest, request)
-    credentials = IBMCloudCredentials.load_saved(request.ibm_credentials_block)
+    credentials = IBMCloudCredentials.chosen(credentials, request.ibm_credentials_block)
     lock = f"ibm:{credentials.account_id}:kms:{request.key_protect_instance_id}:{request.root_key}"
     with resource_lock(lock, wait=False):
         crn, previous, version = rotate_vpc_root_key(credentials, request)

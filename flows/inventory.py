@@ -51,9 +51,16 @@ from tasks.refusal import refuse_quietly
 # for futures before each step (seconds per step at 1,000 resources).
 @flow(name="inventory-customer-managed-keys", validate_parameters=False)
 @refuse_quietly
-def inventory_customer_managed_keys(request: InventoryRequest) -> InventoryResult:
+def inventory_customer_managed_keys(
+    request: InventoryRequest, credentials: AzureCredentials | None = None
+) -> InventoryResult:
     """Every customer-key resource of the subscriptions and accounts, its key and the
-    controls judged."""
+    controls judged.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(InventoryRequest, request)
     started = datetime.now(UTC)
     check_report_dir(request.report_dir)
@@ -66,8 +73,8 @@ def inventory_customer_managed_keys(request: InventoryRequest) -> InventoryResul
     keys: dict[str, KeyState] = {}
     unreadable: list[Finding] = []
     classes: dict[str, Classes] = {}
-    if request.azure_credentials_block is not None:
-        credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    if credentials or request.azure_credentials_block:
+        credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
         subscriptions, unreadable = readable_subscriptions(credentials, request.subscriptions)
         rows = discover_resources(credentials, subscriptions, request.use_resource_graph)
         keys = read_key_states(credentials, quote(rows))

@@ -33,13 +33,18 @@ __all__ = [  # the request, result and refusals, importable from the flow that t
 @flow(name="ensure-feature-registration", log_prints=False, validate_parameters=False)
 @refuse_quietly
 def ensure_feature_registration(
-    request: FeatureRegistrationRequest,
+    request: FeatureRegistrationRequest, credentials: AzureCredentials | None = None
 ) -> FeatureRegistrationResult:
     """Check the subscription → register the feature, wait until it is Registered (Pending
     stops with a clear "needs approval" error), then register the resource provider if
-    needed."""
+    needed.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(FeatureRegistrationRequest, request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     sub = request.subscription_id or credentials.subscription_id
     ns, name = request.namespace, request.feature
     timeout, poll = request.timeout_minutes * 60, request.poll_seconds

@@ -45,11 +45,17 @@ def chained(
     deployment: str,
     request: BaseModel,
     result_type: type[ResultT],
+    credentials: AzureCredentials,
 ) -> ResultT:
-    """Run a child flow as a subflow or through its deployment; returns its typed result."""
+    """Run a child flow as a subflow or through its deployment (the credentials block passed
+    by reference, never by value); returns its typed result."""
     if mode == "subflows":
-        return result_type.model_validate(child(request))
-    parameters = {"request": request.model_dump(mode="json")}
+        return result_type.model_validate(child(request, credentials))
+    parameters: dict[str, Any] = {"request": request.model_dump(mode="json")}
+    if credentials._block_document_id is not None:
+        parameters["credentials"] = {
+            "$ref": {"block_document_id": str(credentials._block_document_id)}
+        }
     run = run_deployment(
         deployment, parameters=parameters, idempotency_key=idempotency_key(deployment, parameters)
     )
@@ -65,12 +71,19 @@ def chained(
 
 @flow(name="release-pipeline", validate_parameters=False)
 @refuse_quietly
-def release_pipeline(request: ReleasePipelineRequest) -> ReleasePipelineResult:
+def release_pipeline(
+    request: ReleasePipelineRequest, credentials: AzureCredentials | None = None
+) -> ReleasePipelineResult:
     """Check the request (subscription, regions, names, source) → sets per region →
     encrypted image version in those regions → cluster and node pool on the home region's
-    set."""
+    set.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(ReleasePipelineRequest, request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     check_subscription_regions(
         credentials,
         credentials.subscription_id,
@@ -84,6 +97,7 @@ def release_pipeline(request: ReleasePipelineRequest) -> ReleasePipelineResult:
             "prepare-disk-encryption-set/prepare-disk-encryption-set",
             request.set_request(region),
             DiskEncryptionSetResult,
+            credentials,
         )
         for region in request.regions
     }
@@ -93,6 +107,7 @@ def release_pipeline(request: ReleasePipelineRequest) -> ReleasePipelineResult:
         "publish-encrypted-image-version/publish-encrypted-image-version",
         request.image_request({r: s.disk_encryption_set.id for r, s in sets.items()}),
         ImageVersionResult,
+        credentials,
     )
     common = {
         "azure_credentials_block": request.azure_credentials_block,
@@ -110,6 +125,7 @@ def release_pipeline(request: ReleasePipelineRequest) -> ReleasePipelineResult:
             disk_encryption_set_id=home_set,
         ),
         ClusterInfo,
+        credentials,
     )
     cluster = chained(
         request.chain_by,
@@ -122,5 +138,6 @@ def release_pipeline(request: ReleasePipelineRequest) -> ReleasePipelineResult:
             disk_encryption_set_id=home_set,
         ),
         ClusterInfo,
+        credentials,
     )
     return ReleasePipelineResult(disk_encryption_sets=sets, image_version=image, cluster=cluster)

@@ -48,11 +48,18 @@ from tasks.run_lock import resource_lock
 
 @flow(name="revocation-drill", validate_parameters=False)
 @refuse_quietly
-def revocation_drill(request: RevocationDrillRequest) -> RevocationDrillResult:
-    """Revoke the key's access, prove every dependent fails, restore, prove it recovers."""
+def revocation_drill(
+    request: RevocationDrillRequest, credentials: AzureCredentials | None = None
+) -> RevocationDrillResult:
+    """Revoke the key's access, prove every dependent fails, restore, prove it recovers.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(RevocationDrillRequest, request)
     check_confirmation(request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     key_id = KeyId.parse(request.key_id).versionless
     seconds = request.timeout_minutes * 60
     with resource_lock(key_id, wait=False):

@@ -4,17 +4,20 @@ disk encrypted by a disk encryption set (`--os-disk-encryption-set`,
 
 create-vm-from-encrypted-image: check the subscription and region, the image version (in
 the region), one set per data disk, each set (subscription, region, key) → one run per VM →
-network (minimal, or the given subnet) → VM with each disk's set → verify the disks."""
+(encryption at host: the EncryptionAtHost feature registered) → network (minimal, or the given
+subnet) → VM with each disk's set → verify the disks."""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from blocks.azure import AzureCredentials
+from byok.aks_models import ENCRYPTION_AT_HOST, ENCRYPTION_AT_HOST_WAIT
 from byok.parameters import parse_request
 from byok.vm_models import VmFromImageRequest, VmResult
 from tasks.disk_encryption_set import check_disk_encryption_sets
 from tasks.refusal import refuse_quietly
+from tasks.registration import require_feature
 from tasks.run_lock import resource_lock
 from tasks.subscription import check_subscription_regions
 from tasks.virtual_machine import ensure_network, ensure_vm, validate_vm_request, verify_vm_disks
@@ -28,20 +31,36 @@ __all__ = [  # the request and result, importable from the flow that takes them
 
 @flow(name="create-vm-from-encrypted-image", validate_parameters=False)
 @refuse_quietly
-def create_vm_from_encrypted_image(request: VmFromImageRequest) -> VmResult:
+def create_vm_from_encrypted_image(
+    request: VmFromImageRequest, credentials: AzureCredentials | None = None
+) -> VmResult:
     """Check the subscription, region, image version, data disks and sets → one run per VM →
-    network (minimal, or the given subnet) → VM with each disk's set → verify the disks."""
+    network (minimal, or the given subnet) → VM with each disk's set → verify the disks.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
     request = parse_request(VmFromImageRequest, request)
-    credentials = AzureCredentials.load_saved(request.azure_credentials_block)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     sub, rg = request.subscription_id or credentials.subscription_id, request.resource_group
     check_subscription_regions(credentials, sub, {"location": request.location})
     data_sets = validate_vm_request(credentials, request, sub)
     check_disk_encryption_sets(credentials, sub, request.set_references(data_sets))
     with resource_lock(request.vm_id(sub), wait=request.wait_for_other_run):
+        if request.enable_encryption_at_host:
+            field = "enable_encryption_at_host"
+            require_feature(credentials, sub, *ENCRYPTION_AT_HOST, field, *ENCRYPTION_AT_HOST_WAIT)
         nic = ensure_network(
             credentials, sub, rg, request.vm_name, request.location, request.subnet_id
         )
         ensure_vm(credentials, sub, request, nic, data_sets)
         return verify_vm_disks(
-            credentials, sub, rg, request.vm_name, request.os_disk_encryption_set_id, data_sets
+            credentials,
+            sub,
+            rg,
+            request.vm_name,
+            request.os_disk_encryption_set_id,
+            data_sets,
+            request.enable_encryption_at_host,
         )

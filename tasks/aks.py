@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
-from azure.mgmt.containerservice.models import ManagedCluster
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
@@ -31,14 +30,10 @@ from byok.retrying import retry_while
 from byok.sdk_values import text
 from byok.storage_class import differences, storage_class, to_yaml
 from byok.validation import InvalidRequest, check_name, same_region
+from clients.aks_clusters import read_cluster
 from clients.azure import AzureClients
 from clients.kubernetes import storage_api
 from tasks.retry import STEP_RETRIES
-
-
-def read_cluster(clients: AzureClients, resource_group: str, name: str) -> ManagedCluster | None:
-    """The cluster, or None."""
-    return or_none(lambda: clients.container_service().managed_clusters.get(resource_group, name))
 
 
 def _read_des(

@@ -16,6 +16,7 @@ from blocks.azure import AzureCredentials
 from byok.aks_kms import (
     KEY_VAULT_CRYPTO_USER,
     KMS_KEY_PERMISSIONS,
+    KMS_KEY_STORE_RULE,
     TAG_CURRENT,
     TAG_PREVIOUS,
     TAG_ROTATED_AT,
@@ -33,14 +34,15 @@ from byok.aks_kms import (
 )
 from byok.azure_errors import or_none
 from byok.errors import InvalidRequest, ResourceError, VerificationFailed
+from byok.key_store import HsmInfo, VaultInfo
 from byok.keyvault_ids import KeyId
 from byok.retrying import retry_while
 from byok.sdk_values import text
 from byok.validation import region_key
+from clients.aks_clusters import read_cluster
 from clients.aks_kubernetes import core_api
 from clients.azure import AzureClients
-from tasks.aks import read_cluster
-from tasks.key_vault import VaultInfo, grant, vault_for_key
+from clients.key_store_access import grant, vault_for_key
 from tasks.retry import STEP_RETRIES
 
 # AKS's refusal while the identity's new key access propagates (MicrosoftDocs/azure-docs#98954)
@@ -103,6 +105,8 @@ def validate_enable(credentials: AzureCredentials, request: EnableKmsRequest) ->
         request.experience,
     )
     vault = vault_for_key(clients, request.key_id)
+    if isinstance(vault, HsmInfo):
+        raise InvalidRequest("key_id", request.key_id, KMS_KEY_STORE_RULE)
     if region_key(vault.location) != region_key(str(cluster.location)):
         raise InvalidRequest(
             "key_id",

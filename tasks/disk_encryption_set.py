@@ -77,8 +77,15 @@ def ensure_disk_encryption_set(
     key: KeyInfo,
     encryption_type: str,
     auto_rotation: bool,
+    *,
+    identity_id: str | None = None,
+    federated_client_id: str | None = None,
+    access_timeout_seconds: float = 0,
 ) -> DiskEncryptionSetInfo:
-    """Create the set with the versioned key URL and a system-assigned identity. An existing
+    """Create the set with the versioned key URL and a system-assigned identity (or the
+    user-assigned `identity_id`, with `federated_client_id` for a key in another tenant: Azure
+    checks that chain's key access at creation, refusals retried while a grant propagates, up
+    to `access_timeout_seconds`). An existing
     set is adopted as it is, with the key and rotation setting wanted returned: they are
     applied by `apply_des_key` once its identity has key access (Azure checks that access on
     every change, so a set whose creation ended Failed, in this run or an earlier one, is
@@ -98,12 +105,25 @@ def ensure_disk_encryption_set(
     with named_failure(target, doing):
         existing = read_settled_des(clients, resource_group, name)
         made = existing is None
-        body = des_body(location, vault, key, encryption_type, auto_rotation)
+        body = des_body(
+            location,
+            vault,
+            key,
+            encryption_type,
+            auto_rotation,
+            identity_id=identity_id,
+            federated_client_id=federated_client_id,
+        )
         des = (
             existing
             if existing is not None
             else write_or_find(
-                lambda: sets.begin_create_or_update(resource_group, name, body).result(),
+                lambda: retry_while(
+                    lambda: sets.begin_create_or_update(resource_group, name, body).result(),
+                    is_propagation_delay,
+                    timeout_seconds=access_timeout_seconds,
+                    first_delay=2,
+                ),
                 lambda: read_settled_des(clients, resource_group, name),
                 written,
             )
@@ -252,7 +272,8 @@ def validate_request(credentials: AzureCredentials, request: DiskEncryptionSetRe
     """Check names and an existing set (read-only), so that a bad request fails before
     anything is written (the vault and key: `check_key_vault`). Returns the set's id."""
     check_name("resource_group", "resource_group", request.resource_group)
-    check_name("key_vault", "vault_name", request.vault_name)
+    if request.key_store == "key-vault":
+        check_name("key_vault", "vault_name", request.vault)
     check_name("key", "key_name", request.key_name)
     check_name("disk_encryption_set", "des_name", request.des_name)
     check_rsa_key_size("key_size", request.key_size)

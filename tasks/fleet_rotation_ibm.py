@@ -16,7 +16,8 @@ from byok.ibm_vpc import VpcRotationRequest
 from byok.rotation import FleetRotationRequest, RotationRow, Status
 from byok.rotation_ibm import IbmPlannedKey, IbmRotationPlan, plan_ibm
 from clients.ibm import IBMClients
-from tasks.ibm_cos import encrypted_object
+from clients.ibm_cos_objects import encrypted_object
+from tasks.events import emit_byok_event
 from tasks.ibm_rotation import record_wrapped_dek, rewrap_dek
 from tasks.ibm_vpc_rotation import rotate_vpc_root_key, verify_vpc_rewrap
 from tasks.inventory_ibm import read_ibm_account
@@ -73,6 +74,14 @@ def rotate_ibm_key(key: IbmPlannedKey, request: FleetRotationRequest) -> list[Ro
                 row.status, row.reason = Status.FAILED, one_line(exc)
     for row in rows[1:]:
         row.version = version
+    if all(r.status in (Status.ROTATED, Status.VERIFIED) for r in rows):
+        emit_byok_event(
+            "key.rotated",
+            key.crn,
+            "ibm-root-key",
+            related={f"{r.kind}-{i}": r.dependent_id for i, r in enumerate(rows[1:], 1)},
+            payload={"new_version": version, "rotated": key.rotate},
+        )
     return rows
 
 

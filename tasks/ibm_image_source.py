@@ -12,8 +12,8 @@ from byok.ibm_validation import check_source_vhd, local_vhd_info
 from byok.ibm_writes import create_once
 from byok.validation import InvalidRequest
 from clients.ibm import IBMClients
-from tasks.ibm_cos import cos_client, head, read_vhd_info
-from tasks.ibm_softlayer import TEMPLATE_MASK, TEMPLATES, template_info, wait_for_template
+from clients.ibm_cos_objects import head, read_vhd_info
+from clients.softlayer_templates import TEMPLATES, get_template, wait_for_template
 from tasks.retry import STEP_RETRIES
 
 
@@ -22,23 +22,9 @@ def export_key(image_name: str) -> tuple[str, str]:
     return f"exports/{image_name}.vhd", f"exports/{image_name}-0.vhd"
 
 
-def check_source_template(credentials: IBMCloudCredentials, template_id: int) -> None:
-    """The template exists and is an unencrypted active image (exports need both)."""
-    client = IBMClients.of(credentials).softlayer()
-    info = template_info(client.call(TEMPLATES, "getObject", id=template_id, mask=TEMPLATE_MASK))
-    if info.encrypted or info.status != "ACTIVE":
-        raise InvalidRequest(
-            "source_template_id",
-            template_id,
-            f"only active unencrypted templates can be exported (status {info.status}, "
-            f"{'encrypted' if info.encrypted else 'unencrypted'})",
-        )
-
-
 def exporting(client: SoftLayer.BaseClient, template_id: int) -> bool | None:
     """True when the template has a transaction (the export a lost answer started)."""
-    info = template_info(client.call(TEMPLATES, "getObject", id=template_id, mask=TEMPLATE_MASK))
-    return info.busy or None
+    return get_template(client, template_id).busy or None
 
 
 @task(name="Export or locate the unencrypted image in COS", **STEP_RETRIES)
@@ -60,14 +46,12 @@ def prepare_source(
         size, info = local_vhd_info("source_file", source_file)
         check_source_vhd("source_file", source_file, info)
         return SourceInfo(bucket="", key="", size=size, exported=False, file=source_file)
-    s3 = cos_client(credentials, cos_instance_id)
+    s3 = IBMClients.of(credentials).cos(cos_instance_id)
     field, key = "source_object", source_object or ""
     if template_id is not None:
         client = IBMClients.of(credentials).softlayer()
         field, (target, key) = "source_template_id", export_key(image_name)
-        template = template_info(
-            client.call(TEMPLATES, "getObject", id=template_id, mask=TEMPLATE_MASK)
-        )
+        template = get_template(client, template_id)
         if template.busy or head(s3, bucket, key) is None:
             if not template.busy:
                 uri = f"cos://{credentials.region}/{bucket}/{target}"
@@ -83,6 +67,7 @@ def prepare_source(
                 )
                 get_run_logger().info("Exporting template %s to %s", template_id, uri)
             wait_for_template(client, template_id, timeout, interval)
+            get_run_logger().info("Exported template %s to %s", template_id, key)
     found = head(s3, bucket, key)
     if found is None:
         raise InvalidRequest(field, key, f"no such object in bucket {bucket}")

@@ -6,72 +6,23 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.blocks.system import Secret
-from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, SecretBytes
+from pydantic import SecretBytes
 
 from blocks.ibm import IBMCloudCredentials
+from blocks.secrets import decode_root_material, load_secret
+from byok.ibm_dek import DataKey
 from byok.ibm_dek_file import write_key_file
 from byok.ibm_models import RootKeyInfo, WrappedDek
-from byok.ibm_validation import REDACTED, decode_dek
+from byok.ibm_validation import decode_dek
 from byok.ibm_writes import create_once
 from byok.validation import InvalidRequest
 from byok.vhd import keyhash, validate_key
-from clients.ibm import IBMClients, KeyProtectClient
+from clients.ibm import IBMClients
+from clients.key_protect_keys import find_root_key
+from tasks.in_memory import IN_MEMORY
 from tasks.retry import STEP_RETRIES
-
-SECRET_TASK: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}
-ROOT_KEY_SIZES = (16, 24, 32)
-
-
-class DataKey(BaseModel):
-    """The DEK (masked in any repr), its wrapped form and its keyhash."""
-
-    dek: SecretBytes
-    wrapped: str
-    key_version: str | None
-    keyhash: str
-    recovered: bool
-
-
-def find_root_key(kp: KeyProtectClient, ref: str) -> dict[str, Any] | None:
-    """The key named `ref` (a name, id or CRN), or None; a standard key is refused."""
-    key_id = ref.rsplit(":", 1)[-1] if ref.startswith("crn:") else ref
-    key = next((k for k in kp.list_keys() if key_id in (k.get("id"), k.get("name"))), None)
-    if key is not None and key.get("extractable"):
-        raise InvalidRequest(
-            "root_key",
-            ref,
-            "this is a standard key (extractable); only a root key can wrap the DEK",
-        )
-    return key
-
-
-def load_secret(field: str, block: str) -> str:
-    """The value of a saved Secret block (never logged)."""
-    try:
-        return str(Secret.load(block).get())
-    except ValueError as exc:
-        raise InvalidRequest(field, block, f"no Secret block of that name ({exc})") from None
-
-
-def decode_root_material(block: str) -> str:
-    """Base64 root key material of 16, 24 or 32 bytes, from a Secret block."""
-    material = load_secret("root_key_material_block", block).strip()
-    try:
-        size = len(base64.b64decode(material, validate=True))
-    except ValueError:
-        size = -1
-    if size not in ROOT_KEY_SIZES:
-        raise InvalidRequest(
-            "root_key_material_block",
-            REDACTED,
-            "root key material must be 16, 24 or 32 bytes, base64-encoded",
-        )
-    return material
 
 
 @task(name="Ensure the Key Protect root key", **STEP_RETRIES)
@@ -107,7 +58,7 @@ def ensure_root_key(
     )
 
 
-@task(name="Generate and wrap the data encryption key", **STEP_RETRIES, **SECRET_TASK)
+@task(name="Generate and wrap the data encryption key", **STEP_RETRIES, **IN_MEMORY)
 def prepare_dek(
     credentials: IBMCloudCredentials,
     instance_id: str,
@@ -154,7 +105,7 @@ def prepare_dek(
     )
 
 
-@task(name="Write the DEK key file", **SECRET_TASK)
+@task(name="Write the DEK key file", **IN_MEMORY)
 def write_dek_file(data_key: DataKey, path: str, root_key_crn: str) -> None:
     """The raw DEK (a vhd-util key file) at `path`, mode 0600, and its wrapped form next to
     it (so that a re-run after a crash reuses this DEK); never over another key."""

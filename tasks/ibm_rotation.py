@@ -9,21 +9,16 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.ibm import IBMCloudCredentials
+from blocks.secrets import decode_root_material
 from byok.ibm_cos_io import replace_metadata
+from byok.ibm_dek import META_KEY_VERSION, META_ROOT_KEY, META_WDEK
 from byok.ibm_models import IbmKeyRotationRequest, RewrapInfo, RootKeyInfo, RotationPlan
 from byok.ibm_validation import check_bucket_location, check_ibm_name, crn_region
 from byok.validation import InvalidRequest
 from clients.ibm import IBMClients
-from tasks.ibm_cos import (
-    META_KEY_VERSION,
-    META_ROOT_KEY,
-    META_WDEK,
-    bucket_location,
-    cos_client,
-    encrypted_object,
-    head,
-)
-from tasks.ibm_key_protect import SECRET_TASK, decode_root_material, find_root_key
+from clients.ibm_cos_objects import bucket_location, encrypted_object, head
+from clients.key_protect_keys import find_root_key
+from tasks.in_memory import IN_MEMORY
 from tasks.retry import STEP_RETRIES
 
 
@@ -49,7 +44,7 @@ def validate_rotation_request(
             )
     elif request.root_key:
         check_ibm_name("key", "root_key", request.root_key)
-    s3 = cos_client(credentials, request.cos_instance_id)
+    s3 = IBMClients.of(credentials).cos(request.cos_instance_id)
     location = bucket_location(s3, request.bucket)
     if location == "":
         raise InvalidRequest("bucket", request.bucket, "no such bucket")
@@ -105,7 +100,7 @@ def rewrap_dek(
     return RewrapInfo(wrapped=answer["ciphertext"], previous_version=before, version=after)
 
 
-@task(name="Rotate the Key Protect root key", **STEP_RETRIES, **SECRET_TASK)
+@task(name="Rotate the Key Protect root key", **STEP_RETRIES, **IN_MEMORY)
 def rotate_root_key(
     credentials: IBMCloudCredentials,
     instance_id: str,
@@ -133,7 +128,7 @@ def record_wrapped_dek(
 ) -> None:
     """Replace the object's wrapped DEK and key version (copy in place, if the object is
     still the one read; the other metadata kept); nothing to do when already recorded."""
-    s3 = cos_client(credentials, cos_instance_id)
+    s3 = IBMClients.of(credentials).cos(cos_instance_id)
     found = head(s3, bucket, key)
     if found is None:
         raise InvalidRequest("object_key", key, f"no such object in bucket {bucket}")

@@ -15,71 +15,14 @@ from byok.ibm_models import InstanceInfo, TemplateInfo, VirtualServerOrder
 from byok.ibm_writes import create_once
 from byok.polling import poll_until
 from clients.ibm import IBMClients
-from tasks.ibm_key_protect import SECRET_TASK
+from clients.softlayer_templates import TEMPLATES, find_template, template_info, wait_for_template
+from tasks.in_memory import IN_MEMORY
 from tasks.retry import STEP_RETRIES
 
-TEMPLATES = "SoftLayer_Virtual_Guest_Block_Device_Template_Group"
 GUESTS = "SoftLayer_Virtual_Guest"
-TEMPLATE_MASK = "id,globalIdentifier,name,note,status,encryptionAttributes,transactionId,children"
 
 
-class ImportFailed(RuntimeError):
-    """The import transaction ended without an active template."""
-
-
-def template_info(data: dict[str, Any]) -> TemplateInfo:
-    """A template as later steps use it; busy while it or a child has a transaction."""
-    children = data.get("children") or []
-    return TemplateInfo(
-        id=int(data["id"]),
-        global_identifier=str(data.get("globalIdentifier") or ""),
-        name=str(data["name"]),
-        status=str((data.get("status") or {}).get("keyName") or ""),
-        encrypted="ENCRYPTED" in (data.get("encryptionAttributes") or []),
-        busy=bool(data.get("transactionId") or any(c.get("transactionId") for c in children)),
-    )
-
-
-def find_template(client: SoftLayer.BaseClient, name: str) -> TemplateInfo | None:
-    """The account's image template called `name`, or None."""
-    found = client.call(
-        "SoftLayer_Account",
-        "getBlockDeviceTemplateGroups",
-        mask=TEMPLATE_MASK,
-        filter={"blockDeviceTemplateGroups": {"name": {"operation": name}}},
-    )
-    return next((template_info(t) for t in found or [] if t["name"] == name), None)
-
-
-def wait_for_template(
-    client: SoftLayer.BaseClient, template_id: int, timeout: float, interval: float
-) -> TemplateInfo:
-    """Poll getObject (children) until no transaction is left; ImportFailed with the
-    template's note unless it ends active."""
-    last: dict[str, Any] = {}
-
-    def state() -> str:
-        last.clear()
-        last.update(client.call(TEMPLATES, "getObject", id=template_id, mask=TEMPLATE_MASK))
-        info = template_info(last)
-        return "busy" if info.busy else info.status
-
-    status = poll_until(
-        state,
-        frozenset({"ACTIVE"}),
-        stop={
-            s: (lambda s: ImportFailed(f"template {template_id} is {s}: {last.get('note', '')}"))
-            for s in ("IMPORT_FAILED", "DEPRECATED", "DELETED")
-        },
-        timeout_seconds=timeout,
-        interval_seconds=interval,
-        what=f"image template {template_id}",
-    )
-    get_run_logger().info("Template %s is %s", template_id, status)
-    return template_info(last)
-
-
-@task(name="Import the encrypted image", **STEP_RETRIES, **SECRET_TASK)
+@task(name="Import the encrypted image", **STEP_RETRIES, **IN_MEMORY)
 def import_image(
     credentials: IBMCloudCredentials,
     config: dict[str, Any],
@@ -110,7 +53,11 @@ def wait_for_import(
     credentials: IBMCloudCredentials, template_id: int, timeout: float, interval: float
 ) -> TemplateInfo:
     """Wait until the template's transactions are done and it is active."""
-    return wait_for_template(IBMClients.of(credentials).softlayer(), template_id, timeout, interval)
+    template = wait_for_template(
+        IBMClients.of(credentials).softlayer(), template_id, timeout, interval
+    )
+    get_run_logger().info("Template %s is %s", template_id, template.status)
+    return template
 
 
 def guest_template(order: VirtualServerOrder, global_identifier: str) -> dict[str, Any]:

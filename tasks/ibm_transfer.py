@@ -8,65 +8,73 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Generator
+from contextlib import closing
 from typing import Any, BinaryIO, cast
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from blocks.ibm import IBMCloudCredentials
+from byok.errors import VerificationFailed
 from byok.ibm_cos_io import open_object, upload_stream
+from byok.ibm_dek import META_KEYHASH, DataKey
 from byok.ibm_models import SourceInfo, UploadInfo
 from byok.ibm_pipe import BytePipe
 from byok.vhd import encrypt_vhd, vhd_info
-from tasks.ibm_cos import META_KEY_VERSION, META_KEYHASH, META_ROOT_KEY, META_WDEK, cos_client
-from tasks.ibm_key_protect import SECRET_TASK, DataKey
+from clients.ibm import IBMClients
+from tasks.in_memory import IN_MEMORY
 
 CHUNK = 1 << 20
 PROGRESS_EVERY = 1.0  # seconds between progress artifact updates
 
 
-class UploadVerifyError(RuntimeError):
-    """The stored object is not the encrypted image that was sent."""
-
-
-@task(name="Download the image from COS", **SECRET_TASK)
+@task(name="Download the image from COS", **IN_MEMORY)
 def download_image(
     credentials: IBMCloudCredentials, cos_instance_id: str, source: SourceInfo, out: BytePipe
 ) -> int:
     """Stream the source object into `out`; returns the bytes read."""
-    try:
-        s3 = cos_client(credentials, cos_instance_id)
-        body = s3.get_object(Bucket=source.bucket, Key=source.key)["Body"]
-        done = 0
-        for chunk in body.iter_chunks(CHUNK):
-            out.write(chunk)
-            done += len(chunk)
-        out.finish()
-    except BaseException as exc:
-        out.fail(exc)
-        raise
+
+    def chunks() -> Generator[bytes, None, None]:
+        s3 = IBMClients.of(credentials).cos(cos_instance_id)
+        yield from s3.get_object(Bucket=source.bucket, Key=source.key)["Body"].iter_chunks(CHUNK)
+
+    done = _pump(chunks(), out)
     get_run_logger().info("Downloaded %s (%d bytes)", source.key, done)
     return done
 
 
-@task(name="Read the image from disk", **SECRET_TASK)
+@task(name="Read the image from disk", **IN_MEMORY)
 def read_local_image(source: SourceInfo, out: BytePipe) -> int:
     """Stream the local source file into `out`; returns the bytes read."""
-    try:
-        done = 0
+
+    def chunks() -> Generator[bytes, None, None]:
         with open(str(source.file), "rb") as handle:
             while chunk := handle.read(CHUNK):
+                yield chunk
+
+    done = _pump(chunks(), out)
+    get_run_logger().info("Read %s (%d bytes)", source.file, done)
+    return done
+
+
+def _pump(chunks: Generator[bytes, None, None], out: BytePipe) -> int:
+    """Write every chunk into `out` and finish it; any failure (reading, or the pipe broken
+    downstream) fails the pipe too. Returns the bytes written."""
+    done = 0
+    try:
+        with closing(chunks):
+            for chunk in chunks:
                 out.write(chunk)
                 done += len(chunk)
         out.finish()
     except BaseException as exc:
         out.fail(exc)
         raise
-    get_run_logger().info("Read %s (%d bytes)", source.file, done)
     return done
 
 
-@task(name="Encrypt the image with the DEK", **SECRET_TASK)
+@task(name="Encrypt the image with the DEK", **IN_MEMORY)
 def encrypt_image(data_key: DataKey, source: BytePipe, out: BytePipe) -> str:
     """AES-XTS encrypt the VHD stream into a tap-style VHD carrying the DEK's keyhash;
     returns the keyhash (hex)."""
@@ -92,7 +100,7 @@ def encrypt_image(data_key: DataKey, source: BytePipe, out: BytePipe) -> str:
     return result.keyhash.hex()
 
 
-@task(name="Upload the encrypted image to COS", **SECRET_TASK)
+@task(name="Upload the encrypted image to COS", **IN_MEMORY)
 def upload_image(
     credentials: IBMCloudCredentials,
     cos_instance_id: str,
@@ -105,7 +113,7 @@ def upload_image(
 ) -> UploadInfo:
     """Upload the stream (multipart above `threshold`), then check what COS stored: a
     tap-style dynamic VHD whose keyhash is the DEK's (a bad object is deleted)."""
-    s3 = cos_client(credentials, cos_instance_id)
+    s3 = IBMClients.of(credentials).cos(cos_instance_id)
     try:
         stored = upload_stream(
             s3,
@@ -127,9 +135,10 @@ def upload_image(
         data_key_meta[META_KEYHASH],
     ):
         s3.delete_object(Bucket=bucket, Key=key)
-        raise UploadVerifyError(
-            f"{bucket}/{key} holds a {info.creator_app!r} {info.disk_type} VHD with keyhash "
-            f"{info.keyhash}, not the encrypted image; it was deleted"
+        raise VerificationFailed(
+            f"{bucket}/{key}",
+            f"COS stored a {info.creator_app!r} {info.disk_type} VHD with keyhash "
+            f"{info.keyhash}, not the encrypted image; it was deleted",
         )
     get_run_logger().info(
         "Uploaded %s/%s: %d bytes in %s, keyhash verified",
@@ -146,15 +155,3 @@ def upload_image(
         keyhash=info.keyhash,
         reused=False,
     )
-
-
-def object_metadata(data_key: DataKey, root_key_crn: str) -> dict[str, str]:
-    """The byok metadata of an encrypted image (no secret: the DEK only wrapped)."""
-    meta = {
-        META_KEYHASH: data_key.keyhash,
-        META_ROOT_KEY: root_key_crn,
-        META_WDEK: data_key.wrapped,
-    }
-    if data_key.key_version:
-        meta[META_KEY_VERSION] = data_key.key_version
-    return meta

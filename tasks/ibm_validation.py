@@ -9,6 +9,7 @@ import SoftLayer
 from prefect import task
 
 from blocks.ibm import IBMCloudCredentials
+from blocks.secrets import decode_root_material, load_secret
 from byok.ibm_dek_file import read_sidecar
 from byok.ibm_models import IbmImageRequest, ImagePlan, WrappedDek
 from byok.ibm_validation import (
@@ -24,15 +25,10 @@ from byok.ibm_validation import (
 from byok.validation import InvalidRequest
 from byok.vhd import keyhash
 from clients.ibm import IBMClients
-from tasks.ibm_cos import bucket_location, cos_client, encrypted_object, head, read_vhd_info
-from tasks.ibm_image_source import check_source_template
-from tasks.ibm_key_protect import (
-    SECRET_TASK,
-    decode_root_material,
-    find_root_key,
-    load_secret,
-)
-from tasks.ibm_softlayer import TEMPLATES, find_template
+from clients.ibm_cos_objects import bucket_location, encrypted_object, head, read_vhd_info
+from clients.key_protect_keys import find_root_key
+from clients.softlayer_templates import TEMPLATES, check_source_template, find_template
+from tasks.in_memory import IN_MEMORY
 
 
 def check_names(request: IbmImageRequest) -> None:
@@ -52,7 +48,7 @@ def check_names(request: IbmImageRequest) -> None:
         check_ibm_name("domain", "order.domain", request.order.domain)
 
 
-@task(name="Validate the request", **SECRET_TASK)
+@task(name="Validate the request", **IN_MEMORY)
 def validate_image_request(credentials: IBMCloudCredentials, request: IbmImageRequest) -> ImagePlan:
     """Read-only checks, so that a bad request fails before any write; returns what exists."""
     check_names(request)
@@ -89,7 +85,7 @@ def validate_image_request(credentials: IBMCloudCredentials, request: IbmImageRe
         own_dek = decode_dek(
             "dek_secret_block", load_secret("dek_secret_block", request.dek_secret_block)
         )
-    s3 = cos_client(credentials, request.cos_instance_id)
+    s3 = clients.cos(request.cos_instance_id)
     location = bucket_location(s3, request.bucket)
     if location == "" and not request.create_bucket:
         raise InvalidRequest("bucket", request.bucket, "no such bucket (create_bucket off)")
@@ -98,7 +94,7 @@ def validate_image_request(credentials: IBMCloudCredentials, request: IbmImageRe
     existing = encrypted_object(s3, request.bucket, request.object_key) if location else None
     if template is None and existing is None:
         if request.source_template_id is not None:
-            check_source_template(credentials, request.source_template_id)
+            check_source_template(softlayer, request.source_template_id)
         elif request.source_file is not None:
             _, info = local_vhd_info("source_file", request.source_file)
             check_source_vhd("source_file", request.source_file, info)

@@ -21,6 +21,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, SecretStr
 
 from blocks.ibm import IBMCloudCredentials
+from blocks.secrets import load_secret
 from byok.errors import InvalidRequest, OperationFailed, PropagationTimedOut
 from byok.ibm_models import RootKeyInfo
 from byok.ibm_validation import check_bucket_location, crn_region
@@ -35,9 +36,10 @@ from byok.ibm_vpc import (
 from byok.ibm_vpc_qemu import encrypt_to_qcow2, image_info, verify_encrypted
 from byok.ibm_writes import create_once
 from clients.ibm import IBMClients
-from tasks.ibm_cos import bucket_location, cos_client
-from tasks.ibm_iam import ensure_policy
-from tasks.ibm_key_protect import SECRET_TASK, find_root_key, load_secret
+from clients.ibm_cos_objects import bucket_location
+from clients.ibm_policies import ensure_policy
+from clients.key_protect_keys import find_root_key
+from tasks.in_memory import IN_MEMORY
 from tasks.retry import STEP_RETRIES
 
 PART_SIZE = 64 * 1024 * 1024
@@ -75,7 +77,7 @@ def find_image(clients: IBMClients, name: str) -> dict[str, Any] | None:
     return _named(clients.vpc().list_images(name=name).get_result()["images"], name)
 
 
-@task(name="Validate the VPC image request", **SECRET_TASK)
+@task(name="Validate the VPC image request", **IN_MEMORY)
 def validate_vpc_request(credentials: IBMCloudCredentials, request: VpcImageRequest) -> VpcPlan:
     """Read-only checks, so that a bad request fails before any write."""
     check_request(request)
@@ -106,7 +108,7 @@ def validate_vpc_request(credentials: IBMCloudCredentials, request: VpcImageRequ
     key = find_root_key(clients.key_protect(request.key_protect_instance_id), request.root_key)
     if key is None and not request.create_root_key:
         raise InvalidRequest("root_key", request.root_key, "no such root key (create_root_key off)")
-    location = bucket_location(cos_client(credentials, request.cos_instance_id), request.bucket)
+    location = bucket_location(clients.cos(request.cos_instance_id), request.bucket)
     if location:
         check_bucket_location("bucket", request.bucket, location, credentials.region)
     if request.passphrase_block:
@@ -116,7 +118,7 @@ def validate_vpc_request(credentials: IBMCloudCredentials, request: VpcImageRequ
     return VpcPlan(source_format=source_format, image=find_image(clients, request.image_name))
 
 
-@task(name="Generate and wrap the LUKS passphrase", **STEP_RETRIES, **SECRET_TASK)
+@task(name="Generate and wrap the LUKS passphrase", **STEP_RETRIES, **IN_MEMORY)
 def prepare_passphrase(
     credentials: IBMCloudCredentials, instance_id: str, root: RootKeyInfo, block: str | None
 ) -> Passphrase:
@@ -155,7 +157,7 @@ def ensure_image_cos_authorization(credentials: IBMCloudCredentials, cos_instanc
     return policy_id
 
 
-@task(name="Encrypt the image to qcow2 + LUKS", **SECRET_TASK)
+@task(name="Encrypt the image to qcow2 + LUKS", **IN_MEMORY)
 def encrypt_image(
     source: str, source_format: str, passphrase: Passphrase, target: Path, iter_time_ms: int
 ) -> Path:
@@ -166,7 +168,7 @@ def encrypt_image(
     return target
 
 
-@task(name="Check the encrypted image against the source", **SECRET_TASK)
+@task(name="Check the encrypted image against the source", **IN_MEMORY)
 def verify_image(source: str, source_format: str, passphrase: Passphrase, target: Path) -> None:
     """`qemu-img check` and `qemu-img compare` with the source (opened with the passphrase)."""
     secret = passphrase.value.get_secret_value().encode()
@@ -180,14 +182,14 @@ def upload_encrypted_image(
 ) -> int:
     """Upload (multipart above one part) to the bucket; the object's size."""
     config = TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE)
-    s3 = cos_client(credentials, cos_instance_id)
+    s3 = IBMClients.of(credentials).cos(cos_instance_id)
     s3.upload_file(str(path), bucket, key, Config=config)
     size = int(s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
     get_run_logger().info("Uploaded %s (%d bytes) to %s", key, size, bucket)
     return size
 
 
-@task(name="Import the VPC image", **STEP_RETRIES, **SECRET_TASK)
+@task(name="Import the VPC image", **STEP_RETRIES, **IN_MEMORY)
 def import_vpc_image(
     credentials: IBMCloudCredentials,
     request: VpcImageRequest,

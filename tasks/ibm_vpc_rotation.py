@@ -21,7 +21,7 @@ from byok.ibm_vpc import (
 )
 from byok.ibm_writes import create_once
 from clients.ibm import IBMClients
-from tasks.ibm_key_protect import find_root_key
+from clients.key_protect_keys import find_root_key
 from tasks.retry import STEP_RETRIES
 
 

@@ -15,7 +15,6 @@ from azure.keyvault.keys import KeyVaultKey
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 from blocks.azure import AzureCredentials
 from byok.azure_errors import error_code
@@ -28,12 +27,10 @@ from byok.inventory.storage_classes import Classes
 from byok.keyvault_ids import KeyId
 from clients.azure import AzureClients
 from tasks.events import emit_byok_event
+from tasks.in_memory import IN_MEMORY
 from tasks.retry import STEP_RETRIES
 
 PAGE = 1000  # Resource Graph's largest page
-# The steps hand the whole fleet to each other: hashing it into a cache key, or keeping it
-# as a result, buys nothing for steps that only read and compute.
-FLEET_DATA: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
 @task(name="Find the subscriptions", **STEP_RETRIES)
@@ -60,7 +57,7 @@ def readable_subscriptions(
     return [s for s in wanted if s in visible], hidden
 
 
-@task(name="Discover resources", **STEP_RETRIES, **FLEET_DATA)
+@task(name="Discover resources", **STEP_RETRIES, **IN_MEMORY)
 def discover_resources(
     credentials: AzureCredentials, subscriptions: list[str], use_resource_graph: bool
 ) -> list[dict[str, Any]]:
@@ -151,7 +148,7 @@ def _wire(model: Any) -> dict[str, Any]:
     return dict(model.as_dict())  # TypeSpec-generated models are keyed by the wire names
 
 
-@task(name="Read the keys", **STEP_RETRIES, **FLEET_DATA)
+@task(name="Read the keys", **STEP_RETRIES, **IN_MEMORY)
 def read_key_states(
     credentials: AzureCredentials, rows: list[dict[str, Any]]
 ) -> dict[str, KeyState]:
@@ -246,7 +243,7 @@ def _key_state(
     )
 
 
-@task(name="Judge the controls", **FLEET_DATA)
+@task(name="Judge the controls", **IN_MEMORY)
 def judge_controls(
     rows: list[dict[str, Any]],
     keys: dict[str, KeyState],
@@ -276,7 +273,7 @@ def judge_controls(
     return report.ordered(evaluate([*unreadable, *findings], limits))
 
 
-@task(name="Publish the report", **FLEET_DATA)
+@task(name="Publish the report", **IN_MEMORY)
 def publish_report(evidence: list[EvidenceRow], changes: list[report.Change]) -> None:
     """A table artifact of every row and a markdown summary (non-compliant first)."""
     create_table_artifact(
@@ -303,7 +300,7 @@ def publish_report(evidence: list[EvidenceRow], changes: list[report.Change]) ->
     create_markdown_artifact(key="customer-key-inventory-summary", markdown=summary)
 
 
-@task(name="Announce what needs action", **FLEET_DATA)
+@task(name="Announce what needs action", **IN_MEMORY)
 def emit_inventory_events(evidence: list[EvidenceRow]) -> int:
     """`byok.key.too-old`, `byok.key.near-expiry` and `byok.resource.not-customer-key`
     events for an automation to act on; returns how many were emitted."""
@@ -333,7 +330,7 @@ def emit_inventory_events(evidence: list[EvidenceRow]) -> int:
     return len(sent)
 
 
-@task(name="Find the key's dependents", **FLEET_DATA)
+@task(name="Find the key's dependents", **IN_MEMORY)
 def find_dependents(
     key_id: str,
     rows: list[dict[str, Any]],

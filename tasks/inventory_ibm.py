@@ -13,19 +13,19 @@ from prefect import task
 from SoftLayer import SoftLayerAPIError
 
 from blocks.ibm import IBMCloudCredentials
+from byok.ibm_dek import META_KEY_VERSION, META_ROOT_KEY
 from byok.inventory.ibm import CosImage, IbmAccountSnapshot
 from byok.inventory.models import Finding, Kind
 from byok.inventory.request import IbmAccountScope
 from clients.ibm import IBMClients
-from tasks.ibm_cos import META_KEY_VERSION, META_ROOT_KEY
-from tasks.ibm_softlayer import TEMPLATE_MASK
-from tasks.inventory import FLEET_DATA
+from clients.softlayer_templates import TEMPLATE_MASK
+from tasks.in_memory import IN_MEMORY
 from tasks.retry import STEP_RETRIES, is_transient
 
 REFUSED = frozenset({401, 403, 404})  # not allowed, or not there
 
 
-@task(name="Read the IBM Cloud account", **STEP_RETRIES, **FLEET_DATA)
+@task(name="Read the IBM Cloud account", **STEP_RETRIES, **IN_MEMORY)
 def read_ibm_account(
     credentials: IBMCloudCredentials, scope: IbmAccountScope
 ) -> IbmAccountSnapshot:
@@ -79,7 +79,13 @@ def _read_keys(snapshot: IbmAccountSnapshot, clients: IBMClients, instance: str)
     for key in kp.list_keys():
         if key.get("extractable") or key.get("deleted"):
             continue  # standard keys wrap nothing
-        snapshot.root_keys.append({**key, "instanceCrn": key["crn"].rsplit(":key:", 1)[0]})
+        snapshot.root_keys.append(
+            {
+                **key,
+                "instanceCrn": key["crn"].rsplit(":key:", 1)[0],
+                "rotationPolicy": kp.rotation_policy(key["id"]),
+            }
+        )
         snapshot.registrations[key["id"]] = kp.registrations(key["id"])
 
 

@@ -15,14 +15,14 @@ from byok.azure_errors import error_code
 from byok.inventory.storage_classes import Classes
 from clients.azure import AzureClients
 from clients.kubernetes import storage_api
-from tasks.inventory import FLEET_DATA
+from tasks.in_memory import IN_MEMORY
 from tasks.retry import STEP_RETRIES
 
 AKS_TYPE = "microsoft.containerservice/managedclusters"
 _REFUSED = (401, 403, 404)  # credentials refused, or the cluster gone meanwhile
 
 
-@task(name="Read the StorageClasses", **STEP_RETRIES, **FLEET_DATA)
+@task(name="Read the StorageClasses", **STEP_RETRIES, **IN_MEMORY)
 def read_storage_classes(
     credentials: AzureCredentials, rows: list[dict[str, Any]]
 ) -> dict[str, Classes]:

@@ -18,7 +18,7 @@ from byok.inventory.models import EvidenceRow
 from byok.inventory.oscal import assessment_results, to_oscal_json
 from byok.inventory.request import ReportBucket
 from clients.ibm import IBMClients
-from tasks.inventory import FLEET_DATA
+from tasks.in_memory import IN_MEMORY
 from tasks.retry import STEP_RETRIES, is_transient
 
 LATEST = "inventory.json"
@@ -88,7 +88,7 @@ def check_report_bucket(credentials: IBMCloudCredentials, target: ReportBucket) 
         raise InvalidRequest("report_bucket.bucket", target.bucket, rule) from None
 
 
-@task(name="Write the report files", **STEP_RETRIES, **FLEET_DATA)
+@task(name="Write the report files", **STEP_RETRIES, **IN_MEMORY)
 def write_report_files(
     evidence: list[EvidenceRow],
     started: datetime,

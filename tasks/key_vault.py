@@ -1,40 +1,25 @@
-"""The key store steps (Key Vault today, see byok.key_store): create or validate the vault,
-create or reuse the key, make a new version once per rotation, grant or revoke an identity's
-use of the keys, find the store of a key id, put the vault behind its firewall."""
+"""The key store steps (a Key Vault vault or a managed HSM, see byok.key_store): create or
+validate the vault, adopt an activated HSM, create or reuse the key, make a new version once
+per rotation, grant or revoke an identity's use of the keys, find the store of a key id, put
+the vault behind its firewall. What they do through the SDKs is in clients.key_store_access."""
 
 from __future__ import annotations
 
-import uuid
-from typing import Any
-
-from azure.core.exceptions import HttpResponseError
-from azure.keyvault.keys import KeyClient, KeyVaultKey
-from azure.mgmt.core.tools import parse_resource_id, resource_id
+from azure.keyvault.keys import KeyClient
+from azure.mgmt.core.tools import resource_id
 from azure.mgmt.keyvault.models import (
     AccessPolicyEntry,
-    IPRule,
-    NetworkRuleSet,
     Permissions,
     Sku,
     Vault,
-    VaultAccessPolicyParameters,
-    VaultAccessPolicyProperties,
     VaultCreateOrUpdateParameters,
-    VaultPatchParameters,
-    VaultPatchProperties,
     VaultProperties,
 )
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
 from blocks.azure import AzureCredentials
-from byok.azure_errors import (
-    is_azure_error,
-    is_lost_answer,
-    is_propagation_delay,
-    named_failure,
-    or_none,
-)
+from byok.azure_errors import is_azure_error, is_propagation_delay, named_failure
 from byok.errors import OperationFailed, VerificationFailed
 from byok.key_policy import RotationPolicySpec
 from byok.key_store import (
@@ -43,6 +28,7 @@ from byok.key_store import (
     OPERATOR_KEY_PERMISSIONS,
     READER,
     SERVICE_KEY_PERMISSIONS,
+    HsmInfo,
     KeyInfo,
     KeyStore,
     VaultInfo,
@@ -53,219 +39,28 @@ from byok.retrying import retry_while, write_or_find
 from byok.rotation import ROTATION_TAG
 from byok.sdk_values import text
 from byok.tokens import object_id
-from byok.validation import InvalidRequest, check_rsa_key_size, same_region
+from byok.validation import InvalidRequest
 from clients.azure import AzureClients
+from clients.key_store_access import (
+    assign_role,
+    check_existing_hsm,
+    check_existing_key,
+    check_existing_vault,
+    check_hsm_operator,
+    check_vault_and_key,
+    grant,
+    hsm_info,
+    key_info,
+    log_retry,
+    read_hsm,
+    read_key,
+    read_vault,
+    revoke,
+    set_network_rules,
+    vault_for_key,
+    vault_info,
+)
 from tasks.retry import STEP_RETRIES
-
-
-def read_vault(clients: AzureClients, resource_group: str, name: str) -> Vault | None:
-    """The vault, or None when it does not exist."""
-    return or_none(lambda: clients.keyvault_management().vaults.get(resource_group, name))
-
-
-def check_existing_vault(vault: Vault, location: str | None = None) -> None:
-    """An existing vault must have soft delete and purge protection on (and be in
-    `location` when given); InvalidRequest otherwise."""
-    props = vault.properties
-    for field, on in (
-        ("enable_soft_delete", props.enable_soft_delete),
-        ("enable_purge_protection", props.enable_purge_protection),
-    ):
-        if not on:
-            raise InvalidRequest(
-                f"vault '{vault.name}' {field}",
-                on,
-                "customer-managed keys need a vault with soft delete and purge protection on; "
-                f"turn it on (az keyvault update --name {vault.name} "
-                "--enable-purge-protection true) or use another vault",
-            )
-    if location:
-        same_region("location", location, str(vault.location), f"key vault '{vault.name}'")
-
-
-def vault_info(vault: Vault) -> VaultInfo:
-    """The parts of a vault later steps use."""
-    return VaultInfo(
-        id=str(vault.id),
-        name=str(vault.name),
-        url=str(vault.properties.vault_uri).rstrip("/"),
-        location=str(vault.location),
-        rbac=bool(vault.properties.enable_rbac_authorization),
-    )
-
-
-def check_existing_key(key: KeyVaultKey, field: str = "key_name") -> int:
-    """An existing key must be an enabled RSA key of an accepted size; returns its size."""
-    kty = text(key.key_type)
-    if not kty.upper().startswith("RSA"):
-        raise InvalidRequest(
-            field, key.name, f"the key is {kty}; only RSA keys can be used (EC keys are refused)"
-        )
-    size = len(getattr(key.key, "n", None) or b"") * 8
-    check_rsa_key_size(f"{field} '{key.name}' size", size)
-    if not key.properties.enabled:
-        raise InvalidRequest(field, key.name, "the key is disabled")
-    return size
-
-
-def read_key(clients: AzureClients, vault_url: str, name: str) -> KeyVaultKey | None:
-    """The key's latest version, or None."""
-    return or_none(lambda: clients.keys(vault_url).get_key(name))
-
-
-def check_vault_and_key(
-    clients: AzureClients,
-    resource_group: str,
-    vault_name: str,
-    key_name: str,
-    location: str | None = None,
-) -> None:
-    """Read-only checks of an existing vault (and its key, when this tool may read it yet)."""
-    vault = read_vault(clients, resource_group, vault_name)
-    if vault is None:
-        return
-    check_existing_vault(vault, location)
-    try:
-        key = read_key(clients, vault_info(vault).url, key_name)
-    except HttpResponseError as exc:
-        if exc.status_code != 403:
-            raise
-        get_run_logger().info(
-            "No access to the keys of %s yet: the key is checked once access is granted", vault_name
-        )
-        return
-    if key is not None:
-        check_existing_key(key)
-
-
-def key_info(key: KeyVaultKey, size: int) -> KeyInfo:
-    """The ids later steps use."""
-    kid = KeyId.parse(str(key.id))
-    return KeyInfo(
-        id=kid.versioned,
-        versionless_id=kid.versionless,
-        name=kid.name,
-        version=str(kid.version),
-        size=size,
-    )
-
-
-def _group(vault: VaultInfo) -> str:
-    return str(parse_resource_id(vault.id)["resource_group"])
-
-
-def _vault_policies(clients: AzureClients, vault: VaultInfo) -> tuple[str, Vault]:
-    """The vault's resource group and its current state (access policies)."""
-    group = _group(vault)
-    return group, clients.keyvault_management().vaults.get(group, vault.name)
-
-
-def _update_policy(
-    clients: AzureClients,
-    group: str,
-    vault: Vault,
-    principal_id: str,
-    key_permissions: list[str],
-    kind: str,
-) -> None:
-    """The accessPolicies/{add|remove} operation for one principal's key permissions."""
-    entry = AccessPolicyEntry(
-        tenant_id=str(vault.properties.tenant_id),
-        object_id=principal_id,
-        permissions=Permissions(keys_property=key_permissions),
-    )
-    clients.keyvault_management().vaults.update_access_policy(
-        group,
-        str(vault.name),
-        kind,
-        VaultAccessPolicyParameters(
-            properties=VaultAccessPolicyProperties(access_policies=[entry])
-        ),
-    )
-
-
-def _role_assignments(
-    clients: AzureClients, scope: str, principal_id: str, role_id: str
-) -> list[Any]:
-    """The principal's assignments of `role_id` made at `scope` itself."""
-    assignments = clients.authorization().role_assignments
-    return [
-        a
-        for a in assignments.list_for_scope(scope, filter=f"principalId eq '{principal_id}'")
-        if a.principal_id == principal_id
-        and str(a.role_definition_id).rsplit("/", 1)[-1] == role_id
-        and str(a.scope).lower() == scope.lower()
-    ]
-
-
-def grant(
-    clients: AzureClients,
-    vault: VaultInfo,
-    principal_id: str,
-    key_permissions: list[str],
-    role_id: str,
-    timeout_seconds: float,
-) -> None:
-    """Let a principal use keys: an access policy, or `role_id` on RBAC vaults. Idempotent;
-    a principal the directory does not know yet is retried until `timeout_seconds`."""
-    if vault.rbac:
-        assign_role(clients, vault.id, principal_id, role_id, timeout_seconds)
-        return
-    group, current = _vault_policies(clients, vault)
-    have = {
-        p.lower()
-        for policy in current.properties.access_policies or []
-        if policy.object_id == principal_id
-        for p in (policy.permissions.keys_property or [])
-    }
-    if {p.lower() for p in key_permissions} <= have or "all" in have:
-        return
-    with named_failure(vault.id, f"granting {principal_id} key access"):
-        _update_policy(clients, group, current, principal_id, key_permissions, "add")
-
-
-def assign_role(
-    clients: AzureClients, scope: str, principal_id: str, role_id: str, timeout_seconds: float
-) -> None:
-    """Assign a built-in role at `scope` unless the principal already has it there.
-    A re-sent assignment refused as existing (409 RoleAssignmentExists or
-    RoleAssignmentUpdateNotPermitted) is success when the principal holds the role there."""
-    if _role_assignments(clients, scope, principal_id, role_id):
-        return
-    definition = f"{scope}/providers/Microsoft.Authorization/roleDefinitions/{role_id}"
-
-    def create() -> object:
-        return retry_while(
-            lambda: clients.authorization().role_assignments.create(
-                scope,
-                str(uuid.uuid4()),
-                {
-                    "role_definition_id": definition,
-                    "principal_id": principal_id,
-                    "principal_type": "ServicePrincipal",
-                },
-            ),
-            is_propagation_delay,
-            timeout_seconds=timeout_seconds,
-            first_delay=2,
-            on_retry=_log_retry("role assignment"),
-        )
-
-    with named_failure(scope, f"assigning role {role_id} to {principal_id}", waited=True):
-        write_or_find(
-            create,
-            lambda: _role_assignments(clients, scope, principal_id, role_id) or None,
-            is_lost_answer,
-        )
-
-
-def _log_retry(what: str) -> Any:
-    def log(exc: Exception, wait: float) -> None:
-        get_run_logger().info(
-            "%s not possible yet (%s); retrying in %.1f s", what, type(exc).__name__, wait
-        )
-
-    return log
 
 
 @task(name="Create key vault", **STEP_RETRIES)
@@ -369,25 +164,27 @@ def _ensure_vault(
 def ensure_key(
     credentials: AzureCredentials,
     subscription_id: str | None,
-    vault: VaultInfo,
+    vault: KeyStore,
     name: str,
     size: int,
     timeout_seconds: float,
 ) -> KeyInfo:
-    """Reuse the RSA key `name` (validated) or create it; a grant to this tool that has not
-    propagated yet is waited for with bounded backoff."""
+    """Reuse the RSA key `name` (validated) or create it (RSA-HSM in a managed HSM, which
+    holds HSM-protected keys only); a grant to this tool that has not propagated yet is
+    waited for with bounded backoff."""
     clients = AzureClients.of(credentials, subscription_id)
+    hsm = isinstance(vault, HsmInfo)
 
     def get_or_create() -> KeyInfo:
         key = read_key(clients, vault.url, name)
         if key is not None:
             return key_info(key, check_existing_key(key))
         created = write_or_find(
-            lambda: clients.keys(vault.url).create_rsa_key(name, size=size),
+            lambda: clients.keys(vault.url).create_rsa_key(name, size=size, hardware_protected=hsm),
             lambda: read_key(clients, vault.url, name),
             is_azure_error,
         )
-        get_run_logger().info("Created RSA %d key %s", size, created.id)
+        get_run_logger().info("Created %s %d key %s", text(created.key_type), size, created.id)
         return key_info(created, check_existing_key(created))
 
     with named_failure(f"{vault.url}/keys/{name}", "key creation", waited=True):
@@ -396,7 +193,7 @@ def ensure_key(
             is_propagation_delay,
             timeout_seconds=timeout_seconds,
             first_delay=1,
-            on_retry=_log_retry(f"key {name}"),
+            on_retry=log_retry(f"key {name}"),
         )
 
 
@@ -431,10 +228,14 @@ def new_key_version(
             return found
         current = keys.get_key(kid.name, kid.version)
         size = len(getattr(current.key, "n", None) or b"") * 8
+        # an HSM-protected key stays one (a managed HSM holds no other kind)
+        hsm = text(current.key_type).upper().endswith("-HSM")
         # tags live on versions: carry the current one's over, so selections by tag still match
         tags = {**(current.properties.tags or {}), ROTATION_TAG: rotation}
         made = write_or_find(
-            lambda: str(keys.create_rsa_key(kid.name, size=size, tags=tags).id),
+            lambda: str(
+                keys.create_rsa_key(kid.name, size=size, tags=tags, hardware_protected=hsm).id
+            ),
             lambda: _made_for(keys, kid, rotation),
             is_azure_error,
         )
@@ -459,68 +260,6 @@ def ensure_rotation_policy(
             get_run_logger().info("Rotation policy of %s set", kid.versionless)
         if not policy.matches(keys.get_key_rotation_policy(kid.name)):
             raise VerificationFailed(kid.versionless, "the rotation policy read back differs")
-
-
-def vault_for_key(clients: AzureClients, key_id: str) -> VaultInfo:
-    """The vault a key id lives in (matched on the vault URI); InvalidRequest if none."""
-    origin = KeyId.parse(key_id).vault_url.lower()
-    for vault in clients.keyvault_management().vaults.list_by_subscription():
-        if str(vault.properties.vault_uri).rstrip("/").lower() == origin:
-            return vault_info(vault)
-    raise InvalidRequest("key_id", key_id, "no key vault of this subscription serves this key")
-
-
-def revoke(
-    clients: AzureClients,
-    vault: VaultInfo,
-    principal_id: str,
-    key_permissions: list[str],
-    role_id: str,
-) -> int:
-    """Take a principal's key access away: its access policy permissions, or its `role_id`
-    assignments on the vault (RBAC vaults). Returns how many grants were removed."""
-    if vault.rbac:
-        found = _role_assignments(clients, vault.id, principal_id, role_id)
-        for assignment in found:
-            clients.authorization().role_assignments.delete_by_id(str(assignment.id))
-        return len(found)
-    group, current = _vault_policies(clients, vault)
-    if not any(p.object_id == principal_id for p in current.properties.access_policies or []):
-        return 0
-    _update_policy(clients, group, current, principal_id, key_permissions, "remove")
-    return 1
-
-
-def set_network_rules(
-    clients: AzureClients, vault: VaultInfo, trusted_services: bool, ip_rules: list[str]
-) -> bool:
-    """Deny by default, letting trusted Azure services through when `trusted_services`, and
-    the callers in `ip_rules`. Returns whether the vault changed."""
-    group = _group(vault)
-    vaults = clients.keyvault_management().vaults
-    acls = vaults.get(group, vault.name).properties.network_acls
-    bypass = "AzureServices" if trusted_services else "None"
-    have = sorted(r.value for r in (acls.ip_rules or [])) if acls else []
-    if acls and (text(acls.default_action), text(acls.bypass), have) == (
-        "Deny",
-        bypass,
-        sorted(ip_rules),
-    ):
-        return False
-    vaults.update(
-        group,
-        vault.name,
-        VaultPatchParameters(
-            properties=VaultPatchProperties(
-                network_acls=NetworkRuleSet(
-                    default_action="Deny",
-                    bypass=bypass,
-                    ip_rules=[IPRule(value=ip) for ip in ip_rules],
-                )
-            )
-        ),
-    )
-    return True
 
 
 @task(name="Check the key vault and key", **STEP_RETRIES)
@@ -562,6 +301,30 @@ def require_vault(
     return vault_info(found)
 
 
+@task(name="Read the managed HSM", **STEP_RETRIES)
+def require_managed_hsm(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    resource_group: str,
+    name: str,
+    location: str,
+    key_name: str,
+) -> KeyStore:
+    """Read-only, before any write: an existing managed HSM (this tool adopts one, it never
+    creates one), activated, in `location`, where this tool may create keys and assign
+    roles at `key_name`'s scope (InvalidRequest naming `hsm_name` otherwise)."""
+    clients = AzureClients.of(credentials, subscription_id)
+    found = read_hsm(clients, resource_group, name)
+    if found is None:
+        raise InvalidRequest(
+            "hsm_name", name, f"no such managed HSM in resource group {resource_group}"
+        )
+    check_existing_hsm(found, location)
+    store = hsm_info(found, key_name)
+    check_hsm_operator(clients, store, key_name)
+    return store
+
+
 @task(name="Find the key's vault", **STEP_RETRIES)
 def find_key_store(
     credentials: AzureCredentials, subscription_id: str | None, key_id: str
@@ -578,10 +341,12 @@ def grant_key_use(
     principal_id: str,
     timeout_seconds: float,
     reader: bool = False,
+    key_name: str | None = None,
 ) -> None:
     """Let a service's identity use the store's keys: get, wrapKey, unwrapKey by access
     policy, or Key Vault Crypto Service Encryption User on RBAC vaults (decided from the
-    vault); `reader` adds Reader on the vault, as the AKS doc asks."""
+    vault), or on a managed HSM Managed HSM Crypto Service Encryption User at the scope of
+    key `key_name`; `reader` adds Reader on the vault, as the AKS doc asks."""
     clients = AzureClients.of(credentials, subscription_id)
     grant(
         clients,
@@ -590,6 +355,7 @@ def grant_key_use(
         SERVICE_KEY_PERMISSIONS,
         CRYPTO_SERVICE_ENCRYPTION_USER,
         timeout_seconds,
+        key_name,
     )
     if reader:
         assign_role(clients, store.id, principal_id, READER, timeout_seconds)
@@ -600,16 +366,22 @@ def grant_key_use(
 
 @task(name="Revoke key access")
 def revoke_key_use(
-    credentials: AzureCredentials, subscription_id: str | None, store: KeyStore, principal_id: str
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    store: KeyStore,
+    principal_id: str,
+    key_name: str | None = None,
 ) -> int:
-    """`az keyvault delete-policy --object-id …` (or the role assignment on RBAC vaults).
-    Returns how many grants were removed."""
+    """`az keyvault delete-policy --object-id …` (or the role assignment on RBAC vaults, or
+    the local role at key `key_name`'s scope on a managed HSM). Returns how many grants were
+    removed."""
     return revoke(
         AzureClients.of(credentials, subscription_id),
         store,
         principal_id,
         SERVICE_KEY_PERMISSIONS,
         CRYPTO_SERVICE_ENCRYPTION_USER,
+        key_name,
     )
 
 
@@ -629,4 +401,6 @@ def allow_trusted_services(
     credentials: AzureCredentials, subscription_id: str | None, store: KeyStore, ips: list[str]
 ) -> bool:
     """Deny by default, allow trusted Microsoft services (ACR is one) and the operator."""
+    if not isinstance(store, VaultInfo):
+        raise InvalidRequest("vault_name", store.name, "a managed HSM's firewall is not set here")
     return set_network_rules(AzureClients.of(credentials, subscription_id), store, True, ips)

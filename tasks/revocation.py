@@ -33,20 +33,14 @@ from byok.drill import (
 from byok.errors import InvalidRequest, VerificationFailed
 from byok.inventory.blast import Dependent
 from byok.inventory.models import Kind
+from byok.key_store import CRYPTO_SERVICE_ENCRYPTION_USER, SERVICE_KEY_PERMISSIONS, KeyStore
 from byok.keyvault_ids import KeyId
 from byok.polling import PollTimeout, poll_until
 from byok.registry_probe import probe_registry_data
 from byok.retrying import retry_while
 from clients.azure import AzureClients
+from clients.key_store_access import grant, revoke, vault_for_key
 from tasks.artifacts import artifact_key
-from tasks.key_vault import (
-    CRYPTO_SERVICE_ENCRYPTION_USER,
-    SERVICE_KEY_PERMISSIONS,
-    VaultInfo,
-    grant,
-    revoke,
-    vault_for_key,
-)
 from tasks.retry import STEP_RETRIES
 
 # What a VM start answers while its disks' key is still unusable (the restore propagating).
@@ -75,8 +69,8 @@ def _registries(credentials: AzureCredentials, subscription_id: str) -> Registri
     return AzureClients.of(credentials, subscription_id).container_registry().registries
 
 
-def _vault(credentials: AzureCredentials, key_id: str, subscriptions: list[str]) -> VaultInfo:
-    """The vault of the key, in one of the subscriptions."""
+def _vault(credentials: AzureCredentials, key_id: str, subscriptions: list[str]) -> KeyStore:
+    """The vault (or managed HSM) of the key, in one of the subscriptions."""
     for sub in subscriptions or [credentials.subscription_id]:
         try:
             return vault_for_key(AzureClients.of(credentials, sub), key_id)
@@ -140,7 +134,12 @@ def revoke_key_access(
         clients = AzureClients.of(credentials, _where(vault.id)[0])
         for principal in principals:
             revoke(
-                clients, vault, principal, SERVICE_KEY_PERMISSIONS, CRYPTO_SERVICE_ENCRYPTION_USER
+                clients,
+                vault,
+                principal,
+                SERVICE_KEY_PERMISSIONS,
+                CRYPTO_SERVICE_ENCRYPTION_USER,
+                name,
             )
         revocation.principals = principals
     get_run_logger().warning(
@@ -181,6 +180,7 @@ def restore_key_access(
                 SERVICE_KEY_PERMISSIONS,
                 CRYPTO_SERVICE_ENCRYPTION_USER,
                 timeout_seconds,
+                name,
             )
         for version, tags in grant_versions:
             kept = {k: v for k, v in tags.items() if not k.startswith(GRANTS_TAG)}

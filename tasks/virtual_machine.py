@@ -139,8 +139,10 @@ def verify_vm_disks(
     name: str,
     os_set: str,
     data_sets: dict[int, str],
+    encryption_at_host: bool = False,
 ) -> VmResult:
-    """Each managed disk of the VM reports the requested set."""
+    """Each managed disk of the VM reports the requested set (and the VM encryption at host,
+    when asked for)."""
     clients = AzureClients.of(credentials, subscription_id)
     vm = clients.compute().virtual_machines.get(rg, name)
     storage = vm.properties.storage_profile
@@ -156,7 +158,12 @@ def verify_vm_disks(
         data_disk_encryption_set_ids={
             int(d.lun): disk_set(d.managed_disk.id) for d in storage.data_disks or []
         },
+        encryption_at_host=bool(
+            vm.properties.security_profile and vm.properties.security_profile.encryption_at_host
+        ),
     )
+    if encryption_at_host and not result.encryption_at_host:
+        raise VerificationFailed(str(vm.id), "it reports no encryption at host")
     wanted = {"os": os_set.lower(), "data": {k: v.lower() for k, v in data_sets.items()}}
     actual = {
         "os": (result.os_disk_encryption_set_id or "").lower(),

@@ -1,6 +1,6 @@
-"""Shared fixtures: one emulator per session (state reset per test), one Prefect test
-harness per session, and one running `byok demo` for the tests that need a real server,
-deployments and a worker."""
+"""Shared fixtures: one emulator per process (state reset per test), one Prefect server per
+session shared by every xdist worker (tests/prefect_server.py), and one running `byok demo`
+for the tests that need a real server, deployments and a worker."""
 
 from __future__ import annotations
 
@@ -35,8 +35,46 @@ from clients.azure import AzureClients
 from clients.context import forget as forget_client_contexts
 from console.emulator_blocks import emulator_azure_credentials
 from emulator.server import Emulator
+from tasks import run_lock
+from tests import prefect_server
 
-AZURE_BLOCK = "emulator-azure"
+# Names on the session's one Prefect server: each xdist worker its own (its own emulator).
+_ON_SERVER = f"-{_worker}" if _worker else ""
+AZURE_BLOCK = f"emulator-azure{_ON_SERVER}"
+_SERVER = pytest.StashKey[prefect_server.Server]()
+
+
+def _server_timeout() -> int:
+    """A loaded machine can take minutes to start a Prefect server (BYOK_TEST_SERVER_TIMEOUT)."""
+    return int(os.environ.get("BYOK_TEST_SERVER_TIMEOUT", "300"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The xdist controller starts the session's Prefect server before its workers, which
+    inherit its address."""
+    if not _worker and getattr(config.option, "dist", "no") != "no":
+        config.stash[_SERVER] = prefect_server.start()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """What the session's Prefect server logged, if anything (its errors)."""
+    server = terminalreporter.config.stash.get(_SERVER, None)
+    if server and (tail := server.log_tail()):
+        terminalreporter.section("Prefect server log (end)")
+        terminalreporter.write_line(tail)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The controller (or, with `-n 0`, the process that started it) stops it."""
+    if server := config.stash.get(_SERVER, None):
+        server.stop()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """A worker runs its first test once the server it was given answers."""
+    if _worker and prefect_server.home():
+        prefect_server.wait_until_up(_server_timeout())
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -90,13 +128,67 @@ def azure(azure_credentials: AzureCredentials) -> AzureClients:
 
 
 @pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    """A temporary Prefect server and database for the whole session."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_harness(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The session's Prefect server (started here when no xdist controller did), as
+    `prefect_test_harness` sets one up: the API URL and the server's database in this
+    process's settings; the log and event workers drained at the end."""
+    from prefect.context import _temporary_global_settings_context, get_settings_context
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import (
+        PREFECT_API_SSL_CERT_FILE,
+        PREFECT_API_URL,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL,
+        temporary_settings,
+    )
 
-    # A loaded machine can take minutes to start the server (BYOK_TEST_SERVER_TIMEOUT).
-    timeout = int(os.environ.get("BYOK_TEST_SERVER_TIMEOUT", "300"))
-    with prefect_test_harness(server_startup_timeout=timeout):
+    if prefect_server.home() is None:
+        request.config.stash[_SERVER] = prefect_server.start()
+    prefect_server.wait_until_up(_server_timeout())
+    settings = {
+        PREFECT_API_URL: os.environ["PREFECT_API_URL"],
+        PREFECT_API_SSL_CERT_FILE: os.environ["PREFECT_API_SSL_CERT_FILE"],
+        PREFECT_SERVER_DATABASE_CONNECTION_URL: prefect_server.database_url(
+            prefect_server.home()  # type: ignore[arg-type]
+        ),
+    }
+    with (
+        temporary_settings(updates=settings),
+        _temporary_global_settings_context(get_settings_context()),
+    ):
+        _register_block_types()
+        yield
+        APILogWorker.drain_all(timeout=30)
+        EventsWorker.drain_all(timeout=30)
+
+
+def _register_block_types() -> None:
+    """The project's block types, registered before a test saves a block: two workers saving
+    the first block of a type at once race in Prefect's read-then-create (409 Conflict for
+    the second); registering again finds the type."""
+    from prefect.exceptions import ObjectAlreadyExists, PrefectHTTPStatusError
+
+    from blocks.ibm import IBMCloudCredentials
+
+    for block in (AzureCredentials, IBMCloudCredentials):
+        try:
+            block.register_type_and_schema()
+        except (ObjectAlreadyExists, PrefectHTTPStatusError) as exc:
+            if isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code != 409:
+                raise
+            block.register_type_and_schema()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def worker_run_locks() -> Iterator[None]:
+    """The flows' run locks are Prefect concurrency limits named after the resource id; the
+    same id in two workers' emulators is two resources: each worker's locks carry its name."""
+    if not _worker:
+        yield
+        return
+    named = run_lock.lock_name
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_lock, "lock_name", lambda resource_id: f"{_worker}-{named(resource_id)}")
         yield
 
 
@@ -134,7 +226,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in prefect_server.EXPORTED},
         "BYOK_EMULATOR_DIR": str(tmp / "emulator"),
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
@@ -242,7 +334,7 @@ def ibm_service_id(ibm: IBMClients, ibm_credentials: IBMCloudCredentials) -> tup
     return service_id["iam_id"], key["apikey"]
 
 
-IBM_BLOCK = "emulator-ibm"
+IBM_BLOCK = f"emulator-ibm{_ON_SERVER}"
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import requests
@@ -11,6 +12,13 @@ from azure.mgmt.keyvault.models import (
     Sku,
     VaultCreateOrUpdateParameters,
     VaultProperties,
+)
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
 )
 
 from clients.azure import AzureClients
@@ -27,6 +35,24 @@ def principal_ids(emulator: Emulator) -> list[str]:
         p.object_id for p in state.entra.principals.values() if p.display_name == FLOW_PRINCIPAL
     ]
     return [state.service_principal.object_id, *flows]
+
+
+def run_records(flow_run_id: Any) -> list[str]:
+    """A flow run's record, its task runs, logs and artifacts, as JSON texts (to search for
+    secrets): read by the run's id, as the session's Prefect server holds every test's."""
+
+    async def read() -> list[Any]:
+        runs = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        logs = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        async with get_client() as client:
+            return [
+                *await client.read_flow_runs(flow_run_filter=runs),
+                *await client.read_task_runs(flow_run_filter=runs),
+                *await client.read_logs(logs),
+                *await client.read_artifacts(flow_run_filter=runs),
+            ]
+
+    return [record.model_dump_json() for record in asyncio.run(read())]
 
 
 def vault_parameters(

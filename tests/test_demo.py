@@ -59,6 +59,10 @@ def test_demo_runs_the_procedures(demo: Demo) -> None:
     assert re.search(r"Fleet rotation fleet-\w+-\d{8}: [1-9]\d* keys at a new version", out)
     assert re.search(r"Revocation drill on https://\S+/keys/des-key: [1-9]\d* dependents", out)
     assert ", 0 failed (artifact revocation-drill-des-key)" in out
+    assert "H1    managed HSM hsm-byok-demo (activated by its officers), RSA-HSM key" in out
+    assert re.search(r"X1    cross-tenant set des-xt-demo in this tenant with key \S+ of", out)
+    assert "V1    confidential VM cvm-byok-demo on set des-cvm-demo" in out
+    assert "V2    offline rotation: 1 VM(s) deallocated" in out and "1 started again" in out
     assert "deployments in work pool byok-process" in out
     assert "Prefect UI: http://127.0.0.1:" in out
     assert "emulator-client-secret" not in out + errors

@@ -263,8 +263,12 @@ CONTROLS: tuple[Control, ...] = (
     Control(
         "rotation-policy",
         "The key has a rotation policy that rotates it within the limit",
-        ("MCSB DP-6", "Azure Policy d8cf8476-a2ec-4916-896e-992351803c44"),
-        _AZURE_KEYED,
+        (
+            "MCSB DP-6",
+            "Azure Policy d8cf8476-a2ec-4916-896e-992351803c44",
+            "CIS IBM Cloud 8.1.1",
+        ),
+        _AZURE_KEYED | {Kind.IBM_ROOT_KEY},
         _rotation_policy,
     ),
     Control(

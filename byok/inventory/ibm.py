@@ -18,9 +18,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from byok.inventory.models import Finding, KeyState, Kind
+from byok.inventory.models import Finding, KeyState, Kind, RotationPolicy
 
 ACTIVE = 1  # Key Protect key state
+DAYS_PER_MONTH = 30  # a Key Protect rotation policy's interval is in months
 OBJECT_SUFFIX = ".vhd"  # the IBM image flow's default object name: '<image name>.vhd'
 _UUID = re.compile(r"^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$", re.IGNORECASE)
 
@@ -44,7 +45,8 @@ class IbmAccountSnapshot(BaseModel):
     account_id: str
     region: str
     root_keys: list[dict[str, Any]] = Field(
-        default_factory=list, description="Key Protect root keys, each with its 'instanceCrn'."
+        default_factory=list,
+        description="Key Protect root keys, each with its 'instanceCrn' and 'rotationPolicy'.",
     )
     registrations: dict[str, list[dict[str, Any]]] = Field(
         default_factory=dict, description="Key Protect registrations by root key id."
@@ -87,7 +89,18 @@ def root_key_state(key: dict[str, Any]) -> KeyState:
         expires=_time(key.get("expirationDate")),
         last_rotation=_time(key.get("lastRotateDate")),
         store_id=key.get("instanceCrn"),
+        rotation_policy=_rotation_policy(key.get("rotationPolicy")),
     )
+
+
+def _rotation_policy(rotation: dict[str, Any] | None) -> RotationPolicy | None:
+    """A Key Protect rotation policy ({enabled, interval_month}) in days; a disabled one
+    rotates nothing."""
+    if not rotation:
+        return None
+    if not rotation.get("enabled", True):
+        return RotationPolicy()
+    return RotationPolicy(rotate_after_days=int(rotation["interval_month"]) * DAYS_PER_MONTH)
 
 
 class _Keys:

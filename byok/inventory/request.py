@@ -13,6 +13,7 @@ from byok.errors import InvalidRequest
 from byok.inventory.blast import Dependent, parse_any_key, parse_key
 from byok.inventory.ibm import key_protect_id
 from byok.inventory.report import Change
+from byok.parameters import AZURE_BLOCK_NAME
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
@@ -56,9 +57,7 @@ class IbmAccountScope(BaseModel):
 class FleetScope(BaseModel):
     """The credentials and the subscriptions a fleet-wide flow looks in."""
 
-    azure_credentials_block: str = Field(
-        ..., description="Name of the saved 'BYOK Azure Credentials' block to use."
-    )
+    azure_credentials_block: str | None = Field(None, description=AZURE_BLOCK_NAME)
     subscriptions: SubscriptionIds = Field(
         default_factory=list,
         description="Subscription ids; empty: every subscription the credentials can see.",

@@ -16,6 +16,7 @@ from tests.conftest import emulator_credentials
 SUB = "/subscriptions/5f6a9e1c-0000-4000-8000-00000000b10c"
 RG = f"{SUB}/resourceGroups/rg-a"
 VAULT = f"{RG}/providers/Microsoft.KeyVault/vaults/kv1"
+CLUSTER = f"{RG}/providers/Microsoft.ContainerService/managedClusters/c1"
 ROLES = {r.name: r.id for r in BUILT_IN_ROLES.values()}
 
 
@@ -65,6 +66,21 @@ def assignment(role: str, scope: str, principal: str = "p1") -> dict:
         ("Managed Identity Contributor", RG,
          "Microsoft.ManagedIdentity/userAssignedIdentities/write",
          f"{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1", False, True),
+        ("Key Vault Contributor", RG, "Microsoft.KeyVault/vaults/write", VAULT, False, True),
+        ("Key Vault Contributor", RG, "Microsoft.KeyVault/managedHSMs/write",
+         f"{RG}/providers/Microsoft.KeyVault/managedHSMs/h1", False, False),
+        ("Key Vault Contributor", RG, "Microsoft.KeyVault/vaults/keys/create/action", VAULT,
+         True, False),
+        ("Key Vault Contributor", RG, "Microsoft.Authorization/roleAssignments/write", VAULT,
+         False, False),
+        ("Reader", SUB,
+         "Microsoft.ContainerService/managedClusters/listClusterUserCredential/action",
+         CLUSTER, False, False),
+        ("Azure Kubernetes Service Cluster User Role", CLUSTER,
+         "Microsoft.ContainerService/managedClusters/listClusterUserCredential/action",
+         CLUSTER, False, True),
+        ("Azure Kubernetes Service Cluster User Role", CLUSTER,
+         "Microsoft.ContainerService/managedClusters/write", CLUSTER, False, False),
     ],
 )  # fmt: skip
 def test_allowed(role: str, at: str, action: str, scope: str, data: bool, expected: bool) -> None:

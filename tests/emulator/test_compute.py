@@ -9,6 +9,7 @@ from azure.mgmt.compute.models import (
     DiskEncryptionSetUpdate,
     EncryptionSetIdentity,
     KeyForDiskEncryptionSet,
+    SecurityProfile,
 )
 
 from clients.azure import AzureClients
@@ -246,3 +247,23 @@ def test_a_policy_rotation_is_picked_up_by_the_set(azure: AzureClients, emulator
     assert moved.active_key.key_url == latest.id != before
     made = latest.properties.created_on.timestamp()
     assert made < moved.last_key_rotation_timestamp.timestamp() <= clock.now()
+
+
+def test_encryption_at_host_needs_the_subscriptions_feature(
+    azure: AzureClients, emulator: Emulator
+) -> None:
+    """A VM with `securityProfile.encryptionAtHost` is refused until Microsoft.Compute/
+    EncryptionAtHost is registered (https://github.com/Azure/azure-cli/issues/16788)."""
+    encrypted_vm(azure, emulator)
+    vms = azure.compute().virtual_machines
+    body = vms.get("rg-img", "vm1")
+    body.security_profile = SecurityProfile(encryption_at_host=True)
+    body.storage_profile.os_disk.managed_disk.id = None
+    body.storage_profile.os_disk.name = None
+    with pytest.raises(HttpResponseError) as refused:
+        vms.begin_create_or_update("rg-img", "vm-host", body).result()
+    assert refused.value.status_code == 400
+    assert "'Microsoft.Compute/EncryptionAtHost' feature is not enabled" in str(refused.value)
+    emulator.arm.configure_feature("Microsoft.Compute", "EncryptionAtHost", state="Registered")
+    made = vms.begin_create_or_update("rg-img", "vm-host", body).result()
+    assert made.security_profile.encryption_at_host is True

@@ -87,6 +87,7 @@ def test_switch_refuses_bad_settings(emulator: Emulator) -> None:
     answer = requests.post(
         f"{emulator.base_url}/_emulator/throttle",
         json={"enabled": True, "reads": "0/1"},
+        headers={"Authorization": f"Bearer {emulator.admin_token}"},
         verify=str(emulator.ca_path),
         timeout=10,
     )

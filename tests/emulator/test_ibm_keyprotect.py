@@ -162,3 +162,22 @@ def test_disabled_root_key_refuses_crypto_until_enabled(kp: KeyProtectClient) ->
     kp._call("POST", f"/api/v2/keys/{key['id']}/actions/enable")
     assert kp.get_key(key["id"])["state"] == 1
     assert base64.b64decode(kp.unwrap(key["id"], wrapped)["plaintext"]) == dek
+
+
+def test_rotation_policies_of_root_keys(ibm: IBMClients, emulator: Emulator) -> None:
+    """PUT/GET /keys/{id}/policies as IBM/keyprotect-go-client sends them: 1 to 12 months,
+    root keys only, the last write wins."""
+    kp = ibm.key_protect(emulator.ibm_identity.key_protect_instance)
+    root = kp.create_key("root")
+    assert kp.rotation_policy(root["id"]) is None
+    kp.set_rotation_policy(root["id"], 6)
+    kp.set_rotation_policy(root["id"], 2)
+    assert kp.rotation_policy(root["id"]) == {"enabled": True, "interval_month": 2}
+    for months in (0, 13):
+        with pytest.raises(ApiException) as bad:
+            kp.set_rotation_policy(root["id"], months)
+        assert bad.value.status_code == 400 and "interval_month" in bad.value.message
+    standard = kp.create_key("standard", extractable=True)
+    with pytest.raises(ApiException) as refused:
+        kp.set_rotation_policy(standard["id"], 1)
+    assert refused.value.status_code == 422 and "root keys" in refused.value.message

@@ -438,6 +438,7 @@ def test_policy_rotates_on_the_emulator_clock(
     answer = requests.post(
         f"{emulator.base_url}/_emulator/clock",
         json={"advance_seconds": 63 * DAY},  # day 92: rotations due on days 30, 60 and 90
+        headers={"Authorization": f"Bearer {emulator.admin_token}"},
         verify=str(emulator.ca_path),
         timeout=10,
     )
@@ -445,6 +446,7 @@ def test_policy_rotates_on_the_emulator_clock(
     backwards = requests.post(
         f"{emulator.base_url}/_emulator/clock",
         json={"advance_seconds": -1},
+        headers={"Authorization": f"Bearer {emulator.admin_token}"},
         verify=str(emulator.ca_path),
         timeout=10,
     )

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 from ibm_botocore.exceptions import ClientError
 
 from clients.azure import AzureClients
@@ -106,3 +107,20 @@ def test_the_emulator_imports_nothing_of_the_project() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/_emulator/requests", 200), ("GET", "/_emulator/throttle", 200),
+     ("POST", "/_emulator/reset", 204)],
+)  # fmt: skip
+def test_the_admin_api_needs_the_token_the_emulator_printed(
+    emulator: Emulator, method: str, path: str, status: int
+) -> None:
+    url, ca = emulator.base_url + path, str(emulator.ca_path)
+    token = emulator.admin_token
+    for wrong in ({}, {"Authorization": "Bearer not-the-token"}, {"Authorization": token}):
+        answer = requests.request(method, url, headers=wrong, verify=ca, timeout=10)
+        assert (answer.status_code, answer.json()["error"]["code"]) == (401, "Unauthorized")
+    right = {"Authorization": f"Bearer {token}"}
+    assert requests.request(method, url, headers=right, verify=ca, timeout=10).status_code == status

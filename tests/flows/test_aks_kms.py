@@ -7,6 +7,7 @@ before any write."""
 from __future__ import annotations
 
 import base64
+import threading
 import uuid
 from typing import Any
 
@@ -216,3 +217,33 @@ def test_bad_requests_are_refused_before_any_write(
         "identity_name = 'aks-kms': has no encrypt/decrypt permission on key vault 'kv-kms'"
     )
     assert changes(emulator) == before
+
+
+def test_two_rotations_at_once_make_one_key_version_and_seal_every_secret_once(
+    azure_block: str, azure: AzureClients, emulator: Emulator
+) -> None:
+    """Both runs of one rotation wait for each other (`wait_for_other_run`): one new key
+    version, the cluster moved once, every Secret sealed with it."""
+    aks = Cluster(azure, emulator)
+    enable_aks_kms_encryption(enable(azure_block, aks.key_id))
+    request = rotate(azure_block, "r1").model_copy(update={"wait_for_other_run": True})
+    outcome: dict[int, Any] = {}
+
+    def run(number: int) -> None:
+        try:
+            outcome[number] = rotate_aks_kms_key(request)
+        except Exception as exc:  # reported by the assertion below
+            outcome[number] = exc
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(600)
+    assert not [o for o in outcome.values() if isinstance(o, Exception)], outcome
+    assert len(aks.versions()) == 2
+    v2 = aks.versions()[-1]
+    assert outcome[1].key_version == outcome[2].key_version == v2
+    assert set(aks.sealed_with().values()) == {v2}
+    assert outcome[1].secrets_rewritten + outcome[2].secrets_rewritten == len(SECRETS)
+    assert aks.values() == SECRETS

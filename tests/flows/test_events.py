@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from prefect.client.orchestration import get_client
@@ -17,23 +18,25 @@ from flows.disk_encryption_set import (
 )
 
 
-def byok_events(since: float) -> list[dict[str, Any]]:
-    """byok.* events recorded by the server since `since` (waits for them to land)."""
+def byok_events(
+    since: float, ids: Iterable[str] = (), tag: str | None = None
+) -> list[dict[str, Any]]:
+    """byok.* events recorded by the server since `since` (waits for them to land) about the
+    resources `ids`, or related to runs tagged `tag`: the session's server holds every xdist
+    worker's events."""
     import datetime as dt
 
     EventsWorker.drain_all(timeout=10)
     start = dt.datetime.fromtimestamp(since, dt.UTC).isoformat()
+    query: dict[str, Any] = {"event": {"prefix": ["byok."]}, "occurred": {"since": start}}
+    if ids:
+        query["resource"] = {"labels": {"byok.id": list(ids)}}
+    if tag:
+        query["related"] = {"id": [f"prefect.tag.{tag}"]}
     deadline = time.monotonic() + 15
     while True:
         with get_client(sync_client=True) as client:
-            response = client.request(
-                "POST",
-                "/events/filter",
-                json={
-                    "filter": {"event": {"prefix": ["byok."]}, "occurred": {"since": start}},
-                    "limit": 50,
-                },
-            )
+            response = client.request("POST", "/events/filter", json={"filter": query, "limit": 50})
         events = response.json()["events"]
         if events or time.monotonic() > deadline:
             return events
@@ -66,7 +69,7 @@ def test_encryption_and_rotation_events(azure_block: str, emulator: Emulator) ->
     deadline = time.monotonic() + 15
     events: list[dict[str, Any]] = []
     while time.monotonic() < deadline and len(events) < 2:
-        events = [e for e in byok_events(since) if e["resource"]["byok.id"] in mine]
+        events = byok_events(since, ids=mine)
     assert sorted(e["event"] for e in events) == ["byok.key.rotated", "byok.resource.encrypted"]
     rotated = next(e for e in events if e["event"] == "byok.key.rotated")
     assert rotated["related"][0]["byok.id"] == prepared.disk_encryption_set.id

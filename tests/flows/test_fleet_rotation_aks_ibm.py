@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from byok.ibm_dek import META_KEY_VERSION, META_KEYHASH, META_ROOT_KEY, META_WDEK
 from byok.ibm_vpc_qemu import encrypt_to_qcow2
 from byok.inventory.request import IbmAccountScope
 from byok.rotation import FleetRotationRequest
@@ -25,9 +26,9 @@ from emulator.faults import Fault
 from emulator.server import Emulator
 from flows.aks_kms import enable_aks_kms_encryption
 from flows.fleet_rotation import rotate_customer_keys
-from tasks.ibm_cos import META_KEY_VERSION, META_KEYHASH, META_ROOT_KEY, META_WDEK
 from tests.emulator.test_containerservice import cluster as cluster_body
 from tests.flows.test_aks_kms import enable
+from tests.flows.test_events import byok_events
 from tests.flows.test_fleet_rotation import writes
 from tests.helpers import vault_with_key
 
@@ -224,7 +225,11 @@ def test_ibm_root_keys_rotate_once_rewrap_every_image_and_resume(
     assert [r["keyVersion"]["id"] for r in registered] == [vpc_v2]
 
     # the re-run finishes img-b without a second rotation; the VPC key waits for its hour
+    since = time.time() - 1
     done = rows(rotate_customer_keys(fleet(azure_block, **asked)))
+    (event,) = byok_events(since, [root["crn"]])  # once every image of the key moved
+    assert (event["event"], event["payload"]["new_version"]) == ("byok.key.rotated", v2)
+    assert {r["byok.id"] for r in event["related"] if "byok.id" in r} == uris
     assert (version(), version(vpc_root)) == (v2, vpc_v2)
     uri = f"cos://{ids.region}/{BUCKET}/"
     assert done[(root["crn"], "")][::2] == ("rotated", v2)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
+from prefect import tags
 from prefect.events import emit_event
 from pydantic import ValidationError
 
@@ -217,6 +219,15 @@ def test_vm_from_the_encrypted_version(
     )
     assert create_vm_from_encrypted_image(vm_request) == vm  # a re-run creates nothing
     assert len(emulator.requests.find("PUT", "virtualMachines/vm1$")) == 1
+    # encryption at host: the subscription's feature registered first, then the VM with it
+    emulator.arm.configure_feature("Microsoft.Compute", "EncryptionAtHost", polls=1)
+    host = create_vm_from_encrypted_image(
+        vm_request.model_copy(update={"vm_name": "vm3", "enable_encryption_at_host": True})
+    )
+    assert host.encryption_at_host and not vm.encryption_at_host
+    assert emulator.arm.feature("Microsoft.Compute", "EncryptionAtHost").state == "Registered"
+    stored = emulator.arm.get(host.id)
+    assert stored is not None and stored["properties"]["securityProfile"]["encryptionAtHost"]
     with pytest.raises(InvalidRequest, match="one set per data disk"):
         create_vm_from_encrypted_image(
             vm_request.model_copy(
@@ -275,19 +286,25 @@ def test_unencrypted_requests_are_refused_before_any_write(
     azure_block: str, emulator: Emulator, setup: dict[str, str]
 ) -> None:
     since, before = time.time() - 1, writes(emulator)
-    for shape in UNENCRYPTED:
-        region: dict[str, Any] = {"name": "westeurope"}
-        if shape is not None:
-            region["encryption"] = shape
-        message = refused(
-            publish_encrypted_image_version,
-            request_json(azure_block, setup, target_regions=[region]),
-        )
-        assert message.startswith("request.target_regions[0].encryption = "), message
-        assert "needs a disk encryption set (customer-managed key) for the OS disk" in message
+    mine = f"byok-test-{uuid.uuid4().hex[:12]}"  # this test's runs and marker, on a shared server
+    with tags(mine):
+        for shape in UNENCRYPTED:
+            region: dict[str, Any] = {"name": "westeurope"}
+            if shape is not None:
+                region["encryption"] = shape
+            message = refused(
+                publish_encrypted_image_version,
+                request_json(azure_block, setup, target_regions=[region]),
+            )
+            assert message.startswith("request.target_regions[0].encryption = "), message
+            assert "needs a disk encryption set (customer-managed key) for the OS disk" in message
     assert writes(emulator) == before
-    emit_event(event="byok.test.marker", resource={"prefect.resource.id": "byok.test.marker"})
-    assert [e["event"] for e in byok_events(since)] == ["byok.test.marker"]
+    emit_event(
+        event="byok.test.marker",
+        resource={"prefect.resource.id": "byok.test.marker"},
+        related=[{"prefect.resource.id": f"prefect.tag.{mine}", "prefect.resource.role": "tag"}],
+    )
+    assert [e["event"] for e in byok_events(since, tag=mine)] == ["byok.test.marker"]
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,10 @@ import pytest
 from blocks.ibm import IBMCloudCredentials
 from byok.errors import ConcurrentRun
 from clients.ibm import IBMClients
+from clients.softlayer_templates import ImportFailed
 from emulator.faults import Fault
 from emulator.server import Emulator
 from flows.ibm_image import lock_ids, provision_encrypted_ibm_image
-from tasks.ibm_softlayer import ImportFailed
 from tasks.run_lock import resource_lock
 from tests import crash
 from tests.flows.test_ibm_image import (

@@ -4,7 +4,6 @@ after a crash at each step, throttling absorbed, and no secret in Prefect's reco
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import logging
@@ -15,7 +14,6 @@ from typing import Any
 
 import pytest
 from prefect.blocks.system import Secret
-from prefect.client.orchestration import get_client
 from prefect.logging.handlers import APILogHandler
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 
@@ -30,6 +28,7 @@ from emulator.server import Emulator
 from emulator.services.softlayer.models import SEED_TEMPLATE_ID, seed_image
 from flows.ibm_image import provision_encrypted_ibm_image
 from tasks.ibm_validation import validate_image_request
+from tests.helpers import run_records
 
 BUCKET = "byok-images"
 IMAGE = "byok-ubuntu-encrypted"
@@ -222,15 +221,6 @@ def test_key_protect_generated_dek_and_imported_root_key(
     assert len(dek) == 32 and keyhash(dek).hex() == result.keyhash
 
 
-async def _prefect_records() -> list[str]:
-    async with get_client() as client:
-        runs = await client.read_flow_runs()
-        tasks = await client.read_task_runs()
-        logs = await client.read_logs()
-        artifacts = await client.read_artifacts()
-    return [r.model_dump_json() for r in [*runs, *tasks, *logs, *artifacts]]
-
-
 def test_no_secret_in_prefect_records(
     ibm_block: str, emulator: Emulator, ibm: IBMClients, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -249,7 +239,8 @@ def test_no_secret_in_prefect_records(
         return key
 
     monkeypatch.setattr(iam, "create_api_key", recording)
-    result = provision_encrypted_ibm_image(request(ibm_block, emulator))
+    state = provision_encrypted_ibm_image(request(ibm_block, emulator), return_state=True)
+    result = state.result()
     APILogHandler().flush()
     kp = ibm.key_protect(emulator.ibm_identity.key_protect_instance)
     dek_b64 = kp.unwrap(result.root_key_id, str(result.wrapped_dek))["plaintext"]
@@ -260,7 +251,7 @@ def test_no_secret_in_prefect_records(
         base64.b64decode(dek_b64).hex(),
     ]
     assert len(service_keys) == 1
-    records = asyncio.run(_prefect_records())
+    records = run_records(state.state_details.flow_run_id)
     assert any("Wrapped a 64-byte DEK" in r for r in records), "INFO logs reached the API"
     assert any("Encrypted IBM Cloud image" in r for r in records), "the summary artifact"
     storage = Path(PREFECT_LOCAL_STORAGE_PATH.value())

@@ -15,6 +15,7 @@ from prefect.blocks.system import Secret
 
 from blocks.ibm import IBMCloudCredentials
 from byok.ibm_cos_io import replace_metadata
+from byok.ibm_dek import META_KEY_VERSION, META_KEYHASH, META_ROOT_KEY, META_WDEK
 from byok.ibm_models import IbmImageResult, IbmKeyRotationRequest
 from byok.validation import InvalidRequest
 from byok.vhd import keyhash
@@ -23,7 +24,6 @@ from emulator.faults import Fault
 from emulator.server import Emulator
 from flows.ibm_image import provision_encrypted_ibm_image
 from flows.ibm_rotation import rotate_ibm_root_key
-from tasks.ibm_cos import META_KEY_VERSION, META_KEYHASH, META_ROOT_KEY, META_WDEK
 from tasks.ibm_rotation import validate_rotation_request
 from tests.flows.test_events import byok_events
 from tests.flows.test_ibm_image import (  # noqa: F401 (quick_softlayer: autouse fixture)
@@ -93,7 +93,7 @@ def test_rotation_rewraps_and_records_the_new_version(
     assert "rewrappedKeyVersion" not in kp.unwrap(image.root_key_id, result.wrapped_dek)
     events = [
         e
-        for e in byok_events(since)
+        for e in byok_events(since, ids=[image.root_key_crn])
         if e["event"] == "byok.key.rotated" and e["resource"]["byok.id"] == image.root_key_crn
     ]
     assert len(events) == 1

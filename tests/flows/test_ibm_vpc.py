@@ -5,7 +5,6 @@ log, artifact, result, stored file or temp file."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import os
@@ -17,8 +16,6 @@ from typing import Any
 
 import pytest
 from prefect.blocks.system import Secret
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort, LogSort, TaskRunSort
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 
@@ -30,6 +27,7 @@ from emulator.server import Emulator
 from emulator.services.vpc.models import VpcModel
 from emulator.state import EmulatorState
 from flows.ibm_vpc_image import provision_encrypted_vpc_image, rotate_vpc_root_key_flow
+from tests.helpers import run_records
 
 
 def state(emulator: Emulator) -> EmulatorState:
@@ -117,17 +115,6 @@ def passphrase_of(emulator: Emulator, ibm: IBMClients, vpc: VpcModel, image_id: 
     return base64.b64decode(kp.unwrap(key_id, body["encrypted_data_key"])["plaintext"]).decode()
 
 
-async def _prefect_records() -> list[str]:
-    """The newest runs, task runs, logs and artifacts (the session's server holds every
-    test's: this test's are the newest)."""
-    async with get_client() as client:
-        runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=20)
-        tasks = await client.read_task_runs(sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=200)
-        logs = await client.read_logs(sort=LogSort.TIMESTAMP_DESC, limit=200)
-        artifacts = await client.read_artifacts(sort=ArtifactSort.CREATED_DESC, limit=50)
-    return [r.model_dump_json() for r in [*runs, *tasks, *logs, *artifacts]]
-
-
 def test_image_and_instance_end_to_end_and_no_passphrase_anywhere(
     ibm_block: str,
     emulator: Emulator,
@@ -145,7 +132,8 @@ def test_image_and_instance_end_to_end_and_no_passphrase_anywhere(
         monkeypatch.setattr(logger, "level", logger.level)
         logger.setLevel(logging.INFO)
     before = spool_files()
-    result = provision_encrypted_vpc_image(request(ibm_block, emulator, source))
+    run = provision_encrypted_vpc_image(request(ibm_block, emulator, source), return_state=True)
+    result = run.result()
     assert result.image_status == "available" and result.instance_status == "running"
     assert counts(emulator, vpc) == {
         "keys": 1, "images": 1, "instances": 1, "vpcs": 1, "subnets": 1, "authorizations": 2,
@@ -177,11 +165,11 @@ def test_image_and_instance_end_to_end_and_no_passphrase_anywhere(
         )
 
     APILogWorker.drain_all(timeout=10)
-    records = asyncio.run(_prefect_records())
+    records = run_records(run.state_details.flow_run_id)
     deadline = time.monotonic() + 20  # logs reach the API in the background
     while not found(records) and time.monotonic() < deadline:
         time.sleep(0.5)
-        records = asyncio.run(_prefect_records())
+        records = run_records(run.state_details.flow_run_id)
     assert found(records), "the summary artifact and the INFO logs reached the API"
     storage = Path(PREFECT_LOCAL_STORAGE_PATH.value())
     stored = [p.read_bytes() for p in storage.rglob("*") if p.is_file()] if storage.exists() else []

@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from byok.errors import InvalidRequest
+from byok.ibm_dek import META_KEY_VERSION, META_KEYHASH, META_ROOT_KEY, META_WDEK
 from byok.inventory.request import (
     BlastRadiusRequest,
     IbmAccountScope,
@@ -28,7 +29,6 @@ from emulator.services.softlayer.models import SEED_TEMPLATE_ID, Template
 from emulator.services.vpc.models import Image
 from flows.blast_radius import key_blast_radius
 from flows.inventory import inventory_customer_managed_keys
-from tasks.ibm_cos import META_KEY_VERSION, META_KEYHASH, META_ROOT_KEY, META_WDEK
 
 BUCKET = "byok-images"
 MISSING_INSTANCE = "00000000-0000-4000-8000-00000000dead"
@@ -102,6 +102,9 @@ def account(emulator: Emulator, ibm_block: str, ibm: IBMClients) -> dict[str, An
 def test_ibm_account_rows_and_the_dek_control_reported_to_a_bucket(
     emulator: Emulator, account: dict[str, Any], ibm: IBMClients, ibm_block: str
 ) -> None:
+    kp = ibm.key_protect(emulator.ibm_identity.key_protect_instance)
+    kept = kp.create_key("rotated-quarterly")
+    kp.set_rotation_policy(kept["id"], 3)
     destination = ReportBucket(ibm_credentials_block=ibm_block, bucket=BUCKET, prefix="reports/")
     result = inventory_customer_managed_keys(
         InventoryRequest(ibm_accounts=[account["scope"]], report_bucket=destination)
@@ -121,6 +124,16 @@ def test_ibm_account_rows_and_the_dek_control_reported_to_a_bucket(
     cos = "cos://us-south/byok-images"
     assert verdict(account["crn"], "key-age") == ("compliant", "key version is 0 days old")
     assert found[(account["crn"], "key-age")]["key_version"] == account["version"]
+    # Key Protect rotation policies: none, and every 3 months (90 days, the default limit).
+    assert verdict(account["crn"], "rotation-policy") == (
+        "non-compliant",
+        "no rotation policy with a Rotate action",
+    )
+    assert verdict(kept["crn"], "rotation-policy") == (
+        "compliant",
+        "rotation policy rotates the key",
+    )
+    assert found[(kept["crn"], "rotation-policy")]["rotate_after_days"] == 90
     assert verdict(f"{cos}/current.vhd", "ibm-dek-current")[0] == "compliant"
     state, rule = verdict(f"{cos}/stale.vhd", "ibm-dek-current")
     assert state == "non-compliant" and "rewrap" in rule and account["version"] in rule
@@ -138,8 +151,8 @@ def test_ibm_account_rows_and_the_dek_control_reported_to_a_bucket(
     # What could not be read is a row each, and the rest of the report is there.
     assert found[(f"key-protect:{MISSING_INSTANCE}", "inventory-access")]["verdict"] == "no-access"
     assert found[("cos://us-south/no-such-bucket", "inventory-access")]["verdict"] == "no-access"
-    assert result.no_access == 2 and result.non_compliant == 4
-    assert result.resources == 1 + 3 + 3 + 1  # root key, objects, templates, VPC image
+    assert result.no_access == 2 and result.non_compliant == 5
+    assert result.resources == 2 + 3 + 3 + 1  # root keys, objects, templates, VPC image
     assert emulator.requests.find("POST", "ResourceGraph") == []  # no Azure asked for
 
 
@@ -183,7 +196,7 @@ def test_bad_input_is_refused_before_any_read(
     emulator.requests.clear()
     for bucket, rule in (
         ("absent", "no such bucket"),
-        ("read-only", "the credentials of 'emulator-ibm' cannot write to it \\(AccessDenied\\)"),
+        ("read-only", f"the credentials of '{ibm_block}' cannot write to it \\(AccessDenied\\)"),
     ):
         with pytest.raises(InvalidRequest, match=f"report_bucket.bucket = '{bucket}': {rule}"):
             inventory_customer_managed_keys(

@@ -235,6 +235,39 @@ BUILT_IN_ROLES = {
             actions=_KEY_VAULT_READS,
             data_actions=(f"{KV}/*/read", f"{KV}/secrets/readMetadata/action"),
         ),
+        # Key Vault Contributor manages vaults, not their data nor managed HSMs; AKS KMS with a
+        # private vault needs it for the cluster's identity (built-in-roles/security,
+        # https://learn.microsoft.com/azure/aks/use-kms-etcd-encryption#private-key-vault).
+        RoleDefinition(
+            "f25e0fa2-a7c8-4377-a976-54943a77a395",
+            "Key Vault Contributor",
+            "Manage key vaults, but does not allow you to assign roles in Azure RBAC, and does "
+            "not allow you to access secrets, keys, or certificates.",
+            actions=(
+                "Microsoft.Authorization/*/read",
+                "Microsoft.Insights/alertRules/*",
+                "Microsoft.KeyVault/*",
+                "Microsoft.Resources/deployments/*",
+                "Microsoft.Resources/subscriptions/resourceGroups/read",
+                "Microsoft.Support/*",
+            ),
+            not_actions=(
+                "Microsoft.KeyVault/locations/deletedVaults/purge/action",
+                "Microsoft.KeyVault/hsmPools/*",
+                "Microsoft.KeyVault/managedHsms/*",
+            ),
+        ),
+        # What reading a cluster's kubeconfig takes (built-in-roles/containers): Reader lacks
+        # the listClusterUserCredential action.
+        RoleDefinition(
+            "4abbcc35-e782-43d8-92c5-2d3f1bd2253f",
+            "Azure Kubernetes Service Cluster User Role",
+            "List cluster user credential action.",
+            actions=(
+                "Microsoft.ContainerService/managedClusters/listClusterUserCredential/action",
+                "Microsoft.ContainerService/managedClusters/read",
+            ),
+        ),
         RoleDefinition(
             "f1a07417-d97a-45cb-824c-7a7467783830",
             "Managed Identity Operator",

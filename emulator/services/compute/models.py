@@ -390,3 +390,24 @@ def register_types(arm: ArmModel, keyvault: KeyVaultModel) -> DiskEncryptionSetH
         )
     )
     return des_hooks
+
+
+def check_encryption_at_host(
+    arm: ArmModel, subscription: str, field: str, pool: dict[str, Any]
+) -> None:
+    """`enableEncryptionAtHost` (an AKS pool; a VM's `securityProfile.encryptionAtHost`)
+    needs the subscription's Microsoft.Compute/EncryptionAtHost feature registered; Azure's
+    answer: https://github.com/Azure/azure-cli/issues/16788."""
+    if not pool.get("enableEncryptionAtHost"):
+        return
+    try:
+        registered = arm.feature("Microsoft.Compute", "EncryptionAtHost", subscription).state
+    except HttpError:
+        registered = "NotRegistered"
+    if registered != "Registered":
+        raise HttpError(
+            400,
+            "InvalidParameter",
+            f"{field}: The property 'securityProfile.encryptionAtHost' is not valid because the "
+            "'Microsoft.Compute/EncryptionAtHost' feature is not enabled for this subscription.",
+        )

@@ -29,6 +29,7 @@ from emulator.services.compute.models import (
     CONFIDENTIAL,
     DISK_ENCRYPTION_SET_TYPE,
     DiskEncryptionSetHooks,
+    check_encryption_at_host,
     disk_sets,
 )
 from emulator.services.entra.applications import CONFIDENTIAL_VM_ORCHESTRATOR
@@ -82,7 +83,10 @@ class VirtualMachineHooks(TypeHooks):
                     f"{disk.get('lun')} is not a data disk of the image ({sorted(luns)}).",
                 )
             disks.append((f"storageProfile.dataDisks[lun {disk['lun']}]", disk))
-        confidential = (props.get("securityProfile") or {}).get("securityType") == "ConfidentialVM"
+        security = props.get("securityProfile") or {}
+        at_host = {"enableEncryptionAtHost": security.get("encryptionAtHost")}
+        check_encryption_at_host(ctx.arm, ctx.rid.subscription, "properties", at_host)
+        confidential = security.get("securityType") == "ConfidentialVM"
         if confidential:
             _check_confidential_image(ctx.arm, image)
         for where, disk in disks:

@@ -13,7 +13,7 @@ import yaml
 from emulator.http import HttpError
 from emulator.services.arm import ids
 from emulator.services.arm.models import ArmModel, PutContext, TypeHooks, TypeSpec
-from emulator.services.compute.models import DiskEncryptionSetHooks
+from emulator.services.compute.models import DiskEncryptionSetHooks, check_encryption_at_host
 from emulator.services.containerservice import kms
 from emulator.services.kubernetes.kms import KmsProvider
 from emulator.services.kubernetes.models import KubernetesModel
@@ -65,26 +65,6 @@ def check_pool_type(field: str, pool: dict[str, Any]) -> None:
             "InvalidParameter",
             f"{field} '{kind}' is not supported with "
             "customer-managed keys: the cluster must use VirtualMachineScaleSets.",
-        )
-
-
-def check_encryption_at_host(
-    arm: ArmModel, subscription: str, field: str, pool: dict[str, Any]
-) -> None:
-    """`enableEncryptionAtHost` needs the subscription's Microsoft.Compute/EncryptionAtHost
-    feature registered; Azure's answer: https://github.com/Azure/azure-cli/issues/16788."""
-    if not pool.get("enableEncryptionAtHost"):
-        return
-    try:
-        registered = arm.feature("Microsoft.Compute", "EncryptionAtHost", subscription).state
-    except HttpError:
-        registered = "NotRegistered"
-    if registered != "Registered":
-        raise HttpError(
-            400,
-            "InvalidParameter",
-            f"{field}: The property 'securityProfile.encryptionAtHost' is not valid because the "
-            "'Microsoft.Compute/EncryptionAtHost' feature is not enabled for this subscription.",
         )
 
 

@@ -153,3 +153,21 @@ class ApplicationDirectory:
         }
         app.federated_credentials.append(fic)
         return fic
+
+    def remove_federated_credential(self, app: Application, key: str) -> None:
+        """Graph DELETE /applications/{id}/federatedIdentityCredentials/{id or name}
+        (https://learn.microsoft.com/graph/api/federatedidentitycredential-delete: 204, or 404
+        for an unknown credential)."""
+        kept = [
+            f
+            for f in app.federated_credentials
+            if key.lower() not in (f["id"].lower(), f["name"].lower())
+        ]
+        if len(kept) == len(app.federated_credentials):
+            raise HttpError(
+                404,
+                "Request_ResourceNotFound",
+                f"Resource '{key}' does not exist or one of its queried reference-property "
+                "objects are not present.",
+            )
+        app.federated_credentials[:] = kept

@@ -1,10 +1,11 @@
 """The part of Microsoft Graph (v1.0) that the Azure CLI asks about principals: service
-principal lists with the `$filter`s it sends, one service principal, `directoryObjects/
-getByIds`, and `/me` (which refuses application tokens, as Graph does). A caller sees the
-principals of its own tenant that the directory has caught up with. App registrations of
-the caller's tenant with their federated identity credentials, and service principals made
-for an app (a multi-tenant app of another tenant installed in the caller's), as cross-tenant
-keys need them (emulator/services/entra/applications.py).
+principal lists with the `$filter`s it sends, one service principal (read or deleted),
+`directoryObjects/getByIds`, and `/me` (which refuses application tokens, as Graph does). A
+caller sees the principals of its own tenant that the directory has caught up with. App
+registrations of the caller's tenant with their federated identity credentials (added, listed,
+deleted), and service principals made for an app (a multi-tenant app of another tenant
+installed in the caller's), as cross-tenant keys need them
+(emulator/services/entra/applications.py).
 
 Shapes: https://learn.microsoft.com/en-us/graph/api/serviceprincipal-list,
 https://learn.microsoft.com/en-us/graph/api/directoryobject-getbyids,
@@ -138,6 +139,27 @@ def register(router: Router, entra: EntraModel, base_url: str) -> None:
         app = entra.apps.get(tenant_of(request), request.params["id"])
         return Response(201, entra.apps.add_federated_credential(app, request.json()))
 
+    def delete_credential(request: Request) -> Response:
+        app = entra.apps.get(tenant_of(request), request.params["id"])
+        entra.apps.remove_federated_credential(app, request.params["fic"])
+        return Response(204)
+
+    def delete_principal(request: Request) -> Response:
+        # https://learn.microsoft.com/graph/api/serviceprincipal-delete: 204; the app is
+        # uninstalled from the caller's tenant (its grants stay, naming a deleted principal)
+        wanted = request.params["id"].lower()
+        caller = entra.authenticate(request.headers.get("authorization"), audiences)
+        for principal in entra.directory(caller.tenant_id):
+            if principal.kind == "ServicePrincipal" and principal.object_id == wanted:
+                entra.remove(principal.object_id)
+                return Response(204)
+        raise HttpError(
+            404,
+            "Request_ResourceNotFound",
+            f"Resource '{request.params['id']}' does not exist or one of its queried reference-"
+            "property objects are not present.",
+        )
+
     def list_credentials(request: Request) -> Response:
         app = entra.apps.get(tenant_of(request), request.params["id"])
         return Response(200, {"value": list(app.federated_credentials)})
@@ -149,6 +171,10 @@ def register(router: Router, entra: EntraModel, base_url: str) -> None:
     router.add("PATCH", "/v1.0/applications/{id}", update_application)
     router.add("POST", "/v1.0/applications/{id}/federatedIdentityCredentials", add_credential)
     router.add("GET", "/v1.0/applications/{id}/federatedIdentityCredentials", list_credentials)
+    router.add(
+        "DELETE", "/v1.0/applications/{id}/federatedIdentityCredentials/{fic}", delete_credential
+    )
+    router.add("DELETE", "/v1.0/servicePrincipals/{id}", delete_principal)
     router.add("GET", "/v1.0/servicePrincipals", listing)
     router.add("GET", "/v1.0/servicePrincipals/{id}", one)
     router.add("POST", "/v1.0/directoryObjects/getByIds", by_ids)

@@ -40,6 +40,10 @@ from emulator.services.ibm_iam.models import (
 
 KEY_TYPE = "application/vnd.ibm.kms.key+json"
 ERROR_TYPE = "application/vnd.ibm.kms.error+json"
+# Key policies (https://cloud.ibm.com/docs/key-protect?topic=key-protect-set-rotation-policy;
+# the shape of IBM/keyprotect-go-client policy.go): a rotation policy of a root key rotates it
+# every `interval_month` months (1 to 12).
+POLICY_TYPE = "application/vnd.ibm.kms.policy+json"
 CIPHERTEXT_MAGIC = b"KPE1"  # then version uuid (16), nonce (12), AES-GCM ciphertext + tag
 MAX_PLAINTEXT = 7740
 ROOT_KEY_SIZES = (16, 24, 32)
@@ -106,6 +110,7 @@ class Key:
     rotated_at: float | None = None  # emulator clock, epoch seconds
     state: int = ACTIVE
     last_updated: str | None = None
+    rotation_policy: dict[str, Any] | None = None  # the policy resource as served
 
     @property
     def latest(self) -> KeyVersion:
@@ -269,6 +274,40 @@ class KeyProtectModel:
         with self.lock:
             key.state = ACTIVE if enabled else SUSPENDED
             key.last_updated = now_iso()
+
+    def set_policies(self, key: Key, body: dict[str, Any], caller: Caller) -> None:
+        """PUT /keys/{id}/policies: a root key's rotation policy (other policy kinds are not
+        emulated and refused)."""
+        resources = body.get("resources") if isinstance(body, dict) else None
+        if not isinstance(resources, list) or not resources:
+            raise _bad("resources", resources, "a list of policy objects")
+        for spec in resources:
+            rotation = spec.get("rotation") if isinstance(spec, dict) else None
+            if not isinstance(rotation, dict):
+                raise _bad("resources[].rotation", rotation, "a rotation policy object")
+            months = rotation.get("interval_month")
+            enabled = rotation.get("enabled", True)
+            if not isinstance(months, int) or isinstance(months, bool) or not 1 <= months <= 12:
+                raise _bad("rotation.interval_month", months, "a whole number of months, 1 to 12")
+            if not isinstance(enabled, bool):
+                raise _bad("rotation.enabled", enabled, "true or false")
+        if key.extractable:
+            raise KeyProtectError(
+                422,
+                "KEY_ACTION_INVALID_VALUE_ERR",
+                f"Key {key.id} is a standard key: rotation policies are for root keys.",
+            )
+        now = now_iso()
+        created = (key.rotation_policy or {}).get("creationDate", now)
+        key.rotation_policy = {
+            "type": POLICY_TYPE,
+            "crn": key.crn,
+            "createdBy": (key.rotation_policy or {}).get("createdBy", caller.iam_id),
+            "creationDate": created,
+            "updatedBy": caller.iam_id,
+            "lastUpdateDate": now,
+            "rotation": {"enabled": enabled, "interval_month": months},
+        }
 
     def rotate(self, key: Key, body: dict[str, Any]) -> None:
         """A new version of a root key (imported keys bring the new `payload`)."""

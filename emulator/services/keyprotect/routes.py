@@ -9,6 +9,7 @@ from emulator.http import Request, Response, Router
 from emulator.services.ibm_iam.models import AuthenticationError, Caller
 from emulator.services.keyprotect.models import (
     KEY_TYPE,
+    POLICY_TYPE,
     Instance,
     Key,
     KeyProtectError,
@@ -72,6 +73,19 @@ def register(router: Router, kp: KeyProtectModel) -> None:
         }
         return Response(200, body, {"Content-Type": "application/vnd.ibm.kms.registration+json"})
 
+    def policies(request: Request, caller: Caller, instance: Instance) -> Response:
+        key = instance.key(request.params["id"])
+        write = request.method == "PUT"
+        kp.authorize(caller, instance, write=write, key_id=key.id)
+        if write:
+            kp.set_policies(key, request.json(), caller)
+        found = [key.rotation_policy] if key.rotation_policy else []
+        body = {
+            "metadata": {"collectionType": POLICY_TYPE, "collectionTotal": len(found)},
+            "resources": found,
+        }
+        return Response(200, body, {"Content-Type": POLICY_TYPE})
+
     def action(request: Request, caller: Caller, instance: Instance) -> Response:
         name = request.params.get("action") or request.query.get("action", "")
         if name not in ACTIONS:
@@ -95,5 +109,7 @@ def register(router: Router, kp: KeyProtectModel) -> None:
     route("GET", "/api/v2/keys", list_keys)
     route("GET", "/api/v2/keys/{id}", get)
     route("GET", "/api/v2/keys/{id}/registrations", registrations)
+    route("GET", "/api/v2/keys/{id}/policies", policies)
+    route("PUT", "/api/v2/keys/{id}/policies", policies)
     route("POST", "/api/v2/keys/{id}/actions/{action}", action)
     route("POST", "/api/v2/keys/{id}", action)  # the older ?action=wrap form

@@ -1,0 +1,202 @@
+"""Confidential VMs with customer keys: prepare the key and its disk encryption set, and
+rotate that key offline.
+
+prepare-confidential-vm-encryption: validate → vault (access policies, purge protection) made
+Premium → exportable RSA-HSM key with the confidential-VM release policy → the Confidential
+VM Orchestrator installed and granted get and release → a ConfidentialVmEncryptedWithCustomerKey
+set → its identity granted key access → wait until the grant is effective → optionally a
+confidential VM from a gallery image version, its OS disk on the set
+(https://learn.microsoft.com/azure/confidential-computing/quick-create-confidential-vm-azure-cli).
+rotate-confidential-vm-key: plan (the set's VMs and power states, the window) → record the VMs
+to start again on the set → deallocate them all → new key version (once per rotation) → the
+set's key → verify → start the VMs that were running → clear the record
+(https://learn.microsoft.com/azure/confidential-computing/key-rotation-offline)."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from blocks.azure import AzureCredentials
+from byok.confidential_vm_models import (
+    CONFIDENTIAL_ENCRYPTION,
+    VM_DEALLOCATE,
+    VM_START,
+    ConfidentialRotationRequest,
+    ConfidentialRotationResult,
+    ConfidentialVmEncryptionRequest,
+    ConfidentialVmEncryptionResult,
+    ConfidentialVmSpec,
+    rotation_result,
+)
+from byok.disk_encryption_set_models import des_id
+from byok.keyvault_ids import KeyId
+from byok.parameters import parse_request
+from byok.permissions import DES_WRITE, VAULT_WRITE
+from tasks.confidential_vm import (
+    deallocate_vms,
+    ensure_confidential_key,
+    ensure_confidential_vm,
+    ensure_orchestrator,
+    ensure_premium_vault,
+    finish_rotation,
+    grant_key_release,
+    new_confidential_key_version,
+    plan_confidential_rotation,
+    record_rotation,
+    start_vms,
+    validate_confidential_request,
+)
+from tasks.disk_encryption_set import (
+    ensure_disk_encryption_set,
+    update_des_key,
+    verify_des_key,
+    wait_for_key_access,
+)
+from tasks.events import emit_byok_event
+from tasks.key_vault import check_key_vault, ensure_key_vault, grant_key_use
+from tasks.refusal import refuse_quietly
+from tasks.resource_group import ensure_resource_group
+from tasks.run_lock import resource_lock
+from tasks.subscription import check_permissions, check_subscription_regions
+from tasks.virtual_machine import ensure_network
+
+__all__ = [  # the requests and results, importable from the flows that take them
+    "ConfidentialRotationRequest",
+    "ConfidentialRotationResult",
+    "ConfidentialVmEncryptionRequest",
+    "ConfidentialVmEncryptionResult",
+    "ConfidentialVmSpec",
+    "prepare_confidential_vm_encryption",
+    "rotate_confidential_vm_key",
+]
+
+
+@flow(name="prepare-confidential-vm-encryption", persist_result=True, validate_parameters=False)
+@refuse_quietly
+def prepare_confidential_vm_encryption(
+    request: ConfidentialVmEncryptionRequest, credentials: AzureCredentials | None = None
+) -> ConfidentialVmEncryptionResult:
+    """Premium vault → exportable RSA-HSM key with the confidential-VM release policy → the
+    Confidential VM Orchestrator granted get and release → a confidential-VM disk encryption
+    set whose identity may use the key → optionally a confidential VM on it.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
+    request = parse_request(ConfidentialVmEncryptionRequest, request)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
+    sub, rg = request.subscription_id, request.resource_group
+    timeout = request.propagation_timeout_minutes * 60
+    check_subscription_regions(credentials, sub, {"location": request.location})
+    target = validate_confidential_request(credentials, request)
+    check_key_vault(credentials, sub, rg, request.vault_name, request.key_name, request.location)
+    check_permissions(
+        credentials, sub, rg, [VAULT_WRITE, DES_WRITE], "prepare-confidential-vm-encryption"
+    )
+    with resource_lock(target, wait=request.wait_for_other_run):
+        ensure_resource_group(credentials, sub, rg, request.location)
+        vault = ensure_key_vault(
+            credentials, sub, rg, request.vault_name, request.location, False, timeout
+        )
+        ensure_premium_vault(credentials, sub, vault)
+        key = ensure_confidential_key(
+            credentials,
+            sub,
+            vault,
+            request.key_name,
+            request.key_size,
+            request.attestation_authority,
+            timeout,
+        )
+        orchestrator = ensure_orchestrator(credentials)
+        grant_key_release(credentials, sub, vault, orchestrator, timeout)
+        des = ensure_disk_encryption_set(
+            credentials,
+            sub,
+            rg,
+            request.des_name,
+            request.location,
+            vault,
+            key,
+            CONFIDENTIAL_ENCRYPTION,
+            False,
+        )
+        grant_key_use.with_options(name="Grant the set's identity access to the key")(
+            credentials, sub, vault, des.principal_id, timeout
+        )
+        des = wait_for_key_access(credentials, sub, rg, des, timeout)
+        vm_id = None
+        if request.vm is not None:
+            nic = ensure_network(
+                credentials, sub, rg, request.vm.vm_name, request.location, request.vm.subnet_id
+            )
+            vm_id = ensure_confidential_vm(
+                credentials, sub, rg, request.location, request.vm, des.id, nic
+            )
+        emit_byok_event(
+            "resource.encrypted",
+            des.id,
+            "disk-encryption-set",
+            related={"key": key.id, "vault": vault.id},
+        )
+        return ConfidentialVmEncryptionResult(
+            disk_encryption_set=des,
+            vault=vault,
+            key=key,
+            orchestrator_object_id=orchestrator,
+            vm_id=vm_id,
+        )
+
+
+@flow(name="rotate-confidential-vm-key", validate_parameters=False)
+@refuse_quietly
+def rotate_confidential_vm_key(
+    request: ConfidentialRotationRequest, credentials: AzureCredentials | None = None
+) -> ConfidentialRotationResult:
+    """Deallocate every VM on the set → new key version → the set's key → verify → start the
+    VMs that were running. A re-run finishes a rotation a crash interrupted (the VMs to start
+    again are recorded on the set before any stops); `plan_only` lists what would stop.
+
+    Args:
+        credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
+            empty: the block named by the request's `azure_credentials_block`.
+    """
+    request = parse_request(ConfidentialRotationRequest, request)
+    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
+    sub, rg, name = request.subscription_id, request.resource_group, request.des_name
+    if request.plan_only:
+        return rotation_result(plan_confidential_rotation(credentials, request), plan_only=True)
+    check_permissions(
+        credentials, sub, rg, [DES_WRITE, VM_DEALLOCATE, VM_START], "rotate-confidential-vm-key"
+    )
+    target = des_id(sub or credentials.subscription_id, rg, name)
+    with resource_lock(target, wait=request.wait_for_other_run):
+        plan = plan_confidential_rotation(credentials, request)
+        old_key = plan.des.key_url
+        if not plan.rotated:
+            record_rotation(credentials, sub, plan)
+        stop_seconds = deallocate_vms(credentials, sub, plan.to_stop) if plan.to_stop else 0.0
+        new_key = (
+            old_key
+            if plan.rotated
+            else new_confidential_key_version(credentials, sub, old_key, plan.record.rotation_id)
+        )
+        if new_key != old_key:
+            update_des_key(credentials, sub, rg, name, new_key)
+        verify_des_key(
+            credentials, sub, rg, name, new_key, request.timeout_minutes * 60, request.poll_seconds
+        )
+        start_seconds = start_vms(credentials, sub, plan.to_start)
+        measured = stop_seconds + start_seconds if plan.to_stop and plan.to_start else None
+        finish_rotation(credentials, sub, plan, measured)
+        if plan.pending:
+            key = KeyId.parse(new_key)
+            emit_byok_event(
+                "key.rotated",
+                key.versionless,
+                "key",
+                related={"disk-encryption-set": plan.des.id},
+                payload={"new_version": key.version},
+            )
+        return rotation_result(plan, plan_only=False, new_key=new_key, measured=measured)

@@ -1,0 +1,488 @@
+"""Confidential VM steps: check a request, make the vault Premium, create or adopt the key
+with the confidential-VM release policy, install the Confidential VM Orchestrator and grant
+it get and release; for the offline rotation: plan it (the set's VMs, their power states, the
+window), record the VMs to start again on the set, deallocate them, make the new key
+version, start them again, clear the record."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core.exceptions import HttpResponseError
+from azure.keyvault.keys import KeyReleasePolicy, KeyVaultKey
+from azure.mgmt.compute.models import VirtualMachine
+from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
+from azure.mgmt.keyvault.models import Sku, VaultPatchParameters, VaultPatchProperties
+from prefect import get_run_logger, task
+from prefect.runtime import flow_run
+
+from blocks.azure import AzureCredentials
+from byok.azure_errors import is_azure_error, is_propagation_delay, named_failure, or_none
+from byok.confidential_vm_models import (
+    CONFIDENTIAL_ENCRYPTION,
+    CONFIDENTIAL_IMAGES,
+    ORCHESTRATOR_APP_ID,
+    ORCHESTRATOR_KEY_PERMISSIONS,
+    ORCHESTRATOR_NAME,
+    RELEASE_USER,
+    ConfidentialRotationRequest,
+    ConfidentialVmEncryptionRequest,
+    ConfidentialVmSpec,
+    RotationPlan,
+    RotationRecord,
+    SetVm,
+    check_confidential_set,
+    finished_tags,
+    recorded_tags,
+    release_policy,
+    set_ids_of,
+    stop_start_seconds,
+)
+from byok.disk_encryption_set_models import check_existing_des, des_id, des_info
+from byok.errors import VerificationFailed
+from byok.key_sources import check_confidential_key, check_rotation_window
+from byok.key_store import KeyInfo, KeyStore
+from byok.keyvault_ids import KeyId
+from byok.retrying import retry_while, write_or_find
+from byok.rotation import ROTATION_TAG
+from byok.sdk_values import text
+from byok.validation import InvalidRequest, check_name, region_key, same_region
+from clients.azure import AzureClients
+from clients.graph import GraphClient, graph, odata_text
+from clients.key_store_access import grant
+from tasks.retry import STEP_RETRIES
+
+
+def _key_facts(key: KeyVaultKey) -> tuple[str, bool, object]:
+    """Type, exportable, release policy."""
+    props = key.properties
+    return text(key.key_type), bool(props.exportable), props.release_policy
+
+
+def _key_info(key: KeyVaultKey) -> KeyInfo:
+    kid = KeyId.parse(str(key.id))
+    return KeyInfo(
+        id=kid.versioned,
+        versionless_id=kid.versionless,
+        name=kid.name,
+        version=str(kid.version),
+        size=len(getattr(key.key, "n", None) or b"") * 8,
+    )
+
+
+@task(name="Validate request", **STEP_RETRIES)
+def validate_confidential_request(
+    credentials: AzureCredentials, request: ConfidentialVmEncryptionRequest
+) -> str:
+    """Read-only, before any write: names; an existing vault uses access policies (the
+    orchestrator's get and release are granted as the quickstart grants them); an existing
+    key is an exportable RSA-HSM key with a release policy; an existing set is a
+    confidential-VM set in the request's region. (Vault rules: `check_key_vault`.) Returns
+    the set's id."""
+    check_name("resource_group", "resource_group", request.resource_group)
+    check_name("key_vault", "vault_name", request.vault_name)
+    check_name("key", "key_name", request.key_name)
+    check_name("disk_encryption_set", "des_name", request.des_name)
+    clients = AzureClients.of(credentials, request.subscription_id)
+    rg = request.resource_group
+    vault = or_none(lambda: clients.keyvault_management().vaults.get(rg, request.vault_name))
+    if vault is not None and vault.properties.enable_rbac_authorization:
+        raise InvalidRequest(
+            "vault_name",
+            request.vault_name,
+            "the vault uses Azure RBAC; this flow grants the Confidential VM Orchestrator get "
+            "and release by access policy (as Microsoft's confidential VM quickstart does): "
+            "use a vault with access policies",
+        )
+    if vault is not None:
+        keys = clients.keys(str(vault.properties.vault_uri).rstrip("/"))
+        try:
+            key = or_none(lambda: keys.get_key(request.key_name))
+        except HttpResponseError as exc:
+            if exc.status_code != 403:
+                raise
+            key = None  # not readable yet: checked once this tool's access is in place
+        if key is not None:
+            check_confidential_key(f"key_name '{request.key_name}'", *_key_facts(key))
+    des = or_none(lambda: clients.compute().disk_encryption_sets.get(rg, request.des_name))
+    if des is not None:
+        same_region("location", request.location, str(des.location), f"set '{des.name}'")
+        check_existing_des(des, CONFIDENTIAL_ENCRYPTION)
+    if request.vm is not None:
+        _check_image(clients, request.vm.image_version_id, request.location)
+    return des_id(clients.subscription_id, rg, request.des_name)
+
+
+def _check_image(clients: AzureClients, version_id: str, location: str) -> None:
+    """The image version exists, is replicated to `location`, and its definition allows
+    confidential VMs (SecurityType `ConfidentialVmSupported` or `ConfidentialVM`:
+    https://learn.microsoft.com/azure/confidential-computing/create-confidential-vm-from-compute-gallery)."""
+    field = "vm.image_version_id"
+    where = parse_resource_id(version_id) if is_valid_resource_id(version_id) else {}
+    if str(where.get("child_type_2", "")).lower() != "versions":
+        raise InvalidRequest(field, version_id, "not a gallery image version id")
+    images = clients.compute().gallery_images
+    group, gallery = str(where["resource_group"]), str(where["name"])
+    version = or_none(
+        lambda: clients.compute().gallery_image_versions.get(
+            group, gallery, str(where["child_name_1"]), str(where["child_name_2"])
+        )
+    )
+    if version is None:
+        raise InvalidRequest(field, version_id, "no such image version")
+    regions = [r.name for r in version.properties.publishing_profile.target_regions or []]
+    if region_key(location) not in {region_key(str(r)) for r in regions}:
+        raise InvalidRequest(field, version_id, f"replicated to {regions} only, not {location}")
+    definition = images.get(group, gallery, str(where["child_name_1"]))
+    features = {str(f.name).lower(): str(f.value) for f in definition.properties.features or []}
+    if features.get("securitytype") not in CONFIDENTIAL_IMAGES:
+        raise InvalidRequest(
+            field,
+            version_id,
+            f"its image definition's SecurityType is {features.get('securitytype')}; a "
+            f"confidential VM needs one of {', '.join(CONFIDENTIAL_IMAGES)}",
+        )
+
+
+@task(name="Create the confidential VM", **STEP_RETRIES)
+def ensure_confidential_vm(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    resource_group: str,
+    location: str,
+    spec: ConfidentialVmSpec,
+    set_id: str,
+    nic_id: str,
+) -> str:
+    """The confidential VM (get or create), checked: its OS disk is encrypted by the set.
+    Returns its id."""
+    vms = AzureClients.of(credentials, subscription_id).compute().virtual_machines
+    name = spec.vm_name
+    with named_failure(f"{resource_group}/{name}", "confidential VM creation"):
+        vm = or_none(lambda: vms.get(resource_group, name))
+        if vm is None:
+            body = spec.to_sdk(location, set_id, nic_id)
+            vm = vms.begin_create_or_update(resource_group, name, body).result()
+            get_run_logger().info("Created confidential VM %s", name)
+    if set_id.lower() not in set_ids_of(vm):
+        raise VerificationFailed(str(vm.id), f"its OS disk is not encrypted by {set_id}")
+    return str(vm.id)
+
+
+@task(name="Make the key vault Premium", **STEP_RETRIES)
+def ensure_premium_vault(
+    credentials: AzureCredentials, subscription_id: str | None, vault: KeyStore
+) -> None:
+    """Exportable keys need a Premium vault (Key Vault's AKV.SKR.1001); a Standard vault is
+    moved to Premium, once (`Vaults - Update` takes `properties.sku`, as
+    `az keyvault update --set properties.sku.name=premium` sends it)."""
+    vaults = AzureClients.of(credentials, subscription_id).keyvault_management().vaults
+    group = str(parse_resource_id(vault.id)["resource_group"])
+    with named_failure(vault.id, "moving the vault to Premium"):
+        if text(vaults.get(group, vault.name).properties.sku.name).lower() == "premium":
+            return
+        patch = VaultPatchProperties(sku=Sku(family="A", name="premium"))
+        vaults.update(group, vault.name, VaultPatchParameters(properties=patch))
+    get_run_logger().info("Key vault %s is now Premium", vault.name)
+
+
+@task(name="Create the confidential VM key", **STEP_RETRIES)
+def ensure_confidential_key(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    vault: KeyStore,
+    name: str,
+    size: int,
+    attestation_authority: str,
+    timeout_seconds: float,
+) -> KeyInfo:
+    """Reuse the key `name` (an exportable RSA-HSM key with a release policy, else refused
+    naming it) or create it with the confidential-VM release policy
+    (`az keyvault key create --kty RSA-HSM --exportable true --default-cvm-policy`)."""
+    keys = AzureClients.of(credentials, subscription_id).keys(vault.url)
+    policy = KeyReleasePolicy(json.dumps(release_policy(attestation_authority)).encode())
+
+    def get_or_create() -> KeyInfo:
+        key = or_none(lambda: keys.get_key(name))
+        if key is None:
+            key = write_or_find(
+                lambda: keys.create_rsa_key(
+                    name, size=size, hardware_protected=True, exportable=True, release_policy=policy
+                ),
+                lambda: or_none(lambda: keys.get_key(name)),
+                is_azure_error,
+            )
+            get_run_logger().info("Created exportable RSA-HSM %d key %s", size, key.id)
+        check_confidential_key(f"key_name '{name}'", *_key_facts(key))
+        return _key_info(key)
+
+    with named_failure(f"{vault.url}/keys/{name}", "confidential key creation", waited=True):
+        return retry_while(
+            get_or_create, is_propagation_delay, timeout_seconds=timeout_seconds, first_delay=1
+        )
+
+
+def _orchestrator(api: GraphClient) -> dict[str, Any] | None:
+    found = api.list("/servicePrincipals", f"appId eq {odata_text(ORCHESTRATOR_APP_ID)}")
+    return found[0] if found else None
+
+
+@task(name="Install the Confidential VM Orchestrator", **STEP_RETRIES)
+def ensure_orchestrator(credentials: AzureCredentials) -> str:
+    """The Confidential VM Orchestrator's service principal in the block's tenant
+    (`az ad sp create --id bf7b6499-ff71-4aa2-97a4-f372087be7f0`), made once. Returns its
+    object id."""
+    api = graph(AzureClients.of(credentials))
+    with named_failure(f"tenant '{credentials.tenant_id}'", f"installing {ORCHESTRATOR_NAME}"):
+        principal = _orchestrator(api)
+        if principal is None:
+            principal = write_or_find(
+                lambda: api.send("POST", "/servicePrincipals", {"appId": ORCHESTRATOR_APP_ID}),
+                lambda: _orchestrator(api),
+                is_azure_error,
+            )
+            get_run_logger().info("%s installed: %s", ORCHESTRATOR_NAME, principal["id"])
+    return str(principal["id"])
+
+
+@task(name="Grant the orchestrator get and release", **STEP_RETRIES)
+def grant_key_release(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    vault: KeyStore,
+    principal_id: str,
+    timeout_seconds: float,
+) -> None:
+    """The orchestrator may get and release the vault's keys (an access policy, as
+    `az keyvault set-policy --key-permissions get release` in the quickstart)."""
+    clients = AzureClients.of(credentials, subscription_id)
+    grant(clients, vault, principal_id, ORCHESTRATOR_KEY_PERMISSIONS, RELEASE_USER, timeout_seconds)
+    get_run_logger().info("%s may get and release the keys of %s", ORCHESTRATOR_NAME, vault.name)
+
+
+def _power_state(clients: AzureClients, group: str, name: str) -> str:
+    """A VM's power state (`running`, `deallocated`, …) from its instance view."""
+    vm = clients.compute().virtual_machines.get(group, name, expand="instanceView")
+    for status in (vm.instance_view.statuses if vm.instance_view else None) or []:
+        if str(status.code).startswith("PowerState/"):
+            return str(status.code).split("/", 1)[1]
+    return "unknown"
+
+
+def _set_vm(clients: AzureClients, vm: VirtualMachine) -> SetVm:
+    group = str(parse_resource_id(str(vm.id))["resource_group"])
+    name = str(vm.name)
+    return SetVm(
+        id=str(vm.id),
+        resource_group=group,
+        name=name,
+        power_state=_power_state(clients, group, name),
+    )
+
+
+@task(name="Plan the offline rotation", **STEP_RETRIES)
+def plan_confidential_rotation(
+    credentials: AzureCredentials, request: ConfidentialRotationRequest
+) -> RotationPlan:
+    """Read-only: the set (a confidential-VM set), every VM with a disk on it and its power
+    state, the rotation left unfinished on the set (its record) or a new one, what to stop and
+    start, and the window checked against the VMs' stop-and-start time."""
+    clients = AzureClients.of(credentials, request.subscription_id)
+    rg, name = request.resource_group, request.des_name
+    found = or_none(lambda: clients.compute().disk_encryption_sets.get(rg, name))
+    if found is None:
+        raise InvalidRequest("des_name", name, f"no disk encryption set of that name in {rg}")
+    des = des_info(found)
+    check_confidential_set(des)
+    vms = sorted(
+        (
+            _set_vm(clients, vm)
+            for vm in clients.compute().virtual_machines.list_all()
+            if des.id.lower() in set_ids_of(vm)
+        ),
+        key=lambda vm: vm.ref,
+    )
+    record = RotationRecord.from_tags(found.tags)
+    rotation_id = record.rotation_id if record else request.rotation_id or str(flow_run.id)
+    if record and request.rotation_id and request.rotation_id != record.rotation_id:
+        get_run_logger().warning(
+            "Set %s: rotation %s is unfinished; finishing it first", name, record.rotation_id
+        )
+    key = KeyId.parse(des.key_url)
+    active = clients.keys(key.vault_url).get_key(key.name, key.version)
+    rotated = (active.properties.tags or {}).get(ROTATION_TAG) == rotation_id
+    running = [vm.ref for vm in vms if vm.was_running]
+    to_start = sorted({*record.running, *running}) if record else running
+    plan = RotationPlan(
+        des=des,
+        vms=vms,
+        record=RotationRecord(rotation_id=rotation_id, running=to_start),
+        rotated=rotated,
+        pending=record is not None or not rotated,
+        to_stop=[] if rotated else [vm.ref for vm in vms if vm.power_state != "deallocated"],
+        to_start=to_start,
+    )
+    if plan.to_stop:
+        needed = stop_start_seconds(found.tags, request.stop_start_estimate_minutes)
+        check_rotation_window(
+            "maintenance_window_minutes", request.maintenance_window_minutes, needed / 60, "min"
+        )
+        recorded_tags(found.tags, plan.record)  # the record fits on the set
+    get_run_logger().info(
+        "Set %s: %d VMs; to deallocate: %s; to start again: %s%s",
+        name,
+        len(vms),
+        ", ".join(plan.to_stop) or "none",
+        ", ".join(plan.to_start) or "none",
+        " (the set is on this rotation's key already)" if rotated else "",
+    )
+    return plan
+
+
+def _retag(
+    clients: AzureClients,
+    resource_group: str,
+    name: str,
+    wanted: Callable[[dict[str, str]], dict[str, str]],
+) -> bool:
+    """Give the set the tags `wanted` makes of its current ones: a PUT of the set as read,
+    which replaces its tags as a whole (a PATCH's tags may be merged into the old ones, the
+    record's would stay); a re-sent PUT sets the same. Returns whether they changed."""
+    sets = clients.compute().disk_encryption_sets
+    des = sets.get(resource_group, name)
+    tags = wanted(dict(des.tags or {}))
+    if tags == (des.tags or {}):
+        return False
+    des.tags = tags
+    sets.begin_create_or_update(resource_group, name, des).result()
+    return True
+
+
+@task(name="Record the VMs to start again", **STEP_RETRIES)
+def record_rotation(
+    credentials: AzureCredentials, subscription_id: str | None, plan: RotationPlan
+) -> None:
+    """Keep the rotation's id and the VMs that were running in the set's tags before any VM
+    stops, so that a re-run after a crash knows what to start again."""
+    clients = AzureClients.of(credentials, subscription_id)
+    group, name = plan.des_group, plan.des.name
+    with named_failure(plan.des.id, "recording the rotation"):
+        if not _retag(clients, group, name, lambda tags: recorded_tags(tags, plan.record)):
+            return
+    get_run_logger().info(
+        "Rotation %s recorded on %s: start again %s",
+        plan.record.rotation_id,
+        name,
+        ", ".join(plan.record.running) or "none",
+    )
+
+
+def _where(ref: str) -> tuple[str, str]:
+    group, name = ref.split("/", 1)
+    return group, name
+
+
+def _on_all(refs: list[str], begin: Callable[[str, str], Any], doing: str) -> None:
+    """Start a VM operation on every VM at once, then wait for each; a refusal names the VM."""
+    pollers = []
+    for ref in refs:
+        with named_failure(ref, doing):
+            pollers.append((ref, begin(*_where(ref))))
+    for ref, poller in pollers:
+        with named_failure(ref, doing):
+            poller.result()
+
+
+@task(name="Deallocate the VMs", **STEP_RETRIES)
+def deallocate_vms(
+    credentials: AzureCredentials, subscription_id: str | None, refs: list[str]
+) -> float:
+    """Deallocate the VMs (all at once; deallocating one twice is harmless); returns the
+    seconds it took."""
+    vms = AzureClients.of(credentials, subscription_id).compute().virtual_machines
+    started = time.monotonic()
+    _on_all(refs, vms.begin_deallocate, "deallocating the VM")
+    get_run_logger().info("Deallocated %s", ", ".join(refs) or "nothing")
+    return time.monotonic() - started
+
+
+@task(name="Create a new key version", **STEP_RETRIES)
+def new_confidential_key_version(
+    credentials: AzureCredentials, subscription_id: str | None, in_use: str, rotation_id: str
+) -> str:
+    """A new version like the one in use (RSA-HSM, exportable, its release policy), tagged
+    `byok-rotation=<rotation_id>` and made once per rotation: a re-run finds it by the tag; a
+    create whose answer was lost is looked up, not sent again."""
+    kid = KeyId.parse(in_use)
+    keys = AzureClients.of(credentials, subscription_id).keys(kid.vault_url)
+
+    def made() -> str | None:
+        for props in keys.list_properties_of_key_versions(kid.name):
+            if (props.tags or {}).get(ROTATION_TAG) == rotation_id:
+                return str(props.id)
+        return None
+
+    with named_failure(kid.versionless, "new key version"):
+        found = made()
+        if found is not None:
+            get_run_logger().info("Reusing the new key version %s", found)
+            return found
+        current = keys.get_key(kid.name, kid.version)
+        tags = {**(current.properties.tags or {}), ROTATION_TAG: rotation_id}
+        version = write_or_find(
+            lambda: str(
+                keys.create_rsa_key(
+                    kid.name,
+                    size=_key_info(current).size,
+                    hardware_protected=True,
+                    exportable=True,
+                    release_policy=current.properties.release_policy,
+                    tags=tags,
+                ).id
+            ),
+            made,
+            is_azure_error,
+        )
+    get_run_logger().info("New key version %s", version)
+    return version
+
+
+@task(name="Start the VMs again", **STEP_RETRIES)
+def start_vms(credentials: AzureCredentials, subscription_id: str | None, refs: list[str]) -> float:
+    """Start the VMs that are not running (all at once), then check each runs; returns the
+    seconds it took."""
+    clients = AzureClients.of(credentials, subscription_id)
+    vms = clients.compute().virtual_machines
+    started = time.monotonic()
+    stopped = [ref for ref in refs if _power_state(clients, *_where(ref)) != "running"]
+    _on_all(stopped, vms.begin_start, "starting the VM")
+    not_running = [ref for ref in refs if _power_state(clients, *_where(ref)) != "running"]
+    if not_running:
+        raise VerificationFailed(", ".join(not_running), "started, but not running")
+    get_run_logger().info("Started again %s", ", ".join(stopped) or "nothing")
+    return time.monotonic() - started
+
+
+@task(name="Clear the rotation record", **STEP_RETRIES)
+def finish_rotation(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    plan: RotationPlan,
+    measured_seconds: float | None,
+) -> None:
+    """Remove the record from the set's tags and keep the measured stop-and-start time there
+    (the next rotation's window is checked against it)."""
+    clients = AzureClients.of(credentials, subscription_id)
+    group, name = plan.des_group, plan.des.name
+    with named_failure(plan.des.id, "clearing the rotation record"):
+        _retag(clients, group, name, lambda tags: finished_tags(tags, measured_seconds))
+    get_run_logger().info(
+        "Rotation %s of %s finished at %s",
+        plan.record.rotation_id,
+        name,
+        datetime.now(UTC).isoformat(timespec="seconds"),
+    )

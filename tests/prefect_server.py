@@ -1,0 +1,162 @@
+"""One Prefect server for a whole test session, shared by every pytest-xdist worker.
+
+The xdist controller starts it before it starts the workers (with `-n 0`, the first test that
+needs it): a temporary PREFECT_HOME holding its SQLite database, what `prefect_test_harness`
+gives its server (no UI; the services of an ephemeral server), and the API on a socket bound
+here, so its address is known at once and the workers start while the server migrates its
+database. `PREFECT_API_URL` and `HOME_ENV` are exported: processes started afterwards (the
+workers, the CLIs the tests run) find it, and each waits until it answers.
+
+Also exported, `PREFECT_API_SSL_CERT_FILE`: one CA certificate. Every Prefect client builds
+an SSL context from it, even for this http:// API, and the default (certifi's whole bundle)
+costs ~25 ms of CPU a client, a few hundred clients a minute.
+
+`python -m tests.prefect_server FD PID` is the server process: uvicorn serving Prefect's app
+on the inherited socket, until stopped or until process PID (the pytest that started it) is
+gone, killed without stopping it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HOME_ENV = "BYOK_TEST_PREFECT_HOME"  # the shared server's PREFECT_HOME, for every process
+
+
+# What a process needs to use the server (the demo, with its own server, is given none).
+EXPORTED = ("PREFECT_API_URL", "PREFECT_API_SSL_CERT_FILE", HOME_ENV)
+
+
+def home() -> Path | None:
+    """The running shared server's home, if this session has one."""
+    value = os.environ.get(HOME_ENV)
+    return Path(value) if value else None
+
+
+def database_url(home: Path) -> str:
+    """The SQLite database of the server at `home`."""
+    return f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+
+
+@dataclass
+class Server:
+    """The server process this process started."""
+
+    process: subprocess.Popen[bytes]
+    home: Path
+
+    def log_tail(self, size: int = 4000) -> str:
+        """The end of what the server logged (errors only)."""
+        log = self.home / "server.log"
+        return log.read_text(errors="replace")[-size:] if log.exists() else ""
+
+    def stop(self) -> None:
+        """Stop it and remove its home."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def start() -> Server:
+    """Start the server (without waiting for it) and export its address."""
+    server_home = Path(tempfile.mkdtemp(prefix="byok-prefect-"))
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(server_home),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url(server_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "0",
+        # a request refused as busy (503: SQLite locked, pool exhausted) is logged: the
+        # session's summary shows the log (`log_tail`)
+        "PREFECT_API_LOG_RETRYABLE_ERRORS": "true",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+    }
+    env.pop("PREFECT_API_URL", None)
+    with (
+        socket.socket() as sock,
+        (server_home / "server.log").open("wb") as log,
+    ):
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.prefect_server", str(sock.fileno()), str(os.getpid())],
+            pass_fds=[sock.fileno()],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    os.environ["PREFECT_API_SSL_CERT_FILE"] = str(_one_ca_certificate(server_home))
+    os.environ[HOME_ENV] = str(server_home)
+    return Server(process, server_home)
+
+
+def _one_ca_certificate(server_home: Path) -> Path:
+    """The first certificate of certifi's bundle, in a file of its own."""
+    import certifi
+
+    bundle = Path(certifi.where()).read_text()
+    end = "-----END CERTIFICATE-----"
+    first = bundle[bundle.index("-----BEGIN CERTIFICATE-----") : bundle.index(end) + len(end)]
+    path = server_home / "api-ca.pem"
+    path.write_text(first + "\n")
+    return path
+
+
+def wait_until_up(timeout: float) -> None:
+    """Return once the exported server answers its health check."""
+    url = f"{os.environ['PREFECT_API_URL']}/health"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            log = home() / "server.log"  # type: ignore[operator]
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise TimeoutError(f"the test Prefect server at {url} did not answer: {tail}")
+        time.sleep(0.2)
+
+
+def serve(fd: int, parent: int) -> None:
+    """Serve Prefect's API on the socket `fd` until terminated or orphaned; an orphan also
+    removes its home."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        "prefect.server.api.server:create_app", factory=True, lifespan="on", log_level="error"
+    )
+    server = uvicorn.Server(config)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        server.should_exit = True
+
+    threading.Thread(target=watch, daemon=True).start()
+    server.run(sockets=[socket.socket(fileno=fd)])
+    if os.getppid() != parent:
+        shutil.rmtree(os.environ["PREFECT_HOME"], ignore_errors=True)
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]), int(sys.argv[2]))
