@@ -21,6 +21,7 @@ from byok.disk_encryption_set_models import DiskEncryptionSetInfo
 from byok.errors import InvalidRequest
 from byok.key_store import KeyInfo, KeyStore
 from byok.parameters import AZURE_BLOCK_NAME
+from byok.vm_models import linux_os_profile
 
 CONFIDENTIAL_ENCRYPTION = "ConfidentialVmEncryptedWithCustomerKey"
 # Microsoft's first-party app a tenant installs once (`az ad sp create --id …`, the quickstart
@@ -90,9 +91,6 @@ class ConfidentialVmSpec(BaseModel):
         guest state encrypted by the set (`securityEncryptionType: DiskWithVMGuestState`,
         `az vm create --security-type ConfidentialVM --os-disk-security-encryption-type
         DiskWithVMGuestState --os-disk-secure-vm-disk-encryption-set`)."""
-        key = compute.SshPublicKey(
-            path=f"/home/{self.admin_username}/.ssh/authorized_keys", key_data=self.ssh_public_key
-        )
         disk = compute.ManagedDiskParameters(
             security_profile=compute.VMDiskSecurityProfile(
                 security_encryption_type="DiskWithVMGuestState",
@@ -113,14 +111,7 @@ class ConfidentialVmSpec(BaseModel):
                     image_reference=compute.ImageReference(id=self.image_version_id),
                     os_disk=compute.OSDisk(create_option="FromImage", managed_disk=disk),
                 ),
-                os_profile=compute.OSProfile(
-                    computer_name=self.vm_name,
-                    admin_username=self.admin_username,
-                    linux_configuration=compute.LinuxConfiguration(
-                        disable_password_authentication=True,
-                        ssh=compute.SshConfiguration(public_keys=[key]),
-                    ),
-                ),
+                os_profile=linux_os_profile(self.vm_name, self.admin_username, self.ssh_public_key),
                 network_profile=compute.NetworkProfile(
                     network_interfaces=[compute.NetworkInterfaceReference(id=nic_id)]
                 ),

@@ -68,9 +68,6 @@ class VmFromImageRequest(BaseModel):
                 disk_encryption_set=compute.DiskEncryptionSetParameters(id=set_id),
             )
 
-        key = compute.SshPublicKey(
-            path=f"/home/{self.admin_username}/.ssh/authorized_keys", key_data=self.ssh_public_key
-        )
         return compute.VirtualMachine(
             location=self.location,
             properties=compute.VirtualMachineProperties(
@@ -88,14 +85,7 @@ class VmFromImageRequest(BaseModel):
                         for lun, set_id in data_sets.items()
                     ],
                 ),
-                os_profile=compute.OSProfile(
-                    computer_name=self.vm_name,
-                    admin_username=self.admin_username,
-                    linux_configuration=compute.LinuxConfiguration(
-                        disable_password_authentication=True,
-                        ssh=compute.SshConfiguration(public_keys=[key]),
-                    ),
-                ),
+                os_profile=linux_os_profile(self.vm_name, self.admin_username, self.ssh_public_key),
                 network_profile=compute.NetworkProfile(
                     network_interfaces=[compute.NetworkInterfaceReference(id=nic_id)]
                 ),
@@ -145,5 +135,20 @@ def nic_body(location: str, subnet_id: str) -> network.NetworkInterface:
                     ),
                 )
             ]
+        ),
+    )
+
+
+def linux_os_profile(name: str, admin_username: str, ssh_public_key: str) -> compute.OSProfile:
+    """A Linux VM's OS profile: SSH key sign-in of the administrator only."""
+    key = compute.SshPublicKey(
+        path=f"/home/{admin_username}/.ssh/authorized_keys", key_data=ssh_public_key
+    )
+    return compute.OSProfile(
+        computer_name=name,
+        admin_username=admin_username,
+        linux_configuration=compute.LinuxConfiguration(
+            disable_password_authentication=True,
+            ssh=compute.SshConfiguration(public_keys=[key]),
         ),
     )

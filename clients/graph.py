@@ -25,6 +25,8 @@ from azure.core.pipeline.policies import (
 from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest import HttpRequest
 
+from byok.azure_errors import is_azure_error
+from byok.retrying import write_or_find
 from clients.azure import AzureClients
 from clients.context import shared
 
@@ -101,3 +103,29 @@ def graph(clients: AzureClients) -> GraphClient:
 def odata_text(value: str) -> str:
     """A string literal for a `$filter` (single quotes doubled, as OData escapes them)."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def service_principal_id(clients: AzureClients, app_id: str) -> str | None:
+    """The object id of the app's service principal in the clients' tenant, or None."""
+    found = graph(clients).list("/servicePrincipals", f"appId eq {odata_text(app_id)}")
+    return str(found[0]["id"]) if found else None
+
+
+def install_app(clients: AzureClients, app_id: str) -> tuple[str, bool]:
+    """The app's service principal in the clients' tenant (`az ad sp create --id <appId>`),
+    made once (a lost answer is followed by a lookup, not a second POST): its object id, and
+    whether this call made it."""
+    existing = service_principal_id(clients, app_id)
+    if existing is not None:
+        return existing, False
+
+    def found() -> dict[str, Any] | None:
+        object_id = service_principal_id(clients, app_id)
+        return {"id": object_id} if object_id else None
+
+    made = write_or_find(
+        lambda: graph(clients).send("POST", "/servicePrincipals", {"appId": app_id}),
+        found,
+        is_azure_error,
+    )
+    return str(made["id"]), True

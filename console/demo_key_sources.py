@@ -23,15 +23,13 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _officer_certificate(name: str) -> dict[str, Any]:
-    """A security-domain officer's self-signed certificate as a JWK (the private key stays
-    with the officer: here it is dropped, the demo never uploads the domain again)."""
+def officer_certificate(private: Any, name: str) -> dict[str, Any]:
+    """A security-domain officer's self-signed certificate for `private` (an RSA key that
+    stays with the officer), as a JWK the security domain download takes."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import NameOID
 
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = dt.datetime.now(dt.UTC)
     cert = (
@@ -85,7 +83,13 @@ def activated_hsm(emulator: Any, clients: Any) -> str:
     )
     uri = str(hsm.properties.hsm_uri)
     token = clients.credential.get_token("https://managedhsm.azure.net/.default").token
-    certificates = [{"value": _officer_certificate(f"officer-{i}")} for i in range(3)]
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    # the officers' keys stay with them (here: dropped; the demo never uploads the domain)
+    officers = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(3)]
+    certificates = [
+        {"value": officer_certificate(k, f"officer-{i}")} for i, k in enumerate(officers)
+    ]
     requests.post(  # https://learn.microsoft.com/azure/key-vault/managed-hsm/security-domain
         f"{uri}securitydomain/download?api-version=7.4",
         json={"certificates": certificates, "required": 2},

@@ -52,7 +52,7 @@ from byok.rotation import ROTATION_TAG
 from byok.sdk_values import text
 from byok.validation import InvalidRequest, check_name, region_key, same_region
 from clients.azure import AzureClients
-from clients.graph import GraphClient, graph, odata_text
+from clients.graph import install_app
 from clients.key_store_access import grant
 from tasks.retry import STEP_RETRIES
 
@@ -226,27 +226,16 @@ def ensure_confidential_key(
         )
 
 
-def _orchestrator(api: GraphClient) -> dict[str, Any] | None:
-    found = api.list("/servicePrincipals", f"appId eq {odata_text(ORCHESTRATOR_APP_ID)}")
-    return found[0] if found else None
-
-
 @task(name="Install the Confidential VM Orchestrator", **STEP_RETRIES)
 def ensure_orchestrator(credentials: AzureCredentials) -> str:
     """The Confidential VM Orchestrator's service principal in the block's tenant
     (`az ad sp create --id bf7b6499-ff71-4aa2-97a4-f372087be7f0`), made once. Returns its
     object id."""
-    api = graph(AzureClients.of(credentials))
     with named_failure(f"tenant '{credentials.tenant_id}'", f"installing {ORCHESTRATOR_NAME}"):
-        principal = _orchestrator(api)
-        if principal is None:
-            principal = write_or_find(
-                lambda: api.send("POST", "/servicePrincipals", {"appId": ORCHESTRATOR_APP_ID}),
-                lambda: _orchestrator(api),
-                is_azure_error,
-            )
-            get_run_logger().info("%s installed: %s", ORCHESTRATOR_NAME, principal["id"])
-    return str(principal["id"])
+        principal, made = install_app(AzureClients.of(credentials), ORCHESTRATOR_APP_ID)
+    if made:
+        get_run_logger().info("%s installed: %s", ORCHESTRATOR_NAME, principal)
+    return principal
 
 
 @task(name="Grant the orchestrator get and release", **STEP_RETRIES)

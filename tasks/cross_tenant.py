@@ -37,7 +37,7 @@ from byok.retrying import write_or_find
 from byok.sdk_values import text
 from byok.validation import InvalidRequest, check_name, same_region
 from clients.azure import AzureClients
-from clients.graph import graph, odata_text
+from clients.graph import graph, install_app, odata_text, service_principal_id
 from tasks.retry import STEP_RETRIES
 
 
@@ -68,12 +68,6 @@ def _app_info(app: dict[str, Any]) -> AppInfo:
     return AppInfo(
         object_id=str(app["id"]), app_id=str(app["appId"]), display_name=str(app["displayName"])
     )
-
-
-def _service_principal(clients: AzureClients, app_id: str) -> str | None:
-    """The object id of the app's service principal in the clients' tenant, or None."""
-    found = graph(clients).list("/servicePrincipals", f"appId eq {odata_text(app_id)}")
-    return str(found[0]["id"]) if found else None
 
 
 def _issuer(provider: AzureCredentials) -> str:
@@ -184,25 +178,13 @@ def ensure_federated_credential(
 def ensure_app_installed(customer: AzureCredentials, app: AppInfo) -> str:
     """The app's service principal in the customer's tenant (`az ad sp create --id <appId>`),
     made once. Returns its object id."""
-    clients = AzureClients.of(customer)
-
-    def found() -> dict[str, Any] | None:
-        object_id = _service_principal(clients, app.app_id)
-        return {"id": object_id} if object_id else None
-
     with named_failure(f"customer tenant '{customer.tenant_id}'", f"installing {app.app_id}"):
-        principal = found()
-        if principal is None:
-            body = {"appId": app.app_id}
-            principal = write_or_find(
-                lambda: graph(clients).send("POST", "/servicePrincipals", body),
-                found,
-                is_azure_error,
-            )
-            get_run_logger().info(
-                "App %s installed in the customer's tenant: %s", app.display_name, principal["id"]
-            )
-    return str(principal["id"])
+        principal, made = install_app(AzureClients.of(customer), app.app_id)
+    if made:
+        get_run_logger().info(
+            "App %s installed in the customer's tenant: %s", app.display_name, principal
+        )
+    return principal
 
 
 def _key_access(clients: AzureClients, vault: Vault, principal_id: str) -> bool:
@@ -266,7 +248,7 @@ def _customer_facts(
 ) -> tuple[VaultInfo | None, KeyInfo | None]:
     clients = AzureClients.of(customer, request.customer_subscription_id)
     if facts.app is not None:
-        facts.service_principal_id = _service_principal(clients, facts.app.app_id)
+        facts.service_principal_id = service_principal_id(clients, facts.app.app_id)
     vault = _read_vault(clients, request.customer_resource_group, request.vault_name)
     if vault is None:
         return None, None

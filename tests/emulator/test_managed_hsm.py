@@ -5,8 +5,6 @@ security domain download (REST, no SDK in azure-keyvault-administration 4.7.2), 
 from __future__ import annotations
 
 import base64
-import datetime as dt
-import hashlib
 import json
 from typing import Any
 
@@ -30,50 +28,17 @@ from azure.mgmt.containerregistry.models import (
     UserIdentityProperties,
 )
 from azure.mgmt.keyvault.models import ManagedHsm, ManagedHsmProperties, ManagedHsmSku
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
 
 from clients.azure import AzureClients
+from console.demo_key_sources import officer_certificate
 from emulator.server import Emulator
 
 HSM_SCOPE = "https://managedhsm.azure.net/.default"
 CRYPTO_USER = "21dbd100-6940-42c2-9190-5d6cb909625b"
 SERVICE_ENCRYPTION_USER = "33413926-3206-4cdd-b39a-83574fe37a17"
 DEFINITIONS = "Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/"
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def certificate_jwk(private: rsa.RSAPrivateKey, name: str) -> dict[str, Any]:
-    """A self-signed certificate's public key as the security domain download takes it."""
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(private.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(private, hashes.SHA256())
-    )
-    der = cert.public_bytes(serialization.Encoding.DER)
-    numbers = private.public_key().public_numbers()
-    return {
-        "kty": "RSA",
-        "key_ops": ["verify", "encrypt", "wrapKey"],
-        "alg": "RSA-OAEP-256",
-        "kid": name,
-        "x5c": [base64.b64encode(der).decode()],
-        "x5t#S256": b64url(hashlib.sha256(der).digest()),
-        "n": b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
-        "e": b64url(numbers.e.to_bytes(3, "big")),
-    }
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +97,7 @@ def activated_hsm(
     azure: AzureClients, emulator: Emulator, keys: list[rsa.RSAPrivateKey]
 ) -> ManagedHsm:
     hsm = create_hsm(azure, emulator)
-    certs = [certificate_jwk(k, f"sd{i}") for i, k in enumerate(keys)]
+    certs = [officer_certificate(k, f"sd{i}") for i, k in enumerate(keys)]
     assert download_domain(azure, emulator, hsm.properties.hsm_uri, certs).status_code == 202
     return hsm
 
@@ -151,7 +116,7 @@ def test_new_hsm_refuses_keys_until_its_security_domain_is_downloaded(
     challenge = emulator.requests.find("POST", r"/keys/early/create$")[0]
     assert challenge.status == 401  # answered with the HSM's challenge, then the token
 
-    certs = [certificate_jwk(k, f"sd{i}") for i, k in enumerate(wrapping_keys)]
+    certs = [officer_certificate(k, f"sd{i}") for i, k in enumerate(wrapping_keys)]
     too_few = download_domain(azure, emulator, props.hsm_uri, certs[:2])
     assert too_few.status_code == 400 and "3 to 10 certificates" in too_few.text
     answer = download_domain(azure, emulator, props.hsm_uri, certs)
