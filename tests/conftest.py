@@ -1,6 +1,7 @@
-"""Shared fixtures: one emulator per process (state reset per test), one Prefect server per
-session shared by every xdist worker (tests/prefect_server.py), and one running `byok demo`
-for the tests that need a real server, deployments and a worker."""
+"""Shared fixtures: one emulator and one Prefect server per process (tests/prefect_server.py;
+one server shared by every xdist worker put all their writes on one SQLite file and made the
+suite slower), state reset per test, and one running `byok demo` for the tests that need a
+real server, deployments and a worker."""
 
 from __future__ import annotations
 
@@ -47,13 +48,6 @@ _SERVER = pytest.StashKey[prefect_server.Server]()
 def _server_timeout() -> int:
     """A loaded machine can take minutes to start a Prefect server (BYOK_TEST_SERVER_TIMEOUT)."""
     return int(os.environ.get("BYOK_TEST_SERVER_TIMEOUT", "300"))
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """The xdist controller starts the session's Prefect server before its workers, which
-    inherit its address."""
-    if not _worker and getattr(config.option, "dist", "no") != "no":
-        config.stash[_SERVER] = prefect_server.start()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
