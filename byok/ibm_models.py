@@ -299,3 +299,43 @@ class IbmKeyRotationResult(BaseModel):
     bucket: str
     object_key: str
     object_uri: str
+
+
+def object_uri(region: str, bucket: str, key: str) -> str:
+    """The cos:// URI of an object in a region."""
+    return f"cos://{region}/{bucket}/{key}"
+
+
+def api_key_name(request: IbmImageRequest) -> str:
+    """Name of the single-use API key of this image's import."""
+    return f"{request.image_name}-import"
+
+
+def image_summary(request: IbmImageRequest, result: IbmImageResult, created: list[str]) -> str:
+    """The markdown artifact: what the run made or reused."""
+    rows = [
+        ("Image template", f"{result.template_name} (id {result.template_id}, "
+         f"{result.template_global_identifier})"),
+        ("Root key", f"{request.root_key} ({result.root_key_crn})"),
+        ("Encrypted object", result.object_uri),
+        ("Keyhash", f"`{result.keyhash}`" if result.keyhash else "-"),
+        ("Authorization", f"server-protect → kms Reader (policy {result.authorization_policy_id})"),
+        ("Service ID", result.service_id or "-"),
+        ("Virtual server", f"{result.instance.fqdn} (id {result.instance.id})"
+         if result.instance else "not ordered"),
+    ]  # fmt: skip
+    lines = ["# Encrypted IBM Cloud image", "", "| Resource | Value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    lines += ["", "Created in this run: " + (", ".join(created) or "nothing (all reused)")]
+    return "\n".join(lines)
+
+
+def lock_ids(account_id: str, region: str, request: IbmImageRequest) -> list[str]:
+    """What one run of the request owns: the image template name in the account, and the
+    encrypted object (also the rotation's target)."""
+    return sorted(
+        [
+            f"ibm:{account_id}:image-template:{request.image_name}",
+            object_uri(region, request.bucket, request.object_key),
+        ]
+    )

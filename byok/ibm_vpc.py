@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from byok.errors import InvalidRequest
 from byok.parameters import IBM_BLOCK_NAME
@@ -167,3 +168,18 @@ def check_rotation_due(ref: str, last_rotated: str | None, now: datetime) -> Non
             f"rotated at {last_rotated}: Key Protect allows one rotation per hour; "
             f"the next one is possible at {due.isoformat()}",
         )
+
+
+class VpcPlan(BaseModel):
+    """What validation found: the source's format and an image already named so."""
+
+    source_format: str
+    image: dict[str, Any] | None
+
+
+class Passphrase(BaseModel):
+    """The LUKS passphrase (masked in any repr) and its wrapped form."""
+
+    value: SecretStr
+    wrapped: str
+    key_version: str | None

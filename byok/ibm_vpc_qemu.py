@@ -117,3 +117,11 @@ def verify_encrypted(source: Path, target: Path, passphrase: bytes, source_forma
 def _opt(path: Path) -> str:
     """A path as a qemu option value (commas doubled)."""
     return str(path).replace(",", ",,")
+
+
+@contextmanager
+def spool_image() -> Iterator[Path]:
+    """Where the encrypted image is written before its upload: a file in a private temporary
+    directory, removed with everything in it when the block ends."""
+    with tempfile.TemporaryDirectory(prefix="byok-vpc-") as spool:
+        yield Path(spool) / "image.qcow2"

@@ -13,7 +13,16 @@ from prefect.futures import PrefectFuture, wait
 
 from blocks.ibm import IBMCloudCredentials
 from byok.ibm_dek import DataKey, object_metadata
-from byok.ibm_models import IbmImageRequest, IbmImageResult, SourceInfo, UploadInfo
+from byok.ibm_models import (
+    IbmImageRequest,
+    IbmImageResult,
+    SourceInfo,
+    UploadInfo,
+    api_key_name,
+    image_summary,
+    lock_ids,
+    object_uri,
+)
 from byok.ibm_pipe import BytePipe, PipeBroken
 from tasks.ibm_cos import ensure_bucket
 from tasks.ibm_iam import (
@@ -41,16 +50,6 @@ from tasks.run_lock import resource_lock
 
 MIB = 1024 * 1024
 PIPE_CAPACITY = 8 * MIB
-
-
-def object_uri(credentials: IBMCloudCredentials, bucket: str, key: str) -> str:
-    """The cos:// URI of an object in the credentials' region."""
-    return f"cos://{credentials.region}/{bucket}/{key}"
-
-
-def api_key_name(request: IbmImageRequest) -> str:
-    """Name of the single-use API key of this image's import."""
-    return f"{request.image_name}-import"
 
 
 def transfer(
@@ -95,36 +94,6 @@ def transfer(
     return futures[2].result()
 
 
-def summary(request: IbmImageRequest, result: IbmImageResult, created: list[str]) -> str:
-    """The markdown artifact: what the run made or reused."""
-    rows = [
-        ("Image template", f"{result.template_name} (id {result.template_id}, "
-         f"{result.template_global_identifier})"),
-        ("Root key", f"{request.root_key} ({result.root_key_crn})"),
-        ("Encrypted object", result.object_uri),
-        ("Keyhash", f"`{result.keyhash}`" if result.keyhash else "-"),
-        ("Authorization", f"server-protect → kms Reader (policy {result.authorization_policy_id})"),
-        ("Service ID", result.service_id or "-"),
-        ("Virtual server", f"{result.instance.fqdn} (id {result.instance.id})"
-         if result.instance else "not ordered"),
-    ]  # fmt: skip
-    lines = ["# Encrypted IBM Cloud image", "", "| Resource | Value |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in rows]
-    lines += ["", "Created in this run: " + (", ".join(created) or "nothing (all reused)")]
-    return "\n".join(lines)
-
-
-def lock_ids(credentials: IBMCloudCredentials, request: IbmImageRequest) -> list[str]:
-    """What one run of the request owns: the image template name in the account, and the
-    encrypted object (also the rotation's target)."""
-    return sorted(
-        [
-            f"ibm:{credentials.account_id}:image-template:{request.image_name}",
-            object_uri(credentials, request.bucket, request.object_key),
-        ]
-    )
-
-
 @flow(name="provision-encrypted-ibm-image", persist_result=False)
 def provision_encrypted_ibm_image(
     request: IbmImageRequest, credentials: IBMCloudCredentials | None = None
@@ -140,7 +109,7 @@ def provision_encrypted_ibm_image(
     """
     credentials = IBMCloudCredentials.chosen(credentials, request.ibm_credentials_block)
     with ExitStack() as locks:
-        for resource in lock_ids(credentials, request):
+        for resource in lock_ids(credentials.account_id, credentials.region, request):
             locks.enter_context(resource_lock(resource, wait=request.wait_for_other_run))
         return provision(credentials, request)
 
@@ -176,7 +145,7 @@ def provision(credentials: IBMCloudCredentials, request: IbmImageRequest) -> Ibm
             write_dek_file(data_key, request.dek_file, root.crn)
     authorization = ensure_kms_authorization(credentials, kp_instance)
     ensure_bucket(credentials, cos, request.bucket, request.bucket_storage_class)
-    uri = object_uri(credentials, request.bucket, request.object_key)
+    uri = object_uri(credentials.region, request.bucket, request.object_key)
     if data_key is not None:
         stored = plan.encrypted_object
         if stored is not None and stored.keyhash == data_key.keyhash:
@@ -248,7 +217,7 @@ def provision(credentials: IBMCloudCredentials, request: IbmImageRequest) -> Ibm
         instance=instance,
     )
     create_markdown_artifact(
-        summary(request, result, created),
+        image_summary(request, result, created),
         key="ibm-image-" + re.sub(r"[^a-z0-9]+", "-", request.image_name.lower()).strip("-"),
         description=f"Encrypted image {request.image_name}",
     )

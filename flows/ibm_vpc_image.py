@@ -13,6 +13,7 @@ from byok.ibm_vpc import (
     VpcRotationResult,
     image_lock_id,
 )
+from byok.ibm_vpc_qemu import spool_image
 from byok.parameters import parse_request
 from tasks.ibm_cos import ensure_bucket
 from tasks.ibm_iam import ensure_kms_authorization
@@ -25,7 +26,6 @@ from tasks.ibm_vpc import (
     import_vpc_image,
     prepare_passphrase,
     publish_vpc_image,
-    spool_image,
     upload_encrypted_image,
     validate_vpc_request,
     verify_image,

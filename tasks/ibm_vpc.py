@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +15,7 @@ from ibm_boto3.s3.transfer import TransferConfig
 from ibm_cloud_sdk_core import ApiException
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, SecretStr
+from pydantic import SecretStr
 
 from blocks.ibm import IBMCloudCredentials
 from blocks.secrets import load_secret
@@ -26,9 +23,11 @@ from byok.errors import InvalidRequest, OperationFailed, PropagationTimedOut
 from byok.ibm_models import RootKeyInfo
 from byok.ibm_validation import check_bucket_location, crn_region
 from byok.ibm_vpc import (
+    Passphrase,
     VpcImageRequest,
     VpcImageResult,
     VpcInstanceSpec,
+    VpcPlan,
     check_passphrase,
     check_request,
     check_source,
@@ -43,29 +42,6 @@ from tasks.in_memory import IN_MEMORY
 from tasks.retry import STEP_RETRIES
 
 PART_SIZE = 64 * 1024 * 1024
-
-
-class VpcPlan(BaseModel):
-    """What validation found: the source's format and an image already named so."""
-
-    source_format: str
-    image: dict[str, Any] | None
-
-
-class Passphrase(BaseModel):
-    """The LUKS passphrase (masked in any repr) and its wrapped form."""
-
-    value: SecretStr
-    wrapped: str
-    key_version: str | None
-
-
-@contextmanager
-def spool_image() -> Iterator[Path]:
-    """Where the encrypted image is written before its upload: a file in a private temporary
-    directory, removed with everything in it when the block ends."""
-    with tempfile.TemporaryDirectory(prefix="byok-vpc-") as spool:
-        yield Path(spool) / "image.qcow2"
 
 
 def _named(items: list[dict[str, Any]], name: str) -> dict[str, Any] | None:

@@ -15,11 +15,12 @@ import pytest
 
 from blocks.ibm import IBMCloudCredentials
 from byok.errors import ConcurrentRun
+from byok.ibm_models import lock_ids
 from clients.ibm import IBMClients
 from clients.softlayer_templates import ImportFailed
 from emulator.faults import Fault
 from emulator.server import Emulator
-from flows.ibm_image import lock_ids, provision_encrypted_ibm_image
+from flows.ibm_image import provision_encrypted_ibm_image
 from tasks.run_lock import resource_lock
 from tests import crash
 from tests.flows.test_ibm_image import (
@@ -147,7 +148,9 @@ def test_a_run_fails_fast_while_another_holds_the_image(
     emulator: Emulator,
     ibm_credentials: IBMCloudCredentials,
 ) -> None:
-    held = lock_ids(ibm_credentials, request(ibm_block, emulator))[0]
+    held = lock_ids(
+        ibm_credentials.account_id, ibm_credentials.region, request(ibm_block, emulator)
+    )[0]
     with (
         resource_lock(held, wait=True),
         pytest.raises(ConcurrentRun, match=f"{re.escape(held)}: another run is working on"),
