@@ -71,6 +71,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
         prefect_server.wait_until_up(_server_timeout())
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which names the groups from these marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """For `pytest -n N --dist loadgroup` (./dev test): the tests that share the running demo
     go to one worker, and a module with a module-scoped fixture stays on one worker, so each
