@@ -40,7 +40,6 @@ from tasks.confidential_vm import (
     ensure_premium_vault,
     finish_rotation,
     grant_key_release,
-    new_confidential_key_version,
     plan_confidential_rotation,
     record_rotation,
     start_vms,
@@ -53,7 +52,7 @@ from tasks.disk_encryption_set import (
     wait_for_key_access,
 )
 from tasks.events import emit_byok_event
-from tasks.key_vault import check_key_vault, ensure_key_vault, grant_key_use
+from tasks.key_vault import check_key_vault, ensure_key_vault, grant_key_use, new_key_version
 from tasks.refusal import refuse_quietly
 from tasks.resource_group import ensure_resource_group
 from tasks.run_lock import resource_lock
@@ -180,7 +179,7 @@ def rotate_confidential_vm_key(
         new_key = (
             old_key
             if plan.rotated
-            else new_confidential_key_version(credentials, sub, old_key, plan.record.rotation_id)
+            else new_key_version(credentials, sub, old_key, plan.record.rotation_id)
         )
         if new_key != old_key:
             update_des_key(credentials, sub, rg, name, new_key)

@@ -399,47 +399,6 @@ def deallocate_vms(
     return time.monotonic() - started
 
 
-@task(name="Create a new key version", **STEP_RETRIES)
-def new_confidential_key_version(
-    credentials: AzureCredentials, subscription_id: str | None, in_use: str, rotation_id: str
-) -> str:
-    """A new version like the one in use (RSA-HSM, exportable, its release policy), tagged
-    `byok-rotation=<rotation_id>` and made once per rotation: a re-run finds it by the tag; a
-    create whose answer was lost is looked up, not sent again."""
-    kid = KeyId.parse(in_use)
-    keys = AzureClients.of(credentials, subscription_id).keys(kid.vault_url)
-
-    def made() -> str | None:
-        for props in keys.list_properties_of_key_versions(kid.name):
-            if (props.tags or {}).get(ROTATION_TAG) == rotation_id:
-                return str(props.id)
-        return None
-
-    with named_failure(kid.versionless, "new key version"):
-        found = made()
-        if found is not None:
-            get_run_logger().info("Reusing the new key version %s", found)
-            return found
-        current = keys.get_key(kid.name, kid.version)
-        tags = {**(current.properties.tags or {}), ROTATION_TAG: rotation_id}
-        version = write_or_find(
-            lambda: str(
-                keys.create_rsa_key(
-                    kid.name,
-                    size=_key_info(current).size,
-                    hardware_protected=True,
-                    exportable=True,
-                    release_policy=current.properties.release_policy,
-                    tags=tags,
-                ).id
-            ),
-            made,
-            is_azure_error,
-        )
-    get_run_logger().info("New key version %s", version)
-    return version
-
-
 @task(name="Start the VMs again", **STEP_RETRIES)
 def start_vms(credentials: AzureCredentials, subscription_id: str | None, refs: list[str]) -> float:
     """Start the VMs that are not running (all at once), then check each runs; returns the

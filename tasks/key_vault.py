@@ -214,10 +214,11 @@ def new_key_version(
     in_use: str,
     rotation_id: str | None = None,
 ) -> str:
-    """A new version of the key whose version `in_use` is, made once per rotation: a re-run
-    reuses the version tagged with `rotation_id` (default: this flow run's id) or any version
-    newer than `in_use`; a create whose answer was lost is looked up, not sent again. Returns
-    the new versioned key id."""
+    """A new version of the key whose version `in_use` is, like it (HSM protection,
+    exportability and release policy carried over: a confidential-VM set refuses a version
+    without them), made once per rotation: a re-run reuses the version tagged with
+    `rotation_id` (default: this flow run's id) or any version newer than `in_use`; a create
+    whose answer was lost is looked up, not sent again. Returns the new versioned key id."""
     kid = KeyId.parse(in_use)
     keys = AzureClients.of(credentials, subscription_id).keys(kid.vault_url)
     rotation = rotation_id or str(flow_run.id)
@@ -232,9 +233,17 @@ def new_key_version(
         hsm = text(current.key_type).upper().endswith("-HSM")
         # tags live on versions: carry the current one's over, so selections by tag still match
         tags = {**(current.properties.tags or {}), ROTATION_TAG: rotation}
+        exportable = bool(current.properties.exportable)
         made = write_or_find(
             lambda: str(
-                keys.create_rsa_key(kid.name, size=size, tags=tags, hardware_protected=hsm).id
+                keys.create_rsa_key(
+                    kid.name,
+                    size=size,
+                    tags=tags,
+                    hardware_protected=hsm,
+                    exportable=exportable or None,
+                    release_policy=current.properties.release_policy if exportable else None,
+                ).id
             ),
             lambda: _made_for(keys, kid, rotation),
             is_azure_error,
