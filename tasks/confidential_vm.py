@@ -54,6 +54,7 @@ from byok.validation import InvalidRequest, check_name, region_key, same_region
 from clients.azure import AzureClients
 from clients.graph import install_app
 from clients.key_store_access import grant
+from clients.vm_power import power_state
 from tasks.retry import STEP_RETRIES
 
 
@@ -253,15 +254,6 @@ def grant_key_release(
     get_run_logger().info("%s may get and release the keys of %s", ORCHESTRATOR_NAME, vault.name)
 
 
-def _power_state(clients: AzureClients, group: str, name: str) -> str:
-    """A VM's power state (`running`, `deallocated`, …) from its instance view."""
-    vm = clients.compute().virtual_machines.get(group, name, expand="instanceView")
-    for status in (vm.instance_view.statuses if vm.instance_view else None) or []:
-        if str(status.code).startswith("PowerState/"):
-            return str(status.code).split("/", 1)[1]
-    return "unknown"
-
-
 def _set_vm(clients: AzureClients, vm: VirtualMachine) -> SetVm:
     group = str(parse_resource_id(str(vm.id))["resource_group"])
     name = str(vm.name)
@@ -269,7 +261,7 @@ def _set_vm(clients: AzureClients, vm: VirtualMachine) -> SetVm:
         id=str(vm.id),
         resource_group=group,
         name=name,
-        power_state=_power_state(clients, group, name),
+        power_state=power_state(clients, group, name)[0].split("/", 1)[1],
     )
 
 
@@ -406,9 +398,11 @@ def start_vms(credentials: AzureCredentials, subscription_id: str | None, refs: 
     clients = AzureClients.of(credentials, subscription_id)
     vms = clients.compute().virtual_machines
     started = time.monotonic()
-    stopped = [ref for ref in refs if _power_state(clients, *_where(ref)) != "running"]
+    stopped = [ref for ref in refs if power_state(clients, *_where(ref))[0] != "PowerState/running"]
     _on_all(stopped, vms.begin_start, "starting the VM")
-    not_running = [ref for ref in refs if _power_state(clients, *_where(ref)) != "running"]
+    not_running = [
+        ref for ref in refs if power_state(clients, *_where(ref))[0] != "PowerState/running"
+    ]
     if not_running:
         raise VerificationFailed(", ".join(not_running), "started, but not running")
     get_run_logger().info("Started again %s", ", ".join(stopped) or "nothing")

@@ -40,6 +40,7 @@ from byok.registry_probe import probe_registry_data
 from byok.retrying import retry_while
 from clients.azure import AzureClients
 from clients.key_store_access import grant, revoke, vault_for_key
+from clients.vm_power import power_state
 from tasks.artifacts import artifact_key
 from tasks.retry import STEP_RETRIES
 
@@ -197,15 +198,7 @@ def restore_key_access(
 
 def _power_state(credentials: AzureCredentials, vm_id: str) -> tuple[str, str]:
     sub, group, name = _where(vm_id)
-    vm = (
-        AzureClients.of(credentials, sub)
-        .compute()
-        .virtual_machines.get(group, name, expand="instanceView")
-    )
-    for status in (vm.instance_view.statuses if vm.instance_view else None) or []:
-        if str(status.code).startswith("PowerState/"):
-            return str(status.code), str(status.message or "")
-    return "PowerState/unknown", ""
+    return power_state(AzureClients.of(credentials, sub), group, name)
 
 
 @task(name="Check the dependent before revoking", **STEP_RETRIES)

@@ -35,6 +35,7 @@ from flows.confidential_vm import (
     prepare_confidential_vm_encryption,
     rotate_confidential_vm_key,
 )
+from tests.emulator.test_confidential import confidential_vm
 from tests.helpers import gallery_image, managed_image, vault_parameters
 
 GROUP = "rg-cvm"
@@ -96,35 +97,6 @@ def key_versions(emulator: Emulator) -> list[Any]:
     return vault.keys["cvm-key"].versions
 
 
-def confidential_vm(azure: AzureClients, name: str, des_id: str, image_id: str) -> None:
-    azure.compute().virtual_machines.begin_create_or_update(
-        GROUP,
-        name,
-        {
-            "location": "westeurope",
-            "properties": {
-                "hardwareProfile": {"vmSize": "Standard_DC2as_v5"},
-                "securityProfile": {
-                    "securityType": "ConfidentialVM",
-                    "uefiSettings": {"secureBootEnabled": True, "vTpmEnabled": True},
-                },
-                "storageProfile": {
-                    "imageReference": {"id": image_id},
-                    "osDisk": {
-                        "createOption": "FromImage",
-                        "managedDisk": {
-                            "securityProfile": {
-                                "securityEncryptionType": "DiskWithVMGuestState",
-                                "diskEncryptionSet": {"id": des_id},
-                            }
-                        },
-                    },
-                },
-            },
-        },
-    ).result()
-
-
 def image_version(azure: AzureClients, confidential: bool = True) -> str:
     """A gallery image version (made by the test's own hand), its definition allowed for
     confidential VMs when `confidential`."""
@@ -171,7 +143,7 @@ def two_vms(azure: AzureClients, prepared: ConfidentialVmEncryptionResult) -> st
     prepared set; returns the set's id."""
     des_id = prepared.disk_encryption_set.id
     image = azure.compute().gallery_image_versions.get(GROUP, "g1", "img", "1.0.0")
-    confidential_vm(azure, "cvm2", des_id, str(image.id))
+    confidential_vm(azure, "cvm2", des_id, str(image.id)).result()
     azure.compute().virtual_machines.begin_deallocate(GROUP, "cvm2").result()
     return des_id
 
