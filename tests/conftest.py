@@ -36,12 +36,9 @@ from clients.azure import AzureClients
 from clients.context import forget as forget_client_contexts
 from console.emulator_blocks import emulator_azure_credentials
 from emulator.server import Emulator
-from tasks import run_lock
 from tests import prefect_server
 
-# Names on the session's one Prefect server: each xdist worker its own (its own emulator).
-_ON_SERVER = f"-{_worker}" if _worker else ""
-AZURE_BLOCK = f"emulator-azure{_ON_SERVER}"
+AZURE_BLOCK = "emulator-azure"
 _SERVER = pytest.StashKey[prefect_server.Server]()
 
 
@@ -59,16 +56,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """The controller (or, with `-n 0`, the process that started it) stops it."""
+    """The process that started its Prefect server stops it."""
     if server := config.stash.get(_SERVER, None):
         server.stop()
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtestloop(session: pytest.Session) -> None:
-    """A worker runs its first test once the server it was given answers."""
-    if _worker and prefect_server.home():
-        prefect_server.wait_until_up(_server_timeout())
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's, which names the groups from these marks
@@ -172,19 +162,6 @@ def _register_block_types() -> None:
             if isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code != 409:
                 raise
             block.register_type_and_schema()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def worker_run_locks() -> Iterator[None]:
-    """The flows' run locks are Prefect concurrency limits named after the resource id; the
-    same id in two workers' emulators is two resources: each worker's locks carry its name."""
-    if not _worker:
-        yield
-        return
-    named = run_lock.lock_name
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(run_lock, "lock_name", lambda resource_id: f"{_worker}-{named(resource_id)}")
-        yield
 
 
 @dataclass
@@ -329,7 +306,7 @@ def ibm_service_id(ibm: IBMClients, ibm_credentials: IBMCloudCredentials) -> tup
     return service_id["iam_id"], key["apikey"]
 
 
-IBM_BLOCK = f"emulator-ibm{_ON_SERVER}"
+IBM_BLOCK = "emulator-ibm"
 
 
 @pytest.fixture
