@@ -23,6 +23,7 @@ from byok.errors import InvalidRequest
 from byok.key_policy import KeyRotationPolicyField
 from byok.key_sources import StoreKind
 from byok.key_store import HsmInfo, KeyInfo, KeyStore
+from byok.outcomes import PLAN_ONLY
 from byok.parameters import AZURE_BLOCK_NAME
 from byok.sdk_values import text
 
@@ -110,6 +111,7 @@ class DiskEncryptionSetRequest(BaseModel):
         description="How long to wait for new identities and grants to propagate.",
     )
     wait_for_other_run: bool = _WAIT
+    plan_only: bool = PLAN_ONLY
 
     @model_validator(mode="after")
     def _store_named(self) -> DiskEncryptionSetRequest:
@@ -174,6 +176,7 @@ class DesKeyRotationRequest(BaseModel):
         "run's id; a version newer than the set's is reused in any case.",
     )
     wait_for_other_run: bool = _WAIT
+    plan_only: bool = PLAN_ONLY
 
 
 def des_id(subscription_id: str, resource_group: str, name: str) -> str:

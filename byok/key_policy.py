@@ -18,6 +18,7 @@ from azure.keyvault.keys import (
 from pydantic import BaseModel, Field, model_validator
 
 from byok.errors import InvalidRequest
+from byok.outcomes import Change, changes
 
 MIN_EXPIRY_DAYS = 28
 MIN_ACTION_DAYS = 7
@@ -100,6 +101,10 @@ class RotationPolicySpec(BaseModel):
         """Whether a key's policy (the SDK's KeyRotationPolicy) already is this one."""
         return _shape(policy) == _shape(self.to_sdk())
 
+    def changes_from(self, policy: Any) -> list[Change]:
+        """The fields in which a key's policy differs from this one."""
+        return changes(_fields(policy), _fields(self.to_sdk()))
+
 
 KeyRotationPolicyField = Annotated[
     RotationPolicySpec | None,
@@ -107,7 +112,7 @@ KeyRotationPolicyField = Annotated[
 ]
 
 
-def _shape(policy: Any) -> tuple[object, ...]:
+def _shape(policy: Any) -> tuple[str | None, tuple[tuple[str, str, str], ...]]:
     actions = sorted(
         (
             str(getattr(a.action, "value", a.action)).lower(),
@@ -117,3 +122,12 @@ def _shape(policy: Any) -> tuple[object, ...]:
         for a in policy.lifetime_actions or []
     )
     return (policy.expires_in or None, tuple(actions))
+
+
+def _fields(policy: Any) -> dict[str, object]:
+    expires, actions = _shape(policy)
+    listed = [
+        f"{action} {after} after creation" if after else f"{action} {before} before expiry"
+        for action, after, before in actions
+    ]
+    return {"expiresIn": expires, "lifetimeActions": ", ".join(listed) or None}

@@ -13,7 +13,7 @@ from typing import Any
 
 from azure.core.exceptions import HttpResponseError
 from azure.keyvault.administration import KeyVaultAccessControlClient
-from azure.keyvault.keys import KeyVaultKey
+from azure.keyvault.keys import KeyClient, KeyVaultKey
 from azure.mgmt.core.tools import parse_resource_id
 from azure.mgmt.keyvault.models import (
     AccessPolicyEntry,
@@ -49,6 +49,7 @@ from byok.key_store import (
 )
 from byok.keyvault_ids import KeyId
 from byok.retrying import retry_while, write_or_find
+from byok.rotation import ROTATION_TAG
 from byok.sdk_values import text
 from byok.tokens import object_id
 from byok.validation import InvalidRequest, check_rsa_key_size, same_region
@@ -196,6 +197,40 @@ def _role_assignments(
     ]
 
 
+def _holds(vault: Vault, principal_id: str, key_permissions: list[str]) -> bool:
+    """Whether the vault's access policies give the principal these key permissions."""
+    have = {
+        p.lower()
+        for policy in vault.properties.access_policies or []
+        if policy.object_id == principal_id
+        for p in (policy.permissions.keys_property or [])
+    }
+    return {p.lower() for p in key_permissions} <= have or "all" in have
+
+
+def holds_role(clients: AzureClients, scope: str, principal_id: str, role_id: str) -> bool:
+    """Whether the principal holds `role_id` assigned at `scope` itself (read only)."""
+    return bool(_role_assignments(clients, scope, principal_id, role_id))
+
+
+def holds_key_use(
+    clients: AzureClients,
+    vault: KeyStore,
+    principal_id: str,
+    key_permissions: list[str],
+    role_id: str,
+    key_name: str | None = None,
+) -> bool:
+    """Whether the principal already has what `grant` gives (read only)."""
+    if isinstance(vault, HsmInfo):
+        scope = hsm_key_scope(vault, key_name)
+        rbac = hsm_access(clients, vault)
+        return bool(_hsm_assignments(rbac, scope, principal_id, HSM_ROLE_OF[role_id]))
+    if vault.rbac:
+        return holds_role(clients, vault.id, principal_id, role_id)
+    return _holds(_vault_policies(clients, vault)[1], principal_id, key_permissions)
+
+
 def grant(
     clients: AzureClients,
     vault: KeyStore,
@@ -204,39 +239,33 @@ def grant(
     role_id: str,
     timeout_seconds: float,
     key_name: str | None = None,
-) -> None:
+) -> bool:
     """Let a principal use keys: an access policy, or `role_id` on RBAC vaults; on a managed
     HSM the matching local role at the scope of key `key_name`. Idempotent; a principal the
-    directory does not know yet is retried until `timeout_seconds`."""
+    directory does not know yet is retried until `timeout_seconds`. Whether it wrote."""
     if isinstance(vault, HsmInfo):
-        assign_hsm_role(
+        return assign_hsm_role(
             clients, vault, hsm_key_scope(vault, key_name), principal_id, HSM_ROLE_OF[role_id]
         )
-        return
     if vault.rbac:
-        assign_role(clients, vault.id, principal_id, role_id, timeout_seconds)
-        return
+        return assign_role(clients, vault.id, principal_id, role_id, timeout_seconds)
     group, current = _vault_policies(clients, vault)
-    have = {
-        p.lower()
-        for policy in current.properties.access_policies or []
-        if policy.object_id == principal_id
-        for p in (policy.permissions.keys_property or [])
-    }
-    if {p.lower() for p in key_permissions} <= have or "all" in have:
-        return
+    if _holds(current, principal_id, key_permissions):
+        return False
     with named_failure(vault.id, f"granting {principal_id} key access"):
         _update_policy(clients, group, current, principal_id, key_permissions, "add")
+    return True
 
 
 def assign_role(
     clients: AzureClients, scope: str, principal_id: str, role_id: str, timeout_seconds: float
-) -> None:
+) -> bool:
     """Assign a built-in role at `scope` unless the principal already has it there.
     A re-sent assignment refused as existing (409 RoleAssignmentExists or
-    RoleAssignmentUpdateNotPermitted) is success when the principal holds the role there."""
+    RoleAssignmentUpdateNotPermitted) is success when the principal holds the role there.
+    Whether it wrote."""
     if _role_assignments(clients, scope, principal_id, role_id):
-        return
+        return False
     definition = f"{scope}/providers/Microsoft.Authorization/roleDefinitions/{role_id}"
 
     def create() -> object:
@@ -262,6 +291,17 @@ def assign_role(
             lambda: _role_assignments(clients, scope, principal_id, role_id) or None,
             is_lost_answer,
         )
+    return True
+
+
+def version_made_for(keys: KeyClient, in_use: KeyId, rotation: str) -> str | None:
+    """The version made for `rotation` (tagged), else a version newer than the one in use
+    (made by an earlier run that stopped before its dependent took it), else None."""
+    for props in keys.list_properties_of_key_versions(in_use.name):
+        if (props.tags or {}).get(ROTATION_TAG) == rotation:
+            return str(props.id)
+    latest = KeyId.parse(str(keys.get_key(in_use.name).id))
+    return None if latest.version == in_use.version else latest.versioned
 
 
 def log_retry(what: str) -> Any:
@@ -457,13 +497,13 @@ def _hsm_assignments(
 
 def assign_hsm_role(
     clients: AzureClients, hsm: HsmInfo, scope: str, principal_id: str, role_id: str
-) -> None:
+) -> bool:
     """Assign a local role at `scope` unless the principal holds it there. The assignment's
     name is derived from what it grants, so a re-sent one is the same assignment; a lost
-    answer is followed by a lookup."""
+    answer is followed by a lookup. Whether it wrote."""
     rbac = hsm_access(clients, hsm)
     if _hsm_assignments(rbac, scope, principal_id, role_id):
-        return
+        return False
     name = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{hsm.id}{scope}|{principal_id}|{role_id}".lower()))
     with named_failure(hsm.id, f"assigning local role {role_id} at {scope} to {principal_id}"):
         write_or_find(
@@ -473,6 +513,4 @@ def assign_hsm_role(
             lambda: _hsm_assignments(rbac, scope, principal_id, role_id) or None,
             is_azure_error,
         )
-    get_run_logger().info(
-        "%s holds local role %s at %s of %s", principal_id, role_id, scope, hsm.name
-    )
+    return True

@@ -22,10 +22,13 @@ from byok.disk_encryption_set_models import (
     des_id,
 )
 from byok.keyvault_ids import KeyId
+from byok.outcomes import Plan
 from byok.parameters import parse_request
 from byok.permissions import DES_WRITE, ROLE_ASSIGNMENT_WRITE, VAULT_WRITE
 from tasks.disk_encryption_set import (
     ensure_disk_encryption_set,
+    plan_des_key_rotation,
+    plan_disk_encryption_set,
     require_des,
     update_des_key,
     validate_request,
@@ -42,6 +45,7 @@ from tasks.key_vault import (
     new_key_version,
     require_managed_hsm,
 )
+from tasks.outcomes import publish_plan, summarize
 from tasks.refusal import refuse_quietly
 from tasks.resource_group import ensure_resource_group
 from tasks.run_lock import resource_lock
@@ -61,7 +65,7 @@ __all__ = [  # the requests and results, importable from the flows that take the
 @refuse_quietly
 def prepare_disk_encryption_set(
     request: DiskEncryptionSetRequest, credentials: AzureCredentials | None = None
-) -> DiskEncryptionSetResult:
+) -> DiskEncryptionSetResult | Plan:
     """Vault with purge protection → RSA key → disk encryption set with the versioned key URL
     → grant its identity key access (and Reader) → wait until the grant is effective.
 
@@ -98,6 +102,9 @@ def prepare_disk_encryption_set(
         ],
         "prepare-disk-encryption-set",
     )
+    if request.plan_only:
+        plan_disk_encryption_set(credentials, request, vault if hsm else None)
+        return publish_plan("prepare-disk-encryption-set")
     with resource_lock(target, wait=request.wait_for_other_run):
         ensure_resource_group(credentials, sub, rg, request.location)
         if not hsm:
@@ -134,6 +141,7 @@ def prepare_disk_encryption_set(
             "disk-encryption-set",
             related={"key": key.id, "vault": vault.id},
         )
+        summarize("prepare-disk-encryption-set")
         return DiskEncryptionSetResult(disk_encryption_set=des, vault=vault, key=key)
 
 
@@ -141,7 +149,7 @@ def prepare_disk_encryption_set(
 @refuse_quietly
 def rotate_disk_encryption_set_key(
     request: DesKeyRotationRequest, credentials: AzureCredentials | None = None
-) -> DiskEncryptionSetInfo:
+) -> DiskEncryptionSetInfo | Plan:
     """New key version → update the set's active key (or, with automatic rotation, wait for
     the set to pick it up) → verify activeKey, lastKeyRotationTimestamp, previousKeys empty,
     no autoKeyRotationError.
@@ -156,6 +164,9 @@ def rotate_disk_encryption_set_key(
     target = des_id(sub or credentials.subscription_id, rg, name)
     with resource_lock(target, wait=request.wait_for_other_run):
         des = require_des(credentials, sub, rg, name)
+        if request.plan_only:
+            plan_des_key_rotation(credentials, request, des)
+            return publish_plan("rotate-disk-encryption-set-key")
         new_key = new_key_version(credentials, sub, des.key_url, request.rotation_id)
         if not des.rotation_to_latest_key_version:
             update_des_key(credentials, sub, rg, name, new_key)
@@ -176,4 +187,5 @@ def rotate_disk_encryption_set_key(
             related={"disk-encryption-set": verified.id},
             payload={"new_version": key.version},
         )
+        summarize("rotate-disk-encryption-set-key")
         return verified

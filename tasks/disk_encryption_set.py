@@ -11,7 +11,7 @@ from azure.mgmt.compute.models import (
     DiskEncryptionSetUpdateProperties,
     KeyForDiskEncryptionSet,
 )
-from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
+from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id, resource_id
 from prefect import get_run_logger, task
 
 from blocks.azure import AzureCredentials
@@ -25,6 +25,7 @@ from byok.azure_errors import (
     or_none,
 )
 from byok.disk_encryption_set_models import (
+    DesKeyRotationRequest,
     DiskEncryptionSetInfo,
     DiskEncryptionSetRequest,
     check_existing_des,
@@ -33,13 +34,32 @@ from byok.disk_encryption_set_models import (
     des_info,
 )
 from byok.errors import OperationFailed
-from byok.key_store import KeyInfo, KeyStore
+from byok.key_store import (
+    CRYPTO_OFFICER,
+    CRYPTO_SERVICE_ENCRYPTION_USER,
+    OPERATOR_KEY_PERMISSIONS,
+    READER,
+    SERVICE_KEY_PERMISSIONS,
+    KeyInfo,
+    KeyStore,
+)
 from byok.keyvault_ids import KeyId
+from byok.outcomes import Change, changes
 from byok.polling import poll_until, read_settled
 from byok.retrying import retry_while, write_or_find
 from byok.sdk_values import text
+from byok.tokens import object_id
 from byok.validation import InvalidRequest, check_name, check_rsa_key_size, region_key, same_region
 from clients.azure import AzureClients
+from clients.key_store_access import (
+    holds_key_use,
+    holds_role,
+    read_key,
+    read_vault,
+    vault_info,
+    version_made_for,
+)
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
 
 
@@ -136,12 +156,10 @@ def ensure_disk_encryption_set(
             "access, then re-submitting it",
             name,
         )
-    elif made:
-        get_run_logger().info("Disk encryption set %s uses %s", name, key.id)
-    elif (info.key_url, info.rotation_to_latest_key_version) == (key.id, auto_rotation):
-        get_run_logger().info("Disk encryption set %s already up to date", name)
+    if made or (info.key_url, info.rotation_to_latest_key_version) != (key.id, auto_rotation):
+        report(info.id, "create" if made else "adopt", note="its key applied once it has access")
     else:
-        get_run_logger().info("Disk encryption set %s gets %s once it has access", name, key.id)
+        report(info.id, None)
     return info.model_copy(update=wanted)
 
 
@@ -181,6 +199,9 @@ def wait_for_key_access(
     Azure accepts them: it checks the set's key access whenever its key is applied, and
     answers KeyVaultAccessForbidden while the grant propagates."""
     clients = AzureClients.of(credentials, subscription_id)
+    wanted = _applied_fields(des.key_url, des.rotation_to_latest_key_version)
+    current = read_settled_des(clients, resource_group, des.name)
+    diff = changes(_des_fields(current), wanted) if current is not None else []
     properties = DiskEncryptionSetUpdateProperties(
         active_key=KeyForDiskEncryptionSet(key_url=des.key_url),
         rotation_to_latest_key_version_enabled=des.rotation_to_latest_key_version,
@@ -195,8 +216,21 @@ def wait_for_key_access(
                 "Key access of %s not effective yet; retrying in %.1f s", des.name, wait
             ),
         )
-    get_run_logger().info("Disk encryption set %s can use its key", des.name)
+    # the same key re-applied changes nothing: it is how Azure confirms the key access
+    report(des.id, "update" if diff else "verify", changes=diff, note="key access effective")
     return des_info(applied)
+
+
+def _applied_fields(key_url: str, auto_rotation: bool) -> dict[str, object]:
+    return {"activeKey": key_url, "rotationToLatestKeyVersionEnabled": auto_rotation}
+
+
+def _des_fields(des: DiskEncryptionSet) -> dict[str, object]:
+    """The set's fields a step applies, by their ARM names."""
+    props = des.properties
+    return _applied_fields(
+        str(props.active_key.key_url), bool(props.rotation_to_latest_key_version_enabled)
+    )
 
 
 @task(name="Read the disk encryption set", **STEP_RETRIES)
@@ -222,13 +256,22 @@ def update_des_key(
     name: str,
     key_url: str,
 ) -> DiskEncryptionSetInfo:
-    """Point the set at a new key version (Azure re-wraps the disks' keys)."""
+    """Point the set at a new key version (Azure re-wraps the disks' keys); nothing when it
+    points there already."""
     clients = AzureClients.of(credentials, subscription_id)
+    target = des_id(clients.subscription_id, resource_group, name)
+    current = read_settled_des(clients, resource_group, name)
+    old = str(current.properties.active_key.key_url) if current is not None else None
+    if current is not None and old == key_url:
+        report(target, None, note=f"activeKey {key_url}")
+        return des_info(current)
     properties = DiskEncryptionSetUpdateProperties(
         active_key=KeyForDiskEncryptionSet(key_url=key_url)
     )
-    with named_failure(des_id(clients.subscription_id, resource_group, name), "updating the key"):
-        return des_info(_apply(clients, resource_group, name, properties))
+    with named_failure(target, "updating the key"):
+        updated = des_info(_apply(clients, resource_group, name, properties))
+    report(target, "update", changes=[Change(field="activeKey", old=old, new=key_url)])
+    return updated
 
 
 @task(name="Verify the disk encryption set key", **STEP_RETRIES)
@@ -264,7 +307,9 @@ def verify_des_key(
         interval_seconds=poll_seconds,
         what=f"Disk encryption set {name}",
     )
-    return des_info(sets.get(resource_group, name))
+    verified = des_info(sets.get(resource_group, name))
+    report(verified.id, "verify", note=f"activeKey {key_url}, previousKeys empty")
+    return verified
 
 
 @task(name="Validate request")
@@ -323,3 +368,112 @@ def check_disk_encryption_sets(
             if exc.status_code != 403:
                 raise
             get_run_logger().info("No read access to %s: its key is checked by Azure", key.name)
+
+
+@task(name="Plan the disk encryption set", **STEP_RETRIES)
+def plan_disk_encryption_set(
+    credentials: AzureCredentials, request: DiskEncryptionSetRequest, store: KeyStore | None
+) -> None:
+    """What each step of prepare-disk-encryption-set would do, from reads only (`store`: the
+    adopted managed HSM; else the vault is read here)."""
+    clients = AzureClients.of(credentials, request.subscription_id)
+    sub, rg = clients.subscription_id, request.resource_group
+
+    def planned(step: str, resource: str, verb: str | None, note: str = "") -> None:
+        report(resource, verb, step=step, note=note, planned=True)
+
+    group = or_none(lambda: clients.resources().resource_groups.get(rg))
+    group_id = resource_id(subscription=sub, resource_group=rg)
+    planned("Create resource group", group_id, None if group else "create")
+    if store is None:
+        vault = read_vault(clients, rg, request.vault)
+        vault_id = resource_id(
+            subscription=sub,
+            resource_group=rg,
+            namespace="Microsoft.KeyVault",
+            type="vaults",
+            name=request.vault,
+        )
+        planned("Create key vault", vault_id, None if vault else "create")
+        store = vault_info(vault) if vault else None
+        if store is not None:
+            me = object_id(clients.credential, clients.endpoints.arm_scope)
+            mine = holds_key_use(clients, store, me, OPERATOR_KEY_PERMISSIONS, CRYPTO_OFFICER)
+            planned("Create key vault", store.id, None if mine else "grant", "this tool's keys")
+    else:
+        planned("Read the managed HSM", store.id, "adopt", "activated")
+    key = read_key(clients, store.url, request.key_name) if store else None
+    key_name = f"{store.url if store else request.vault}/keys/{request.key_name}"
+    planned("Create key", str(key.id) if key else key_name, None if key else "create")
+    if request.rotation_policy is not None:
+        current = (
+            clients.keys(store.url).get_key_rotation_policy(key.name) if store and key else None
+        )
+        diff = request.rotation_policy.changes_from(current) if current else []
+        report(
+            key_name,
+            "update" if diff or current is None else None,
+            step="Set the key rotation policy",
+            changes=diff,
+            planned=True,
+        )
+    target = des_id(sub, rg, request.des_name)
+    des = read_des(clients, rg, request.des_name)
+    planned("Create disk encryption set", target, None if des else "create")
+    if des is not None:
+        key_url = str(key.id) if key else f"{key_name}/(new version)"
+        diff = changes(_des_fields(des), _applied_fields(key_url, request.auto_key_rotation))
+        report(
+            target,
+            "update" if diff else "verify",
+            step="Wait until the grant is effective",
+            changes=diff,
+            planned=True,
+        )
+    principal = des_info(des).principal_id if des else None
+    held = (
+        store is not None
+        and principal is not None
+        and holds_key_use(
+            clients,
+            store,
+            principal,
+            SERVICE_KEY_PERMISSIONS,
+            CRYPTO_SERVICE_ENCRYPTION_USER,
+            request.key_name,
+        )
+    )
+    who = principal or "the set's new identity"
+    step = "Grant the set's identity access to the key"
+    planned(step, store.id if store else key_name, None if held else "grant", f"key use by {who}")
+    if store is not None and request.reader_on(store):
+        read = principal is not None and holds_role(clients, store.id, principal, READER)
+        planned(step, store.id, None if read else "grant", f"Reader for {who}")
+
+
+@task(name="Plan the key rotation", **STEP_RETRIES)
+def plan_des_key_rotation(
+    credentials: AzureCredentials, request: DesKeyRotationRequest, des: DiskEncryptionSetInfo
+) -> None:
+    """What each step of rotate-disk-encryption-set-key would do, from reads only."""
+    in_use = KeyId.parse(des.key_url)
+    keys = AzureClients.of(credentials, request.subscription_id).keys(in_use.vault_url)
+    made = version_made_for(keys, in_use, request.rotation_id or "")
+    new = made or f"{in_use.versionless}/(new version)"
+    report(
+        made or in_use.versionless,
+        None if made else "create",
+        step="Create a new key version",
+        note="made by an earlier run" if made else "",
+        planned=True,
+    )
+    if not des.rotation_to_latest_key_version:
+        moved = [Change(field="activeKey", old=des.key_url, new=new)] if new != des.key_url else []
+        report(
+            des.id,
+            "update" if moved else None,
+            step="Update the disk encryption set key",
+            changes=moved,
+            planned=True,
+        )
+    report(des.id, "verify", step="Verify the disk encryption set key", planned=True)

@@ -5,7 +5,6 @@ the vault behind its firewall. What they do through the SDKs is in clients.key_s
 
 from __future__ import annotations
 
-from azure.keyvault.keys import KeyClient
 from azure.mgmt.core.tools import resource_id
 from azure.mgmt.keyvault.models import (
     AccessPolicyEntry,
@@ -59,7 +58,9 @@ from clients.key_store_access import (
     set_network_rules,
     vault_for_key,
     vault_info,
+    version_made_for,
 )
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
 
 
@@ -85,10 +86,12 @@ def ensure_key_vault(
         name=name,
     )
     with named_failure(vault_id, "key vault creation"):
-        vault = _ensure_vault(clients, resource_group, name, location, rbac_for_new)
+        vault, verb = _ensure_vault(clients, resource_group, name, location, rbac_for_new)
     info = vault_info(vault)
+    report(info.id, verb, note="RBAC" if info.rbac else "access policies")
     me = object_id(clients.credential, clients.endpoints.arm_scope)
-    grant(clients, info, me, OPERATOR_KEY_PERMISSIONS, CRYPTO_OFFICER, timeout_seconds)
+    if grant(clients, info, me, OPERATOR_KEY_PERMISSIONS, CRYPTO_OFFICER, timeout_seconds):
+        report(info.id, "grant", note="this tool may manage its keys")
     return info
 
 
@@ -99,7 +102,8 @@ def _vault_state(vault: Vault) -> str | None:
 
 def _ensure_vault(
     clients: AzureClients, resource_group: str, name: str, location: str, rbac_for_new: bool
-) -> Vault:
+) -> tuple[Vault, str | None]:
+    """The vault and what was done: created, updated (a Failed one re-submitted) or None."""
     vaults = clients.keyvault_management().vaults
 
     def settled() -> Vault | None:
@@ -112,6 +116,7 @@ def _ensure_vault(
         )
 
     vault = settled()
+    verb = None
     if vault is not None and _vault_state(vault) == "Failed":
         get_run_logger().warning(
             "Key vault %s: its creation ended Failed; re-submitting it as it is", name
@@ -120,6 +125,7 @@ def _ensure_vault(
             location=str(vault.location), properties=vault.properties, tags=vault.tags
         )
         vault = vaults.begin_create_or_update(resource_group, name, again).result()
+        verb = "update"
     if vault is not None:
         check_existing_vault(vault, location)
     else:
@@ -152,12 +158,10 @@ def _ensure_vault(
             settled,
             is_azure_error,
         )
-        get_run_logger().info(
-            "Created key vault %s (%s)", name, "RBAC" if rbac_for_new else "access policies"
-        )
+        verb = "create"
     if _vault_state(vault) == "Failed":
         raise OperationFailed(str(vault.id), "key vault creation ended Failed")
-    return vault
+    return vault, verb
 
 
 @task(name="Create key", **STEP_RETRIES)
@@ -178,13 +182,14 @@ def ensure_key(
     def get_or_create() -> KeyInfo:
         key = read_key(clients, vault.url, name)
         if key is not None:
+            report(str(key.id), None)
             return key_info(key, check_existing_key(key))
         created = write_or_find(
             lambda: clients.keys(vault.url).create_rsa_key(name, size=size, hardware_protected=hsm),
             lambda: read_key(clients, vault.url, name),
             is_azure_error,
         )
-        get_run_logger().info("Created %s %d key %s", text(created.key_type), size, created.id)
+        report(str(created.id), "create", note=f"{text(created.key_type)} {size}")
         return key_info(created, check_existing_key(created))
 
     with named_failure(f"{vault.url}/keys/{name}", "key creation", waited=True):
@@ -195,16 +200,6 @@ def ensure_key(
             first_delay=1,
             on_retry=log_retry(f"key {name}"),
         )
-
-
-def _made_for(keys: KeyClient, in_use: KeyId, rotation: str) -> str | None:
-    """The version made for `rotation` (tagged), else a version newer than the one in use
-    (made by an earlier run that stopped before its dependent took it), else None."""
-    for props in keys.list_properties_of_key_versions(in_use.name):
-        if (props.tags or {}).get(ROTATION_TAG) == rotation:
-            return str(props.id)
-    latest = KeyId.parse(str(keys.get_key(in_use.name).id))
-    return None if latest.version == in_use.version else latest.versioned
 
 
 @task(name="Create a new key version", **STEP_RETRIES)
@@ -223,9 +218,9 @@ def new_key_version(
     keys = AzureClients.of(credentials, subscription_id).keys(kid.vault_url)
     rotation = rotation_id or str(flow_run.id)
     with named_failure(kid.versionless, "new key version"):
-        found = _made_for(keys, kid, rotation)
+        found = version_made_for(keys, kid, rotation)
         if found is not None:
-            get_run_logger().info("Reusing the new key version %s", found)
+            report(found, None, note="made for this rotation before")
             return found
         current = keys.get_key(kid.name, kid.version)
         size = len(getattr(current.key, "n", None) or b"") * 8
@@ -245,10 +240,10 @@ def new_key_version(
                     release_policy=current.properties.release_policy if exportable else None,
                 ).id
             ),
-            lambda: _made_for(keys, kid, rotation),
+            lambda: version_made_for(keys, kid, rotation),
             is_azure_error,
         )
-    get_run_logger().info("New key version %s", made)
+    report(made, "create")
     return made
 
 
@@ -264,9 +259,12 @@ def ensure_rotation_policy(
     kid = KeyId.parse(key_id)
     keys = AzureClients.of(credentials, subscription_id).keys(kid.vault_url)
     with named_failure(kid.versionless, "setting the rotation policy"):
-        if not policy.matches(keys.get_key_rotation_policy(kid.name)):
+        current = keys.get_key_rotation_policy(kid.name)
+        if policy.matches(current):
+            report(kid.versionless, None)
+        else:
             keys.update_key_rotation_policy(kid.name, policy.to_sdk())
-            get_run_logger().info("Rotation policy of %s set", kid.versionless)
+            report(kid.versionless, "update", changes=policy.changes_from(current))
         if not policy.matches(keys.get_key_rotation_policy(kid.name)):
             raise VerificationFailed(kid.versionless, "the rotation policy read back differs")
 
@@ -331,6 +329,7 @@ def require_managed_hsm(
     check_existing_hsm(found, location)
     store = hsm_info(found, key_name)
     check_hsm_operator(clients, store, key_name)
+    report(store.id, "adopt", note="activated")
     return store
 
 
@@ -357,7 +356,7 @@ def grant_key_use(
     vault), or on a managed HSM Managed HSM Crypto Service Encryption User at the scope of
     key `key_name`; `reader` adds Reader on the vault, as the AKS doc asks."""
     clients = AzureClients.of(credentials, subscription_id)
-    grant(
+    granted = grant(
         clients,
         store,
         principal_id,
@@ -366,11 +365,10 @@ def grant_key_use(
         timeout_seconds,
         key_name,
     )
+    report(store.id, "grant" if granted else None, note=f"key use by {principal_id}")
     if reader:
-        assign_role(clients, store.id, principal_id, READER, timeout_seconds)
-    get_run_logger().info(
-        "%s may use the keys of %s%s", principal_id, store.name, " and read it" if reader else ""
-    )
+        read = assign_role(clients, store.id, principal_id, READER, timeout_seconds)
+        report(store.id, "grant" if read else None, note=f"Reader for {principal_id}")
 
 
 @task(name="Revoke key access")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from azure.core.exceptions import ResourceNotFoundError
-from prefect import get_run_logger, task
+from prefect import task
 
 from blocks.azure import AzureCredentials
 from clients.azure import AzureClients
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
 
 
@@ -19,8 +20,8 @@ def ensure_resource_group(
     groups = AzureClients.of(credentials, subscription_id).resources().resource_groups
     try:
         group = groups.get(name)
-        get_run_logger().info("Resource group %s exists in %s", name, group.location)
+        report(str(group.id), None, note=f"in {group.location}")
     except ResourceNotFoundError:
         group = groups.create_or_update(name, {"location": location})
-        get_run_logger().info("Created resource group %s in %s", name, location)
+        report(str(group.id), "create", note=f"in {location}")
     return str(group.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import requests
@@ -53,6 +54,35 @@ def run_records(flow_run_id: Any) -> list[str]:
             ]
 
     return [record.model_dump_json() for record in asyncio.run(read())]
+
+
+def run_tables(flow_run_id: Any) -> dict[str, list[dict[str, str]]]:
+    """A flow run's table artifacts by key."""
+
+    async def read() -> list[Any]:
+        runs = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        async with get_client() as client:
+            return await client.read_artifacts(flow_run_filter=runs)
+
+    return {
+        str(a.key): json.loads(a.data) if isinstance(a.data, str) else a.data
+        for a in asyncio.run(read())
+        if a.type == "table"
+    }
+
+
+READ_POSTS = ("/token", "/providers/Microsoft.ResourceGraph/resources")
+"""POST requests that read (token requests, Resource Graph queries)."""
+
+
+def write_requests(emulator: Emulator, after: int = 0) -> list[str]:
+    """The writes the emulator served after its `after`-th logged request."""
+    return [
+        f"{r.method} {r.path}"
+        for r in emulator.requests.find()[after:]
+        if r.method in ("PUT", "PATCH", "DELETE")
+        or (r.method == "POST" and not r.path.endswith(READ_POSTS))
+    ]
 
 
 def vault_parameters(
