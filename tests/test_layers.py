@@ -76,6 +76,7 @@ SHARED = {
     "tasks.refusal": "how a flow's refused request ends its run",
     "tasks.artifacts": "artifact keys Prefect accepts",
     "tasks.events": "the events every procedure emits",
+    "tasks.outcomes": "what every step reports it did, and a run's summary or plan",
     "tasks.run_lock": "one run per resource, held by any step group",
     "tasks.task_runners": "where a fleet run's steps execute",
 }
