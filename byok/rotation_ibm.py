@@ -9,7 +9,10 @@ Key Protect allows one rotation per hour per key
 the hour is skipped with that reason. A run is resumable: a key whose classic images are
 behind its latest version (a run that rotated and stopped) is not rotated again, its images
 are rewrapped to the version it has (images already on it are only checked). Key Protect
-keys carry no tags: `tags` selects Azure keys only."""
+keys carry no tags, so the rotation's day stands for its id: a key last rotated on or after
+the day the rotation is scheduled for (UTC) was rotated by it, and a re-run that day or later
+(a retry of a scheduled run keeps its date) finishes and verifies, never rotates again.
+`tags` selects Azure keys only."""
 
 from __future__ import annotations
 
@@ -86,9 +89,11 @@ def plan_ibm(
     accounts: list[tuple[IbmAccountScope, IbmAccountSnapshot]],
     request: FleetRotationRequest,
     now: datetime,
+    since: datetime | None = None,
 ) -> IbmRotationPlan:
     """The root keys the selection names (or every one protecting an image), each rotated,
-    finished (images behind its latest version), or a skipped row with the reason."""
+    finished (images behind its latest version, or rotated `since` the rotation's day
+    began), or a skipped row with the reason."""
     wanted = {key_protect_id(k) for k in request.root_keys}
     plan = IbmRotationPlan()
     for scope, snapshot in accounts:
@@ -98,7 +103,7 @@ def plan_ibm(
             vpc = [r["resourceCrn"] for r in registered if ":image:" in r["resourceCrn"]]
             if (wanted and key["id"].lower() not in wanted) or not (wanted or images or vpc):
                 continue
-            planned = _plan_key(scope, snapshot.region, key, images, vpc, request, now)
+            planned = _plan_key(scope, snapshot.region, key, images, vpc, request, now, since)
             if isinstance(planned, RotationRow):
                 plan.skipped.append(planned)
             else:
@@ -114,14 +119,19 @@ def _plan_key(
     vpc: list[str],
     request: FleetRotationRequest,
     now: datetime,
+    since: datetime | None,
 ) -> IbmPlannedKey | RotationRow:
     crn, version = key["crn"], (key.get("keyVersion") or {}).get("id", "")
     skip = RotationRow(key_id=crn, action="none", status=Status.SKIPPED, reason="")
     if key.get("state", ACTIVE) != ACTIVE:
         return skip.model_copy(update={"reason": "the key is not active"})
     behind = [i for i in images if i.key_version != version]
-    reason = f"finishing: {len(behind)} wrapped DEK(s) behind version {version}"
-    if not behind:
+    last = _time(key.get("lastRotateDate"))
+    if behind:
+        rotate, reason = False, f"finishing: {len(behind)} wrapped DEK(s) behind version {version}"
+    elif last is not None and since is not None and last >= since:
+        rotate, reason = False, f"resuming: rotated at {last.isoformat()} by this rotation"
+    else:
         facts = KeyFacts(
             key_id=crn,
             latest=version,
@@ -131,7 +141,6 @@ def _plan_key(
         due = due_reason(facts, request, now)
         if due is None:
             return skip.model_copy(update={"reason": "not old enough, nor near expiry"})
-        last = _time(key.get("lastRotateDate"))
         if last is not None and now - last < ROTATION_INTERVAL:
             return skip.model_copy(
                 update={
@@ -139,7 +148,7 @@ def _plan_key(
                     "rotation per hour"
                 }
             )
-        reason = due
+        rotate, reason = True, due
     return IbmPlannedKey(
         ibm_credentials_block=scope.ibm_credentials_block,
         cos_instance_id=scope.cos_instance_id,
@@ -148,7 +157,7 @@ def _plan_key(
         key_id=key["id"],
         crn=crn,
         version=version,
-        rotate=not behind,
+        rotate=rotate,
         reason=reason,
         images=images,
         vpc_images=vpc,

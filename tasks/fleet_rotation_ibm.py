@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import task
+from prefect.runtime import flow_run
 
 from blocks.ibm import IBMCloudCredentials
 from byok.azure_errors import one_line
@@ -26,7 +27,8 @@ from tasks.run_lock import resource_lock
 
 @task(name="Plan the IBM root keys")
 def plan_ibm_keys(request: FleetRotationRequest) -> IbmRotationPlan:
-    """Each account's root keys and images read, and which keys rotate."""
+    """Each account's root keys and images read, and which keys rotate (a key rotated since
+    the rotation's scheduled day began is finished, not rotated again)."""
     accounts = [
         (
             scope,
@@ -34,7 +36,10 @@ def plan_ibm_keys(request: FleetRotationRequest) -> IbmRotationPlan:
         )
         for scope in request.ibm_accounts
     ]
-    return plan_ibm(accounts, request, datetime.now(UTC))
+    now = datetime.now(UTC)
+    day = (flow_run.scheduled_start_time or now).astimezone(UTC)
+    since = day.replace(hour=0, minute=0, second=0, microsecond=0)
+    return plan_ibm(accounts, request, now, since)
 
 
 @task(name="Rotate the root key", task_run_name="Rotate {key.crn}")

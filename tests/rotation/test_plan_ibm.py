@@ -46,9 +46,9 @@ def snapshot(keys: list[dict], images: dict[int, list[str | None]], vpc: int = 0
     return found
 
 
-def plan(found: Any, **fields: Any) -> Any:
+def plan(found: Any, since: datetime | None = None, **fields: Any) -> Any:
     request = FleetRotationRequest(azure_credentials_block="a", **fields)
-    return plan_ibm([(SCOPE, found)], request, NOW)
+    return plan_ibm([(SCOPE, found)], request, NOW, since)
 
 
 def test_keys_rotate_finish_or_wait_for_the_hour_with_their_images() -> None:
@@ -71,6 +71,25 @@ def test_keys_rotate_finish_or_wait_for_the_hour_with_their_images() -> None:
     rows = result.rows()
     kinds = sorted(r.kind for r in rows if r.status == Status.PLANNED)
     assert kinds == ["ibm-image"] * 4 + ["ibm-vpc-image"] + ["key"] * 3
+
+
+def test_a_key_rotated_since_the_rotation_day_began_is_finished_not_rotated_again() -> None:
+    day = NOW.replace(hour=0)
+    keys = [
+        key(0, rotated=NOW - timedelta(hours=3)),  # this rotation's, 3 hours ago
+        key(1, rotated=day - timedelta(hours=2)),  # yesterday's: due again
+        key(2, rotated=NOW - timedelta(minutes=10)),  # this rotation's, 10 minutes ago
+    ]
+    found = snapshot(keys, {0: ["v2"], 1: ["v2"], 2: ["v2"]})
+    resumed = plan(found, since=day)
+    by_key = {k.key_id[7]: (k.rotate, k.reason.split(":")[0]) for k in resumed.rotations}
+    assert by_key == {"0": (False, "resuming"), "1": (True, "selected"), "2": (False, "resuming")}
+    assert resumed.skipped == []
+    assert {r.action for r in resumed.rows() if r.kind == "key"} >= {"finish rewrap to v2"}
+    # without the rotation's day (no resumption), the hour rule holds the recent one back
+    fresh = plan(found)
+    assert [k.key_id[7] for k in fresh.rotations if k.rotate] == ["0", "1"]
+    assert "one rotation per hour" in fresh.skipped[0].reason
 
 
 def test_selection_by_crn_or_id_and_age() -> None:
