@@ -163,6 +163,9 @@ class Dependent(BaseModel):
     key_url: str = Field(description="The key id it is configured with.")
     follows_latest: bool = Field(description="It picks new versions up by itself.")
     identity: str | None = Field(None, description="A registry's encryption identity.")
+    confidential: bool = Field(
+        False, description="A confidential-VM set: rotated offline, every VM on it stopped."
+    )
 
     @property
     def subscription_id(self) -> str:
@@ -299,6 +302,7 @@ def dependents(rows: Sequence[Row]) -> dict[str, list[Dependent]]:
                 kind=DependentKind.DISK_ENCRYPTION_SET,
                 key_url=url,
                 follows_latest=bool(props.get("rotationToLatestKeyVersionEnabled")),
+                confidential=props.get("encryptionType") == CONFIDENTIAL_SET,
             )
         elif kind == "microsoft.containerregistry/registries":
             vault = get(props, "encryption", "keyVaultProperties") or {}
@@ -375,7 +379,12 @@ def plan_rotation(
     policy made). Every other key becomes a skipped or failed row with its reason."""
     plan = RotationPlan(rotation_id=rotation_id, sets_policy=request.rotation_policy is not None)
     for key_id in sorted(candidates):
-        deps = candidates[key_id]
+        held = [d for d in candidates[key_id] if d.confidential]
+        plan.skipped += [_untouched(key_id, d, Status.SKIPPED, OFFLINE) for d in held]
+        deps = [d for d in candidates[key_id] if not d.confidential]
+        if held and not deps:
+            plan.skipped.append(_row(key_id, Status.SKIPPED, "only confidential-VM sets use it"))
+            continue
         fact = facts.get(key_id.lower())
         if fact is None or fact.latest is None:
             reason = fact.error if fact and fact.error else "the key could not be read"
@@ -406,6 +415,15 @@ def plan_rotation(
             )
         )
     return plan
+
+
+CONFIDENTIAL_SET = "ConfidentialVmEncryptedWithCustomerKey"
+OFFLINE = (
+    "a confidential-VM set takes a new key version only while every VM on it is stopped: "
+    "rotate it in a maintenance window with rotate-confidential-vm-key"
+)
+"""Why a fleet rotation holds a confidential-VM set back (Learn, "Confidential VM key
+rotation": if one or more VMs aren't stopped, none of them gets the new key)."""
 
 
 def hold_clusters(plan: RotationPlan, refused: Mapping[str, str]) -> RotationPlan:

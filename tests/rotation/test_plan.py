@@ -195,3 +195,26 @@ def test_rotation_id_is_stable_per_selection_and_day() -> None:
 def test_bad_requests_name_the_field(fields: dict, message: str) -> None:
     with pytest.raises(InvalidRequest, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_request(FleetRotationRequest, {"azure_credentials_block": "b", **fields})
+
+
+def test_confidential_vm_sets_are_held_back_with_the_flow_that_rotates_them() -> None:
+    k1, k3 = f"{VAULT}/keys/k1", f"{VAULT}/keys/k3"
+    cvm = des("set-cvm", f"{VAULT}/keys/k1/v1")
+    cvm["properties"]["encryptionType"] = "ConfidentialVmEncryptedWithCustomerKey"
+    only = des("set-cvm-only", f"{VAULT}/keys/k3/v1")
+    only["properties"]["encryptionType"] = "ConfidentialVmEncryptedWithCustomerKey"
+    candidates = candidate_keys([*ROWS, cvm, only], request())
+    k2 = f"{OTHER}/keys/k2"
+    known = {k.lower(): facts(k, "v1") for k in (k1, k2, k3)}
+    plan = plan_rotation(candidates, known, request(), "r1", NOW)
+    assert [k.key_id for k in plan.rotations] == [k1, k2]
+    assert "set-cvm" not in {d.name for d in plan.rotations[0].dependents}
+    held = {(r.key_id, r.dependent_id.rsplit("/", 1)[-1], r.status) for r in plan.skipped}
+    assert held == {
+        (k1, "set-cvm", Status.SKIPPED),
+        (k3, "set-cvm-only", Status.SKIPPED),
+        (k3, "", Status.SKIPPED),
+    }
+    reasons = {r.dependent_id.rsplit("/", 1)[-1]: r.reason for r in plan.skipped}
+    assert "rotate-confidential-vm-key" in reasons["set-cvm"]
+    assert reasons[""] == "only confidential-VM sets use it"
