@@ -293,7 +293,7 @@ CONTROLS: tuple[Control, ...] = (
             "Azure Policy 152b15f7-8e1f-4c1f-ab71-8c010ba5dbc0",
             "Azure Policy 5ff38825-c5d8-47c5-b70e-069a21955146",
         ),
-        _AZURE_KEYED,
+        _AZURE_KEYED | {Kind.IBM_ROOT_KEY},
         _key_expiry,
     ),
     Control(

@@ -134,6 +134,11 @@ def test_ibm_account_rows_and_the_dek_control_reported_to_a_bucket(
         "rotation policy rotates the key",
     )
     assert found[(kept["crn"], "rotation-policy")]["rotate_after_days"] == 90
+    # Neither root key was given an expiration date.
+    assert verdict(account["crn"], "key-expiry") == (
+        "non-compliant",
+        "the key has no expiration date",
+    )
     assert verdict(f"{cos}/current.vhd", "ibm-dek-current")[0] == "compliant"
     state, rule = verdict(f"{cos}/stale.vhd", "ibm-dek-current")
     assert state == "non-compliant" and "rewrap" in rule and account["version"] in rule
@@ -151,7 +156,7 @@ def test_ibm_account_rows_and_the_dek_control_reported_to_a_bucket(
     # What could not be read is a row each, and the rest of the report is there.
     assert found[(f"key-protect:{MISSING_INSTANCE}", "inventory-access")]["verdict"] == "no-access"
     assert found[("cos://us-south/no-such-bucket", "inventory-access")]["verdict"] == "no-access"
-    assert result.no_access == 2 and result.non_compliant == 5
+    assert result.no_access == 2 and result.non_compliant == 7
     assert result.resources == 2 + 3 + 3 + 1  # root keys, objects, templates, VPC image
     assert emulator.requests.find("POST", "ResourceGraph") == []  # no Azure asked for
 

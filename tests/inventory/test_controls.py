@@ -140,3 +140,23 @@ def test_ibm_dek_control_without_a_usable_root_key(
     )  # fmt: skip
     found, text = verdicts(template)["ibm-dek-current"]
     assert found == verdict and rule in text
+
+
+def test_key_protect_root_keys_are_judged_on_their_expiry() -> None:
+    def root(expires: datetime | None) -> Finding:
+        return Finding(
+            resource_id="crn:v1:bluemix:public:kms:us-south:a/acct:i:key:k1",
+            kind=Kind.IBM_ROOT_KEY,
+            scope="acct",
+            key=key(key_id="crn:k1", version="3", expires=expires),
+        )
+
+    assert verdicts(root(None))["key-expiry"] == (
+        Verdict.NON_COMPLIANT,
+        "the key has no expiration date",
+    )
+    assert verdicts(root(NOW + timedelta(days=10)))["key-expiry"][0] == Verdict.NON_COMPLIANT
+    assert verdicts(root(NOW + timedelta(days=400)))["key-expiry"] == (
+        Verdict.COMPLIANT,
+        "the key expires in 400 days",
+    )
