@@ -9,13 +9,14 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from byok.errors import InvalidRequest
 from byok.parameters import IBM_BLOCK_NAME
 
 MAX_IMAGE_SIZE = 250 * 1024**3
 ROTATION_INTERVAL = timedelta(hours=1)  # Key Protect: one rotation per key per hour
+SPOOL_SLACK = 64 * 1024**2  # qcow2 and LUKS metadata beside the data (a LUKS header: ~2 MB)
 MIN_PASSPHRASE = 16  # characters of a passphrase brought from a Secret block
 PASSPHRASE_BYTES = 32  # of a generated one (then base64: 44 characters)
 # VPC resource names: lowercase letters, digits and hyphens, starting with a letter
@@ -54,7 +55,25 @@ class VpcImageRequest(BaseModel):
     bucket: str = Field(..., description="Regional bucket in the Key Protect region.")
     bucket_storage_class: str = Field("standard", description="Storage class of a new bucket.")
     object_key: str = Field(..., description="Object key of the encrypted qcow2 (…​.qcow2).")
-    source_file: str = Field(..., description="Local source image (any format qemu-img reads).")
+    source_file: str | None = Field(
+        None, description="Local source image (any format qemu-img reads)."
+    )
+    source_object: str | None = Field(
+        None, description="Source image already in the bucket (any format qemu-img reads)."
+    )
+    source_template_id: int | None = Field(
+        None,
+        description="Classic image template to export to the bucket first (as the classic "
+        "procedure does: copyToIcos into exports/).",
+    )
+    spool_dir: str | None = Field(
+        None,
+        description="Where a source from COS and the encrypted image are held before the "
+        "upload (default: the system's temporary directory).",
+    )
+    spool_limit_gb: float = Field(
+        520, gt=0, description="At most this much spool: a downloaded source and its copy."
+    )
     image_name: str = Field(..., description="VPC image name.")
     operating_system: str = Field(..., description="VPC operating system name.")
     instance: VpcInstanceSpec | None = Field(None, description="Create an instance from it.")
@@ -64,6 +83,15 @@ class VpcImageRequest(BaseModel):
     timeout_minutes: float = Field(60, gt=0, description="Give up waiting after this long.")
     poll_seconds: float = Field(10, gt=0, description="Seconds between status polls.")
     wait_for_other_run: bool = Field(True, description="Wait for a run on the same image.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> VpcImageRequest:
+        sources = (self.source_file, self.source_object, self.source_template_id)
+        if sum(s is not None for s in sources) != 1:
+            raise ValueError(
+                "give exactly one of source_file, source_object and source_template_id"
+            )
+        return self
 
 
 class VpcImageResult(BaseModel):
@@ -101,16 +129,35 @@ def check_request(request: VpcImageRequest) -> None:
         raise InvalidRequest(
             "object_key", request.object_key, "1-1024 printable ASCII characters ending '.qcow2'"
         )
-
-
-def check_source(path: str, info: dict[str, object]) -> str:
-    """The source's format, when its virtual size fits VPC's limit."""
-    size = int(str(info.get("virtual-size", 0)))
-    if size > MAX_IMAGE_SIZE:
+    if request.source_object == request.object_key:
         raise InvalidRequest(
-            "source_file", path, f"virtual size {size} bytes exceeds VPC's 250 GB image limit"
+            "source_object", request.source_object, "the source cannot be the encrypted image"
         )
-    return str(info["format"])
+
+
+def check_source(field: str, value: str, virtual_size: int) -> None:
+    """The source's virtual size fits VPC's limit."""
+    if virtual_size > MAX_IMAGE_SIZE:
+        raise InvalidRequest(
+            field, value, f"virtual size {virtual_size} bytes exceeds VPC's 250 GB image limit"
+        )
+
+
+def check_spool(request: VpcImageRequest, need: int, free: int) -> None:
+    """The spool can hold `need` bytes (plus metadata) within its limit and its free space."""
+    need += SPOOL_SLACK
+    if need > request.spool_limit_gb * 1024**3:
+        raise InvalidRequest(
+            "spool_limit_gb",
+            request.spool_limit_gb,
+            f"the source needs about {need} bytes of spool (a download and its encrypted copy)",
+        )
+    if need > free:
+        raise InvalidRequest(
+            "spool_dir",
+            request.spool_dir or "(the temporary directory)",
+            f"{free} bytes free; the source needs about {need}",
+        )
 
 
 def check_passphrase(block: str, passphrase: str) -> None:
@@ -134,6 +181,11 @@ class VpcRotationRequest(BaseModel):
     ibm_credentials_block: str | None = Field(None, description=IBM_BLOCK_NAME)
     key_protect_instance_id: str = Field(..., description="Key Protect instance GUID.")
     root_key: str = Field(..., description="Root key name, id or CRN.")
+    root_key_material_block: str | None = Field(
+        None,
+        description="An imported root key's new material: name of a Secret block holding 16, "
+        "24 or 32 bytes, base64 (Key Protect rotates imported keys only with it).",
+    )
     timeout_minutes: float = Field(10, gt=0, description="Give up waiting for the re-wrap.")
     poll_seconds: float = Field(5, gt=0, description="Seconds between registration polls.")
 
@@ -170,10 +222,17 @@ def check_rotation_due(ref: str, last_rotated: str | None, now: datetime) -> Non
         )
 
 
-class VpcPlan(BaseModel):
-    """What validation found: the source's format and an image already named so."""
+class SourceImage(BaseModel):
+    """A source image on this machine, as qemu-img reads it."""
 
-    source_format: str
+    path: str
+    format: str
+
+
+class VpcPlan(BaseModel):
+    """What validation found: a local source and an image already named so."""
+
+    source: SourceImage | None
     image: dict[str, Any] | None
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from byok.errors import OperationFailed, VerificationFailed
@@ -62,6 +64,62 @@ def image_info(path: Path) -> dict[str, object]:
     return result
 
 
+@dataclass(frozen=True)
+class Described:
+    """What qemu-img reads in a source image."""
+
+    format: str
+    virtual_size: int
+    allocated: int  # bytes allocated on disk
+
+
+# A fixed VHD has its footer only at the end, where qemu-img's probe does not look (it finds
+# `raw`): the footer's cookie says it is one (the VHD specification, "Hard Disk Footer Format").
+VHD_COOKIE = b"conectix"
+VHD_FOOTER = 512
+
+
+def describe(path: Path) -> Described:
+    """The source's format (a fixed VHD told from raw by its footer) and sizes."""
+    info = image_info(path)
+    fmt = str(info["format"])
+    if fmt == "raw" and path.stat().st_size >= VHD_FOOTER:
+        with path.open("rb") as handle:
+            handle.seek(-VHD_FOOTER, os.SEEK_END)
+            if handle.read(len(VHD_COOKIE)) == VHD_COOKIE:
+                fmt = "vpc"
+    if fmt == "vpc":
+        opened = ["info", "--output=json", "--image-opts", source_opts(path, fmt)]
+        info = json.loads(_run(opened, "info"))
+    return Described(fmt, int(str(info["virtual-size"])), int(str(info.get("actual-size", 0))))
+
+
+PROBE_HEAD, PROBE_TAIL = 4 << 20, 1 << 20
+
+
+def describe_parts(size: int, head: bytes, tail: bytes) -> Described:
+    """Describe an image of `size` bytes from its first and last bytes alone (a sparse copy
+    holding only them: where qemu-img reads the headers, footers and tables of the formats it
+    probes, for images it wrote)."""
+    with tempfile.TemporaryDirectory(prefix="byok-vpc-probe-") as scratch:
+        path = Path(scratch) / "probe"
+        with path.open("wb") as handle:
+            handle.write(head)
+            handle.truncate(size)
+            handle.seek(size - len(tail))
+            handle.write(tail)
+        found = describe(path)
+    return Described(found.format, found.virtual_size, size)
+
+
+def source_opts(path: Path, fmt: str) -> str:
+    """The source as qemu `--image-opts`; a VHD sized by its footer's current size, not by
+    its CHS geometry (which qemu-img otherwise uses for VHDs from most creators and which can
+    cut the disk's last sectors off: qemu's block/vpc.c, `force_size_calc`)."""
+    opts = f"driver={fmt},file.filename={_opt(path)}"
+    return opts + ",force_size_calc=current_size" if fmt == "vpc" else opts
+
+
 def encrypt_to_qcow2(
     source: Path, target: Path, passphrase: bytes, source_format: str, iter_time_ms: int
 ) -> None:
@@ -70,8 +128,6 @@ def encrypt_to_qcow2(
         _run(
             [
                 "convert",
-                "-f",
-                source_format,
                 "-O",
                 "qcow2",
                 "--object",
@@ -79,7 +135,8 @@ def encrypt_to_qcow2(
                 "-o",
                 f"encrypt.format=luks,encrypt.key-secret={SECRET_ID},"
                 f"encrypt.iter-time={iter_time_ms}",
-                str(source),
+                "--image-opts",
+                source_opts(source, source_format),
                 str(target),
             ],
             "convert",
@@ -105,7 +162,7 @@ def verify_encrypted(source: Path, target: Path, passphrase: bytes, source_forma
                     "--object",
                     secret_object,
                     "--image-opts",
-                    f"driver={source_format},file.filename={_opt(source)}",
+                    source_opts(source, source_format),
                     opened,
                 ],
                 "compare",
@@ -119,9 +176,14 @@ def _opt(path: Path) -> str:
     return str(path).replace(",", ",,")
 
 
+def free_bytes(directory: str | None) -> int:
+    """Free bytes where the spool goes (the system's temporary directory by default)."""
+    return shutil.disk_usage(directory or tempfile.gettempdir()).free
+
+
 @contextmanager
-def spool_image() -> Iterator[Path]:
-    """Where the encrypted image is written before its upload: a file in a private temporary
-    directory, removed with everything in it when the block ends."""
-    with tempfile.TemporaryDirectory(prefix="byok-vpc-") as spool:
-        yield Path(spool) / "image.qcow2"
+def spool_image(directory: str | None = None) -> Iterator[Path]:
+    """A private temporary directory for a downloaded source and the encrypted image before
+    its upload, removed with everything in it when the block ends."""
+    with tempfile.TemporaryDirectory(prefix="byok-vpc-", dir=directory) as spool:
+        yield Path(spool)

@@ -94,6 +94,13 @@ class FleetRotationRequest(FleetScope):
         description="Key Protect root key ids or CRNs; empty: every root key that protects "
         "an image in `ibm_accounts`.",
     )
+    root_key_material_blocks: dict[str, str] = Field(
+        default_factory=dict,
+        description="For imported root keys (Key Protect rotates them only with new material "
+        "from your key source): key id or CRN → name of a Secret block holding the new "
+        "material (16, 24 or 32 bytes, base64). An imported key due without one is a failed "
+        "row.",
+    )
 
     @field_validator("key_ids")
     @classmethod
@@ -116,6 +123,21 @@ class FleetRotationRequest(FleetScope):
                     f"root_keys[{i}]", value, "must be a Key Protect key id (a GUID) or key CRN"
                 )
         return values
+
+    @field_validator("root_key_material_blocks")
+    @classmethod
+    def _material_blocks(cls, values: dict[str, str]) -> dict[str, str]:
+        found = {}
+        for key, block in values.items():
+            key_id = key_protect_id(key)
+            if key_id is None:
+                raise InvalidRequest(
+                    "root_key_material_blocks",
+                    key,
+                    "keys must be Key Protect key ids (GUIDs) or key CRNs",
+                )
+            found[key_id] = block
+        return found
 
     @field_validator("dask_address")
     @classmethod

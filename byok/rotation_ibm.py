@@ -46,6 +46,9 @@ class IbmPlannedKey(BaseModel):
     reason: str
     images: list[CosImage] = Field(default_factory=list, description="Classic: rewrap.")
     vpc_images: list[str] = Field(default_factory=list, description="Registered image CRNs.")
+    material_block: str | None = Field(
+        None, description="An imported key's new material (a Secret block), to rotate it."
+    )
 
     def rows(self, status: Status) -> list[RotationRow]:
         """The key's row and one per image, all with `status`."""
@@ -149,6 +152,15 @@ def _plan_key(
                 }
             )
         rotate, reason = True, due
+    material = request.root_key_material_blocks.get(key["id"].lower())
+    if rotate and key.get("imported") and material is None:
+        return skip.model_copy(
+            update={
+                "status": Status.FAILED,
+                "reason": "an imported root key: Key Protect rotates it only with new material; "
+                "name a Secret block holding it in root_key_material_blocks",
+            }
+        )
     return IbmPlannedKey(
         ibm_credentials_block=scope.ibm_credentials_block,
         cos_instance_id=scope.cos_instance_id,
@@ -161,4 +173,5 @@ def _plan_key(
         reason=reason,
         images=images,
         vpc_images=vpc,
+        material_block=material if rotate else None,
     )

@@ -17,12 +17,14 @@ from byok.ibm_vpc_qemu import spool_image
 from byok.parameters import parse_request
 from tasks.ibm_cos import ensure_bucket
 from tasks.ibm_iam import ensure_kms_authorization
+from tasks.ibm_image_source import prepare_source
 from tasks.ibm_key_protect import ensure_root_key
 from tasks.ibm_vpc import (
     create_vpc_instance,
     encrypt_image,
     ensure_image_cos_authorization,
     ensure_vpc_network,
+    fetch_source,
     import_vpc_image,
     prepare_passphrase,
     publish_vpc_image,
@@ -42,9 +44,11 @@ def provision_encrypted_vpc_image(
     request: VpcImageRequest, credentials: IBMCloudCredentials | None = None
 ) -> VpcImageResult:
     """Validate → root key → passphrase wrapped by it → authorizations (server-protect → kms,
-    is → COS) → regional bucket → qcow2 + LUKS with qemu-img, checked against the source →
-    upload → create_image, wait until available → optionally an instance, wait until
-    running. An image already named so is reused (not re-encrypted). One run per image.
+    is → COS) → regional bucket → the source (a local file, a COS object, or a classic image
+    template exported to the bucket), spooled when it is in COS → qcow2 + LUKS with qemu-img,
+    checked against the source → upload → create_image, wait until available → optionally an
+    instance, wait until running. An image already named so is reused (not re-encrypted).
+    One run per image.
 
     Args:
         credentials: A saved 'BYOK IBM Cloud Credentials' block (picked from the saved blocks);
@@ -77,12 +81,17 @@ def provision(credentials: IBMCloudCredentials, request: VpcImageRequest) -> Vpc
     if image is None:
         passphrase = prepare_passphrase(credentials, kp_instance, root, request.passphrase_block)
         key_version = passphrase.key_version
-        with spool_image() as target:
-            encrypt_image(
-                request.source_file, plan.source_format, passphrase, target,
-                request.luks_iter_time_ms,
-            )  # fmt: skip
-            verify_image(request.source_file, plan.source_format, passphrase, target)
+        with spool_image(request.spool_dir) as spool:
+            export = None
+            if request.source_template_id is not None:  # exported as the classic procedure does
+                export = prepare_source(
+                    credentials, cos, request.bucket, request.source_template_id, None,
+                    request.image_name, timeout, interval,
+                )  # fmt: skip
+            source = plan.source or fetch_source(credentials, request, spool, export)
+            target = spool / "image.qcow2"
+            encrypt_image(source, passphrase, target, request.luks_iter_time_ms)
+            verify_image(source, passphrase, target)
             upload_encrypted_image(credentials, cos, target, request.bucket, request.object_key)
         image = import_vpc_image(credentials, request, uri, passphrase, root.crn)
         created += ["encrypted object", "image"]

@@ -55,6 +55,7 @@ def rotate_ibm_key(key: IbmPlannedKey, request: FleetRotationRequest) -> list[Ro
                     ibm_credentials_block=key.ibm_credentials_block,
                     key_protect_instance_id=key.instance_id,
                     root_key=key.key_id,
+                    root_key_material_block=key.material_block,
                 )
                 version = rotate_vpc_root_key(credentials, asked)[2]
             rows = key.rows(Status.VERIFIED)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+import SoftLayer
 from ibm_boto3.s3.transfer import TransferConfig
 from ibm_cloud_sdk_core import ApiException
 from prefect import get_run_logger, task
@@ -20,10 +21,12 @@ from pydantic import SecretStr
 from blocks.ibm import IBMCloudCredentials
 from blocks.secrets import load_secret
 from byok.errors import InvalidRequest, OperationFailed, PropagationTimedOut
-from byok.ibm_models import RootKeyInfo
+from byok.ibm_cos_io import open_object
+from byok.ibm_models import RootKeyInfo, SourceInfo
 from byok.ibm_validation import check_bucket_location, crn_region
 from byok.ibm_vpc import (
     Passphrase,
+    SourceImage,
     VpcImageRequest,
     VpcImageResult,
     VpcInstanceSpec,
@@ -31,13 +34,24 @@ from byok.ibm_vpc import (
     check_passphrase,
     check_request,
     check_source,
+    check_spool,
 )
-from byok.ibm_vpc_qemu import encrypt_to_qcow2, image_info, verify_encrypted
+from byok.ibm_vpc_qemu import (
+    PROBE_HEAD,
+    PROBE_TAIL,
+    Described,
+    describe,
+    describe_parts,
+    encrypt_to_qcow2,
+    free_bytes,
+    verify_encrypted,
+)
 from byok.ibm_writes import create_once
 from clients.ibm import IBMClients
-from clients.ibm_cos_objects import bucket_location
+from clients.ibm_cos_objects import bucket_location, head
 from clients.ibm_policies import ensure_policy
 from clients.key_protect_keys import find_root_key
+from clients.softlayer_templates import check_source_template
 from tasks.in_memory import IN_MEMORY
 from tasks.retry import STEP_RETRIES
 
@@ -57,8 +71,9 @@ def find_image(clients: IBMClients, name: str) -> dict[str, Any] | None:
 def validate_vpc_request(credentials: IBMCloudCredentials, request: VpcImageRequest) -> VpcPlan:
     """Read-only checks, so that a bad request fails before any write."""
     check_request(request)
-    source_format = check_source(request.source_file, image_info(Path(request.source_file)))
     clients = IBMClients.of(credentials)
+    location = bucket_location(clients.cos(request.cos_instance_id), request.bucket)
+    source = _check_source(clients, request, location)
     vpc = clients.vpc()
     try:
         vpc.get_operating_system(name=request.operating_system)
@@ -69,9 +84,7 @@ def validate_vpc_request(credentials: IBMCloudCredentials, request: VpcImageRequ
             "operating_system", request.operating_system, "not in the VPC operating system catalog"
         ) from None
     if request.instance is not None:
-        profiles = vpc.list_instance_profiles().get_result()["profiles"]
-        if _named(profiles, request.instance.profile) is None:
-            raise InvalidRequest("instance.profile", request.instance.profile, "no such profile")
+        _check_profile(vpc, request.instance.profile)
     if request.root_key.startswith("crn:"):
         key_region = crn_region("root_key", request.root_key)
         if key_region != credentials.region:
@@ -84,14 +97,71 @@ def validate_vpc_request(credentials: IBMCloudCredentials, request: VpcImageRequ
     key = find_root_key(clients.key_protect(request.key_protect_instance_id), request.root_key)
     if key is None and not request.create_root_key:
         raise InvalidRequest("root_key", request.root_key, "no such root key (create_root_key off)")
-    location = bucket_location(clients.cos(request.cos_instance_id), request.bucket)
     if location:
         check_bucket_location("bucket", request.bucket, location, credentials.region)
     if request.passphrase_block:
         check_passphrase(
             request.passphrase_block, load_secret("passphrase_block", request.passphrase_block)
         )
-    return VpcPlan(source_format=source_format, image=find_image(clients, request.image_name))
+    return VpcPlan(source=source, image=find_image(clients, request.image_name))
+
+
+def _check_source(
+    clients: IBMClients, request: VpcImageRequest, location: str | None
+) -> SourceImage | None:
+    """The source exists, fits VPC's limit and the spool; a local file is the source as it
+    is (a COS object or a template's export is downloaded into the spool later)."""
+    if request.source_file is not None:
+        local = describe(Path(request.source_file))
+        check_source("source_file", request.source_file, local.virtual_size)
+        check_spool(request, local.allocated, free_bytes(request.spool_dir))
+        return SourceImage(path=request.source_file, format=local.format)
+    if request.source_template_id is not None:
+        try:
+            check_source_template(clients.softlayer(), request.source_template_id)
+        except SoftLayer.SoftLayerAPIError as exc:
+            if exc.faultCode != 404:  # the REST transport: the HTTP status
+                raise
+            raise InvalidRequest(
+                "source_template_id", request.source_template_id, "no such image template"
+            ) from None
+        return None
+    s3 = clients.cos(request.cos_instance_id)
+    key = str(request.source_object)
+    found = head(s3, request.bucket, key) if location else None
+    if found is None:
+        raise InvalidRequest("source_object", key, f"no such object in bucket {request.bucket}")
+    size = int(found["ContentLength"])
+    check_source("source_object", key, _probe(s3, request.bucket, key, size).virtual_size)
+    check_spool(request, 2 * size, free_bytes(request.spool_dir))
+    return None
+
+
+def _probe(s3: Any, bucket: str, key: str, size: int) -> Described:
+    """What qemu-img reads in an object, from its first and last bytes (two ranged reads)."""
+    with open_object(s3, bucket, key, size) as handle:
+        first = handle.read(PROBE_HEAD)
+        handle.seek(max(0, size - PROBE_TAIL))
+        last = handle.read()
+    try:
+        return describe_parts(size, first, last)
+    except OperationFailed as exc:
+        raise InvalidRequest("source_object", key, f"not an image qemu-img reads: {exc}") from None
+
+
+def _check_profile(vpc: Any, profile: str) -> None:
+    """An instance profile; a bare metal profile is refused: encrypted custom images cannot be
+    used with one (https://cloud.ibm.com/docs/vpc?topic=vpc-custom-image-cloud-private-catalog,
+    and an encrypted image's `allowed_use.bare_metal_server` is false)."""
+    if _named(vpc.list_instance_profiles().get_result()["profiles"], profile) is not None:
+        return
+    metal = vpc.list_bare_metal_server_profiles().get_result()["profiles"]
+    rule = (
+        "a bare metal profile: encrypted custom images cannot be used with bare metal"
+        if _named(metal, profile) is not None
+        else "no such instance profile"
+    )
+    raise InvalidRequest("instance.profile", profile, rule)
 
 
 @task(name="Generate and wrap the LUKS passphrase", **STEP_RETRIES, **IN_MEMORY)
@@ -133,23 +203,50 @@ def ensure_image_cos_authorization(credentials: IBMCloudCredentials, cos_instanc
     return policy_id
 
 
+@task(name="Download the source image to the spool", **STEP_RETRIES)
+def fetch_source(
+    credentials: IBMCloudCredentials,
+    request: VpcImageRequest,
+    spool: Path,
+    export: SourceInfo | None,
+) -> SourceImage:
+    """The source object (or the template's export) downloaded into the spool, once the
+    spool's bound allows it. qemu-img cannot read it in place: it needs random access and
+    COS's IAM bearer token (presigned URLs need HMAC keys:
+    https://cloud.ibm.com/docs/cloud-object-storage?topic=cloud-object-storage-presign-url)."""
+    field, key = (
+        ("source_template_id", export.key) if export else ("source_object", request.source_object)
+    )
+    s3 = IBMClients.of(credentials).cos(request.cos_instance_id)
+    found = head(s3, request.bucket, str(key))
+    if found is None:
+        raise InvalidRequest(field, key, f"no such object in bucket {request.bucket}")
+    check_spool(request, 2 * int(found["ContentLength"]), free_bytes(request.spool_dir))
+    path = spool / "source"
+    s3.download_file(request.bucket, str(key), str(path))
+    described = describe(path)
+    check_source(field, str(key), described.virtual_size)
+    get_run_logger().info("Downloaded %s (%s) to the spool", key, described.format)
+    return SourceImage(path=str(path), format=described.format)
+
+
 @task(name="Encrypt the image to qcow2 + LUKS", **IN_MEMORY)
 def encrypt_image(
-    source: str, source_format: str, passphrase: Passphrase, target: Path, iter_time_ms: int
+    source: SourceImage, passphrase: Passphrase, target: Path, iter_time_ms: int
 ) -> Path:
     """`qemu-img convert` to a LUKS-encrypted qcow2 (the passphrase in a 0600 secret file)."""
     secret = passphrase.value.get_secret_value().encode()
-    encrypt_to_qcow2(Path(source), target, secret, source_format, iter_time_ms)
-    get_run_logger().info("Encrypted %s to %s", source, target.name)
+    encrypt_to_qcow2(Path(source.path), target, secret, source.format, iter_time_ms)
+    get_run_logger().info("Encrypted %s to %s", source.path, target.name)
     return target
 
 
 @task(name="Check the encrypted image against the source", **IN_MEMORY)
-def verify_image(source: str, source_format: str, passphrase: Passphrase, target: Path) -> None:
+def verify_image(source: SourceImage, passphrase: Passphrase, target: Path) -> None:
     """`qemu-img check` and `qemu-img compare` with the source (opened with the passphrase)."""
     secret = passphrase.value.get_secret_value().encode()
-    verify_encrypted(Path(source), target, secret, source_format)
-    get_run_logger().info("qemu-img check and compare: %s matches %s", target.name, source)
+    verify_encrypted(Path(source.path), target, secret, source.format)
+    get_run_logger().info("qemu-img check and compare: %s matches %s", target.name, source.path)
 
 
 @task(name="Upload the encrypted image", **STEP_RETRIES)

@@ -12,6 +12,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from blocks.ibm import IBMCloudCredentials
+from blocks.secrets import decode_root_material
 from byok.errors import InvalidRequest, OperationFailed, PropagationTimedOut
 from byok.ibm_vpc import (
     RegisteredImage,
@@ -36,6 +37,14 @@ def rotate_vpc_root_key(
     if key is None:
         raise InvalidRequest("root_key", request.root_key, "no such root key")
     check_rotation_due(request.root_key, key.get("lastRotateDate"), datetime.now(UTC))
+    material = request.root_key_material_block
+    if key.get("imported") and not material:
+        raise InvalidRequest(
+            "root_key_material_block",
+            None,
+            "the root key was imported: rotating it needs the new material (a Secret block)",
+        )
+    payload = decode_root_material(material) if key.get("imported") and material else None
     previous = key["keyVersion"]["id"]
 
     def rotated() -> dict[str, Any] | None:
@@ -43,7 +52,7 @@ def rotate_vpc_root_key(
         return found if found["keyVersion"]["id"] != previous else None
 
     def rotate() -> dict[str, Any]:
-        kp.rotate(key["id"])
+        kp.rotate(key["id"], payload)
         return kp.get_key(key["id"])
 
     after = create_once(rotate, rotated, f"rotation of {key['name']}")

@@ -102,10 +102,12 @@ def test_encrypted_import_lifecycle(
 ) -> None:
     """Import → available (the SDK's Image model parses it), registered with the root key,
     `unusable` with encryption_key_disabled while the key is disabled, an instance runs from
-    it; a passphrase the wrapped key does not unwrap to makes the import `failed`."""
+    it; a passphrase the wrapped key does not unwrap to makes the import `failed` with
+    encrypted_data_key_invalid (status reason codes: ibm-vpc's ImageStatusReason)."""
     client = setup["vpc"]
     created = _import(setup, ibm, qcow2_images["good"], "byok-good")
     assert created["status"] == "pending"
+    assert [r["code"] for r in created["status_reasons"]] == ["image_request_in_progress"]
     image = _settled(client, created["id"])
     assert image["status"] == "available", image["status_reasons"]
     assert image["encryption"] == "user_managed"
@@ -165,8 +167,10 @@ def test_encrypted_import_lifecycle(
 
     wrong = _settled(client, _import(setup, ibm, qcow2_images["other"], "byok-other")["id"])
     assert wrong["status"] == "failed"
-    assert wrong["status_reasons"][0]["code"] == "image_data_corrupted"
+    assert wrong["status_reasons"][0]["code"] == "encrypted_data_key_invalid"
     assert "cannot unlock any keyslot" in wrong["status_reasons"][0]["message"]
+    junk = _settled(client, _import(setup, ibm, bytes(64 * 1024), "byok-junk")["id"])
+    assert (junk["status"], junk["status_reasons"][0]["code"]) == ("failed", "image_data_corrupted")
     listed = client.list_images(name="byok-good").get_result()["images"]
     assert [i["id"] for i in listed] == [image["id"]]
 
@@ -181,6 +185,9 @@ def test_errors_in_ibm_shape(
     assert "ubuntu-22-04-amd64" in names
     profiles = client.list_instance_profiles().get_result()["profiles"]
     assert "bx2-2x8" in [p["name"] for p in profiles]
+    metal = client.list_bare_metal_server_profiles().get_result()
+    assert [p["name"] for p in metal["profiles"]] == ["bx2-metal-96x384", "cx2-metal-96x192"]
+    assert metal["total_count"] == 2
     with pytest.raises(ApiException) as bad_os:
         client.create_image(
             image_prototype={

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prefect.blocks.system import Secret
+
 from byok.ibm_dek import META_KEY_VERSION, META_KEYHASH, META_ROOT_KEY, META_WDEK
 from byok.ibm_vpc_qemu import encrypt_to_qcow2
 from byok.inventory.request import IbmAccountScope
@@ -253,3 +255,50 @@ def test_ibm_root_keys_rotate_once_rewrap_every_image_and_resume(
     assert {again[(root["crn"], u)] for u in uris} == {
         ("verified", "already on the new version", v2)
     }
+
+
+def test_an_imported_root_key_rotates_with_the_material_its_block_holds(
+    azure_block: str, ibm_block: str, ibm: IBMClients, emulator: Emulator
+) -> None:
+    ids = emulator.ibm_identity
+    kp, s3 = ibm.key_protect(ids.key_protect_instance), ibm.cos(ids.cos_instance)
+    root = kp.create_key("fleet-imported", payload=base64.b64encode(os.urandom(32)).decode())
+    bucket = "fleet-imported"
+    s3.create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "us-south-standard"}
+    )
+    wrapped = kp.wrap(root["id"])
+    meta = {
+        META_KEYHASH: "h",
+        META_ROOT_KEY: root["crn"],
+        META_WDEK: wrapped["ciphertext"],
+        META_KEY_VERSION: wrapped["keyVersion"]["id"],
+    }
+    s3.put_object(Bucket=bucket, Key="img.vhd", Body=b"image", Metadata=meta)
+    scope = IbmAccountScope(
+        ibm_credentials_block=ibm_block,
+        key_protect_instances=[ids.key_protect_instance],
+        cos_instance_id=ids.cos_instance,
+        buckets=[bucket],
+    )
+    asked = {"ibm_accounts": [scope.model_dump()], "root_keys": [root["id"]]}
+    v1 = kp.get_key(root["id"])["keyVersion"]["id"]
+
+    # without new material: a failed row naming the field, nothing rotated
+    state = rotate_customer_keys(fleet(azure_block, **asked), return_state=True)
+    assert state.is_failed() and "root_key_material_blocks" in str(state.message)
+    assert kp.get_key(root["id"])["keyVersion"]["id"] == v1
+
+    Secret(value=base64.b64encode(os.urandom(32)).decode()).save("kp-material", overwrite=True)
+    done = rotate_customer_keys(
+        fleet(azure_block, root_key_material_blocks={root["crn"]: "kp-material"}, **asked)
+    )
+    v2 = kp.get_key(root["id"])["keyVersion"]["id"]
+    assert v2 != v1
+    assert [(r.dependent_id.rsplit("/", 1)[-1], r.status) for r in done.rows] == [
+        ("", "rotated"),
+        ("img.vhd", "verified"),
+    ]
+    recorded = s3.head_object(Bucket=bucket, Key="img.vhd")["Metadata"]
+    assert recorded[META_KEY_VERSION] == v2
+    assert kp.unwrap(root["id"], recorded[META_WDEK])["plaintext"] == wrapped["plaintext"]

@@ -24,6 +24,7 @@ from byok.ibm_vpc import VpcImageRequest, VpcInstanceSpec, VpcRotationRequest
 from clients.ibm import IBMClients
 from emulator.faults import Fault
 from emulator.server import Emulator
+from emulator.services.softlayer.models import SEED_TEMPLATE_ID, seed_image
 from emulator.services.vpc.models import VpcModel
 from emulator.state import EmulatorState
 from flows.ibm_vpc_image import provision_encrypted_vpc_image, rotate_vpc_root_key_flow
@@ -115,6 +116,28 @@ def passphrase_of(emulator: Emulator, ibm: IBMClients, vpc: VpcModel, image_id: 
     return base64.b64decode(kp.unwrap(key_id, body["encrypted_data_key"])["plaintext"]).decode()
 
 
+def decrypted(ibm: IBMClients, passphrase: str) -> bytes:
+    """The uploaded encrypted image's disk, opened by qemu-img with the passphrase."""
+    with tempfile.TemporaryDirectory() as scratch:
+        encrypted, raw = Path(scratch) / "o.qcow2", Path(scratch) / "o.raw"
+        ibm.cos().download_file(BUCKET, f"{IMAGE}.qcow2", str(encrypted))
+        secret = Path(scratch) / "p"
+        secret.write_text(passphrase)
+        subprocess.run(
+            ["qemu-img", "convert", "--object", f"secret,id=s,file={secret}", "--image-opts",
+             f"driver=qcow2,file.filename={encrypted},encrypt.key-secret=s", "-O", "raw",
+             str(raw)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return raw.read_bytes()
+
+
+def make_bucket(ibm: IBMClients) -> None:
+    ibm.cos().create_bucket(
+        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-south-standard"}
+    )
+
+
 def test_image_and_instance_end_to_end_and_no_passphrase_anywhere(
     ibm_block: str,
     emulator: Emulator,
@@ -186,11 +209,77 @@ def test_image_and_instance_end_to_end_and_no_passphrase_anywhere(
     assert writes(emulator) == []
 
 
+def test_a_cos_object_source_is_spooled_and_a_crash_leaves_no_spool(
+    ibm_block: str, emulator: Emulator, ibm: IBMClients, vpc: VpcModel, source: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """A qcow2 object in the bucket is downloaded into the spool and encrypted; a crash at
+    the upload (after the download) leaves no spooled file, and the re-run makes one image of
+    the object's disk."""
+    plain = tmp_path / "source.qcow2"
+    subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(source), str(plain)], check=True)
+    make_bucket(ibm)
+    ibm.cos().upload_file(str(plain), BUCKET, "source.qcow2")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    cos_source = {"source_file": None, "source_object": "source.qcow2", "instance": None,
+                  "spool_dir": str(spool)}  # fmt: skip
+    emulator.faults.add(
+        Fault("status", method="PUT", path=rf"^/{BUCKET}/{IMAGE}\.qcow2$", status=400,
+              code="InjectedCrash")
+    )  # fmt: skip
+    with pytest.raises(Exception, match="InjectedCrash"):
+        provision_encrypted_vpc_image(request(ibm_block, emulator, source, **cos_source))
+    assert list(spool.iterdir()) == [] and vpc.images == {}
+    result = provision_encrypted_vpc_image(request(ibm_block, emulator, source, **cos_source))
+    assert result.image_status == "available" and len(vpc.images) == 1
+    assert list(spool.iterdir()) == []
+    assert decrypted(ibm, passphrase_of(emulator, ibm, vpc, result.image_id)) == (
+        source.read_bytes()
+    )
+
+
+def test_a_classic_template_source_is_exported_once_across_a_crash(
+    ibm_block: str, emulator: Emulator, ibm: IBMClients, vpc: VpcModel, source: Path
+) -> None:
+    """The template is exported to the bucket as the classic procedure does; the export's
+    answer is lost and the run crashes reading the export: the re-run neither exports again
+    nor makes a second image, and the image holds the template's whole disk (a fixed VHD,
+    read at its footer's size)."""
+    assert emulator.state is not None
+    emulator.state.softlayer.export_seconds = 0.05
+    template = {"source_file": None, "source_template_id": SEED_TEMPLATE_ID, "instance": None}
+    emulator.faults.add(Fault("reset-after", method="POST", path=r"/copyToIcos", count=None))
+    emulator.faults.add(Fault("status", method="GET", path=rf"^/{BUCKET}/exports/", status=403,
+                              code="InjectedCrash", count=None))  # fmt: skip
+    with pytest.raises(Exception, match="InjectedCrash"):
+        provision_encrypted_vpc_image(request(ibm_block, emulator, source, **template))
+    emulator.faults.clear()
+    result = provision_encrypted_vpc_image(request(ibm_block, emulator, source, **template))
+    exports = [r for r in emulator.requests.find() if "/copyToIcos" in r.path]
+    assert len(exports) == 1 and len(vpc.images) == 1
+    assert result.image_status == "available"
+    disk = seed_image()[:-512]  # a fixed VHD: the disk, then the footer
+    assert decrypted(ibm, passphrase_of(emulator, ibm, vpc, result.image_id)) == disk
+
+
+def test_exactly_one_source() -> None:
+    with pytest.raises(ValueError, match="exactly one of source_file, source_object"):
+        VpcImageRequest(
+            key_protect_instance_id="k", root_key="r", cos_instance_id="c", bucket="b",
+            object_key="o.qcow2", image_name="i", operating_system="o",
+            source_file="disk.raw", source_object="disk.qcow2",
+        )  # fmt: skip
+
+
 @pytest.fixture
 def secret_blocks(ibm_block: str) -> None:
     Secret(value="too-short").save("vpc-short-passphrase", overwrite=True)
 
 
+METAL = VpcInstanceSpec(
+    name="m", profile="bx2-metal-96x384", zone="us-south-1", vpc_name="v", subnet_name="s"
+)
 BAD: list[tuple[str, dict[str, Any], str]] = [
     ("os", {"operating_system": "windows-3-11"}, "operating_system = 'windows-3-11'"),
     (
@@ -202,6 +291,23 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("name", {"image_name": "Bad_Name"}, "image_name = 'Bad_Name'"),
     ("too big", {"source_file": "BIG"}, "exceeds VPC's 250 GB"),
     ("standard key", {"root_key": "standard"}, "root_key = 'standard'"),
+    (
+        "no object",
+        {"source_file": None, "source_object": "missing.raw"},
+        "source_object = 'missing.raw': no such object",
+    ),
+    ("object too big", {"source_file": None, "source_object": "BIG"}, "exceeds VPC's 250 GB"),
+    (
+        "no template",
+        {"source_file": None, "source_template_id": 42},
+        "source_template_id = 42: no such image template",
+    ),
+    ("spool", {"spool_limit_gb": 0.001}, "spool_limit_gb = 0.001: the source needs about"),
+    (
+        "bare metal",
+        {"instance": METAL},
+        "instance.profile = 'bx2-metal-96x384': a bare metal profile",
+    ),
 ]
 
 
@@ -217,10 +323,15 @@ def test_bad_input_is_refused_before_any_write(
     overrides: dict[str, Any],
     message: str,
 ) -> None:
-    if overrides.get("source_file") == "BIG":
-        big = tmp_path / "big.qcow2"
+    big = tmp_path / "big.qcow2"
+    if "BIG" in overrides.values():
         subprocess.run(["qemu-img", "create", "-f", "qcow2", str(big), "300G"], check=True)
+    if overrides.get("source_file") == "BIG":
         overrides = {"source_file": str(big)}
+    if overrides.get("source_object") == "BIG":
+        make_bucket(ibm)
+        ibm.cos().upload_file(str(big), BUCKET, "big.qcow2")
+        overrides = {**overrides, "source_object": "big.qcow2"}
     if overrides.get("root_key") == "standard":
         kp = ibm.key_protect(emulator.ibm_identity.key_protect_instance)
         kp.create_key("standard", extractable=True)

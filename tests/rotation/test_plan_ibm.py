@@ -105,3 +105,20 @@ def test_selection_by_crn_or_id_and_age() -> None:
         parse_request(
             FleetRotationRequest, {"azure_credentials_block": "a", "root_keys": ["kms-key"]}
         )
+
+
+def test_an_imported_root_key_rotates_only_with_its_new_material() -> None:
+    keys = [key(0, imported=True), key(1, imported=True)]
+    found = snapshot(keys, {0: ["v2"], 1: ["v2"]})
+    result = plan(found, root_key_material_blocks={keys[1]["crn"]: "kp-new-material"})
+    assert [(k.key_id, k.material_block) for k in result.rotations] == [
+        (keys[1]["id"], "kp-new-material")
+    ]
+    (failed,) = result.skipped
+    assert failed.key_id == keys[0]["crn"] and failed.status == Status.FAILED
+    assert "root_key_material_blocks" in failed.reason
+    with pytest.raises(InvalidRequest, match=r"root_key_material_blocks = 'k1': keys must be"):
+        parse_request(
+            FleetRotationRequest,
+            {"azure_credentials_block": "a", "root_key_material_blocks": {"k1": "b"}},
+        )

@@ -14,6 +14,24 @@ from emulator.services.vpc.models import Instance, VpcModel, _required
 BARE_METAL_PROFILES = ("bx2-metal-96x384", "cx2-metal-96x192")
 
 
+def profiles(base: str) -> dict[str, Any]:
+    """`GET /bare_metal_server/profiles` (the collection's main fields: first, limit,
+    profiles, total_count; https://cloud.ibm.com/apidocs/vpc/latest#list-bare-metal-server-profiles)."""
+    shown = [
+        {
+            "href": f"{base}/bare_metal_server/profiles/{name}",
+            "name": name,
+            "family": "balanced" if name.startswith("bx") else "compute",
+            "resource_type": "bare_metal_server_profile",
+            "cpu_architecture": {"type": "fixed", "value": "amd64"},
+            "os_architecture": {"default": "amd64", "type": "enum", "values": ["amd64"]},
+        }
+        for name in BARE_METAL_PROFILES
+    ]
+    first = {"href": f"{base}/bare_metal_server/profiles"}
+    return {"first": first, "limit": 50, "profiles": shown, "total_count": len(shown)}
+
+
 class BareMetalServers:
     """The account's bare metal servers in the region (running once created)."""
 

@@ -31,7 +31,7 @@ from emulator.services.vpc.errors import (
     NameNotUnique,
     NotFound,
 )
-from emulator.services.vpc.qcow import BadImage, check_encrypted
+from emulator.services.vpc.qcow import BadImage, DataKeyInvalid, check_encrypted
 
 IMAGE_SERVICE = "is"  # the VPC image service, the source of the COS authorization
 UNWRAP_SERVICE = "server-protect"  # the source of the kms authorization
@@ -153,8 +153,16 @@ class VpcModel:
         self.kp.unregister(image.crn)
 
     def image_json(self, image: Image) -> dict[str, Any]:
-        """An image as the API answers it; `unusable` while its root key is not active."""
+        """An image as the API answers it; `unusable` while its root key is not active. Status
+        reason codes: ibm-vpc's ImageStatusReason (image_request_in_progress while pending)."""
         status, reasons = image.status, list(image.reasons)
+        if status == "pending":
+            reasons = [
+                {
+                    "code": "image_request_in_progress",
+                    "message": "The image is being imported from Cloud Object Storage.",
+                }
+            ]
         crn = (image.body.get("encryption_key") or {}).get("crn")
         if status == "available" and crn and not self._key_active(crn):
             status = "unusable"
@@ -203,7 +211,7 @@ class VpcModel:
             image.size = self._import(image)
         except BadImage as exc:
             image.status = "failed"
-            image.reasons = [{"code": "image_data_corrupted", "message": str(exc)}]
+            image.reasons = [{"code": exc.code, "message": str(exc)}]
             return
         image.status = "available"
         crn = (image.body.get("encryption_key") or {}).get("crn")
@@ -236,7 +244,7 @@ class VpcModel:
                     UNWRAP_SERVICE,
                 )
             except ValueError as exc:
-                raise BadImage(str(exc)) from None
+                raise DataKeyInvalid(str(exc)) from None
         with tempfile.TemporaryDirectory(prefix="vpc-image-") as scratch:
             path = Path(scratch) / "image.qcow2"
             try:

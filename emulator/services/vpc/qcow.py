@@ -13,7 +13,18 @@ from pathlib import Path
 
 
 class BadImage(Exception):
-    """Why the image cannot be imported (never names the passphrase)."""
+    """Why the image cannot be imported (never names the passphrase); `code` is the image's
+    status reason (ibm-vpc's ImageStatusReason: "image data is corrupt, or is not in the
+    specified format")."""
+
+    code = "image_data_corrupted"
+
+
+class DataKeyInvalid(BadImage):
+    """The image cannot be decrypted with its `encryption_key` (the wrapped key does not
+    unwrap, or what it unwraps to opens no LUKS key slot)."""
+
+    code = "encrypted_data_key_invalid"
 
 
 def info(path: Path) -> dict[str, object]:
@@ -61,5 +72,7 @@ def check_encrypted(path: Path, passphrase: bytes | None) -> int:
         )
     if done.returncode != 0:
         reason = done.stderr.strip().splitlines()[-1:] or ["unknown"]
-        raise BadImage(f"the LUKS header cannot be opened with the unwrapped key: {reason[0]}")
+        raise DataKeyInvalid(
+            f"the LUKS header cannot be opened with the unwrapped key: {reason[0]}"
+        )
     return int(str(details["virtual-size"]))
