@@ -38,6 +38,20 @@ TAG_ROTATED_AT = "byok-kms-rotated-at"
 TAG_ROTATION = "byok-kms-rotation"
 KMS_KEY_PERMISSIONS = ["encrypt", "decrypt"]
 KEY_VAULT_CRYPTO_USER = "12338af0-0e69-4776-bea7-57ae8d297424"
+# A private vault: AKS makes a private endpoint into it and approves it as the cluster's
+# identity, which needs Key Vault Contributor on the vault (its `Microsoft.KeyVault/*` holds
+# `vaults/privateEndpointConnectionsApproval/action`): "Assign the Key Vault Contributor role
+# for the identity" (https://learn.microsoft.com/azure/aks/use-kms-etcd-encryption, private
+# key vault; Azure/telescope#1121). Owner and Contributor hold the action too.
+KEY_VAULT_CONTRIBUTOR = "f25e0fa2-a7c8-4377-a976-54943a77a395"
+PRIVATE_ENDPOINT_ROLES = frozenset(
+    {
+        KEY_VAULT_CONTRIBUTOR,
+        "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",  # Owner
+        "b24988ac-6180-42a0-ab88-20f7382d9c72",  # Contributor
+    }
+)
+APPROVE_PRIVATE_ENDPOINT = "Microsoft.KeyVault/vaults/privateEndpointConnectionsApproval/action"
 
 
 # AKS KMS takes Azure Key Vault keys only: `azureKeyVaultKms.keyId` is the "Identifier of
@@ -97,7 +111,12 @@ def check_key_type(field: str, key_id: str, kty: str) -> None:
 
 
 def check_network(access: NetworkAccess, vault_resource_id: str | None) -> None:
-    """A private vault needs its resource id; a public one takes none."""
+    """A private vault needs its resource id; a public one takes none. Refused, not derived
+    from the key, as `az aks update` refuses it ("--azure-keyvault-kms-key-vault-resource-id
+    can not be empty if ... is Private", azure-cli acs/managed_cluster_decorator.py) and AKS
+    ("KeyVault resource ID is empty when KeyVault network access is Private.",
+    Azure/telescope#1121): the id names the vault AKS links privately, checked against the
+    key's vault."""
     if access == "Private" and not vault_resource_id:
         raise InvalidRequest(
             "key_vault_resource_id",
@@ -183,10 +202,23 @@ class EnableKmsRequest(BaseModel):
         description="Grant the identity Key Vault Crypto User (RBAC vaults) or encrypt/decrypt "
         "(access policies); off: it must have them already.",
     )
-    key_vault_network_access: NetworkAccess = Field("Public", description="Public or Private.")
-    key_vault_resource_id: str | None = Field(
-        None, description="The vault's resource id (a Private vault only)."
+    key_vault_network_access: NetworkAccess = Field(
+        "Public",
+        description="Public, or Private for a vault without public network access (the "
+        "identity then also gets Key Vault Contributor on it).",
     )
+    key_vault_resource_id: str | None = Field(
+        None, description="The vault's resource id (a Private vault only, and required there)."
+    )
+    create_if_missing: bool = Field(
+        False,
+        description="When the cluster does not exist: create it with KMS on from the start "
+        "(in the key vault's region); off: refuse.",
+    )
+    kubernetes_version: str = Field(
+        "1.33", pattern=r"^\d+\.\d+(\.\d+)?$", description="A new cluster's Kubernetes version."
+    )
+    node_count: int = Field(1, ge=1, le=100, description="A new cluster's system pool nodes.")
     secrets_page_size: int = _PAGE
     secrets_per_second: float = _PACE
     propagation_timeout_minutes: float = Field(
@@ -204,6 +236,22 @@ class EnableKmsRequest(BaseModel):
         if self.key_vault_resource_id:
             kms["keyVaultResourceId"] = self.key_vault_resource_id
         return kms
+
+    def new_cluster(self, location: str) -> dict[str, Any] | None:
+        """The body of the cluster if it is missing (the identity, KMS settings and tags are
+        added by the write); None when it must exist."""
+        if not self.create_if_missing:
+            return None
+        return {
+            "location": location,
+            "properties": {
+                "kubernetesVersion": self.kubernetes_version,
+                "dnsPrefix": self.cluster_name,
+                "agentPoolProfiles": [
+                    {"name": "system", "mode": "System", "count": self.node_count}
+                ],
+            },
+        }
 
 
 class RotateKmsRequest(BaseModel):

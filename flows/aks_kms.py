@@ -15,6 +15,7 @@ from tasks.acr import ensure_user_identity
 from tasks.aks_kms import (
     apply_kms,
     grant_kms_access,
+    grant_private_endpoint_approval,
     key_version,
     rewrite_secrets,
     validate_enable,
@@ -41,8 +42,9 @@ __all__ = [  # the requests and result, importable from the flows that take them
 def enable_aks_kms_encryption(
     request: EnableKmsRequest, credentials: AzureCredentials | None = None
 ) -> KmsState:
-    """Check → one run per cluster → identity → its key access → the cluster's KMS key →
-    existing Secrets re-written (encrypted) → verify.
+    """Check → one run per cluster → identity → its key access (and, for a private vault,
+    the right to approve AKS's private endpoint into it) → the cluster's KMS key (a missing
+    cluster created with it, when asked) → existing Secrets re-written (encrypted) → verify.
 
     Args:
         credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
@@ -59,9 +61,13 @@ def enable_aks_kms_encryption(
         timeout = request.propagation_timeout_minutes * 60
         if request.grant_key_access:
             grant_kms_access(credentials, sub, vault, identity.principal_id, timeout)
+        if request.grant_key_access and request.key_vault_network_access == "Private":
+            grant_private_endpoint_approval(credentials, sub, vault, identity.principal_id, timeout)
         version = key_version(credentials, sub, request.key_id)
-        kms = request.kms_profile()
-        tags = apply_kms(credentials, sub, rg, name, identity.id, kms, version, None, timeout)
+        kms, new_cluster = request.kms_profile(), request.new_cluster(vault.location)
+        tags = apply_kms(
+            credentials, sub, rg, name, identity.id, kms, version, None, timeout, new_cluster
+        )
         pace = (request.secrets_page_size, request.secrets_per_second)
         written = rewrite_secrets(credentials, sub, rg, name, tags, *pace)
         state = verify_kms(credentials, sub, rg, name, request.key_id, request.secrets_page_size)

@@ -14,9 +14,12 @@ from prefect import get_run_logger, task
 
 from blocks.azure import AzureCredentials
 from byok.aks_kms import (
+    APPROVE_PRIVATE_ENDPOINT,
+    KEY_VAULT_CONTRIBUTOR,
     KEY_VAULT_CRYPTO_USER,
     KMS_KEY_PERMISSIONS,
     KMS_KEY_STORE_RULE,
+    PRIVATE_ENDPOINT_ROLES,
     TAG_CURRENT,
     TAG_PREVIOUS,
     TAG_ROTATED_AT,
@@ -39,10 +42,10 @@ from byok.keyvault_ids import KeyId
 from byok.retrying import retry_while
 from byok.sdk_values import text
 from byok.validation import region_key
-from clients.aks_clusters import read_cluster
+from clients.aks_clusters import is_busy, read_cluster, settled_cluster
 from clients.aks_kubernetes import core_api
 from clients.azure import AzureClients
-from clients.key_store_access import grant, vault_for_key
+from clients.key_store_access import assign_role, grant, vault_for_key
 from tasks.retry import STEP_RETRIES
 
 # AKS's refusal while the identity's new key access propagates (MicrosoftDocs/azure-docs#98954)
@@ -66,19 +69,23 @@ def kms_settings(cluster: Any) -> dict[str, Any] | None:
     return kms if kms and kms.get("enabled") else None
 
 
-def _has_key_access(clients: AzureClients, vault: VaultInfo, principal_id: str) -> bool:
-    """Whether the principal may encrypt and decrypt with the vault's keys."""
+def _roles(clients: AzureClients, scope: str, principal_id: str) -> set[str]:
+    """The role definition GUIDs the principal holds at `scope` (or above it)."""
+    assignments = clients.authorization().role_assignments.list_for_scope(
+        scope, filter=f"principalId eq '{principal_id}'"
+    )
+    return {
+        str(a.role_definition_id).rsplit("/", 1)[-1]
+        for a in assignments
+        if a.principal_id == principal_id
+    }
+
+
+def _has_key_access(clients: AzureClients, vault: VaultInfo, found: Any, principal_id: str) -> bool:
+    """Whether the principal may encrypt and decrypt with the keys of `vault` (`found`: the
+    vault as the management API returns it)."""
     if vault.rbac:
-        assignments = clients.authorization().role_assignments.list_for_scope(
-            vault.id, filter=f"principalId eq '{principal_id}'"
-        )
-        return any(
-            a.principal_id == principal_id
-            and str(a.role_definition_id).rsplit("/", 1)[-1] in KEY_ROLES
-            for a in assignments
-        )
-    group = vault.id.split("/")[4]
-    found = clients.keyvault_management().vaults.get(group, vault.name)
+        return bool(_roles(clients, vault.id, principal_id) & KEY_ROLES)
     granted = {
         p.lower()
         for policy in found.properties.access_policies or []
@@ -90,24 +97,32 @@ def _has_key_access(clients: AzureClients, vault: VaultInfo, principal_id: str) 
 
 @task(name="Check the KMS request", **STEP_RETRIES)
 def validate_enable(credentials: AzureCredentials, request: EnableKmsRequest) -> VaultInfo:
-    """Experience and key id, cluster version, key region and type, private vault id, the
-    identity's access when the run grants none: before any write. Returns the key's vault."""
+    """Experience and key id, cluster version (or the new cluster's), key region and type,
+    private vault and its id, the identity's access when the run grants none: before any
+    write. Returns the key's vault."""
     kid = check_experience("key_id", request.key_id, request.experience)
     check_network(request.key_vault_network_access, request.key_vault_resource_id)
     clients = AzureClients.of(credentials, request.subscription_id)
     rg, name = request.resource_group, request.cluster_name
     cluster = read_cluster(clients, rg, name)
+    if cluster is None and not request.create_if_missing:
+        raise InvalidRequest(
+            "cluster_name",
+            name,
+            f"no such cluster in resource group {rg} (create_if_missing makes it with KMS on)",
+        )
     if cluster is None:
-        raise InvalidRequest("cluster_name", name, f"no such cluster in resource group {rg}")
-    check_kubernetes(
-        f"cluster '{name}' kubernetes_version",
-        str(cluster.properties.kubernetes_version),
-        request.experience,
-    )
+        check_kubernetes("kubernetes_version", request.kubernetes_version, request.experience)
+    else:
+        check_kubernetes(
+            f"cluster '{name}' kubernetes_version",
+            str(cluster.properties.kubernetes_version),
+            request.experience,
+        )
     vault = vault_for_key(clients, request.key_id)
     if isinstance(vault, HsmInfo):
         raise InvalidRequest("key_id", request.key_id, KMS_KEY_STORE_RULE)
-    if region_key(vault.location) != region_key(str(cluster.location)):
+    if cluster is not None and region_key(vault.location) != region_key(str(cluster.location)):
         raise InvalidRequest(
             "key_id",
             request.key_id,
@@ -125,18 +140,43 @@ def validate_enable(credentials: AzureCredentials, request: EnableKmsRequest) ->
     check_key_type("key_id", request.key_id, text(key.key_type))
     if not key.properties.enabled:
         raise InvalidRequest("key_id", request.key_id, "the key is disabled")
+    found = clients.keyvault_management().vaults.get(vault.id.split("/")[4], vault.name)
+    private = request.key_vault_network_access == "Private"
+    if not private and text(found.properties.public_network_access) == "Disabled":
+        raise InvalidRequest(
+            "key_vault_network_access",
+            request.key_vault_network_access,
+            f"key vault '{vault.name}' has public network access disabled: use Private, with "
+            f"key_vault_resource_id {vault.id}",
+        )
     if not request.grant_key_access:
-        identities = clients.msi().user_assigned_identities
-        identity = or_none(lambda: identities.get(rg, request.identity_name))
-        if identity is None or not _has_key_access(clients, vault, str(identity.principal_id)):
-            raise InvalidRequest(
-                "identity_name",
-                request.identity_name,
-                f"has no encrypt/decrypt permission on key vault '{vault.name}': grant it "
-                "Key Vault Crypto User (RBAC) or the encrypt and decrypt key permissions, or "
-                "set grant_key_access",
-            )
+        _check_identity_access(clients, request, vault, found, private)
     return vault
+
+
+def _check_identity_access(
+    clients: AzureClients, request: EnableKmsRequest, vault: VaultInfo, found: Any, private: bool
+) -> None:
+    """The existing identity can encrypt/decrypt, and approve a private vault's endpoint."""
+    identities = clients.msi().user_assigned_identities
+    identity = or_none(lambda: identities.get(request.resource_group, request.identity_name))
+    principal = str(identity.principal_id) if identity else ""
+    if not identity or not _has_key_access(clients, vault, found, principal):
+        raise InvalidRequest(
+            "identity_name",
+            request.identity_name,
+            f"has no encrypt/decrypt permission on key vault '{vault.name}': grant it "
+            "Key Vault Crypto User (RBAC) or the encrypt and decrypt key permissions, or "
+            "set grant_key_access",
+        )
+    if private and not _roles(clients, vault.id, principal) & PRIVATE_ENDPOINT_ROLES:
+        raise InvalidRequest(
+            "identity_name",
+            request.identity_name,
+            f"has no Key Vault Contributor on key vault '{vault.name}': with a private vault "
+            "AKS approves its private endpoint into the vault as this identity; grant it, or "
+            "set grant_key_access",
+        )
 
 
 @task(name="Let the identity encrypt and decrypt with the key", **STEP_RETRIES)
@@ -155,8 +195,27 @@ def grant_kms_access(
     )
 
 
+@task(name="Let the identity approve the private vault's endpoint", **STEP_RETRIES)
+def grant_private_endpoint_approval(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    vault: VaultInfo,
+    principal_id: str,
+    timeout_seconds: float,
+) -> None:
+    """Key Vault Contributor on the vault: AKS approves its private endpoint into a private
+    vault as the cluster's identity."""
+    clients = AzureClients.of(credentials, subscription_id)
+    assign_role(clients, vault.id, principal_id, KEY_VAULT_CONTRIBUTOR, timeout_seconds)
+    get_run_logger().info("%s may approve private endpoints of %s", principal_id, vault.name)
+
+
 def _is_access_delay(exc: BaseException) -> bool:
-    return isinstance(exc, HttpResponseError) and KMS_ACCESS_CODE in str(exc)
+    """The identity's key access, or its right to approve a private endpoint, not in effect
+    yet."""
+    return isinstance(exc, HttpResponseError) and (
+        KMS_ACCESS_CODE in str(exc) or APPROVE_PRIVATE_ENDPOINT in str(exc)
+    )
 
 
 @task(name="Read the key's current version", **STEP_RETRIES)
@@ -180,6 +239,20 @@ def next_tags(tags: dict[str, str], version: str, rotation: str | None) -> dict[
     return changed
 
 
+def _in_place(cluster: Any, identity_id: str | None, kms: dict[str, Any], version: str) -> bool:
+    """Whether the settled cluster runs as `identity_id` (None: any) with `kms`, its tags
+    recording `version`."""
+    body = cluster.as_dict()
+    users = {k.lower() for k in (body.get("identity") or {}).get("userAssignedIdentities") or {}}
+    have = kms_settings(cluster) or {}
+    return (
+        text(cluster.properties.provisioning_state) == "Succeeded"
+        and (identity_id is None or identity_id.lower() in users)
+        and {k: have.get(k) for k in kms} == kms
+        and (cluster.tags or {}).get(TAG_CURRENT) == version
+    )
+
+
 @task(name="Set the cluster's KMS key", **STEP_RETRIES)
 def apply_kms(
     credentials: AzureCredentials,
@@ -191,43 +264,53 @@ def apply_kms(
     version: str,
     rotation: str | None = None,
     timeout_seconds: float = 60,
+    new_cluster: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """The cluster runs as `identity_id` (None: its own) with `kms`, its tags recording
-    `version`; written only when it does not already (a re-run writes nothing). Key access
-    still propagating is retried. Returns the cluster's tags."""
+    `version`; written only when it does not already (a re-run writes nothing). A missing
+    cluster is created from `new_cluster` with them in the same write. Key access still
+    propagating is retried; a write refused because an operation runs (409) is settled by
+    reading the cluster once it ends, written again only if it still lacks the key. Returns
+    the cluster's tags."""
     clients = AzureClients.of(credentials, subscription_id)
     clusters = clients.container_service().managed_clusters
     cluster = read_cluster(clients, resource_group, name)
-    if cluster is None:
+    if cluster is None and new_cluster is None:
         raise ResourceError(f"{resource_group}/{name}", "the cluster vanished")
-    body = cluster.as_dict()
-    users = {k.lower() for k in (body.get("identity") or {}).get("userAssignedIdentities") or {}}
-    have = kms_settings(cluster) or {}
-    tags = next_tags(dict(cluster.tags or {}), version, rotation)
-    if (
-        text(cluster.properties.provisioning_state) == "Succeeded"
-        and (identity_id is None or identity_id.lower() in users)
-        and {k: have.get(k) for k in kms} == kms
-        and tags == (cluster.tags or {})
-    ):
+    if cluster is not None and _in_place(cluster, identity_id, kms, version):
         get_run_logger().info("Cluster %s already uses KMS key %s", name, version)
-        return tags
+        return dict(cluster.tags or {})
+    body = cluster.as_dict() if cluster is not None else dict(new_cluster or {})
     if identity_id is not None:
         body["identity"] = {"type": "UserAssigned", "userAssignedIdentities": {identity_id: {}}}
     props = body["properties"]
     props["securityProfile"] = {**(props.get("securityProfile") or {}), "azureKeyVaultKms": kms}
-    body["tags"] = tags
-    retry_while(
-        lambda: clusters.begin_create_or_update(resource_group, name, body).result(),
-        _is_access_delay,
-        timeout_seconds=timeout_seconds,
-        first_delay=2,
-        on_retry=lambda exc, wait: get_run_logger().info(
-            "KMS key access not in effect yet; retrying in %.1f s", wait
-        ),
-    )
+    body["tags"] = next_tags(dict(body.get("tags") or {}), version, rotation)
+
+    def write() -> None:
+        retry_while(
+            lambda: clusters.begin_create_or_update(resource_group, name, body).result(),
+            _is_access_delay,
+            timeout_seconds=timeout_seconds,
+            first_delay=2,
+            on_retry=lambda exc, wait: get_run_logger().info(
+                "KMS key access not in effect yet; retrying in %.1f s", wait
+            ),
+        )
+
+    try:
+        write()
+    except HttpResponseError as exc:
+        if not is_busy(exc):
+            raise
+        get_run_logger().info("Cluster %s is busy (%s); reading it once settled", name, exc.reason)
+        settled = settled_cluster(clients, resource_group, name, timeout_seconds)
+        if _in_place(settled, identity_id, kms, version):
+            get_run_logger().info("Cluster %s uses KMS key %s", name, version)
+            return dict(settled.tags or {})
+        write()
     get_run_logger().info("Cluster %s uses KMS key %s", name, version)
-    return tags
+    return dict(body["tags"])
 
 
 def _core(credentials: AzureCredentials, subscription_id: str | None, rg: str, name: str) -> Any:

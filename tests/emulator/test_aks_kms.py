@@ -109,8 +109,8 @@ def test_refusals(setup: Setup) -> None:
         "keys encrypt/decrypt permission"
     )
     setup.allow(["encrypt", "decrypt"])
-    assert "required when keyVaultNetworkAccess is Private" in refused(
-        setup.key_id, keyVaultNetworkAccess="Private"
+    assert refused(setup.key_id, keyVaultNetworkAccess="Private") == (
+        "BadRequest: KeyVault resource ID is empty when KeyVault network access is Private."
     )
     assert "must be empty when keyVaultNetworkAccess is Public" in refused(
         setup.key_id, keyVaultResourceId=setup.vault.id
@@ -126,10 +126,17 @@ def test_refusals(setup: Setup) -> None:
         )
         is None
     )
-    # a private vault with its resource id, and a versionless key on 1.33, are accepted
-    cluster = setup.put(
-        versionless, keyVaultNetworkAccess="Private", keyVaultResourceId=setup.vault.id
-    ).result()
+    # a private vault: the identity must also approve AKS's private endpoint into it
+    private = {"keyVaultNetworkAccess": "Private", "keyVaultResourceId": setup.vault.id}
+    assert refused(versionless, **private) == (
+        f"AuthorizationFailed: The client '{setup.principal}' with object id "
+        f"'{setup.principal}' does not have authorization to perform action "
+        "'Microsoft.KeyVault/vaults/privateEndpointConnectionsApproval/action' over scope "
+        f"'{setup.vault.id}' or the scope is invalid."
+    )
+    # with Key Vault Contributor on the vault, a private vault and a versionless key on 1.33
+    setup.emulator.state.grant_role(setup.principal, "Key Vault Contributor", setup.vault.id)
+    cluster = setup.put(versionless, **private).result()
     assert cluster.properties.security_profile.azure_key_vault_kms.key_id == versionless
 
 
@@ -213,6 +220,32 @@ def test_the_secret_api_answers_as_kubernetes_does(setup: Setup) -> None:
     core.delete_namespaced_secret("a", "default")
     assert status(lambda: core.read_namespaced_secret("a", "default"))[0] == 404
     assert setup.sealed_with() == {}
+
+    # answers are JSON: a client accepting only protobuf is refused (kubectl lists JSON too:
+    # tests/cli/test_kubectl_secrets.py)
+    def only_protobuf() -> Any:
+        return core.api_client.call_api(
+            "/api/v1/secrets",
+            "GET",
+            header_params={"Accept": "application/vnd.kubernetes.protobuf"},
+            auth_settings=["BearerToken"],
+        )
+
+    assert status(only_protobuf) == (406, "Not Acceptable")
+
+    def post_protobuf(body: bytes) -> Any:
+        return core.api_client.call_api(
+            "/api/v1/namespaces/default/secrets",
+            "POST",
+            header_params={"Content-Type": "application/vnd.kubernetes.protobuf"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+
+    assert status(lambda: post_protobuf(b"not protobuf"))[0] == 400
+    type_meta = b"\x0a\x02v1\x12\x09ConfigMap"  # runtime.Unknown{typeMeta: v1 ConfigMap}
+    config_map = b"k8s\x00\x0a" + bytes([len(type_meta)]) + type_meta
+    assert status(lambda: post_protobuf(config_map)) == (415, "Unsupported Media Type")
 
 
 def test_removed_key_access_fails_the_cluster(setup: Setup) -> None:

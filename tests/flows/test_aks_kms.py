@@ -11,7 +11,14 @@ import threading
 import uuid
 from typing import Any
 
-from byok.aks_kms import EnableKmsRequest, RotateKmsRequest
+from azure.mgmt.keyvault.models import VaultPatchParameters, VaultPatchProperties
+
+from byok.aks_kms import (
+    KEY_VAULT_CONTRIBUTOR,
+    KEY_VAULT_CRYPTO_USER,
+    EnableKmsRequest,
+    RotateKmsRequest,
+)
 from clients.aks_kubernetes import core_api
 from clients.azure import AzureClients
 from emulator.faults import Fault
@@ -247,3 +254,136 @@ def test_two_rotations_at_once_make_one_key_version_and_seal_every_secret_once(
     assert set(aks.sealed_with().values()) == {v2}
     assert outcome[1].secrets_rewritten + outcome[2].secrets_rewritten == len(SECRETS)
     assert aks.values() == SECRETS
+
+
+def test_a_private_vault_gets_key_vault_contributor_and_its_resource_id(
+    azure_block: str, azure: AzureClients, emulator: Emulator
+) -> None:
+    aks = Cluster(azure, emulator, rbac=True)
+    azure.keyvault_management().vaults.update(
+        "rg",
+        "kv-kms",
+        VaultPatchParameters(properties=VaultPatchProperties(public_network_access="Disabled")),
+    )
+    # an identity prepared by hand with key access only (grant_key_access off)
+    identity = azure.msi().user_assigned_identities.create_or_update(
+        "rg", "aks-kms", {"location": "westeurope"}
+    )
+    principal = str(identity.principal_id)
+    emulator.state.grant_role(principal, "Key Vault Crypto User", aks.vault.id)
+    private = {"key_vault_network_access": "Private", "key_vault_resource_id": aks.vault.id}
+    before = changes(emulator)
+
+    def message(**overrides: Any) -> str:
+        request = enable(azure_block, aks.key_id, **overrides)
+        return refused(enable_aks_kms_encryption, request.model_dump(mode="json"))
+
+    assert message() == (
+        "key_vault_network_access = 'Public': key vault 'kv-kms' has public network access "
+        f"disabled: use Private, with key_vault_resource_id {aks.vault.id}"
+    )
+    assert message(key_vault_network_access="Private") == (
+        "key_vault_resource_id = None: a private key vault (key_vault_network_access = "
+        "Private) needs its resource id"
+    )
+    assert message(grant_key_access=False, **private) == (
+        "identity_name = 'aks-kms': has no Key Vault Contributor on key vault 'kv-kms': with a "
+        "private vault AKS approves its private endpoint into the vault as this identity; "
+        "grant it, or set grant_key_access"
+    )
+    assert changes(emulator) == before
+
+    state = enable_aks_kms_encryption(enable(azure_block, aks.key_id, **private))
+    assert state.secrets_rewritten == len(SECRETS)
+    kms = azure.container_service().managed_clusters.get("rg", "aks")
+    kms = kms.properties.security_profile.azure_key_vault_kms
+    assert (kms.key_vault_network_access, kms.key_vault_resource_id) == ("Private", aks.vault.id)
+    roles = sorted(
+        str(a.role_definition_id).rsplit("/", 1)[-1]
+        for a in azure.authorization().role_assignments.list_for_scope(aks.vault.id)
+        if a.principal_id == principal
+    )
+    assert roles == sorted([KEY_VAULT_CRYPTO_USER, KEY_VAULT_CONTRIBUTOR])
+    assert set(aks.sealed_with().values()) == {aks.key_id}
+
+
+def test_a_missing_cluster_is_created_with_kms_and_a_lost_answer_is_not_written_again(
+    azure_block: str, azure: AzureClients, emulator: Emulator
+) -> None:
+    _, key_id = vault_with_key(azure, emulator, "rg", "kv-kms", "kms")
+    request = enable(azure_block, key_id, create_if_missing=True, kubernetes_version="1.32")
+    assert refused(enable_aks_kms_encryption, enable(azure_block, key_id).model_dump()) == (
+        "cluster_name = 'aks': no such cluster in resource group rg (create_if_missing makes "
+        "it with KMS on)"
+    )
+    # every answer to the cluster's PUT lost (a retried step finds the cluster made), then a
+    # crash before the Secrets step: the re-run writes neither the cluster nor the identity
+    emulator.faults.add(Fault("reset-after", method="PUT", path="managedClusters/aks$", count=None))
+    emulator.faults.add(Fault("status", status=403, path="listClusterUserCredential", count=None))
+    assert enable_aks_kms_encryption(request, return_state=True).is_failed()
+    emulator.faults.clear()
+    clusters = azure.container_service().managed_clusters
+    assert (
+        clusters.get("rg", "aks").properties.security_profile.azure_key_vault_kms.key_id == key_id
+    )
+    puts = [len(emulator.requests.find("PUT", p)) for p in ("managedClusters/aks$", "/aks-kms$")]
+
+    state = enable_aks_kms_encryption(request)
+    assert [
+        len(emulator.requests.find("PUT", p)) for p in ("managedClusters/aks$", "/aks-kms$")
+    ] == puts
+    assert (state.key_version, state.secrets_rewritten) == (key_id, 0)
+    found = clusters.get("rg", "aks")
+    assert (found.location, found.properties.kubernetes_version) == ("westeurope", "1.32")
+    assert list(found.identity.user_assigned_identities) == [
+        str(azure.msi().user_assigned_identities.get("rg", "aks-kms").id)
+    ]
+    core = core_api(clusters.list_cluster_user_credentials("rg", "aks").kubeconfigs[0].value)
+    core.create_namespaced_secret("default", {"metadata": {"name": "s"}, "stringData": {"v": "x"}})
+    kube = emulator.state.kubernetes
+    (cluster,) = kube.clusters.values()
+    assert kube.sealed_with(cluster) == {"default/s": key_id}  # sealed from the first Secret
+
+
+BUSY = (
+    "Operation is not allowed: Another operation (Updating) is in progress, please wait for it "
+    "to finish before starting a new operation. See https://aka.ms/aks-pending-operation for "
+    "more details"
+)
+
+
+def test_a_kms_update_answered_409_is_settled_by_reading_the_cluster(
+    azure_block: str, azure: AzureClients, emulator: Emulator
+) -> None:
+    aks = Cluster(azure, emulator)
+    writes_before = aks.cluster_writes()
+    # refused before serving (another operation ran): re-read, still without KMS, written once
+    emulator.faults.add(
+        Fault(
+            "status",
+            status=409,
+            method="PUT",
+            path="managedClusters/aks$",
+            code="OperationNotAllowed",
+            message=BUSY,
+        )
+    )
+    enable_aks_kms_encryption(enable(azure_block, aks.key_id))
+    assert aks.cluster_writes() == writes_before + 2  # the refused PUT, and the write
+    # the update served but answered 409 (the cluster busy with this very write): re-read, and
+    # since it has the new key version, not written again
+    emulator.faults.add(
+        Fault(
+            "status-after",
+            status=409,
+            method="PUT",
+            path="managedClusters/aks$",
+            code="OperationNotAllowed",
+            message=BUSY,
+        )
+    )
+    rotated = rotate_aks_kms_key(rotate(azure_block, "r1"))
+    assert aks.cluster_writes() == writes_before + 3  # the one PUT, answered 409
+    found = azure.container_service().managed_clusters.get("rg", "aks")
+    assert found.properties.security_profile.azure_key_vault_kms.key_id == rotated.key_version
+    assert set(aks.sealed_with().values()) == {rotated.key_version}

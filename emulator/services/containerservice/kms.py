@@ -10,7 +10,12 @@ experience needs Kubernetes 1.33 (https://learn.microsoft.com/azure/aks/kms-data
 Rules: the control plane identity must be able to encrypt and decrypt with the key
 (`AzureKeyVaultKmsValidateIdentityPermissionCustomerError`, MicrosoftDocs/azure-docs#98954);
 a changed key version while Secrets are still sealed with the previous slot's key leaves the
-cluster stuck Updating (Azure/kubernetes-kms#291, tracked as Azure/AKS#4648); a key that is
+cluster stuck Updating (Azure/kubernetes-kms#291, tracked as Azure/AKS#4648); a private vault
+needs its resource id (AKS: "KeyVault resource ID is empty when KeyVault network access is
+Private.", Azure/telescope#1121) and the identity must approve the private endpoint AKS makes
+into the vault (`…/privateEndpointConnectionsApproval/action`, which Key Vault Contributor
+grants: https://learn.microsoft.com/azure/aks/use-kms-etcd-encryption#private-key-vault; AKS
+does not document its refusal: the emulator answers ARM's AuthorizationFailed); a key that is
 disabled, expired or no longer usable by the identity puts the cluster in Failed with the
 cause in `status.provisioningError` (the plugin holds two key slots, either can fail the
 cluster: Azure/AKS#4926)."""
@@ -22,12 +27,14 @@ from typing import Any
 
 from emulator.http import HttpError
 from emulator.services.arm.models import PutContext
+from emulator.services.authorization.models import principal_allowed
 from emulator.services.kubernetes.kms import ACCESS_ERROR, KmsProvider, identity_principal, settings
 from emulator.services.kubernetes.models import KubernetesModel
 
 FIELD = "properties.securityProfile.azureKeyVaultKms"
 VERSIONLESS_SINCE = "2026-07-01"
 VERSIONLESS_KUBERNETES = (1, 33)
+APPROVE_PRIVATE_ENDPOINT = "Microsoft.KeyVault/vaults/privateEndpointConnectionsApproval/action"
 
 
 def _bad(message: str, code: str = "InvalidParameter") -> HttpError:
@@ -71,7 +78,9 @@ def check(ctx: PutContext, provider: KmsProvider, kubernetes_version: str) -> No
     if access not in ("Public", "Private"):
         raise _bad(f"{FIELD}.keyVaultNetworkAccess '{access}' is not Public or Private.")
     if access == "Private" and not vault_id:
-        raise _bad(f"{FIELD}.keyVaultResourceId is required when keyVaultNetworkAccess is Private.")
+        raise _bad(
+            "KeyVault resource ID is empty when KeyVault network access is Private.", "BadRequest"
+        )
     if access == "Public" and vault_id:
         raise _bad(
             f"{FIELD}.keyVaultResourceId must be empty when keyVaultNetworkAccess is Public."
@@ -92,10 +101,20 @@ def check(ctx: PutContext, provider: KmsProvider, kubernetes_version: str) -> No
             )
     if not version.kty.startswith("RSA"):
         raise _bad(f"{FIELD}.keyId '{key_id}' is a {version.kty} key; KMS needs an RSA key.")
-    problem = provider.problem(provider.version_id(key_id), _principal(ctx))
+    principal = _principal(ctx)
+    problem = provider.problem(provider.version_id(key_id), principal)
     if problem:
         code, message = problem
         raise _bad(message, code if code == ACCESS_ERROR else "InvalidParameter")
+    if access == "Private" and not principal_allowed(
+        ctx.arm, str(principal), APPROVE_PRIVATE_ENDPOINT, vault["id"]
+    ):
+        raise _bad(
+            f"The client '{principal}' with object id '{principal}' does not have authorization "
+            f"to perform action '{APPROVE_PRIVATE_ENDPOINT}' over scope '{vault['id']}' or the "
+            "scope is invalid.",
+            "AuthorizationFailed",
+        )
 
 
 def stuck(ctx: PutContext, kube: KubernetesModel, provider: KmsProvider) -> bool:

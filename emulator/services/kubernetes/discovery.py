@@ -40,10 +40,28 @@ def core_versions() -> dict[str, Any]:
 
 
 def core_resources() -> dict[str, Any]:
-    """GET /api/v1: the emulated server serves no core resources to kubectl (its Secrets are
-    for the kubernetes Python client, which speaks JSON; kubectl sends core types as
-    protobuf)."""
-    return {"kind": "APIResourceList", "groupVersion": "v1", "resources": []}
+    """GET /api/v1: Namespaces and Secrets (the verbs the emulated server serves)."""
+    return {
+        "kind": "APIResourceList",
+        "groupVersion": "v1",
+        "resources": [
+            {
+                "name": "namespaces",
+                "singularName": "namespace",
+                "namespaced": False,
+                "kind": "Namespace",
+                "shortNames": ["ns"],
+                "verbs": ["create", "get", "list"],
+            },
+            {
+                "name": "secrets",
+                "singularName": "secret",
+                "namespaced": True,
+                "kind": "Secret",
+                "verbs": ["create", "delete", "get", "list", "update"],
+            },
+        ],
+    }
 
 
 def _group() -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Each emulated cluster's API server, under /k8s/<cluster>/ on the emulator's origin: the
-discovery and OpenAPI documents kubectl reads, StorageClasses, Namespaces and Secrets."""
+discovery and OpenAPI documents kubectl reads, StorageClasses, Namespaces and Secrets; bodies
+in JSON or protobuf, answers in JSON (`protobuf`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from emulator.http import Request, Response, Router
-from emulator.services.kubernetes import discovery, secret_store
+from emulator.services.kubernetes import discovery, protobuf, secret_store
 from emulator.services.kubernetes.models import KubeCluster, KubernetesModel
 
 SERVER = "/k8s/{cluster}"
@@ -20,10 +21,11 @@ def register(router: Router, kube: KubernetesModel) -> None:
     """Add the discovery and StorageClass routes."""
 
     def cluster(request: Request) -> KubeCluster:
+        protobuf.check_accept(request)
         return kube.cluster(request.params["cluster"], request.headers.get("authorization"))
 
     def create(request: Request) -> Response:
-        return Response(201, kube.create(cluster(request), request.json()))
+        return Response(201, kube.create(cluster(request), protobuf.body(request)))
 
     def listing(request: Request) -> Response:
         items = [kube.get(c, n) for c in [cluster(request)] for n in sorted(c.storage_classes)]
@@ -41,7 +43,9 @@ def register(router: Router, kube: KubernetesModel) -> None:
         return Response(200, kube.get(cluster(request), request.params["name"]))
 
     def replace(request: Request) -> Response:
-        return Response(200, kube.replace(cluster(request), request.params["name"], request.json()))
+        return Response(
+            200, kube.replace(cluster(request), request.params["name"], protobuf.body(request))
+        )
 
     def delete(request: Request) -> Response:
         return Response(200, kube.delete(cluster(request), request.params["name"]))
@@ -63,7 +67,9 @@ def register(router: Router, kube: KubernetesModel) -> None:
         return Response(200, secret_store.namespace_object(request.params["namespace"]))
 
     def create_namespace(request: Request) -> Response:
-        return Response(201, secret_store.create_namespace(kube, cluster(request), request.json()))
+        return Response(
+            201, secret_store.create_namespace(kube, cluster(request), protobuf.body(request))
+        )
 
     def secrets(request: Request) -> Response:
         namespace = request.params.get("namespace")
@@ -75,7 +81,7 @@ def register(router: Router, kube: KubernetesModel) -> None:
         ns, name = request.params["namespace"], request.params["name"]
         if request.method == "PUT":
             return Response(
-                200, secret_store.replace(kube, cluster(request), ns, name, request.json())
+                200, secret_store.replace(kube, cluster(request), ns, name, protobuf.body(request))
             )
         if request.method == "DELETE":
             return Response(200, secret_store.delete(kube, cluster(request), ns, name))
@@ -83,7 +89,9 @@ def register(router: Router, kube: KubernetesModel) -> None:
 
     def create_secret(request: Request) -> Response:
         ns = request.params["namespace"]
-        return Response(201, secret_store.create(kube, cluster(request), ns, request.json()))
+        return Response(
+            201, secret_store.create(kube, cluster(request), ns, protobuf.body(request))
+        )
 
     def server_version(request: Request) -> Response:
         found = kube.arm.get(cluster(request).resource_id) or {}
