@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prefect.blocks.system import Secret
 
 from byok.ibm_dek import META_KEY_VERSION, META_KEYHASH, META_ROOT_KEY, META_WDEK
@@ -123,6 +124,30 @@ def test_kms_clusters_rotate_fail_alone_are_held_by_two_slots_and_resume(
 BUCKET, IMAGES = "fleet-images", ("img-a.vhd", "img-b.vhd")
 
 
+def classic_image(kp: Any, s3: Any, bucket: str, name: str, root: dict) -> dict:
+    """A classic image in COS: a DEK wrapped by `root`, in the object's byok metadata.
+    Returns Key Protect's wrap answer (the plaintext DEK and the version)."""
+    wrapped = kp.wrap(root["id"])
+    meta = {
+        META_KEYHASH: "h",
+        META_ROOT_KEY: root["crn"],
+        META_WDEK: wrapped["ciphertext"],
+        META_KEY_VERSION: wrapped["keyVersion"]["id"],
+    }
+    s3.put_object(Bucket=bucket, Key=name, Body=b"image", Metadata=meta)
+    return dict(wrapped)
+
+
+def ibm_scope(ibm_block: str, emulator: Emulator, bucket: str) -> IbmAccountScope:
+    ids = emulator.ibm_identity
+    return IbmAccountScope(
+        ibm_credentials_block=ibm_block,
+        key_protect_instances=[ids.key_protect_instance],
+        cos_instance_id=ids.cos_instance,
+        buckets=[bucket],
+    )
+
+
 def vpc_image(ibm: IBMClients, kp: Any, grant: Any, tmp: Path, instance: str) -> tuple[Any, str]:
     """A root key and a VPC image imported under it (registered with the key)."""
     root = kp.create_key("fleet-vpc")
@@ -170,24 +195,9 @@ def test_ibm_root_keys_rotate_once_rewrap_every_image_and_resume(
     s3.create_bucket(
         Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-south-standard"}
     )
-    deks = {}
-    for name in IMAGES:  # classic images: each DEK wrapped by the root key, in the metadata
-        wrapped = kp.wrap(root["id"])
-        deks[name] = wrapped["plaintext"]
-        meta = {
-            META_KEYHASH: "h",
-            META_ROOT_KEY: root["crn"],
-            META_WDEK: wrapped["ciphertext"],
-            META_KEY_VERSION: wrapped["keyVersion"]["id"],
-        }
-        s3.put_object(Bucket=BUCKET, Key=name, Body=b"image", Metadata=meta)
+    deks = {n: classic_image(kp, s3, BUCKET, n, root)["plaintext"] for n in IMAGES}
     vpc_root, vpc_crn = vpc_image(ibm, kp, ibm_grant, tmp_path, ids.key_protect_instance)
-    scope = IbmAccountScope(
-        ibm_credentials_block=ibm_block,
-        key_protect_instances=[ids.key_protect_instance],
-        cos_instance_id=ids.cos_instance,
-        buckets=[BUCKET],
-    )
+    scope = ibm_scope(ibm_block, emulator, BUCKET)
     asked = {"ibm_accounts": [scope.model_dump()], "root_keys": [root["crn"], vpc_root["id"]]}
     uris = {f"cos://{ids.region}/{BUCKET}/{n}" for n in IMAGES}
 
@@ -267,21 +277,11 @@ def test_an_imported_root_key_rotates_with_the_material_its_block_holds(
     s3.create_bucket(
         Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "us-south-standard"}
     )
-    wrapped = kp.wrap(root["id"])
-    meta = {
-        META_KEYHASH: "h",
-        META_ROOT_KEY: root["crn"],
-        META_WDEK: wrapped["ciphertext"],
-        META_KEY_VERSION: wrapped["keyVersion"]["id"],
+    wrapped = classic_image(kp, s3, bucket, "img.vhd", root)
+    asked = {
+        "ibm_accounts": [ibm_scope(ibm_block, emulator, bucket).model_dump()],
+        "root_keys": [root["id"]],
     }
-    s3.put_object(Bucket=bucket, Key="img.vhd", Body=b"image", Metadata=meta)
-    scope = IbmAccountScope(
-        ibm_credentials_block=ibm_block,
-        key_protect_instances=[ids.key_protect_instance],
-        cos_instance_id=ids.cos_instance,
-        buckets=[bucket],
-    )
-    asked = {"ibm_accounts": [scope.model_dump()], "root_keys": [root["id"]]}
     v1 = kp.get_key(root["id"])["keyVersion"]["id"]
 
     # without new material: a failed row naming the field, nothing rotated
@@ -302,3 +302,31 @@ def test_an_imported_root_key_rotates_with_the_material_its_block_holds(
     recorded = s3.head_object(Bucket=bucket, Key="img.vhd")["Metadata"]
     assert recorded[META_KEY_VERSION] == v2
     assert kp.unwrap(root["id"], recorded[META_WDEK])["plaintext"] == wrapped["plaintext"]
+
+
+@pytest.mark.slow
+def test_ibm_root_keys_rotate_on_a_local_dask_cluster(
+    azure_block: str, ibm_block: str, ibm: IBMClients, emulator: Emulator
+) -> None:
+    """The IBM part runs on Dask workers (other processes: blocks loaded from the server)."""
+    ids = emulator.ibm_identity
+    kp, s3 = ibm.key_protect(ids.key_protect_instance), ibm.cos(ids.cos_instance)
+    root, bucket = kp.create_key("fleet-dask"), "fleet-dask"
+    s3.create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "us-south-standard"}
+    )
+    wrapped = classic_image(kp, s3, bucket, "img.vhd", root)
+    asked = {
+        "ibm_accounts": [ibm_scope(ibm_block, emulator, bucket).model_dump()],
+        "root_keys": [root["id"]],
+        "key_vaults": ["no-such-vault"],  # IBM keys only
+    }
+    done = rotate_customer_keys(fleet(azure_block, task_runner="dask", dask_workers=1, **asked))
+    v2 = kp.get_key(root["id"])["keyVersion"]["id"]
+    assert v2 != wrapped["keyVersion"]["id"]
+    assert [(r.kind, r.status) for r in done.rows] == [
+        ("key", "rotated"),
+        ("ibm-image", "verified"),
+    ]
+    recorded = s3.head_object(Bucket=bucket, Key="img.vhd")["Metadata"]
+    assert recorded[META_KEY_VERSION] == v2
