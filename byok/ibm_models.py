@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from byok.outcomes import PLAN_ONLY
 from byok.parameters import IBM_BLOCK_NAME
 
 
@@ -99,6 +100,7 @@ class IbmImageRequest(BaseModel):
         description="When another run works on the same image template or object: wait for "
         "it to end (default: fail at once naming the resource).",
     )
+    plan_only: bool = PLAN_ONLY
 
     @model_validator(mode="after")
     def _one_source(self) -> IbmImageRequest:
@@ -246,6 +248,7 @@ class IbmKeyRotationRequest(BaseModel):
         description="When another run works on the same object: wait for it to end (default: "
         "fail at once naming the resource).",
     )
+    plan_only: bool = PLAN_ONLY
 
     @classmethod
     def for_image(
@@ -273,6 +276,7 @@ class RotationPlan(BaseModel):
 
     root_key: RootKeyInfo
     key_version: str
+    last_rotated: str | None = Field(None, description="When the root key last rotated.")
     stored: EncryptedObjectInfo
 
 
@@ -301,6 +305,10 @@ class IbmKeyRotationResult(BaseModel):
     object_uri: str
 
 
+DEK_NAME = "data encryption key"
+"""How a step's row names the DEK (never its value)."""
+
+
 def object_uri(region: str, bucket: str, key: str) -> str:
     """The cos:// URI of an object in a region."""
     return f"cos://{region}/{bucket}/{key}"
@@ -311,8 +319,9 @@ def api_key_name(request: IbmImageRequest) -> str:
     return f"{request.image_name}-import"
 
 
-def image_summary(request: IbmImageRequest, result: IbmImageResult, created: list[str]) -> str:
-    """The markdown artifact: what the run made or reused."""
+def image_summary(request: IbmImageRequest, result: IbmImageResult) -> str:
+    """The markdown artifact: the image and what it relies on (what each step did is the
+    run's summary table)."""
     rows = [
         ("Image template", f"{result.template_name} (id {result.template_id}, "
          f"{result.template_global_identifier})"),
@@ -326,7 +335,6 @@ def image_summary(request: IbmImageRequest, result: IbmImageResult, created: lis
     ]  # fmt: skip
     lines = ["# Encrypted IBM Cloud image", "", "| Resource | Value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in rows]
-    lines += ["", "Created in this run: " + (", ".join(created) or "nothing (all reused)")]
     return "\n".join(lines)
 
 
@@ -339,3 +347,40 @@ def lock_ids(account_id: str, region: str, request: IbmImageRequest) -> list[str
             object_uri(region, request.bucket, request.object_key),
         ]
     )
+
+
+def export_key(image_name: str) -> tuple[str, str]:
+    """(the key copyToIcos is given, the key of the exported boot disk)."""
+    return f"exports/{image_name}.vhd", f"exports/{image_name}-0.vhd"
+
+
+def kms_authorization(
+    account_id: str, kms_instance_id: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(subject, resource) of the `server-protect → kms` Reader authorization."""
+    return (
+        {"accountId": account_id, "serviceName": "server-protect"},
+        {"accountId": account_id, "serviceName": "kms", "serviceInstance": kms_instance_id},
+    )
+
+
+def import_scopes(
+    account_id: str, cos_instance_id: str, bucket: str, kms_instance_id: str
+) -> list[dict[str, str]]:
+    """What the import service ID reads: the bucket, and the Key Protect instance."""
+    return [
+        {
+            "accountId": account_id,
+            "serviceName": "cloud-object-storage",
+            "serviceInstance": cos_instance_id,
+            "resourceType": "bucket",
+            "resource": bucket,
+        },
+        {"accountId": account_id, "serviceName": "kms", "serviceInstance": kms_instance_id},
+    ]
+
+
+def policy_name(subject: str, scope: dict[str, str]) -> str:
+    """How a step's row names a Reader policy of `subject` on `scope`."""
+    target = scope.get("resource") or scope["serviceInstance"]
+    return f"{subject} → {scope['serviceName']} {target} (Reader)"

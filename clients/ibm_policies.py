@@ -31,6 +31,30 @@ def _grants(policy: dict[str, Any], resource: dict[str, str]) -> bool:
     return bool(roles & READ_ROLES) and all(resource.get(k) == v for k, v in wanted.items())
 
 
+def find_policy(
+    clients: IBMClients,
+    kind: str,
+    subject: dict[str, str],
+    resource: dict[str, str],
+    query: dict[str, str],
+) -> str | None:
+    """The id of a policy for `subject` covering `resource` with Reader, or None."""
+    found = (
+        clients.policies()
+        .list_policies(account_id=clients.block.account_id, type=kind, **query)
+        .get_result()
+    )
+    return next(
+        (
+            p["id"]
+            for p in found.get("policies") or []
+            if _values(p.get("subjects") or []).items() >= subject.items()
+            and _grants(p, resource)
+        ),
+        None,
+    )
+
+
 def ensure_policy(
     clients: IBMClients,
     kind: str,
@@ -40,19 +64,9 @@ def ensure_policy(
 ) -> str:
     """An existing policy for `subject` covering `resource` with Reader, or a new one."""
     policies = clients.policies()
-    account = clients.block.account_id
 
     def existing() -> str | None:
-        found = policies.list_policies(account_id=account, type=kind, **query).get_result()
-        return next(
-            (
-                p["id"]
-                for p in found.get("policies") or []
-                if _values(p.get("subjects") or []).items() >= subject.items()
-                and _grants(p, resource)
-            ),
-            None,
-        )
+        return find_policy(clients, kind, subject, resource, query)
 
     policy_id = existing()
     if policy_id:

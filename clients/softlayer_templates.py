@@ -1,5 +1,6 @@
 """SoftLayer image templates as the IBM steps read them: one template by id or by name, a
-wait until its transactions are done, and the check that it can be exported."""
+wait until its transactions are done, and the check that it can be exported; and a virtual
+server by host name."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from byok.polling import poll_until
 from byok.validation import InvalidRequest
 
 TEMPLATES = "SoftLayer_Virtual_Guest_Block_Device_Template_Group"
+GUESTS = "SoftLayer_Virtual_Guest"
 TEMPLATE_MASK = "id,globalIdentifier,name,note,status,encryptionAttributes,transactionId,children"
 
 
@@ -86,3 +88,17 @@ def check_source_template(client: SoftLayer.BaseClient, template_id: int) -> Non
             f"only active unencrypted templates can be exported (status {info.status}, "
             f"{'encrypted' if info.encrypted else 'unencrypted'})",
         )
+
+
+def find_guest(client: SoftLayer.BaseClient, hostname: str, domain: str) -> int | None:
+    """The id of the account's virtual server with this host name and domain, or None."""
+    guests = client.call(
+        "SoftLayer_Account",
+        "getVirtualGuests",
+        mask="id,hostname,domain",
+        filter={"virtualGuests": {"hostname": {"operation": hostname}}},
+    )
+    return next(
+        (int(g["id"]) for g in guests or [] if (g["hostname"], g["domain"]) == (hostname, domain)),
+        None,
+    )

@@ -169,7 +169,7 @@ def rotate_disk_encryption_set_key(
             return publish_plan("rotate-disk-encryption-set-key")
         new_key = new_key_version(credentials, sub, des.key_url, request.rotation_id)
         if not des.rotation_to_latest_key_version:
-            update_des_key(credentials, sub, rg, name, new_key)
+            update_des_key(credentials, sub, rg, name, new_key, in_use=des.key_url)
         verified = verify_des_key(
             credentials,
             sub,

@@ -1,5 +1,6 @@
 """Procedure D: an image encrypted with your own key, imported into IBM Cloud classic
-infrastructure, and optionally a virtual server ordered from it."""
+infrastructure, and optionally a virtual server ordered from it (or, `plan_only`, what each
+step would do)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from byok.ibm_models import (
     object_uri,
 )
 from byok.ibm_pipe import BytePipe, PipeBroken
+from byok.outcomes import Plan
+from tasks.events import emit_byok_event
 from tasks.ibm_cos import ensure_bucket
 from tasks.ibm_iam import (
     create_import_api_key,
@@ -31,6 +34,7 @@ from tasks.ibm_iam import (
     ensure_kms_authorization,
     retire_import_api_keys,
 )
+from tasks.ibm_image_plan import plan_ibm_image
 from tasks.ibm_image_source import prepare_source
 from tasks.ibm_key_protect import ensure_root_key, prepare_dek, write_dek_file
 from tasks.ibm_softlayer import (
@@ -46,8 +50,10 @@ from tasks.ibm_transfer import (
     upload_image,
 )
 from tasks.ibm_validation import validate_image_request
+from tasks.outcomes import publish_plan, summarize
 from tasks.run_lock import resource_lock
 
+FLOW = "provision-encrypted-ibm-image"
 MIB = 1024 * 1024
 PIPE_CAPACITY = 8 * MIB
 
@@ -94,20 +100,24 @@ def transfer(
     return futures[2].result()
 
 
-@flow(name="provision-encrypted-ibm-image", persist_result=False)
+@flow(name=FLOW, persist_result=False)
 def provision_encrypted_ibm_image(
     request: IbmImageRequest, credentials: IBMCloudCredentials | None = None
-) -> IbmImageResult:
+) -> IbmImageResult | Plan:
     """Validate → root key → DEK wrapped by it → server-protect→kms authorization → regional
     bucket → source image in COS → download → encrypt → upload → import service ID and API
     key → createFromIcos and wait (the API key deleted whatever happens) → order a virtual
-    server and wait (optional). One run per image template and object at a time.
+    server and wait (optional). One run per image template and object at a time. With
+    `plan_only`: validate, then read what each step would do.
 
     Args:
         credentials: A saved 'BYOK IBM Cloud Credentials' block (picked from the saved blocks);
             empty: the block named by the request's `ibm_credentials_block`.
     """
     credentials = IBMCloudCredentials.chosen(credentials, request.ibm_credentials_block)
+    if request.plan_only:
+        plan_ibm_image(credentials, request, validate_image_request(credentials, request))
+        return publish_plan(FLOW)
     with ExitStack() as locks:
         for resource in lock_ids(credentials.account_id, credentials.region, request):
             locks.enter_context(resource_lock(resource, wait=request.wait_for_other_run))
@@ -120,7 +130,6 @@ def provision(credentials: IBMCloudCredentials, request: IbmImageRequest) -> Ibm
     timeout, interval = request.timeout_minutes * 60, request.poll_seconds
     kp_instance, cos = request.key_protect_instance_id, request.cos_instance_id
     plan = validate_image_request(credentials, request)
-    created: list[str] = []
     root = ensure_root_key(
         credentials,
         kp_instance,
@@ -128,8 +137,6 @@ def provision(credentials: IBMCloudCredentials, request: IbmImageRequest) -> Ibm
         request.create_root_key,
         request.root_key_material_block,
     )
-    if root.created:
-        created.append("root key")
     template, data_key, upload, identity = plan.template, None, None, None
     if template is None:
         data_key = prepare_dek(
@@ -165,7 +172,6 @@ def provision(credentials: IBMCloudCredentials, request: IbmImageRequest) -> Ibm
                 request.source_file,
             )
             upload = transfer(credentials, request, source, data_key, root.crn)
-            created.append("encrypted object")
         identity = ensure_import_service_id(credentials, request.service_id_name)
     iam_id = identity.iam_id if identity is not None else None
     retire = (credentials, iam_id, request.service_id_name, api_key_name(request),
@@ -187,7 +193,6 @@ def provision(credentials: IBMCloudCredentials, request: IbmImageRequest) -> Ibm
                 "byol": request.byol,
             }
             template = import_image(credentials, config, api_key)
-            created.append("image template")
         assert template is not None
         template = wait_for_import(credentials, template.id, timeout, interval)
     except BaseException:
@@ -217,8 +222,16 @@ def provision(credentials: IBMCloudCredentials, request: IbmImageRequest) -> Ibm
         instance=instance,
     )
     create_markdown_artifact(
-        image_summary(request, result, created),
+        image_summary(request, result),
         key="ibm-image-" + re.sub(r"[^a-z0-9]+", "-", request.image_name.lower()).strip("-"),
         description=f"Encrypted image {request.image_name}",
     )
+    emit_byok_event(
+        "resource.encrypted",
+        template.global_identifier,
+        "image-template",
+        related={"key": root.crn, "cos-object": uri},
+        payload={"template_id": template.id, "name": template.name},
+    )
+    summarize(FLOW)
     return result

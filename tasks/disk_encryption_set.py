@@ -255,23 +255,25 @@ def update_des_key(
     resource_group: str,
     name: str,
     key_url: str,
-) -> DiskEncryptionSetInfo:
+    *,
+    in_use: str | None = None,
+) -> None:
     """Point the set at a new key version (Azure re-wraps the disks' keys); nothing when it
-    points there already."""
+    points there already. `in_use`: the key the caller just read on the set (else read)."""
     clients = AzureClients.of(credentials, subscription_id)
     target = des_id(clients.subscription_id, resource_group, name)
-    current = read_settled_des(clients, resource_group, name)
-    old = str(current.properties.active_key.key_url) if current is not None else None
-    if current is not None and old == key_url:
+    if in_use is None:
+        current = read_settled_des(clients, resource_group, name)
+        in_use = str(current.properties.active_key.key_url) if current is not None else None
+    if in_use == key_url:
         report(target, None, note=f"activeKey {key_url}")
-        return des_info(current)
+        return
     properties = DiskEncryptionSetUpdateProperties(
         active_key=KeyForDiskEncryptionSet(key_url=key_url)
     )
     with named_failure(target, "updating the key"):
-        updated = des_info(_apply(clients, resource_group, name, properties))
-    report(target, "update", changes=[Change(field="activeKey", old=old, new=key_url)])
-    return updated
+        _apply(clients, resource_group, name, properties)
+    report(target, "update", changes=[Change(field="activeKey", old=in_use, new=key_url)])
 
 
 @task(name="Verify the disk encryption set key", **STEP_RETRIES)
@@ -289,8 +291,11 @@ def verify_des_key(
     clients = AzureClients.of(credentials, subscription_id)
     sets = clients.compute().disk_encryption_sets
 
+    last: list[DiskEncryptionSet] = []
+
     def state() -> str:
-        props = sets.get(resource_group, name).properties
+        last[:] = [sets.get(resource_group, name)]
+        props = last[0].properties
         if props.auto_key_rotation_error:
             raise OperationFailed(
                 des_id(clients.subscription_id, resource_group, name),
@@ -307,7 +312,7 @@ def verify_des_key(
         interval_seconds=poll_seconds,
         what=f"Disk encryption set {name}",
     )
-    verified = des_info(sets.get(resource_group, name))
+    verified = des_info(last[0])
     report(verified.id, "verify", note=f"activeKey {key_url}, previousKeys empty")
     return verified
 

@@ -218,7 +218,8 @@ def move_dependent(
             row.reason = f"{written} Secret(s) re-written"
         elif dependent.kind == DependentKind.DISK_ENCRYPTION_SET:
             if not dependent.follows_latest and dependent.key_url != key.version:
-                update_des_key(credentials, sub, rg, name, key.version)
+                in_use = dependent.key_url
+                update_des_key(credentials, sub, rg, name, key.version, in_use=in_use)
             verify_des_key(credentials, sub, rg, name, key.version, timeout_seconds, poll_seconds)
         else:
             if not dependent.follows_latest:  # with the identity it uses (None: read it)

@@ -4,12 +4,14 @@ in clients.ibm_cos_objects)."""
 from __future__ import annotations
 
 from ibm_botocore.exceptions import ClientError
-from prefect import get_run_logger, task
+from prefect import task
 
 from blocks.ibm import IBMCloudCredentials
+from byok.ibm_models import object_uri
 from byok.ibm_validation import check_bucket_location
 from clients.ibm import IBMClients
 from clients.ibm_cos_objects import bucket_location
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
 
 
@@ -21,7 +23,8 @@ def ensure_bucket(
     must be regional there); returns its location constraint."""
     s3 = IBMClients.of(credentials).cos(cos_instance_id)
     location = bucket_location(s3, bucket)
-    if location == "":
+    created = location == ""
+    if created:
         location = f"{credentials.region}-{storage_class}"
         try:
             s3.create_bucket(
@@ -31,6 +34,7 @@ def ensure_bucket(
             if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
                 raise
             location = bucket_location(s3, bucket)
-        get_run_logger().info("Created bucket %s in %s", bucket, location)
     check_bucket_location("bucket", bucket, location, credentials.region)
-    return str(location)
+    uri, location = object_uri(credentials.region, bucket, ""), str(location)
+    report(uri, "create" if created else None, note=location)
+    return location

@@ -12,38 +12,38 @@ from prefect import get_run_logger, task
 from pydantic import SecretStr
 
 from blocks.ibm import IBMCloudCredentials
-from byok.ibm_models import ImportIdentity
+from byok.ibm_models import ImportIdentity, import_scopes, kms_authorization, policy_name
 from byok.ibm_writes import create_once
 from clients.ibm import IBMClients
-from clients.ibm_policies import ensure_policy
+from clients.ibm_policies import ensure_policy, find_policy
+from clients.ibm_service_ids import api_keys_named, service_ids_named
 from clients.softlayer_templates import find_template
 from tasks.in_memory import IN_MEMORY
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
+
+
+def granted(
+    clients: IBMClients,
+    kind: str,
+    subject: dict[str, str],
+    scope: dict[str, str],
+    query: dict[str, str],
+    name: str,
+) -> str:
+    """A Reader policy of `subject` on `scope`, found or created; reported as `name`."""
+    found = find_policy(clients, kind, subject, scope, query)
+    policy_id = found or ensure_policy(clients, kind, subject, scope, query)
+    report(name, None if found else "grant", note=f"policy {policy_id}")
+    return policy_id
 
 
 @task(name="Authorize Cloud Block Storage to read Key Protect", **STEP_RETRIES)
 def ensure_kms_authorization(credentials: IBMCloudCredentials, instance_id: str) -> str:
     """The `server-protect → kms` Reader authorization on the instance (get or create)."""
-    account = credentials.account_id
-    policy_id = ensure_policy(
-        IBMClients.of(credentials),
-        "authorization",
-        {"accountId": account, "serviceName": "server-protect"},
-        {"accountId": account, "serviceName": "kms", "serviceInstance": instance_id},
-        {},
-    )
-    get_run_logger().info("Authorization server-protect -> kms Reader: policy %s", policy_id)
-    return policy_id
-
-
-def service_ids_named(clients: IBMClients, name: str) -> list[dict[str, Any]]:
-    """The account's service IDs called `name` (IAM allows several)."""
-    found = (
-        clients.identity()
-        .list_service_ids(account_id=clients.block.account_id, name=name)
-        .get_result()
-    )
-    return [s for s in found.get("serviceids") or [] if s["name"] == name]
+    subject, scope = kms_authorization(credentials.account_id, instance_id)
+    name = policy_name("server-protect", scope)
+    return granted(IBMClients.of(credentials), "authorization", subject, scope, {}, name)
 
 
 def _identity(service_id: dict[str, Any]) -> ImportIdentity:
@@ -57,6 +57,7 @@ def ensure_import_service_id(credentials: IBMCloudCredentials, name: str) -> Imp
     clients = IBMClients.of(credentials)
     existing = service_ids_named(clients, name)
     if existing:
+        report(f"service ID {name}", None, note=existing[0]["id"])
         return _identity(existing[0])
     description = f"byok: imports encrypted images ({uuid.uuid4().hex})"
 
@@ -75,17 +76,8 @@ def ensure_import_service_id(credentials: IBMCloudCredentials, name: str) -> Imp
         ours,
         f"service ID {name}",
     )
-    get_run_logger().info("Created service ID %s (%s)", name, created["id"])
+    report(f"service ID {name}", "create", note=created["id"])
     return _identity(created)
-
-
-def _api_keys(clients: IBMClients, iam_id: str, name: str) -> list[dict[str, Any]]:
-    keys = (
-        clients.identity()
-        .list_api_keys(account_id=clients.block.account_id, iam_id=iam_id)
-        .get_result()
-    )
-    return [k for k in keys.get("apikeys") or [] if k["iam_id"] == iam_id and k["name"] == name]
 
 
 def _delete_api_key(clients: IBMClients, key_id: str) -> None:
@@ -112,26 +104,15 @@ def create_import_api_key(
     so useless) is deleted before creating another."""
     clients = IBMClients.of(credentials)
     account = credentials.account_id
-    subject = {"iam_id": identity.iam_id}
-    scopes = [
-        {
-            "accountId": account,
-            "serviceName": "cloud-object-storage",
-            "serviceInstance": cos_instance_id,
-            "resourceType": "bucket",
-            "resource": bucket,
-        },
-        {"accountId": account, "serviceName": "kms", "serviceInstance": kms_instance_id},
-    ]
-    policy_ids = [
-        ensure_policy(clients, "access", subject, scope, {"iam_id": identity.iam_id})
-        for scope in scopes
-    ]
+    subject, query = {"iam_id": identity.iam_id}, {"iam_id": identity.iam_id}
+    for scope in import_scopes(account, cos_instance_id, bucket, kms_instance_id):
+        name = policy_name(f"service ID {identity.name}", scope)
+        granted(clients, "access", subject, scope, query, name)
 
     def discard() -> None:
         """Delete the keys of that name: left by a crashed run, or created by a request whose
         answer was lost (their value is unknown, so they can never be used)."""
-        for stale in _api_keys(clients, identity.iam_id, key_name):
+        for stale in api_keys_named(clients, identity.iam_id, key_name):
             _delete_api_key(clients, stale["id"])
 
     discard()
@@ -149,12 +130,7 @@ def create_import_api_key(
         discard,
         f"API key {key_name}",
     )
-    get_run_logger().info(
-        "Service ID %s has policies %s and a new API key %s",
-        identity.id,
-        ", ".join(policy_ids),
-        key["id"],
-    )
+    report(f"API key {key_name}", "create", note="single-use: deleted once the import ends")
     return SecretStr(key["apikey"])
 
 
@@ -179,13 +155,17 @@ def retire_import_api_keys(
             image_name,
             key_name,
         )
+        report(f"API key {key_name}", None, note="kept while the import reads the image")
         return 0
     iam_ids = {s["iam_id"] for s in service_ids_named(clients, name)}
     if iam_id is not None:
         iam_ids.add(iam_id)
-    stale = [k["id"] for i in sorted(iam_ids) for k in _api_keys(clients, i, key_name)]
+    stale = [k["id"] for i in sorted(iam_ids) for k in api_keys_named(clients, i, key_name)]
     for key_id in stale:
         _delete_api_key(clients, key_id)
-    if stale:
-        log.info("Deleted %d import API key(s) called %s", len(stale), key_name)
+    report(
+        f"API key {key_name}",
+        "delete" if stale else None,
+        note=f"{len(stale)} key(s)" if stale else "none left",
+    )
     return len(stale)

@@ -7,19 +7,15 @@ import SoftLayer
 from prefect import get_run_logger, task
 
 from blocks.ibm import IBMCloudCredentials
-from byok.ibm_models import SourceInfo
+from byok.ibm_models import SourceInfo, export_key, object_uri
 from byok.ibm_validation import check_source_vhd, local_vhd_info
 from byok.ibm_writes import create_once
 from byok.validation import InvalidRequest
 from clients.ibm import IBMClients
 from clients.ibm_cos_objects import head, read_vhd_info
 from clients.softlayer_templates import TEMPLATES, get_template, wait_for_template
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
-
-
-def export_key(image_name: str) -> tuple[str, str]:
-    """(the key copyToIcos is given, the key of the exported boot disk)."""
-    return f"exports/{image_name}.vhd", f"exports/{image_name}-0.vhd"
 
 
 def exporting(client: SoftLayer.BaseClient, template_id: int) -> bool | None:
@@ -45,9 +41,10 @@ def prepare_source(
     if source_file is not None:
         size, info = local_vhd_info("source_file", source_file)
         check_source_vhd("source_file", source_file, info)
+        report(source_file, "verify", note=f"a VHD of {size} bytes")
         return SourceInfo(bucket="", key="", size=size, exported=False, file=source_file)
     s3 = IBMClients.of(credentials).cos(cos_instance_id)
-    field, key = "source_object", source_object or ""
+    field, key, exported = "source_object", source_object or "", False
     if template_id is not None:
         client = IBMClients.of(credentials).softlayer()
         field, (target, key) = "source_template_id", export_key(image_name)
@@ -67,10 +64,15 @@ def prepare_source(
                 )
                 get_run_logger().info("Exporting template %s to %s", template_id, uri)
             wait_for_template(client, template_id, timeout, interval)
-            get_run_logger().info("Exported template %s to %s", template_id, key)
+            exported = True
     found = head(s3, bucket, key)
     if found is None:
         raise InvalidRequest(field, key, f"no such object in bucket {bucket}")
     size = int(found["ContentLength"])
     check_source_vhd(field, key, read_vhd_info(s3, bucket, key, size, field))
+    uri = object_uri(credentials.region, bucket, key)
+    if template_id is None:
+        report(uri, "verify", note=f"a VHD of {size} bytes")
+    else:
+        report(uri, "export" if exported else None, note=f"template {template_id}, {size} bytes")
     return SourceInfo(bucket=bucket, key=key, size=size, exported=template_id is not None)

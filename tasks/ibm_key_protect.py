@@ -14,7 +14,7 @@ from blocks.ibm import IBMCloudCredentials
 from blocks.secrets import decode_root_material, load_secret
 from byok.ibm_dek import DataKey
 from byok.ibm_dek_file import write_key_file
-from byok.ibm_models import RootKeyInfo, WrappedDek
+from byok.ibm_models import DEK_NAME, RootKeyInfo, WrappedDek
 from byok.ibm_validation import decode_dek
 from byok.ibm_writes import create_once
 from byok.validation import InvalidRequest
@@ -22,6 +22,7 @@ from byok.vhd import keyhash, validate_key
 from clients.ibm import IBMClients
 from clients.key_protect_keys import find_root_key
 from tasks.in_memory import IN_MEMORY
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
 
 
@@ -36,7 +37,7 @@ def ensure_root_key(
     """Reuse the root key `ref`, or create it (imported from the Secret block if given)."""
     kp = IBMClients.of(credentials).key_protect(instance_id)
     key = find_root_key(kp, ref)
-    created = key is None
+    created, payload = key is None, None
     if key is None:
         if not create or ref.startswith("crn:"):
             raise InvalidRequest("root_key", ref, "no such root key in the Key Protect instance")
@@ -46,9 +47,8 @@ def ensure_root_key(
             lambda: find_root_key(kp, ref),
             f"root key {ref}",
         )
-    get_run_logger().info(
-        "%s root key %s (%s)", "Created" if created else "Using", key["name"], key["id"]
-    )
+    imported = "imported material, " if created and payload else ""
+    report(f"root key {key['name']}", "create" if created else None, note=imported + key["crn"])
     return RootKeyInfo(
         id=key["id"],
         name=key["name"],
@@ -78,7 +78,7 @@ def prepare_dek(
         answer = kp.unwrap(root.id, existing.wrapped_dek)
         dek = base64.b64decode(answer["plaintext"])
         if keyhash(dek).hex() == existing.keyhash:
-            log.info("Recovered the DEK a previous run wrapped (keyhash %s)", existing.keyhash)
+            report(DEK_NAME, "adopt", note=f"a previous run's, keyhash {existing.keyhash}")
             return DataKey(
                 dek=SecretBytes(dek),
                 wrapped=answer.get("ciphertext", existing.wrapped_dek),
@@ -96,6 +96,8 @@ def prepare_dek(
         dek = validate_key(os.urandom(dek_size))
         answer = kp.wrap(root.id, base64.b64encode(dek).decode())
     log.info("Wrapped a %d-byte DEK with root key %s", len(dek), root.id)
+    made = "wrap" if secret_block is not None else "generate"
+    report(DEK_NAME, made, note=f"{len(dek)} bytes, keyhash {keyhash(dek).hex()}")
     return DataKey(
         dek=SecretBytes(dek),
         wrapped=answer["ciphertext"],
@@ -115,5 +117,5 @@ def write_dek_file(data_key: DataKey, path: str, root_key_crn: str) -> None:
         wrapped_dek=data_key.wrapped,
         key_version=data_key.key_version,
     )
-    if write_key_file(path, data_key.dek.get_secret_value(), record):
-        get_run_logger().info("Wrote the DEK key file %s (mode 0600)", path)
+    written = write_key_file(path, data_key.dek.get_secret_value(), record)
+    report(path, "write" if written else None, note="mode 0600" if written else "")

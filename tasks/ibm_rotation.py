@@ -1,25 +1,39 @@
 """Root key rotation steps: check the request, rewrap the stored wrapped DEK (which also tells
 which key version wrapped it), rotate the root key, and record the rewrapped DEK and its key
 version in the encrypted object's metadata (a server-side copy onto itself). The plaintext
-DEK is never asked for: rewrap works on the wrapped form only."""
+DEK is never asked for: rewrap works on the wrapped form only. And the plan of a rotation."""
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
+from datetime import UTC, datetime
+
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.ibm import IBMCloudCredentials
 from blocks.secrets import decode_root_material
 from byok.ibm_cos_io import replace_metadata
 from byok.ibm_dek import META_KEY_VERSION, META_ROOT_KEY, META_WDEK
-from byok.ibm_models import IbmKeyRotationRequest, RewrapInfo, RootKeyInfo, RotationPlan
+from byok.ibm_models import (
+    DEK_NAME,
+    IbmKeyRotationRequest,
+    RewrapInfo,
+    RootKeyInfo,
+    RotationPlan,
+    object_uri,
+)
 from byok.ibm_validation import check_bucket_location, check_ibm_name, crn_region
+from byok.ibm_vpc import check_rotation_due
+from byok.outcomes import Change
 from byok.validation import InvalidRequest
 from clients.ibm import IBMClients
 from clients.ibm_cos_objects import bucket_location, encrypted_object, head
 from clients.key_protect_keys import find_root_key
 from tasks.in_memory import IN_MEMORY
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
+
+NEW_VERSION = "(new version)"
 
 
 @task(name="Validate the rotation request", cache_policy=NO_CACHE)
@@ -83,7 +97,12 @@ def validate_rotation_request(
         imported=bool(key.get("imported")),
         created=False,
     )
-    return RotationPlan(root_key=root, key_version=key["keyVersion"]["id"], stored=stored)
+    return RotationPlan(
+        root_key=root,
+        key_version=key["keyVersion"]["id"],
+        last_rotated=key.get("lastRotateDate"),
+        stored=stored,
+    )
 
 
 @task(name="Rewrap the DEK with the latest key version", **STEP_RETRIES, cache_policy=NO_CACHE)
@@ -96,7 +115,10 @@ def rewrap_dek(
     answer = kp.rewrap(key_id, wrapped)
     before = answer["keyVersion"]["id"]
     after = (answer.get("rewrappedKeyVersion") or answer["keyVersion"])["id"]
-    get_run_logger().info("Wrapped DEK: key version %s, rewrapped under %s", before, after)
+    if before == after:
+        report(DEK_NAME, None, note=f"wrapped by the latest key version {after}")
+    else:
+        report(DEK_NAME, "rewrap", changes=[Change(field="key_version", old=before, new=after)])
     return RewrapInfo(wrapped=answer["ciphertext"], previous_version=before, version=after)
 
 
@@ -111,9 +133,10 @@ def rotate_root_key(
     material); returns the new version id."""
     kp = IBMClients.of(credentials).key_protect(instance_id)
     payload = decode_root_material(material_block) if root.imported and material_block else None
+    before = kp.get_key(root.id)["keyVersion"]["id"]
     kp.rotate(root.id, payload)
     version = str(kp.get_key(root.id)["keyVersion"]["id"])
-    get_run_logger().info("Rotated root key %s: new version %s", root.name, version)
+    report(root.crn, "rotate", changes=[Change(field="version", old=before, new=version)])
     return version
 
 
@@ -133,8 +156,11 @@ def record_wrapped_dek(
     if found is None:
         raise InvalidRequest("object_key", key, f"no such object in bucket {bucket}")
     meta = dict(found.get("Metadata") or {})
+    uri = object_uri(credentials.region, bucket, key)
     if meta.get(META_WDEK) == rewrapped.wrapped:
+        report(uri, None, note=f"key_version {rewrapped.version}")
         return
+    recorded = Change(field="key_version", old=meta.get(META_KEY_VERSION), new=rewrapped.version)
     meta.update(
         {
             META_ROOT_KEY: root_key_crn,
@@ -145,4 +171,25 @@ def record_wrapped_dek(
     replace_metadata(
         s3, bucket, key, meta, size=int(found["ContentLength"]), etag=str(found["ETag"])
     )
-    get_run_logger().info("Recorded key version %s with %s/%s", rewrapped.version, bucket, key)
+    report(uri, "update", changes=[recorded])
+
+
+@task(name="Plan the root key rotation", cache_policy=NO_CACHE)
+def plan_ibm_key_rotation(request: IbmKeyRotationRequest, found: RotationPlan, uri: str) -> None:
+    """What each step of rotate-ibm-root-key would do, from what the validation `found`: a
+    rotation (refused within the hour after the last one), unless a crashed run rotated
+    already and left the DEK behind; then 1 DEK rewrapped and recorded with the image."""
+    root, stored, latest = found.root_key, found.stored, found.key_version
+    behind = stored.key_version is not None and stored.key_version != latest
+    if behind:
+        note = f"rotated to {latest} by an earlier run, not yet recorded"
+        report(root.crn, None, step=rotate_root_key.name, note=note, planned=True)
+        new = latest
+    else:
+        check_rotation_due(request.root_key or root.crn, found.last_rotated, datetime.now(UTC))
+        rotation = Change(field="version", old=latest, new=NEW_VERSION)
+        report(root.crn, "rotate", step=rotate_root_key.name, changes=[rotation], planned=True)
+        new = NEW_VERSION
+    moved = [Change(field="key_version", old=stored.key_version, new=new)]
+    report(DEK_NAME, "rewrap", step=rewrap_dek.name, changes=moved, note="1 DEK", planned=True)
+    report(uri, "update", step=record_wrapped_dek.name, changes=moved, planned=True)

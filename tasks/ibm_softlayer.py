@@ -3,11 +3,9 @@ their transactions) and virtual servers (order once, wait until provisioned)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import SoftLayer
-from prefect import get_run_logger, task
+from prefect import task
 from pydantic import SecretStr
 
 from blocks.ibm import IBMCloudCredentials
@@ -15,11 +13,18 @@ from byok.ibm_models import InstanceInfo, TemplateInfo, VirtualServerOrder
 from byok.ibm_writes import create_once
 from byok.polling import poll_until
 from clients.ibm import IBMClients
-from clients.softlayer_templates import TEMPLATES, find_template, template_info, wait_for_template
+from clients.softlayer_templates import (
+    GUESTS,
+    TEMPLATES,
+    find_guest,
+    find_template,
+    get_template,
+    template_info,
+    wait_for_template,
+)
 from tasks.in_memory import IN_MEMORY
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
-
-GUESTS = "SoftLayer_Virtual_Guest"
 
 
 @task(name="Import the encrypted image", **STEP_RETRIES, **IN_MEMORY)
@@ -33,7 +38,7 @@ def import_image(
     client = IBMClients.of(credentials).softlayer()
     existing = find_template(client, config["name"])
     if existing is not None:
-        get_run_logger().info("Reusing template %s (%s)", existing.name, existing.id)
+        report(f"image template {existing.name}", None, note=f"id {existing.id}")
         return existing
     created = create_once(
         lambda: template_info(
@@ -44,7 +49,8 @@ def import_image(
         lambda: find_template(client, config["name"]),
         f"image template {config['name']}",
     )
-    get_run_logger().info("Import started: template %s", created.id)
+    note = f"id {created.id}, from {config['uri']}"
+    report(f"image template {created.name}", "import", note=note)
     return created
 
 
@@ -53,10 +59,12 @@ def wait_for_import(
     credentials: IBMCloudCredentials, template_id: int, timeout: float, interval: float
 ) -> TemplateInfo:
     """Wait until the template's transactions are done and it is active."""
-    template = wait_for_template(
-        IBMClients.of(credentials).softlayer(), template_id, timeout, interval
-    )
-    get_run_logger().info("Template %s is %s", template_id, template.status)
+    client = IBMClients.of(credentials).softlayer()
+    template = get_template(client, template_id)
+    waited = template.busy or template.status != "ACTIVE"
+    if waited:
+        template = wait_for_template(client, template_id, timeout, interval)
+    report(f"image template {template.name}", "wait for" if waited else None, note=template.status)
     return template
 
 
@@ -74,24 +82,6 @@ def guest_template(order: VirtualServerOrder, global_identifier: str) -> dict[st
     }
 
 
-def find_guest(client: SoftLayer.BaseClient, order: VirtualServerOrder) -> int | None:
-    """The id of the account's virtual server with the order's host name and domain."""
-    guests = client.call(
-        "SoftLayer_Account",
-        "getVirtualGuests",
-        mask="id,hostname,domain",
-        filter={"virtualGuests": {"hostname": {"operation": order.hostname}}},
-    )
-    return next(
-        (
-            int(g["id"])
-            for g in guests or []
-            if (g["hostname"], g["domain"]) == (order.hostname, order.domain)
-        ),
-        None,
-    )
-
-
 @task(name="Order a virtual server from the template", **STEP_RETRIES)
 def order_virtual_server(
     credentials: IBMCloudCredentials, order: VirtualServerOrder, global_identifier: str
@@ -99,18 +89,19 @@ def order_virtual_server(
     """generateOrderTemplate (dry run), then createObject, unless a server with the host name
     and domain exists (then it is reused); returns its id."""
     client = IBMClients.of(credentials).softlayer()
-    existing = find_guest(client, order)
+    name = f"virtual server {order.hostname}.{order.domain}"
+    existing = find_guest(client, order.hostname, order.domain)
     if existing is not None:
-        get_run_logger().info("Reusing virtual server %s", existing)
+        report(name, None, note=f"id {existing}")
         return existing
     template = guest_template(order, global_identifier)
     client.call(GUESTS, "generateOrderTemplate", template)
     guest_id = create_once(
         lambda: int(client.call(GUESTS, "createObject", template)["id"]),
-        lambda: find_guest(client, order),
-        f"virtual server {order.hostname}.{order.domain}",
+        lambda: find_guest(client, order.hostname, order.domain),
+        name,
     )
-    get_run_logger().info("Ordered virtual server %s", guest_id)
+    report(name, "create", note=f"id {guest_id}")
     return guest_id
 
 
@@ -127,17 +118,17 @@ def wait_for_provisioning(
         last.update(client.call(GUESTS, "getObject", id=guest_id))
         return "provisioned" if last.get("provisionDate") else "provisioning"
 
-    started = time.monotonic()
-    poll_until(
-        state,
-        frozenset({"provisioned"}),
-        timeout_seconds=timeout,
-        interval_seconds=interval,
-        what=f"virtual server {guest_id}",
-    )
-    get_run_logger().info(
-        "Virtual server %s provisioned after %.1f s", guest_id, time.monotonic() - started
-    )
+    waited = state() != "provisioned"
+    if waited:
+        poll_until(
+            state,
+            frozenset({"provisioned"}),
+            timeout_seconds=timeout,
+            interval_seconds=interval,
+            what=f"virtual server {guest_id}",
+        )
+    name = f"virtual server {last.get('fullyQualifiedDomainName')}"
+    report(name, "wait for" if waited else None, note=f"provisioned {last['provisionDate']}")
     return InstanceInfo(
         id=guest_id,
         global_identifier=str(last.get("globalIdentifier") or ""),

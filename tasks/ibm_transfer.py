@@ -19,11 +19,12 @@ from blocks.ibm import IBMCloudCredentials
 from byok.errors import VerificationFailed
 from byok.ibm_cos_io import open_object, upload_stream
 from byok.ibm_dek import META_KEYHASH, DataKey
-from byok.ibm_models import SourceInfo, UploadInfo
+from byok.ibm_models import SourceInfo, UploadInfo, object_uri
 from byok.ibm_pipe import BytePipe
 from byok.vhd import encrypt_vhd, vhd_info
 from clients.ibm import IBMClients
 from tasks.in_memory import IN_MEMORY
+from tasks.outcomes import report
 
 CHUNK = 1 << 20
 PROGRESS_EVERY = 1.0  # seconds between progress artifact updates
@@ -140,12 +141,11 @@ def upload_image(
             f"COS stored a {info.creator_app!r} {info.disk_type} VHD with keyhash "
             f"{info.keyhash}, not the encrypted image; it was deleted",
         )
-    get_run_logger().info(
-        "Uploaded %s/%s: %d bytes in %s, keyhash verified",
-        bucket,
-        key,
-        stored.size,
-        f"{stored.parts} parts" if stored.parts else "one request",
+    parts = f"{stored.parts} parts" if stored.parts else "one request"
+    report(
+        object_uri(credentials.region, bucket, key),
+        "upload",
+        note=f"{stored.size} bytes in {parts}, keyhash {info.keyhash} verified",
     )
     return UploadInfo(
         bucket=bucket,

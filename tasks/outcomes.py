@@ -5,7 +5,9 @@ in its flow run's summary; a flow ends with that summary as a table artifact, or
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -15,8 +17,11 @@ from byok.outcomes import Change, Plan, StepOutcome
 from tasks.artifacts import artifact_key
 
 _LOCK = threading.Lock()
-_OUTCOMES: dict[str, list[StepOutcome]] = {}
-"""Each flow run's outcomes so far (this process's steps: the thread and Dask-less runs)."""
+_OUTCOMES: OrderedDict[str, list[StepOutcome]] = OrderedDict()
+"""Each flow run's outcomes so far (this process's steps), until the run summarizes them."""
+KEPT_RUNS = 256
+"""Runs whose outcomes are kept at most: a flow that never summarizes (the fleet rotation
+keeps its own rows) or a worker process's runs cannot grow memory without bound."""
 
 
 def report(
@@ -41,11 +46,18 @@ def report(
     return kept(outcome)
 
 
+def planned(step: Any, resource: str, verb: str | None, note: str = "") -> StepOutcome:
+    """One row of a plan: what the step `step` (a task) would do to `resource`."""
+    return report(resource, verb, step=step.name, note=note, planned=True)
+
+
 def kept(outcome: StepOutcome) -> StepOutcome:
     """Log `outcome` and add it to this flow run's summary."""
     get_run_logger().info("%s: %s %s", outcome.step, outcome.resource, outcome.said())
     with _LOCK:
         _OUTCOMES.setdefault(str(flow_run.id), []).append(outcome)
+        while len(_OUTCOMES) > KEPT_RUNS:
+            _OUTCOMES.popitem(last=False)
     return outcome
 
 
