@@ -44,16 +44,16 @@ def check_keyhash(reader: VhdReader, key: bytes) -> None:
 
 
 def decryptor(key: bytes) -> Transform:
-    """Decrypt a block in place; the sectors it does not store stay zero (they hold no
-    ciphertext: decrypting them would turn zeros into garbage). One per thread."""
+    """Decrypt a block into its output buffer; the sectors it does not store stay zero (they
+    hold no ciphertext: decrypting them would turn zeros into garbage). One per thread."""
     xts = SectorXts(key)
 
-    def decrypt(index: int, buf: memoryview, holes: Holes | None) -> None:
-        xts.decrypt(buf, index * SECTORS_PER_BLOCK, buf)
+    def decrypt(index: int, data: memoryview, out: memoryview, holes: Holes | None) -> None:
+        xts.decrypt(data, index * SECTORS_PER_BLOCK, out)
         if holes is not None:
             import numpy as np
 
-            np.frombuffer(buf, dtype=np.uint8).reshape(SECTORS_PER_BLOCK, -1)[holes] = 0
+            np.frombuffer(out, dtype=np.uint8).reshape(SECTORS_PER_BLOCK, -1)[holes] = 0
 
     return decrypt
 
@@ -158,14 +158,14 @@ def verify_vhd(
             at = min(item[0] for item in (enc_item, src_item) if item is not None)
             if src_item is None or (enc_item is not None and enc_item[0] < src_item[0]):
                 assert enc_item is not None
-                decrypt(*enc_item)
+                _decrypt_in_place(decrypt, enc_item)
                 _same(enc_item[0], enc_item[1], None)
                 enc_item = next(theirs, None)
             elif enc_item is None or src_item[0] < enc_item[0]:
                 _same(src_item[0], src_item[1], None)
                 src_item = next(mine, None)
             else:
-                decrypt(*enc_item)
+                _decrypt_in_place(decrypt, enc_item)
                 _same(enc_item[0], enc_item[1], src_item[1])
                 enc_item, src_item = next(theirs, None), next(mine, None)
             compared += 1
@@ -179,6 +179,11 @@ def verify_vhd(
                 f"(source {src_size} rounded up to 2 MiB blocks)"
             )
         return VerifyResult(src_size, expected, compared)
+
+
+def _decrypt_in_place(decrypt: Transform, block: Block) -> None:
+    index, data, holes = block
+    decrypt(index, data, data, holes)
 
 
 def _ascending(items: Iterator[Block], what: str) -> Iterator[Block]:

@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from byok.vhd.format import BLOCK_SIZE, SECTORS_PER_BLOCK, VhdFormatError
 from byok.vhd.keys import keyhash, validate_key
-from byok.vhd.pipeline import Progress, Transform, is_zero, run_blocks
+from byok.vhd.pipeline import Progress, Transform, run_blocks
 from byok.vhd.reader import Holes, Source, VhdReader, is_seekable
 from byok.vhd.writer import (
     PlannedSink,
@@ -35,7 +35,7 @@ from byok.vhd.writer import (
     fsync_path_dir,
     output_errors,
 )
-from byok.vhd.xts import SectorXts
+from byok.vhd.xts import SectorXts, is_zero
 
 Output = str | os.PathLike[str] | BinaryIO
 
@@ -52,11 +52,11 @@ class EncryptResult:
 
 
 def encryptor(key: bytes) -> Transform:
-    """Encrypt a block in place (one per thread: it is not thread-safe)."""
+    """Encrypt a block into its output buffer (one per thread: it is not thread-safe)."""
     xts = SectorXts(key)
 
-    def encrypt(index: int, buf: memoryview, holes: Holes | None) -> None:
-        xts.encrypt(buf, index * SECTORS_PER_BLOCK, buf)
+    def encrypt(index: int, data: memoryview, out: memoryview, holes: Holes | None) -> None:
+        xts.encrypt(data, index * SECTORS_PER_BLOCK, out)
 
     return encrypt
 
@@ -132,7 +132,8 @@ def _convert_to(
             sink = SeekableSink(out, blocks, digest)
         elif blocks is not None and reader.seekable:
             scratch = itertools.repeat(memoryview(bytearray(BLOCK_SIZE)))
-            plan = [i for i, buf, _ in reader.blocks(scratch) if keep_zero or not is_zero(buf)]
+            blocks_read = reader.blocks(scratch, mapped=True)
+            plan = [i for i, data, _ in blocks_read if keep_zero or not is_zero(data)]
             sink = PlannedSink(out, blocks, plan, digest)
         elif blocks is not None and keep_zero:
             sink = PlannedSink(out, blocks, reader.stream_order(), digest)

@@ -1,10 +1,12 @@
 """Parallel read → transform → ordered write over 2 MiB blocks with a fixed pool of buffers.
 
-A reader thread fills buffers; `workers` threads drop all-zero blocks (when asked) and
-transform the others in place (AES-XTS in C or OpenSSL, GIL released), each with its own
-transform; the calling thread puts the results back in source order, reports progress and hands
-them to a writer thread, which writes them and returns the buffers to the pool. Memory stays at
-the pool size (`workers + 2 * depth` buffers of 2 MiB) whatever the image size.
+A reader thread takes a buffer from the pool for each block, in source order, and fills it, or
+(blocks of a regular file stored as is) maps the block read-only instead of copying it;
+`workers` threads drop all-zero blocks (when asked) and transform the others into their
+buffers (AES-XTS in C, GIL released), each with its own transform; the calling thread puts the
+results back in source order, reports progress and hands them to a writer thread, which writes
+them and returns the buffers to the pool. Memory stays at the pool size (`workers + 2 * depth`
+buffers of 2 MiB; a mapped block counts only while a worker reads it) whatever the image size.
 
 On any failure (an exception in a thread, or a signal handler raising in the calling thread)
 the workers and the writer are stopped and joined before the error propagates, so nothing
@@ -21,12 +23,14 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from byok.vhd.format import BLOCK_SIZE, SECTOR
+from byok.vhd.format import BLOCK_SIZE
 from byok.vhd.reader import Holes, VhdReader
+from byok.vhd.xts import is_zero
 
 Progress = Callable[[int, int], None]
-Transform = Callable[[int, memoryview, "Holes | None"], None]
-"""`transform(index, data, holes)` changes a block in place (see `VhdReader.blocks`)."""
+Transform = Callable[[int, memoryview, memoryview, "Holes | None"], None]
+"""`transform(index, data, out, holes)` writes block `index` transformed into `out`; `data` is
+`out` itself or a read-only mapped block (see `VhdReader.blocks`)."""
 
 _DONE = object()
 _POLL = 0.2  # seconds between checks of the stop flag while blocked on a queue
@@ -42,18 +46,6 @@ class _Stopped(Exception):
     """Raised inside the reader thread once the pipeline has stopped."""
 
 
-_ZERO_SECTOR = bytes(SECTOR)
-
-
-def is_zero(buf: memoryview) -> bool:
-    """True when the block holds only zero bytes."""
-    if buf[:SECTOR] != _ZERO_SECTOR:  # decides most data blocks without a full scan
-        return False
-    import numpy as np
-
-    return not np.frombuffer(buf, dtype=np.uint64).any()
-
-
 def default_workers() -> int:
     """One transform thread per available core, at most 4."""
     return max(1, min(4, len(os.sched_getaffinity(0))))
@@ -67,7 +59,7 @@ def run_blocks(
     skip_zero: bool,
     progress: Progress | None = None,
     workers: int | None = None,
-    depth: int = 3,
+    depth: int = 2,
 ) -> int:
     """Stream every data block of `reader` through a transform into `write`, in source order.
 
@@ -93,11 +85,14 @@ def run_blocks(
 
     def read_loop() -> None:
         count = 0
+        pool_buffers = buffers()
         try:
-            for index, buf, holes in reader.blocks(buffers()):
+            for index, data, holes in reader.blocks(pool_buffers, mapped=True):
+                buf = next(pool_buffers) if data.readonly else data  # mapped: output buffer
                 if stop.is_set():
                     return
-                tasks.put((count, index, buf, holes))
+                tasks.put((count, index, data, buf, holes))
+                del data, buf  # a mapped block is unmapped once its worker is done with it
                 count += 1
             done.put((_DONE, count))
         except _Stopped:
@@ -108,18 +103,23 @@ def run_blocks(
             for _ in range(workers):
                 tasks.put(_DONE)
 
+    def work(transform: Transform, seq: int, index: int, data: memoryview, buf: memoryview,
+             holes: Holes | None) -> None:  # fmt: skip
+        # a function of its own: a mapped block is unmapped when it returns
+        if skip_zero and is_zero(data):
+            done.put((seq, index, None))
+            pool.put(buf)
+        else:
+            transform(index, data, buf, holes)
+            done.put((seq, index, buf))
+
     def work_loop() -> None:
         try:
             transform = new_transform()
             while (item := tasks.get()) is not _DONE:
                 if not stop.is_set():
-                    seq, index, buf, holes = item
-                    if skip_zero and is_zero(buf):
-                        done.put((seq, index, None))
-                        pool.put(buf)
-                        continue
-                    transform(index, buf, holes)
-                    done.put((seq, index, buf))
+                    work(transform, *item)
+                item = None
         except BaseException as exc:  # handed to the calling thread
             done.put(_Failure(exc))
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import io
 import logging
+import mmap
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, TypeAlias
@@ -110,6 +112,7 @@ class VhdReader:
             else source
         )
         self.seekable = is_seekable(self._handle)
+        self._mappable = self.seekable and _is_regular_file(self._handle)
         self.block_map: BlockMap | None = None
         self.batmap: BatmapHeader | None = None
         self._stream_head = b""
@@ -304,24 +307,37 @@ class VhdReader:
         return [idx for _, idx in used]
 
     # ---- reading -------------------------------------------------------------------
-    def blocks(self, buffers: Iterator[memoryview] | None = None) -> Iterator[Block]:
+    def blocks(
+        self, buffers: Iterator[memoryview] | None = None, *, mapped: bool = False
+    ) -> Iterator[Block]:
         """Yield `(index, data, holes)` for every 2 MiB block that may hold data.
 
         `data` is exactly 2 MiB; it is taken from `buffers` when given (the caller recycles
         them), else freshly allocated. `holes` is None when every sector is stored, else one
         bool per sector, True for the sectors not stored (zeros in `data`). Seekable dynamic
         sources yield ascending indices; streams yield blocks in file order.
+
+        With `mapped`, a block of a regular file that is stored whole and as is (no bitmap or
+        tail to apply) is yielded as a read-only view of the file mapped in memory instead:
+        no copy, and no buffer taken (`data.readonly` tells them apart). Its pages are read in
+        (and count in memory) when first touched; the mapping goes with the last reference to
+        the view. The file must not shrink meanwhile (that would raise SIGBUS).
         """
         pool = buffers if buffers is not None else _fresh_buffers()
+        mapped = mapped and self._mappable
         if self.block_map is None:
             if self.footer is not None:
-                yield from self._fixed_seekable(pool)
+                yield from self._fixed_seekable(pool, mapped)
             else:
                 yield from self._fixed_stream(pool)
         elif self.seekable:
             import numpy as np
 
             for index in self.allocated_blocks() or []:
+                view = self._mapped_block(index) if mapped else None
+                if view is not None:
+                    yield index, view, None
+                    continue
                 buf = next(pool)
                 holes = np.zeros(SECTORS_PER_BLOCK, dtype=bool)
                 self.read_virtual(index * BLOCK_SIZE, buf, holes)
@@ -329,12 +345,15 @@ class VhdReader:
         else:
             yield from self._dynamic_stream(pool)
 
-    def _fixed_seekable(self, pool: Iterator[memoryview]) -> Iterator[Block]:
+    def _fixed_seekable(self, pool: Iterator[memoryview], mapped: bool) -> Iterator[Block]:
         size = self.virtual_size or 0
-        self._handle.seek(0)
         for index in range(self.block_count or 0):
-            buf = next(pool)
             want = min(BLOCK_SIZE, size - index * BLOCK_SIZE)
+            if mapped and want == BLOCK_SIZE:
+                yield index, _map(self._handle, index * BLOCK_SIZE, BLOCK_SIZE), None
+                continue
+            self._handle.seek(index * BLOCK_SIZE)
+            buf = next(pool)
             got = read_into(self._handle, buf[:want])
             if got != want:
                 raise VhdFormatError(f"offset {index * BLOCK_SIZE + got}: unexpected end of data")
@@ -438,6 +457,18 @@ class VhdReader:
         # drain the rest (the trailing footer), so a producer piping into us is not cut off
         while self._handle.read(1 << 20):
             pass
+
+    def _mapped_block(self, index: int) -> memoryview | None:
+        """The data of a 2 MiB dynamic block mapped in memory, when its bitmap is all ones and
+        it lies wholly inside the virtual size; else None."""
+        bmap = self.block_map
+        assert bmap is not None
+        if bmap.block_size != BLOCK_SIZE or (index + 1) * BLOCK_SIZE > (self.virtual_size or 0):
+            return None
+        view = _map(self._handle, int(bmap.bat[index]) * SECTOR, bmap.bitmap_bytes + BLOCK_SIZE)
+        if view[: bmap.bitmap_bytes] != _ALL_STORED[: bmap.bitmap_bytes]:
+            return None
+        return view[bmap.bitmap_bytes :]
 
     @property
     def header_offset(self) -> int:
@@ -558,6 +589,24 @@ def _tail_holes(buf: memoryview, stored: int) -> Holes | None:
     holes = np.zeros(SECTORS_PER_BLOCK, dtype=bool)
     holes[stored // SECTOR :] = True
     return holes
+
+
+_ALL_STORED = b"\xff" * SECTOR
+
+
+def _is_regular_file(handle: BinaryIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):  # no file descriptor (BytesIO...)
+        return False
+
+
+def _map(handle: BinaryIO, offset: int, length: int) -> memoryview:
+    """Bytes [offset, offset+length) of a regular file mapped read-only: no copy, unlike a
+    read, and nothing resident until touched (then a fault maps 64 KiB of cached pages)."""
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    mapping = mmap.mmap(handle.fileno(), offset + length - start, prot=mmap.PROT_READ, offset=start)
+    return memoryview(mapping)[offset - start :]
 
 
 def _fresh_buffers() -> Iterator[memoryview]:

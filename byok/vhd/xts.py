@@ -3,8 +3,9 @@
 Each sector s is one XTS data unit with tweak uint32_le(s mod 2^32) || 12 zero bytes, exactly
 what vhd-util (OpenSSL EVP AES-XTS, one call per sector) produces.
 
-The C extension `byok.vhd._xts` (setup.py, needs OpenSSL headers) does it with AES-NI (or
-OpenSSL AES-ECB in 32 KiB chunks elsewhere), the GIL released; it is used by default. Without
+The C extension `byok.vhd._xts` (setup.py, needs OpenSSL headers) does it with VAES (two AES
+blocks per instruction) or AES-NI, whichever the CPU has (else OpenSSL AES-ECB in 32 KiB
+chunks), the GIL released; it is used by default, and tells all-zero blocks (`is_zero`). Without
 it, or with `backend="numpy"`, the NumPy implementation in `byok.vhd._xts_numpy` (about 2.5
 times as slow) is loaded on first use: importing this module loads neither NumPy nor
 `cryptography`.
@@ -26,6 +27,15 @@ DEFAULT_BATCH_SECTORS = 2048
 
 BACKENDS: tuple[str, ...] = ("c", "numpy") if _xts is not None else ("numpy",)
 """Available implementations, fastest first."""
+
+
+def is_zero(data: object) -> bool:
+    """True when a buffer holds only zero bytes (a vectorised memcmp in the C extension)."""
+    if _xts is not None:
+        return bool(_xts.is_zero(data))
+    import numpy as np
+
+    return not np.frombuffer(data, dtype=np.uint8).any()  # type: ignore[call-overload]
 
 
 def _bytes_view(data: object, writable: bool) -> memoryview:

@@ -2,7 +2,8 @@
 
 Both directions, over random partial bitmaps: a partial plain source through our encrypt and
 decrypt; and a hand-built tapdisk-style encrypted image (partial bitmap, junk or zeros in the
-clear sectors) through our decrypt and verify.
+clear sectors) through our decrypt and verify. Sources are in memory, forward-only streams, or
+regular files (whose whole blocks the pipeline maps instead of reading).
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import os
 import shutil
 import struct
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO
 
 import numpy as np
 import pytest
@@ -100,13 +105,25 @@ def zeroed(data: bytes, clears: list[np.ndarray]) -> bytes:
     return sectors.tobytes()
 
 
-def source(image: bytes, stream: bool) -> io.RawIOBase | io.BytesIO:
-    return ForwardOnly(io.BytesIO(image)) if stream else io.BytesIO(image)
+KINDS = st.sampled_from(["memory", "stream", "file"])
 
 
-def decrypted_raw(enc: bytes, stream: bool) -> bytes:
+@contextmanager
+def source(image: bytes, kind: str) -> Iterator[IO[bytes]]:
+    """`image` in memory, as a forward-only stream, or in a regular (temporary) file."""
+    if kind == "file":
+        with tempfile.TemporaryFile() as handle:
+            handle.write(image)
+            handle.seek(0)
+            yield handle
+    else:
+        yield ForwardOnly(io.BytesIO(image)) if kind == "stream" else io.BytesIO(image)
+
+
+def decrypted_raw(enc: bytes, kind: str) -> bytes:
     out = io.BytesIO()
-    decrypt_vhd(source(enc, stream), out, KEY64, raw=True)  # type: ignore[arg-type]
+    with source(enc, kind) as handle:
+        decrypt_vhd(handle, out, KEY64, raw=True)
     return out.getvalue()
 
 
@@ -127,14 +144,15 @@ examples = settings(
 
 
 @examples
-@given(clears=st.lists(clear_runs(), min_size=BLOCKS, max_size=BLOCKS), stream=st.booleans())
-def test_partial_source_roundtrip(images: Images, clears: list[np.ndarray], stream: bool) -> None:
+@given(clears=st.lists(clear_runs(), min_size=BLOCKS, max_size=BLOCKS), kind=KINDS)
+def test_partial_source_roundtrip(images: Images, clears: list[np.ndarray], kind: str) -> None:
     """Our encrypt of a partial plain source, then our decrypt: zeros where bits are clear."""
     plain = with_bitmaps(images.plain, clears, junk=None)  # clear sectors still hold data
     enc = io.BytesIO()
-    encrypt_vhd(source(plain, stream), enc, KEY64)  # type: ignore[arg-type]
+    with source(plain, kind) as handle:
+        encrypt_vhd(handle, enc, KEY64)
     expected = zeroed(images.data, clears)
-    assert decrypted_raw(enc.getvalue(), stream)[:SIZE] == expected[:SIZE]
+    assert decrypted_raw(enc.getvalue(), kind)[:SIZE] == expected[:SIZE]
     verify_vhd(io.BytesIO(plain), io.BytesIO(enc.getvalue()), KEY64)
 
 
@@ -142,15 +160,15 @@ def test_partial_source_roundtrip(images: Images, clears: list[np.ndarray], stre
 @given(
     clears=st.lists(clear_runs(), min_size=BLOCKS, max_size=BLOCKS),
     junk=st.sampled_from([bytes(SECTOR), b"\xa5" * SECTOR, os.urandom(SECTOR)]),
-    stream=st.booleans(),
+    kind=KINDS,
 )
 def test_tapdisk_partial_block_decrypts_to_zeros(
-    images: Images, clears: list[np.ndarray], junk: bytes, stream: bool
+    images: Images, clears: list[np.ndarray], junk: bytes, kind: str
 ) -> None:
     """A tapdisk-style encrypted image whose blocks are written only in part."""
     enc = with_bitmaps(images.encrypted, clears, junk)
     expected = zeroed(images.data, clears)
-    assert decrypted_raw(enc, stream)[:SIZE] == expected[:SIZE]
+    assert decrypted_raw(enc, kind)[:SIZE] == expected[:SIZE]
     assert decrypted_vhd_view(enc) == expected
     partial_plain = with_bitmaps(images.plain, clears, junk=None)
     verify_vhd(io.BytesIO(partial_plain), io.BytesIO(enc), KEY64)

@@ -106,12 +106,42 @@ def test_unknown_backend() -> None:
         SectorXts(KEY64, backend="rust")
 
 
+@pytest.mark.parametrize("impl", ["vaes", "aesni", "openssl"])
+@settings(max_examples=20, deadline=None)
+@given(
+    key=keys,
+    sectors=st.integers(min_value=1, max_value=70),
+    first=st.one_of(st.integers(0, 2**20), st.integers(2**32 - 50, 2**32 + 50)),
+)
+def test_each_c_implementation_matches_one_call_per_sector(
+    impl: str, key: bytes, sectors: int, first: int
+) -> None:
+    """Every implementation the CPU runs, not only the fastest (the one SectorXts picks)."""
+    if "c" not in BACKENDS:
+        pytest.skip("C extension not built")
+    from byok.vhd import _xts  # type: ignore[attr-defined]
+
+    try:
+        xts = _xts.Xts(key, impl)
+    except ValueError as exc:
+        pytest.skip(str(exc))
+    assert xts.impl == impl
+    data = np.random.default_rng(first).integers(0, 256, 512 * sectors, dtype=np.uint8).tobytes()
+    out = bytearray(len(data))
+    xts.encrypt(data, out, first % 2**32)
+    assert bytes(out) == reference(key, data, first)
+    xts.decrypt(bytes(out), out, first % 2**32)
+    assert bytes(out) == data
+
+
 @pytest.mark.skipif("c" not in BACKENDS, reason="C extension not built")
 def test_c_extension_guards() -> None:
     from byok.vhd import _xts  # type: ignore[attr-defined]
 
     with pytest.raises(ValueError, match="32 or 64 bytes"):
         _xts.Xts(bytes(48))
+    with pytest.raises(ValueError, match="implementation rust is not available"):
+        _xts.Xts(KEY64, "rust")
     xts = _xts.Xts(KEY64)
     buf = bytearray(2048)
     with pytest.raises(ValueError, match="overlap"):
