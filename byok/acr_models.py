@@ -18,10 +18,17 @@ from azure.mgmt.containerregistry.models import (
     UserIdentityProperties,
 )
 from azure.mgmt.core.tools import resource_id
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from byok.errors import InvalidRequest
 from byok.key_policy import KeyRotationPolicyField
+from byok.key_sources import (
+    HSM_GROUP_FIELD,
+    HSM_NAME_FIELD,
+    KEY_STORE_FIELD,
+    StoreKind,
+    check_store_named,
+)
 from byok.key_store import KeyStore
 from byok.keyvault_ids import KeyId
 from byok.parameters import AZURE_BLOCK_NAME
@@ -81,23 +88,30 @@ class RegistryInfo(BaseModel):
 
 
 class EncryptedRegistryRequest(BaseModel):
-    """A new Premium registry encrypted with a key of a purge-protected vault."""
+    """A new Premium registry encrypted with a key of a purge-protected vault or of an
+    activated managed HSM."""
 
     azure_credentials_block: str | None = _BLOCK
     subscription_id: str | None = _SUB
     resource_group: str = Field(..., description="Resource group (created if missing).")
-    location: str = Field(..., description="Region of the registry, identity and vault.")
+    location: str = Field(..., description="Region of the registry, identity and key store.")
     registry_name: str = _REGISTRY
     identity_name: str = Field(..., description="User-assigned identity (created if missing).")
-    vault_name: str = Field(
-        ...,
+    key_store: StoreKind = KEY_STORE_FIELD
+    vault_name: str | None = Field(
+        None,
         description="Key vault (created with purge protection if missing; an existing one "
-        "must have soft delete and purge protection on).",
+        "must have soft delete and purge protection on). Required with key_store key-vault.",
     )
+    hsm_name: str | None = HSM_NAME_FIELD
+    hsm_resource_group: str | None = HSM_GROUP_FIELD
     vault_rbac: bool = Field(
         False, description="A new vault uses Azure RBAC (else access policies, as the doc)."
     )
-    key_name: str = Field(..., description="RSA key (created if missing, reused if present).")
+    key_name: str = Field(
+        ...,
+        description="RSA key (created if missing, reused if present; RSA-HSM in a managed HSM).",
+    )
     key_size: Literal[2048, 3072, 4096] = Field(3072, description="RSA key size in bits.")
     automatic_rotation: bool = Field(
         True,
@@ -107,6 +121,16 @@ class EncryptedRegistryRequest(BaseModel):
     rotation_policy: KeyRotationPolicyField = None
     propagation_timeout_minutes: float = _TIMEOUT
     wait_for_other_run: bool = _WAIT
+
+    @model_validator(mode="after")
+    def _store_named(self) -> EncryptedRegistryRequest:
+        check_store_named(self.key_store, self.vault_name, self.hsm_name)
+        return self
+
+    @property
+    def hsm_group(self) -> str:
+        """The managed HSM's resource group."""
+        return self.hsm_resource_group or self.resource_group
 
 
 class EncryptedRegistryResult(BaseModel):

@@ -15,10 +15,11 @@ from typing import Literal
 
 from azure.mgmt.compute import models as compute
 from azure.mgmt.core.tools import parse_resource_id
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from byok.disk_encryption_set_models import DiskEncryptionSetInfo
 from byok.errors import InvalidRequest
+from byok.key_sources import HSM_GROUP_FIELD, KEY_STORE_FIELD, StoreKind, check_store_named
 from byok.key_store import KeyInfo, KeyStore
 from byok.parameters import AZURE_BLOCK_NAME
 from byok.vm_models import linux_os_profile
@@ -29,9 +30,16 @@ CONFIDENTIAL_ENCRYPTION = "ConfidentialVmEncryptedWithCustomerKey"
 ORCHESTRATOR_APP_ID = "bf7b6499-ff71-4aa2-97a4-f372087be7f0"
 ORCHESTRATOR_NAME = "Confidential VM Orchestrator"
 ORCHESTRATOR_KEY_PERMISSIONS = ["get", "release"]
-# Its role on RBAC vaults ("Key Vault Crypto Service Release User",
+# Its role on RBAC vaults, assigned at the key's scope ("Key Vault Crypto Service Release
+# User": the release data action only,
 # https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/security).
 RELEASE_USER = "08bbd89e-9f13-488c-ac41-acfcb10c90ab"
+# Its local role on a managed HSM, at /keys/<key> ("Managed HSM Crypto Service Release User":
+# `az keyvault role assignment create --hsm-name … --role "Managed HSM Crypto Service Release
+# User" --scope /keys/$KeyName` in "Deploy confidential VM with ARM template",
+# https://learn.microsoft.com/azure/confidential-computing/quick-create-confidential-vm-arm;
+# id: https://learn.microsoft.com/azure/key-vault/managed-hsm/built-in-roles).
+HSM_RELEASE_USER = "21dbd100-6940-42c2-9190-5d6cb909625c"
 # The record of a rotation in progress, on the set: its id, and the VMs to start again.
 RECORD_TAG = "byok-cvm-rotation"
 RUNNING_TAG = "byok-cvm-running-"  # + 1, 2, …: comma-separated `<group>/<vm>` chunks
@@ -120,17 +128,31 @@ class ConfidentialVmSpec(BaseModel):
 
 
 class ConfidentialVmEncryptionRequest(BaseModel):
-    """Where the confidential-VM set, its Premium vault and its key go."""
+    """Where the confidential-VM set, its Premium vault (or managed HSM) and its key go."""
 
     azure_credentials_block: str | None = _BLOCK
     subscription_id: str | None = Field(None, description="Default: the block's.")
     resource_group: str = Field(..., description="Resource group (created if missing).")
-    location: str = Field(..., description="Region of the set, its vault and the VMs.")
-    vault_name: str = Field(
-        ...,
-        description="Key vault with access policies (created with purge protection if "
-        "missing); a Standard vault is moved to Premium, which exportable keys need.",
+    location: str = Field(..., description="Region of the set, its key store and the VMs.")
+    key_store: StoreKind = KEY_STORE_FIELD
+    vault_name: str | None = Field(
+        None,
+        description="Key vault (created with purge protection if missing); a Standard vault "
+        "is moved to Premium, which exportable keys need. Required with key_store key-vault.",
     )
+    vault_rbac: bool = Field(
+        False,
+        description="A new vault uses Azure RBAC (else access policies, as Microsoft's "
+        "quickstart); an existing vault keeps its own model.",
+    )
+    hsm_name: str | None = Field(
+        None,
+        description="Managed HSM holding the key, with key_store managed-hsm: an existing, "
+        "activated HSM in `location` with purge protection on (key release needs it), which "
+        "this tool adopts and never creates. This tool's principal needs its local roles "
+        "Managed HSM Crypto User and Crypto Officer, granted by its administrators.",
+    )
+    hsm_resource_group: str | None = HSM_GROUP_FIELD
     key_name: str = Field(
         ...,
         description="Exportable RSA-HSM key with the confidential-VM release policy (created "
@@ -160,6 +182,16 @@ class ConfidentialVmEncryptionRequest(BaseModel):
                 "attestation_authority", value, "must be the provider's https:// address"
             )
         return value
+
+    @model_validator(mode="after")
+    def _store_named(self) -> ConfidentialVmEncryptionRequest:
+        check_store_named(self.key_store, self.vault_name, self.hsm_name)
+        return self
+
+    @property
+    def hsm_group(self) -> str:
+        """The managed HSM's resource group."""
+        return self.hsm_resource_group or self.resource_group
 
 
 class ConfidentialVmEncryptionResult(BaseModel):

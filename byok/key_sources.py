@@ -1,17 +1,36 @@
-"""Rules of the key sources beyond one vault (no Prefect import): Managed HSM key ids and
-activation, cross-tenant sets, keys for confidential VMs and their offline rotation window.
-Each rule raises `InvalidRequest` (field, value, rule) before anything is written."""
+"""Rules of the key sources beyond one vault (no Prefect import): the key-store choice of a
+request (a vault or a managed HSM), Managed HSM key ids and activation, cross-tenant sets,
+keys for confidential VMs and their offline rotation window. Each rule raises
+`InvalidRequest` (field, value, rule) before anything is written."""
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
+
+from pydantic import Field
 
 from byok.errors import InvalidRequest
 from byok.keyvault_ids import KeyId
 
 StoreKind = Literal["key-vault", "managed-hsm"]
+# The request fields choosing where a flow's key lives (with `vault_name`, whose description
+# is the flow's own).
+KEY_STORE_FIELD: Any = Field(  # Any: a FieldInfo standing for a StoreKind default
+    "key-vault",
+    description="Where the key lives: a key vault (`vault_name`) or a managed HSM (`hsm_name`).",
+)
+HSM_NAME_FIELD = Field(
+    None,
+    description="Managed HSM holding the key, with key_store managed-hsm: an existing, "
+    "activated HSM in `location`, which this tool adopts and never creates (creating one "
+    "takes a security domain ceremony by your officers). This tool's principal needs its "
+    "local roles Managed HSM Crypto User and Crypto Officer, granted by its administrators.",
+)
+HSM_GROUP_FIELD = Field(
+    None, description="Resource group of the managed HSM. Default: `resource_group`."
+)
 # Data-plane host labels: https://<vault>.vault.<suffix>, https://<hsm>.managedhsm.<suffix>
 # (https://learn.microsoft.com/azure/key-vault/keys/about-keys).
 _HOST_LABEL = {"key-vault": "vault", "managed-hsm": "managedhsm"}
@@ -28,6 +47,30 @@ def _is_dns_name(host: str) -> bool:
     except ValueError:
         return True
     return False
+
+
+class ChoosesKeyStore(Protocol):
+    """A request naming where its key lives (a vault, or an HSM it adopts) and the key."""
+
+    subscription_id: str | None
+    resource_group: str
+    location: str
+    key_store: StoreKind
+    vault_name: str | None
+    hsm_name: str | None
+    key_name: str
+
+    @property
+    def hsm_group(self) -> str:
+        """The managed HSM's resource group."""
+        ...
+
+
+def check_store_named(kind: StoreKind, vault_name: str | None, hsm_name: str | None) -> None:
+    """The chosen store is named: `vault_name` with a key vault, `hsm_name` with an HSM."""
+    field, value = ("hsm_name", hsm_name) if kind == "managed-hsm" else ("vault_name", vault_name)
+    if not value:
+        raise InvalidRequest(field, value, f"required with key_store {kind}")
 
 
 def check_key_id(field: str, key_id: str, kind: StoreKind) -> KeyId:

@@ -3,9 +3,10 @@ template variant, encryption status, key rotation, revocation, the Key Vault fir
 scenario and the identity switch of the troubleshooting section.
 
 create-encrypted-registry: resource group → user-assigned identity → vault with purge
-protection → grant the identity (get, wrapKey, unwrapKey) → key → key id, versioned or not →
-Premium registry with the identity and key → verify. The other flows' docstrings give their
-steps."""
+protection (or an adopted, activated managed HSM) → grant the identity (get, wrapKey,
+unwrapKey; on an HSM Managed HSM Crypto Service Encryption User at key scope) → key → key id,
+versioned or not → Premium registry with the identity and key → verify. The other flows'
+docstrings give their steps."""
 
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ from tasks.acr import (
 from tasks.events import emit_byok_event
 from tasks.key_vault import (
     allow_trusted_services,
+    check_key_store,
     check_key_vault,
     ensure_key,
     ensure_key_vault,
@@ -99,8 +101,9 @@ __all__ = [  # the requests and results, importable from the flows that take the
 def create_encrypted_registry(
     request: EncryptedRegistryRequest, credentials: AzureCredentials | None = None
 ) -> EncryptedRegistryResult:
-    """Resource group → identity → vault with purge protection → grant the identity → key →
-    key id (versioned or not) → Premium registry with the identity and key → verify.
+    """Resource group → identity → vault with purge protection (or the adopted managed HSM)
+    → grant the identity (on an HSM its local role at key scope) → key → key id (versioned
+    or not) → Premium registry with the identity and key → verify.
 
     Args:
         credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
@@ -112,13 +115,17 @@ def create_encrypted_registry(
     timeout = request.propagation_timeout_minutes * 60
     check_subscription_regions(credentials, request.subscription_id, {"location": request.location})
     validate_create_request(credentials, request)
-    check_key_vault(credentials, sub, rg, request.vault_name, request.key_name, request.location)
+    hsm = check_key_store(credentials, request)
     check_permissions(
         credentials,
         sub,
         rg,
-        [IDENTITY_WRITE, VAULT_WRITE, REGISTRY_WRITE]
-        + ([ROLE_ASSIGNMENT_WRITE] if request.vault_rbac else []),
+        [
+            IDENTITY_WRITE,
+            *([] if hsm else [VAULT_WRITE]),
+            REGISTRY_WRITE,
+            *([ROLE_ASSIGNMENT_WRITE] if request.vault_rbac and not hsm else []),
+        ],
         "create-encrypted-registry",
     )
     target = target_registry(request, credentials.subscription_id)
@@ -127,10 +134,18 @@ def create_encrypted_registry(
         identity = ensure_user_identity(
             credentials, sub, rg, request.identity_name, request.location
         )
-        vault = ensure_key_vault(
-            credentials, sub, rg, request.vault_name, request.location, request.vault_rbac, timeout
+        vault = hsm or ensure_key_vault(
+            credentials,
+            sub,
+            rg,
+            str(request.vault_name),
+            request.location,
+            request.vault_rbac,
+            timeout,
         )
-        grant_key_use(credentials, sub, vault, identity.principal_id, timeout)
+        grant_key_use(
+            credentials, sub, vault, identity.principal_id, timeout, key_name=request.key_name
+        )
         key = ensure_key(credentials, sub, vault, request.key_name, request.key_size, timeout)
         if request.rotation_policy is not None:
             ensure_rotation_policy(credentials, sub, key.versionless_id, request.rotation_policy)

@@ -1,9 +1,11 @@
 """Confidential VMs with customer keys: prepare the key and its disk encryption set, and
 rotate that key offline.
 
-prepare-confidential-vm-encryption: validate → vault (access policies, purge protection) made
-Premium → exportable RSA-HSM key with the confidential-VM release policy → the Confidential
-VM Orchestrator installed and granted get and release → a ConfidentialVmEncryptedWithCustomerKey
+prepare-confidential-vm-encryption: validate → vault (purge protection) made Premium, or an
+adopted activated managed HSM → exportable RSA-HSM key with the confidential-VM release policy
+→ the Confidential VM Orchestrator installed and allowed to release the key (get and release
+by access policy, Key Vault Crypto Service Release User on an RBAC vault's key, Managed HSM
+Crypto Service Release User at the HSM key's scope) → a ConfidentialVmEncryptedWithCustomerKey
 set → its identity granted key access → wait until the grant is effective → optionally a
 confidential VM from a gallery image version, its OS disk on the set
 (https://learn.microsoft.com/azure/confidential-computing/quick-create-confidential-vm-azure-cli).
@@ -31,7 +33,7 @@ from byok.confidential_vm_models import (
 from byok.disk_encryption_set_models import des_id
 from byok.keyvault_ids import KeyId
 from byok.parameters import parse_request
-from byok.permissions import DES_WRITE, VAULT_WRITE
+from byok.permissions import DES_WRITE, ROLE_ASSIGNMENT_WRITE, VAULT_WRITE
 from tasks.confidential_vm import (
     deallocate_vms,
     ensure_confidential_key,
@@ -52,7 +54,12 @@ from tasks.disk_encryption_set import (
     wait_for_key_access,
 )
 from tasks.events import emit_byok_event
-from tasks.key_vault import check_key_vault, ensure_key_vault, grant_key_use, new_key_version
+from tasks.key_vault import (
+    check_key_store,
+    ensure_key_vault,
+    grant_key_use,
+    new_key_version,
+)
 from tasks.refusal import refuse_quietly
 from tasks.resource_group import ensure_resource_group
 from tasks.run_lock import resource_lock
@@ -75,9 +82,10 @@ __all__ = [  # the requests and results, importable from the flows that take the
 def prepare_confidential_vm_encryption(
     request: ConfidentialVmEncryptionRequest, credentials: AzureCredentials | None = None
 ) -> ConfidentialVmEncryptionResult:
-    """Premium vault → exportable RSA-HSM key with the confidential-VM release policy → the
-    Confidential VM Orchestrator granted get and release → a confidential-VM disk encryption
-    set whose identity may use the key → optionally a confidential VM on it.
+    """Premium vault (or managed HSM) → exportable RSA-HSM key with the confidential-VM
+    release policy → the Confidential VM Orchestrator allowed to release it → a
+    confidential-VM disk encryption set whose identity may use the key → optionally a
+    confidential VM on it.
 
     Args:
         credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
@@ -89,14 +97,28 @@ def prepare_confidential_vm_encryption(
     timeout = request.propagation_timeout_minutes * 60
     check_subscription_regions(credentials, sub, {"location": request.location})
     target = validate_confidential_request(credentials, request)
-    check_key_vault(credentials, sub, rg, request.vault_name, request.key_name, request.location)
+    hsm = check_key_store(credentials, request)
     check_permissions(
-        credentials, sub, rg, [VAULT_WRITE, DES_WRITE], "prepare-confidential-vm-encryption"
+        credentials,
+        sub,
+        rg,
+        [
+            *([] if hsm else [VAULT_WRITE]),
+            DES_WRITE,
+            *([ROLE_ASSIGNMENT_WRITE] if request.vault_rbac and not hsm else []),
+        ],
+        "prepare-confidential-vm-encryption",
     )
     with resource_lock(target, wait=request.wait_for_other_run):
         ensure_resource_group(credentials, sub, rg, request.location)
-        vault = ensure_key_vault(
-            credentials, sub, rg, request.vault_name, request.location, False, timeout
+        vault = hsm or ensure_key_vault(
+            credentials,
+            sub,
+            rg,
+            str(request.vault_name),
+            request.location,
+            request.vault_rbac,
+            timeout,
         )
         ensure_premium_vault(credentials, sub, vault)
         key = ensure_confidential_key(
@@ -109,7 +131,7 @@ def prepare_confidential_vm_encryption(
             timeout,
         )
         orchestrator = ensure_orchestrator(credentials)
-        grant_key_release(credentials, sub, vault, orchestrator, timeout)
+        grant_key_release(credentials, sub, vault, orchestrator, key.name, timeout)
         des = ensure_disk_encryption_set(
             credentials,
             sub,
@@ -122,7 +144,7 @@ def prepare_confidential_vm_encryption(
             False,
         )
         grant_key_use.with_options(name="Grant the set's identity access to the key")(
-            credentials, sub, vault, des.principal_id, timeout
+            credentials, sub, vault, des.principal_id, timeout, key_name=key.name
         )
         des = wait_for_key_access(credentials, sub, rg, des, timeout)
         vm_id = None

@@ -430,9 +430,10 @@ def validate_create_request(
     credentials: AzureCredentials, request: EncryptedRegistryRequest
 ) -> None:
     """Names and an existing registry (read-only): a bad request fails before anything is
-    written. (The vault and key: `check_key_vault`.)"""
+    written. (The vault or managed HSM and the key: `check_key_store`.)"""
     check_name("resource_group", "resource_group", request.resource_group)
-    check_name("key_vault", "vault_name", request.vault_name)
+    if request.key_store == "key-vault":
+        check_name("key_vault", "vault_name", str(request.vault_name))
     check_name("key", "key_name", request.key_name)
     check_name("identity", "identity_name", request.identity_name)
     check_rsa_key_size("key_size", request.key_size)

@@ -25,6 +25,7 @@ from byok.azure_errors import is_azure_error, is_propagation_delay, named_failur
 from byok.confidential_vm_models import (
     CONFIDENTIAL_ENCRYPTION,
     CONFIDENTIAL_IMAGES,
+    HSM_RELEASE_USER,
     ORCHESTRATOR_APP_ID,
     ORCHESTRATOR_KEY_PERMISSIONS,
     ORCHESTRATOR_NAME,
@@ -45,7 +46,7 @@ from byok.confidential_vm_models import (
 from byok.disk_encryption_set_models import check_existing_des, des_id, des_info
 from byok.errors import VerificationFailed
 from byok.key_sources import check_confidential_key, check_rotation_window
-from byok.key_store import KeyInfo, KeyStore
+from byok.key_store import HsmInfo, KeyInfo, KeyStore
 from byok.keyvault_ids import KeyId
 from byok.retrying import retry_while, write_or_find
 from byok.rotation import ROTATION_TAG
@@ -53,7 +54,14 @@ from byok.sdk_values import text
 from byok.validation import InvalidRequest, check_name, region_key, same_region
 from clients.azure import AzureClients
 from clients.graph import install_app
-from clients.key_store_access import grant
+from clients.key_store_access import (
+    assign_hsm_role,
+    assign_role,
+    grant,
+    hsm_key_scope,
+    read_hsm,
+    read_vault,
+)
 from clients.vm_power import power_state
 from tasks.retry import STEP_RETRIES
 
@@ -79,28 +87,21 @@ def _key_info(key: KeyVaultKey) -> KeyInfo:
 def validate_confidential_request(
     credentials: AzureCredentials, request: ConfidentialVmEncryptionRequest
 ) -> str:
-    """Read-only, before any write: names; an existing vault uses access policies (the
-    orchestrator's get and release are granted as the quickstart grants them); an existing
-    key is an exportable RSA-HSM key with a release policy; an existing set is a
-    confidential-VM set in the request's region. (Vault rules: `check_key_vault`.) Returns
-    the set's id."""
+    """Read-only, before any write: names; an existing managed HSM has purge protection on;
+    an existing key (in the vault or HSM) is an exportable RSA-HSM key with a release policy;
+    an existing set is a confidential-VM set in the request's region. (The vault's rules, the
+    HSM's activation, region and this tool's roles: `check_key_store`.) Returns the set's
+    id."""
     check_name("resource_group", "resource_group", request.resource_group)
-    check_name("key_vault", "vault_name", request.vault_name)
+    if request.key_store == "key-vault":
+        check_name("key_vault", "vault_name", str(request.vault_name))
     check_name("key", "key_name", request.key_name)
     check_name("disk_encryption_set", "des_name", request.des_name)
     clients = AzureClients.of(credentials, request.subscription_id)
     rg = request.resource_group
-    vault = or_none(lambda: clients.keyvault_management().vaults.get(rg, request.vault_name))
-    if vault is not None and vault.properties.enable_rbac_authorization:
-        raise InvalidRequest(
-            "vault_name",
-            request.vault_name,
-            "the vault uses Azure RBAC; this flow grants the Confidential VM Orchestrator get "
-            "and release by access policy (as Microsoft's confidential VM quickstart does): "
-            "use a vault with access policies",
-        )
-    if vault is not None:
-        keys = clients.keys(str(vault.properties.vault_uri).rstrip("/"))
+    url = _store_url(clients, request)
+    if url is not None:
+        keys = clients.keys(url)
         try:
             key = or_none(lambda: keys.get_key(request.key_name))
         except HttpResponseError as exc:
@@ -116,6 +117,29 @@ def validate_confidential_request(
     if request.vm is not None:
         _check_image(clients, request.vm.image_version_id, request.location)
     return des_id(clients.subscription_id, rg, request.des_name)
+
+
+def _store_url(clients: AzureClients, request: ConfidentialVmEncryptionRequest) -> str | None:
+    """The data-plane address of the request's existing vault or managed HSM (None: a vault
+    to create, or an HSM `check_key_store` refuses). Key release from an HSM needs its
+    purge protection on ("Enable purge protection on the Azure Managed HSM. This step is
+    required to enable key release.",
+    https://learn.microsoft.com/azure/confidential-computing/quick-create-confidential-vm-arm)."""
+    if request.key_store == "managed-hsm":
+        hsm = read_hsm(clients, request.hsm_group, str(request.hsm_name))
+        if hsm is None:
+            return None
+        if not hsm.properties.enable_purge_protection:
+            raise InvalidRequest(
+                "hsm_name",
+                request.hsm_name,
+                "key release needs purge protection on the managed HSM "
+                f"(az keyvault update-hsm --hsm-name {request.hsm_name} "
+                "--enable-purge-protection true)",
+            )
+        return str(hsm.properties.hsm_uri).rstrip("/")
+    vault = read_vault(clients, request.resource_group, str(request.vault_name))
+    return str(vault.properties.vault_uri).rstrip("/") if vault is not None else None
 
 
 def _check_image(clients: AzureClients, version_id: str, location: str) -> None:
@@ -180,7 +204,10 @@ def ensure_premium_vault(
 ) -> None:
     """Exportable keys need a Premium vault (Key Vault's AKV.SKR.1001); a Standard vault is
     moved to Premium, once (`Vaults - Update` takes `properties.sku`, as
-    `az keyvault update --set properties.sku.name=premium` sends it)."""
+    `az keyvault update --set properties.sku.name=premium` sends it). A managed HSM holds
+    HSM keys only: nothing to do."""
+    if isinstance(vault, HsmInfo):
+        return
     vaults = AzureClients.of(credentials, subscription_id).keyvault_management().vaults
     group = str(parse_resource_id(vault.id)["resource_group"])
     with named_failure(vault.id, "moving the vault to Premium"):
@@ -239,19 +266,36 @@ def ensure_orchestrator(credentials: AzureCredentials) -> str:
     return principal
 
 
-@task(name="Grant the orchestrator get and release", **STEP_RETRIES)
+@task(name="Grant the orchestrator key release", **STEP_RETRIES)
 def grant_key_release(
     credentials: AzureCredentials,
     subscription_id: str | None,
-    vault: KeyStore,
+    store: KeyStore,
     principal_id: str,
+    key_name: str,
     timeout_seconds: float,
 ) -> None:
-    """The orchestrator may get and release the vault's keys (an access policy, as
-    `az keyvault set-policy --key-permissions get release` in the quickstart)."""
+    """The orchestrator may release the key: get and release by access policy (as
+    `az keyvault set-policy --key-permissions get release` in the quickstart), Key Vault
+    Crypto Service Release User on the key of an RBAC vault, or on a managed HSM its local
+    role Managed HSM Crypto Service Release User at `/keys/<key_name>`."""
     clients = AzureClients.of(credentials, subscription_id)
-    grant(clients, vault, principal_id, ORCHESTRATOR_KEY_PERMISSIONS, RELEASE_USER, timeout_seconds)
-    get_run_logger().info("%s may get and release the keys of %s", ORCHESTRATOR_NAME, vault.name)
+    if isinstance(store, HsmInfo):
+        scope = hsm_key_scope(store, key_name)
+        assign_hsm_role(clients, store, scope, principal_id, HSM_RELEASE_USER)
+    elif store.rbac:
+        key_id = f"{store.id}/keys/{key_name}"  # Microsoft.KeyVault/vaults/keys
+        assign_role(clients, key_id, principal_id, RELEASE_USER, timeout_seconds)
+    else:
+        grant(
+            clients,
+            store,
+            principal_id,
+            ORCHESTRATOR_KEY_PERMISSIONS,
+            RELEASE_USER,
+            timeout_seconds,
+        )
+    get_run_logger().info("%s may release key %s of %s", ORCHESTRATOR_NAME, key_name, store.name)
 
 
 def _set_vm(clients: AzureClients, vm: VirtualMachine) -> SetVm:

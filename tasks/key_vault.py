@@ -21,6 +21,7 @@ from blocks.azure import AzureCredentials
 from byok.azure_errors import is_azure_error, is_propagation_delay, named_failure
 from byok.errors import OperationFailed, VerificationFailed
 from byok.key_policy import RotationPolicySpec
+from byok.key_sources import ChoosesKeyStore
 from byok.key_store import (
     CRYPTO_OFFICER,
     CRYPTO_SERVICE_ENCRYPTION_USER,
@@ -321,6 +322,12 @@ def require_managed_hsm(
     creates one), activated, in `location`, where this tool may create keys and assign
     roles at `key_name`'s scope (InvalidRequest naming `hsm_name` otherwise)."""
     clients = AzureClients.of(credentials, subscription_id)
+    return _adopted_hsm(clients, resource_group, name, location, key_name)
+
+
+def _adopted_hsm(
+    clients: AzureClients, resource_group: str, name: str, location: str, key_name: str
+) -> HsmInfo:
     found = read_hsm(clients, resource_group, name)
     if found is None:
         raise InvalidRequest(
@@ -331,6 +338,20 @@ def require_managed_hsm(
     check_hsm_operator(clients, store, key_name)
     report(store.id, "adopt", note="activated")
     return store
+
+
+@task(name="Check the key store", **STEP_RETRIES)
+def check_key_store(credentials: AzureCredentials, request: ChoosesKeyStore) -> HsmInfo | None:
+    """Read-only, before any write, the store the request chose: its managed HSM, returned
+    (as `require_managed_hsm` checks it), or its vault when it exists (as `check_key_vault`
+    checks it; None: the vault is made or adopted by `ensure_key_vault`)."""
+    clients = AzureClients.of(credentials, request.subscription_id)
+    if request.key_store == "managed-hsm":
+        hsm, key = str(request.hsm_name), request.key_name
+        return _adopted_hsm(clients, request.hsm_group, hsm, request.location, key)
+    vault = str(request.vault_name)
+    check_vault_and_key(clients, request.resource_group, vault, request.key_name, request.location)
+    return None
 
 
 @task(name="Find the key's vault", **STEP_RETRIES)

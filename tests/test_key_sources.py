@@ -12,6 +12,7 @@ from byok.key_sources import (
     check_key_id,
     check_release_policy,
     check_rotation_window,
+    check_store_named,
 )
 
 HSM_KEY = "https://contoso.managedhsm.azure.net/keys/cmk/0123456789abcdef0123456789abcdef"
@@ -88,3 +89,23 @@ def test_rotation_window_holds_the_stop_and_start_time() -> None:
     check_rotation_window("maintenance_window_seconds", 600, 420.5)
     with pytest.raises(InvalidRequest, match=r"= 300: shorter .* \(420.5 s\)"):
         check_rotation_window("maintenance_window_seconds", 300, 420.5)
+
+
+@pytest.mark.parametrize(
+    ("kind", "vault", "hsm", "refused"),
+    [
+        ("key-vault", "kv", None, None),
+        ("managed-hsm", None, "hsm1", None),
+        ("managed-hsm", "kv", None, "hsm_name = None: required with key_store managed-hsm"),
+        ("key-vault", None, "hsm1", "vault_name = None: required with key_store key-vault"),
+    ],
+)
+def test_the_chosen_store_is_named(
+    kind: str, vault: str | None, hsm: str | None, refused: str | None
+) -> None:
+    if refused is None:
+        check_store_named(kind, vault, hsm)  # type: ignore[arg-type]
+        return
+    with pytest.raises(InvalidRequest) as caught:
+        check_store_named(kind, vault, hsm)  # type: ignore[arg-type]
+    assert str(caught.value) == refused

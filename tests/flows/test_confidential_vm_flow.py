@@ -1,7 +1,8 @@
 """Confidential VMs with customer keys end to end against the emulator: the key, the
-orchestrator's grant and the set prepared; the offline rotation (every VM on the set
-deallocated, the key changed, only the VMs that were running started again), its plan and
-window refused before any write, and crashes at each step finished by a re-run."""
+orchestrator's grant and the set prepared (access-policy vault, RBAC vault, managed HSM); the
+offline rotation (every VM on the set deallocated, the key changed, only the VMs that were
+running started again), its plan and window refused before any write, and crashes at each
+step finished by a re-run."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import json
 from typing import Any
 
 import pytest
-from azure.mgmt.keyvault.models import Sku
+from azure.mgmt.keyvault.models import ManagedHsm, Sku
 
 from byok.confidential_vm_models import (
+    HSM_RELEASE_USER,
     MEASURED_TAG,
     ORCHESTRATOR_APP_ID,
     RECORD_TAG,
@@ -27,6 +29,8 @@ from byok.validation import InvalidRequest
 from clients.azure import AzureClients
 from emulator.faults import Fault
 from emulator.server import Emulator
+from emulator.services.authorization.roles import role_by_definition_id
+from emulator.services.entra.models import Principal
 from flows.confidential_vm import (
     ConfidentialRotationRequest,
     ConfidentialVmEncryptionRequest,
@@ -36,6 +40,10 @@ from flows.confidential_vm import (
     rotate_confidential_vm_key,
 )
 from tests.emulator.test_confidential import confidential_vm
+from tests.emulator.test_managed_hsm import SERVICE_ENCRYPTION_USER, activated_hsm
+from tests.flows.test_managed_hsm_flows import grants as hsm_grants
+from tests.flows.test_managed_hsm_flows import key_versions as hsm_key_versions
+from tests.flows.test_managed_hsm_flows import operator_roles, wrapping_keys
 from tests.helpers import gallery_image, managed_image, vault_parameters
 
 GROUP = "rg-cvm"
@@ -215,15 +223,119 @@ def test_an_image_not_made_for_confidential_vms_is_refused_before_any_write(
     assert writes(emulator) == []
 
 
-def test_an_rbac_vault_is_refused_before_any_write(
+def role_grants(emulator: Emulator, principal: str) -> list[tuple[str, str]]:
+    """(scope, role name) of the principal's Azure role assignments."""
+    return sorted(
+        (r["properties"]["scope"], str(role.name))
+        for r in list(emulator.arm.resources.values())
+        if r["type"] == "Microsoft.Authorization/roleAssignments"
+        and r["properties"]["principalId"] == principal
+        and (role := role_by_definition_id(r["properties"]["roleDefinitionId"])) is not None
+    )
+
+
+def test_prepare_and_rotate_on_an_rbac_vault_granting_release_on_the_key(
     azure_block: str, emulator: Emulator, azure: AzureClients
 ) -> None:
-    azure.resources().resource_groups.create_or_update(GROUP, {"location": "westeurope"})
-    params = vault_parameters(emulator, rbac=True)
-    azure.keyvault_management().vaults.begin_create_or_update(GROUP, "kv-cvm", params).result()
+    asked = with_vm(prepare_request(azure_block), image_version(azure))
+    lost = emulator.faults.add(  # the orchestrator's grant is made, its answer lost
+        Fault("reset-after", method="PUT", path=r"/keys/cvm-key/providers/.*/roleAssignments/")
+    )
+    prepared = prepare_confidential_vm_encryption(asked.model_copy(update={"vault_rbac": True}))
+    assert lost.fired == 1
+    vault = emulator.arm.get(prepared.vault.id)
+    assert vault is not None and vault["properties"]["enableRbacAuthorization"] is True
+    assert vault["properties"]["sku"]["name"].lower() == "premium"
+    assert vault["properties"]["accessPolicies"] == []
+    key_scope = f"{prepared.vault.id}/keys/cvm-key"
+    assert role_grants(emulator, prepared.orchestrator_object_id) == [
+        (key_scope, "Key Vault Crypto Service Release User")
+    ]
+    assert role_grants(emulator, prepared.disk_encryption_set.principal_id) == [
+        (prepared.vault.id, "Key Vault Crypto Service Encryption User")
+    ]
+    assert prepared.vm_id is not None
     emulator.requests.clear()
-    with pytest.raises(InvalidRequest, match="vault_name = 'kv-cvm': the vault uses Azure RBAC"):
-        prepare_confidential_vm_encryption(prepare_request(azure_block))
+    image = asked.vm.image_version_id if asked.vm else ""
+    again = with_vm(prepare_request(azure_block), image).model_copy(update={"vault_rbac": True})
+    assert prepare_confidential_vm_encryption(again) == prepared
+    assert [w for w in writes(emulator) if w[:5] in ("PUT /", "POST ")] == []
+
+    done = rotate_confidential_vm_key(rotation(azure_block))
+    assert done.to_stop == done.to_start == [f"{GROUP}/cvm1"] and power(azure, "cvm1") == "running"
+    stored = set_state(emulator, prepared.disk_encryption_set.id)
+    assert stored["properties"]["activeKey"]["keyUrl"] == done.new_key != prepared.key.id
+    # the grant is on the key, so it covers the new version: none made again
+    assert len(role_grants(emulator, prepared.orchestrator_object_id)) == 1
+
+
+@pytest.fixture
+def cvm_hsm(azure: AzureClients, emulator: Emulator, flow_principal: Principal) -> ManagedHsm:
+    """An activated HSM hsm1 (group rg, westeurope) with purge protection, this tool holding
+    its local roles."""
+    hsm = activated_hsm(azure, emulator, wrapping_keys())
+    operator_roles(azure, emulator, hsm, flow_principal.object_id)
+    hsm.properties.enable_purge_protection = True
+    return (
+        azure.keyvault_management().managed_hsms.begin_create_or_update("rg", "hsm1", hsm).result()
+    )
+
+
+def hsm_request(block: str) -> ConfidentialVmEncryptionRequest:
+    return prepare_request(block).model_copy(
+        update={
+            "key_store": "managed-hsm",
+            "vault_name": None,
+            "hsm_name": "hsm1",
+            "hsm_resource_group": "rg",
+        }
+    )
+
+
+def test_prepare_and_rotate_on_a_managed_hsm(
+    azure_block: str, emulator: Emulator, azure: AzureClients, cvm_hsm: ManagedHsm
+) -> None:
+    asked = with_vm(hsm_request(azure_block), image_version(azure))
+    prepared = prepare_confidential_vm_encryption(asked)
+    assert prepared.vault.kind == "managed-hsm" and prepared.vault.id == cvm_hsm.id
+    (version,) = hsm_key_versions(emulator, cvm_hsm, "cvm-key")
+    assert (version.kty, version.exportable, bool(version.release_policy)) == (
+        "RSA-HSM",
+        True,
+        True,
+    )
+    assert hsm_grants(emulator, cvm_hsm, prepared.orchestrator_object_id) == [
+        ("/keys/cvm-key", HSM_RELEASE_USER)
+    ]
+    des = prepared.disk_encryption_set
+    assert hsm_grants(emulator, cvm_hsm, des.principal_id) == [
+        ("/keys/cvm-key", SERVICE_ENCRYPTION_USER)
+    ]
+    assert power(azure, "cvm1") == "running"
+
+    done = rotate_confidential_vm_key(rotation(azure_block))
+    assert done.to_stop == done.to_start == [f"{GROUP}/cvm1"]
+    stored = set_state(emulator, des.id)
+    assert stored["properties"]["activeKey"]["keyUrl"] == done.new_key != prepared.key.id
+    new = hsm_key_versions(emulator, cvm_hsm, "cvm-key")[-1]
+    assert (new.kty, new.exportable, new.release_policy) == (
+        "RSA-HSM",
+        True,
+        version.release_policy,
+    )
+    assert power(azure, "cvm1") == "running"
+    # the grants are on the key, so they cover its new version: none made again
+    assert len(hsm_grants(emulator, cvm_hsm, prepared.orchestrator_object_id)) == 1
+
+
+def test_an_hsm_without_purge_protection_is_refused_before_any_write(
+    azure_block: str, emulator: Emulator, azure: AzureClients, flow_principal: Principal
+) -> None:
+    hsm = activated_hsm(azure, emulator, wrapping_keys())
+    operator_roles(azure, emulator, hsm, flow_principal.object_id)
+    emulator.requests.clear()
+    with pytest.raises(InvalidRequest, match="hsm_name = 'hsm1': key release needs purge prot"):
+        prepare_confidential_vm_encryption(hsm_request(azure_block))
     assert writes(emulator) == []
 
 

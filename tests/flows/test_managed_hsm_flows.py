@@ -2,7 +2,8 @@
 RSA-HSM key, the set's identity granted its local role at key scope, re-runs and crashes
 leaving one key version and one grant, a refused HSM (not activated, or this tool without
 its local roles) before any write, rotation, an AKS cluster on the set, and AKS KMS
-refusing an HSM key; a registry on an HSM key through revoke-and-restore."""
+refusing an HSM key; a registry created on an HSM key (its identity granted at key scope,
+a re-run writing nothing, a refused HSM before any write) and through revoke-and-restore."""
 
 from __future__ import annotations
 
@@ -29,7 +30,12 @@ from clients.azure import AzureClients
 from emulator.faults import Fault
 from emulator.server import Emulator
 from emulator.services.entra.models import Principal
-from flows.acr import RevokeRestoreRequest, revoke_and_restore_registry_key
+from flows.acr import (
+    EncryptedRegistryRequest,
+    RevokeRestoreRequest,
+    create_encrypted_registry,
+    revoke_and_restore_registry_key,
+)
 from flows.aks import AksClusterRequest, create_encrypted_aks_cluster
 from flows.aks_kms import EnableKmsRequest, enable_aks_kms_encryption
 from flows.disk_encryption_set import (
@@ -294,3 +300,72 @@ def test_revoke_and_restore_of_a_registry_on_an_hsm_key(
     assert grants(emulator, hsm, str(uai.principal_id)) == [
         ("/keys/acr-key", SERVICE_ENCRYPTION_USER)
     ]
+
+
+def registry_request(block: str, **overrides: object) -> EncryptedRegistryRequest:
+    values: dict[str, object] = {
+        "azure_credentials_block": block,
+        "resource_group": "rg-acr",
+        "location": "westeurope",
+        "registry_name": "acrhsm2",
+        "identity_name": "acr-id",
+        "key_store": "managed-hsm",
+        "hsm_name": "hsm1",
+        "hsm_resource_group": "rg",
+        "key_name": "acr-key",
+        "key_size": 2048,
+        "propagation_timeout_minutes": 0.5,
+    }
+    values.update(overrides)
+    return EncryptedRegistryRequest(**values)  # type: ignore[arg-type]
+
+
+def test_registry_created_on_an_hsm_key_and_a_rerun_writes_nothing(
+    azure_block: str, emulator: Emulator, hsm: ManagedHsm
+) -> None:
+    result = create_encrypted_registry(registry_request(azure_block))
+    assert result.vault.kind == "managed-hsm" and result.vault.id == hsm.id
+    assert [v.kty for v in key_versions(emulator, hsm, "acr-key")] == ["RSA-HSM"]
+    principal = result.identity_principal_id
+    assert grants(emulator, hsm, principal) == [("/keys/acr-key", SERVICE_ENCRYPTION_USER)]
+    stored = emulator.arm.get(result.registry.id)
+    assert stored is not None
+    kvp = stored["properties"]["encryption"]["keyVaultProperties"]
+    versioned = kvp["versionedKeyIdentifier"]
+    assert kvp["keyIdentifier"] == versioned.rsplit("/", 1)[0]  # versionless: follows versions
+    assert versioned.startswith(hsm.properties.hsm_uri.rstrip("/") + "/keys/acr-key/")
+    emulator.requests.clear()
+    assert create_encrypted_registry(registry_request(azure_block)) == result
+    assert writes(emulator) == []
+    assert len(key_versions(emulator, hsm, "acr-key")) == 1
+
+
+def test_a_registry_on_an_hsm_not_activated_is_refused_before_any_write(
+    azure_block: str, emulator: Emulator, azure: AzureClients
+) -> None:
+    create_hsm(azure, emulator)
+    emulator.requests.clear()
+    with pytest.raises(InvalidRequest, match="hsm_name = 'hsm1': the managed HSM is not activated"):
+        create_encrypted_registry(registry_request(azure_block))
+    assert writes(emulator) == []
+    assert (
+        emulator.arm.get(
+            f"/subscriptions/{azure.subscription_id}/resourceGroups/rg-acr/providers/"
+            "Microsoft.ContainerRegistry/registries/acrhsm2"
+        )
+        is None
+    )
+
+
+def test_a_registry_request_names_its_store() -> None:
+    values = {
+        "resource_group": "rg",
+        "location": "westeurope",
+        "registry_name": "acrhsm2",
+        "identity_name": "id",
+        "key_name": "k",
+        "key_store": "managed-hsm",
+    }
+    with pytest.raises(InvalidRequest) as refused:
+        parse_request(EncryptedRegistryRequest, values)
+    assert str(refused.value) == "request.hsm_name = None: required with key_store managed-hsm"

@@ -209,6 +209,16 @@ BUILT_IN_ROLES = {
             ),
             data_actions=(f"{KV}/keys/read", f"{KV}/keys/wrap/action", f"{KV}/keys/unwrap/action"),
         ),
+        # What a confidential VM's key is released to (the Confidential VM Orchestrator) on
+        # an RBAC vault: the release data action only (built-in-roles/security, "Key Vault
+        # Crypto Service Release User").
+        RoleDefinition(
+            "08bbd89e-9f13-488c-ac41-acfcb10c90ab",
+            "Key Vault Crypto Service Release User",
+            "Release keys. Only works for key vaults that use the 'Azure role-based access "
+            "control' permission model.",
+            data_actions=(f"{KV}/keys/release/action",),
+        ),
         RoleDefinition(
             "12338af0-0e69-4776-bea7-57ae8d297424",
             "Key Vault Crypto User",

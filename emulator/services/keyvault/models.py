@@ -326,13 +326,16 @@ class KeyVaultModel:
         self, resource: dict[str, Any], object_id: str, key_name: str | None = None
     ) -> set[str]:
         """Key operations (lower case) granted to a principal and already in effect: by
-        access policies, or by role assignments on RBAC vaults; on a managed HSM by its local
-        RBAC, on `key_name` (None: HSM-wide grants only)."""
+        access policies, or by role assignments on RBAC vaults (on the vault or above, or on
+        key `key_name`: Azure RBAC scopes reach single keys,
+        https://learn.microsoft.com/azure/key-vault/general/rbac-guide); on a managed HSM by
+        its local RBAC, on `key_name` (None: HSM-wide grants only)."""
         rules = self.rules_of(resource)
         if rules:
             return rules.key_operations(resource, object_id, key_name)
         if resource["properties"].get("enableRbacAuthorization"):
-            return allowed_key_operations(self.arm, resource["id"], object_id)
+            scope = f"{resource['id']}/keys/{key_name}" if key_name else resource["id"]
+            return allowed_key_operations(self.arm, scope, object_id)
         if time.monotonic() < resource.get("_access_effective", {}).get(object_id, 0.0):
             return set()
         granted: set[str] = set()
@@ -356,7 +359,7 @@ class KeyVaultModel:
             rules.authorize(resource, principal, operation, key_name)
             return
         op = operation.lower()
-        if op in self.effective_key_operations(resource, principal.object_id):
+        if op in self.effective_key_operations(resource, principal.object_id, key_name):
             return
         if resource["properties"].get("enableRbacAuthorization"):
             raise HttpError(

@@ -1,5 +1,5 @@
 """Key Vault's HTTP surface: the accessPolicies management operation and each vault's
-data plane (challenge authentication, keys, wrap and unwrap)."""
+data plane (challenge authentication, keys, wrap and unwrap, secure key release)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from emulator.http import HttpError, Request, Response, Router
 from emulator.services.arm.routes import add_arm_route
 from emulator.services.entra.models import Principal
-from emulator.services.keyvault import crypto
+from emulator.services.keyvault import crypto, release
 from emulator.services.keyvault.models import (
     KeyVaultModel,
     KeyVersion,
@@ -323,6 +323,21 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
         )
         return result
 
+    def release_key(request: Request, data: VaultData, origin: str) -> Response:
+        key = live_key(data, request.params["name"])
+        v = key.version(request.params.get("version") or None)
+        if not v.enabled:
+            raise HttpError(
+                403,
+                "Forbidden",
+                "Operation release is not allowed on a disabled key.",
+                inner="KeyDisabled",
+            )
+        target = str(request.json().get("target") or "")
+        release.check_release(v.release_policy, v.exportable, target)
+        kid = f"{origin}/keys/{key.name}/{v.version}"
+        return Response(200, {"value": release.release_result(kid, release.claims_of(target))})
+
     def delete_key(request: Request, data: VaultData, origin: str) -> Response:
         key = live_key(data, request.params["name"])
         key.deleted_date = int(time.time())
@@ -381,6 +396,9 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
     data_route("PUT", "/keys/{name}", "import", import_key)
     data_route("DELETE", "/keys/{name}", "delete", delete_key)
     data_route("GET", "/keys/{name}", "get", get_key)
+    # the SDK sends `/keys/<name>//release` for the latest version
+    data_route("POST", "/keys/{name}//release", "release", release_key)
+    data_route("POST", "/keys/{name}/{version}/release", "release", release_key)
     data_route("GET", "/keys/{name}/{version}", "get", get_key)
     data_route("PATCH", "/keys/{name}", "update", update_key)
     data_route("PATCH", "/keys/{name}/{version}", "update", update_key)
