@@ -37,13 +37,12 @@ from tasks.disk_encryption_set import (
 )
 from tasks.events import emit_byok_event
 from tasks.key_vault import (
-    check_key_vault,
+    check_key_store,
     ensure_key,
     ensure_key_vault,
     ensure_rotation_policy,
     grant_key_use,
     new_key_version,
-    require_managed_hsm,
 )
 from tasks.outcomes import publish_plan, summarize
 from tasks.refusal import refuse_quietly
@@ -79,18 +78,7 @@ def prepare_disk_encryption_set(
     timeout = request.propagation_timeout_minutes * 60
     check_subscription_regions(credentials, sub, {"location": request.location})
     target = validate_request(credentials, request)
-    hsm = request.key_store == "managed-hsm"
-    if hsm:
-        vault = require_managed_hsm(
-            credentials,
-            sub,
-            request.hsm_group,
-            str(request.hsm_name),
-            request.location,
-            request.key_name,
-        )
-    else:
-        check_key_vault(credentials, sub, rg, request.vault, request.key_name, request.location)
+    hsm = check_key_store(credentials, request)
     check_permissions(
         credentials,
         sub,
@@ -103,14 +91,13 @@ def prepare_disk_encryption_set(
         "prepare-disk-encryption-set",
     )
     if request.plan_only:
-        plan_disk_encryption_set(credentials, request, vault if hsm else None)
+        plan_disk_encryption_set(credentials, request, hsm)
         return publish_plan("prepare-disk-encryption-set")
     with resource_lock(target, wait=request.wait_for_other_run):
         ensure_resource_group(credentials, sub, rg, request.location)
-        if not hsm:
-            vault = ensure_key_vault(
-                credentials, sub, rg, request.vault, request.location, request.vault_rbac, timeout
-            )
+        vault = hsm or ensure_key_vault(
+            credentials, sub, rg, request.vault, request.location, request.vault_rbac, timeout
+        )
         key = ensure_key(credentials, sub, vault, request.key_name, request.key_size, timeout)
         if request.rotation_policy is not None:
             ensure_rotation_policy(credentials, sub, key.versionless_id, request.rotation_policy)

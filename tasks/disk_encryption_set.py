@@ -406,7 +406,7 @@ def plan_disk_encryption_set(
             mine = holds_key_use(clients, store, me, OPERATOR_KEY_PERMISSIONS, CRYPTO_OFFICER)
             planned("Create key vault", store.id, None if mine else "grant", "this tool's keys")
     else:
-        planned("Read the managed HSM", store.id, "adopt", "activated")
+        planned("Check the key store", store.id, "adopt", "activated")
     key = read_key(clients, store.url, request.key_name) if store else None
     key_name = f"{store.url if store else request.vault}/keys/{request.key_name}"
     planned("Create key", str(key.id) if key else key_name, None if key else "create")

@@ -309,25 +309,12 @@ def require_vault(
     return vault_info(found)
 
 
-@task(name="Read the managed HSM", **STEP_RETRIES)
-def require_managed_hsm(
-    credentials: AzureCredentials,
-    subscription_id: str | None,
-    resource_group: str,
-    name: str,
-    location: str,
-    key_name: str,
-) -> KeyStore:
-    """Read-only, before any write: an existing managed HSM (this tool adopts one, it never
-    creates one), activated, in `location`, where this tool may create keys and assign
-    roles at `key_name`'s scope (InvalidRequest naming `hsm_name` otherwise)."""
-    clients = AzureClients.of(credentials, subscription_id)
-    return _adopted_hsm(clients, resource_group, name, location, key_name)
-
-
 def _adopted_hsm(
     clients: AzureClients, resource_group: str, name: str, location: str, key_name: str
 ) -> HsmInfo:
+    """An existing managed HSM (this tool adopts one, it never creates one), activated, in
+    `location`, where this tool may create keys and assign roles at `key_name`'s scope
+    (InvalidRequest naming `hsm_name` otherwise)."""
     found = read_hsm(clients, resource_group, name)
     if found is None:
         raise InvalidRequest(
@@ -343,7 +330,7 @@ def _adopted_hsm(
 @task(name="Check the key store", **STEP_RETRIES)
 def check_key_store(credentials: AzureCredentials, request: ChoosesKeyStore) -> HsmInfo | None:
     """Read-only, before any write, the store the request chose: its managed HSM, returned
-    (as `require_managed_hsm` checks it), or its vault when it exists (as `check_key_vault`
+    (see `_adopted_hsm`), or its vault when it exists (as `check_key_vault`
     checks it; None: the vault is made or adopted by `ensure_key_vault`)."""
     clients = AzureClients.of(credentials, request.subscription_id)
     if request.key_store == "managed-hsm":
@@ -403,7 +390,7 @@ def revoke_key_use(
     """`az keyvault delete-policy --object-id …` (or the role assignment on RBAC vaults, or
     the local role at key `key_name`'s scope on a managed HSM). Returns how many grants were
     removed."""
-    return revoke(
+    removed = revoke(
         AzureClients.of(credentials, subscription_id),
         store,
         principal_id,
@@ -411,6 +398,8 @@ def revoke_key_use(
         CRYPTO_SERVICE_ENCRYPTION_USER,
         key_name,
     )
+    report(store.id, "revoke" if removed else None, note=f"key use by {principal_id}")
+    return removed
 
 
 @task(name="Verify the old key version stays enabled", **STEP_RETRIES)
@@ -422,6 +411,7 @@ def verify_version_enabled(
     keys = AzureClients.of(credentials, subscription_id).keys(kid.vault_url)
     if not keys.get_key(kid.name, kid.version).properties.enabled:
         raise VerificationFailed(versioned_key_id, "the previous key version is disabled")
+    report(versioned_key_id, "verify", note="enabled")
 
 
 @task(name="Enable key vault bypass", retries=2, retry_delay_seconds=1)
@@ -431,4 +421,6 @@ def allow_trusted_services(
     """Deny by default, allow trusted Microsoft services (ACR is one) and the operator."""
     if not isinstance(store, VaultInfo):
         raise InvalidRequest("vault_name", store.name, "a managed HSM's firewall is not set here")
-    return set_network_rules(AzureClients.of(credentials, subscription_id), store, True, ips)
+    changed = set_network_rules(AzureClients.of(credentials, subscription_id), store, True, ips)
+    report(store.id, "update" if changed else None, note="firewall, trusted services bypass")
+    return changed
