@@ -121,6 +121,24 @@ def test_kms_clusters_rotate_fail_alone_are_held_by_two_slots_and_resume(
         assert secret.data["v"]
 
 
+@pytest.mark.slow
+def test_kms_clusters_rotate_on_a_local_dask_cluster(
+    azure_block: str, azure: AzureClients, emulator: Emulator
+) -> None:
+    """A KMS cluster's move (update, every Secret re-written) runs on a Dask worker."""
+    _, v1 = vault_with_key(azure, emulator, "rg", "kv-kms-dask", "kms")
+    kms_cluster(azure, azure_block, "aks-dask", "jobs", v1)
+    done = rotate_customer_keys(
+        fleet(azure_block, task_runner="dask", dask_workers=1, key_vaults=["kv-kms-dask"])
+    )
+    (v2,) = {r.version for r in done.rows}
+    assert v2 != v1 and sealed(emulator)["aks-dask"] == {v2}
+    assert [(r.kind, r.status) for r in done.rows] == [
+        ("key", "rotated"),
+        ("aks-cluster", "verified"),
+    ]
+
+
 BUCKET, IMAGES = "fleet-images", ("img-a.vhd", "img-b.vhd")
 
 
@@ -179,6 +197,25 @@ def vpc_image(ibm: IBMClients, kp: Any, grant: Any, tmp: Path, instance: str) ->
         time.sleep(0.1)
     assert kp.registrations(root["id"])
     return root, str(image["crn"])
+
+
+def one_image_key(
+    ibm: IBMClients, emulator: Emulator, ibm_block: str, name: str, **create: Any
+) -> tuple[Any, Any, dict, dict, dict[str, Any]]:
+    """A root key `name` (created with `create`), a bucket `name` with one classic image
+    wrapped by it, and the fleet selection of that key: (kp, s3, root, wrap answer, asked)."""
+    ids = emulator.ibm_identity
+    kp, s3 = ibm.key_protect(ids.key_protect_instance), ibm.cos(ids.cos_instance)
+    root = kp.create_key(name, **create)
+    s3.create_bucket(
+        Bucket=name, CreateBucketConfiguration={"LocationConstraint": "us-south-standard"}
+    )
+    wrapped = classic_image(kp, s3, name, "img.vhd", root)
+    asked = {
+        "ibm_accounts": [ibm_scope(ibm_block, emulator, name).model_dump()],
+        "root_keys": [root["id"]],
+    }
+    return kp, s3, root, wrapped, asked
 
 
 def test_ibm_root_keys_rotate_once_rewrap_every_image_and_resume(
@@ -270,18 +307,11 @@ def test_ibm_root_keys_rotate_once_rewrap_every_image_and_resume(
 def test_an_imported_root_key_rotates_with_the_material_its_block_holds(
     azure_block: str, ibm_block: str, ibm: IBMClients, emulator: Emulator
 ) -> None:
-    ids = emulator.ibm_identity
-    kp, s3 = ibm.key_protect(ids.key_protect_instance), ibm.cos(ids.cos_instance)
-    root = kp.create_key("fleet-imported", payload=base64.b64encode(os.urandom(32)).decode())
-    bucket = "fleet-imported"
-    s3.create_bucket(
-        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "us-south-standard"}
+    material = base64.b64encode(os.urandom(32)).decode()
+    kp, s3, root, wrapped, asked = one_image_key(
+        ibm, emulator, ibm_block, "fleet-imported", payload=material
     )
-    wrapped = classic_image(kp, s3, bucket, "img.vhd", root)
-    asked = {
-        "ibm_accounts": [ibm_scope(ibm_block, emulator, bucket).model_dump()],
-        "root_keys": [root["id"]],
-    }
+    bucket = "fleet-imported"
     v1 = kp.get_key(root["id"])["keyVersion"]["id"]
 
     # without new material: a failed row naming the field, nothing rotated
@@ -309,18 +339,9 @@ def test_ibm_root_keys_rotate_on_a_local_dask_cluster(
     azure_block: str, ibm_block: str, ibm: IBMClients, emulator: Emulator
 ) -> None:
     """The IBM part runs on Dask workers (other processes: blocks loaded from the server)."""
-    ids = emulator.ibm_identity
-    kp, s3 = ibm.key_protect(ids.key_protect_instance), ibm.cos(ids.cos_instance)
-    root, bucket = kp.create_key("fleet-dask"), "fleet-dask"
-    s3.create_bucket(
-        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "us-south-standard"}
-    )
-    wrapped = classic_image(kp, s3, bucket, "img.vhd", root)
-    asked = {
-        "ibm_accounts": [ibm_scope(ibm_block, emulator, bucket).model_dump()],
-        "root_keys": [root["id"]],
-        "key_vaults": ["no-such-vault"],  # IBM keys only
-    }
+    kp, s3, root, wrapped, asked = one_image_key(ibm, emulator, ibm_block, "fleet-dask")
+    asked["key_vaults"] = ["no-such-vault"]  # IBM keys only
+    bucket = "fleet-dask"
     done = rotate_customer_keys(fleet(azure_block, task_runner="dask", dask_workers=1, **asked))
     v2 = kp.get_key(root["id"])["keyVersion"]["id"]
     assert v2 != wrapped["keyVersion"]["id"]
