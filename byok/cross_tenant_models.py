@@ -100,6 +100,12 @@ class CrossTenantDesRequest(BaseModel):
         description="When another run is working on the same set: wait for it (true), or fail "
         "at once with `another run is working on <set id>` (false).",
     )
+    plan_only: bool = Field(
+        False,
+        description="Plan only: validate and read both tenants, then report what set-up would "
+        "do at each step (would create / exists, unchanged / would update) as the "
+        "`<flow>-plan` artifact and the run's result, whatever `mode`; nothing is written.",
+    )
 
     @property
     def key_vault_location(self) -> str:

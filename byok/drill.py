@@ -21,6 +21,7 @@ from byok.inventory.blast import Dependent
 from byok.inventory.models import Kind
 from byok.inventory.request import FleetScope, KeyVaultKeyId
 from byok.keyvault_ids import KeyId
+from byok.outcomes import PLAN_ONLY
 
 # Tag on a key version the drill disabled (value: when), and on the key's latest version for
 # the grants it removed (value: principal ids): what a re-run restores after a crash.
@@ -71,6 +72,7 @@ class RevocationDrillRequest(FleetScope):
     timeout_minutes: float = Field(
         10, gt=0, description="How long each dependent may take to fail or to recover."
     )
+    plan_only: bool = PLAN_ONLY
 
 
 def check_confirmation(request: RevocationDrillRequest) -> None:

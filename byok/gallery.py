@@ -15,6 +15,7 @@ from azure.mgmt.core.tools import resource_id
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from byok.errors import InvalidRequest
+from byok.outcomes import PLAN_ONLY
 from byok.parameters import AZURE_BLOCK_NAME
 from byok.sdk_values import text
 from byok.validation import GalleryImageName, GalleryName, ImageVersionName, region_key
@@ -277,6 +278,7 @@ class ImageVersionRequest(BaseModel):
         description="When another run is publishing this version: wait for it "
         "(default: fail at once).",
     )
+    plan_only: bool = PLAN_ONLY
 
     @field_validator("end_of_life_date")
     @classmethod

@@ -13,6 +13,7 @@ DONE = {
     "adopt": "adopted",
     "create": "created",
     "delete": "deleted",
+    "deploy": "deployed",
     "download": "downloaded",
     "encrypt": "encrypted",
     "export": "exported",

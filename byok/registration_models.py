@@ -7,9 +7,23 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from byok.errors import ServiceRefused
+from byok.outcomes import PLAN_ONLY
 from byok.parameters import AZURE_BLOCK_NAME
 
 FEATURE_NOT_FOUND = "NotFound"  # the state of a feature the subscription does not know
+
+
+def feature_id(subscription: str, namespace: str, feature: str) -> str:
+    """The feature's ARM id (`az feature show`'s `id`)."""
+    return (
+        f"/subscriptions/{subscription}/providers/Microsoft.Features/providers/{namespace}"
+        f"/features/{feature}"
+    )
+
+
+def provider_id(subscription: str, namespace: str) -> str:
+    """The resource provider's ARM id."""
+    return f"/subscriptions/{subscription}/providers/{namespace}"
 
 
 class FeatureRegistrationRequest(BaseModel):
@@ -35,6 +49,7 @@ class FeatureRegistrationRequest(BaseModel):
         60, gt=0, description="How long to wait for Registered (users report 30+ min)."
     )
     poll_seconds: float = Field(30, gt=0, description="Seconds between state checks.")
+    plan_only: bool = PLAN_ONLY
 
 
 class FeatureRegistrationResult(BaseModel):
@@ -53,6 +68,14 @@ class FeatureNotAvailable(ServiceRefused):
 
 class FeatureApprovalRequired(ServiceRefused):
     """The feature is Pending: someone at Microsoft must approve it first."""
+
+
+def not_available(namespace: str, feature: str, subscription: str) -> FeatureNotAvailable:
+    """The refusal of a required feature the subscription does not know."""
+    return FeatureNotAvailable(
+        f"feature {namespace}/{feature}",
+        f"unknown to subscription {subscription}; it is required (optional=false)",
+    )
 
 
 def approval_required(namespace: str, feature: str, state: str) -> FeatureApprovalRequired:

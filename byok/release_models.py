@@ -9,8 +9,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from byok.aks_models import ClusterInfo
-from byok.disk_encryption_set_models import DiskEncryptionSetRequest, DiskEncryptionSetResult
+from byok.aks_models import AksClusterRequest, ClusterInfo, NodePoolRequest
+from byok.disk_encryption_set_models import (
+    DiskEncryptionSetRequest,
+    DiskEncryptionSetResult,
+    des_id,
+)
 from byok.gallery import (
     DataDiskEncryption,
     ImageSource,
@@ -19,6 +23,7 @@ from byok.gallery import (
     RegionEncryption,
     TargetRegion,
 )
+from byok.outcomes import Plan, StepOutcome
 from byok.parameters import AZURE_BLOCK_NAME
 from byok.validation import GalleryImageName, GalleryName, ImageVersionName
 
@@ -58,6 +63,13 @@ class ReleasePipelineRequest(BaseModel):
         "(run_deployment with idempotency keys; needs a worker).",
     )
     poll_seconds: float = Field(30, gt=0, description="Seconds between checks.")
+    plan_only: bool = Field(
+        False,
+        description="Plan only: validate, then each child flow's plan (run with plan_only) as "
+        "the `release-pipeline-plan` artifact and the run's result, its rows named after the "
+        "child; a child whose inputs do not exist yet (the sets) is listed as `would run`. "
+        "Nothing is written.",
+    )
 
     @property
     def home(self) -> str:
@@ -79,6 +91,31 @@ class ReleasePipelineRequest(BaseModel):
             vault_name=f"{self.name_prefix}-kv-{short}",
             key_name=f"{self.name_prefix}-key",
             des_name=f"{self.name_prefix}-des-{short}",
+        )
+
+    def set_ids(self, subscription: str) -> dict[str, str]:
+        """Region → the id its set has (or will have)."""
+        return {
+            r: des_id(subscription, self.resource_group, self.set_request(r).des_name)
+            for r in self.regions
+        }
+
+    def cluster_request(self, home_set: str) -> AksClusterRequest:
+        """The cluster on the home region's set."""
+        return AksClusterRequest(
+            **self._common(),
+            location=self.home,
+            cluster_name=self.cluster_name,
+            disk_encryption_set_id=home_set,
+        )
+
+    def pool_request(self, home_set: str) -> NodePoolRequest:
+        """The release's node pool on the home region's set."""
+        return NodePoolRequest(
+            **self._common(),
+            cluster_name=self.cluster_name,
+            pool_name=self.pool_name,
+            disk_encryption_set_id=home_set,
         )
 
     def image_request(self, sets: dict[str, str]) -> ImageVersionRequest:
@@ -114,6 +151,32 @@ class ReleasePipelineResult(BaseModel):
     disk_encryption_sets: dict[str, DiskEncryptionSetResult]
     image_version: ImageVersionResult
     cluster: ClusterInfo
+
+
+def sets_planned_to_exist(plans: list[Plan]) -> bool:
+    """Whether the set children's plans find every set made already (the children after
+    them can then be planned: they check the sets)."""
+    return not any(
+        s.step == "Create disk encryption set" and s.verb == "create"
+        for p in plans
+        for s in p.steps
+    )
+
+
+def plan_later(flow: str, resource: str) -> StepOutcome:
+    """The plan row of a child that cannot be planned before the sets exist."""
+    return StepOutcome(
+        step=flow,
+        resource=resource,
+        verb="run",
+        planned=True,
+        note="after the sets are made; plan again then for its steps",
+    )
+
+
+def in_pipeline(plan: Plan) -> list[StepOutcome]:
+    """A child's plan rows, each step named after the child flow."""
+    return [s.model_copy(update={"step": f"{plan.flow}: {s.step}"}) for s in plan.steps]
 
 
 def idempotency_key(deployment: str, parameters: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ from azure.mgmt.core.tools import resource_id
 from azure.mgmt.network import models as network
 from pydantic import BaseModel, Field
 
+from byok.outcomes import PLAN_ONLY
 from byok.parameters import AZURE_BLOCK_NAME
 
 
@@ -41,6 +42,7 @@ class VmFromImageRequest(BaseModel):
         False,
         description="When another run is creating this VM: wait for it (default: fail at once).",
     )
+    plan_only: bool = PLAN_ONLY
 
     def vm_id(self, subscription: str) -> str:
         """The VM's resource id."""

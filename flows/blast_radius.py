@@ -9,7 +9,8 @@ A Key Protect root key:
    templates, VPC images).
 Then find the key's dependents and the path to each (key → set → disk → VM, key → registry,
 key → cluster, key → set → image version region/LUN, key → set → StorageClass; root key →
-wrapped DEK in COS → image template, root key → VPC image), published as an artifact."""
+wrapped DEK in COS → image template, root key → VPC image), published as an artifact.
+It writes nothing: `plan_only` returns an empty plan."""
 
 from __future__ import annotations
 
@@ -23,10 +24,12 @@ from blocks.ibm import IBMCloudCredentials
 from byok.inventory.ibm import IbmAccountSnapshot, key_protect_id
 from byok.inventory.request import BlastRadiusRequest, BlastRadiusResult
 from byok.inventory.storage_classes import Classes
+from byok.outcomes import Plan
 from byok.parameters import parse_request
 from tasks.inventory import discover_resources, find_dependents, readable_subscriptions
 from tasks.inventory_ibm import read_ibm_account
 from tasks.inventory_kubernetes import read_storage_classes
+from tasks.outcomes import publish_plan
 from tasks.refusal import refuse_quietly
 
 
@@ -34,14 +37,17 @@ from tasks.refusal import refuse_quietly
 @refuse_quietly
 def key_blast_radius(
     request: BlastRadiusRequest, credentials: AzureCredentials | None = None
-) -> BlastRadiusResult:
-    """Everything the key protects across the subscriptions or accounts.
+) -> BlastRadiusResult | Plan:
+    """Everything the key protects across the subscriptions or accounts (`plan_only`: an
+    empty plan, as it writes nothing).
 
     Args:
         credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
             empty: the block named by the request's `azure_credentials_block`.
     """
     request = parse_request(BlastRadiusRequest, request)
+    if request.plan_only:
+        return publish_plan("key-blast-radius")
     rows: list[dict[str, Any]] = []
     accounts: list[IbmAccountSnapshot] = []
     classes: dict[str, Classes] = {}

@@ -7,8 +7,10 @@ vault's region, each block's Azure roles) → service provider's tenant: multi-t
 user-assigned identity, the identity federated to the app → customer's tenant: the app
 installed (its service principal), vault with purge protection, RSA key, the key granted to
 the app → service provider's set with the identity, `federatedClientId` and the customer's key
-URL → both sides checked, each missing piece named with its side. With `mode: check` it
-writes nothing and only checks."""
+URL → both sides checked, each missing piece named with its side → the run's summary. With
+`mode: check` it writes nothing and only checks (is the chain whole?); with `plan_only` it
+writes nothing and reports the plan of what set-up would write (what would it take?), in
+either mode."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from prefect import flow
 from blocks.azure import AzureCredentials
 from blocks.chosen import chosen_block
 from byok.cross_tenant_models import CrossTenantDesRequest, CrossTenantDesResult
+from byok.outcomes import Plan
 from byok.parameters import parse_request
 from byok.permissions import DES_WRITE, IDENTITY_WRITE, ROLE_ASSIGNMENT_WRITE, VAULT_WRITE
 from tasks.acr import ensure_user_identity
@@ -24,12 +27,14 @@ from tasks.cross_tenant import (
     ensure_app_installed,
     ensure_federated_credential,
     ensure_multi_tenant_app,
+    plan_cross_tenant_set,
     validate_cross_tenant_request,
     verify_cross_tenant_set,
 )
 from tasks.disk_encryption_set import ensure_disk_encryption_set
 from tasks.events import emit_byok_event
 from tasks.key_vault import check_key_vault, ensure_key, ensure_key_vault, grant_key_use
+from tasks.outcomes import publish_plan, summarize
 from tasks.refusal import refuse_quietly
 from tasks.resource_group import ensure_resource_group
 from tasks.run_lock import resource_lock
@@ -48,10 +53,11 @@ def prepare_cross_tenant_disk_encryption_set(
     request: CrossTenantDesRequest,
     provider_credentials: AzureCredentials | None = None,
     customer_credentials: AzureCredentials | None = None,
-) -> CrossTenantDesResult:
+) -> CrossTenantDesResult | Plan:
     """Provider: multi-tenant app → identity → federated credential; customer: app installed →
     vault → key → key granted to the app; provider: set with identity, federatedClientId and
-    key URL → both sides checked (each missing piece named with its side).
+    key URL → both sides checked (each missing piece named with its side). `mode: check`
+    only checks; `plan_only` is the plan of what set-up would write (in either mode).
 
     Args:
         provider_credentials: A saved 'BYOK Azure Credentials' block of the service
@@ -81,12 +87,15 @@ def prepare_cross_tenant_disk_encryption_set(
     check_key_vault(
         customer, their_sub, their_rg, request.vault_name, request.key_name, request.location
     )
-    if request.mode == "check":
+    if request.mode == "check" and not request.plan_only:
         return verify_cross_tenant_set(provider, customer, request)
     name = "prepare-cross-tenant-disk-encryption-set"
     check_permissions(provider, sub, rg, [IDENTITY_WRITE, DES_WRITE], name)
     grants = [ROLE_ASSIGNMENT_WRITE] if request.vault_rbac else []
     check_permissions(customer, their_sub, their_rg, [VAULT_WRITE, *grants], name)
+    if request.plan_only:
+        plan_cross_tenant_set(provider, customer, request)
+        return publish_plan(name)
     with resource_lock(target, wait=request.wait_for_other_run):
         ensure_resource_group(provider, sub, rg, request.location)
         app = ensure_multi_tenant_app(provider, request.app_name)
@@ -128,4 +137,5 @@ def prepare_cross_tenant_disk_encryption_set(
             "disk-encryption-set",
             related={"key": result.key.id, "vault": result.vault.id},
         )
+        summarize(name)
         return result

@@ -4,7 +4,9 @@ in every target region.
 publish-encrypted-image-version: validate (request, subscription, regions, source and its
 LUNs, each region's disk encryption sets) → one run per version → SIGEncryption feature and
 provider → gallery and image definition → image version with per-region encryption → wait
-for replication (progress artifact) → verify each region's sets."""
+for replication (progress artifact) → verify each region's sets → the run's summary.
+`plan_only`: what each step would do (feature, gallery, definition, version), nothing
+written."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from prefect import flow
 
 from blocks.azure import AzureCredentials
 from byok.gallery import ImageDefinition, ImageVersionRequest, ImageVersionResult
+from byok.outcomes import Plan
 from byok.parameters import parse_request
 from flows.registration import FeatureRegistrationRequest, ensure_feature_registration
 from tasks.disk_encryption_set import check_disk_encryption_sets
@@ -19,15 +22,18 @@ from tasks.events import emit_byok_event
 from tasks.gallery import (
     ensure_gallery,
     ensure_image_definition,
+    plan_image_version,
     start_image_version,
     validate_image_request,
     verify_image_version,
     wait_for_replication,
 )
+from tasks.outcomes import publish_plan, summarize
 from tasks.refusal import refuse_quietly
+from tasks.registration import plan_feature_registration
 from tasks.resource_group import ensure_resource_group
 from tasks.run_lock import resource_lock
-from tasks.subscription import check_subscription_regions
+from tasks.subscription import check_subscription_regions, plan_resource_group
 
 __all__ = [  # the requests and results, importable from the flow that takes them
     "ImageDefinition",
@@ -41,10 +47,11 @@ __all__ = [  # the requests and results, importable from the flow that takes the
 @refuse_quietly
 def publish_encrypted_image_version(
     request: ImageVersionRequest, credentials: AzureCredentials | None = None
-) -> ImageVersionResult:
+) -> ImageVersionResult | Plan:
     """Validate (request, subscription, regions, sets, source) → one run per version →
     SIGEncryption feature and provider → gallery and image definition → image version with
-    per-region encryption → wait for replication (progress artifact) → verify.
+    per-region encryption → wait for replication (progress artifact) → verify. `plan_only`:
+    the plan of those steps, nothing written.
 
     Args:
         credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
@@ -64,6 +71,13 @@ def publish_encrypted_image_version(
     )
     check_disk_encryption_sets(credentials, sub, request.set_references(sub))
     validate_image_request(credentials, request, sub)
+    if request.plan_only:
+        if request.ensure_feature:
+            plan_feature_registration(credentials, sub, "Microsoft.Compute", "SIGEncryption", True)
+        if request.create_gallery:
+            plan_resource_group(credentials, sub, rg)
+        plan_image_version(credentials, sub, request)
+        return publish_plan("publish-encrypted-image-version")
     with resource_lock(request.version_id(sub), wait=request.wait_for_other_run):
         if request.ensure_feature:
             ensure_feature_registration(
@@ -101,4 +115,5 @@ def publish_encrypted_image_version(
             "gallery-image-version",
             related={f"disk-encryption-set-{i}": s for i, s in enumerate(result.encryption_sets())},
         )
+        summarize("publish-encrypted-image-version")
         return result

@@ -17,7 +17,9 @@ subscriptions and IBM Cloud accounts.
 6. Write CSV, JSON and OSCAL files to a directory or a COS bucket (checked before step 1)
    and keep the run's rows (changes since the last run).
 7. Publish the report as artifacts.
-8. Emit events for keys too old or near expiry and resources without a customer key."""
+8. Emit events for keys too old or near expiry and resources without a customer key.
+It writes only the report files of step 6: `plan_only` checks the directory (a bucket is not
+probed: the probe writes) and lists those files, nothing written."""
 
 from __future__ import annotations
 
@@ -32,11 +34,13 @@ from blocks.ibm import IBMCloudCredentials
 from byok.inventory.models import Finding, KeyState, Verdict
 from byok.inventory.request import InventoryRequest, InventoryResult, check_report_dir
 from byok.inventory.storage_classes import Classes
+from byok.outcomes import Plan
 from byok.parameters import parse_request
 from tasks.inventory import (
     discover_resources,
     emit_inventory_events,
     judge_controls,
+    plan_report_files,
     publish_report,
     read_key_states,
     readable_subscriptions,
@@ -44,6 +48,7 @@ from tasks.inventory import (
 from tasks.inventory_ibm import read_ibm_account
 from tasks.inventory_kubernetes import read_storage_classes
 from tasks.inventory_report import check_report_bucket, write_report_files
+from tasks.outcomes import publish_plan
 from tasks.refusal import refuse_quietly
 
 
@@ -53,9 +58,9 @@ from tasks.refusal import refuse_quietly
 @refuse_quietly
 def inventory_customer_managed_keys(
     request: InventoryRequest, credentials: AzureCredentials | None = None
-) -> InventoryResult:
+) -> InventoryResult | Plan:
     """Every customer-key resource of the subscriptions and accounts, its key and the
-    controls judged.
+    controls judged (`plan_only`: the report files it would write).
 
     Args:
         credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
@@ -64,6 +69,9 @@ def inventory_customer_managed_keys(
     request = parse_request(InventoryRequest, request)
     started = datetime.now(UTC)
     check_report_dir(request.report_dir)
+    if request.plan_only:
+        plan_report_files(request.report_dir, request.report_bucket)
+        return publish_plan("inventory-customer-managed-keys")
     bucket = None
     if request.report_bucket is not None:
         bucket_block = IBMCloudCredentials.load_saved(request.report_bucket.ibm_credentials_block)

@@ -6,9 +6,10 @@ with "needs approval") → register the resource provider if needed."""
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from prefect import flow
 
 from blocks.azure import AzureCredentials
+from byok.outcomes import Plan
 from byok.parameters import parse_request
 from byok.registration_models import (
     FEATURE_NOT_FOUND,
@@ -16,9 +17,16 @@ from byok.registration_models import (
     FeatureNotAvailable,
     FeatureRegistrationRequest,
     FeatureRegistrationResult,
+    not_available,
 )
+from tasks.outcomes import publish_plan, summarize
 from tasks.refusal import refuse_quietly
-from tasks.registration import ensure_provider_registered, register_feature, wait_for_feature
+from tasks.registration import (
+    ensure_provider_registered,
+    plan_feature_registration,
+    register_feature,
+    wait_for_feature,
+)
 from tasks.subscription import check_subscription_regions
 
 __all__ = [  # the request, result and refusals, importable from the flow that takes them
@@ -34,10 +42,10 @@ __all__ = [  # the request, result and refusals, importable from the flow that t
 @refuse_quietly
 def ensure_feature_registration(
     request: FeatureRegistrationRequest, credentials: AzureCredentials | None = None
-) -> FeatureRegistrationResult:
+) -> FeatureRegistrationResult | Plan:
     """Check the subscription → register the feature, wait until it is Registered (Pending
     stops with a clear "needs approval" error), then register the resource provider if
-    needed.
+    needed. `plan_only`: what each step would do, from the feature's and provider's states.
 
     Args:
         credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
@@ -49,18 +57,17 @@ def ensure_feature_registration(
     ns, name = request.namespace, request.feature
     timeout, poll = request.timeout_minutes * 60, request.poll_seconds
     check_subscription_regions(credentials, sub, {})
+    if request.plan_only:
+        plan_feature_registration(credentials, sub, ns, name, request.optional)
+        return publish_plan("ensure-feature-registration")
     state = register_feature(credentials, sub, ns, name)
     skipped = state == FEATURE_NOT_FOUND
     if skipped and not request.optional:
-        raise FeatureNotAvailable(
-            f"feature {ns}/{name}",
-            f"unknown to subscription {sub}; it is required (optional=false)",
-        )
-    if skipped:
-        get_run_logger().info("Feature %s/%s is unknown (GA): skipping it", ns, name)
-    else:
+        raise not_available(ns, name, sub)
+    if state not in ("Registered", FEATURE_NOT_FOUND):
         state = wait_for_feature(credentials, sub, ns, name, timeout, poll)
     provider_state = ensure_provider_registered(credentials, sub, ns, timeout, poll)
+    summarize("ensure-feature-registration")
     return FeatureRegistrationResult(
         namespace=ns,
         feature=name,

@@ -8,8 +8,11 @@
    a VM not running before the drill is reported, not proved.
 6. Restore — always, even when a step before failed — and prove each dependent recovers
    (VMs are started again: Azure does not restart them by itself).
-7. Publish the evidence record (markdown and a table) and return it; a dependent that did not
-   fail or recover ends the run Failed, naming it."""
+7. Publish the evidence record (markdown and a table) and the run's summary, and return the
+   record; a dependent that did not fail or recover ends the run Failed, naming it.
+`plan_only`: steps 1 and 3 and the dependents' states, then what steps 2 and 4-6 would do
+(the versions disabled or grants removed, the dependents proved, the VMs started), nothing
+written. Each run is a drill: a second one revokes and restores again."""
 
 from __future__ import annotations
 
@@ -31,14 +34,17 @@ from byok.drill import (
 )
 from byok.errors import VerificationFailed
 from byok.keyvault_ids import KeyId
+from byok.outcomes import Plan
 from byok.parameters import parse_request
 from tasks.inventory import discover_resources, find_dependents, readable_subscriptions
+from tasks.outcomes import publish_plan, summarize
 from tasks.refusal import refuse_quietly
 from tasks.revocation import (
     identities_using_key,
     observe_before,
     observe_failure,
     observe_recovery,
+    plan_drill,
     publish_evidence,
     restore_key_access,
     revoke_key_access,
@@ -50,8 +56,9 @@ from tasks.run_lock import resource_lock
 @refuse_quietly
 def revocation_drill(
     request: RevocationDrillRequest, credentials: AzureCredentials | None = None
-) -> RevocationDrillResult:
-    """Revoke the key's access, prove every dependent fails, restore, prove it recovers.
+) -> RevocationDrillResult | Plan:
+    """Revoke the key's access, prove every dependent fails, restore, prove it recovers
+    (`plan_only`: what it would revoke, prove and restore, nothing written).
 
     Args:
         credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
@@ -64,8 +71,12 @@ def revocation_drill(
     seconds = request.timeout_minutes * 60
     with resource_lock(key_id, wait=False):
         subscriptions, _ = readable_subscriptions(credentials, request.subscriptions)
-        leftover = restore_key_access.with_options(name="Restore a crashed drill's revocation")(
-            credentials, key_id, subscriptions, seconds
+        leftover = (
+            None
+            if request.plan_only
+            else restore_key_access.with_options(name="Restore a crashed drill's revocation")(
+                credentials, key_id, subscriptions, seconds
+            )
         )
         rows = discover_resources(credentials, subscriptions, True)
         dependents = find_dependents(key_id, rows, [])  # a Key Vault key: no IBM account
@@ -77,6 +88,10 @@ def revocation_drill(
             else []
         )
         before = [observe_before(credentials, t) for t in found]
+        if request.plan_only:
+            proved = [t for t, b in zip(found, before, strict=True) if observable(t, b)]
+            plan_drill(credentials, key_id, request.method, principals, proved, subscriptions)
+            return publish_plan("revocation-drill")
         try:
             revocation = revoke_key_access(
                 credentials, key_id, request.method, principals, subscriptions
@@ -114,6 +129,7 @@ def revocation_drill(
             ],
         )
         publish_evidence(result)
+        summarize("revocation-drill")
         if result.failed:
             raise VerificationFailed(
                 key_id,

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from azure.mgmt.compute.models import DiskEncryptionSet
+from azure.mgmt.core.tools import resource_id
 from azure.mgmt.keyvault.models import Vault
-from prefect import get_run_logger, task
+from prefect import task
 
 from blocks.azure import AzureCredentials
 from byok.azure_errors import is_azure_error, named_failure, or_none
@@ -31,14 +32,19 @@ from byok.cross_tenant_models import (
 )
 from byok.disk_encryption_set_models import check_existing_des, des_id, des_info
 from byok.key_sources import check_cross_tenant_region
-from byok.key_store import KeyInfo, VaultInfo
+from byok.key_store import CRYPTO_OFFICER, OPERATOR_KEY_PERMISSIONS, KeyInfo, VaultInfo
 from byok.keyvault_ids import KeyId
+from byok.outcomes import Change
 from byok.retrying import write_or_find
 from byok.sdk_values import text
+from byok.tokens import object_id
 from byok.validation import InvalidRequest, check_name, same_region
 from clients.azure import AzureClients
 from clients.graph import graph, install_app, odata_text, service_principal_id
+from clients.key_store_access import holds_key_use
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
+from tasks.subscription import plan_resource_group
 
 
 def _tenant(credentials: AzureCredentials, field: str) -> str:
@@ -143,11 +149,21 @@ def ensure_multi_tenant_app(provider: AzureCredentials, name: str) -> AppInfo:
                 lambda: _one_app(clients, name),
                 is_azure_error,
             )
-            get_run_logger().info("Registered multi-tenant app %s (%s)", name, app["appId"])
+            report(_app_said(app), "create", note=MULTI_TENANT)
         elif app.get("signInAudience") != MULTI_TENANT:
             api.send("PATCH", f"/applications/{app['id']}", {"signInAudience": MULTI_TENANT})
-            get_run_logger().info("App %s made multi-tenant", name)
+            report(_app_said(app), "update", changes=[_audience(app)])
+        else:
+            report(_app_said(app), None)
     return _app_info(app)
+
+
+def _app_said(app: dict[str, Any]) -> str:
+    return f"app '{app['displayName']}' ({app['appId']})"
+
+
+def _audience(app: dict[str, Any]) -> Change:
+    return Change(field="signInAudience", old=app.get("signInAudience"), new=MULTI_TENANT)
 
 
 @task(name="Federate the identity with the app", **STEP_RETRIES)
@@ -167,11 +183,16 @@ def ensure_federated_credential(
 
     with named_failure(f"app '{app.display_name}' ({app.app_id})", "federated credential"):
         credential = found()
+        made = credential is None
         if credential is None:
             body = federated_credential_body(identity_name, wanted, principal_id)
             credential = write_or_find(lambda: api.send("POST", path, body), found, is_azure_error)
-            get_run_logger().info("App %s now trusts identity %s", app.display_name, identity_name)
+    report(_federation(app, identity_name), "create" if made else None)
     return str(credential["name"])
+
+
+def _federation(app: AppInfo, identity_name: str) -> str:
+    return f"app '{app.display_name}' ({app.app_id}): federated credential for {identity_name}"
 
 
 @task(name="Install the app in the customer's tenant", **STEP_RETRIES)
@@ -180,11 +201,12 @@ def ensure_app_installed(customer: AzureCredentials, app: AppInfo) -> str:
     made once. Returns its object id."""
     with named_failure(f"customer tenant '{customer.tenant_id}'", f"installing {app.app_id}"):
         principal, made = install_app(AzureClients.of(customer), app.app_id)
-    if made:
-        get_run_logger().info(
-            "App %s installed in the customer's tenant: %s", app.display_name, principal
-        )
+    report(_installed(customer, app), "create" if made else None, note=principal)
     return principal
+
+
+def _installed(customer: AzureCredentials, app: AppInfo) -> str:
+    return f"tenant {customer.tenant_id}: service principal of app {app.app_id}"
 
 
 def _key_access(clients: AzureClients, vault: Vault, principal_id: str) -> bool:
@@ -278,14 +300,10 @@ def _customer_facts(
     return store, info
 
 
-@task(name="Check both sides of the cross-tenant set", **STEP_RETRIES)
-def verify_cross_tenant_set(
+def _chain(
     provider: AzureCredentials, customer: AzureCredentials, request: CrossTenantDesRequest
-) -> CrossTenantDesResult:
-    """Read both tenants (writes nothing): the multi-tenant app, the identity federated to
-    it, the app's service principal in the customer's tenant with key access on the vault,
-    the key, and the set (Succeeded, with that identity, app and key). Raises
-    `CrossTenantBroken` naming every missing piece with its side."""
+) -> tuple[ChainFacts, DiskEncryptionSet | None, VaultInfo | None, KeyInfo | None]:
+    """Both tenants' pieces of the chain, as read: the facts, the set, vault and key."""
     facts = ChainFacts(
         provider_tenant_id=_tenant(provider, "provider_credentials_block"),
         customer_tenant_id=_tenant(customer, "customer_credentials_block"),
@@ -298,6 +316,18 @@ def verify_cross_tenant_set(
     )
     des = _provider_facts(provider, request, facts)
     store, key = _customer_facts(customer, request, facts)
+    return facts, des, store, key
+
+
+@task(name="Check both sides of the cross-tenant set", **STEP_RETRIES)
+def verify_cross_tenant_set(
+    provider: AzureCredentials, customer: AzureCredentials, request: CrossTenantDesRequest
+) -> CrossTenantDesResult:
+    """Read both tenants (writes nothing): the multi-tenant app, the identity federated to
+    it, the app's service principal in the customer's tenant with key access on the vault,
+    the key, and the set (Succeeded, with that identity, app and key). Raises
+    `CrossTenantBroken` naming every missing piece with its side."""
+    facts, des, store, key = _chain(provider, customer, request)
     target = des_id(
         AzureClients.of(provider, request.provider_subscription_id).subscription_id,
         request.resource_group,
@@ -309,13 +339,8 @@ def verify_cross_tenant_set(
     assert facts.app and facts.identity_id and facts.service_principal_id and store and key
     assert des is not None
     info = des_info(des)
-    get_run_logger().info(
-        "Disk encryption set %s uses key %s of tenant %s through app %s",
-        request.des_name,
-        info.key_url,
-        facts.customer_tenant_id,
-        facts.app.app_id,
-    )
+    note = f"key {info.key_url} of tenant {facts.customer_tenant_id} through app {facts.app.app_id}"
+    report(info.id, "verify", note=note)
     return CrossTenantDesResult(
         provider_tenant_id=facts.provider_tenant_id,
         customer_tenant_id=facts.customer_tenant_id,
@@ -326,3 +351,58 @@ def verify_cross_tenant_set(
         key=key,
         disk_encryption_set=info,
     )
+
+
+@task(name="Plan the cross-tenant set", **STEP_RETRIES)
+def plan_cross_tenant_set(
+    provider: AzureCredentials, customer: AzureCredentials, request: CrossTenantDesRequest
+) -> None:
+    """What each step of the set-up would do on both sides, from reads only (the same reads
+    as the check)."""
+    facts, des, store, key = _chain(provider, customer, request)
+    plan_resource_group.fn(provider, request.provider_subscription_id, request.resource_group)
+    app = facts.app or AppInfo(object_id="", app_id="(new)", display_name=request.app_name)
+    raw = {"displayName": app.display_name, "appId": app.app_id, "signInAudience": None}
+    audience = {**raw, "signInAudience": facts.app_audience}
+
+    def planned(step: str, resource: str, verb: str | None, **more: Any) -> None:
+        report(resource, verb, step=step, planned=True, **more)
+
+    multi = facts.app_audience == MULTI_TENANT
+    verb = "create" if facts.app is None else None if multi else "update"
+    changes = [_audience(audience)] if verb == "update" else []
+    planned("Register the multi-tenant app", _app_said(raw), verb, changes=changes)
+    ours = AzureClients.of(provider, request.provider_subscription_id)
+    identity = facts.identity_id or resource_id(
+        subscription=ours.subscription_id,
+        resource_group=request.resource_group,
+        namespace="Microsoft.ManagedIdentity",
+        type="userAssignedIdentities",
+        name=request.identity_name,
+    )
+    made = facts.identity_id is not None
+    planned("Create a user-assigned managed identity", identity, None if made else "create")
+    federation = _federation(app, request.identity_name)
+    planned("Federate the identity with the app", federation, None if facts.federated else "create")
+    principal = facts.service_principal_id
+    installed = _installed(customer, app)
+    planned("Install the app in the customer's tenant", installed, None if principal else "create")
+    theirs = AzureClients.of(customer, request.customer_subscription_id)
+    plan_resource_group.fn(customer, theirs.subscription_id, request.customer_resource_group)
+    vault = store.id if store else f"key vault {request.vault_name}"
+    planned("Create key vault", vault, None if store else "create")
+    me = object_id(theirs.credential, theirs.endpoints.arm_scope)
+    mine = store is not None and holds_key_use(
+        theirs, store, me, OPERATOR_KEY_PERMISSIONS, CRYPTO_OFFICER
+    )
+    planned("Create key vault", vault, None if mine else "grant", note="this tool's keys")
+    key_name = key.versionless_id if key else f"{vault}/keys/{request.key_name}"
+    planned("Create key", key.id if key else key_name, None if key else "create")
+    who = principal or "the app's new service principal"
+    step = "Grant the app's service principal the key"
+    planned(step, vault, None if facts.key_access else "grant", note=f"key use by {who}")
+    target = des_id(ours.subscription_id, request.resource_group, request.des_name)
+    same = des is not None and key is not None and des_info(des).key_url == key.id
+    verb = "create" if des is None else None if same else "adopt"
+    planned("Create disk encryption set", target, verb)
+    planned("Check both sides of the cross-tenant set", target, "verify")

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.compute.models import Gallery, GalleryImageVersion, GalleryProperties
-from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
+from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id, resource_id
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
@@ -32,6 +32,7 @@ from byok.sdk_values import text
 from byok.validation import InvalidRequest, check_name
 from clients.azure import AzureClients
 from tasks.artifacts import artifact_key
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
 
 
@@ -54,11 +55,12 @@ def ensure_gallery(
     galleries = AzureClients.of(credentials, subscription_id).compute().galleries
     existing = or_none(lambda: galleries.get(rg, name))
     if existing is not None:
+        report(str(existing.id), None)
         return str(existing.id)
     gallery = galleries.begin_create_or_update(
         rg, name, Gallery(location=location, properties=GalleryProperties())
     ).result()
-    get_run_logger().info("Created gallery %s", name)
+    report(str(gallery.id), "create")
     return str(gallery.id)
 
 
@@ -76,9 +78,10 @@ def ensure_image_definition(
     images = AzureClients.of(credentials, subscription_id).compute().gallery_images
     existing = or_none(lambda: images.get(rg, gallery, name))
     if existing is not None:
+        report(str(existing.id), None)
         return str(existing.id)
     image = images.begin_create_or_update(rg, gallery, name, definition.to_sdk(location)).result()
-    get_run_logger().info("Created image definition %s", name)
+    report(str(image.id), "create")
     return str(image.id)
 
 
@@ -100,7 +103,9 @@ def start_image_version(
     )
     wanted = request.encryption_by_region(subscription_id)
     existing = read_version(clients, rg, gallery, image, version)
-    if existing is not None and _adoptable(existing, wanted, version):
+    verb = _version_verb(existing, wanted, version)
+    if existing is not None and verb != "update":
+        report(str(existing.id), verb, note=text(existing.properties.provisioning_state))
         return str(existing.id)
     body = request.to_sdk(subscription_id)
     try:
@@ -109,19 +114,24 @@ def start_image_version(
         if error_code(exc) != "AnotherOperationInProgress":
             raise
         in_flight = read_version(clients, rg, gallery, image, version)
-        if in_flight is None or not _adoptable(in_flight, wanted, version):
+        if in_flight is None or _version_verb(in_flight, wanted, version) == "update":
             raise
+        report(str(in_flight.id), "adopt", note="in flight")
         return str(in_flight.id)
-    get_run_logger().info("Started image version %s", version)
     found = read_version(clients, rg, gallery, image, version)
+    target = str(found.id) if found else request.version_id(subscription_id)
+    report(target, verb, note="re-submitted: it was Failed" if verb == "update" else "")
     return str(found.id) if found else ""
 
 
-def _adoptable(
-    existing: GalleryImageVersion, wanted: dict[str, RegionEncryption], version: str
-) -> bool:
-    """Whether an existing version is the one requested and not Failed (then adopted); one
-    with another encryption is refused."""
+def _version_verb(
+    existing: GalleryImageVersion | None, wanted: dict[str, RegionEncryption], version: str
+) -> str | None:
+    """What the version step does to `existing`: create (none), update (a Failed one,
+    re-submitted), adopt (in flight) or None (published); one with another encryption is
+    refused."""
+    if existing is None:
+        return "create"
     if not same_encryption(encryption_of(existing), wanted):
         raise InvalidRequest(
             "version",
@@ -130,10 +140,7 @@ def _adoptable(
             "another encryption; publish a new version number",
         )
     state = text(existing.properties.provisioning_state)
-    if state == "Failed":
-        return False
-    get_run_logger().info("Adopting image version %s (%s)", version, state)
-    return True
+    return {"Failed": "update", "Succeeded": None}.get(state, "adopt")
 
 
 @task(name="Wait for replication", **STEP_RETRIES)
@@ -159,13 +166,15 @@ def wait_for_replication(
             description=f"Replication of {image} {version}",
         ),
     )
-    last = {"progress": -1.0}
+    last = {"progress": -1.0, "polls": 0}
     states: dict[str, str] = {}
+    seen: list[str] = []
 
     def state() -> str:
         found = read_version(clients, rg, gallery, image, version)
         if found is None:
             raise ResourceError(version_path, "the image version disappeared during replication")
+        seen[:] = [str(found.id)]
         status = found.properties.replication_status
         summary = (status.summary if status else None) or []
         states.clear()
@@ -189,6 +198,7 @@ def wait_for_replication(
             and states
             and all(v == "Completed" for v in states.values())
         )
+        last["polls"] += 1
         return "done" if done else "replicating"
 
     poll_until(
@@ -199,6 +209,12 @@ def wait_for_replication(
         what=f"Image version {version}",
     )
     update_progress_artifact(artifact, 100.0)
+    waited = last["polls"] > 1
+    report(
+        seen[0],
+        "wait for" if waited else None,
+        note=", ".join(f"{region} {state}" for region, state in states.items()),
+    )
     return dict(states)
 
 
@@ -229,7 +245,44 @@ def verify_image_version(
         raise VerificationFailed(
             str(found.id), f"no customer-managed key for the OS disk in {', '.join(plain)}"
         )
+    report(str(found.id), "verify", note=f"customer keys in {', '.join(sorted(actual))}")
     return image_version_result(found)
+
+
+@task(name="Plan the image version", **STEP_RETRIES)
+def plan_image_version(
+    credentials: AzureCredentials, subscription_id: str, request: ImageVersionRequest
+) -> None:
+    """What each step of publish-encrypted-image-version after the feature would do, from
+    reads only (a version that exists with another encryption is refused, as the run
+    would)."""
+    clients = AzureClients.of(credentials, subscription_id)
+    compute = clients.compute()
+    rg, gallery, image = request.resource_group, request.gallery_name, request.image_name
+    if request.create_gallery:
+        group_id = resource_id(subscription=subscription_id, resource_group=rg)
+        gallery_id = f"{group_id}/providers/Microsoft.Compute/galleries/{gallery}"
+        made = or_none(lambda: compute.galleries.get(rg, gallery)) is not None
+        report(gallery_id, None if made else "create", step="Create gallery", planned=True)
+        made = made and or_none(lambda: compute.gallery_images.get(rg, gallery, image)) is not None
+        report(
+            f"{gallery_id}/images/{image}",
+            None if made else "create",
+            step="Create image definition",
+            planned=True,
+        )
+    existing = read_version(clients, rg, gallery, image, request.version)
+    verb = _version_verb(existing, request.encryption_by_region(subscription_id), request.version)
+    target = request.version_id(subscription_id)
+    report(target, verb, step="Create image version", planned=True)
+    replicated = existing is not None and verb is None
+    report(
+        target,
+        None if replicated else "wait for",
+        step="Wait for replication",
+        planned=True,
+    )
+    report(target, "verify", step="Verify image version encryption", planned=True)
 
 
 def _shown(encryption: dict[str, RegionEncryption]) -> dict[str, str]:

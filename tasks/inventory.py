@@ -1,6 +1,7 @@
 """Inventory steps: the subscriptions the credentials can read, the resources whose
 encryption matters (Resource Graph, or ARM listing per subscription), the state of every
-key they use, the controls judged, and the report published, written and announced."""
+key they use, the controls judged, and the report published, written and announced; in a
+plan, the report files it would write."""
 
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ from byok.inventory.blast import Dependent, blast_radius, ibm_blast_radius
 from byok.inventory.controls import Limits, evaluate
 from byok.inventory.ibm import IbmAccountSnapshot, key_protect_id
 from byok.inventory.models import EvidenceRow, Finding, KeyState, Kind, RotationPolicy, Verdict
+from byok.inventory.request import ReportBucket
 from byok.inventory.storage_classes import Classes
 from byok.keyvault_ids import KeyId
 from clients.azure import AzureClients
 from tasks.events import emit_byok_event
 from tasks.in_memory import IN_MEMORY
+from tasks.outcomes import report as report_outcome
 from tasks.retry import STEP_RETRIES
 
 PAGE = 1000  # Resource Graph's largest page
@@ -358,3 +361,17 @@ def find_dependents(
         description=f"What {key_id} protects ({len(dependents)} dependents).",
     )
     return dependents
+
+
+@task(name="Plan the report files")
+def plan_report_files(report_dir: str | None, bucket: ReportBucket | None) -> None:
+    """What `write_report_files` would write: the CSV, JSON and OSCAL report and this run's
+    history entry, in the directory or the bucket (nothing without either). The bucket's
+    write access is not probed: the probe writes an object."""
+    files = "the CSV, JSON and OSCAL report and this run's history entry"
+    step = "Write the report files"
+    if report_dir is not None:
+        report_outcome(report_dir, "write", step=step, note=files, planned=True)
+    elif bucket is not None:
+        where = f"cos bucket {bucket.bucket}/{bucket.prefix}"
+        report_outcome(where, "upload", step=step, note=files, planned=True)

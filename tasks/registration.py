@@ -6,16 +6,23 @@ from __future__ import annotations
 from functools import partial
 
 from azure.core.exceptions import ResourceNotFoundError
-from prefect import get_run_logger, task
+from prefect import task
 
 from blocks.azure import AzureCredentials
 from byok.errors import InvalidRequest
 from byok.polling import poll_until
-from byok.registration_models import FEATURE_NOT_FOUND, approval_required
+from byok.registration_models import (
+    FEATURE_NOT_FOUND,
+    approval_required,
+    feature_id,
+    not_available,
+    provider_id,
+)
 from byok.registration_models import (  # its import path before the move
     FeatureApprovalRequired as FeatureApprovalRequired,
 )
 from clients.azure import AzureClients
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
 
 
@@ -33,10 +40,25 @@ def _feature_state(clients: AzureClients, namespace: str, feature: str, register
 def _register(clients: AzureClients, namespace: str, feature: str) -> str:
     """Ask for the feature unless it is registered or on its way; returns its state."""
     state = _feature_state(clients, namespace, feature, register=False)
-    if state not in ("Registered", "Registering", "Pending", FEATURE_NOT_FOUND):
+    asked = state not in _NO_REGISTRATION
+    if asked:
         state = _feature_state(clients, namespace, feature, register=True)
-    get_run_logger().info("Feature %s/%s is %s", namespace, feature, state)
+    resource = feature_id(clients.subscription_id, namespace, feature)
+    report(resource, "register" if asked else None, note=_said(state))
     return state
+
+
+_NO_REGISTRATION = frozenset({"Registered", "Registering", "Pending", FEATURE_NOT_FOUND})
+"""The feature states where registering would ask for nothing new."""
+
+
+def _provider_verb(state: str) -> str | None:
+    """What the provider step does to a provider in `state`."""
+    return {"Registered": None, "Registering": "wait for"}.get(state, "register")
+
+
+def _said(state: str) -> str:
+    return "unknown (GA): skipped" if state == FEATURE_NOT_FOUND else state
 
 
 def _wait(
@@ -55,7 +77,7 @@ def _wait(
         interval_seconds=poll_seconds,
         what=f"Feature {namespace}/{feature}",
     )
-    get_run_logger().info("Feature %s/%s is %s", namespace, feature, state)
+    report(feature_id(clients.subscription_id, namespace, feature), "wait for", note=state)
     return state
 
 
@@ -95,10 +117,11 @@ def require_feature(
     """Register the feature an option (`field`) needs and wait until Registered; a feature
     the subscription does not offer refuses the option (InvalidRequest)."""
     clients = AzureClients.of(credentials, subscription_id)
-    if _register(clients, namespace, feature) == FEATURE_NOT_FOUND:
-        raise InvalidRequest(
-            field, True, f"the subscription does not offer the {namespace}/{feature} feature"
-        )
+    state = _register(clients, namespace, feature)
+    if state == FEATURE_NOT_FOUND:
+        raise _not_offered(field, namespace, feature)
+    if state == "Registered":
+        return state
     return _wait(clients, namespace, feature, timeout_seconds, poll_seconds)
 
 
@@ -111,11 +134,13 @@ def ensure_provider_registered(
     poll_seconds: float,
 ) -> str:
     """Check the provider; register it and poll until Registered when it is not."""
-    providers = AzureClients.of(credentials, subscription_id).resources().providers
+    clients = AzureClients.of(credentials, subscription_id)
+    providers = clients.resources().providers
     state = providers.get(namespace).registration_state
-    if state != "Registered":
-        if state != "Registering":
-            providers.register(namespace)
+    verb = _provider_verb(str(state))
+    if verb == "register":
+        providers.register(namespace)
+    if verb is not None:
         state = poll_until(
             lambda: str(providers.get(namespace).registration_state),
             frozenset({"Registered"}),
@@ -123,5 +148,66 @@ def ensure_provider_registered(
             interval_seconds=poll_seconds,
             what=f"Resource provider {namespace}",
         )
-    get_run_logger().info("Resource provider %s is %s", namespace, state)
+    report(provider_id(clients.subscription_id, namespace), verb, note=str(state))
     return str(state)
+
+
+@task(name="Plan the feature registration", **STEP_RETRIES)
+def plan_feature_registration(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    namespace: str,
+    feature: str,
+    optional: bool,
+) -> None:
+    """What each step of ensure-feature-registration would do, from reads only (a required
+    feature the subscription does not know is refused, as the run would)."""
+    clients = AzureClients.of(credentials, subscription_id)
+    state = _plan_feature(
+        clients, namespace, feature, "Register feature", "Wait for feature registration"
+    )
+    if state == FEATURE_NOT_FOUND and not optional:
+        raise not_available(namespace, feature, clients.subscription_id)
+    provider = clients.resources().providers.get(namespace).registration_state
+    report(
+        provider_id(clients.subscription_id, namespace),
+        _provider_verb(str(provider)),
+        step="Register resource provider",
+        note=str(provider),
+        planned=True,
+    )
+
+
+@task(name="Plan the feature the request needs", **STEP_RETRIES)
+def plan_required_feature(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    namespace: str,
+    feature: str,
+    field: str,
+) -> None:
+    """What `require_feature` would do, from the feature's state (a feature the subscription
+    does not offer refuses the option, as the run would)."""
+    clients = AzureClients.of(credentials, subscription_id)
+    step = "Register the feature the request needs"
+    if _plan_feature(clients, namespace, feature, step, step) == FEATURE_NOT_FOUND:
+        raise _not_offered(field, namespace, feature)
+
+
+def _plan_feature(
+    clients: AzureClients, namespace: str, feature: str, register_step: str, wait_step: str
+) -> str:
+    """Report what registering the feature and waiting for it would do; returns its state."""
+    state = _feature_state(clients, namespace, feature, register=False)
+    resource = feature_id(clients.subscription_id, namespace, feature)
+    verb = None if state in _NO_REGISTRATION else "register"
+    report(resource, verb, step=register_step, note=_said(state), planned=True)
+    if state not in ("Registered", FEATURE_NOT_FOUND):
+        report(resource, "wait for", step=wait_step, planned=True)
+    return state
+
+
+def _not_offered(field: str, namespace: str, feature: str) -> InvalidRequest:
+    return InvalidRequest(
+        field, True, f"the subscription does not offer the {namespace}/{feature} feature"
+    )

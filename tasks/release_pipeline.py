@@ -1,4 +1,5 @@
-"""Release pipeline steps: the checks made before its first child writes."""
+"""Release pipeline steps: the checks made before its first child writes, and, in a plan, the
+children's plans kept as the pipeline's."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
 from prefect import task
 
 from blocks.azure import AzureCredentials
+from byok.outcomes import StepOutcome
 from byok.release_models import ReleasePipelineRequest
 from byok.validation import InvalidRequest, check_name
 from clients.azure import AzureClients
+from tasks.outcomes import kept
 from tasks.retry import STEP_RETRIES
 
 
@@ -40,3 +43,10 @@ def validate_pipeline_request(
         raise InvalidRequest(
             "data_disk_luns", request.data_disk_luns, f"the source image has data disks {luns}"
         )
+
+
+@task(name="Add to the pipeline's plan")
+def add_to_plan(rows: list[StepOutcome]) -> None:
+    """Keep a child's plan rows (or the row of a child planned later) in the pipeline's."""
+    for row in rows:
+        kept(row)

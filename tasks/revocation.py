@@ -35,6 +35,7 @@ from byok.inventory.blast import Dependent
 from byok.inventory.models import Kind
 from byok.key_store import CRYPTO_SERVICE_ENCRYPTION_USER, SERVICE_KEY_PERMISSIONS, KeyStore
 from byok.keyvault_ids import KeyId
+from byok.outcomes import Change
 from byok.polling import PollTimeout, poll_until
 from byok.registry_probe import probe_registry_data
 from byok.retrying import retry_while
@@ -42,6 +43,7 @@ from clients.azure import AzureClients
 from clients.key_store_access import grant, revoke, vault_for_key
 from clients.vm_power import power_state
 from tasks.artifacts import artifact_key
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
 
 # What a VM start answers while its disks' key is still unusable (the restore propagating).
@@ -127,10 +129,12 @@ def revoke_key_access(
             tags = {**(props.tags or {}), REVOKED_TAG: at.isoformat()}
             keys.update_key_properties(name, props.version, enabled=False, tags=tags)
             revocation.versions.append(str(props.version))
+            report(str(props.id), "revoke", note="disabled")
     else:
         latest = keys.get_key(name).properties
         tags = {**(latest.tags or {}), **grant_tags(principals)}
         keys.update_key_properties(name, latest.version, tags=tags)
+        report(str(latest.id), "update", note=_RECORD)
         vault = _vault(credentials, key_id, subscriptions)
         clients = AzureClients.of(credentials, _where(vault.id)[0])
         for principal in principals:
@@ -142,10 +146,10 @@ def revoke_key_access(
                 CRYPTO_SERVICE_ENCRYPTION_USER,
                 name,
             )
+            report(vault.id, "revoke", note=f"key use by {principal}")
         revocation.principals = principals
-    get_run_logger().warning(
-        "Revoked %s: %s", key_id, revocation.versions or revocation.principals or "nothing"
-    )
+    if not revocation.versions and not revocation.principals:
+        report(key_id, None, note="nothing to revoke")
     return revocation
 
 
@@ -157,19 +161,14 @@ def restore_key_access(
     versions it disabled, give back the grants it removed, then drop the records. None when
     nothing was recorded."""
     keys, name = _keys(credentials, key_id)
-    versions, principals, grant_versions = [], [], []
-    for props in keys.list_properties_of_key_versions(name):
-        tags = dict(props.tags or {})
-        if REVOKED_TAG in tags:
-            versions.append((str(props.version), tags))
-        if tagged_principals(tags):
-            principals += tagged_principals(tags)
-            grant_versions.append((str(props.version), tags))
+    versions, principals, grant_versions = _recorded(keys, name)
     if not versions and not grant_versions:
+        report(key_id, None, note="nothing recorded revoked")
         return None
     for version, tags in versions:
         tags.pop(REVOKED_TAG)
         keys.update_key_properties(name, version, enabled=True, tags=tags)
+        report(f"{key_id}/{version}", "update", changes=[_ENABLED])
     if principals:
         vault = _vault(credentials, key_id, subscriptions)
         clients = AzureClients.of(credentials, _where(vault.id)[0])
@@ -183,6 +182,7 @@ def restore_key_access(
                 timeout_seconds,
                 name,
             )
+            report(vault.id, "grant", note=f"key use by {principal}")
         for version, tags in grant_versions:
             kept = {k: v for k, v in tags.items() if not k.startswith(GRANTS_TAG)}
             keys.update_key_properties(name, version, tags=kept)
@@ -192,8 +192,29 @@ def restore_key_access(
         principals=list(dict.fromkeys(principals)),
         at=_now(),
     )
-    get_run_logger().info("Restored %s: %s", key_id, restored.versions or restored.principals)
     return restored
+
+
+_RECORD = "the grants it removes recorded in its tags"
+_ENABLED = Change(field="enabled", old=False, new=True)
+
+Tagged = list[tuple[str, dict[str, str]]]
+
+
+def _recorded(keys: KeyClient, name: str) -> tuple[Tagged, list[str], Tagged]:
+    """What a drill recorded on the key: the versions it disabled (with their tags), the
+    principals whose grants it removed, and the versions holding those records."""
+    versions: Tagged = []
+    principals: list[str] = []
+    grant_versions: Tagged = []
+    for props in keys.list_properties_of_key_versions(name):
+        tags = dict(props.tags or {})
+        if REVOKED_TAG in tags:
+            versions.append((str(props.version), tags))
+        if tagged_principals(tags):
+            principals += tagged_principals(tags)
+            grant_versions.append((str(props.version), tags))
+    return versions, principals, grant_versions
 
 
 def _power_state(credentials: AzureCredentials, vm_id: str) -> tuple[str, str]:
@@ -229,8 +250,8 @@ def observe_failure(
                 what=f"VM {target.resource_id}",
             )
             code, message = _power_state(credentials, target.resource_id)
-            return Observation(at=_now(), state=f"{code} ({message})" if message else code)
-        if target.check is Check.DATA_OPERATION:
+            state = f"{code} ({message})" if message else code
+        elif target.check is Check.DATA_OPERATION:
             sub, rid = _where(target.resource_id)[0], target.resource_id
             state = retry_while(
                 lambda: probe_registry_data(_registries(credentials, sub), rid, False, 0),
@@ -238,10 +259,14 @@ def observe_failure(
                 timeout_seconds=timeout_seconds,
                 first_delay=interval,
             )
-            return Observation(at=_now(), state=state)
+        else:
+            return None
     except (PollTimeout, VerificationFailed) as exc:
         get_run_logger().error("%s did not fail: %s", target.resource_id, exc)
-    return None
+        report(target.resource_id, None, note="did not fail")
+        return None
+    report(target.resource_id, "verify", note=f"failed: {state}")
+    return Observation(at=_now(), state=state)
 
 
 @task(name="Prove the dependent recovers", **STEP_RETRIES)
@@ -255,7 +280,8 @@ def observe_recovery(
     clients = AzureClients.of(credentials, sub)
     try:
         if target.check is Check.POWER_STATE:
-            if _power_state(credentials, target.resource_id)[0] != "PowerState/running":
+            stopped = _power_state(credentials, target.resource_id)[0] != "PowerState/running"
+            if stopped:
                 retry_while(
                     lambda: clients.compute().virtual_machines.begin_start(group, name).result(),
                     lambda exc: (
@@ -265,10 +291,12 @@ def observe_recovery(
                     first_delay=credentials.polling_interval_seconds,
                 )
             code, _ = _power_state(credentials, target.resource_id)
+            report(target.resource_id, "start" if stopped else "verify", note=code)
             return Observation(at=_now(), state=code) if code == "PowerState/running" else None
         if target.check is Check.DATA_OPERATION:
             registries = clients.container_registry().registries
             state = probe_registry_data(registries, target.resource_id, True, timeout_seconds)
+            report(target.resource_id, "verify", note=f"recovered: {state}")
             return Observation(at=_now(), state=state)
     except HttpResponseError as exc:
         get_run_logger().error("%s did not recover: %s", target.resource_id, error_code(exc))
@@ -287,3 +315,49 @@ def publish_evidence(result: RevocationDrillResult) -> None:
         table=evidence_table(result),
         description=f"Dependents of {result.key_id} through the drill.",
     )
+
+
+@task(name="Plan the drill", **STEP_RETRIES)
+def plan_drill(
+    credentials: AzureCredentials,
+    key_id: str,
+    method: Method,
+    principals: list[str],
+    proved: list[Target],
+    subscriptions: list[str],
+) -> None:
+    """What each step of revocation-drill would do to the key and the dependents it
+    proves (`proved`), from reads only."""
+    keys, name = _keys(credentials, key_id)
+    versions, recorded, _ = _recorded(keys, name)
+    vault = _vault(credentials, key_id, subscriptions).id if recorded or principals else ""
+
+    def restore(step: str, disabled: list[str], removed: list[str]) -> None:
+        for version in disabled:
+            report(f"{key_id}/{version}", "update", step=step, changes=[_ENABLED], planned=True)
+        for principal in dict.fromkeys(removed):
+            report(vault, "grant", step=step, note=f"key use by {principal}", planned=True)
+
+    step = "Restore a crashed drill's revocation"
+    restore(step, [v for v, _ in versions], recorded)
+    if not versions and not recorded:
+        report(key_id, None, step=step, note="nothing recorded revoked", planned=True)
+    enabled = [
+        str(p.version)
+        for p in keys.list_properties_of_key_versions(name)
+        if p.enabled or str(p.version) in {v for v, _ in versions}
+    ]
+    step = "Revoke key access"
+    if method is Method.DISABLE_KEY:
+        for version in enabled:
+            report(f"{key_id}/{version}", "revoke", step=step, note="disabled", planned=True)
+    if principals:
+        report(key_id, "update", step=step, note=_RECORD, planned=True)
+    for principal in principals:
+        report(vault, "revoke", step=step, note=f"key use by {principal}", planned=True)
+    for target in proved:
+        report(target.resource_id, "verify", step="Prove the dependent fails", planned=True)
+    restore("Restore key access", enabled if method is Method.DISABLE_KEY else [], principals)
+    for target in proved:
+        verb = "start" if target.check is Check.POWER_STATE else "verify"
+        report(target.resource_id, verb, step="Prove the dependent recovers", planned=True)

@@ -1,19 +1,22 @@
 """Before any write: the subscription exists and each requested region is one of its
 locations (`GET /subscriptions/{id}/locations`), checked by any flow with
 `check_subscription_regions(credentials or block name, subscription_id, {field: region})`;
-and the credentials hold the actions a flow needs (`check_permissions`)."""
+and the credentials hold the actions a flow needs (`check_permissions`). In a plan: whether
+a resource group would be created (`plan_resource_group`)."""
 
 from __future__ import annotations
 
 from azure.core.exceptions import ResourceNotFoundError
+from azure.mgmt.core.tools import resource_id
 from prefect import get_run_logger, task
 
 from blocks.azure import AzureCredentials
-from byok.azure_errors import error_code
+from byok.azure_errors import error_code, or_none
 from byok.errors import ServiceRefused
 from byok.permissions import RESOURCE_GROUP_WRITE, missing
 from byok.validation import InvalidRequest, check_regions, region_key
 from clients.azure import AzureClients
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
 
 
@@ -87,3 +90,15 @@ def check_permissions(
             f"these credentials lack {', '.join(lacking)}: grant the roles the README's "
             f"permissions table lists for {flow_name}",
         )
+
+
+@task(name="Plan the resource group", **STEP_RETRIES)
+def plan_resource_group(
+    credentials: AzureCredentials, subscription_id: str | None, name: str
+) -> bool:
+    """Report whether `ensure_resource_group` would create the group; True when it exists."""
+    clients = AzureClients.of(credentials, subscription_id)
+    group = or_none(lambda: clients.resources().resource_groups.get(name))
+    where = resource_id(subscription=clients.subscription_id, resource_group=name)
+    report(where, None if group else "create", step="Create resource group", planned=True)
+    return group is not None

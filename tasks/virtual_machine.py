@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.compute.models import GalleryImageVersion
-from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
-from prefect import get_run_logger, task
+from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id, resource_id
+from prefect import task
 
 from blocks.azure import AzureCredentials
+from byok.azure_errors import or_none
 from byok.errors import VerificationFailed
 from byok.validation import InvalidRequest, check_name, region_key
 from byok.vm_models import VmFromImageRequest, VmResult, minimal_network, nic_body
 from clients.azure import AzureClients
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
 
 
@@ -96,20 +98,24 @@ def ensure_network(
     create each); returns the NIC id."""
     network = AzureClients.of(credentials, subscription_id).network()
     if subnet_id is None:
-        try:
-            vnet = network.virtual_networks.get(rg, f"{vm_name}-vnet")
-        except ResourceNotFoundError:
+        vnet = or_none(lambda: network.virtual_networks.get(rg, f"{vm_name}-vnet"))
+        if vnet is None:
             vnet = network.virtual_networks.begin_create_or_update(
                 rg, f"{vm_name}-vnet", minimal_network(location)
             ).result()
+            report(str(vnet.id), "create")
+        else:
+            report(str(vnet.id), None)
         subnet_id = str((vnet.properties.subnets or [])[0].id)
-    try:
-        return str(network.network_interfaces.get(rg, f"{vm_name}-nic").id)
-    except ResourceNotFoundError:
-        nic = network.network_interfaces.begin_create_or_update(
-            rg, f"{vm_name}-nic", nic_body(location, subnet_id)
-        ).result()
+    nic = or_none(lambda: network.network_interfaces.get(rg, f"{vm_name}-nic"))
+    if nic is not None:
+        report(str(nic.id), None)
         return str(nic.id)
+    nic = network.network_interfaces.begin_create_or_update(
+        rg, f"{vm_name}-nic", nic_body(location, subnet_id)
+    ).result()
+    report(str(nic.id), "create")
+    return str(nic.id)
 
 
 @task(name="Create the VM with encrypted disks", **STEP_RETRIES)
@@ -123,12 +129,11 @@ def ensure_vm(
     """Create the VM (get or create), each disk encrypted by its set."""
     vms = AzureClients.of(credentials, subscription_id).compute().virtual_machines
     rg, name = request.resource_group, request.vm_name
-    try:
-        vms.get(rg, name)
-        get_run_logger().info("VM %s exists", name)
-    except ResourceNotFoundError:
-        vms.begin_create_or_update(rg, name, request.to_sdk(nic_id, data_sets)).result()
-        get_run_logger().info("Created VM %s", name)
+    vm = or_none(lambda: vms.get(rg, name))
+    made = vm is None
+    if vm is None:
+        vm = vms.begin_create_or_update(rg, name, request.to_sdk(nic_id, data_sets)).result()
+    report(str(vm.id), "create" if made else None)
 
 
 @task(name="Verify the VM's disk encryption", **STEP_RETRIES)
@@ -171,4 +176,29 @@ def verify_vm_disks(
     }
     if actual != wanted:
         raise VerificationFailed(str(vm.id), f"its disks report {actual}, requested {wanted}")
+    report(str(vm.id), "verify", note=f"{1 + len(data_sets)} disk(s) on their sets")
     return result
+
+
+@task(name="Plan the VM", **STEP_RETRIES)
+def plan_vm(
+    credentials: AzureCredentials, subscription_id: str, request: VmFromImageRequest
+) -> None:
+    """What each step of create-vm-from-encrypted-image after the feature would do, from
+    reads only."""
+    clients = AzureClients.of(credentials, subscription_id)
+    network, rg, name = clients.network(), request.resource_group, request.vm_name
+    group = resource_id(subscription=subscription_id, resource_group=rg)
+    step = "Create network resources"
+    if request.subnet_id is None:
+        vnet = or_none(lambda: network.virtual_networks.get(rg, f"{name}-vnet"))
+        where = f"{group}/providers/Microsoft.Network/virtualNetworks/{name}-vnet"
+        report(where, None if vnet else "create", step=step, planned=True)
+    nic = or_none(lambda: network.network_interfaces.get(rg, f"{name}-nic"))
+    where = f"{group}/providers/Microsoft.Network/networkInterfaces/{name}-nic"
+    report(where, None if nic else "create", step=step, planned=True)
+    vm = or_none(lambda: clients.compute().virtual_machines.get(rg, name))
+    step = "Create the VM with encrypted disks"
+    report(request.vm_id(subscription_id), None if vm else "create", step=step, planned=True)
+    step = "Verify the VM's disk encryption"
+    report(request.vm_id(subscription_id), "verify", step=step, planned=True)

@@ -13,6 +13,7 @@ from byok.errors import InvalidRequest
 from byok.inventory.blast import Dependent, parse_any_key, parse_key
 from byok.inventory.ibm import key_protect_id
 from byok.inventory.report import Change
+from byok.outcomes import PLAN_ONLY
 from byok.parameters import AZURE_BLOCK_NAME
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -127,6 +128,7 @@ class InventoryRequest(CloudScope):
         description="Discover with Azure Resource Graph (one query for the whole fleet); "
         "off: list each resource type per subscription through ARM.",
     )
+    plan_only: bool = PLAN_ONLY
 
     @model_validator(mode="after")
     def _one_destination(self) -> InventoryRequest:
@@ -168,6 +170,7 @@ class BlastRadiusRequest(CloudScope):
         description="Key Vault key id (without a version: every version's dependents), or "
         "Key Protect root key id or CRN (looked up in ibm_accounts).",
     )
+    plan_only: bool = PLAN_ONLY
 
     @model_validator(mode="after")
     def _where_to_look(self) -> BlastRadiusRequest:
