@@ -5,7 +5,7 @@ flow's summary or plan."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -112,6 +112,16 @@ class Plan(BaseModel):
     def writes(self) -> list[StepOutcome]:
         """The steps that would write."""
         return [s for s in self.steps if s.verb is not None and s.verb not in READS]
+
+
+T = TypeVar("T")
+
+
+def applied(result: T | Plan) -> T:
+    """A flow's result from a run that was not plan-only (a Plan here is the caller's bug)."""
+    if isinstance(result, Plan):
+        raise TypeError(f"{result.flow} ran with plan_only: it has a plan, not a result")
+    return result
 
 
 PLAN_ONLY: bool = Field(

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from byok.errors import ByokError
+from byok.outcomes import applied
 
 
 def register(subparsers: Any) -> None:
@@ -75,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
             subscriptions=args.subscription,
             ibm_accounts=accounts,
         )
-        result = key_blast_radius(request)
+        result = applied(key_blast_radius(request))
     except (ByokError, ValueError) as exc:
         print(f"byok blast-radius: {exc}", file=sys.stderr)
         return 2

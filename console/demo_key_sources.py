@@ -10,6 +10,8 @@ import datetime as dt
 import hashlib
 from typing import Any
 
+from byok.outcomes import applied
+
 DEMO_GROUP = "rg-byok-keys"
 HSM_NAME = "hsm-byok-demo"
 CUSTOMER_BLOCK = "emulator-customer"
@@ -128,6 +130,7 @@ def hsm_backed_set(emulator: Any, block: str) -> list[str]:
             propagation_timeout_minutes=1,
         )
     )
+    prepared = applied(prepared)
     return [
         f"  H1    managed HSM {HSM_NAME} (activated by its officers), RSA-HSM key "
         f"{prepared.key.name}: disk encryption set {prepared.disk_encryption_set.name} on it, "
@@ -271,6 +274,7 @@ def cross_tenant_set(emulator: Any, block: str) -> list[str]:
             propagation_timeout_minutes=1,
         )
     )
+    result = applied(result)
     return [
         f"  X1    cross-tenant set {result.disk_encryption_set.name} in this tenant with key "
         f"{result.key.name} of tenant {tenant} (multi-tenant app with a federated "
