@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from byok.errors import InvalidRequest
+from byok.outcomes import PLAN_ONLY
 from byok.parameters import IBM_BLOCK_NAME
 
 MAX_IMAGE_SIZE = 250 * 1024**3
@@ -23,6 +24,11 @@ PASSPHRASE_BYTES = 32  # of a generated one (then base64: 44 characters)
 # (https://cloud.ibm.com/apidocs/vpc/latest#create-image, `name` pattern).
 VPC_NAME = re.compile(r"^-?([a-z]|[a-z][-a-z0-9]*[a-z0-9])$")
 OBJECT_KEY = re.compile(r"^(?!/)[\x21-\x7e][\x20-\x7e]{0,1017}\.qcow2$")
+PASSPHRASE = "LUKS passphrase"  # how the steps' rows name it (never its value)
+ENCRYPTED_FILE = "image.qcow2"  # the encrypted image in the spool, before its upload
+IMAGE_SERVICE = "is (images)"  # the VPC image service, as an authorization's row names it
+READY = {"image": "available", "instance": "running"}  # what each VPC resource is polled until
+WAIT_STEP = "Wait for the VPC {kind}"  # the name of the wait step for each kind
 
 
 class VpcInstanceSpec(BaseModel):
@@ -83,6 +89,7 @@ class VpcImageRequest(BaseModel):
     timeout_minutes: float = Field(60, gt=0, description="Give up waiting after this long.")
     poll_seconds: float = Field(10, gt=0, description="Seconds between status polls.")
     wait_for_other_run: bool = Field(True, description="Wait for a run on the same image.")
+    plan_only: bool = PLAN_ONLY
 
     @model_validator(mode="after")
     def _one_source(self) -> VpcImageRequest:
@@ -170,6 +177,26 @@ def check_passphrase(block: str, passphrase: str) -> None:
         )
 
 
+def image_cos_authorization(
+    account_id: str, cos_instance_id: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(subject, resource) of the `is` (images) → COS Reader authorization the import needs,
+    https://cloud.ibm.com/docs/vpc?topic=vpc-object-storage-prereq."""
+    return (
+        {"accountId": account_id, "serviceName": "is", "resourceType": "image"},
+        {
+            "accountId": account_id,
+            "serviceName": "cloud-object-storage",
+            "serviceInstance": cos_instance_id,
+        },
+    )
+
+
+def vpc_resource(kind: str, name: str) -> str:
+    """How the steps' rows name a VPC resource: `VPC image x`, `VPC instance y`."""
+    return f"VPC {kind} {name}"
+
+
 def image_lock_id(account_id: str, region: str, image_name: str) -> str:
     """What one run owns: the image name in the account's region."""
     return f"ibm:{account_id}:{region}:vpc-image:{image_name}"
@@ -188,6 +215,7 @@ class VpcRotationRequest(BaseModel):
     )
     timeout_minutes: float = Field(10, gt=0, description="Give up waiting for the re-wrap.")
     poll_seconds: float = Field(5, gt=0, description="Seconds between registration polls.")
+    plan_only: bool = PLAN_ONLY
 
 
 class RegisteredImage(BaseModel):

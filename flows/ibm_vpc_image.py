@@ -1,5 +1,7 @@
 """The VPC procedure: an image encrypted with LUKS under a passphrase wrapped by your Key
-Protect root key, imported into IBM Cloud VPC, and optionally an instance from it."""
+Protect root key, imported into IBM Cloud VPC, and optionally an instance from it; and the
+rotation of that root key. Each run ends with its summary (what each step did); `plan_only`
+validates, reads and says what each step would do, writing nothing."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from prefect import flow
 
 from blocks.ibm import IBMCloudCredentials
 from byok.ibm_vpc import (
+    ENCRYPTED_FILE,
     VpcImageRequest,
     VpcImageResult,
     VpcRotationRequest,
@@ -14,6 +17,7 @@ from byok.ibm_vpc import (
     image_lock_id,
 )
 from byok.ibm_vpc_qemu import spool_image
+from byok.outcomes import Plan
 from byok.parameters import parse_request
 from tasks.ibm_cos import ensure_bucket
 from tasks.ibm_iam import ensure_kms_authorization
@@ -33,22 +37,31 @@ from tasks.ibm_vpc import (
     verify_image,
     wait_for_vpc,
 )
-from tasks.ibm_vpc_rotation import publish_vpc_rotation, rotate_vpc_root_key, verify_vpc_rewrap
+from tasks.ibm_vpc_plan import plan_vpc_image
+from tasks.ibm_vpc_rotation import (
+    plan_vpc_rotation,
+    publish_vpc_rotation,
+    rotate_vpc_root_key,
+    verify_vpc_rewrap,
+)
+from tasks.outcomes import publish_plan, summarize
 from tasks.refusal import refuse_quietly
 from tasks.run_lock import resource_lock
 
+IMAGE_FLOW, ROTATION_FLOW = "provision-encrypted-vpc-image", "rotate-vpc-root-key"
 
-@flow(name="provision-encrypted-vpc-image", persist_result=False, validate_parameters=False)
+
+@flow(name=IMAGE_FLOW, persist_result=False, validate_parameters=False)
 @refuse_quietly
 def provision_encrypted_vpc_image(
     request: VpcImageRequest, credentials: IBMCloudCredentials | None = None
-) -> VpcImageResult:
+) -> VpcImageResult | Plan:
     """Validate → root key → passphrase wrapped by it → authorizations (server-protect → kms,
     is → COS) → regional bucket → the source (a local file, a COS object, or a classic image
     template exported to the bucket), spooled when it is in COS → qcow2 + LUKS with qemu-img,
     checked against the source → upload → create_image, wait until available → optionally an
     instance, wait until running. An image already named so is reused (not re-encrypted).
-    One run per image.
+    One run per image. `plan_only`: validate, then read what each step would do.
 
     Args:
         credentials: A saved 'BYOK IBM Cloud Credentials' block (picked from the saved blocks);
@@ -56,6 +69,9 @@ def provision_encrypted_vpc_image(
     """
     request = parse_request(VpcImageRequest, request)
     credentials = IBMCloudCredentials.chosen(credentials, request.ibm_credentials_block)
+    if request.plan_only:
+        plan_vpc_image(credentials, request, validate_vpc_request(credentials, request))
+        return publish_plan(IMAGE_FLOW)
     lock = image_lock_id(credentials.account_id, credentials.region, request.image_name)
     with resource_lock(lock, wait=request.wait_for_other_run):
         return provision(credentials, request)
@@ -89,7 +105,7 @@ def provision(credentials: IBMCloudCredentials, request: VpcImageRequest) -> Vpc
                     request.image_name, timeout, interval,
                 )  # fmt: skip
             source = plan.source or fetch_source(credentials, request, spool, export)
-            target = spool / "image.qcow2"
+            target = spool / ENCRYPTED_FILE
             encrypt_image(source, passphrase, target, request.luks_iter_time_ms)
             verify_image(source, passphrase, target)
             upload_encrypted_image(credentials, cos, target, request.bucket, request.object_key)
@@ -113,16 +129,19 @@ def provision(credentials: IBMCloudCredentials, request: VpcImageRequest) -> Vpc
         instance_status=instance["status"] if instance else None,
         created=created,
     )
+    summarize(IMAGE_FLOW)
     return publish_vpc_image(result)
 
 
-@flow(name="rotate-vpc-root-key", persist_result=False, validate_parameters=False)
+@flow(name=ROTATION_FLOW, persist_result=False, validate_parameters=False)
 @refuse_quietly
 def rotate_vpc_root_key_flow(
     request: VpcRotationRequest, credentials: IBMCloudCredentials | None = None
-) -> VpcRotationResult:
+) -> VpcRotationResult | Plan:
     """Rotate a root key protecting VPC images (at most once per hour), then prove through Key
     Protect's registrations and the images' state that VPC re-wrapped every image.
+    `plan_only`: the rotation it would make (or its refusal) and the registrations it would
+    verify.
 
     Args:
         credentials: A saved 'BYOK IBM Cloud Credentials' block (picked from the saved blocks);
@@ -130,6 +149,9 @@ def rotate_vpc_root_key_flow(
     """
     request = parse_request(VpcRotationRequest, request)
     credentials = IBMCloudCredentials.chosen(credentials, request.ibm_credentials_block)
+    if request.plan_only:
+        plan_vpc_rotation(credentials, request)
+        return publish_plan(ROTATION_FLOW)
     lock = f"ibm:{credentials.account_id}:kms:{request.key_protect_instance_id}:{request.root_key}"
     with resource_lock(lock, wait=False):
         crn, previous, version = rotate_vpc_root_key(credentials, request)
@@ -137,6 +159,7 @@ def rotate_vpc_root_key_flow(
             credentials, request.key_protect_instance_id, crn, version,
             request.timeout_minutes * 60, request.poll_seconds,
         )  # fmt: skip
+    summarize(ROTATION_FLOW)
     return publish_vpc_rotation(
         VpcRotationResult(
             root_key_crn=crn, previous_version=previous, key_version=version, images=images

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,9 +23,14 @@ from blocks.ibm import IBMCloudCredentials
 from blocks.secrets import load_secret
 from byok.errors import InvalidRequest, OperationFailed, PropagationTimedOut
 from byok.ibm_cos_io import open_object
-from byok.ibm_models import RootKeyInfo, SourceInfo
+from byok.ibm_models import RootKeyInfo, SourceInfo, object_uri, policy_name
 from byok.ibm_validation import check_bucket_location, crn_region
 from byok.ibm_vpc import (
+    IMAGE_SERVICE,
+    PASSPHRASE,
+    PASSPHRASE_BYTES,
+    READY,
+    WAIT_STEP,
     Passphrase,
     SourceImage,
     VpcImageRequest,
@@ -35,6 +41,8 @@ from byok.ibm_vpc import (
     check_request,
     check_source,
     check_spool,
+    image_cos_authorization,
+    vpc_resource,
 )
 from byok.ibm_vpc_qemu import (
     PROBE_HEAD,
@@ -49,22 +57,15 @@ from byok.ibm_vpc_qemu import (
 from byok.ibm_writes import create_once
 from clients.ibm import IBMClients
 from clients.ibm_cos_objects import bucket_location, head
-from clients.ibm_policies import ensure_policy
+from clients.ibm_policies import ensure_policy, find_policy
+from clients.ibm_vpc_resources import find_image, find_instance, find_subnet, find_vpc, named
 from clients.key_protect_keys import find_root_key
 from clients.softlayer_templates import check_source_template
 from tasks.in_memory import IN_MEMORY
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
 
 PART_SIZE = 64 * 1024 * 1024
-
-
-def _named(items: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
-    return next((i for i in items if i.get("name") == name), None)
-
-
-def find_image(clients: IBMClients, name: str) -> dict[str, Any] | None:
-    """The account's VPC image of this name in the region."""
-    return _named(clients.vpc().list_images(name=name).get_result()["images"], name)
 
 
 @task(name="Validate the VPC image request", **IN_MEMORY)
@@ -153,12 +154,12 @@ def _check_profile(vpc: Any, profile: str) -> None:
     """An instance profile; a bare metal profile is refused: encrypted custom images cannot be
     used with one (https://cloud.ibm.com/docs/vpc?topic=vpc-custom-image-cloud-private-catalog,
     and an encrypted image's `allowed_use.bare_metal_server` is false)."""
-    if _named(vpc.list_instance_profiles().get_result()["profiles"], profile) is not None:
+    if named(vpc.list_instance_profiles().get_result()["profiles"], profile) is not None:
         return
     metal = vpc.list_bare_metal_server_profiles().get_result()["profiles"]
     rule = (
         "a bare metal profile: encrypted custom images cannot be used with bare metal"
-        if _named(metal, profile) is not None
+        if named(metal, profile) is not None
         else "no such instance profile"
     )
     raise InvalidRequest("instance.profile", profile, rule)
@@ -172,10 +173,12 @@ def prepare_passphrase(
     ciphertext is the image's `encrypted_data_key`."""
     value = load_secret("passphrase_block", block) if block else None
     if value is None:
-        value = base64.b64encode(secrets.token_bytes(32)).decode()
+        value = base64.b64encode(secrets.token_bytes(PASSPHRASE_BYTES)).decode()
     plaintext = base64.b64encode(value.encode()).decode()
     wrapped = IBMClients.of(credentials).key_protect(instance_id).wrap(root.id, plaintext)
     get_run_logger().info("Wrapped the LUKS passphrase with root key %s", root.name)
+    made = f"Secret block {block}" if block else f"{PASSPHRASE_BYTES} random bytes"
+    report(PASSPHRASE, "wrap" if block else "generate", note=f"{made}, root key {root.name}")
     return Passphrase(
         value=SecretStr(value),
         wrapped=wrapped["ciphertext"],
@@ -185,21 +188,13 @@ def prepare_passphrase(
 
 @task(name="Authorize the VPC image service to read COS", **STEP_RETRIES)
 def ensure_image_cos_authorization(credentials: IBMCloudCredentials, cos_instance_id: str) -> str:
-    """The `is` (images) → cloud-object-storage Reader authorization (get or create),
-    https://cloud.ibm.com/docs/vpc?topic=vpc-object-storage-prereq."""
-    account = credentials.account_id
-    policy_id = ensure_policy(
-        IBMClients.of(credentials),
-        "authorization",
-        {"accountId": account, "serviceName": "is", "resourceType": "image"},
-        {
-            "accountId": account,
-            "serviceName": "cloud-object-storage",
-            "serviceInstance": cos_instance_id,
-        },
-        {},
-    )
-    get_run_logger().info("Authorization is (images) -> cloud-object-storage: %s", policy_id)
+    """The `is` (images) → cloud-object-storage Reader authorization (get or create)."""
+    clients = IBMClients.of(credentials)
+    subject, scope = image_cos_authorization(credentials.account_id, cos_instance_id)
+    found = find_policy(clients, "authorization", subject, scope, {})
+    policy_id = found or ensure_policy(clients, "authorization", subject, scope, {})
+    name = policy_name(IMAGE_SERVICE, scope)
+    report(name, None if found else "grant", note=f"policy {policy_id}")
     return policy_id
 
 
@@ -226,7 +221,8 @@ def fetch_source(
     s3.download_file(request.bucket, str(key), str(path))
     described = describe(path)
     check_source(field, str(key), described.virtual_size)
-    get_run_logger().info("Downloaded %s (%s) to the spool", key, described.format)
+    uri = object_uri(credentials.region, request.bucket, str(key))
+    report(uri, "download", note=f"{described.format}, {found['ContentLength']} bytes")
     return SourceImage(path=str(path), format=described.format)
 
 
@@ -237,7 +233,7 @@ def encrypt_image(
     """`qemu-img convert` to a LUKS-encrypted qcow2 (the passphrase in a 0600 secret file)."""
     secret = passphrase.value.get_secret_value().encode()
     encrypt_to_qcow2(Path(source.path), target, secret, source.format, iter_time_ms)
-    get_run_logger().info("Encrypted %s to %s", source.path, target.name)
+    report(target.name, "encrypt", note=f"from the {source.format} source")
     return target
 
 
@@ -246,7 +242,7 @@ def verify_image(source: SourceImage, passphrase: Passphrase, target: Path) -> N
     """`qemu-img check` and `qemu-img compare` with the source (opened with the passphrase)."""
     secret = passphrase.value.get_secret_value().encode()
     verify_encrypted(Path(source.path), target, secret, source.format)
-    get_run_logger().info("qemu-img check and compare: %s matches %s", target.name, source.path)
+    report(target.name, "verify", note="qemu-img check, and compare with the source")
 
 
 @task(name="Upload the encrypted image", **STEP_RETRIES)
@@ -258,7 +254,7 @@ def upload_encrypted_image(
     s3 = IBMClients.of(credentials).cos(cos_instance_id)
     s3.upload_file(str(path), bucket, key, Config=config)
     size = int(s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
-    get_run_logger().info("Uploaded %s (%d bytes) to %s", key, size, bucket)
+    report(object_uri(credentials.region, bucket, key), "upload", note=f"{size} bytes")
     return size
 
 
@@ -285,15 +281,14 @@ def import_vpc_image(
         lambda: find_image(clients, request.image_name),
         f"VPC image {request.image_name}",
     )
-    get_run_logger().info("Importing VPC image %s (%s)", image["name"], image["id"])
+    report(vpc_resource("image", image["name"]), "import", note=f"id {image['id']}, from {uri}")
     return image
 
 
-READY = {"image": "available", "instance": "running"}  # what each VPC resource is polled until
 ON_THE_WAY = frozenset({"pending", "starting"})
 
 
-@task(name="Wait for the VPC resource", task_run_name="Wait for the VPC {kind}", **STEP_RETRIES)
+@task(name="Wait for the VPC resource", task_run_name=WAIT_STEP, **STEP_RETRIES)
 def wait_for_vpc(
     credentials: IBMCloudCredentials,
     kind: Literal["image", "instance"],
@@ -309,9 +304,12 @@ def wait_for_vpc(
     done = READY[kind]
     what = f"VPC {kind} {resource_id}"
     deadline = time.monotonic() + timeout
+    waited = False
     while True:
         found: dict[str, Any] = read(id=resource_id).get_result()
         if found["status"] == done:
+            step, resource = WAIT_STEP.format(kind=kind), vpc_resource(kind, found["name"])
+            report(resource, "wait for" if waited else "verify", step=step, note=done)
             return found
         if found["status"] not in ON_THE_WAY:
             reasons = "; ".join(
@@ -321,33 +319,46 @@ def wait_for_vpc(
         if time.monotonic() > deadline:
             raise PropagationTimedOut(what, f"still {found['status']} after {timeout:g} s")
         time.sleep(interval)
+        waited = True
 
 
 @task(name="Ensure the VPC and subnet", **STEP_RETRIES)
 def ensure_vpc_network(credentials: IBMCloudCredentials, spec: VpcInstanceSpec) -> tuple[str, str]:
     """The VPC and the subnet found by name, or created minimal (ids)."""
-    vpc = IBMClients.of(credentials).vpc()
-
-    def find_vpc() -> dict[str, Any] | None:
-        return _named(vpc.list_vpcs().get_result()["vpcs"], spec.vpc_name)
-
-    network = find_vpc() or create_once(
-        lambda: vpc.create_vpc(name=spec.vpc_name).get_result(), find_vpc, "VPC"
+    clients = IBMClients.of(credentials)
+    vpc = clients.vpc()
+    network = _got(
+        "network",
+        spec.vpc_name,
+        lambda: find_vpc(clients, spec.vpc_name),
+        lambda: vpc.create_vpc(name=spec.vpc_name).get_result(),
     )
-
-    def find_subnet() -> dict[str, Any] | None:
-        return _named(vpc.list_subnets().get_result()["subnets"], spec.subnet_name)
-
     prototype = {
         "name": spec.subnet_name,
         "vpc": {"id": network["id"]},
         "zone": {"name": spec.zone},
         "total_ipv4_address_count": 256,
     }
-    subnet = find_subnet() or create_once(
-        lambda: vpc.create_subnet(subnet_prototype=prototype).get_result(), find_subnet, "subnet"
+    subnet = _got(
+        "subnet",
+        spec.subnet_name,
+        lambda: find_subnet(clients, spec.subnet_name),
+        lambda: vpc.create_subnet(subnet_prototype=prototype).get_result(),
     )
     return str(network["id"]), str(subnet["id"])
+
+
+def _got(
+    kind: str,
+    name: str,
+    find: Callable[[], dict[str, Any] | None],
+    create: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
+    """The VPC `kind` called `name`: found, or created once (its row says which)."""
+    found = find()
+    got: dict[str, Any] = found or create_once(create, find, vpc_resource(kind, name))
+    report(vpc_resource(kind, name), None if found else "create", note=f"id {got['id']}")
+    return got
 
 
 @task(name="Create the VPC instance", **STEP_RETRIES)
@@ -358,11 +369,7 @@ def create_vpc_instance(
     network: tuple[str, str],
 ) -> dict[str, Any]:
     """The instance of this name, or a new one from the image on the subnet."""
-    vpc = IBMClients.of(credentials).vpc()
-
-    def find() -> dict[str, Any] | None:
-        return _named(vpc.list_instances(name=spec.name).get_result()["instances"], spec.name)
-
+    clients = IBMClients.of(credentials)
     prototype = {
         "name": spec.name,
         "profile": {"name": spec.profile},
@@ -371,10 +378,12 @@ def create_vpc_instance(
         "image": {"id": image_id},
         "primary_network_interface": {"subnet": {"id": network[1]}},
     }
-    instance: dict[str, Any] = find() or create_once(
-        lambda: vpc.create_instance(instance_prototype=prototype).get_result(), find, "instance"
+    return _got(
+        "instance",
+        spec.name,
+        lambda: find_instance(clients, spec.name),
+        lambda: clients.vpc().create_instance(instance_prototype=prototype).get_result(),
     )
-    return instance
 
 
 @task(name="Publish the VPC image")

@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from blocks.ibm import IBMCloudCredentials
@@ -21,9 +21,27 @@ from byok.ibm_vpc import (
     check_rotation_due,
 )
 from byok.ibm_writes import create_once
-from clients.ibm import IBMClients
+from byok.outcomes import Change
+from clients.ibm import IBMClients, KeyProtectClient
 from clients.key_protect_keys import find_root_key
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
+
+
+def rotatable(kp: KeyProtectClient, request: VpcRotationRequest) -> dict[str, Any]:
+    """The root key, if it may rotate now: not within the hour after its last rotation, and
+    an imported key only with new material."""
+    key = find_root_key(kp, request.root_key)
+    if key is None:
+        raise InvalidRequest("root_key", request.root_key, "no such root key")
+    check_rotation_due(request.root_key, key.get("lastRotateDate"), datetime.now(UTC))
+    if key.get("imported") and not request.root_key_material_block:
+        raise InvalidRequest(
+            "root_key_material_block",
+            None,
+            "the root key was imported: rotating it needs the new material (a Secret block)",
+        )
+    return key
 
 
 @task(name="Rotate the root key", **STEP_RETRIES)
@@ -33,17 +51,8 @@ def rotate_vpc_root_key(
     """Rotate (refused within the hour after the last rotation, before any write); after a
     lost answer the key is read again and a new version counts as done. (crn, old, new)."""
     kp = IBMClients.of(credentials).key_protect(request.key_protect_instance_id)
-    key = find_root_key(kp, request.root_key)
-    if key is None:
-        raise InvalidRequest("root_key", request.root_key, "no such root key")
-    check_rotation_due(request.root_key, key.get("lastRotateDate"), datetime.now(UTC))
+    key = rotatable(kp, request)
     material = request.root_key_material_block
-    if key.get("imported") and not material:
-        raise InvalidRequest(
-            "root_key_material_block",
-            None,
-            "the root key was imported: rotating it needs the new material (a Secret block)",
-        )
     payload = decode_root_material(material) if key.get("imported") and material else None
     previous = key["keyVersion"]["id"]
 
@@ -56,9 +65,8 @@ def rotate_vpc_root_key(
         return kp.get_key(key["id"])
 
     after = create_once(rotate, rotated, f"rotation of {key['name']}")
-    get_run_logger().info(
-        "Rotated %s: version %s -> %s", key["name"], previous, after["keyVersion"]["id"]
-    )
+    version = Change(field="version", old=previous, new=after["keyVersion"]["id"])
+    report(f"root key {key['name']}", "rotate", changes=[version])
     return str(key["crn"]), str(previous), str(after["keyVersion"]["id"])
 
 
@@ -96,8 +104,24 @@ def verify_vpc_rewrap(
         images.append(
             RegisteredImage(resource_crn=crn, key_version=version, status=image["status"])
         )
-    get_run_logger().info("%d VPC image(s) re-wrapped with key version %s", len(images), version)
+    note = f"{len(registrations)} registration(s) on version {version}, {len(images)} image(s)"
+    report(key_crn, "verify", note=note + " available")
     return images
+
+
+@task(name="Plan the root key rotation", **STEP_RETRIES)
+def plan_vpc_rotation(credentials: IBMCloudCredentials, request: VpcRotationRequest) -> None:
+    """What rotate-vpc-root-key would do: rotate the key (refused as the run would be), then
+    verify each registration of it."""
+    kp = IBMClients.of(credentials).key_protect(request.key_protect_instance_id)
+    key = rotatable(kp, request)
+    version = Change(field="version", old=key["keyVersion"]["id"], new="(new version)")
+    step = rotate_vpc_root_key.name
+    report(f"root key {key['name']}", "rotate", step=step, changes=[version], planned=True)
+    registrations = kp.registrations(key["id"])
+    images = sum(":image:" in r["resourceCrn"] for r in registrations)
+    note = f"{len(registrations)} registration(s), {images} image(s)"
+    report(key["crn"], "verify", step=verify_vpc_rewrap.name, note=note, planned=True)
 
 
 @task(name="Publish the rotation")
