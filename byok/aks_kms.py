@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from byok.errors import InvalidRequest
 from byok.keyvault_ids import KeyId
+from byok.outcomes import PLAN_ONLY, Change, changes
 from byok.parameters import AZURE_BLOCK_NAME
 
 Experience = Literal["legacy", "new"]
@@ -157,6 +158,53 @@ def needs_rewrite(secret: dict[str, Any], current: str, rotated_at: datetime | N
     return when.replace(microsecond=0) <= rotated_at
 
 
+def kms_of(cluster: dict[str, Any]) -> dict[str, Any] | None:
+    """A cluster's (as JSON) enabled `azureKeyVaultKms`, or None."""
+    props = cluster.get("properties") or {}
+    kms = (props.get("securityProfile") or {}).get("azureKeyVaultKms")
+    return kms if kms and kms.get("enabled") else None
+
+
+def kms_changes(
+    cluster: dict[str, Any], identity_id: str | None, kms: dict[str, Any], version: str
+) -> list[Change]:
+    """What setting the cluster's (as JSON) KMS key changes: its identity (`identity_id`;
+    None: kept), each `azureKeyVaultKms` field, and the tag recording the key version."""
+    have = kms_of(cluster) or {}
+    users = list((cluster.get("identity") or {}).get("userAssignedIdentities") or {})
+    wanted: dict[str, Any] = {f"azureKeyVaultKms.{k}": v for k, v in kms.items()}
+    current: dict[str, Any] = {f"azureKeyVaultKms.{k}": have.get(k) for k in kms}
+    if identity_id is not None:
+        same = [u for u in users if u.lower() == identity_id.lower()]
+        wanted["identity"], current["identity"] = identity_id, (same or users or [None])[0]
+    wanted[f"tags.{TAG_CURRENT}"] = version
+    current[f"tags.{TAG_CURRENT}"] = (cluster.get("tags") or {}).get(TAG_CURRENT)
+    return changes(current, wanted)
+
+
+def next_tags(
+    tags: dict[str, str], version: str, rotation: str | None, now: datetime
+) -> dict[str, str]:
+    """The cluster's tags once `version` is its key version: unchanged if it already is;
+    else the old version becomes the previous one, and the time (`now`) and rotation are
+    recorded."""
+    if tags.get(TAG_CURRENT) == version:
+        return tags
+    at = now.isoformat(timespec="seconds")
+    changed = {**tags, TAG_CURRENT: version, TAG_ROTATED_AT: at}
+    if tags.get(TAG_CURRENT):
+        changed[TAG_PREVIOUS] = tags[TAG_CURRENT]
+    if rotation:
+        changed[TAG_ROTATION] = rotation
+    return changed
+
+
+def rotated_at(tags: dict[str, str]) -> datetime | None:
+    """When the cluster's key version last changed, as its tag records it."""
+    value = tags.get(TAG_ROTATED_AT)
+    return datetime.fromisoformat(value) if value else None
+
+
 def annotated(secret: dict[str, Any], version: str) -> dict[str, Any]:
     """The Secret with the re-encryption annotation for `version` (a change: the write
     happens, sealed with the current key)."""
@@ -225,6 +273,7 @@ class EnableKmsRequest(BaseModel):
         15, gt=0, description="How long to wait for the identity's key access to propagate."
     )
     wait_for_other_run: bool = _WAIT
+    plan_only: bool = PLAN_ONLY
 
     def kms_profile(self) -> dict[str, Any]:
         """The cluster's `securityProfile.azureKeyVaultKms`."""
@@ -270,6 +319,7 @@ class RotateKmsRequest(BaseModel):
     secrets_page_size: int = _PAGE
     secrets_per_second: float = _PACE
     wait_for_other_run: bool = _WAIT
+    plan_only: bool = PLAN_ONLY
 
 
 class KmsState(BaseModel):

@@ -12,7 +12,9 @@ from pydantic import BaseModel, Field
 
 from byok.disk_encryption_set_models import DiskEncryptionSetInfo
 from byok.errors import InvalidRequest
+from byok.outcomes import PLAN_ONLY
 from byok.parameters import AZURE_BLOCK_NAME
+from byok.sdk_values import text
 from byok.storage_class import Provisioner
 
 ENCRYPTION_AT_HOST = ("Microsoft.Compute", "EncryptionAtHost")
@@ -73,6 +75,7 @@ class AksClusterRequest(BaseModel):
         15, gt=0, description="How long to wait for the set's key access to propagate."
     )
     wait_for_other_run: bool = _WAIT_FIELD
+    plan_only: bool = PLAN_ONLY
 
 
 class NodePoolRequest(BaseModel):
@@ -92,6 +95,7 @@ class NodePoolRequest(BaseModel):
     node_vm_size: str = Field("Standard_DS2_v2", description="VM size of the nodes.")
     enable_encryption_at_host: bool = _HOST_FIELD
     wait_for_other_run: bool = _WAIT_FIELD
+    plan_only: bool = PLAN_ONLY
 
 
 class DataDiskEncryptionRequest(BaseModel):
@@ -112,6 +116,7 @@ class DataDiskEncryptionRequest(BaseModel):
     )
     sku_name: str = Field("Standard_LRS", description="Disk SKU (skuname).")
     wait_for_other_run: bool = _WAIT_FIELD
+    plan_only: bool = PLAN_ONLY
 
 
 def cluster_id(subscription: str, resource_group: str, name: str) -> str:
@@ -237,4 +242,46 @@ def pool_body(request: NodePoolRequest) -> cs.AgentPool:
             os_disk_type="Managed",
             enable_encryption_at_host=request.enable_encryption_at_host,
         )
+    )
+
+
+def kept_as_is(asked: dict[str, tuple[object, object]]) -> str:
+    """The note of an existing cluster or pool kept as it is where it differs from the
+    request (field → (as it is, as asked)); empty when it does not."""
+    differing = [f"{f} {have} (asked {want})" for f, (have, want) in asked.items() if have != want]
+    return f"kept as it is: {', '.join(differing)}" if differing else ""
+
+
+def cluster_kept(cluster: cs.ManagedCluster, request: AksClusterRequest) -> str:
+    """How an existing cluster differs from the request (this tool creates clusters, it does
+    not change them: `az aks upgrade` / `az aks scale` do)."""
+    pools = cluster.properties.agent_pool_profiles or []
+    system = next((p for p in pools if p.mode and text(p.mode) == "System"), None)
+    return kept_as_is(
+        {
+            "kubernetesVersion": (
+                cluster.properties.kubernetes_version,
+                request.kubernetes_version,
+            ),
+            "system pool count": (system and system.count, request.node_count),
+            "system pool vmSize": (system and system.vm_size, request.node_vm_size),
+            "system pool encryptionAtHost": (
+                bool(system and system.enable_encryption_at_host),
+                request.enable_encryption_at_host,
+            ),
+        }
+    )
+
+
+def pool_kept(pool: cs.AgentPool, request: NodePoolRequest) -> str:
+    """How an existing node pool differs from the request (kept as it is)."""
+    return kept_as_is(
+        {
+            "count": (pool.properties.count, request.node_count),
+            "vmSize": (pool.properties.vm_size, request.node_vm_size),
+            "encryptionAtHost": (
+                bool(pool.properties.enable_encryption_at_host),
+                request.enable_encryption_at_host,
+            ),
+        }
     )

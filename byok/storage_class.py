@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import yaml
 
+from byok.outcomes import Change
+
 Provisioner = Literal["disk.csi.azure.com", "kubernetes.io/azure-disk"]
 # What Kubernetes never lets a StorageClass change after creation.
 IMMUTABLE_FIELDS = ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode")
@@ -35,10 +37,31 @@ def to_yaml(manifest: dict[str, Any]) -> str:
     return yaml.safe_dump(manifest, sort_keys=False)
 
 
-def differences(wanted: dict[str, Any], actual: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(immutable fields that differ, other differing fields: labels)."""
-    immutable = [f for f in IMMUTABLE_FIELDS if wanted.get(f) != actual.get(f)]
+def differences(
+    wanted: dict[str, Any], actual: dict[str, Any]
+) -> tuple[list[Change], list[Change]]:
+    """(the immutable fields that differ, the other fields that differ: labels), each
+    parameter named on its own (`parameters.skuname: Standard_LRS → Premium_LRS`)."""
+    immutable = [
+        Change(field=f"parameters.{p}", old=have, new=want)
+        for p, (have, want) in _pairs(actual.get("parameters"), wanted.get("parameters")).items()
+        if have != want
+    ] + [
+        Change(field=f, old=actual.get(f), new=wanted.get(f))
+        for f in IMMUTABLE_FIELDS
+        if f != "parameters" and wanted.get(f) != actual.get(f)
+    ]
     labels_wanted = (wanted.get("metadata") or {}).get("labels") or {}
     labels_actual = (actual.get("metadata") or {}).get("labels") or {}
-    mutable = [] if labels_actual.items() >= labels_wanted.items() else ["metadata.labels"]
+    mutable = (
+        []
+        if labels_actual.items() >= labels_wanted.items()
+        else [Change(field="metadata.labels", old=labels_actual, new=labels_wanted)]
+    )
     return immutable, mutable
+
+
+def _pairs(have: Any, want: Any) -> dict[str, tuple[Any, Any]]:
+    """Each key of either mapping with its value in `have` and in `want`."""
+    have, want = have or {}, want or {}
+    return {k: (have.get(k), want.get(k)) for k in {**want, **have}}

@@ -1,5 +1,5 @@
-"""Managed clusters as the AKS task modules read them, and a write refused while an
-operation runs on one."""
+"""Managed clusters as the AKS task modules read them (and their user kubeconfig), and a
+write refused while an operation runs on one."""
 
 from __future__ import annotations
 
@@ -23,6 +23,13 @@ SETTLED_STATES = frozenset({"Succeeded", "Failed", "Canceled"})
 def read_cluster(clients: AzureClients, resource_group: str, name: str) -> ManagedCluster | None:
     """The cluster, or None."""
     return or_none(lambda: clients.container_service().managed_clusters.get(resource_group, name))
+
+
+def user_kubeconfig(clients: AzureClients, resource_group: str, name: str) -> bytes:
+    """The cluster's user kubeconfig (`az aks get-credentials`; a POST that reads)."""
+    clusters = clients.container_service().managed_clusters
+    found = clusters.list_cluster_user_credentials(resource_group, name)
+    return bytes((found.kubeconfigs or [])[0].value or b"")
 
 
 def is_busy(exc: BaseException) -> bool:

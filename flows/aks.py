@@ -22,6 +22,7 @@ from byok.aks_models import (
     NodePoolRequest,
     cluster_id,
 )
+from byok.outcomes import Plan
 from byok.parameters import parse_request
 from tasks.aks import (
     apply_storage_class,
@@ -29,16 +30,20 @@ from tasks.aks import (
     check_des,
     ensure_cluster,
     ensure_node_pool,
+    plan_encrypted_cluster,
+    plan_node_pool,
+    plan_storage_class,
     validate_cluster_request,
     validate_pool_request,
     verify_cluster,
 )
 from tasks.events import emit_byok_event
+from tasks.outcomes import publish_plan, summarize
 from tasks.refusal import refuse_quietly
-from tasks.registration import require_feature
+from tasks.registration import plan_required_feature, require_feature
 from tasks.resource_group import ensure_resource_group
 from tasks.run_lock import resource_lock
-from tasks.subscription import check_subscription_regions
+from tasks.subscription import check_subscription_regions, plan_resource_group
 
 __all__ = [  # the requests and result, importable from the flows that take them
     "AksClusterRequest",
@@ -55,7 +60,7 @@ __all__ = [  # the requests and result, importable from the flows that take them
 @refuse_quietly
 def create_encrypted_aks_cluster(
     request: AksClusterRequest, credentials: AzureCredentials | None = None
-) -> ClusterInfo:
+) -> ClusterInfo | Plan:
     """Check → one run per cluster → resource group → cluster with node OS disks encrypted by
     the set → verify.
 
@@ -70,9 +75,15 @@ def create_encrypted_aks_cluster(
     host = request.enable_encryption_at_host
     check_subscription_regions(credentials, sub, {"location": request.location})
     validate_cluster_request(credentials, request)
+    field = "enable_encryption_at_host"
+    if request.plan_only:
+        if host:
+            plan_required_feature(credentials, sub, *ENCRYPTION_AT_HOST, field)
+        plan_resource_group(credentials, sub, rg)
+        plan_encrypted_cluster(credentials, sub, request)
+        return publish_plan("create-encrypted-aks-cluster")
     with resource_lock(cluster_id(sub, rg, name), wait=request.wait_for_other_run):
         if host:
-            field = "enable_encryption_at_host"
             require_feature(credentials, sub, *ENCRYPTION_AT_HOST, field, *ENCRYPTION_AT_HOST_WAIT)
         ensure_resource_group(credentials, sub, rg, request.location)
         timeout = request.propagation_timeout_minutes * 60
@@ -81,6 +92,7 @@ def create_encrypted_aks_cluster(
         emit_byok_event(
             "resource.encrypted", cluster.id, "aks-cluster", related={"disk-encryption-set": des_id}
         )
+        summarize("create-encrypted-aks-cluster")
         return cluster
 
 
@@ -88,7 +100,7 @@ def create_encrypted_aks_cluster(
 @refuse_quietly
 def add_encrypted_node_pool(
     request: NodePoolRequest, credentials: AzureCredentials | None = None
-) -> ClusterInfo:
+) -> ClusterInfo | Plan:
     """Check the cluster's set → one run per cluster → add the pool (its OS disks use the
     set) → verify.
 
@@ -103,22 +115,29 @@ def add_encrypted_node_pool(
     host = request.enable_encryption_at_host
     check_subscription_regions(credentials, sub, {})
     validate_pool_request(credentials, request)
+    field = "enable_encryption_at_host"
+    if request.plan_only:
+        if host:
+            plan_required_feature(credentials, sub, *ENCRYPTION_AT_HOST, field)
+        plan_node_pool(credentials, sub, request)
+        return publish_plan("add-encrypted-node-pool")
     with resource_lock(cluster_id(sub, rg, name), wait=request.wait_for_other_run):
         if host:
-            field = "enable_encryption_at_host"
             require_feature(credentials, sub, *ENCRYPTION_AT_HOST, field, *ENCRYPTION_AT_HOST_WAIT)
         ensure_node_pool(credentials, sub, request)
-        return verify_cluster(credentials, sub, rg, name, des_id, pool, encryption_at_host=host)
+        cluster = verify_cluster(credentials, sub, rg, name, des_id, pool, encryption_at_host=host)
+        summarize("add-encrypted-node-pool")
+        return cluster
 
 
 @flow(name="encrypt-aks-data-disks", validate_parameters=False)
 @refuse_quietly
 def encrypt_aks_data_disks(
     request: DataDiskEncryptionRequest, credentials: AzureCredentials | None = None
-) -> str:
+) -> str | Plan:
     """Check the set → one run per cluster → build the StorageClass (also as an artifact) →
-    apply it with the cluster's user credentials. Returns created, replaced, recreated or
-    unchanged.
+    apply it with the cluster's user credentials. Returns created, updated (labels),
+    recreated or unchanged.
 
     Args:
         credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
@@ -135,5 +154,11 @@ def encrypt_aks_data_disks(
         request.provisioner,
         request.sku_name,
     )
-    with resource_lock(cluster_id(sub, rg, request.cluster_name), wait=request.wait_for_other_run):
-        return apply_storage_class(credentials, sub, rg, request.cluster_name, manifest)
+    cluster = request.cluster_name
+    if request.plan_only:
+        plan_storage_class(credentials, sub, rg, cluster, manifest)
+        return publish_plan("encrypt-aks-data-disks")
+    with resource_lock(cluster_id(sub, rg, cluster), wait=request.wait_for_other_run):
+        done = apply_storage_class(credentials, sub, rg, cluster, manifest)
+        summarize("encrypt-aks-data-disks")
+        return done

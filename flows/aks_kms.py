@@ -10,6 +10,7 @@ from prefect.runtime import flow_run
 from blocks.azure import AzureCredentials
 from byok.aks_kms import TAG_CURRENT, EnableKmsRequest, KmsState, RotateKmsRequest, rotated_kms
 from byok.aks_models import cluster_id
+from byok.outcomes import Plan
 from byok.parameters import parse_request
 from tasks.acr import ensure_user_identity
 from tasks.aks_kms import (
@@ -17,13 +18,16 @@ from tasks.aks_kms import (
     grant_kms_access,
     grant_private_endpoint_approval,
     key_version,
+    plan_kms_encryption,
+    plan_kms_rotation,
     rewrite_secrets,
     validate_enable,
     validate_rotation,
     verify_kms,
 )
 from tasks.events import emit_byok_event
-from tasks.key_vault import new_key_version
+from tasks.key_vault import new_key_version, plan_new_key_version
+from tasks.outcomes import publish_plan, summarize
 from tasks.refusal import refuse_quietly
 from tasks.run_lock import resource_lock
 from tasks.subscription import check_subscription_regions
@@ -41,7 +45,7 @@ __all__ = [  # the requests and result, importable from the flows that take them
 @refuse_quietly
 def enable_aks_kms_encryption(
     request: EnableKmsRequest, credentials: AzureCredentials | None = None
-) -> KmsState:
+) -> KmsState | Plan:
     """Check → one run per cluster → identity → its key access (and, for a private vault,
     the right to approve AKS's private endpoint into it) → the cluster's KMS key (a missing
     cluster created with it, when asked) → existing Secrets re-written (encrypted) → verify.
@@ -55,6 +59,10 @@ def enable_aks_kms_encryption(
     sub, rg = request.subscription_id or credentials.subscription_id, request.resource_group
     check_subscription_regions(credentials, sub, {})
     vault = validate_enable(credentials, request)
+    version = key_version(credentials, sub, request.key_id)
+    if request.plan_only:
+        plan_kms_encryption(credentials, request, vault, version)
+        return publish_plan("enable-aks-kms-encryption")
     name = request.cluster_name
     with resource_lock(cluster_id(sub, rg, name), wait=request.wait_for_other_run):
         identity = ensure_user_identity(credentials, sub, rg, request.identity_name, vault.location)
@@ -63,7 +71,6 @@ def enable_aks_kms_encryption(
             grant_kms_access(credentials, sub, vault, identity.principal_id, timeout)
         if request.grant_key_access and request.key_vault_network_access == "Private":
             grant_private_endpoint_approval(credentials, sub, vault, identity.principal_id, timeout)
-        version = key_version(credentials, sub, request.key_id)
         kms, new_cluster = request.kms_profile(), request.new_cluster(vault.location)
         tags = apply_kms(
             credentials, sub, rg, name, identity.id, kms, version, None, timeout, new_cluster
@@ -74,6 +81,7 @@ def enable_aks_kms_encryption(
         emit_byok_event(
             "resource.encrypted", state.cluster_id, "aks-cluster", related={"key": request.key_id}
         )
+        summarize("enable-aks-kms-encryption")
         return state.model_copy(update={"secrets_rewritten": written})
 
 
@@ -81,7 +89,7 @@ def enable_aks_kms_encryption(
 @refuse_quietly
 def rotate_aks_kms_key(
     request: RotateKmsRequest, credentials: AzureCredentials | None = None
-) -> KmsState:
+) -> KmsState | Plan:
     """One run per cluster → check (two-slot rule) → new key version (once per rotation) →
     cluster on it → every Secret re-written → verify none is left on the old version. A
     re-run with the same `rotation_id` finishes an interrupted rotation.
@@ -97,6 +105,10 @@ def rotate_aks_kms_key(
     name, rotation = request.cluster_name, request.rotation_id or str(flow_run.id)
     with resource_lock(cluster_id(sub, rg, name), wait=request.wait_for_other_run):
         tags, kms = validate_rotation(credentials, request, rotation)
+        if request.plan_only:
+            new = plan_new_key_version(credentials, sub, tags[TAG_CURRENT], rotation)
+            plan_kms_rotation(credentials, request, kms, new, rotation)
+            return publish_plan("rotate-aks-kms-key")
         new = new_key_version(credentials, sub, tags[TAG_CURRENT], rotation)
         kms = rotated_kms(kms, new)
         tags = apply_kms(credentials, sub, rg, name, None, kms, new, rotation)
@@ -104,4 +116,5 @@ def rotate_aks_kms_key(
         written = rewrite_secrets(credentials, sub, rg, name, tags, *pace)
         state = verify_kms(credentials, sub, rg, name, kms["keyId"], request.secrets_page_size)
         emit_byok_event("key.rotated", state.cluster_id, "aks-cluster", related={"key": new})
+        summarize("rotate-aks-kms-key")
         return state.model_copy(update={"secrets_rewritten": written, "rotation_id": rotation})

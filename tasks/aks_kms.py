@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError
+from azure.mgmt.core.tools import resource_id
 from prefect import get_run_logger, task
 
 from blocks.azure import AzureCredentials
@@ -22,7 +23,6 @@ from byok.aks_kms import (
     PRIVATE_ENDPOINT_ROLES,
     TAG_CURRENT,
     TAG_PREVIOUS,
-    TAG_ROTATED_AT,
     TAG_ROTATION,
     EnableKmsRequest,
     KmsState,
@@ -33,19 +33,33 @@ from byok.aks_kms import (
     check_kubernetes,
     check_network,
     experience_of,
+    kms_changes,
+    kms_of,
     needs_rewrite,
+    next_tags,
+    rotated_at,
+    rotated_kms,
 )
+from byok.aks_models import cluster_id
 from byok.azure_errors import or_none
 from byok.errors import InvalidRequest, ResourceError, VerificationFailed
 from byok.key_store import HsmInfo, VaultInfo
 from byok.keyvault_ids import KeyId
+from byok.outcomes import Change
 from byok.retrying import retry_while
 from byok.sdk_values import text
 from byok.validation import region_key
-from clients.aks_clusters import is_busy, read_cluster, settled_cluster
-from clients.aks_kubernetes import core_api
+from clients.aks_clusters import is_busy, read_cluster, settled_cluster, user_kubeconfig
+from clients.aks_kubernetes import core_api, secrets
 from clients.azure import AzureClients
-from clients.key_store_access import assign_role, grant, vault_for_key
+from clients.key_store_access import (
+    assign_role,
+    grant,
+    holds_key_use,
+    holds_role,
+    vault_for_key,
+)
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
 
 # AKS's refusal while the identity's new key access propagates (MicrosoftDocs/azure-docs#98954)
@@ -63,10 +77,7 @@ KEY_ROLES = frozenset(
 
 def kms_settings(cluster: Any) -> dict[str, Any] | None:
     """The cluster's enabled `azureKeyVaultKms` (as JSON), or None."""
-    body = cluster.as_dict()
-    props = body.get("properties") or {}
-    kms = (props.get("securityProfile") or {}).get("azureKeyVaultKms")
-    return kms if kms and kms.get("enabled") else None
+    return kms_of(cluster.as_dict())
 
 
 def _roles(clients: AzureClients, scope: str, principal_id: str) -> set[str]:
@@ -189,10 +200,10 @@ def grant_kms_access(
 ) -> None:
     """Key Vault Crypto User on RBAC vaults, encrypt/decrypt by access policy otherwise."""
     clients = AzureClients.of(credentials, subscription_id)
-    grant(clients, vault, principal_id, KMS_KEY_PERMISSIONS, KEY_VAULT_CRYPTO_USER, timeout_seconds)
-    get_run_logger().info(
-        "%s may encrypt and decrypt with the keys of %s", principal_id, vault.name
+    granted = grant(
+        clients, vault, principal_id, KMS_KEY_PERMISSIONS, KEY_VAULT_CRYPTO_USER, timeout_seconds
     )
+    report(vault.id, "grant" if granted else None, note=_key_use(principal_id))
 
 
 @task(name="Let the identity approve the private vault's endpoint", **STEP_RETRIES)
@@ -206,8 +217,16 @@ def grant_private_endpoint_approval(
     """Key Vault Contributor on the vault: AKS approves its private endpoint into a private
     vault as the cluster's identity."""
     clients = AzureClients.of(credentials, subscription_id)
-    assign_role(clients, vault.id, principal_id, KEY_VAULT_CONTRIBUTOR, timeout_seconds)
-    get_run_logger().info("%s may approve private endpoints of %s", principal_id, vault.name)
+    granted = assign_role(clients, vault.id, principal_id, KEY_VAULT_CONTRIBUTOR, timeout_seconds)
+    report(vault.id, "grant" if granted else None, note=_approval(principal_id))
+
+
+def _key_use(principal: str) -> str:
+    return f"encrypt/decrypt by {principal}"
+
+
+def _approval(principal: str) -> str:
+    return f"Key Vault Contributor for {principal}"
 
 
 def _is_access_delay(exc: BaseException) -> bool:
@@ -226,31 +245,18 @@ def key_version(credentials: AzureCredentials, subscription_id: str | None, key_
     return str(keys.get_key(kid.name, kid.version).id)
 
 
-def next_tags(tags: dict[str, str], version: str, rotation: str | None) -> dict[str, str]:
-    """The cluster's tags once `version` is its key version: unchanged if it already is;
-    else the old version becomes the previous one, and the time and rotation are recorded."""
-    if tags.get(TAG_CURRENT) == version:
-        return tags
-    changed = {**tags, TAG_CURRENT: version, TAG_ROTATED_AT: now_tag()}
-    if tags.get(TAG_CURRENT):
-        changed[TAG_PREVIOUS] = tags[TAG_CURRENT]
-    if rotation:
-        changed[TAG_ROTATION] = rotation
-    return changed
-
-
-def _in_place(cluster: Any, identity_id: str | None, kms: dict[str, Any], version: str) -> bool:
-    """Whether the settled cluster runs as `identity_id` (None: any) with `kms`, its tags
-    recording `version`."""
-    body = cluster.as_dict()
-    users = {k.lower() for k in (body.get("identity") or {}).get("userAssignedIdentities") or {}}
-    have = kms_settings(cluster) or {}
-    return (
-        text(cluster.properties.provisioning_state) == "Succeeded"
-        and (identity_id is None or identity_id.lower() in users)
-        and {k: have.get(k) for k in kms} == kms
-        and (cluster.tags or {}).get(TAG_CURRENT) == version
-    )
+def _kms_outcome(
+    cluster: Any, identity_id: str | None, kms: dict[str, Any], version: str
+) -> tuple[str | None, list[Change], str]:
+    """What setting the KMS key does to the cluster as it is (None: missing): create it,
+    update it (the fields that change; a cluster not Succeeded is re-submitted) or nothing."""
+    if cluster is None:
+        return "create", [], f"with KMS key {version}"
+    diff = kms_changes(cluster.as_dict(), identity_id, kms, version)
+    state = text(cluster.properties.provisioning_state)
+    if diff or state != "Succeeded":
+        return "update", diff, "" if state == "Succeeded" else f"re-submitted: it was {state}"
+    return None, [], f"KMS key {version}"
 
 
 @task(name="Set the cluster's KMS key", **STEP_RETRIES)
@@ -274,18 +280,20 @@ def apply_kms(
     the cluster's tags."""
     clients = AzureClients.of(credentials, subscription_id)
     clusters = clients.container_service().managed_clusters
+    target = cluster_id(clients.subscription_id, resource_group, name)
     cluster = read_cluster(clients, resource_group, name)
     if cluster is None and new_cluster is None:
         raise ResourceError(f"{resource_group}/{name}", "the cluster vanished")
-    if cluster is not None and _in_place(cluster, identity_id, kms, version):
-        get_run_logger().info("Cluster %s already uses KMS key %s", name, version)
+    verb, diff, note = _kms_outcome(cluster, identity_id, kms, version)
+    if verb is None:
+        report(target, None, note=note)
         return dict(cluster.tags or {})
     body = cluster.as_dict() if cluster is not None else dict(new_cluster or {})
     if identity_id is not None:
         body["identity"] = {"type": "UserAssigned", "userAssignedIdentities": {identity_id: {}}}
     props = body["properties"]
     props["securityProfile"] = {**(props.get("securityProfile") or {}), "azureKeyVaultKms": kms}
-    body["tags"] = next_tags(dict(body.get("tags") or {}), version, rotation)
+    body["tags"] = next_tags(dict(body.get("tags") or {}), version, rotation, datetime.now(UTC))
 
     def write() -> None:
         retry_while(
@@ -305,52 +313,32 @@ def apply_kms(
             raise
         get_run_logger().info("Cluster %s is busy (%s); reading it once settled", name, exc.reason)
         settled = settled_cluster(clients, resource_group, name, timeout_seconds)
-        if _in_place(settled, identity_id, kms, version):
-            get_run_logger().info("Cluster %s uses KMS key %s", name, version)
+        if _kms_outcome(settled, identity_id, kms, version)[0] is None:
+            report(target, verb, changes=diff, note="in place once the running operation ended")
             return dict(settled.tags or {})
         write()
-    get_run_logger().info("Cluster %s uses KMS key %s", name, version)
+    report(target, verb, changes=diff, note=note)
     return dict(body["tags"])
 
 
-def _core(credentials: AzureCredentials, subscription_id: str | None, rg: str, name: str) -> Any:
-    clusters = AzureClients.of(credentials, subscription_id).container_service().managed_clusters
-    found = clusters.list_cluster_user_credentials(rg, name)
-    return core_api(bytes((found.kubeconfigs or [])[0].value or b""))
+def _core(clients: AzureClients, resource_group: str, name: str) -> Any:
+    return core_api(user_kubeconfig(clients, resource_group, name))
 
 
-def _secrets(api: Any, page_size: int) -> Any:
-    """Every Secret (as JSON), namespace by namespace, page by page."""
-    for namespace in api.list_namespace().items:
-        token = None
-        while True:
-            page = api.list_namespaced_secret(
-                namespace.metadata.name, limit=page_size, _continue=token
-            )
-            for item in page.items:
-                yield api.api_client.sanitize_for_serialization(item)
-            token = page.metadata._continue
-            if not token:
-                break
-
-
-def _rotated_at(tags: dict[str, str]) -> datetime | None:
-    value = tags.get(TAG_ROTATED_AT)
-    return datetime.fromisoformat(value) if value else None
-
-
-def pending(
-    credentials: AzureCredentials,
-    subscription_id: str | None,
-    resource_group: str,
-    name: str,
-    tags: dict[str, str],
-    page_size: int,
+def _pending(
+    clients: AzureClients, resource_group: str, name: str, tags: dict[str, str], page_size: int
 ) -> int:
     """How many Secrets may still be sealed with an older version than the tagged one."""
-    api = _core(credentials, subscription_id, resource_group, name)
-    current, rotated_at = tags[TAG_CURRENT], _rotated_at(tags)
-    return sum(needs_rewrite(s, current, rotated_at) for s in _secrets(api, page_size))
+    api = _core(clients, resource_group, name)
+    current, at = tags[TAG_CURRENT], rotated_at(tags)
+    return sum(needs_rewrite(s, current, at) for s in secrets(api, page_size))
+
+
+def _rewritten(done: int, version: str) -> tuple[str | None, str]:
+    """The verb and note of re-writing `done` Secrets under `version`."""
+    if done:
+        return "rewrite", f"{done} Secret(s) under key version {version}"
+    return None, f"no Secret on an older version than {version}"
 
 
 @task(name="Re-write the Secrets", **STEP_RETRIES)
@@ -368,11 +356,12 @@ def rewrite_secrets(
     changed meanwhile (409) is read again. Returns how many were re-written."""
     from kubernetes.client import ApiException  # the kubernetes SDK loads on first use
 
-    api = _core(credentials, subscription_id, resource_group, name)
-    current, rotated_at = tags[TAG_CURRENT], _rotated_at(tags)
+    clients = AzureClients.of(credentials, subscription_id)
+    api = _core(clients, resource_group, name)
+    current, at = tags[TAG_CURRENT], rotated_at(tags)
     done, next_at = 0, time.monotonic()
-    for secret in _secrets(api, page_size):
-        if not needs_rewrite(secret, current, rotated_at):
+    for secret in secrets(api, page_size):
+        if not needs_rewrite(secret, current, at):
             continue
         time.sleep(max(0.0, next_at - time.monotonic()))
         next_at = time.monotonic() + 1 / per_second
@@ -387,7 +376,8 @@ def rewrite_secrets(
             )
             api.replace_namespaced_secret(secret_name, ns, annotated(fresh, current))
         done += 1
-    get_run_logger().info("Re-wrote %d Secret(s) under key version %s", done, current)
+    verb, note = _rewritten(done, current)
+    report(cluster_id(clients.subscription_id, resource_group, name), verb, note=note)
     return done
 
 
@@ -402,7 +392,8 @@ def verify_kms(
 ) -> KmsState:
     """The cluster reports the key, enabled and settled, and no Secret is left on an older
     key version."""
-    cluster = read_cluster(AzureClients.of(credentials, subscription_id), resource_group, name)
+    clients = AzureClients.of(credentials, subscription_id)
+    cluster = read_cluster(clients, resource_group, name)
     if cluster is None:
         raise ResourceError(f"{resource_group}/{name}", "the cluster vanished")
     kms, tags = kms_settings(cluster), dict(cluster.tags or {})
@@ -411,11 +402,12 @@ def verify_kms(
         raise VerificationFailed(
             str(cluster.id), f"the cluster reports KMS {kms} ({state}), not key {key_id}"
         )
-    left = pending(credentials, subscription_id, resource_group, name, tags, page_size)
+    left = _pending(clients, resource_group, name, tags, page_size)
     if left:
         raise VerificationFailed(
             str(cluster.id), f"{left} Secret(s) not re-written under {tags[TAG_CURRENT]}"
         )
+    report(str(cluster.id), "verify", note=_verified(key_id))
     return KmsState(
         cluster_id=str(cluster.id),
         experience=experience_of(key_id),
@@ -426,6 +418,10 @@ def verify_kms(
     )
 
 
+def _verified(key_id: str) -> str:
+    return f"KMS key {key_id}, no Secret on an older version"
+
+
 @task(name="Check the rotation", **STEP_RETRIES)
 def validate_rotation(
     credentials: AzureCredentials, request: RotateKmsRequest, rotation: str
@@ -434,7 +430,8 @@ def validate_rotation(
     Secrets may still need the previous version (the two-slot rule), unless it is the
     rotation in progress re-run. Returns the cluster's tags and KMS settings."""
     rg, name = request.resource_group, request.cluster_name
-    cluster = read_cluster(AzureClients.of(credentials, request.subscription_id), rg, name)
+    clients = AzureClients.of(credentials, request.subscription_id)
+    cluster = read_cluster(clients, rg, name)
     if cluster is None:
         raise InvalidRequest("cluster_name", name, f"no such cluster in resource group {rg}")
     tags, kms = dict(cluster.tags or {}), kms_settings(cluster)
@@ -447,7 +444,7 @@ def validate_rotation(
         )
     if tags.get(TAG_ROTATION) == rotation or not tags.get(TAG_PREVIOUS):
         return tags, kms
-    left = pending(credentials, request.subscription_id, rg, name, tags, request.secrets_page_size)
+    left = _pending(clients, rg, name, tags, request.secrets_page_size)
     if left:
         raise InvalidRequest(
             "rotation_id",
@@ -460,6 +457,83 @@ def validate_rotation(
     return tags, kms
 
 
-def now_tag() -> str:
-    """The time of a key change, as the cluster tag records it."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
+@task(name="Plan the KMS encryption", **STEP_RETRIES)
+def plan_kms_encryption(
+    credentials: AzureCredentials, request: EnableKmsRequest, vault: VaultInfo, version: str
+) -> None:
+    """What each step of enable-aks-kms-encryption would do, from reads only (`version`: the
+    key's current version)."""
+    clients = AzureClients.of(credentials, request.subscription_id)
+    rg = request.resource_group
+    identities = clients.msi().user_assigned_identities
+    identity = or_none(lambda: identities.get(rg, request.identity_name))
+    identity_id = str(identity.id) if identity else _identity_id(clients, request)
+    step = "Create a user-assigned managed identity"
+    report(identity_id, None if identity else "create", step=step, planned=True)
+    principal = str(identity.principal_id) if identity else None
+    who = principal or "the new identity"
+    if request.grant_key_access:
+        held = principal is not None and holds_key_use(
+            clients, vault, principal, KMS_KEY_PERMISSIONS, KEY_VAULT_CRYPTO_USER
+        )
+        step = "Let the identity encrypt and decrypt with the key"
+        report(vault.id, None if held else "grant", step=step, note=_key_use(who), planned=True)
+    if request.grant_key_access and request.key_vault_network_access == "Private":
+        held = principal is not None and holds_role(
+            clients, vault.id, principal, KEY_VAULT_CONTRIBUTOR
+        )
+        step = "Let the identity approve the private vault's endpoint"
+        report(vault.id, None if held else "grant", step=step, note=_approval(who), planned=True)
+    page = request.secrets_page_size
+    _plan_kms(clients, rg, request.cluster_name, identity_id, request.kms_profile(), version, page)
+
+
+def _identity_id(clients: AzureClients, request: EnableKmsRequest) -> str:
+    """The id the identity will have once created."""
+    return resource_id(
+        subscription=clients.subscription_id,
+        resource_group=request.resource_group,
+        namespace="Microsoft.ManagedIdentity",
+        type="userAssignedIdentities",
+        name=request.identity_name,
+    )
+
+
+@task(name="Plan the KMS key rotation", **STEP_RETRIES)
+def plan_kms_rotation(
+    credentials: AzureCredentials,
+    request: RotateKmsRequest,
+    kms: dict[str, Any],
+    new: str,
+    rotation: str,
+) -> None:
+    """What the cluster's steps of rotate-aks-kms-key would do on key version `new` (as
+    `plan_new_key_version` gives it), from reads only."""
+    clients = AzureClients.of(credentials, request.subscription_id)
+    rg, name, page = request.resource_group, request.cluster_name, request.secrets_page_size
+    _plan_kms(clients, rg, name, None, rotated_kms(kms, new), new, page, rotation)
+
+
+def _plan_kms(
+    clients: AzureClients,
+    resource_group: str,
+    name: str,
+    identity_id: str | None,
+    kms: dict[str, Any],
+    version: str,
+    page_size: int,
+    rotation: str | None = None,
+) -> None:
+    """What setting the cluster's KMS key, re-writing its Secrets and verifying would do."""
+    target = cluster_id(clients.subscription_id, resource_group, name)
+    cluster = read_cluster(clients, resource_group, name)
+    verb, diff, note = _kms_outcome(cluster, identity_id, kms, version)
+    step = "Set the cluster's KMS key"
+    report(target, verb, step=step, changes=diff, note=note, planned=True)
+    tags = dict(cluster.tags or {}) if cluster is not None else {}
+    tags = next_tags(tags, version, rotation, datetime.now(UTC))
+    left = _pending(clients, resource_group, name, tags, page_size) if cluster else 0
+    verb, note = _rewritten(left, version)
+    report(target, verb, step="Re-write the Secrets", note=note, planned=True)
+    note = _verified(kms["keyId"])
+    report(target, "verify", step="Verify the cluster's KMS key", note=note, planned=True)

@@ -42,7 +42,7 @@ from byok.validation import InvalidRequest, check_name, same_region
 from clients.azure import AzureClients
 from clients.graph import graph, install_app, odata_text, service_principal_id
 from clients.key_store_access import holds_key_use
-from tasks.outcomes import report
+from tasks.outcomes import planned, report
 from tasks.retry import STEP_RETRIES
 from tasks.subscription import plan_resource_group
 
@@ -364,9 +364,6 @@ def plan_cross_tenant_set(
     app = facts.app or AppInfo(object_id="", app_id="(new)", display_name=request.app_name)
     raw = {"displayName": app.display_name, "appId": app.app_id, "signInAudience": None}
     audience = {**raw, "signInAudience": facts.app_audience}
-
-    def planned(step: str, resource: str, verb: str | None, **more: Any) -> None:
-        report(resource, verb, step=step, planned=True, **more)
 
     multi = facts.app_audience == MULTI_TENANT
     verb = "create" if facts.app is None else None if multi else "update"

@@ -59,7 +59,7 @@ from clients.key_store_access import (
     vault_info,
     version_made_for,
 )
-from tasks.outcomes import report
+from tasks.outcomes import planned, report
 from tasks.retry import STEP_RETRIES
 
 
@@ -383,9 +383,6 @@ def plan_disk_encryption_set(
     adopted managed HSM; else the vault is read here)."""
     clients = AzureClients.of(credentials, request.subscription_id)
     sub, rg = clients.subscription_id, request.resource_group
-
-    def planned(step: str, resource: str, verb: str | None, note: str = "") -> None:
-        report(resource, verb, step=step, note=note, planned=True)
 
     group = or_none(lambda: clients.resources().resource_groups.get(rg))
     group_id = resource_id(subscription=sub, resource_group=rg)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from prefect import task
 
@@ -37,13 +36,8 @@ from tasks.ibm_key_protect import ensure_root_key, prepare_dek, write_dek_file
 from tasks.ibm_softlayer import import_image, order_virtual_server
 from tasks.ibm_transfer import upload_image
 from tasks.in_memory import IN_MEMORY
-from tasks.outcomes import report
+from tasks.outcomes import planned
 from tasks.retry import STEP_RETRIES
-
-
-def planned(step: Any, resource: str, verb: str | None, note: str = "") -> None:
-    """One row of the plan: what the step `step` (a task) would do to `resource`."""
-    report(resource, verb, step=step.name, note=note, planned=True)
 
 
 @task(name="Plan the encrypted image", **STEP_RETRIES, **IN_MEMORY)

@@ -46,9 +46,13 @@ def report(
     return kept(outcome)
 
 
-def planned(step: Any, resource: str, verb: str | None, note: str = "") -> StepOutcome:
-    """One row of a plan: what the step `step` (a task) would do to `resource`."""
-    return report(resource, verb, step=step.name, note=note, planned=True)
+def planned(
+    step: Any, resource: str, verb: str | None, note: str = "", changes: Iterable[Change] = ()
+) -> StepOutcome:
+    """One row of a plan: what the step `step` (a task, or its name) would do to
+    `resource`."""
+    name = step if isinstance(step, str) else step.name
+    return report(resource, verb, step=name, changes=changes, note=note, planned=True)
 
 
 def kept(outcome: StepOutcome) -> StepOutcome:

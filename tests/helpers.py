@@ -71,8 +71,13 @@ def run_tables(flow_run_id: Any) -> dict[str, list[dict[str, str]]]:
     }
 
 
-READ_POSTS = ("/token", "/providers/Microsoft.ResourceGraph/resources")
-"""POST requests that read (token requests, Resource Graph queries)."""
+READ_POSTS = (
+    "/token",
+    "/providers/Microsoft.ResourceGraph/resources",
+    "/listClusterUserCredential",
+)
+"""POST requests that read (token requests, Resource Graph queries, an AKS cluster's user
+kubeconfig)."""
 
 
 def write_requests(emulator: Emulator, after: int = 0) -> list[str]:
