@@ -57,8 +57,8 @@ from clients.key_store_access import (
     read_key,
     read_vault,
     vault_info,
-    version_made_for,
 )
+from tasks.key_vault import plan_new_key_version
 from tasks.outcomes import planned, report
 from tasks.retry import STEP_RETRIES
 
@@ -458,17 +458,8 @@ def plan_des_key_rotation(
     credentials: AzureCredentials, request: DesKeyRotationRequest, des: DiskEncryptionSetInfo
 ) -> None:
     """What each step of rotate-disk-encryption-set-key would do, from reads only."""
-    in_use = KeyId.parse(des.key_url)
-    keys = AzureClients.of(credentials, request.subscription_id).keys(in_use.vault_url)
-    made = version_made_for(keys, in_use, request.rotation_id or "")
-    new = made or f"{in_use.versionless}/(new version)"
-    report(
-        made or in_use.versionless,
-        None if made else "create",
-        step="Create a new key version",
-        note="made by an earlier run" if made else "",
-        planned=True,
-    )
+    sub = request.subscription_id
+    new = plan_new_key_version.fn(credentials, sub, des.key_url, request.rotation_id or "")
     if not des.rotation_to_latest_key_version:
         moved = [Change(field="activeKey", old=des.key_url, new=new)] if new != des.key_url else []
         report(

@@ -248,6 +248,25 @@ def new_key_version(
     return made
 
 
+@task(name="Plan the new key version", **STEP_RETRIES)
+def plan_new_key_version(
+    credentials: AzureCredentials, subscription_id: str | None, in_use: str, rotation_id: str
+) -> str:
+    """What `new_key_version` would do, from reads only. Returns the version it would give
+    (`…/(new version)` when it would make one)."""
+    kid = KeyId.parse(in_use)
+    keys = AzureClients.of(credentials, subscription_id).keys(kid.vault_url)
+    made = version_made_for(keys, kid, rotation_id)
+    report(
+        made or kid.versionless,
+        None if made else "create",
+        step="Create a new key version",
+        note="made by an earlier run" if made else "",
+        planned=True,
+    )
+    return made or f"{kid.versionless}/(new version)"
+
+
 @task(name="Set the key rotation policy", **STEP_RETRIES)
 def ensure_rotation_policy(
     credentials: AzureCredentials,
