@@ -11,6 +11,7 @@ from xml.sax.saxutils import escape
 
 import boto3
 from botocore.config import Config
+from moto.core import DEFAULT_ACCOUNT_ID
 from moto.moto_api._internal.models import moto_api_backend
 from moto.moto_server.werkzeug_app import create_backend_app
 
@@ -19,6 +20,8 @@ from emulator.faults import Fault
 # IBM location constraints: regional "<region>-<class>", cross-region "<geo>-<class>".
 STORAGE_CLASSES = ("standard", "vault", "cold", "smart", "flex", "onerate_active")
 COS_URI = re.compile(r"^cos://(?P<region>[a-z0-9-]+)/(?P<bucket>[^/]+)/(?P<key>.+)$")
+# The access key id in SigV4's `Credential=<key>/<date>/…` (header or presigned query).
+_CREDENTIAL = re.compile(r"Credential=([^/%]+)(?:/|%2F)", re.IGNORECASE)
 S3_FAULT_CODES = {429: "SlowDown", 500: "InternalError", 503: "ServiceUnavailable"}
 
 
@@ -79,14 +82,31 @@ class CosServer:
 
     def __init__(self, access_key_id: str, secret_access_key: str) -> None:
         self.access_key_id, self.secret_access_key = access_key_id, secret_access_key
-        self.app = create_backend_app("s3")
+        self._s3 = create_backend_app("s3")
         self.endpoint = ""  # set by the emulator once it listens
         self._client: Any = None
+        self._accounts: dict[str, str] = {}  # HMAC access key id -> moto account id
 
-    @staticmethod
-    def reset() -> None:
-        """Forget every bucket and object (moto's reset, in process)."""
+    def app(self, environ: dict[str, Any], start_response: Any) -> Any:
+        """moto's S3, in the moto account of the request's HMAC key: an account lists and
+        owns its own buckets; bucket names stay global, as IBM COS's are."""
+        auth = environ.get("HTTP_AUTHORIZATION", "") + environ.get("QUERY_STRING", "")
+        match = _CREDENTIAL.search(auth)
+        account = self._accounts.get(match[1]) if match else None
+        if account:
+            environ["HTTP_X_MOTO_ACCOUNT_ID"] = account
+        return self._s3(environ, start_response)
+
+    def add_account(self, access_key_id: str) -> None:
+        """Give an IBM account's HMAC key its own moto account (the first one moto's
+        default)."""
+        account = f"{DEFAULT_ACCOUNT_ID[:-4]}{len(self._accounts):04d}"
+        self._accounts[access_key_id] = DEFAULT_ACCOUNT_ID if not self._accounts else account
+
+    def reset(self) -> None:
+        """Forget every bucket, object and account (moto's reset, in process)."""
         moto_api_backend.reset()
+        self._accounts.clear()
 
     @property
     def client(self) -> Any:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from emulator.cos import CosServer
 from emulator.faults import FaultInjector
 from emulator.http import Router
+from emulator.ibm_accounts import IbmAccounts, new_identity
 from emulator.services.arm import routes as arm_routes
 from emulator.services.arm.models import ArmModel
 from emulator.services.authorization import models as authorization_models
@@ -86,15 +87,14 @@ class EmulatorState:
             self.arm, self.kubernetes, des_hooks, base_url, ca_pem
         )
         self.ibm_identity = IbmIdentity()
-        self.iam = IamModel(self.ibm_identity, self.faults)
-        self.keyprotect = KeyProtectModel(
-            self.iam, self.ibm_identity.region, self.ibm_identity.key_protect_instance
-        )
-        self.keyprotect.clock = self.keyvault.clock  # one emulator clock (POST /_emulator/clock)
-        self.softlayer = SoftLayerModel(self.iam, self.keyprotect, cos)
+        # one emulator clock (POST /_emulator/clock) for Key Vault and Key Protect
+        self.ibm = IbmAccounts(self.faults, self.keyvault.clock, cos, base_url)
+        home = self.ibm.add(self.ibm_identity)
+        self.iam: IamModel = home.iam
+        self.keyprotect: KeyProtectModel = home.keyprotect
+        self.softlayer: SoftLayerModel = home.softlayer
+        self.vpc: VpcModel = self.ibm.vpc(home, self.ibm_identity.region)
         self.resource_graph = ResourceGraphModel(self.arm)
-        region = self.ibm_identity.region
-        self.vpc = VpcModel(self.iam, self.keyprotect, self.softlayer.cos, base_url + "/v1", region)
 
         self.router = Router()
         kubernetes_routes.register(self.router, self.kubernetes)
@@ -104,10 +104,10 @@ class EmulatorState:
         )
         managedhsm_routes.register(self.router, self.managed_hsm, data_caller)
         authorization_routes.register(self.router, self.arm)
-        ibm_iam_routes.register(self.router, self.iam, base_url)
-        keyprotect_routes.register(self.router, self.keyprotect)
-        softlayer_routes.register(self.router, self.softlayer)
-        vpc_routes.register(self.router, self.vpc)
+        ibm_iam_routes.register(self.router, self.ibm, base_url)
+        keyprotect_routes.register(self.router, self.ibm)
+        softlayer_routes.register(self.router, self.ibm)
+        vpc_routes.register(self.router, self.ibm)
         resourcegraph_routes.register(self.router, self.resource_graph)
         deployments_routes.register(self.router, self.arm)
         containerservice_routes.register(self.router, self.arm)
@@ -137,9 +137,14 @@ class EmulatorState:
         and `secret` get tokens from that tenant's token endpoint. It holds no role."""
         return self.entra.add_service_principal(name, client_id, secret, tenant_id)
 
+    def add_ibm_account(self, region: str | None = None) -> IbmIdentity:
+        """Another IBM Cloud account (default: in the home account's region), with its user,
+        API key and Key Protect instance; its tokens see only its own state."""
+        return self.ibm.add(new_identity(region or self.ibm_identity.region)).identity
+
     def grant_role(self, principal_id: str, role_name: str, scope: str) -> str:
         """Assign a built-in role (by name) at `scope`, in effect at once; returns the
-        assignment's id. ARM checks writes against assignments only when
+        assignment's id. ARM checks calls against assignments only when
         `arm.enforce_authorization` is on."""
         return str(authorization_models.grant(self.arm, principal_id, role_name, scope)["id"])
 

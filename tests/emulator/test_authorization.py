@@ -1,15 +1,17 @@
 """Azure RBAC in the emulator: built-in role definitions, the `allowed` rule over role
-assignments with scope inheritance, and ARM writes checked behind a switch (off by
-default)."""
+assignments with scope inheritance, and ARM writes and reads checked behind a switch (off by
+default): reads refused without a role at the scope or above, lists and Resource Graph
+answering only what the caller can read."""
 
 from __future__ import annotations
 
 import pytest
 from azure.core.exceptions import HttpResponseError
+from azure.mgmt.resourcegraph.models import QueryRequest
 
 from clients.azure import AzureClients
 from emulator.server import Emulator
-from emulator.services.arm.ids import write_action
+from emulator.services.arm.ids import ReadAction, read_action, write_action
 from emulator.services.authorization.roles import BUILT_IN_ROLES, allowed
 from tests.conftest import emulator_credentials
 
@@ -133,6 +135,7 @@ def test_writes_are_checked_only_when_enforced(azure: AzureClients, emulator: Em
     azure.resources().resource_groups.create_or_update("rg-b", {"location": "westeurope"})
 
     state.arm.enforce_authorization = True
+    state.grant_role(state.service_principal.object_id, "Owner", sub)
     state.grant_role(worker.object_id, "Contributor", f"{sub}/resourceGroups/rg-a")
     identities = clients.msi().user_assigned_identities
     assert identities.create_or_update("rg-a", "id1", {"location": "westeurope"}).name == "id1"
@@ -149,7 +152,7 @@ def test_writes_are_checked_only_when_enforced(azure: AzureClients, emulator: Em
     with pytest.raises(HttpResponseError, match="AuthorizationFailed"):
         groups.create_or_update("rg-c", {"location": "westeurope"})
     assert not azure.resources().resource_groups.check_existence("rg-c")
-    assert [g.name for g in groups.list()] == ["rg-a", "rg-b"]  # reads are not checked
+    assert [g.name for g in groups.list()] == ["rg-a"]  # only the groups it can read
 
 
 def test_the_caller_reads_its_own_permissions_at_a_scope(emulator: Emulator) -> None:
@@ -177,3 +180,155 @@ def test_without_enforcement_the_permissions_say_everything(
     azure.resources().resource_groups.create_or_update("rg-a", {"location": "westeurope"})
     (everything,) = azure.authorization().permissions.list_for_resource_group("rg-a")
     assert (everything.actions, everything.not_actions) == (["*"], [])
+
+
+MSI = "Microsoft.ManagedIdentity/userAssignedIdentities"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("GET", VAULT, ReadAction("Microsoft.KeyVault/vaults/read", VAULT)),
+        ("HEAD", RG, ReadAction("Microsoft.Resources/subscriptions/resourceGroups/read", RG)),
+        ("GET", RG + "/resources",
+         ReadAction("Microsoft.Resources/subscriptions/resourceGroups/resources/read", RG)),
+        ("GET", RG + "/providers/Microsoft.KeyVault/vaults",
+         ReadAction("Microsoft.KeyVault/vaults/read", RG)),
+        ("GET", CLUSTER + "/agentPools",
+         ReadAction("Microsoft.ContainerService/managedClusters/agentPools/read", CLUSTER)),
+        ("GET", SUB, ReadAction("Microsoft.Resources/subscriptions/read", SUB, filtered=True)),
+        ("GET", SUB + "/resourcegroups",
+         ReadAction("Microsoft.Resources/subscriptions/resourceGroups/read", SUB, filtered=True)),
+        ("GET", SUB + "/providers/Microsoft.Compute/disks",
+         ReadAction("Microsoft.Compute/disks/read", SUB, filtered=True)),
+        ("GET", SUB + "/providers/Microsoft.Compute",
+         ReadAction("Microsoft.Resources/subscriptions/providers/read", SUB, filtered=True)),
+        ("GET", SUB + "/providers/Microsoft.Features/providers/Microsoft.Compute/features/X",
+         ReadAction("Microsoft.Features/providers/features/read", SUB)),
+        ("GET", SUB + "/providers/Microsoft.KeyVault/locations/westeurope/deletedVaults/kv1",
+         ReadAction("Microsoft.KeyVault/locations/deletedVaults/read", SUB)),
+        ("GET", SUB + "/providers/Microsoft.Compute/locations/westeurope/operationStatuses/o1",
+         ReadAction("Microsoft.Compute/locations/operationStatuses/read", SUB, filtered=True)),
+        ("GET", VAULT + "/providers/Microsoft.Authorization/roleAssignments",
+         ReadAction("Microsoft.Authorization/roleAssignments/read", VAULT)),
+        ("GET", RG + "/providers/Microsoft.Authorization/permissions", None),
+        ("GET", "/subscriptions", None),
+        ("PUT", VAULT, None),
+        ("POST", CLUSTER + "/listClusterUserCredential", None),
+    ],
+)  # fmt: skip
+def test_read_action(method: str, path: str, expected: ReadAction | None) -> None:
+    assert read_action(method, path) == expected
+
+
+@pytest.fixture
+def reader(emulator: Emulator, azure: AzureClients) -> AzureClients:
+    """A principal holding Reader on rg-a only, with an identity in rg-a and in rg-b."""
+    state = emulator.state
+    for group in ("rg-a", "rg-b"):
+        azure.resources().resource_groups.create_or_update(group, {"location": "westeurope"})
+        azure.msi().user_assigned_identities.create_or_update(
+            group, f"id-{group}", {"location": "westeurope"}
+        )
+    worker = state.add_service_principal(name="worker")
+    state.grant_role(
+        worker.object_id,
+        "Reader",
+        f"/subscriptions/{emulator.identity.subscription_id}/resourceGroups/rg-a",
+    )
+    state.arm.enforce_authorization = True
+    return AzureClients(
+        emulator_credentials(emulator, client_id=worker.client_id, client_secret=worker.secret)
+    )
+
+
+def refusal(call: object) -> tuple[int, str, str]:
+    """The status, code and message of an ARM error (a HEAD's has no body)."""
+    with pytest.raises(HttpResponseError) as info:
+        call()  # type: ignore[operator]
+    error = info.value.error
+    return info.value.status_code, error.code if error else "", error.message if error else ""
+
+
+def test_reads_need_a_role_at_the_scope_or_above(reader: AzureClients, emulator: Emulator) -> None:
+    sub = f"/subscriptions/{emulator.identity.subscription_id}"
+    identities = reader.msi().user_assigned_identities
+    assert identities.get("rg-a", "id-rg-a").name == "id-rg-a"  # inherited from the group
+    status, code, message = refusal(lambda: identities.get("rg-b", "id-rg-b"))
+    assert (status, code) == (403, "AuthorizationFailed")
+    assert message.startswith("The client '") and message.endswith(
+        f"does not have authorization to perform action '{MSI}/read' over scope "
+        f"'{sub}/resourceGroups/rg-b/providers/{MSI}/id-rg-b' or the scope is invalid. If "
+        "access was recently granted, please refresh your credentials."
+    )
+    groups = reader.resources().resource_groups
+    assert groups.get("rg-a").name == "rg-a"
+    assert refusal(lambda: groups.get("rg-b"))[:2] == (403, "AuthorizationFailed")
+    assert refusal(lambda: groups.check_existence("rg-b"))[0] == 403
+    # a resource group's resources: refused without a role on the group
+    resources = reader.resources().resources
+    assert [r.name for r in resources.list_by_resource_group("rg-a")] == ["id-rg-a"]
+    assert (
+        "'Microsoft.Resources/subscriptions/resourceGroups/resources/read' over scope "
+        in (refusal(lambda: list(resources.list_by_resource_group("rg-b")))[2])
+    )
+    assert refusal(lambda: list(identities.list_by_resource_group("rg-b")))[0] == 403
+    # the subscription's lists hold only what it can read; so does its subscription list
+    assert [g.name for g in groups.list()] == ["rg-a"]
+    assert [r.name for r in resources.list()] == ["id-rg-a"]
+    assert [i.name for i in identities.list_by_subscription()] == ["id-rg-a"]
+    assert [s.subscription_id for s in reader.subscriptions().subscriptions.list()] == [
+        emulator.identity.subscription_id
+    ]
+
+
+def test_a_role_on_one_resource_reads_that_resource_only(
+    emulator: Emulator, azure: AzureClients
+) -> None:
+    state = emulator.state
+    sub = f"/subscriptions/{emulator.identity.subscription_id}"
+    azure.resources().resource_groups.create_or_update("rg-a", {"location": "westeurope"})
+    for name in ("id1", "id2"):
+        azure.msi().user_assigned_identities.create_or_update(
+            "rg-a", name, {"location": "westeurope"}
+        )
+    worker = state.add_service_principal(name="worker")
+    nobody = state.add_service_principal(name="nobody")
+    state.grant_role(worker.object_id, "Reader", f"{sub}/resourceGroups/rg-a/providers/{MSI}/id1")
+    state.arm.enforce_authorization = True
+    clients = AzureClients(
+        emulator_credentials(emulator, client_id=worker.client_id, client_secret=worker.secret)
+    )
+    identities = clients.msi().user_assigned_identities
+    assert identities.get("rg-a", "id1").name == "id1"
+    assert refusal(lambda: identities.get("rg-a", "id2"))[0] == 403
+    assert refusal(lambda: clients.resources().resource_groups.get("rg-a"))[0] == 403
+    assert [i.name for i in identities.list_by_subscription()] == ["id1"]
+    # no role anywhere in the subscription: not even the subscription is readable
+    outsider = AzureClients(
+        emulator_credentials(emulator, client_id=nobody.client_id, client_secret=nobody.secret)
+    )
+    assert list(outsider.subscriptions().subscriptions.list()) == []
+    status, code, message = refusal(lambda: list(outsider.resources().resource_groups.list()))
+    assert (status, code) == (403, "AuthorizationFailed")
+    assert "'Microsoft.Resources/subscriptions/resourceGroups/read' over scope " in message
+    # unenforced, every caller reads everything
+    state.arm.enforce_authorization = False
+    assert outsider.msi().user_assigned_identities.get("rg-a", "id2").name == "id2"
+
+
+def test_resource_graph_answers_only_what_the_caller_can_read(
+    reader: AzureClients, emulator: Emulator
+) -> None:
+    sub = emulator.identity.subscription_id
+    query = QueryRequest(subscriptions=[sub], query=f"Resources | where type =~ '{MSI}'")
+    rows = reader.resource_graph().resources(query).data
+    assert [r["name"] for r in rows] == ["id-rg-a"]
+    nobody = emulator.state.add_service_principal(name="nobody")
+    outsider = AzureClients(
+        emulator_credentials(emulator, client_id=nobody.client_id, client_secret=nobody.secret)
+    )
+    assert outsider.resource_graph().resources(query).data == []
+    emulator.state.grant_role(nobody.object_id, "Reader", f"/subscriptions/{sub}")
+    rows = outsider.resource_graph().resources(query).data
+    assert sorted(r["name"] for r in rows) == ["id-rg-a", "id-rg-b"]

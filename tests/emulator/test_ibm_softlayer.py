@@ -159,10 +159,10 @@ def test_copy_to_icos_exports_the_seeded_template(
     assert vhd_info(io.BytesIO(body)).disk_type == "fixed"
 
 
-def test_order_a_server_from_a_template(ibm: IBMClients) -> None:
-    client = ibm.softlayer()
+def seed_order(client: SoftLayer.BaseClient) -> dict:
+    """A virtual server order from the account's seeded template."""
     seed = client.call(TEMPLATES, "getObject", id=SEED_TEMPLATE_ID)
-    order = {
+    return {
         "hostname": "byok-vsi",
         "domain": "example.com",
         "startCpus": 2,
@@ -172,6 +172,12 @@ def test_order_a_server_from_a_template(ibm: IBMClients) -> None:
         "localDiskFlag": False,
         "blockDeviceTemplateGroup": {"globalIdentifier": seed["globalIdentifier"]},
     }
+
+
+def test_order_a_server_from_a_template(ibm: IBMClients) -> None:
+    client = ibm.softlayer()
+    order = seed_order(client)
+    seed = order["blockDeviceTemplateGroup"]
     dry_run = client.call("Virtual_Guest", "generateOrderTemplate", order)
     assert dry_run["imageTemplateGlobalIdentifier"] == seed["globalIdentifier"]
     guest = client.call("Virtual_Guest", "createObject", order)

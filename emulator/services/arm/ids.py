@@ -110,3 +110,82 @@ def write_action(method: str, path: str) -> tuple[str, str] | None:
     except HttpError:
         return None
     return (f"{rid.full_type}/{verb}", rid.id()) if rid.name else None
+
+
+GROUP_READ = "Microsoft.Resources/subscriptions/resourceGroups/read"
+_SUBSCRIPTION_READS = {
+    "": "Microsoft.Resources/subscriptions/read",
+    "locations": "Microsoft.Resources/subscriptions/locations/read",
+    "resourcegroups": GROUP_READ,
+    "resources": "Microsoft.Resources/subscriptions/resources/read",
+    "providers": "Microsoft.Resources/subscriptions/providers/read",
+}
+_SUBSCRIPTION_PATH = re.compile(r"(/subscriptions/[^/]+)(?:/([^/]+))?", re.IGNORECASE)
+_PROVIDER_PATH = re.compile(r"(/subscriptions/[^/]+)/providers/[^/]+", re.IGNORECASE)
+_MONITORS = ("operationstatuses", "operationresults")
+_FEATURES = re.compile(
+    r"(/subscriptions/[^/]+)/providers/Microsoft\.Features/(providers/[^/]+/)?features(/[^/]+)?",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class ReadAction:
+    """What a read needs: `action` at `scope`. With `filtered`, ARM answers with what the
+    caller can read inside the subscription (its lists, the subscription itself, its
+    providers, locations and operation monitors): any role in the subscription will do."""
+
+    action: str
+    scope: str
+    filtered: bool = False
+
+
+def read_action(method: str, path: str) -> ReadAction | None:
+    """The RBAC action a GET or HEAD needs ('Microsoft.KeyVault/vaults/read' on the vault,
+    'Microsoft.Resources/subscriptions/resourceGroups/read' on a group); None for another
+    method or a path outside a subscription. Action names as Azure's resource provider
+    operations list them (https://learn.microsoft.com/azure/role-based-access-control/
+    permissions/management-and-governance#microsoftresources)."""
+    if method not in ("GET", "HEAD"):
+        return None
+    path = "/" + path.strip("/")
+    if match := _SUBSCRIPTION_PATH.fullmatch(path):
+        action = _SUBSCRIPTION_READS.get((match[2] or "").lower())
+        return ReadAction(action, match[1], filtered=True) if action else None
+    if _GROUP.fullmatch(path):
+        return ReadAction(GROUP_READ, path)
+    if path.lower().endswith("/resources") and _GROUP.fullmatch(path[: -len("/resources")]):
+        return ReadAction(
+            "Microsoft.Resources/subscriptions/resourceGroups/resources/read",
+            path[: -len("/resources")],
+        )
+    if match := _PROVIDER_PATH.fullmatch(path):
+        return ReadAction(_SUBSCRIPTION_READS["providers"], match[1], filtered=True)
+    if match := _FEATURES.fullmatch(path):
+        kind = "providers/features" if match[2] else "features"
+        return ReadAction(f"Microsoft.Features/{kind}/read", match[1])
+    try:
+        rid = parse(path)
+    except HttpError:
+        return None
+    action = f"{rid.full_type}/read"
+    if action.lower() == "microsoft.authorization/permissions/read":
+        # "Gets all permissions the caller has" (learn.microsoft.com/rest/api/authorization/
+        # permissions): what the caller may do, an empty list when nothing
+        return None
+    if rid.types[0].lower() == "locations" and not rid.resource_group:
+        # regional reads of a provider ('…/locations/deletedVaults', kubernetesVersions) are
+        # subscription reads; anyone who can read in the subscription polls its operations
+        filtered = rid.types[-1].lower() in _MONITORS
+        return ReadAction(action, f"/subscriptions/{rid.subscription}", filtered)
+    if rid.name:
+        return ReadAction(action, rid.id())
+    scope = rid.parent if len(rid.types) > 1 else rid.scope
+    return ReadAction(action, scope, filtered=_SUBSCRIPTION_PATH.fullmatch(scope) is not None)
+
+
+def resource_read_action(resource_type: str) -> str:
+    """The action that reads a stored resource of `resource_type`."""
+    if resource_type.lower() == "microsoft.resources/resourcegroups":
+        return GROUP_READ
+    return f"{resource_type}/read"

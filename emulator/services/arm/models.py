@@ -230,7 +230,8 @@ class ArmModel:
         self.namespaces = {ns.lower(): ns for ns in DEFAULT_NAMESPACES}
         self.default_lro_polls = 1
         self.page_size = 100
-        # Check ARM writes against role assignments (403 AuthorizationFailed); off by default.
+        # Check ARM calls against role assignments (403 AuthorizationFailed, lists filtered to
+        # what the caller can read); off by default.
         self.enforce_authorization = False
 
     def add_subscription(

@@ -11,7 +11,11 @@ from urllib.parse import urlencode
 from emulator.http import HttpError, Request, Response, Router
 from emulator.services.arm import ids, jsonc, locations
 from emulator.services.arm.models import ArmModel, Operation, failure_error, public
-from emulator.services.authorization.models import principal_allowed
+from emulator.services.authorization.models import (
+    holds_role_within,
+    principal_allowed,
+    readable,
+)
 from emulator.services.entra.models import ARM_AUDIENCES, Principal
 
 ArmHandler = Callable[[Request, Principal], Response]
@@ -77,14 +81,24 @@ def check_subscription(arm: ArmModel, path: str, principal: Principal) -> None:
 
 
 def check_authorization(arm: ArmModel, request: Request, principal: Principal) -> None:
-    """403 AuthorizationFailed unless the caller's role assignments allow the write (reads
-    are not checked yet). Message as ARM gives it, e.g.
-    https://github.com/Azure/Azure-Landing-Zones/issues/3668."""
+    """403 AuthorizationFailed unless the caller's role assignments allow the call: a write
+    or action on its target, a read on what it reads (a list ARM filters to what the caller
+    can read needs only a role somewhere in the subscription). Message as ARM gives it, e.g.
+    https://github.com/Azure/Azure-Landing-Zones/issues/3668 (a write),
+    https://github.com/Azure/azure-rest-api-specs/issues/23472 (a read),
+    https://github.com/microsoft/vscode-cosmosdb/issues/1090 (a subscription's list)."""
     wanted = ids.write_action(request.method, request.path)
-    if wanted is None:
-        return
-    action, scope = wanted
-    if principal_allowed(arm, principal.object_id, action, scope):
+    if wanted is not None:
+        action, scope = wanted
+        if principal_allowed(arm, principal.object_id, action, scope):
+            return
+    elif read := ids.read_action(request.method, request.path):
+        action, scope = read.action, read.scope
+        if principal_allowed(arm, principal.object_id, action, scope) or (
+            read.filtered and holds_role_within(arm, principal.object_id, scope)
+        ):
+            return
+    else:
         return
     raise HttpError(
         403,
@@ -134,6 +148,14 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
     def list_subscriptions(request: Request, principal: Principal) -> Response:
         with arm.lock:
             subs = [s for s in arm.subscriptions.values() if s.tenant_id == principal.tenant_id]
+        if arm.enforce_authorization:  # the subscriptions where the caller holds a role
+            subs = [
+                s
+                for s in subs
+                if holds_role_within(
+                    arm, principal.object_id, f"/subscriptions/{s.subscription_id}"
+                )
+            ]
         return page(request, [s.to_json() for s in subs])
 
     def get_subscription(request: Request, principal: Principal) -> Response:
@@ -199,19 +221,18 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
     def list_groups(request: Request, principal: Principal) -> Response:
         sub = request.params["sub"]
         arm.subscription(sub)
-        return page(
-            request,
-            arm.children(
-                f"/subscriptions/{sub}/resourceGroups", "Microsoft.Resources/resourceGroups"
-            ),
+        groups = arm.children(
+            f"/subscriptions/{sub}/resourceGroups", "Microsoft.Resources/resourceGroups"
         )
+        return page(request, readable(arm, principal.object_id, groups))
 
     def list_group_resources(request: Request, principal: Principal) -> Response:
         group = arm.resource_group(rg_id(request))
         prefix = group["id"].lower() + "/providers/"
         with arm.lock:
             found = [r for k, r in arm.resources.items() if k.startswith(prefix)]
-        return page(request, filtered(top_level(found), request.query.get("$filter")))
+        found = readable(arm, principal.object_id, top_level(found))
+        return page(request, filtered(found, request.query.get("$filter")))
 
     def list_resources(request: Request, principal: Principal) -> Response:
         sub = arm.subscription(request.params["sub"]).subscription_id
@@ -220,7 +241,8 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
             found = [
                 r for k, r in arm.resources.items() if k.startswith(prefix) and "/providers/" in k
             ]
-        return page(request, filtered(top_level(found), request.query.get("$filter")))
+        found = readable(arm, principal.object_id, top_level(found))
+        return page(request, filtered(found, request.query.get("$filter")))
 
     group = "/subscriptions/{sub}/resourceGroups/{rg}"
     arm_route("GET", "/subscriptions/{sub}/resourceGroups", list_groups)
@@ -347,7 +369,9 @@ def register(router: Router, arm: ArmModel, base_url: str) -> None:
                     arm.require(scope)
                 elif rid.resource_group:
                     arm.resource_group(scope)
-                return page(request, arm.children(scope, spec.type))
+                return page(
+                    request, readable(arm, principal.object_id, arm.children(scope, spec.type))
+                )
             raise HttpError(
                 405,
                 "UnsupportedOperation",

@@ -13,6 +13,7 @@ from emulator.services.authorization.roles import (
     BUILT_IN_ROLES,
     ROLE_DEFINITION_TYPE,
     allowed,
+    in_scope,
     role_by_definition_id,
 )
 
@@ -79,13 +80,50 @@ def assignments_at(arm: ArmModel, scope: str, exact: bool = False) -> list[dict[
     return found
 
 
+def principal_assignments(arm: ArmModel, principal_id: str) -> list[dict[str, Any]]:
+    """The principal's role assignments, at any scope, that have taken effect."""
+    now = time.monotonic()
+    with arm.lock:
+        return [
+            r
+            for r in arm.resources.values()
+            if r["type"] == ROLE_ASSIGNMENT_TYPE
+            and r["properties"]["principalId"] == principal_id
+            and r["_effective_at"] <= now
+        ]
+
+
 def effective_assignments(arm: ArmModel, scope: str, principal_id: str) -> list[dict[str, Any]]:
     """The principal's role assignments at `scope` and above that have taken effect."""
-    now = time.monotonic()
     return [
         a
-        for a in assignments_at(arm, scope)
-        if a["properties"]["principalId"] == principal_id and a["_effective_at"] <= now
+        for a in principal_assignments(arm, principal_id)
+        if in_scope(a["properties"]["scope"], scope)
+    ]
+
+
+def holds_role_within(arm: ArmModel, principal_id: str, scope: str) -> bool:
+    """Whether the principal holds a role at `scope`, above it or anywhere below it."""
+    return any(
+        in_scope(a["properties"]["scope"], scope) or in_scope(scope, a["properties"]["scope"])
+        for a in principal_assignments(arm, principal_id)
+    )
+
+
+def readable(
+    arm: ArmModel, principal_id: str, resources: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The resources the principal may read (all of them unless authorization is enforced):
+    what ARM's lists and Resource Graph answer
+    (https://learn.microsoft.com/azure/governance/resource-graph/overview#permissions-in-
+    azure-resource-graph: without read access to a resource, it is not returned)."""
+    if not arm.enforce_authorization:
+        return resources
+    mine = principal_assignments(arm, principal_id)
+    return [
+        r
+        for r in resources
+        if allowed(mine, principal_id, ids.resource_read_action(r["type"]), r["id"])
     ]
 
 

@@ -1,5 +1,6 @@
-"""IBM Cloud IAM state: one account, the API keys of its user and service IDs, the tokens
-IAM issues for them, and access and authorization policies."""
+"""IBM Cloud IAM state of one account (emulator.ibm_accounts holds every account's): the API
+keys of its user and service IDs, the tokens IAM issues for them, and access and
+authorization policies."""
 
 from __future__ import annotations
 
@@ -231,8 +232,23 @@ def _matches(pattern: str, value: str | None) -> bool:
     return fnmatch.fnmatchcase(value, pattern) if "*" in pattern else pattern == value
 
 
+def authenticate(authorization: str | None) -> Caller:
+    """The caller behind `Authorization: Bearer <IAM token>` (any account's: the emulator's
+    IAM signs every account's tokens with one key)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationError("the Authorization header is missing or not a bearer token")
+    try:
+        claims = jwt.decode(token, _signing_key().public_key(), algorithms=["RS256"])
+    except jwt.ExpiredSignatureError as exc:
+        raise AuthenticationError("the IAM token expired") from exc
+    except jwt.InvalidTokenError as exc:
+        raise AuthenticationError(f"the IAM token is invalid: {exc}") from exc
+    return Caller(claims["iam_id"], claims["account"]["bss"], claims["sub_type"])
+
+
 class IamModel:
-    """The account's identities, keys and policies; issues and checks signed tokens."""
+    """One account's identities, keys and policies; issues and checks signed tokens."""
 
     token_lifetime = 3600
 
@@ -315,19 +331,6 @@ class IamModel:
             "expiration": now + self.token_lifetime,
             "scope": "ibm openid",
         }
-
-    def authenticate(self, authorization: str | None) -> Caller:
-        """The caller behind `Authorization: Bearer <IAM token>`."""
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise AuthenticationError("the Authorization header is missing or not a bearer token")
-        try:
-            claims = jwt.decode(token, _signing_key().public_key(), algorithms=["RS256"])
-        except jwt.ExpiredSignatureError as exc:
-            raise AuthenticationError("the IAM token expired") from exc
-        except jwt.InvalidTokenError as exc:
-            raise AuthenticationError(f"the IAM token is invalid: {exc}") from exc
-        return Caller(claims["iam_id"], claims["account"]["bss"], claims["sub_type"])
 
     # -- API keys and service IDs ----------------------------------------------------------
     def _add_key(self, name: str, iam_id: str, value: str, description: str = "") -> ApiKey:

@@ -188,8 +188,9 @@ class KeyProtectModel:
             self.instances[guid] = instance
         return instance
 
-    def instance(self, guid: str | None) -> Instance:
-        """The instance named by the bluemix-instance header."""
+    def instance(self, guid: str | None, region: str | None = None) -> Instance:
+        """The instance named by the bluemix-instance header (in `region`, when given: a
+        regional endpoint knows only its region's instances)."""
         try:
             uuid.UUID(guid or "")
         except ValueError:
@@ -200,7 +201,7 @@ class KeyProtectModel:
             ) from None
         with self.lock:
             instance = self.instances.get(str(guid))
-        if instance is None:
+        if instance is None or region not in (None, instance.region):
             raise KeyProtectError(
                 401,
                 "UNAUTHORIZED_ERR",

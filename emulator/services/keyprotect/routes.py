@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from emulator.http import Request, Response, Router
+from emulator.ibm_accounts import IbmAccounts, region_of
 from emulator.services.ibm_iam.models import AuthenticationError, Caller
 from emulator.services.keyprotect.models import (
     KEY_TYPE,
@@ -16,7 +17,7 @@ from emulator.services.keyprotect.models import (
     KeyProtectModel,
 )
 
-KeyHandler = Callable[[Request, Caller, Instance], Response]
+KeyHandler = Callable[[Request, Caller, Instance, KeyProtectModel], Response]
 ACTIONS = ("wrap", "unwrap", "rewrap", "rotate", "disable", "enable")
 STATE_ACTIONS = ("rotate", "disable", "enable")  # writes, answered 204
 
@@ -29,38 +30,47 @@ def _keys(keys: list[Key], status: int = 200, with_payload: bool = False) -> Res
     return Response(status, body, {"Content-Type": KEY_TYPE})
 
 
-def register(router: Router, kp: KeyProtectModel) -> None:
-    """Add the Key Protect routes."""
+def register(router: Router, accounts: IbmAccounts) -> None:
+    """Add the Key Protect routes: each call reaches its token's account's instances in the
+    host's region."""
 
     def route(method: str, template: str, handler: KeyHandler) -> None:
         def served(request: Request) -> Response:
             try:
-                caller = kp.iam.authenticate(request.headers.get("authorization"))
+                caller, account = accounts.caller(request.headers.get("authorization"))
             except AuthenticationError as exc:
                 raise KeyProtectError(401, "UNAUTHORIZED_ERR", str(exc)) from exc
-            instance = kp.instance(request.headers.get("bluemix-instance"))
+            kp = account.keyprotect
+            region = region_of(request, account.identity.region)
+            instance = kp.instance(request.headers.get("bluemix-instance"), region)
             with kp.lock:
-                return handler(request, caller, instance)
+                return handler(request, caller, instance, kp)
 
         router.add(method, template, served)
 
-    def create(request: Request, caller: Caller, instance: Instance) -> Response:
+    def create(
+        request: Request, caller: Caller, instance: Instance, kp: KeyProtectModel
+    ) -> Response:
         kp.authorize(caller, instance, write=True)
         return _keys([kp.create_key(instance, request.json(), caller)], 201)
 
-    def list_keys(request: Request, caller: Caller, instance: Instance) -> Response:
+    def list_keys(
+        request: Request, caller: Caller, instance: Instance, kp: KeyProtectModel
+    ) -> Response:
         kp.authorize(caller, instance, write=False)
         start = int(request.query.get("offset") or 0)
         limit = int(request.query.get("limit") or 200)
         keys = list(instance.keys.values())
         return _keys(keys[start : start + limit])
 
-    def get(request: Request, caller: Caller, instance: Instance) -> Response:
+    def get(request: Request, caller: Caller, instance: Instance, kp: KeyProtectModel) -> Response:
         key = instance.key(request.params["id"])
         kp.authorize(caller, instance, write=False, key_id=key.id)
         return _keys([key], with_payload=True)
 
-    def registrations(request: Request, caller: Caller, instance: Instance) -> Response:
+    def registrations(
+        request: Request, caller: Caller, instance: Instance, kp: KeyProtectModel
+    ) -> Response:
         key = instance.key(request.params["id"])
         kp.authorize(caller, instance, write=False, key_id=key.id)
         found = kp.registrations_of(key)
@@ -73,7 +83,9 @@ def register(router: Router, kp: KeyProtectModel) -> None:
         }
         return Response(200, body, {"Content-Type": "application/vnd.ibm.kms.registration+json"})
 
-    def policies(request: Request, caller: Caller, instance: Instance) -> Response:
+    def policies(
+        request: Request, caller: Caller, instance: Instance, kp: KeyProtectModel
+    ) -> Response:
         key = instance.key(request.params["id"])
         write = request.method == "PUT"
         kp.authorize(caller, instance, write=write, key_id=key.id)
@@ -86,7 +98,9 @@ def register(router: Router, kp: KeyProtectModel) -> None:
         }
         return Response(200, body, {"Content-Type": POLICY_TYPE})
 
-    def action(request: Request, caller: Caller, instance: Instance) -> Response:
+    def action(
+        request: Request, caller: Caller, instance: Instance, kp: KeyProtectModel
+    ) -> Response:
         name = request.params.get("action") or request.query.get("action", "")
         if name not in ACTIONS:
             raise KeyProtectError(

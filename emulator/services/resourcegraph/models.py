@@ -6,10 +6,11 @@ answer says how many are left (`x-ms-user-quota-remaining`) and when the window 
 (`x-ms-user-quota-resets-after`, hh:mm:ss); past the quota the answer is 429. Rows have
 ARM's shape with `type` and `resourceGroup` lower-cased, plus `subscriptionId`,
 `resourceGroup` and `tenantId` columns; pages hold at most 1000 rows (`$top`), continued by
-`$skipToken`. A VM's row carries its power state in
-`properties.extended.instanceView.powerState` (`code`: `PowerState/deallocated`, …: "Count of
-virtual machines by power state", learn.microsoft.com/azure/virtual-machines/
-resource-graph-samples)."""
+`$skipToken`. Rows are only the resources the caller can read ("Permissions in Azure
+Resource Graph", learn.microsoft.com/azure/governance/resource-graph/overview). A VM's row
+carries its power state in `properties.extended.instanceView.powerState` (`code`:
+`PowerState/deallocated`, …: "Count of virtual machines by power state",
+learn.microsoft.com/azure/virtual-machines/resource-graph-samples)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Any
 
 from emulator.http import HttpError
 from emulator.services.arm.models import ArmModel, public
+from emulator.services.authorization.models import readable
 from emulator.services.entra.models import Principal
 from emulator.services.resourcegraph.kql import KqlError, parse
 
@@ -85,7 +87,8 @@ class ResourceGraphModel:
             if sub.tenant_id == principal.tenant_id
         }
         wanted = {s.lower() for s in subscriptions} & visible if subscriptions else visible
-        rows = query.run([self._row(r) for r in self._resources(wanted)])
+        found = readable(self.arm, principal.object_id, self._resources(wanted))
+        rows = query.run([self._row(r) for r in found])
         top = min(int(options.get("$top") or 100), MAX_TOP)
         start = int(options.get("$skip") or 0)
         if options.get("$skipToken"):

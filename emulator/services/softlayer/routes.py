@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from emulator.http import Request, Response, Router
+from emulator.ibm_accounts import IbmAccounts
 from emulator.services.softlayer.models import (
     SoftLayerError,
     SoftLayerModel,
@@ -19,11 +20,11 @@ from emulator.services.softlayer.models import (
 
 TEMPLATES = "SoftLayer_Virtual_Guest_Block_Device_Template_Group"
 GUESTS = "SoftLayer_Virtual_Guest"
-Method = Callable[[str | None, list[Any], str], Any]
+Method = Callable[[SoftLayerModel, str | None, list[Any], str], Any]
 
 
-def register(router: Router, sl: SoftLayerModel) -> None:
-    """Add the SoftLayer routes."""
+def register(router: Router, accounts: IbmAccounts) -> None:
+    """Add the SoftLayer routes: each call acts in its API key's account."""
 
     def param(params: list[Any], index: int, name: str) -> Any:
         if len(params) <= index:
@@ -32,32 +33,32 @@ def register(router: Router, sl: SoftLayerModel) -> None:
             )
         return params[index]
 
-    def template_get(oid: str | None, params: list[Any], mask: str) -> Any:
+    def template_get(sl: SoftLayerModel, oid: str | None, params: list[Any], mask: str) -> Any:
         return sl.template(oid).to_json(mask)
 
-    def create_from_icos(oid: str | None, params: list[Any], mask: str) -> Any:
+    def create_from_icos(sl: SoftLayerModel, oid: str | None, params: list[Any], mask: str) -> Any:
         return sl.create_from_icos(param(params, 0, "configuration")).to_json(mask)
 
-    def copy_to_icos(oid: str | None, params: list[Any], mask: str) -> Any:
+    def copy_to_icos(sl: SoftLayerModel, oid: str | None, params: list[Any], mask: str) -> Any:
         return sl.copy_to_icos(oid, param(params, 0, "configuration"))
 
-    def account_templates(oid: str | None, params: list[Any], mask: str) -> Any:
+    def account_templates(sl: SoftLayerModel, oid: str | None, params: list[Any], mask: str) -> Any:
         with sl.lock:
             ids = list(sl.templates)
         return [sl.template(i).to_json(mask) for i in ids]
 
-    def account_guests(oid: str | None, params: list[Any], mask: str) -> Any:
+    def account_guests(sl: SoftLayerModel, oid: str | None, params: list[Any], mask: str) -> Any:
         with sl.lock:
             guests = list(sl.guests.values())
         return [g.to_json() for g in guests]
 
-    def guest_create(oid: str | None, params: list[Any], mask: str) -> Any:
+    def guest_create(sl: SoftLayerModel, oid: str | None, params: list[Any], mask: str) -> Any:
         return sl.create_guest(param(params, 0, "templateObject")).to_json()
 
-    def guest_get(oid: str | None, params: list[Any], mask: str) -> Any:
+    def guest_get(sl: SoftLayerModel, oid: str | None, params: list[Any], mask: str) -> Any:
         return sl.guest(oid).to_json()
 
-    def order_template(oid: str | None, params: list[Any], mask: str) -> Any:
+    def order_template(sl: SoftLayerModel, oid: str | None, params: list[Any], mask: str) -> Any:
         order = sl.validate_order(param(params, 0, "templateObject"))
         group = order.get("blockDeviceTemplateGroup") or {}
         return {
@@ -87,7 +88,7 @@ def register(router: Router, sl: SoftLayerModel) -> None:
     }
 
     def serve(request: Request) -> Response:
-        authenticate(request.headers.get("authorization", ""))
+        sl = authenticate(request.headers.get("authorization", ""))
         service, name = request.params["service"], request.params["method"]
         handler = methods.get((service, name.removesuffix(".json")))
         if handler is None:
@@ -102,21 +103,24 @@ def register(router: Router, sl: SoftLayerModel) -> None:
                 400, "SoftLayer_Exception_Public", f"parameters {params!r} must be a list."
             )
         return Response(
-            200, handler(request.params.get("id"), params, request.query.get("objectMask", ""))
+            200,
+            handler(sl, request.params.get("id"), params, request.query.get("objectMask", "")),
         )
 
-    def authenticate(header: str) -> None:
+    def authenticate(header: str) -> SoftLayerModel:
         scheme, _, encoded = header.partition(" ")
         try:
             user, _, password = base64.b64decode(encoded).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             user = password = ""
-        if scheme.lower() != "basic" or user != "apikey" or sl.iam.key_by_value(password) is None:
+        account = accounts.by_api_key(password) if password else None
+        if scheme.lower() != "basic" or user != "apikey" or account is None:
             raise SoftLayerError(
                 401,
                 "SoftLayer_Exception_Public",
                 "Access Denied. Use HTTP Basic auth with user 'apikey' and an IBM Cloud API key.",
             )
+        return account.softlayer
 
     for version in ("v3", "v3.1"):
         for template in ("/{service}/{method}", "/{service}/{id}/{method}"):
