@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Literal
 
 from azure.mgmt.core.tools import parse_resource_id
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator
 
 from byok.aks_kms import experience_of
 from byok.errors import InvalidRequest
@@ -47,9 +47,12 @@ class FleetRotationRequest(FleetScope):
     expiring_within_days: int | None = Field(
         None, ge=0, description="Only keys whose latest version expires within this."
     )
-    dry_run: bool = Field(
+    plan_only: bool = Field(
         False,
-        description="Publish the plan (keys to rotate, dependents to update); write nothing.",
+        # `dry_run`: this field's name before every flow had `plan_only` (saved deployments)
+        validation_alias=AliasChoices("plan_only", "dry_run"),
+        description="Plan only: publish the plan (keys to rotate, dependents to update) as "
+        "the `customer-key-rotation-plan` artifact and the result; write nothing.",
     )
     rotation_id: str | None = Field(
         None,
@@ -247,7 +250,7 @@ class RotationPlan(BaseModel):
     skipped: list[RotationRow] = Field(default_factory=list)
 
     def rows(self) -> list[RotationRow]:
-        """The plan as rows (what a dry run reports)."""
+        """The plan as rows (what plan_only reports)."""
         rows = list(self.skipped)
         for key in self.rotations:
             action = "new version" if key.make_version else f"reuse {key.latest}"
@@ -275,10 +278,10 @@ class RotationPlan(BaseModel):
 
 
 class FleetRotationResult(BaseModel):
-    """What a run did (or, dry, would do), row by row."""
+    """What a run did (or, with plan_only, would do), row by row."""
 
     rotation_id: str
-    dry_run: bool
+    plan_only: bool = Field(validation_alias=AliasChoices("plan_only", "dry_run"))
     rows: list[RotationRow]
 
     @property

@@ -84,7 +84,7 @@ class IbmRotationPlan(BaseModel):
     skipped: list[RotationRow] = Field(default_factory=list)
 
     def rows(self) -> list[RotationRow]:
-        """The plan as rows (what a dry run reports)."""
+        """The plan as rows (what plan_only reports)."""
         return list(self.skipped) + [r for k in self.rotations for r in k.rows(Status.PLANNED)]
 
 

@@ -7,7 +7,7 @@ encryption set and registry that uses it moves to that version, verified.
    and tags.
 4. Read each key's latest version; plan: due by age or expiry, a new version or the one
    this rotation (or a rotation policy) already made; KMS clusters the two-slot rule stops
-   are held back (rows); a dry run publishes the plan and stops.
+   are held back (rows); plan_only publishes the plan and stops.
 5. Rotate each key once (tagged with the rotation id: a re-run reuses the version).
 6. Move each dependent: update a set or registry pinned to a version, or wait for one that
    follows the latest version to pick it up; verify it reports the new version. A KMS
@@ -47,7 +47,7 @@ from tasks.task_runners import check_task_runner, task_runner_for
 def rotate_customer_keys(
     request: FleetRotationRequest, credentials: AzureCredentials | None = None
 ) -> FleetRotationResult:
-    """Select → plan → (dry run: publish the plan) → rotate keys → move and verify
+    """Select → plan → (plan_only: publish the plan) → rotate keys → move and verify
     dependents → publish the rows.
 
     Args:
@@ -63,7 +63,7 @@ def rotate_customer_keys(
     facts = read_key_facts(credentials, list(candidates))
     plan = check_kms_clusters(credentials, plan_keys(candidates, facts, request), request)
     ibm = plan_ibm_keys(request) if request.ibm_accounts else IbmRotationPlan()
-    if request.dry_run:
+    if request.plan_only:
         return publish_rotation(plan, plan.rows() + ibm.rows(), True)
     runner = task_runner_for(request)
     done = apply_rotation_plan.with_options(task_runner=runner)(request, plan, ibm, credentials)

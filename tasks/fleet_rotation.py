@@ -235,12 +235,12 @@ def move_dependent(
 
 @task(name="Publish the rotation")
 def publish_rotation(
-    plan: RotationPlan, rows: list[RotationRow], dry_run: bool
+    plan: RotationPlan, rows: list[RotationRow], plan_only: bool
 ) -> FleetRotationResult:
-    """A table artifact of every row (the plan, on a dry run) and a markdown summary; a
+    """A table artifact of every row (the plan, with plan_only) and a markdown summary; a
     `byok.key.rotated` event per key whose dependents all moved."""
-    result = FleetRotationResult(rotation_id=plan.rotation_id, dry_run=dry_run, rows=rows)
-    name = "customer-key-rotation-plan" if dry_run else "customer-key-rotation"
+    result = FleetRotationResult(rotation_id=plan.rotation_id, plan_only=plan_only, rows=rows)
+    name = "customer-key-rotation-plan" if plan_only else "customer-key-rotation"
     create_table_artifact(
         key=name,
         table=[
@@ -260,10 +260,10 @@ def publish_rotation(
     counts = {s: sum(r.status == s for r in rows) for s in Status}
     create_markdown_artifact(
         key=f"{name}-summary",
-        markdown=f"# Rotation {plan.rotation_id}{' (dry run)' if dry_run else ''}\n\n"
+        markdown=f"# Rotation {plan.rotation_id}{' (plan only)' if plan_only else ''}\n\n"
         + "\n".join(f"- {s.value}: {n}" for s, n in counts.items() if n),
     )
-    if not dry_run:
+    if not plan_only:
         for key in plan.rotations:
             mine = [r for r in rows if r.key_id == key.key_id]
             if all(r.status in (Status.ROTATED, Status.VERIFIED) for r in mine):

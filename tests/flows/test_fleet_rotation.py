@@ -97,12 +97,12 @@ def active_keys(credentials: AzureCredentials, seeded: FleetSeed) -> dict[str, s
     return found
 
 
-def test_dry_run_plans_every_key_and_writes_nothing(
+def test_plan_only_plans_every_key_and_writes_nothing(
     azure_block: str, emulator: Emulator, azure_credentials: AzureCredentials, fleet: FleetSeed
 ) -> None:
     before = versions(azure_credentials, fleet.key_ids)
     emulator.requests.clear()
-    result = rotate_customer_keys(request(azure_block, dry_run=True))
+    result = rotate_customer_keys(request(azure_block, plan_only=True))
     assert writes(emulator) == []
     assert versions(azure_credentials, fleet.key_ids) == before
     keys = [r for r in result.rows if r.kind == "key"]

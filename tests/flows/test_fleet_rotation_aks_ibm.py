@@ -78,7 +78,7 @@ def test_kms_clusters_rotate_fail_alone_are_held_by_two_slots_and_resume(
 
     # dry run: both clusters planned, nothing written
     emulator.requests.clear()
-    plan = rotate_customer_keys(fleet(azure_block, dry_run=True, rotation_id="r1"))
+    plan = rotate_customer_keys(fleet(azure_block, plan_only=True, rotation_id="r1"))
     assert writes(emulator) == []
     rows = {r.dependent_id: (r.kind, r.action, r.status) for r in plan.rows}
     planned = ("aks-cluster", "update, re-write Secrets", "planned")
@@ -99,7 +99,7 @@ def test_kms_clusters_rotate_fail_alone_are_held_by_two_slots_and_resume(
     assert found.properties.security_profile.azure_key_vault_kms.key_id == v2
 
     # another rotation now would leave aks-a with two key slots in use: held, a named row
-    other = rotate_customer_keys(fleet(azure_block, dry_run=True, rotation_id="r2"))
+    other = rotate_customer_keys(fleet(azure_block, plan_only=True, rotation_id="r2"))
     (held,) = [r for r in other.rows if r.dependent_id == ids["aks-a"]]
     assert held.status == "failed" and "may still be sealed with the previous key" in held.reason
     assert [r.status for r in other.rows if r.dependent_id == ids["aks-b"]] == ["planned"]
@@ -248,7 +248,7 @@ def test_ibm_root_keys_rotate_once_rewrap_every_image_and_resume(
         return {(r.key_id, r.dependent_id): (r.status, r.reason, r.version) for r in result.rows}
 
     v1, vpc_v1 = version(), version(vpc_root)
-    plan = rotate_customer_keys(fleet(azure_block, dry_run=True, **asked))
+    plan = rotate_customer_keys(fleet(azure_block, plan_only=True, **asked))
     assert {(r.key_id, r.dependent_id, r.action, r.status) for r in plan.rows} == {
         (root["crn"], "", "rotate", "planned"),
         (vpc_root["crn"], "", "rotate", "planned"),

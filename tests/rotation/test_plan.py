@@ -178,7 +178,7 @@ def test_expiry_criterion() -> None:
 
 def test_rotation_id_is_stable_per_selection_and_day() -> None:
     a = default_rotation_id(request(tags={"team": "a"}), NOW)
-    assert a == default_rotation_id(request(tags={"team": "a"}, dry_run=True), NOW)
+    assert a == default_rotation_id(request(tags={"team": "a"}, plan_only=True), NOW)
     assert a != default_rotation_id(request(tags={"team": "b"}), NOW)
     assert a != default_rotation_id(request(tags={"team": "a"}), NOW + timedelta(days=1))
     assert a.endswith("-20261202")
@@ -218,3 +218,8 @@ def test_confidential_vm_sets_are_held_back_with_the_flow_that_rotates_them() ->
     reasons = {r.dependent_id.rsplit("/", 1)[-1]: r.reason for r in plan.skipped}
     assert "rotate-confidential-vm-key" in reasons["set-cvm"]
     assert reasons[""] == "only confidential-VM sets use it"
+
+
+def test_plan_only_is_also_read_under_its_former_name_dry_run() -> None:
+    assert request(dry_run=True).plan_only and request(plan_only=True).plan_only
+    assert "plan_only" in FleetRotationRequest.model_json_schema()["properties"]
