@@ -75,9 +75,10 @@ READ_POSTS = (
     "/token",
     "/providers/Microsoft.ResourceGraph/resources",
     "/listClusterUserCredential",
+    "/actions/unwrap",
 )
 """POST requests that read (token requests, Resource Graph queries, an AKS cluster's user
-kubeconfig)."""
+kubeconfig, Key Protect's unwrap)."""
 
 
 def write_requests(emulator: Emulator, after: int = 0) -> list[str]:
@@ -88,6 +89,22 @@ def write_requests(emulator: Emulator, after: int = 0) -> list[str]:
         if r.method in ("PUT", "PATCH", "DELETE")
         or (r.method == "POST" and not r.path.endswith(READ_POSTS))
     ]
+
+
+def run_with_tables(flow: Any, request: Any) -> tuple[Any, dict[str, list[dict[str, str]]]]:
+    """The flow's result and its run's table artifacts."""
+    state = flow(request, return_state=True)
+    return state.result(), run_tables(state.state_details.flow_run_id)
+
+
+def outcomes(table: list[dict[str, str]]) -> list[tuple[str, str]]:
+    """(step, outcome without its details) of each row of a summary or plan table."""
+    return [(row["step"], row["outcome"].split(" (")[0]) for row in table]
+
+
+def as_plan(request: Any) -> Any:
+    """The request with `plan_only` on."""
+    return request.model_copy(update={"plan_only": True})
 
 
 def vault_parameters(

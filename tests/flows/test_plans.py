@@ -15,7 +15,7 @@ from flows.disk_encryption_set import (
     prepare_disk_encryption_set,
     rotate_disk_encryption_set_key,
 )
-from tests.helpers import run_tables, write_requests
+from tests.helpers import as_plan, outcomes, run_with_tables, write_requests
 
 
 def des_request(block: str, **overrides: Any) -> DiskEncryptionSetRequest:
@@ -31,22 +31,12 @@ def des_request(block: str, **overrides: Any) -> DiskEncryptionSetRequest:
     return DiskEncryptionSetRequest(**{**values, **overrides})
 
 
-def run(flow: Any, request: Any) -> tuple[Any, dict[str, list[dict[str, str]]]]:
-    """The flow's result and its run's table artifacts."""
-    state = flow(request, return_state=True)
-    return state.result(), run_tables(state.state_details.flow_run_id)
-
-
-def outcomes(table: list[dict[str, str]]) -> list[tuple[str, str]]:
-    return [(row["step"], row["outcome"].split(" (")[0]) for row in table]
-
-
 def test_des_plan_writes_nothing_and_the_run_does_what_it_said(
     azure_block: str, emulator: Emulator
 ) -> None:
     request = des_request(azure_block, vault_name="kv-plan1", des_name="des-plan1")
     before = len(emulator.requests.find())
-    plan, tables = run(prepare_disk_encryption_set, request.model_copy(update={"plan_only": True}))
+    plan, tables = run_with_tables(prepare_disk_encryption_set, as_plan(request))
     assert write_requests(emulator, before) == []
     assert isinstance(plan, Plan) and plan.flow == "prepare-disk-encryption-set"
     assert [row.row() for row in plan.steps] == tables["prepare-disk-encryption-set-plan"]
@@ -59,7 +49,7 @@ def test_des_plan_writes_nothing_and_the_run_does_what_it_said(
     ]
     assert not [r for r in emulator.arm.resources if "kv-plan1" in r or "des-plan1" in r]
 
-    _, tables = run(prepare_disk_encryption_set, request)
+    _, tables = run_with_tables(prepare_disk_encryption_set, request)
     done = outcomes(tables["prepare-disk-encryption-set-summary"])
     assert ("Create key vault", "created") in done and ("Create key", "created") in done
     assert ("Create disk encryption set", "created") in done
@@ -69,9 +59,9 @@ def test_des_plan_writes_nothing_and_the_run_does_what_it_said(
 
 def test_des_rerun_says_unchanged(azure_block: str, emulator: Emulator) -> None:
     request = des_request(azure_block, vault_name="kv-plan2", des_name="des-plan2")
-    run(prepare_disk_encryption_set, request)
+    run_with_tables(prepare_disk_encryption_set, request)
     before = len(emulator.requests.find())
-    _, tables = run(prepare_disk_encryption_set, request)
+    _, tables = run_with_tables(prepare_disk_encryption_set, request)
     # the set's key is re-applied (Azure confirms the key access that way), nothing else
     assert [w.split(" ")[0] for w in write_requests(emulator, before)] == ["PATCH"]
     summary = outcomes(tables["prepare-disk-encryption-set-summary"])
@@ -79,13 +69,13 @@ def test_des_rerun_says_unchanged(azure_block: str, emulator: Emulator) -> None:
         "unchanged"
     }, summary
     assert ("Wait until the grant is effective", "verified") in summary
-    plan, _ = run(prepare_disk_encryption_set, request.model_copy(update={"plan_only": True}))
+    plan, _ = run_with_tables(prepare_disk_encryption_set, as_plan(request))
     assert plan.writes == [], [s.row() for s in plan.steps]
 
 
 def test_des_plan_names_the_fields_that_would_change(azure_block: str, emulator: Emulator) -> None:
     request = des_request(azure_block, vault_name="kv-plan3", des_name="des-plan3")
-    run(prepare_disk_encryption_set, request)
+    run_with_tables(prepare_disk_encryption_set, request)
     changed = request.model_copy(
         update={
             "auto_key_rotation": True,
@@ -94,7 +84,7 @@ def test_des_plan_names_the_fields_that_would_change(azure_block: str, emulator:
         }
     )
     before = len(emulator.requests.find())
-    plan, _ = run(prepare_disk_encryption_set, changed)
+    plan, _ = run_with_tables(prepare_disk_encryption_set, changed)
     assert write_requests(emulator, before) == []
     said = {s.step: s.said() for s in plan.writes}
     assert said == {
@@ -108,7 +98,7 @@ def test_des_plan_names_the_fields_that_would_change(azure_block: str, emulator:
 
 def test_des_rotation_plan_then_rotation(azure_block: str, emulator: Emulator) -> None:
     request = des_request(azure_block, vault_name="kv-plan4", des_name="des-plan4")
-    prepared, _ = run(prepare_disk_encryption_set, request)
+    prepared, _ = run_with_tables(prepare_disk_encryption_set, request)
     des = prepared.disk_encryption_set
     rotation = DesKeyRotationRequest(
         azure_credentials_block=azure_block,
@@ -119,19 +109,19 @@ def test_des_rotation_plan_then_rotation(azure_block: str, emulator: Emulator) -
         rotation_id="plan-test",
     )
     before = len(emulator.requests.find())
-    plan, _ = run(rotate_disk_encryption_set_key, rotation.model_copy(update={"plan_only": True}))
+    plan, _ = run_with_tables(rotate_disk_encryption_set_key, as_plan(rotation))
     assert write_requests(emulator, before) == []
     assert [s.said() for s in plan.steps] == [
         "would create",
         f"would update (activeKey: {des.key_url} → {prepared.key.versionless_id}/(new version))",
         "would verify",
     ]
-    rotated, tables = run(rotate_disk_encryption_set_key, rotation)
+    rotated, tables = run_with_tables(rotate_disk_encryption_set_key, rotation)
     assert outcomes(tables["rotate-disk-encryption-set-key-summary"]) == [
         ("Create a new key version", "created"),
         ("Update the disk encryption set key", "updated"),
         ("Verify the disk encryption set key", "verified"),
     ]
-    plan, _ = run(rotate_disk_encryption_set_key, rotation.model_copy(update={"plan_only": True}))
+    plan, _ = run_with_tables(rotate_disk_encryption_set_key, as_plan(rotation))
     assert plan.steps[0].said() == "exists, unchanged (made by an earlier run)"
     assert rotated.key_url in plan.steps[0].resource

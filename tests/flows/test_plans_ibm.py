@@ -2,17 +2,15 @@
 reads and writes nothing, names what each step would do, and the run then does it; a re-run
 says `unchanged` for every step and writes nothing; the encrypted image emits its event.
 
-What counts as a write here (`ibm_writes`): every PUT, PATCH and DELETE (COS objects and
-buckets, IAM), and every POST but IAM's token exchange (`POST /identity/token`) and Key
+What counts as a write (`tests.helpers.write_requests`): every PUT, PATCH and DELETE (COS
+objects and buckets, IAM), and every POST but IAM's token exchange (`POST /identity/token`) and Key
 Protect's unwrap (`POST /api/v2/keys/{id}/actions/unwrap`, a read of the DEK). Key Protect's
 other actions (wrap, rewrap, rotate) count as writes; SoftLayer's REST reads here are GETs,
 its POSTs (createFromIcos, copyToIcos, generateOrderTemplate, createObject) count as writes."""
 
 from __future__ import annotations
 
-import re
 import time
-from typing import Any
 
 import pytest
 
@@ -33,34 +31,7 @@ from tests.flows.test_ibm_image import (  # noqa: F401 (quick_softlayer: autouse
     request,
 )
 from tests.flows.test_ibm_rotation import provision, rotation, stored_metadata
-from tests.helpers import run_tables
-
-NOT_WRITES = re.compile(r"^/identity/token$|^/api/v2/keys/[^/]+/actions/unwrap$")
-
-
-def ibm_writes(emulator: Emulator, after: int) -> list[str]:
-    """The writes (see the module's docstring) served after the `after`-th logged request."""
-    return [
-        f"{r.method} {r.path}"
-        for r in emulator.requests.find()[after:]
-        if r.method in ("PUT", "PATCH", "DELETE")
-        or (r.method == "POST" and not NOT_WRITES.search(r.path))
-    ]
-
-
-def run(flow: Any, request: Any) -> tuple[Any, dict[str, list[dict[str, str]]]]:
-    """The flow's result and its run's table artifacts."""
-    state = flow(request, return_state=True)
-    return state.result(), run_tables(state.state_details.flow_run_id)
-
-
-def outcomes(table: list[dict[str, str]]) -> list[tuple[str, str]]:
-    return [(row["step"], row["outcome"].split(" (")[0]) for row in table]
-
-
-def planned(request: Any) -> Any:
-    return request.model_copy(update={"plan_only": True})
-
+from tests.helpers import as_plan, outcomes, run_with_tables, write_requests
 
 ROOT, DEK = "Ensure the Key Protect root key", "Generate and wrap the data encryption key"
 AUTHORIZE = "Authorize Cloud Block Storage to read Key Protect"
@@ -78,8 +49,10 @@ def test_image_plan_writes_nothing_and_the_run_does_what_it_said(
     ibm_block: str, emulator: Emulator
 ) -> None:
     before = len(emulator.requests)
-    plan, tables = run(provision_encrypted_ibm_image, planned(request(ibm_block, emulator)))
-    assert ibm_writes(emulator, before) == []
+    plan, tables = run_with_tables(
+        provision_encrypted_ibm_image, as_plan(request(ibm_block, emulator))
+    )
+    assert write_requests(emulator, before) == []
     assert isinstance(plan, Plan) and plan.flow == "provision-encrypted-ibm-image"
     assert [s.row() for s in plan.steps] == tables["provision-encrypted-ibm-image-plan"]
     assert outcomes(tables["provision-encrypted-ibm-image-plan"]) == [
@@ -103,7 +76,7 @@ def test_image_plan_writes_nothing_and_the_run_does_what_it_said(
     assert not any(i.keys for i in state.keyprotect.instances.values())
     assert not state.iam.service_ids and not state.softlayer.guests
 
-    _, tables = run(provision_encrypted_ibm_image, request(ibm_block, emulator))
+    _, tables = run_with_tables(provision_encrypted_ibm_image, request(ibm_block, emulator))
     done = {
         (row["step"], row["resource"], row["outcome"].split(" (")[0])
         for row in tables["provision-encrypted-ibm-image-summary"]
@@ -116,11 +89,11 @@ def test_image_rerun_says_unchanged_writes_nothing_and_emits_its_event(
     ibm_block: str, emulator: Emulator
 ) -> None:
     since = time.time() - 1
-    first, _ = run(provision_encrypted_ibm_image, request(ibm_block, emulator))
+    first, _ = run_with_tables(provision_encrypted_ibm_image, request(ibm_block, emulator))
     before = len(emulator.requests)
-    again, tables = run(provision_encrypted_ibm_image, request(ibm_block, emulator))
+    again, tables = run_with_tables(provision_encrypted_ibm_image, request(ibm_block, emulator))
     assert again.template_id == first.template_id
-    assert ibm_writes(emulator, before) == []
+    assert write_requests(emulator, before) == []
     summary = tables["provision-encrypted-ibm-image-summary"]
     assert {row["outcome"].split(" (")[0] for row in summary} == {"unchanged"}, summary
     assert outcomes(summary) == [
@@ -132,9 +105,9 @@ def test_image_rerun_says_unchanged_writes_nothing_and_emits_its_event(
         (ORDER, "unchanged"),
         ("Wait until the virtual server is provisioned", "unchanged"),
     ]
-    plan, _ = run(provision_encrypted_ibm_image, planned(request(ibm_block, emulator)))
+    plan, _ = run_with_tables(provision_encrypted_ibm_image, as_plan(request(ibm_block, emulator)))
     assert plan.writes == [], [s.row() for s in plan.steps]
-    assert ibm_writes(emulator, before) == []
+    assert write_requests(emulator, before) == []
 
     events = byok_events(since, ids=[first.template_global_identifier])
     assert [e["event"] for e in events] == ["byok.resource.encrypted"] * 2  # one per run
@@ -154,8 +127,10 @@ def test_image_plan_after_a_crash_adopts_what_the_crashed_run_left(
         provision_encrypted_ibm_image(request(ibm_block, emulator, order=None))
     assert crash.fired == 1
     before = len(emulator.requests)
-    plan, _ = run(provision_encrypted_ibm_image, planned(request(ibm_block, emulator, order=None)))
-    assert ibm_writes(emulator, before) == []
+    plan, _ = run_with_tables(
+        provision_encrypted_ibm_image, as_plan(request(ibm_block, emulator, order=None))
+    )
+    assert write_requests(emulator, before) == []
     assert [(s.step, s.said().split(" (")[0]) for s in plan.steps] == [
         (ROOT, "exists, unchanged"),
         (DEK, "would adopt"),
@@ -169,7 +144,9 @@ def test_image_plan_after_a_crash_adopts_what_the_crashed_run_left(
         (IMPORT, "would import"),
         (RETIRE, "would delete"),
     ]
-    _, tables = run(provision_encrypted_ibm_image, request(ibm_block, emulator, order=None))
+    _, tables = run_with_tables(
+        provision_encrypted_ibm_image, request(ibm_block, emulator, order=None)
+    )
     done = outcomes(tables["provision-encrypted-ibm-image-summary"])
     assert (DEK, "adopted") in done and (IMPORT, "imported") in done
     assert (UPLOAD, "uploaded") not in done  # the crashed run's object, kept
@@ -185,8 +162,8 @@ def test_rotation_plan_then_rotation_then_refused_within_the_hour(
     image = provision(ibm_block, emulator, ibm)
     before = len(emulator.requests)
     request = rotation(ibm_block, emulator, image)
-    plan, tables = run(rotate_ibm_root_key, planned(request))
-    assert ibm_writes(emulator, before) == []
+    plan, tables = run_with_tables(rotate_ibm_root_key, as_plan(request))
+    assert write_requests(emulator, before) == []
     version = image.key_version
     assert [(s.step, s.said()) for s in plan.steps] == [
         (ROTATE, f"would rotate (version: {version} → (new version))"),
@@ -196,7 +173,7 @@ def test_rotation_plan_then_rotation_then_refused_within_the_hour(
     assert [s.row() for s in plan.steps] == tables["rotate-ibm-root-key-plan"]
     assert stored_metadata(ibm)[META_KEY_VERSION] == version
 
-    result, tables = run(rotate_ibm_root_key, request)
+    result, tables = run_with_tables(rotate_ibm_root_key, request)
     new = result.key_version
     assert [(r["step"], r["outcome"]) for r in tables["rotate-ibm-root-key-summary"]] == [
         (REWRAP, f"unchanged (wrapped by the latest key version {version})"),
@@ -208,8 +185,8 @@ def test_rotation_plan_then_rotation_then_refused_within_the_hour(
 
     before = len(emulator.requests)
     with pytest.raises(InvalidRequest, match="Key Protect allows one rotation per hour"):
-        rotate_ibm_root_key(planned(request))
-    assert ibm_writes(emulator, before) == []
+        rotate_ibm_root_key(as_plan(request))
+    assert write_requests(emulator, before) == []
 
 
 def test_rotation_plan_after_a_crash_finishes_without_rotating(
@@ -223,15 +200,15 @@ def test_rotation_plan_after_a_crash_finishes_without_rotating(
     with pytest.raises(Exception, match="InjectedCrash"):
         rotate_ibm_root_key(request)
     before = len(emulator.requests)
-    plan, _ = run(rotate_ibm_root_key, planned(request))
-    assert ibm_writes(emulator, before) == []
+    plan, _ = run_with_tables(rotate_ibm_root_key, as_plan(request))
+    assert write_requests(emulator, before) == []
     said = [(s.step, s.said().split(" (")[0]) for s in plan.steps]
     assert said == [
         (ROTATE, "exists, unchanged"),
         (REWRAP, "would rewrap"),
         (RECORD, "would update"),
     ]
-    _, tables = run(rotate_ibm_root_key, request)
+    _, tables = run_with_tables(rotate_ibm_root_key, request)
     assert outcomes(tables["rotate-ibm-root-key-summary"]) == [
         (REWRAP, "rewrapped"),
         (RECORD, "updated"),

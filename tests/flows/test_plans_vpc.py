@@ -4,8 +4,9 @@ says `unchanged` for every step and writes nothing; a rotation's plan names the 
 replaces and the registrations it would verify, and is refused within the hour as the
 rotation is.
 
-What counts as a write here (`vpc_writes`): every PUT, PATCH and DELETE, and every POST but
-IAM's token exchange (`POST /identity/token`). The VPC flows make no other POST that reads:
+What counts as a write (`tests.helpers.write_requests`): every PUT, PATCH and DELETE, and
+every POST but IAM's token exchange (`POST /identity/token`) and the other reads it lists. The
+VPC flows make no other POST that reads:
 VPC, IAM policy, COS and Key Protect reads (keys, registrations) are GETs and HEADs; Key
 Protect's wrap and rotate, VPC's create_* and SoftLayer's copyToIcos count as writes."""
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prefect.blocks.system import Secret
@@ -28,21 +28,11 @@ from emulator.services.vpc.models import VpcModel
 from flows.ibm_vpc_image import provision_encrypted_vpc_image, rotate_vpc_root_key_flow
 from tests.flows.test_ibm_vpc import BUCKET, IMAGE, request, state
 from tests.flows.test_ibm_vpc import vpc as quick_vpc  # noqa: F401 (a fixture)
-from tests.helpers import run_tables
+from tests.helpers import as_plan, run_with_tables, write_requests
 
 pytestmark = pytest.mark.usefixtures("quick_vpc")  # the VPC with quick imports and boots
 
 IMAGE_FLOW, ROTATION_FLOW = "provision-encrypted-vpc-image", "rotate-vpc-root-key"
-
-
-def vpc_writes(emulator: Emulator, after: int) -> list[str]:
-    """The writes (see the module's docstring) served after the `after`-th logged request."""
-    return [
-        f"{r.method} {r.path}"
-        for r in emulator.requests.find()[after:]
-        if r.method in ("PUT", "PATCH", "DELETE")
-        or (r.method == "POST" and r.path != "/identity/token")
-    ]
 
 
 def disk(directory: Path) -> Path:
@@ -56,19 +46,9 @@ def vpc(emulator: Emulator) -> VpcModel:
     return state(emulator).vpc
 
 
-def run(flow: Any, request: Any) -> tuple[Any, dict[str, list[dict[str, str]]]]:
-    """The flow's result and its run's table artifacts."""
-    state = flow(request, return_state=True)
-    return state.result(), run_tables(state.state_details.flow_run_id)
-
-
 def outcomes(rows: list[dict[str, str]]) -> list[tuple[str, str, str]]:
     """(step, resource, outcome without its details) of each row."""
     return [(r["step"], r["resource"], r["outcome"].split(" (")[0]) for r in rows]
-
-
-def planned(request: Any) -> Any:
-    return request.model_copy(update={"plan_only": True})
 
 
 ROOT, PASSPHRASE = "Ensure the Key Protect root key", "Generate and wrap the LUKS passphrase"
@@ -101,10 +81,10 @@ def test_image_plan_writes_nothing_and_the_run_does_what_it_said(
 ) -> None:
     names = resources(emulator)
     before = len(emulator.requests)
-    plan, tables = run(
-        provision_encrypted_vpc_image, planned(request(ibm_block, emulator, disk(tmp_path)))
+    plan, tables = run_with_tables(
+        provision_encrypted_vpc_image, as_plan(request(ibm_block, emulator, disk(tmp_path)))
     )
-    assert vpc_writes(emulator, before) == []
+    assert write_requests(emulator, before) == []
     assert isinstance(plan, Plan) and plan.flow == IMAGE_FLOW
     assert [s.row() for s in plan.steps] == tables[f"{IMAGE_FLOW}-plan"]
     assert outcomes(tables[f"{IMAGE_FLOW}-plan"]) == [
@@ -123,7 +103,9 @@ def test_image_plan_writes_nothing_and_the_run_does_what_it_said(
     ]
     assert not vpc(emulator).images and not vpc(emulator).instances and not vpc(emulator).vpcs
 
-    _, tables = run(provision_encrypted_vpc_image, request(ibm_block, emulator, disk(tmp_path)))
+    _, tables = run_with_tables(
+        provision_encrypted_vpc_image, request(ibm_block, emulator, disk(tmp_path))
+    )
     done = outcomes(tables[f"{IMAGE_FLOW}-summary"])
     assert [(s.step, s.resource, DONE[str(s.verb)]) for s in plan.steps] == [
         row for row in done if not row[0].startswith("Wait for")
@@ -140,11 +122,15 @@ def test_image_rerun_says_unchanged_and_writes_nothing(
     ibm_block: str, emulator: Emulator, tmp_path: Path
 ) -> None:
     names = resources(emulator)
-    first, _ = run(provision_encrypted_vpc_image, request(ibm_block, emulator, disk(tmp_path)))
+    first, _ = run_with_tables(
+        provision_encrypted_vpc_image, request(ibm_block, emulator, disk(tmp_path))
+    )
     before = len(emulator.requests)
-    again, tables = run(provision_encrypted_vpc_image, request(ibm_block, emulator, disk(tmp_path)))
+    again, tables = run_with_tables(
+        provision_encrypted_vpc_image, request(ibm_block, emulator, disk(tmp_path))
+    )
     assert again.image_id == first.image_id and again.instance_id == first.instance_id
-    assert vpc_writes(emulator, before) == []
+    assert write_requests(emulator, before) == []
     expected = [
         (ROOT, names["key"], "unchanged"),
         (KMS, names["kms"], "unchanged"),
@@ -159,10 +145,10 @@ def test_image_rerun_says_unchanged_and_writes_nothing(
     summary = tables[f"{IMAGE_FLOW}-summary"]
     assert outcomes(summary) == expected, summary
 
-    plan, _ = run(
-        provision_encrypted_vpc_image, planned(request(ibm_block, emulator, disk(tmp_path)))
+    plan, _ = run_with_tables(
+        provision_encrypted_vpc_image, as_plan(request(ibm_block, emulator, disk(tmp_path)))
     )
-    assert vpc_writes(emulator, before) == []
+    assert write_requests(emulator, before) == []
     assert plan.writes == [], [s.row() for s in plan.steps]
     assert [(s.step, s.resource) for s in plan.steps] == [row[:2] for row in expected[:-1]]
     assert plan.steps[4].said() == (
@@ -184,8 +170,8 @@ def test_image_plan_after_a_crash_at_the_import_says_what_remains(
     with pytest.raises(Exception, match="InjectedCrash"):
         provision_encrypted_vpc_image(asked)
     before = len(emulator.requests)
-    plan, _ = run(provision_encrypted_vpc_image, planned(asked))
-    assert vpc_writes(emulator, before) == []
+    plan, _ = run_with_tables(provision_encrypted_vpc_image, as_plan(asked))
+    assert write_requests(emulator, before) == []
     assert [(s.step, s.said().split(" (")[0]) for s in plan.steps] == [
         (ROOT, "exists, unchanged"),
         (KMS, "exists, unchanged"),
@@ -198,7 +184,7 @@ def test_image_plan_after_a_crash_at_the_import_says_what_remains(
         (IMPORT, "would import"),
     ]
     assert plan.steps[7].said() == "would upload (replaces the object)"
-    _, tables = run(provision_encrypted_vpc_image, asked)
+    _, tables = run_with_tables(provision_encrypted_vpc_image, asked)
     assert (IMPORT, names["image"], "imported") in outcomes(tables[f"{IMAGE_FLOW}-summary"])
     assert len(vpc(emulator).images) == 1
 
@@ -218,8 +204,8 @@ def test_rotation_plan_then_rotation_then_refused_within_the_hour(
     )
     key_crn, old = made.root_key_crn, made.key_version
     before = len(emulator.requests)
-    plan, tables = run(rotate_vpc_root_key_flow, planned(rotation))
-    assert vpc_writes(emulator, before) == []
+    plan, tables = run_with_tables(rotate_vpc_root_key_flow, as_plan(rotation))
+    assert write_requests(emulator, before) == []
     assert (
         isinstance(plan, Plan) and [s.row() for s in plan.steps] == tables[f"{ROTATION_FLOW}-plan"]
     )
@@ -230,7 +216,7 @@ def test_rotation_plan_then_rotation_then_refused_within_the_hour(
          "would verify (1 registration(s), 1 image(s))"),
     ]  # fmt: skip
 
-    result, tables = run(rotate_vpc_root_key_flow, rotation)
+    result, tables = run_with_tables(rotate_vpc_root_key_flow, rotation)
     new = result.key_version
     assert [(r["step"], r["outcome"]) for r in tables[f"{ROTATION_FLOW}-summary"]] == [
         ("Rotate the root key", f"rotated (version: {old} → {new})"),
@@ -240,8 +226,8 @@ def test_rotation_plan_then_rotation_then_refused_within_the_hour(
 
     before = len(emulator.requests)
     with pytest.raises(InvalidRequest, match="one rotation per hour"):
-        rotate_vpc_root_key_flow(planned(rotation))
-    assert vpc_writes(emulator, before) == []
+        rotate_vpc_root_key_flow(as_plan(rotation))
+    assert write_requests(emulator, before) == []
 
 
 def test_a_plan_names_the_export_download_and_passphrase_of_its_source(
@@ -260,8 +246,8 @@ def test_a_plan_names_the_export_download_and_passphrase_of_its_source(
         instance=None,
     )
     before = len(emulator.requests)
-    plan, _ = run(provision_encrypted_vpc_image, planned(asked))
-    assert vpc_writes(emulator, before) == []
+    plan, _ = run_with_tables(provision_encrypted_vpc_image, as_plan(asked))
+    assert write_requests(emulator, before) == []
     export = f"cos://us-south/{BUCKET}/exports/{IMAGE}-0.vhd"
     assert [(s.step, s.resource, s.said()) for s in plan.steps[4:7]] == [
         (PASSPHRASE, "LUKS passphrase", "would wrap (Secret block vpc-plan-passphrase)"),
