@@ -31,6 +31,7 @@ from byok.key_sources import (
 )
 from byok.key_store import KeyStore
 from byok.keyvault_ids import KeyId
+from byok.outcomes import PLAN_ONLY, Change, changes
 from byok.parameters import AZURE_BLOCK_NAME
 from byok.sdk_values import text
 
@@ -81,6 +82,10 @@ class RegistryInfo(BaseModel):
     identity_principal_id: str
     identity_client_id: str
 
+    def uses_identity(self, identity_id: str) -> bool:
+        """Whether its encryption uses the user-assigned identity `identity_id`."""
+        return (self.identity_id or "").lower() == identity_id.lower()
+
     @property
     def follows_latest(self) -> bool:
         """Whether it has the versionless key id (picks new versions up by itself)."""
@@ -121,6 +126,7 @@ class EncryptedRegistryRequest(BaseModel):
     rotation_policy: KeyRotationPolicyField = None
     propagation_timeout_minutes: float = _TIMEOUT
     wait_for_other_run: bool = _WAIT
+    plan_only: bool = PLAN_ONLY
 
     @model_validator(mode="after")
     def _store_named(self) -> EncryptedRegistryRequest:
@@ -169,6 +175,7 @@ class RegistryTemplateRequest(BaseModel):
     deployment_name: str = Field("acr-cmk", description="Name of the template deployment.")
     propagation_timeout_minutes: float = _TIMEOUT
     wait_for_other_run: bool = _WAIT
+    plan_only: bool = PLAN_ONLY
 
     def as_create_request(self) -> EncryptedRegistryRequest:
         """The same registry as the CLI path makes it (access-policy vault)."""
@@ -193,6 +200,7 @@ class RegistryRequest(BaseModel):
     subscription_id: str | None = _SUB
     resource_group: str = Field(..., description="Resource group of the registry.")
     registry_name: str = _REGISTRY
+    plan_only: bool = PLAN_ONLY
 
 
 class ChangeRegistryRequest(RegistryRequest):
@@ -406,6 +414,15 @@ def encrypted_registry_body(location: str, identity: IdentityInfo, key_id: str) 
             type="UserAssigned", user_assigned_identities={identity.id: UserIdentityProperties()}
         ),
         properties=RegistryProperties(encryption=encryption(key_id, identity.client_id)),
+    )
+
+
+def key_changes(current: EncryptionStatus, key_id: str, identity: str | None) -> list[Change]:
+    """What `az acr encryption rotate-key` to `key_id` through `identity` (None: the one in
+    use) changes."""
+    return changes(
+        {"keyIdentifier": current.key_identifier, "identity": current.identity},
+        {"keyIdentifier": key_id, "identity": identity or current.identity},
     )
 
 

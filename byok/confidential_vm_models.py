@@ -21,6 +21,7 @@ from byok.disk_encryption_set_models import DiskEncryptionSetInfo
 from byok.errors import InvalidRequest
 from byok.key_sources import HSM_GROUP_FIELD, KEY_STORE_FIELD, StoreKind, check_store_named
 from byok.key_store import KeyInfo, KeyStore
+from byok.outcomes import PLAN_ONLY
 from byok.parameters import AZURE_BLOCK_NAME
 from byok.vm_models import linux_os_profile
 
@@ -173,6 +174,7 @@ class ConfidentialVmEncryptionRequest(BaseModel):
         15, gt=0, description="How long to wait for new identities and grants to propagate."
     )
     wait_for_other_run: bool = _WAIT
+    plan_only: bool = PLAN_ONLY
 
     @field_validator("attestation_authority")
     @classmethod
@@ -227,7 +229,9 @@ class ConfidentialRotationRequest(BaseModel):
         "again, used until a rotation of this set has measured it.",
     )
     plan_only: bool = Field(
-        False, description="List the VMs the rotation would stop and start; write nothing."
+        False,
+        description="List the VMs the rotation would stop and start, and what each step "
+        "would do (the `rotate-confidential-vm-key-plan` artifact); write nothing.",
     )
     rotation_id: str | None = Field(
         None,

@@ -361,24 +361,31 @@ def revoke(
     return 1
 
 
+def network_rules_set(
+    clients: AzureClients, vault: VaultInfo, trusted_services: bool, ip_rules: list[str]
+) -> bool:
+    """Whether the vault's firewall is as `set_network_rules` makes it already (read only)."""
+    vaults = clients.keyvault_management().vaults
+    acls = vaults.get(_group(vault), vault.name).properties.network_acls
+    bypass = "AzureServices" if trusted_services else "None"
+    have = sorted(r.value for r in (acls.ip_rules or [])) if acls else []
+    return bool(acls) and (text(acls.default_action), text(acls.bypass), have) == (
+        "Deny",
+        bypass,
+        sorted(ip_rules),
+    )
+
+
 def set_network_rules(
     clients: AzureClients, vault: VaultInfo, trusted_services: bool, ip_rules: list[str]
 ) -> bool:
     """Deny by default, letting trusted Azure services through when `trusted_services`, and
     the callers in `ip_rules`. Returns whether the vault changed."""
-    group = _group(vault)
-    vaults = clients.keyvault_management().vaults
-    acls = vaults.get(group, vault.name).properties.network_acls
-    bypass = "AzureServices" if trusted_services else "None"
-    have = sorted(r.value for r in (acls.ip_rules or [])) if acls else []
-    if acls and (text(acls.default_action), text(acls.bypass), have) == (
-        "Deny",
-        bypass,
-        sorted(ip_rules),
-    ):
+    if network_rules_set(clients, vault, trusted_services, ip_rules):
         return False
-    vaults.update(
-        group,
+    bypass = "AzureServices" if trusted_services else "None"
+    clients.keyvault_management().vaults.update(
+        _group(vault),
         vault.name,
         VaultPatchParameters(
             properties=VaultPatchProperties(
@@ -493,6 +500,13 @@ def _hsm_assignments(
         and str(a.properties.role_definition_id).rsplit("/", 1)[-1] == role_id
         and str(a.properties.scope).lower() == scope.lower()
     ]
+
+
+def holds_hsm_role(
+    clients: AzureClients, hsm: HsmInfo, scope: str, principal_id: str, role_id: str
+) -> bool:
+    """Whether the principal holds local role `role_id` at `scope` itself (read only)."""
+    return bool(_hsm_assignments(hsm_access(clients, hsm), scope, principal_id, role_id))
 
 
 def assign_hsm_role(

@@ -218,6 +218,7 @@ def confidential_vm_rotation(emulator: Any, block: str) -> list[str]:
             ),
         )
     )
+    prepared = applied(prepared)
     rotated = rotate_confidential_vm_key(
         ConfidentialRotationRequest(
             azure_credentials_block=block,

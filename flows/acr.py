@@ -31,6 +31,7 @@ from byok.acr_models import (
 )
 from byok.key_store import KeyStore, key_reference
 from byok.keyvault_ids import KeyId
+from byok.outcomes import Plan
 from byok.parameters import parse_request
 from byok.permissions import (
     IDENTITY_WRITE,
@@ -45,11 +46,20 @@ from tasks.acr import (
     enable_system_identity,
     ensure_encrypted_registry,
     ensure_user_identity,
-    probe_registry,
+    plan_encrypted_registry,
+    plan_identity_switch,
+    plan_key_revocation,
+    plan_registry_firewall,
+    plan_registry_key_rotation,
+    plan_registry_template,
+    prove_data_refused,
+    prove_data_served,
+    reassign_user_identity,
     remove_user_identity,
     require_registry,
     rotate_registry_key,
     show_encryption_status,
+    switch_to_system_identity,
     validate_create_request,
     validate_rotation,
     verify_registry_key,
@@ -69,6 +79,7 @@ from tasks.key_vault import (
     revoke_key_use,
     verify_version_enabled,
 )
+from tasks.outcomes import publish_plan, summarize
 from tasks.refusal import refuse_quietly
 from tasks.resource_group import ensure_resource_group
 from tasks.run_lock import resource_lock
@@ -100,7 +111,7 @@ __all__ = [  # the requests and results, importable from the flows that take the
 @refuse_quietly
 def create_encrypted_registry(
     request: EncryptedRegistryRequest, credentials: AzureCredentials | None = None
-) -> EncryptedRegistryResult:
+) -> EncryptedRegistryResult | Plan:
     """Resource group → identity → vault with purge protection (or the adopted managed HSM)
     → grant the identity (on an HSM its local role at key scope) → key → key id (versioned
     or not) → Premium registry with the identity and key → verify.
@@ -128,6 +139,9 @@ def create_encrypted_registry(
         ],
         "create-encrypted-registry",
     )
+    if request.plan_only:
+        plan_encrypted_registry(credentials, request, hsm)
+        return publish_plan("create-encrypted-registry")
     target = target_registry(request, credentials.subscription_id)
     with resource_lock(target, wait=request.wait_for_other_run):
         ensure_resource_group(credentials, sub, rg, request.location)
@@ -154,14 +168,14 @@ def create_encrypted_registry(
             credentials, sub, rg, request.registry_name, request.location, identity, key_id, timeout
         )
         registry = verify_registry_key(credentials, sub, rg, request.registry_name, key.id, 60, 1)
-        return _announced(registry, vault)
+        return _announced("create-encrypted-registry", registry, vault)
 
 
 @flow(name="create-encrypted-registry-from-template", validate_parameters=False)
 @refuse_quietly
 def create_encrypted_registry_from_template(
     request: RegistryTemplateRequest, credentials: AzureCredentials | None = None
-) -> EncryptedRegistryResult:
+) -> EncryptedRegistryResult | Plan:
     """Resource group → vault → key → key id → template deployment → verify.
 
     Args:
@@ -177,6 +191,9 @@ def create_encrypted_registry_from_template(
     check_key_vault(
         credentials, sub, rg, request.vault_name, request.key_name, request.location, True
     )
+    if request.plan_only:
+        plan_registry_template(credentials, request)
+        return publish_plan("create-encrypted-registry-from-template")
     target = target_registry(request, credentials.subscription_id)
     with resource_lock(target, wait=request.wait_for_other_run):
         ensure_resource_group(credentials, sub, rg, request.location)
@@ -185,19 +202,20 @@ def create_encrypted_registry_from_template(
         )
         key = ensure_key(credentials, sub, vault, request.key_name, request.key_size, timeout)
         parameters = request.template_parameters(key_reference(key.id, request.automatic_rotation))
-        deploy_template(credentials, sub, rg, request.deployment_name, parameters, timeout)
+        deploy_template(credentials, sub, rg, request.deployment_name, parameters, vault, timeout)
         registry = verify_registry_key(credentials, sub, rg, request.registry_name, key.id, 60, 1)
-        return _announced(registry, vault)
+        return _announced("create-encrypted-registry-from-template", registry, vault)
 
 
-def _announced(registry: RegistryInfo, vault: KeyStore) -> EncryptedRegistryResult:
-    """The `resource.encrypted` event, and the create flows' result."""
+def _announced(flow: str, registry: RegistryInfo, vault: KeyStore) -> EncryptedRegistryResult:
+    """The `resource.encrypted` event, the run's summary, and the create flows' result."""
     emit_byok_event(
         "resource.encrypted",
         registry.id,
         "container-registry",
         related={"key": registry.key_id, "vault": vault.id},
     )
+    summarize(flow)
     return EncryptedRegistryResult.of(registry, vault)
 
 
@@ -205,27 +223,29 @@ def _announced(registry: RegistryInfo, vault: KeyStore) -> EncryptedRegistryResu
 @refuse_quietly
 def show_registry_encryption(
     request: RegistryRequest, credentials: AzureCredentials | None = None
-) -> EncryptionStatus:
-    """`az acr encryption show`, returned and published as a markdown artifact.
+) -> EncryptionStatus | Plan:
+    """`az acr encryption show`, returned and published as a markdown artifact (read only:
+    its plan, with `plan_only`, is empty).
 
     Args:
         credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
             empty: the block named by the request's `azure_credentials_block`.
     """
     request = parse_request(RegistryRequest, request)
-    return show_encryption_status(
+    status = show_encryption_status(
         AzureCredentials.chosen(credentials, request.azure_credentials_block),
         request.subscription_id,
         request.resource_group,
         request.registry_name,
     )
+    return publish_plan("show-registry-encryption") if request.plan_only else status
 
 
 @flow(name="rotate-registry-key", validate_parameters=False)
 @refuse_quietly
 def rotate_registry_key_flow(
     request: RotateRegistryKeyRequest, credentials: AzureCredentials | None = None
-) -> EncryptionStatus:
+) -> EncryptionStatus | Plan:
     """New key version (or new key) → versioned registries: rotate-key with the chosen
     identity; versionless ones: wait for the pick-up → verify → old version still enabled.
 
@@ -239,6 +259,9 @@ def rotate_registry_key_flow(
     with resource_lock(target, wait=request.wait_for_other_run):
         sub, rg, name = request.subscription_id, request.resource_group, request.registry_name
         status, identity = validate_rotation(credentials, request)
+        if request.plan_only:
+            plan_registry_key_rotation(credentials, request, status, identity)
+            return publish_plan("rotate-registry-key")
         old = str(status.versioned_key_identifier)
         if request.new_key_name:
             store = find_key_store(credentials, sub, old)
@@ -260,6 +283,7 @@ def rotate_registry_key_flow(
             related={"container-registry": target},
             payload={"new_version": KeyId.parse(new).version},
         )
+        summarize("rotate-registry-key")
         return status
 
 
@@ -267,7 +291,7 @@ def rotate_registry_key_flow(
 @refuse_quietly
 def revoke_and_restore_registry_key(
     request: RevokeRestoreRequest, credentials: AzureCredentials | None = None
-) -> RevokeRestoreResult:
+) -> RevokeRestoreResult | Plan:
     """Remove the encryption identity's key access → registry data inaccessible → restore
     the access → registry data accessible again.
 
@@ -284,22 +308,22 @@ def revoke_and_restore_registry_key(
         registry = require_registry(credentials, sub, rg, name)
         principal = registry.identity_principal_id
         store = find_key_store(credentials, sub, registry.versioned_key_id)
+        if request.plan_only:
+            plan_key_revocation(credentials, sub, registry, store)
+            return publish_plan("revoke-and-restore-registry-key")
         revoke_key_use(credentials, sub, store, principal)
         key = KeyId.parse(registry.versioned_key_id).versionless
         related = {"container-registry": registry.id}
         emit_byok_event(
             "key.revoked", key, "key", related=related, payload={"principal_id": principal}
         )
-        revoked = probe_registry.with_options(name="Prove registry data is inaccessible")(
-            credentials, sub, rg, name, False, 0
-        )
+        revoked = prove_data_refused(credentials, sub, rg, name, False, 0)
         grant_key_use(credentials, sub, store, principal, timeout)
-        restored = probe_registry.with_options(name="Prove registry data is accessible")(
-            credentials, sub, rg, name, True, timeout
-        )
+        restored = prove_data_served(credentials, sub, rg, name, True, timeout)
         emit_byok_event(
             "key.restored", key, "key", related=related, payload={"principal_id": principal}
         )
+        summarize("revoke-and-restore-registry-key")
         return RevokeRestoreResult(revoked=revoked, restored=restored)
 
 
@@ -307,7 +331,7 @@ def revoke_and_restore_registry_key(
 @refuse_quietly
 def registry_key_vault_firewall(
     request: FirewallRequest, credentials: AzureCredentials | None = None
-) -> EncryptionStatus:
+) -> EncryptionStatus | Plan:
     """System-assigned identity → grant it → switch encryption to it → vault firewall with
     the trusted-services bypass → key in that vault → rotate → verify.
 
@@ -328,17 +352,19 @@ def registry_key_vault_firewall(
             credentials, sub, request.vault_resource_group or rg, request.vault_name
         )
         current_store = find_key_store(credentials, sub, current.versioned_key_id)
+        if request.plan_only:
+            plan_registry_firewall(credentials, request, current, [current_store, target])
+            return publish_plan("registry-key-vault-firewall")
         principal = enable_system_identity(credentials, sub, rg, name)
         for store in {s.id: s for s in (current_store, target)}.values():
             grant_key_use(credentials, sub, store, principal, timeout)
-        rotate_registry_key.with_options(name="Switch encryption to the system identity")(
-            credentials, sub, rg, name, current.key_id, SYSTEM, timeout
-        )
+        switch_to_system_identity(credentials, sub, rg, name, current.key_id, SYSTEM, timeout)
         allow_trusted_services(credentials, sub, target, request.operator_ip_rules)
         key = ensure_key(credentials, sub, target, request.key_name, request.key_size, timeout)
         key_id = key_reference(key.id, current.follows_latest)
         rotate_registry_key(credentials, sub, rg, name, key_id, SYSTEM, timeout)
         verify_registry_key(credentials, sub, rg, name, key.id, 60, 1)
+        summarize("registry-key-vault-firewall")
         return show_encryption_status(credentials, sub, rg, name)
 
 
@@ -346,8 +372,8 @@ def registry_key_vault_firewall(
 @refuse_quietly
 def switch_registry_encryption_identity(
     request: SwitchIdentityRequest, credentials: AzureCredentials | None = None
-) -> EncryptionStatus:
-    """Re-assign the old identity → new identity, assigned and granted → rotate to it (same
+) -> EncryptionStatus | Plan:
+    """Re-assign the old identity (while encryption uses it) → new identity, assigned and granted → rotate to it (same
     key) → remove the old identity.
 
     Args:
@@ -364,9 +390,11 @@ def switch_registry_encryption_identity(
         current = require_registry(credentials, sub, rg, name)
         check_name("identity", "new_identity_name", request.new_identity_name)
         store = find_key_store(credentials, sub, current.versioned_key_id)
-        assign_user_identity.with_options(name="Re-assign the identity")(
-            credentials, sub, rg, name, request.old_identity_id
-        )
+        if request.plan_only:
+            plan_identity_switch(credentials, request, current, store)
+            return publish_plan("switch-registry-encryption-identity")
+        if current.uses_identity(request.old_identity_id):  # not once switched (a re-run)
+            reassign_user_identity(credentials, sub, rg, name, request.old_identity_id)
         new = ensure_user_identity(
             credentials, sub, rg, request.new_identity_name, request.location
         )
@@ -374,4 +402,5 @@ def switch_registry_encryption_identity(
         grant_key_use(credentials, sub, store, new.principal_id, timeout)
         rotate_registry_key(credentials, sub, rg, name, current.key_id, new.client_id, timeout)
         remove_user_identity(credentials, sub, rg, name, request.old_identity_id)
+        summarize("switch-registry-encryption-identity")
         return show_encryption_status(credentials, sub, rg, name)

@@ -32,6 +32,7 @@ from byok.confidential_vm_models import (
 )
 from byok.disk_encryption_set_models import des_id
 from byok.keyvault_ids import KeyId
+from byok.outcomes import Plan
 from byok.parameters import parse_request
 from byok.permissions import DES_WRITE, ROLE_ASSIGNMENT_WRITE, VAULT_WRITE
 from tasks.confidential_vm import (
@@ -42,7 +43,10 @@ from tasks.confidential_vm import (
     ensure_premium_vault,
     finish_rotation,
     grant_key_release,
+    grant_set_key_use,
+    plan_confidential_encryption,
     plan_confidential_rotation,
+    plan_rotation_steps,
     record_rotation,
     start_vms,
     validate_confidential_request,
@@ -57,9 +61,9 @@ from tasks.events import emit_byok_event
 from tasks.key_vault import (
     check_key_store,
     ensure_key_vault,
-    grant_key_use,
     new_key_version,
 )
+from tasks.outcomes import publish_plan, summarize
 from tasks.refusal import refuse_quietly
 from tasks.resource_group import ensure_resource_group
 from tasks.run_lock import resource_lock
@@ -81,7 +85,7 @@ __all__ = [  # the requests and results, importable from the flows that take the
 @refuse_quietly
 def prepare_confidential_vm_encryption(
     request: ConfidentialVmEncryptionRequest, credentials: AzureCredentials | None = None
-) -> ConfidentialVmEncryptionResult:
+) -> ConfidentialVmEncryptionResult | Plan:
     """Premium vault (or managed HSM) → exportable RSA-HSM key with the confidential-VM
     release policy → the Confidential VM Orchestrator allowed to release it → a
     confidential-VM disk encryption set whose identity may use the key → optionally a
@@ -109,6 +113,9 @@ def prepare_confidential_vm_encryption(
         ],
         "prepare-confidential-vm-encryption",
     )
+    if request.plan_only:
+        plan_confidential_encryption(credentials, request, hsm)
+        return publish_plan("prepare-confidential-vm-encryption")
     with resource_lock(target, wait=request.wait_for_other_run):
         ensure_resource_group(credentials, sub, rg, request.location)
         vault = hsm or ensure_key_vault(
@@ -143,9 +150,7 @@ def prepare_confidential_vm_encryption(
             CONFIDENTIAL_ENCRYPTION,
             False,
         )
-        grant_key_use.with_options(name="Grant the set's identity access to the key")(
-            credentials, sub, vault, des.principal_id, timeout, key_name=key.name
-        )
+        grant_set_key_use(credentials, sub, vault, des.principal_id, timeout, key_name=key.name)
         des = wait_for_key_access(credentials, sub, rg, des, timeout)
         vm_id = None
         if request.vm is not None:
@@ -161,6 +166,7 @@ def prepare_confidential_vm_encryption(
             "disk-encryption-set",
             related={"key": key.id, "vault": vault.id},
         )
+        summarize("prepare-confidential-vm-encryption")
         return ConfidentialVmEncryptionResult(
             disk_encryption_set=des,
             vault=vault,
@@ -177,7 +183,8 @@ def rotate_confidential_vm_key(
 ) -> ConfidentialRotationResult:
     """Deallocate every VM on the set → new key version → the set's key → verify → start the
     VMs that were running. A re-run finishes a rotation a crash interrupted (the VMs to start
-    again are recorded on the set before any stops); `plan_only` lists what would stop.
+    again are recorded on the set before any stops); `plan_only` lists what would stop, and
+    publishes what each step would do as the plan artifact.
 
     Args:
         credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
@@ -187,7 +194,10 @@ def rotate_confidential_vm_key(
     credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     sub, rg, name = request.subscription_id, request.resource_group, request.des_name
     if request.plan_only:
-        return rotation_result(plan_confidential_rotation(credentials, request), plan_only=True)
+        plan = plan_confidential_rotation(credentials, request)
+        plan_rotation_steps(credentials, sub, plan)
+        publish_plan("rotate-confidential-vm-key")
+        return rotation_result(plan, plan_only=True)
     check_permissions(
         credentials, sub, rg, [DES_WRITE, VM_DEALLOCATE, VM_START], "rotate-confidential-vm-key"
     )
@@ -220,4 +230,5 @@ def rotate_confidential_vm_key(
                 related={"disk-encryption-set": plan.des.id},
                 payload={"new_version": key.version},
             )
+        summarize("rotate-confidential-vm-key")
         return rotation_result(plan, plan_only=False, new_key=new_key, measured=measured)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError
 from azure.keyvault.keys import KeyReleasePolicy, KeyVaultKey
 from azure.mgmt.compute.models import VirtualMachine
-from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
+from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id, resource_id
 from azure.mgmt.keyvault.models import Sku, VaultPatchParameters, VaultPatchProperties
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
@@ -46,24 +46,48 @@ from byok.confidential_vm_models import (
 from byok.disk_encryption_set_models import check_existing_des, des_id, des_info
 from byok.errors import VerificationFailed
 from byok.key_sources import check_confidential_key, check_rotation_window
-from byok.key_store import HsmInfo, KeyInfo, KeyStore
+from byok.key_store import (
+    CRYPTO_OFFICER,
+    CRYPTO_SERVICE_ENCRYPTION_USER,
+    OPERATOR_KEY_PERMISSIONS,
+    SERVICE_KEY_PERMISSIONS,
+    HsmInfo,
+    KeyInfo,
+    KeyStore,
+)
 from byok.keyvault_ids import KeyId
+from byok.outcomes import Change
 from byok.retrying import retry_while, write_or_find
 from byok.rotation import ROTATION_TAG
 from byok.sdk_values import text
+from byok.tokens import object_id
 from byok.validation import InvalidRequest, check_name, region_key, same_region
 from clients.azure import AzureClients
-from clients.graph import install_app
+from clients.graph import install_app, service_principal_id
 from clients.key_store_access import (
     assign_hsm_role,
     assign_role,
     grant,
+    holds_hsm_role,
+    holds_key_use,
+    holds_role,
     hsm_key_scope,
     read_hsm,
     read_vault,
+    vault_info,
 )
 from clients.vm_power import power_state
+from tasks.disk_encryption_set import (
+    ensure_disk_encryption_set,
+    update_des_key,
+    verify_des_key,
+    wait_for_key_access,
+)
+from tasks.key_vault import ensure_key_vault, grant_key_use, plan_new_key_version
+from tasks.outcomes import planned, report
+from tasks.resource_group import ensure_resource_group
 from tasks.retry import STEP_RETRIES
+from tasks.virtual_machine import ensure_network
 
 
 def _key_facts(key: KeyVaultKey) -> tuple[str, bool, object]:
@@ -189,12 +213,13 @@ def ensure_confidential_vm(
     name = spec.vm_name
     with named_failure(f"{resource_group}/{name}", "confidential VM creation"):
         vm = or_none(lambda: vms.get(resource_group, name))
+        made = vm is None
         if vm is None:
             body = spec.to_sdk(location, set_id, nic_id)
             vm = vms.begin_create_or_update(resource_group, name, body).result()
-            get_run_logger().info("Created confidential VM %s", name)
     if set_id.lower() not in set_ids_of(vm):
         raise VerificationFailed(str(vm.id), f"its OS disk is not encrypted by {set_id}")
+    report(str(vm.id), "create" if made else None, note=f"OS disk on {set_id}")
     return str(vm.id)
 
 
@@ -211,11 +236,13 @@ def ensure_premium_vault(
     vaults = AzureClients.of(credentials, subscription_id).keyvault_management().vaults
     group = str(parse_resource_id(vault.id)["resource_group"])
     with named_failure(vault.id, "moving the vault to Premium"):
-        if text(vaults.get(group, vault.name).properties.sku.name).lower() == "premium":
+        sku = text(vaults.get(group, vault.name).properties.sku.name).lower()
+        if sku == "premium":
+            report(vault.id, None, note="sku premium")
             return
         patch = VaultPatchProperties(sku=Sku(family="A", name="premium"))
         vaults.update(group, vault.name, VaultPatchParameters(properties=patch))
-    get_run_logger().info("Key vault %s is now Premium", vault.name)
+    report(vault.id, "update", changes=[Change(field="sku", old=sku, new="premium")])
 
 
 @task(name="Create the confidential VM key", **STEP_RETRIES)
@@ -236,6 +263,7 @@ def ensure_confidential_key(
 
     def get_or_create() -> KeyInfo:
         key = or_none(lambda: keys.get_key(name))
+        made = key is None
         if key is None:
             key = write_or_find(
                 lambda: keys.create_rsa_key(
@@ -244,8 +272,8 @@ def ensure_confidential_key(
                 lambda: or_none(lambda: keys.get_key(name)),
                 is_azure_error,
             )
-            get_run_logger().info("Created exportable RSA-HSM %d key %s", size, key.id)
         check_confidential_key(f"key_name '{name}'", *_key_facts(key))
+        report(str(key.id), "create" if made else None, note="exportable RSA-HSM")
         return _key_info(key)
 
     with named_failure(f"{vault.url}/keys/{name}", "confidential key creation", waited=True):
@@ -261,8 +289,7 @@ def ensure_orchestrator(credentials: AzureCredentials) -> str:
     object id."""
     with named_failure(f"tenant '{credentials.tenant_id}'", f"installing {ORCHESTRATOR_NAME}"):
         principal, made = install_app(AzureClients.of(credentials), ORCHESTRATOR_APP_ID)
-    if made:
-        get_run_logger().info("%s installed: %s", ORCHESTRATOR_NAME, principal)
+    report(principal, "create" if made else None, note=ORCHESTRATOR_NAME)
     return principal
 
 
@@ -282,12 +309,12 @@ def grant_key_release(
     clients = AzureClients.of(credentials, subscription_id)
     if isinstance(store, HsmInfo):
         scope = hsm_key_scope(store, key_name)
-        assign_hsm_role(clients, store, scope, principal_id, HSM_RELEASE_USER)
+        wrote = assign_hsm_role(clients, store, scope, principal_id, HSM_RELEASE_USER)
     elif store.rbac:
-        key_id = f"{store.id}/keys/{key_name}"  # Microsoft.KeyVault/vaults/keys
-        assign_role(clients, key_id, principal_id, RELEASE_USER, timeout_seconds)
+        key_id = _key_scope(store, key_name)
+        wrote = assign_role(clients, key_id, principal_id, RELEASE_USER, timeout_seconds)
     else:
-        grant(
+        wrote = grant(
             clients,
             store,
             principal_id,
@@ -295,7 +322,27 @@ def grant_key_release(
             RELEASE_USER,
             timeout_seconds,
         )
-    get_run_logger().info("%s may release key %s of %s", ORCHESTRATOR_NAME, key_name, store.name)
+    report(store.id, "grant" if wrote else None, note=_release_note(key_name))
+
+
+def _key_scope(vault: KeyStore, key_name: str) -> str:
+    """A vault key's resource id (Microsoft.KeyVault/vaults/keys), an RBAC scope."""
+    return f"{vault.id}/keys/{key_name}"
+
+
+def _release_note(key_name: str) -> str:
+    return f"release of key {key_name} by the {ORCHESTRATOR_NAME}"
+
+
+def _holds_release(clients: AzureClients, store: KeyStore, principal_id: str, key: str) -> bool:
+    """Whether the orchestrator may release the key already, as `grant_key_release` lets it
+    (read only)."""
+    if isinstance(store, HsmInfo):
+        scope = hsm_key_scope(store, key)
+        return holds_hsm_role(clients, store, scope, principal_id, HSM_RELEASE_USER)
+    if store.rbac:
+        return holds_role(clients, _key_scope(store, key), principal_id, RELEASE_USER)
+    return holds_key_use(clients, store, principal_id, ORCHESTRATOR_KEY_PERMISSIONS, RELEASE_USER)
 
 
 def _set_vm(clients: AzureClients, vm: VirtualMachine) -> SetVm:
@@ -396,14 +443,13 @@ def record_rotation(
     clients = AzureClients.of(credentials, subscription_id)
     group, name = plan.des_group, plan.des.name
     with named_failure(plan.des.id, "recording the rotation"):
-        if not _retag(clients, group, name, lambda tags: recorded_tags(tags, plan.record)):
-            return
-    get_run_logger().info(
-        "Rotation %s recorded on %s: start again %s",
-        plan.record.rotation_id,
-        name,
-        ", ".join(plan.record.running) or "none",
-    )
+        changed = _retag(clients, group, name, lambda tags: recorded_tags(tags, plan.record))
+    report(plan.des.id, "update" if changed else None, note=_record_note(plan))
+
+
+def _record_note(plan: RotationPlan) -> str:
+    running = ", ".join(plan.record.running) or "none"
+    return f"rotation {plan.record.rotation_id} recorded, to start again: {running}"
 
 
 def _where(ref: str) -> tuple[str, str]:
@@ -431,7 +477,8 @@ def deallocate_vms(
     vms = AzureClients.of(credentials, subscription_id).compute().virtual_machines
     started = time.monotonic()
     _on_all(refs, vms.begin_deallocate, "deallocating the VM")
-    get_run_logger().info("Deallocated %s", ", ".join(refs) or "nothing")
+    for ref in refs:
+        report(ref, "stop", note="deallocated")
     return time.monotonic() - started
 
 
@@ -449,7 +496,8 @@ def start_vms(credentials: AzureCredentials, subscription_id: str | None, refs: 
     ]
     if not_running:
         raise VerificationFailed(", ".join(not_running), "started, but not running")
-    get_run_logger().info("Started again %s", ", ".join(stopped) or "nothing")
+    for ref in refs:
+        report(ref, "start" if ref in stopped else None, note="running")
     return time.monotonic() - started
 
 
@@ -465,10 +513,161 @@ def finish_rotation(
     clients = AzureClients.of(credentials, subscription_id)
     group, name = plan.des_group, plan.des.name
     with named_failure(plan.des.id, "clearing the rotation record"):
-        _retag(clients, group, name, lambda tags: finished_tags(tags, measured_seconds))
-    get_run_logger().info(
-        "Rotation %s of %s finished at %s",
-        plan.record.rotation_id,
-        name,
-        datetime.now(UTC).isoformat(timespec="seconds"),
+        changed = _retag(clients, group, name, lambda tags: finished_tags(tags, measured_seconds))
+    report(plan.des.id, "update" if changed else None, note=RECORD_CLEARED)
+
+
+RECORD_CLEARED = "rotation record cleared"
+
+
+grant_set_key_use = grant_key_use.with_options(name="Grant the set's identity access to the key")
+
+
+@task(name="Plan the confidential-VM encryption", **STEP_RETRIES)
+def plan_confidential_encryption(
+    credentials: AzureCredentials, request: ConfidentialVmEncryptionRequest, hsm: HsmInfo | None
+) -> None:
+    """What each step of prepare-confidential-vm-encryption would do, from reads only (`hsm`:
+    the adopted managed HSM; else the vault is read here)."""
+    clients = AzureClients.of(credentials, request.subscription_id)
+    sub, rg, key_name = clients.subscription_id, request.resource_group, request.key_name
+    group = or_none(lambda: clients.resources().resource_groups.get(rg))
+    group_id = resource_id(subscription=sub, resource_group=rg)
+    planned(ensure_resource_group, group_id, None if group else "create")
+    store: KeyStore | None = hsm
+    if hsm is None:
+        vault = read_vault(clients, rg, str(request.vault_name))
+        vault_id = resource_id(
+            subscription=sub,
+            resource_group=rg,
+            namespace="Microsoft.KeyVault",
+            type="vaults",
+            name=str(request.vault_name),
+        )
+        planned(ensure_key_vault, vault_id, None if vault else "create")
+        store = vault_info(vault) if vault else None
+        me = object_id(clients.credential, clients.endpoints.arm_scope)
+        if store and not holds_key_use(
+            clients, store, me, OPERATOR_KEY_PERMISSIONS, CRYPTO_OFFICER
+        ):
+            planned(ensure_key_vault, store.id, "grant", "this tool's keys")
+        sku = text(vault.properties.sku.name).lower() if vault else "standard"
+        moved = [Change(field="sku", old=sku, new="premium")] if sku != "premium" else []
+        verb = "update" if moved else None
+        report(vault_id, verb, step=ensure_premium_vault.name, changes=moved, planned=True)
+    try:
+        key = or_none(lambda: clients.keys(store.url).get_key(key_name)) if store else None
+    except HttpResponseError as exc:
+        if exc.status_code != 403:
+            raise
+        key = None  # not readable before this tool's grant
+    where = f"{store.url if store else 'the new vault'}/keys/{key_name}"
+    planned(ensure_confidential_key, str(key.id) if key else where, None if key else "create")
+    orchestrator = service_principal_id(clients, ORCHESTRATOR_APP_ID)
+    planned(
+        ensure_orchestrator, orchestrator or ORCHESTRATOR_APP_ID, None if orchestrator else "create"
     )
+    released = store and orchestrator and _holds_release(clients, store, orchestrator, key_name)
+    planned(
+        grant_key_release,
+        store.id if store else where,
+        None if released else "grant",
+        _release_note(key_name),
+    )
+    target = des_id(sub, rg, request.des_name)
+    des = or_none(lambda: clients.compute().disk_encryption_sets.get(rg, request.des_name))
+    planned(ensure_disk_encryption_set, target, None if des else "create")
+    principal = des_info(des).principal_id if des else None
+    held = (
+        store
+        and principal
+        and holds_key_use(
+            clients,
+            store,
+            principal,
+            SERVICE_KEY_PERMISSIONS,
+            CRYPTO_SERVICE_ENCRYPTION_USER,
+            key_name,
+        )
+    )
+    who = principal or "the set's new identity"
+    planned(
+        grant_set_key_use,
+        store.id if store else where,
+        None if held else "grant",
+        f"key use by {who}",
+    )
+    in_use = des_info(des).key_url if des else None
+    moved = (
+        [Change(field="activeKey", old=in_use, new=str(key.id))]
+        if des and key and in_use != str(key.id)
+        else []
+    )
+    verb = "update" if moved or (des and not key) else "verify"
+    report(
+        target,
+        verb,
+        step=wait_for_key_access.name,
+        changes=moved,
+        note="key access effective",
+        planned=True,
+    )
+    if request.vm is not None:
+        _planned_vm(clients, rg, request.vm, target)
+
+
+def _planned_vm(clients: AzureClients, rg: str, spec: ConfidentialVmSpec, set_id: str) -> None:
+    """The rows of `ensure_network` (a virtual network unless the VM names its subnet, a NIC)
+    and of `ensure_confidential_vm`."""
+    network = clients.network()
+    wanted: list[tuple[Any, str, str]] = [
+        (network.network_interfaces, "networkInterfaces", f"{spec.vm_name}-nic")
+    ]
+    if spec.subnet_id is None:
+        wanted.insert(0, (network.virtual_networks, "virtualNetworks", f"{spec.vm_name}-vnet"))
+    for group, kind, name in wanted:
+        found = or_none(partial(group.get, rg, name))
+        where = resource_id(
+            subscription=clients.subscription_id,
+            resource_group=rg,
+            namespace="Microsoft.Network",
+            type=kind,
+            name=name,
+        )
+        planned(ensure_network, str(found.id) if found else where, None if found else "create")
+    vm = or_none(lambda: clients.compute().virtual_machines.get(rg, spec.vm_name))
+    vm_id = resource_id(
+        subscription=clients.subscription_id,
+        resource_group=rg,
+        namespace="Microsoft.Compute",
+        type="virtualMachines",
+        name=spec.vm_name,
+    )
+    note = f"OS disk on {set_id}"
+    planned(ensure_confidential_vm, str(vm.id) if vm else vm_id, None if vm else "create", note)
+
+
+@task(name="Plan the rotation's steps", **STEP_RETRIES)
+def plan_rotation_steps(
+    credentials: AzureCredentials, subscription_id: str | None, plan: RotationPlan
+) -> None:
+    """What each step of rotate-confidential-vm-key would do after `plan` (its reads), with
+    one read more: a key version an earlier run made for this rotation."""
+    des = plan.des
+    if not plan.rotated:
+        planned(record_rotation, des.id, "update", _record_note(plan))
+    for ref in plan.to_stop:
+        planned(deallocate_vms, ref, "stop", "deallocated")
+    new = des.key_url
+    if not plan.rotated:
+        rotation = plan.record.rotation_id
+        new = plan_new_key_version.fn(credentials, subscription_id, des.key_url, rotation)
+    if new != des.key_url:
+        moved = [Change(field="activeKey", old=des.key_url, new=new)]
+        report(des.id, "update", step=update_des_key.name, changes=moved, planned=True)
+    planned(verify_des_key, des.id, "verify")
+    state = {vm.ref: vm.power_state for vm in plan.vms}
+    for ref in plan.to_start:
+        stopped = ref in plan.to_stop or state.get(ref) != "running"
+        planned(start_vms, ref, "start" if stopped else None, "running")
+    planned(finish_rotation, des.id, "update" if plan.pending else None, RECORD_CLEARED)
