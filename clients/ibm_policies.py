@@ -48,8 +48,7 @@ def find_policy(
         (
             p["id"]
             for p in found.get("policies") or []
-            if _values(p.get("subjects") or []).items() >= subject.items()
-            and _grants(p, resource)
+            if _values(p.get("subjects") or []).items() >= subject.items() and _grants(p, resource)
         ),
         None,
     )

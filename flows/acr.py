@@ -373,8 +373,8 @@ def registry_key_vault_firewall(
 def switch_registry_encryption_identity(
     request: SwitchIdentityRequest, credentials: AzureCredentials | None = None
 ) -> EncryptionStatus | Plan:
-    """Re-assign the old identity (while encryption uses it) → new identity, assigned and granted → rotate to it (same
-    key) → remove the old identity.
+    """Re-assign the old identity (while encryption uses it) → new identity, assigned and
+    granted → rotate to it (same key) → remove the old identity.
 
     Args:
         credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
