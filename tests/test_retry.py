@@ -36,7 +36,7 @@ CREATE = r"/keys/des-key/create$"
 @pytest.fixture
 def vault(azure: AzureClients, emulator: Emulator) -> tuple[Any, str]:
     """A vault with one key version; the key client has passed its auth challenge."""
-    found, kid = vault_with_key(azure, emulator)
+    found, kid = vault_with_key(azure, emulator, vault="kv-retry")
     emulator.requests.clear()
     return found, kid
 
@@ -92,11 +92,11 @@ def test_post_is_sent_again_when_it_was_not_served(
 def test_patch_is_not_sent_again_after_a_504(
     azure: AzureClients, emulator: Emulator, vault: tuple[Any, str]
 ) -> None:
-    emulator.faults.add(Fault("status-after", method="PATCH", path="/vaults/kv-des$", status=504))
+    emulator.faults.add(Fault("status-after", method="PATCH", path="/vaults/kv-retry$", status=504))
     patch = VaultPatchParameters(properties=VaultPatchProperties(enabled_for_disk_encryption=True))
     with pytest.raises(HttpResponseError):
-        azure.keyvault_management().vaults.update("rg", "kv-des", patch)
-    assert len(emulator.requests.find("PATCH", "/vaults/kv-des$")) == 1
+        azure.keyvault_management().vaults.update("rg", "kv-retry", patch)
+    assert len(emulator.requests.find("PATCH", "/vaults/kv-retry$")) == 1
 
 
 @pytest.mark.parametrize("kind", ["reset-after", "status-after"])
@@ -217,7 +217,7 @@ def test_a_firewall_refusal_is_not_a_propagation_delay(
 
     azure.keyvault_management().vaults.update(
         "rg",
-        "kv-des",
+        "kv-retry",
         VaultPatchParameters(
             properties=VaultPatchProperties(
                 network_acls=NetworkRuleSet(default_action="Deny", bypass="None")
@@ -228,9 +228,9 @@ def test_a_firewall_refusal_is_not_a_propagation_delay(
         azure.keys(str(vault[0].properties.vault_uri)).get_key("des-key")
     assert refused.value.status_code == 403
     assert not is_propagation_delay(refused.value) and not is_transient(refused.value)
-    named = as_byok_error(refused.value, "kv-des", "reading the key")
+    named = as_byok_error(refused.value, "kv-retry", "reading the key")
     assert isinstance(named, ServiceRefused)
-    assert str(named).startswith("kv-des: reading the key refused: ForbiddenByFirewall: ")
+    assert str(named).startswith("kv-retry: reading the key refused: ForbiddenByFirewall: ")
 
 
 def s3_error(code: str, status: int) -> ClientError:

@@ -36,8 +36,7 @@ from tests.flows.test_confidential_vm_flow import (
     rotation,
     with_vm,
 )
-from tests.flows.test_plans import outcomes, run
-from tests.helpers import run_tables, write_requests
+from tests.helpers import outcomes, run_tables, run_with_tables, write_requests
 
 
 def registry_request(block: str, **overrides: Any) -> EncryptedRegistryRequest:
@@ -59,7 +58,7 @@ def registry_request(block: str, **overrides: Any) -> EncryptedRegistryRequest:
 def planned(flow: Any, request: Any, emulator: Emulator) -> Plan:
     """The flow's plan for `request`, which must write nothing and be its plan artifact."""
     before = len(emulator.requests.find())
-    plan, tables = run(flow, request.model_copy(update={"plan_only": True}))
+    plan, tables = run_with_tables(flow, request.model_copy(update={"plan_only": True}))
     assert write_requests(emulator, before) == []
     assert isinstance(plan, Plan)
     assert [s.row() for s in plan.steps] == tables.get(f"{plan.flow}-plan", [])
@@ -80,7 +79,7 @@ def test_registry_plan_then_run_then_rerun(azure_block: str, emulator: Emulator)
     ]
     assert not [r for r in emulator.arm.resources if "acr-plan" in r or "acrplan1" in r]
 
-    _, tables = run(create_encrypted_registry, request)
+    _, tables = run_with_tables(create_encrypted_registry, request)
     assert outcomes(tables["create-encrypted-registry-summary"]) == [
         ("Create resource group", "created"),
         ("Create a user-assigned managed identity", "created"),
@@ -92,7 +91,7 @@ def test_registry_plan_then_run_then_rerun(azure_block: str, emulator: Emulator)
     ]
 
     before = len(emulator.requests.find())
-    _, tables = run(create_encrypted_registry, request)
+    _, tables = run_with_tables(create_encrypted_registry, request)
     assert write_requests(emulator, before) == []
     summary = outcomes(tables["create-encrypted-registry-summary"])
     assert {o for step, o in summary if not step.startswith("Verify")} == {"unchanged"}
@@ -132,7 +131,7 @@ def rerun_unchanged(flow: Any, request: Any, emulator: Emulator) -> None:
     """A re-run writes nothing and says `unchanged` for every step that writes; its plan
     has no write either."""
     before = len(emulator.requests.find())
-    _, tables = run(flow, request)
+    _, tables = run_with_tables(flow, request)
     assert write_requests(emulator, before) == []
     summary = outcomes(next(t for k, t in tables.items() if k.endswith("-summary")))
     assert {o for _, o in summary} <= {"unchanged", "verified"}, summary
@@ -140,7 +139,7 @@ def rerun_unchanged(flow: Any, request: Any, emulator: Emulator) -> None:
 
 
 def test_rotation_plan_then_run_then_rerun(azure_block: str, emulator: Emulator) -> None:
-    created, _ = run(create_encrypted_registry, registry_request(azure_block))
+    created, _ = run_with_tables(create_encrypted_registry, registry_request(azure_block))
     old = created.registry.versioned_key_id
     rotation = RotateRegistryKeyRequest(
         **registry_ref(azure_block), timeout_minutes=0.2, poll_seconds=0.05, rotation_id="r1"
@@ -153,7 +152,7 @@ def test_rotation_plan_then_run_then_rerun(azure_block: str, emulator: Emulator)
         ("Verify the registry uses the key", f"would verify (key {new})"),
         ("Verify the old key version stays enabled", "would verify"),
     ]
-    _, tables = run(rotate_registry_key_flow, rotation)
+    _, tables = run_with_tables(rotate_registry_key_flow, rotation)
     assert outcomes(tables["rotate-registry-key-summary"]) == [
         ("Create a new key version", "created"),
         ("Rotate the registry key", "updated"),
@@ -178,20 +177,20 @@ def test_template_plan_then_run_then_rerun(azure_block: str, emulator: Emulator)
         ("Deploy the template", "would deploy"),
         ("Verify the registry uses the key", "would verify"),
     ]
-    _, tables = run(create_encrypted_registry_from_template, request)
+    _, tables = run_with_tables(create_encrypted_registry_from_template, request)
     summary = outcomes(tables["create-encrypted-registry-from-template-summary"])
     assert ("Deploy the template", "deployed") in summary
     rerun_unchanged(create_encrypted_registry_from_template, request, emulator)
 
 
 def test_show_plan_is_empty(azure_block: str, emulator: Emulator) -> None:
-    run(create_encrypted_registry, registry_request(azure_block))
+    run_with_tables(create_encrypted_registry, registry_request(azure_block))
     plan = planned(show_registry_encryption, RegistryRequest(**registry_ref(azure_block)), emulator)
     assert plan.flow == "show-registry-encryption" and plan.steps == []
 
 
 def test_revocation_plan_names_both_writes(azure_block: str, emulator: Emulator) -> None:
-    created, _ = run(create_encrypted_registry, registry_request(azure_block))
+    created, _ = run_with_tables(create_encrypted_registry, registry_request(azure_block))
     request = RevokeRestoreRequest(**registry_ref(azure_block), propagation_timeout_minutes=0.5)
     plan = planned(revoke_and_restore_registry_key, request, emulator)
     vault, registry = created.vault.id, created.registry.id
@@ -202,7 +201,7 @@ def test_revocation_plan_names_both_writes(azure_block: str, emulator: Emulator)
         ("Enable key vault access", vault, f"would grant (key use by {principal})"),
         ("Prove registry data is accessible", registry, "would verify"),
     ]
-    _, tables = run(revoke_and_restore_registry_key, request)
+    _, tables = run_with_tables(revoke_and_restore_registry_key, request)
     assert outcomes(tables["revoke-and-restore-registry-key-summary"]) == [
         ("Revoke key access", "revoked"),
         ("Prove registry data is inaccessible", "verified"),
@@ -212,7 +211,7 @@ def test_revocation_plan_names_both_writes(azure_block: str, emulator: Emulator)
 
 
 def test_firewall_plan_then_run_then_rerun(azure_block: str, emulator: Emulator) -> None:
-    run(create_encrypted_registry, registry_request(azure_block))
+    run_with_tables(create_encrypted_registry, registry_request(azure_block))
     request = FirewallRequest(
         **registry_ref(azure_block),
         vault_name="kv-acr-plan",
@@ -232,14 +231,14 @@ def test_firewall_plan_then_run_then_rerun(azure_block: str, emulator: Emulator)
         ("Rotate the registry key", "would update"),
         ("Verify the registry uses the key", "would verify"),
     ]
-    _, tables = run(registry_key_vault_firewall, request)
+    _, tables = run_with_tables(registry_key_vault_firewall, request)
     summary = outcomes(tables["registry-key-vault-firewall-summary"])
     assert [(step, PLANNED[o]) for step, o in summary] == steps
     rerun_unchanged(registry_key_vault_firewall, request, emulator)
 
 
 def test_identity_switch_plan_then_run_then_rerun(azure_block: str, emulator: Emulator) -> None:
-    created, _ = run(create_encrypted_registry, registry_request(azure_block))
+    created, _ = run_with_tables(create_encrypted_registry, registry_request(azure_block))
     request = SwitchIdentityRequest(
         **registry_ref(azure_block),
         old_identity_id=created.identity_id,
@@ -257,7 +256,7 @@ def test_identity_switch_plan_then_run_then_rerun(azure_block: str, emulator: Em
         ("Rotate the registry key", "would update"),
         ("Remove the old identity", "would update"),
     ]
-    _, tables = run(switch_registry_encryption_identity, request)
+    _, tables = run_with_tables(switch_registry_encryption_identity, request)
     assert outcomes(tables["switch-registry-encryption-identity-summary"]) == [
         ("Re-assign the identity", "unchanged"),
         ("Create a user-assigned managed identity", "created"),
@@ -290,11 +289,11 @@ def test_confidential_plan_then_run_then_rerun(
         ("Create the confidential VM", "would create"),
     ]
     assert plan.steps[2].said() == "would update (sku: standard → premium)"
-    _, tables = run(prepare_confidential_vm_encryption, request)
+    _, tables = run_with_tables(prepare_confidential_vm_encryption, request)
     summary = outcomes(tables["prepare-confidential-vm-encryption-summary"])
     assert [(step, PLANNED[o]) for step, o in summary] == steps
     before = len(emulator.requests.find())
-    _, tables = run(prepare_confidential_vm_encryption, request)
+    _, tables = run_with_tables(prepare_confidential_vm_encryption, request)
     # the set's key is re-applied (Azure confirms the key access that way), nothing else
     assert [w.split(" ")[0] for w in write_requests(emulator, before)] == ["PATCH"]
     summary = outcomes(tables["prepare-confidential-vm-encryption-summary"])
@@ -328,7 +327,7 @@ def test_confidential_rotation_plan_then_run_then_rerun(
         ("Start the VMs again", "would start (running)"),
         ("Clear the rotation record", "would update (rotation record cleared)"),
     ]
-    _, tables = run(rotate_confidential_vm_key, request)
+    _, tables = run_with_tables(rotate_confidential_vm_key, request)
     assert outcomes(tables["rotate-confidential-vm-key-summary"]) == [
         ("Record the VMs to start again", "updated"),
         ("Deallocate the VMs", "stopped"),
@@ -339,7 +338,7 @@ def test_confidential_rotation_plan_then_run_then_rerun(
         ("Clear the rotation record", "updated"),
     ]
     before = len(emulator.requests.find())
-    _, tables = run(rotate_confidential_vm_key, request)
+    _, tables = run_with_tables(rotate_confidential_vm_key, request)
     assert write_requests(emulator, before) == []
     assert outcomes(tables["rotate-confidential-vm-key-summary"]) == [
         ("Verify the disk encryption set key", "verified"),

@@ -23,8 +23,7 @@ from flows.aks import (
 from flows.aks_kms import enable_aks_kms_encryption, rotate_aks_kms_key
 from flows.disk_encryption_set import DiskEncryptionSetRequest, prepare_disk_encryption_set
 from tests.flows.test_aks_kms import SECRETS, Cluster, enable, rotate
-from tests.flows.test_plans import outcomes, run
-from tests.helpers import write_requests
+from tests.helpers import outcomes, run_with_tables, write_requests
 
 
 @pytest.fixture
@@ -47,7 +46,7 @@ def planned(emulator: Emulator, flow: Any, request: Any) -> list[tuple[str, str]
     """Run `flow` with `plan_only`: it writes nothing; its plan (result and artifact) as
     (step, outcome) rows."""
     before = len(emulator.requests.find())
-    plan, tables = run(flow, request.model_copy(update={"plan_only": True}))
+    plan, tables = run_with_tables(flow, request.model_copy(update={"plan_only": True}))
     assert write_requests(emulator, before) == []
     assert isinstance(plan, Plan)
     assert [s.row() for s in plan.steps] == tables[f"{plan.flow}-plan"]
@@ -57,7 +56,7 @@ def planned(emulator: Emulator, flow: Any, request: Any) -> list[tuple[str, str]
 def summary(emulator: Emulator, flow: Any, request: Any, writes: bool = True) -> list[Any]:
     """Run `flow`: its summary's (step, outcome) rows; `writes` False: it wrote nothing."""
     before = len(emulator.requests.find())
-    _, tables = run(flow, request)
+    _, tables = run_with_tables(flow, request)
     assert bool(write_requests(emulator, before)) == writes, write_requests(emulator, before)
     (name,) = [key for key in tables if key.endswith("-summary")]
     return outcomes(tables[name])

@@ -22,10 +22,9 @@ from flows.release_pipeline import release_pipeline
 from flows.revocation_drill import revocation_drill
 from flows.virtual_machine import VmFromImageRequest, create_vm_from_encrypted_image
 from tests.flows.test_cross_tenant_flow import Customer, customer, xt_request  # noqa: F401
-from tests.flows.test_plans import outcomes, run
 from tests.flows.test_release_pipeline import pipeline_request
 from tests.flows.test_revocation_drill import drilled, key_versions  # noqa: F401
-from tests.helpers import des_in_region, managed_image, write_requests
+from tests.helpers import des_in_region, managed_image, outcomes, run_with_tables, write_requests
 
 REREAD = {"unchanged", "verified"}
 """What a re-run's steps may say: nothing written."""
@@ -36,7 +35,7 @@ def planned(
 ) -> tuple[Plan, dict[str, list[dict[str, str]]]]:
     """The plan-only run's plan and tables; asserts it sent no write and published its plan."""
     before = len(emulator.requests.find())
-    plan, tables = run(flow, request.model_copy(update={"plan_only": True}))
+    plan, tables = run_with_tables(flow, request.model_copy(update={"plan_only": True}))
     assert write_requests(emulator, before) == []
     assert isinstance(plan, Plan)
     assert [s.row() for s in plan.steps] == tables[f"{plan.flow}-plan"]
@@ -51,7 +50,7 @@ def as_done(plan: Plan) -> list[tuple[str, str]]:
 def rerun_is_unchanged(emulator: Emulator, flow: Any, request: Any, name: str) -> None:
     """A re-run writes nothing and its summary says so; its plan has no write."""
     before = len(emulator.requests.find())
-    _, tables = run(flow, request)
+    _, tables = run_with_tables(flow, request)
     assert write_requests(emulator, before) == []
     summary = tables[f"{name}-summary"]
     assert {outcome for _, outcome in outcomes(summary)} <= REREAD, summary
@@ -79,7 +78,7 @@ def test_feature_plan_then_run_then_rerun(azure_block: str, emulator: Emulator) 
         ("Register resource provider", "would register"),
     ]
     assert emulator.arm.feature("Microsoft.Compute", "SIGEncryption").state != "Registered"
-    _, tables = run(ensure_feature_registration, request)
+    _, tables = run_with_tables(ensure_feature_registration, request)
     assert outcomes(tables["ensure-feature-registration-summary"]) == [
         ("Register feature", "registered"),
         ("Wait for feature registration", "waited for"),
@@ -126,7 +125,7 @@ def test_gallery_plan_then_publish_then_rerun(
     assert not [r for r in emulator.arm.resources if "gallery_plan" in r]
 
     emulator.state.image_versions.replication_seconds = 1.5  # the wait sees it replicating
-    _, tables = run(publish_encrypted_image_version, request)
+    _, tables = run_with_tables(publish_encrypted_image_version, request)
     assert outcomes(tables["publish-encrypted-image-version-summary"]) == [
         ("Create resource group", "created"),
         ("Create gallery", "created"),
@@ -164,7 +163,7 @@ def test_vm_plan_then_create_then_rerun(
         ("Create the VM with encrypted disks", "would create"),
         ("Verify the VM's disk encryption", "would verify"),
     ]
-    _, tables = run(create_vm_from_encrypted_image, request)
+    _, tables = run_with_tables(create_vm_from_encrypted_image, request)
     assert outcomes(tables["create-vm-from-encrypted-image-summary"]) == [
         ("Create network resources", "created"),
         ("Create network resources", "created"),
@@ -206,7 +205,7 @@ def test_drill_plan_then_drill(
         ("Prove the dependent recovers", "would verify"),
     ]
     assert all(props.enabled for props in key_versions(azure, drilled))
-    _, tables = run(revocation_drill, request)
+    _, tables = run_with_tables(revocation_drill, request)
     assert outcomes(tables["revocation-drill-summary"]) == as_done(plan)
 
 
@@ -236,7 +235,7 @@ def test_cross_tenant_plan_then_set_up_then_rerun(
         ("Check both sides of the cross-tenant set", "would verify"),
     ]
     assert not emulator.state.entra.apps.applications
-    _, tables = run(flow, request)
+    _, tables = run_with_tables(flow, request)
     done = outcomes(tables[f"{plan.flow}-summary"])
     assert [
         row for row in as_done(plan) if row[0] != "Create a user-assigned managed identity"
