@@ -62,7 +62,9 @@ def test_a_zero_ms_benchmark_round_is_tried_again(
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     target = tmp_path / "disk.qcow2"
     encrypt_to_qcow2(raw, target, PASSPHRASE, "raw", iter_time_ms=10)
-    assert len(calls.read_text().splitlines()) == 3
+    # 2 shimmed failures, then the real qemu-img: itself tried again when its own benchmark
+    # round measures 0 ms (seen on a loaded CI machine), up to the attempts left
+    assert 3 <= len(calls.read_text().splitlines()) <= 5
     assert image_info(target)["format"] == "qcow2"
 
 
