@@ -38,10 +38,12 @@ from byok.azure_errors import (
 )
 from byok.key_sources import check_hsm_activated
 from byok.key_store import (
+    CRYPTO_SERVICE_ENCRYPTION_USER,
     HSM_KEY_CREATORS,
     HSM_ROLE_ASSIGNERS,
     HSM_ROLE_DEFINITION,
     HSM_ROLE_OF,
+    SERVICE_KEY_PERMISSIONS,
     HsmInfo,
     KeyInfo,
     KeyStore,
@@ -229,6 +231,28 @@ def holds_key_use(
     if vault.rbac:
         return holds_role(clients, vault.id, principal_id, role_id)
     return _holds(_vault_policies(clients, vault)[1], principal_id, key_permissions)
+
+
+def holds_service_key_use(
+    clients: AzureClients,
+    store: KeyStore | None,
+    principal_id: str | None,
+    key_name: str | None = None,
+) -> bool:
+    """Whether a service's identity (None: one to be made) already has the key use
+    `grant_key_use` gives on `store` (None: a vault to be made)."""
+    return (
+        store is not None
+        and principal_id is not None
+        and holds_key_use(
+            clients,
+            store,
+            principal_id,
+            SERVICE_KEY_PERMISSIONS,
+            CRYPTO_SERVICE_ENCRYPTION_USER,
+            key_name,
+        )
+    )
 
 
 def grant(

@@ -51,10 +51,6 @@ from byok.azure_errors import (
     or_none,
 )
 from byok.key_store import (
-    CRYPTO_OFFICER,
-    CRYPTO_SERVICE_ENCRYPTION_USER,
-    OPERATOR_KEY_PERMISSIONS,
-    SERVICE_KEY_PERMISSIONS,
     HsmInfo,
     KeyStore,
     VaultInfo,
@@ -65,24 +61,20 @@ from byok.polling import poll_until, read_settled
 from byok.registry_probe import probe_registry_data
 from byok.retrying import retry_while, write_or_find
 from byok.sdk_values import text
-from byok.tokens import object_id
 from byok.validation import InvalidRequest, check_name, check_rsa_key_size
 from clients.azure import AzureClients
 from clients.key_store_access import (
-    holds_key_use,
+    holds_service_key_use,
     network_rules_set,
-    read_key,
-    read_vault,
     vault_for_key,
-    vault_info,
 )
 from tasks.key_vault import (
     allow_trusted_services,
-    ensure_key,
-    ensure_key_vault,
-    ensure_rotation_policy,
     grant_key_use,
+    plan_key,
+    plan_key_vault,
     plan_new_key_version,
+    plan_rotation_policy,
     revoke_key_use,
     verify_version_enabled,
 )
@@ -434,13 +426,7 @@ def template_applied(
     return (status.key_identifier, status.identity) == (
         parameters["kek_id"],
         str(identity.client_id),
-    ) and holds_key_use(
-        clients,
-        store,
-        str(identity.principal_id),
-        SERVICE_KEY_PERMISSIONS,
-        CRYPTO_SERVICE_ENCRYPTION_USER,
-    )
+    ) and holds_service_key_use(clients, store, str(identity.principal_id))
 
 
 def load_template() -> dict[str, Any]:
@@ -584,49 +570,6 @@ def _planned_identity(clients: AzureClients, resource_group: str, name: str) -> 
     return identity
 
 
-def _planned_vault(clients: AzureClients, resource_group: str, name: str) -> VaultInfo | None:
-    """The rows of `ensure_key_vault` (would create, or grant this tool key access); the
-    vault, when it exists."""
-    vault = read_vault(clients, resource_group, name)
-    _planned_get(
-        ensure_key_vault, vault, clients, resource_group, "Microsoft.KeyVault/vaults", name
-    )
-    if vault is None:
-        return None
-    store = vault_info(vault)
-    me = object_id(clients.credential, clients.endpoints.arm_scope)
-    if not holds_key_use(clients, store, me, OPERATOR_KEY_PERMISSIONS, CRYPTO_OFFICER):
-        planned(ensure_key_vault, store.id, "grant", "this tool's keys")
-    return store
-
-
-def _planned_key(clients: AzureClients, store: KeyStore | None, name: str) -> KeyId | None:
-    """The row of `ensure_key` for key `name` of `store` (None: a vault to be made); the
-    key's id, None when it would be made (or this tool may not read it yet)."""
-    try:
-        key = read_key(clients, store.url, name) if store else None
-    except HttpResponseError as exc:
-        if exc.status_code != 403:
-            raise
-        key = None
-    where = f"{store.url if store else 'the new vault'}/keys/{name}"
-    planned(ensure_key, str(key.id) if key else where, None if key else "create")
-    return KeyId.parse(str(key.id)) if key else None
-
-
-def _holds(
-    clients: AzureClients, store: KeyStore | None, principal: str | None, key: str | None
-) -> bool:
-    """Whether `principal` (None: an identity to be made) has key use on `store` already."""
-    return (
-        store is not None
-        and principal is not None
-        and holds_key_use(
-            clients, store, principal, SERVICE_KEY_PERMISSIONS, CRYPTO_SERVICE_ENCRYPTION_USER, key
-        )
-    )
-
-
 @task(name="Plan the encrypted registry", **STEP_RETRIES)
 def plan_encrypted_registry(
     credentials: AzureCredentials, request: EncryptedRegistryRequest, hsm: HsmInfo | None
@@ -638,22 +581,15 @@ def plan_encrypted_registry(
     _planned_group(clients, rg)
     identity = _planned_identity(clients, rg, request.identity_name)
     vault = str(request.vault_name)
-    store = hsm or _planned_vault(clients, rg, vault)
+    store = hsm or plan_key_vault.fn(credentials, request.subscription_id, rg, vault)
     principal = str(identity.principal_id) if identity else None
-    held = _holds(clients, store, principal, request.key_name)
+    held = holds_service_key_use(clients, store, principal, request.key_name)
     note = f"key use by {principal or 'the new identity'}"
     planned(grant_key_use, store.id if store else vault, None if held else "grant", note)
-    key = _planned_key(clients, store, request.key_name)
+    key = plan_key.fn(credentials, request.subscription_id, store, request.key_name)
     if request.rotation_policy is not None:
-        current = clients.keys(key.vault_url).get_key_rotation_policy(key.name) if key else None
-        diff = request.rotation_policy.changes_from(current) if current else []
-        report(
-            key.versionless if key else request.key_name,
-            "update" if diff or current is None else None,
-            step=ensure_rotation_policy.name,
-            changes=diff,
-            planned=True,
-        )
+        policy = request.rotation_policy
+        plan_rotation_policy.fn(credentials, sub, key, request.key_name, policy)
     target = registry_id(sub, rg, request.registry_name)
     registry = read_registry(clients, rg, request.registry_name)
     if registry is not None and key is not None:
@@ -675,7 +611,7 @@ def plan_registry_key_rotation(
     old = KeyId.parse(str(status.versioned_key_identifier))
     if request.new_key_name:
         store = vault_for_key(clients, old.versioned)
-        key = _planned_key(clients, store, request.new_key_name)
+        key = plan_key.fn(credentials, request.subscription_id, store, request.new_key_name)
         new = key.versioned if key else f"{store.url}/keys/{request.new_key_name}/(new version)"
     else:
         rotation = request.rotation_id or ""
@@ -712,7 +648,7 @@ def _planned_rotation(
 
 def _planned_grant(clients: AzureClients, store: KeyStore, principal: str | None, who: str) -> None:
     """The row of `grant_key_use` for `principal` (None: an identity to be made, `who`)."""
-    held = _holds(clients, store, principal, None)
+    held = holds_service_key_use(clients, store, principal, None)
     planned(grant_key_use, store.id, None if held else "grant", f"key use by {principal or who}")
 
 
@@ -722,8 +658,8 @@ def plan_registry_template(credentials: AzureCredentials, request: RegistryTempl
     clients = AzureClients.of(credentials, request.subscription_id)
     sub, rg = clients.subscription_id, request.resource_group
     _planned_group(clients, rg)
-    store = _planned_vault(clients, rg, request.vault_name)
-    key = _planned_key(clients, store, request.key_name)
+    store = plan_key_vault.fn(credentials, request.subscription_id, rg, request.vault_name)
+    key = plan_key.fn(credentials, request.subscription_id, store, request.key_name)
     kek = key_reference(key.versioned, request.automatic_rotation) if key else None
     applied = (
         store is not None
@@ -746,7 +682,7 @@ def plan_key_revocation(
     revocation and restore write every run, by design."""
     clients = AzureClients.of(credentials, subscription_id)
     principal = registry.identity_principal_id
-    held = _holds(clients, store, principal, None)
+    held = holds_service_key_use(clients, store, principal, None)
     planned(revoke_key_use, store.id, "revoke" if held else None, f"key use by {principal}")
     planned(prove_data_refused, registry.id, "verify")
     planned(grant_key_use, store.id, "grant", f"key use by {principal}")
@@ -781,7 +717,7 @@ def plan_registry_firewall(
     )
     note = "firewall, trusted services bypass"
     planned(allow_trusted_services, target.id, None if kept else "update", note)
-    key = _planned_key(clients, target, request.key_name)
+    key = plan_key.fn(credentials, request.subscription_id, target, request.key_name)
     new = key.versioned if key else f"{target.url}/keys/{request.key_name}/(new version)"
     key_id = key_reference(new, current.follows_latest)
     _planned_rotation(rotate_registry_key, current.id, status, key_id, SYSTEM)

@@ -35,11 +35,7 @@ from byok.disk_encryption_set_models import (
 )
 from byok.errors import OperationFailed
 from byok.key_store import (
-    CRYPTO_OFFICER,
-    CRYPTO_SERVICE_ENCRYPTION_USER,
-    OPERATOR_KEY_PERMISSIONS,
     READER,
-    SERVICE_KEY_PERMISSIONS,
     KeyInfo,
     KeyStore,
 )
@@ -48,17 +44,13 @@ from byok.outcomes import Change, changes
 from byok.polling import poll_until, read_settled
 from byok.retrying import retry_while, write_or_find
 from byok.sdk_values import text
-from byok.tokens import object_id
 from byok.validation import InvalidRequest, check_name, check_rsa_key_size, region_key, same_region
 from clients.azure import AzureClients
 from clients.key_store_access import (
-    holds_key_use,
     holds_role,
-    read_key,
-    read_vault,
-    vault_info,
+    holds_service_key_use,
 )
-from tasks.key_vault import plan_new_key_version
+from tasks.key_vault import plan_key, plan_key_vault, plan_new_key_version, plan_rotation_policy
 from tasks.outcomes import planned, report
 from tasks.retry import STEP_RETRIES
 
@@ -387,43 +379,17 @@ def plan_disk_encryption_set(
     group = or_none(lambda: clients.resources().resource_groups.get(rg))
     group_id = resource_id(subscription=sub, resource_group=rg)
     planned("Create resource group", group_id, None if group else "create")
-    if store is None:
-        vault = read_vault(clients, rg, request.vault)
-        vault_id = resource_id(
-            subscription=sub,
-            resource_group=rg,
-            namespace="Microsoft.KeyVault",
-            type="vaults",
-            name=request.vault,
-        )
-        planned("Create key vault", vault_id, None if vault else "create")
-        store = vault_info(vault) if vault else None
-        if store is not None:
-            me = object_id(clients.credential, clients.endpoints.arm_scope)
-            mine = holds_key_use(clients, store, me, OPERATOR_KEY_PERMISSIONS, CRYPTO_OFFICER)
-            planned("Create key vault", store.id, None if mine else "grant", "this tool's keys")
-    else:
-        planned("Check the key store", store.id, "adopt", "activated")
-    key = read_key(clients, store.url, request.key_name) if store else None
-    key_name = f"{store.url if store else request.vault}/keys/{request.key_name}"
-    planned("Create key", str(key.id) if key else key_name, None if key else "create")
+    store = store or plan_key_vault.fn(credentials, sub, rg, request.vault)
+    key = plan_key.fn(credentials, sub, store, request.key_name)
+    key_name = key.versionless if key else f"{request.vault}/keys/{request.key_name}"
     if request.rotation_policy is not None:
-        current = (
-            clients.keys(store.url).get_key_rotation_policy(key.name) if store and key else None
-        )
-        diff = request.rotation_policy.changes_from(current) if current else []
-        report(
-            key_name,
-            "update" if diff or current is None else None,
-            step="Set the key rotation policy",
-            changes=diff,
-            planned=True,
-        )
+        policy = request.rotation_policy
+        plan_rotation_policy.fn(credentials, sub, key, key_name, policy)
     target = des_id(sub, rg, request.des_name)
     des = read_des(clients, rg, request.des_name)
     planned("Create disk encryption set", target, None if des else "create")
     if des is not None:
-        key_url = str(key.id) if key else f"{key_name}/(new version)"
+        key_url = key.versioned if key else f"{key_name}/(new version)"
         diff = changes(_des_fields(des), _applied_fields(key_url, request.auto_key_rotation))
         report(
             target,
@@ -433,18 +399,7 @@ def plan_disk_encryption_set(
             planned=True,
         )
     principal = des_info(des).principal_id if des else None
-    held = (
-        store is not None
-        and principal is not None
-        and holds_key_use(
-            clients,
-            store,
-            principal,
-            SERVICE_KEY_PERMISSIONS,
-            CRYPTO_SERVICE_ENCRYPTION_USER,
-            request.key_name,
-        )
-    )
+    held = holds_service_key_use(clients, store, principal, request.key_name)
     who = principal or "the set's new identity"
     step = "Grant the set's identity access to the key"
     planned(step, store.id if store else key_name, None if held else "grant", f"key use by {who}")

@@ -5,6 +5,7 @@ the vault behind its firewall. What they do through the SDKs is in clients.key_s
 
 from __future__ import annotations
 
+from azure.core.exceptions import HttpResponseError
 from azure.mgmt.core.tools import resource_id
 from azure.mgmt.keyvault.models import (
     AccessPolicyEntry,
@@ -49,6 +50,7 @@ from clients.key_store_access import (
     check_hsm_operator,
     check_vault_and_key,
     grant,
+    holds_key_use,
     hsm_info,
     key_info,
     log_retry,
@@ -61,7 +63,7 @@ from clients.key_store_access import (
     vault_info,
     version_made_for,
 )
-from tasks.outcomes import report
+from tasks.outcomes import planned, report
 from tasks.retry import STEP_RETRIES
 
 
@@ -287,6 +289,66 @@ def ensure_rotation_policy(
             report(kid.versionless, "update", changes=policy.changes_from(current))
         if not policy.matches(keys.get_key_rotation_policy(kid.name)):
             raise VerificationFailed(kid.versionless, "the rotation policy read back differs")
+
+
+@task(name="Plan the key vault", **STEP_RETRIES)
+def plan_key_vault(
+    credentials: AzureCredentials, subscription_id: str | None, resource_group: str, name: str
+) -> VaultInfo | None:
+    """The rows of `ensure_key_vault` (would create, or would grant this tool key access);
+    the vault, when it exists."""
+    clients = AzureClients.of(credentials, subscription_id)
+    vault = read_vault(clients, resource_group, name)
+    where = resource_id(
+        subscription=clients.subscription_id,
+        resource_group=resource_group,
+        namespace="Microsoft.KeyVault",
+        type="vaults",
+        name=name,
+    )
+    planned(ensure_key_vault, where, None if vault else "create")
+    if vault is None:
+        return None
+    store = vault_info(vault)
+    me = object_id(clients.credential, clients.endpoints.arm_scope)
+    if not holds_key_use(clients, store, me, OPERATOR_KEY_PERMISSIONS, CRYPTO_OFFICER):
+        planned(ensure_key_vault, store.id, "grant", "this tool's keys")
+    return store
+
+
+@task(name="Plan the key", **STEP_RETRIES)
+def plan_key(
+    credentials: AzureCredentials, subscription_id: str | None, store: KeyStore | None, name: str
+) -> KeyId | None:
+    """The row of `ensure_key` for key `name` of `store` (None: a vault to be made); the
+    key's id, None when it would be made (or this tool may not read it yet)."""
+    clients = AzureClients.of(credentials, subscription_id)
+    try:
+        key = read_key(clients, store.url, name) if store else None
+    except HttpResponseError as exc:
+        if exc.status_code != 403:
+            raise
+        key = None
+    where = f"{store.url if store else 'the new vault'}/keys/{name}"
+    planned(ensure_key, str(key.id) if key else where, None if key else "create")
+    return KeyId.parse(str(key.id)) if key else None
+
+
+@task(name="Plan the rotation policy", **STEP_RETRIES)
+def plan_rotation_policy(
+    credentials: AzureCredentials,
+    subscription_id: str | None,
+    key: KeyId | None,
+    name: str,
+    policy: RotationPolicySpec,
+) -> None:
+    """The row of `ensure_rotation_policy` for `key` (None: a key to be made, named `name`)."""
+    keys = AzureClients.of(credentials, subscription_id).keys(key.vault_url) if key else None
+    current = keys.get_key_rotation_policy(key.name) if keys and key else None
+    diff = policy.changes_from(current) if current else []
+    verb = "update" if diff or current is None else None
+    where = key.versionless if key else name
+    report(where, verb, step=ensure_rotation_policy.name, changes=diff, planned=True)
 
 
 @task(name="Check the key vault and key", **STEP_RETRIES)
