@@ -79,8 +79,8 @@ from tasks.key_vault import (
     verify_version_enabled,
 )
 from tasks.outcomes import planned, report
-from tasks.resource_group import ensure_resource_group
 from tasks.retry import STEP_RETRIES
+from tasks.subscription import plan_resource_group
 
 TEMPLATE = files("byok") / "templates" / "acr_cmk.json"  # package data, found in a wheel too
 
@@ -539,13 +539,6 @@ def validate_rotation(
 
 
 # -- plans (reads only) ------------------------------------------------------------------
-def _planned_group(clients: AzureClients, resource_group: str) -> None:
-    """The row of `ensure_resource_group`."""
-    group = or_none(lambda: clients.resources().resource_groups.get(resource_group))
-    group_id = resource_id(subscription=clients.subscription_id, resource_group=resource_group)
-    planned(ensure_resource_group, group_id, None if group else "create")
-
-
 def _planned_get(
     step: Any, found: Any, clients: AzureClients, resource_group: str, kind: str, name: str
 ) -> None:
@@ -578,7 +571,7 @@ def plan_encrypted_registry(
     adopted managed HSM; else the vault is read here)."""
     clients = AzureClients.of(credentials, request.subscription_id)
     sub, rg = clients.subscription_id, request.resource_group
-    _planned_group(clients, rg)
+    plan_resource_group.fn(credentials, sub, rg)
     identity = _planned_identity(clients, rg, request.identity_name)
     vault = str(request.vault_name)
     store = hsm or plan_key_vault.fn(credentials, request.subscription_id, rg, vault)
@@ -657,7 +650,7 @@ def plan_registry_template(credentials: AzureCredentials, request: RegistryTempl
     """What each step of create-encrypted-registry-from-template would do, from reads only."""
     clients = AzureClients.of(credentials, request.subscription_id)
     sub, rg = clients.subscription_id, request.resource_group
-    _planned_group(clients, rg)
+    plan_resource_group.fn(credentials, sub, rg)
     store = plan_key_vault.fn(credentials, request.subscription_id, rg, request.vault_name)
     key = plan_key.fn(credentials, request.subscription_id, store, request.key_name)
     kek = key_reference(key.versioned, request.automatic_rotation) if key else None

@@ -47,10 +47,6 @@ from byok.disk_encryption_set_models import check_existing_des, des_id, des_info
 from byok.errors import VerificationFailed
 from byok.key_sources import check_confidential_key, check_rotation_window
 from byok.key_store import (
-    CRYPTO_OFFICER,
-    CRYPTO_SERVICE_ENCRYPTION_USER,
-    OPERATOR_KEY_PERMISSIONS,
-    SERVICE_KEY_PERMISSIONS,
     HsmInfo,
     KeyInfo,
     KeyStore,
@@ -60,7 +56,6 @@ from byok.outcomes import Change
 from byok.retrying import retry_while, write_or_find
 from byok.rotation import ROTATION_TAG
 from byok.sdk_values import text
-from byok.tokens import object_id
 from byok.validation import InvalidRequest, check_name, region_key, same_region
 from clients.azure import AzureClients
 from clients.graph import install_app, service_principal_id
@@ -71,10 +66,10 @@ from clients.key_store_access import (
     holds_hsm_role,
     holds_key_use,
     holds_role,
+    holds_service_key_use,
     hsm_key_scope,
     read_hsm,
     read_vault,
-    vault_info,
 )
 from clients.vm_power import power_state
 from tasks.disk_encryption_set import (
@@ -83,10 +78,10 @@ from tasks.disk_encryption_set import (
     verify_des_key,
     wait_for_key_access,
 )
-from tasks.key_vault import ensure_key_vault, grant_key_use, plan_new_key_version
+from tasks.key_vault import grant_key_use, plan_key_vault, plan_new_key_version
 from tasks.outcomes import planned, report
-from tasks.resource_group import ensure_resource_group
 from tasks.retry import STEP_RETRIES
+from tasks.subscription import plan_resource_group
 from tasks.virtual_machine import ensure_network
 
 
@@ -531,30 +526,17 @@ def plan_confidential_encryption(
     the adopted managed HSM; else the vault is read here)."""
     clients = AzureClients.of(credentials, request.subscription_id)
     sub, rg, key_name = clients.subscription_id, request.resource_group, request.key_name
-    group = or_none(lambda: clients.resources().resource_groups.get(rg))
-    group_id = resource_id(subscription=sub, resource_group=rg)
-    planned(ensure_resource_group, group_id, None if group else "create")
+    plan_resource_group.fn(credentials, sub, rg)
     store: KeyStore | None = hsm
     if hsm is None:
-        vault = read_vault(clients, rg, str(request.vault_name))
-        vault_id = resource_id(
-            subscription=sub,
-            resource_group=rg,
-            namespace="Microsoft.KeyVault",
-            type="vaults",
-            name=str(request.vault_name),
-        )
-        planned(ensure_key_vault, vault_id, None if vault else "create")
-        store = vault_info(vault) if vault else None
-        me = object_id(clients.credential, clients.endpoints.arm_scope)
-        if store and not holds_key_use(
-            clients, store, me, OPERATOR_KEY_PERMISSIONS, CRYPTO_OFFICER
-        ):
-            planned(ensure_key_vault, store.id, "grant", "this tool's keys")
+        name = str(request.vault_name)
+        store = plan_key_vault.fn(credentials, sub, rg, name)
+        vault = read_vault(clients, rg, name) if store else None
         sku = text(vault.properties.sku.name).lower() if vault else "standard"
         moved = [Change(field="sku", old=sku, new="premium")] if sku != "premium" else []
         verb = "update" if moved else None
-        report(vault_id, verb, step=ensure_premium_vault.name, changes=moved, planned=True)
+        where = store.id if store else f"the new vault {name}"
+        report(where, verb, step=ensure_premium_vault.name, changes=moved, planned=True)
     try:
         key = or_none(lambda: clients.keys(store.url).get_key(key_name)) if store else None
     except HttpResponseError as exc:
@@ -578,18 +560,7 @@ def plan_confidential_encryption(
     des = or_none(lambda: clients.compute().disk_encryption_sets.get(rg, request.des_name))
     planned(ensure_disk_encryption_set, target, None if des else "create")
     principal = des_info(des).principal_id if des else None
-    held = (
-        store
-        and principal
-        and holds_key_use(
-            clients,
-            store,
-            principal,
-            SERVICE_KEY_PERMISSIONS,
-            CRYPTO_SERVICE_ENCRYPTION_USER,
-            key_name,
-        )
-    )
+    held = holds_service_key_use(clients, store, principal, key_name)
     who = principal or "the set's new identity"
     planned(
         grant_set_key_use,

@@ -11,7 +11,7 @@ from azure.mgmt.compute.models import (
     DiskEncryptionSetUpdateProperties,
     KeyForDiskEncryptionSet,
 )
-from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id, resource_id
+from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
 from prefect import get_run_logger, task
 
 from blocks.azure import AzureCredentials
@@ -53,6 +53,7 @@ from clients.key_store_access import (
 from tasks.key_vault import plan_key, plan_key_vault, plan_new_key_version, plan_rotation_policy
 from tasks.outcomes import planned, report
 from tasks.retry import STEP_RETRIES
+from tasks.subscription import plan_resource_group
 
 
 def read_des(clients: AzureClients, resource_group: str, name: str) -> DiskEncryptionSet | None:
@@ -375,10 +376,7 @@ def plan_disk_encryption_set(
     adopted managed HSM; else the vault is read here)."""
     clients = AzureClients.of(credentials, request.subscription_id)
     sub, rg = clients.subscription_id, request.resource_group
-
-    group = or_none(lambda: clients.resources().resource_groups.get(rg))
-    group_id = resource_id(subscription=sub, resource_group=rg)
-    planned("Create resource group", group_id, None if group else "create")
+    plan_resource_group.fn(credentials, sub, rg)
     store = store or plan_key_vault.fn(credentials, sub, rg, request.vault)
     key = plan_key.fn(credentials, sub, store, request.key_name)
     key_name = key.versionless if key else f"{request.vault}/keys/{request.key_name}"
