@@ -53,6 +53,7 @@ class Emulator:
         self.throttle: Throttle | None = None
         self._port = port
         self._listeners: dict[int, Listener] = {}
+        self._vault_ports: set[int] = set()  # every port a vault was ever served on
         self._lock = threading.Lock()
         self.state: EmulatorState | None = None
         self.base_url = ""
@@ -113,8 +114,20 @@ class Emulator:
     def _listen(self, origin: str, port: int = 0) -> int:
         context = None if origin == "cos" else self.ssl_context
         listener = Listener(self.app, origin, port, context)
+        # A vault's origin stands for its DNS name, which Azure never gives another vault, and
+        # clients cache a vault's challenge (its tenant) per origin (azure-keyvault-keys'
+        # process-wide http_challenge_cache): a port this emulator served a vault on is never
+        # handed to another one, or that vault would be challenged for the old one's tenant.
+        refused = []
+        while origin == "vault" and listener.server_address[1] in self._vault_ports:
+            refused.append(listener)
+            listener = Listener(self.app, origin, port, context)
+        for old in refused:
+            old.server_close()
         actual = listener.server_address[1]
         with self._lock:
+            if origin == "vault":
+                self._vault_ports.add(actual)
             self._listeners[actual] = listener
         threading.Thread(
             target=listener.serve_forever,

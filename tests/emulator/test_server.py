@@ -124,3 +124,33 @@ def test_the_admin_api_needs_the_token_the_emulator_printed(
         assert (answer.status_code, answer.json()["error"]["code"]) == (401, "Unauthorized")
     right = {"Authorization": f"Bearer {token}"}
     assert requests.request(method, url, headers=right, verify=ca, timeout=10).status_code == status
+
+
+def test_a_port_a_vault_was_served_on_is_never_given_to_another_vault(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Clients cache a vault's challenge (its tenant) per origin: the OS handing back a port
+    a closed vault used is refused, the next one taken."""
+    import emulator.server as server
+
+    ports = iter([8001, 8001, 8002])
+    closed: list[int] = []
+
+    class FakeListener:
+        origin = "vault"
+
+        def __init__(self, *args: object) -> None:
+            self.server_address = ("127.0.0.1", next(ports))
+
+        def serve_forever(self, **kwargs: object) -> None:
+            pass
+
+        def server_close(self) -> None:
+            closed.append(self.server_address[1])
+
+    monkeypatch.setattr(server, "Listener", FakeListener)
+    emulator = server.Emulator()
+    assert emulator._listen("vault") == 8001
+    emulator._listeners.clear()  # the vault's origin closed, its port free again
+    assert emulator._listen("vault") == 8002
+    assert closed == [8001]
