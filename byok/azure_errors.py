@@ -28,10 +28,17 @@ T = TypeVar("T")
 PROPAGATION_CODES = frozenset(
     {"PrincipalNotFound", "KeyVaultAccessForbidden", "ForbiddenByRbac", "AccessDenied"}
 )
-# 403s no wait changes: the vault's firewall, a disabled key, an operation the key refuses.
+# 403s no wait changes: the vault's firewall or disabled public access, a disabled key, an
+# operation the key refuses.
 # https://learn.microsoft.com/azure/key-vault/general/rest-error-codes#http-403-insufficient-permissions
 PERMANENT_CODES = frozenset(
-    {"ForbiddenByFirewall", "KeyDisabled", "KeyOperationForbidden", "ForbiddenByPolicy"}
+    {
+        "ForbiddenByFirewall",
+        "ForbiddenByConnection",
+        "KeyDisabled",
+        "KeyOperationForbidden",
+        "ForbiddenByPolicy",
+    }
 )
 # Conflicts that a re-sent write gets when the first send was served.
 RESENT_CONFLICT_CODES = frozenset(

@@ -18,7 +18,12 @@ from emulator.http import HttpError
 from emulator.services.arm import ids
 from emulator.services.arm.models import ArmModel, PutContext, TypeHooks, TypeSpec
 from emulator.services.entra.applications import TOKEN_EXCHANGE
-from emulator.services.keyvault.models import KeyVaultModel, KeyVersion
+from emulator.services.keyvault.models import (
+    KeyVaultModel,
+    KeyVersion,
+    network_denial,
+    public_access_disabled,
+)
 
 DISK_ENCRYPTION_SET_TYPE = "Microsoft.Compute/diskEncryptionSets"
 ENCRYPTION_TYPES = (
@@ -170,6 +175,20 @@ class DiskEncryptionSetHooks(TypeHooks):
         else:
             principal = str(identity.get("principalId") or _user_assigned_principal(arm, identity))
             who = f"the disk encryption set identity '{principal}'"
+        # the set reaches its key as a trusted service: the vault's network rules refuse it
+        # only when they let no trusted service through (an emulator code: Azure's is
+        # undocumented; the inner code says no wait for propagation helps)
+        denial = network_denial(vault, trusted_service=True)
+        if denial:
+            raise HttpError(
+                400,
+                "KeyVaultAccessForbidden",
+                f"Unable to access key vault resource '{key_url}': vault '{vault['name']}': "
+                f"{denial}.",
+                inner="ForbiddenByConnection"
+                if public_access_disabled(vault)
+                else "ForbiddenByFirewall",
+            )
         key_name = key_url.split("/keys/", 1)[1].split("/", 1)[0]
         granted = self.keyvault.effective_key_operations(vault, principal, key_name)
         missing = sorted(DES_KEY_OPERATIONS - granted)

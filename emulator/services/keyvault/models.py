@@ -610,23 +610,82 @@ def _check_network_acls(acls: dict[str, Any] | None) -> None:
             ) from None
 
 
+# The network rules of a vault (or managed HSM) data plane
+# (https://learn.microsoft.com/azure/key-vault/general/network-security). publicNetworkAccess
+# Disabled: "all traffic except private endpoint traffic and that that originates from trusted
+# services will be blocked. This will override the set firewall rules" (the REST spec's text of
+# the property: https://learn.microsoft.com/dotnet/api/azure.provisioning.keyvault.
+# keyvaultproperties.publicnetworkaccess); networkAcls defaultAction Deny lets through the
+# addresses of ipRules and, with bypass AzureServices (the default when unset), trusted
+# services. The emulator reads bypass None as closing the trusted-service path in both cases.
+# Callers: the SDK clients are a public-network caller at LOOPBACK_CLIENT; what the emulator
+# does for a service (a disk encryption set's or registry's key use) is a trusted service;
+# ARM's own key reads (management plane) pass whatever the rules say
+# (https://github.com/MicrosoftDocs/azure-docs/issues/68668).
+
+
+def public_access_disabled(resource: dict[str, Any]) -> bool:
+    """Whether the store refuses every public-network caller (publicNetworkAccess Disabled)."""
+    return str(resource["properties"].get("publicNetworkAccess") or "").lower() == "disabled"
+
+
 def network_denial(
     resource: dict[str, Any], client_ip: str | None = None, trusted_service: bool = False
 ) -> str | None:
-    """Why the vault firewall refuses a caller (None when it lets it through): a trusted
-    Azure service passes with bypass AzureServices, a client when its address is in ipRules."""
+    """Why the store's network rules refuse a caller (None when they let it through): a
+    trusted Azure service passes unless bypass is None, a public client only when public
+    access is enabled and the firewall allows all or its address is in ipRules."""
     acls = resource["properties"].get("networkAcls") or {}
-    if acls.get("defaultAction", "Allow") != "Deny":
-        return None
+    disabled = public_access_disabled(resource)
     if trusted_service:
         if acls.get("bypass", "AzureServices") == "AzureServices":
             return None
+        if disabled:
+            return "public network access is disabled and trusted services may not bypass it"
+        if acls.get("defaultAction", "Allow") != "Deny":
+            return None
         return "the vault firewall denies by default and does not let trusted services bypass it"
+    if disabled:
+        return "public network access is disabled"
+    if acls.get("defaultAction", "Allow") != "Deny":
+        return None
     address = ipaddress.ip_address(client_ip or LOOPBACK_CLIENT)
     for rule in acls.get("ipRules") or []:
         if address in ipaddress.ip_network(str(rule["value"]), strict=False):
             return None
     return f"client address {address} is not allowed by the vault firewall"
+
+
+def network_refusal(
+    resource: dict[str, Any], principal: Principal, client_ip: str | None = None
+) -> HttpError | None:
+    """Key Vault's 403 to a public-network caller its network rules refuse, as Key Vault
+    words it: ForbiddenByConnection when public access is disabled
+    (https://github.com/microsoft/multimodal-ai/issues/171, https://github.com/Azure/
+    secrets-store-csi-driver-provider-azure/issues/873), else ForbiddenByFirewall
+    (https://github.com/hashicorp/packer-plugin-azure/issues/384)."""
+    if network_denial(resource, client_ip) is None:
+        return None
+    who = (
+        f"Caller: appid={principal.client_id};oid={principal.object_id};"
+        f"iss=https://sts.windows.net/{principal.tenant_id}/\r\n"
+        f"Vault: {resource['name']};location={resource.get('location', '')}"
+    )
+    if public_access_disabled(resource):
+        return HttpError(
+            403,
+            "Forbidden",
+            "Public network access is disabled and request is not from a trusted service nor "
+            f"via an approved private link.\r\n{who}",
+            inner="ForbiddenByConnection",
+        )
+    return HttpError(
+        403,
+        "Forbidden",
+        "Client address is not authorized and caller is not a trusted service.\r\n"
+        f"Client address: {client_ip or LOOPBACK_CLIENT}\r\n{who}",
+        inner="ForbiddenByFirewall",
+    )
 
 
 def _check_policy(policy: dict[str, Any]) -> None:

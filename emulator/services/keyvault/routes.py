@@ -1,5 +1,6 @@
-"""Key Vault's HTTP surface: the accessPolicies management operation and each vault's
-data plane (challenge authentication, keys, wrap and unwrap, secure key release)."""
+"""Key Vault's HTTP surface: the accessPolicies management operation, ARM's key reads and
+each vault's data plane (challenge authentication, network rules, keys, wrap and unwrap,
+secure key release)."""
 
 from __future__ import annotations
 
@@ -17,18 +18,19 @@ from emulator.services.keyvault.models import (
     StoredKey,
     VaultData,
     key_not_found,
-    network_denial,
+    network_refusal,
     recovery_level,
     update_access_policies,
 )
 from emulator.services.keyvault.rotation import checked_rotation_policy, default_rotation_policy
 
+VAULT_KEY_TYPE = "Microsoft.KeyVault/vaults/keys"
 Caller = Callable[[Request], tuple[VaultData, dict[str, Any], Principal]]
 
 
 def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: str) -> Caller:
     """Add the Key Vault routes; `base_url` is the authority named in the challenge. Returns
-    the data plane's caller check (challenge, token, tenant, api-version, firewall), which
+    the data plane's caller check (challenge, token, tenant, api-version, network rules), which
     the managed HSM's own routes share."""
     arm = keyvault.arm
 
@@ -118,15 +120,9 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
             )
         if not request.query.get("api-version"):
             raise HttpError(400, "BadParameter", "The 'api-version' parameter is missing.")
-        denial = network_denial(resource)
-        if denial:
-            raise HttpError(
-                403,
-                "Forbidden",
-                "Client address is not authorized and caller is not a trusted service "
-                f"({denial}). Vault: {resource['name']}",
-                inner="ForbiddenByFirewall",
-            )
+        refusal = network_refusal(resource, principal)
+        if refusal:
+            raise refusal
         return data, resource, principal
 
     def data_route(method: str, template: str, operation: str, handler: Any) -> None:
@@ -385,6 +381,57 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
         return Response(
             200, {"id": f"{origin}/keys/{key.name}/rotationpolicy", **key.rotation_policy}
         )
+
+    def arm_key(request: Request, principal: Principal) -> Response:
+        """A key (or one version) read through ARM: the management plane, which the vault's
+        network rules do not stop (https://github.com/MicrosoftDocs/azure-docs/issues/68668;
+        the Key resource of https://learn.microsoft.com/rest/api/keyvault/keyvault/keys/get)."""
+        p = request.params
+        vault_id = request.path.split("/keys/", 1)[0]
+        vault = arm.require(vault_id)
+        with keyvault.lock:
+            found = [
+                d for d in keyvault.vaults.values() if d.resource_id.lower() == vault_id.lower()
+            ]
+            data = found[0] if found else None
+            key = data.keys.get(p["key"].lower()) if data else None
+            if data is None or key is None or key.deleted_date is not None:
+                raise HttpError(
+                    404, "ResourceNotFound", f"The key '{vault_id}/keys/{p['key']}' was not found."
+                )
+            keyvault.rotate_due(key)
+            v = key.version(p.get("version"))
+        origin = str(vault["properties"]["vaultUri"]).rstrip("/")
+        versioned = bool(p.get("version"))
+        props: dict[str, Any] = {
+            "attributes": attributes(data, v),
+            "kty": v.kty,
+            "keyOps": v.key_ops,
+            "keyUri": f"{origin}/keys/{key.name}",
+            "keyUriWithVersion": f"{origin}/keys/{key.name}/{v.version}",
+        }
+        size = getattr(v.material, "key_size", None)
+        if size:
+            props["keySize"] = size
+        return Response(
+            200,
+            {
+                "id": f"{vault['id']}/keys/{key.name}"
+                + (f"/versions/{v.version}" if versioned else ""),
+                "name": v.version if versioned else key.name,
+                "type": VAULT_KEY_TYPE + ("/versions" if versioned else ""),
+                "location": vault["location"],
+                "tags": v.tags,
+                "properties": props,
+            },
+        )
+
+    arm_keys = (
+        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{vault}"
+        "/keys/{key}"
+    )
+    add_arm_route(router, arm, "GET", arm_keys, arm_key)
+    add_arm_route(router, arm, "GET", arm_keys + "/versions/{version}", arm_key)
 
     # Before /keys/{name}/{version}, which would take "rotationpolicy" for a version.
     data_route("GET", "/keys/{name}/rotationpolicy", "getrotationpolicy", get_rotation_policy)
