@@ -6,10 +6,10 @@ and https://cloud.ibm.com/docs/vpc?topic=vpc-create-encrypted-custom-image."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from byok.errors import InvalidRequest
 from byok.outcomes import PLAN_ONLY
@@ -29,6 +29,8 @@ ENCRYPTED_FILE = "image.qcow2"  # the encrypted image in the spool, before its u
 IMAGE_SERVICE = "is (images)"  # the VPC image service, as an authorization's row names it
 READY = {"image": "available", "instance": "running"}  # what each VPC resource is polled until
 WAIT_STEP = "Wait for the VPC {kind}"  # the name of the wait step for each kind
+# A rotation id names its UTC day at its end, as the fleet's do (`fleet-<digest>-20261202`)
+ROTATION_DAY = re.compile(r"^(?:.*\D)?(\d{4})-?(\d{2})-?(\d{2})$")
 
 
 class VpcInstanceSpec(BaseModel):
@@ -215,7 +217,39 @@ class VpcRotationRequest(BaseModel):
     )
     timeout_minutes: float = Field(10, gt=0, description="Give up waiting for the re-wrap.")
     poll_seconds: float = Field(5, gt=0, description="Seconds between registration polls.")
+    rotation_id: str | None = Field(
+        None,
+        description="This rotation's id, ending in the UTC day it is for (YYYYMMDD or "
+        "YYYY-MM-DD, like the fleet rotation's `fleet-…-20261202`): Key Protect keys carry no "
+        "tags, so a key last rotated on or after that day began was rotated by this rotation, "
+        "and a re-run only verifies. Empty: the day the run was scheduled for (a retry keeps it).",
+    )
     plan_only: bool = PLAN_ONLY
+
+    @field_validator("rotation_id")
+    @classmethod
+    def _names_a_day(cls, value: str | None) -> str | None:
+        if value is not None and _named_day(value) is None:
+            raise ValueError(
+                "must end in the UTC day the rotation is for: YYYYMMDD or YYYY-MM-DD "
+                "(like the fleet rotation's `fleet-…-20261202`)"
+            )
+        return value
+
+    def began(self, scheduled: datetime) -> datetime:
+        """When this rotation began: the start of the UTC day its `rotation_id` names, else of
+        the day the run was `scheduled` for."""
+        return _named_day(self.rotation_id or "") or rotation_began(scheduled)
+
+
+def _named_day(rotation_id: str) -> datetime | None:
+    found = ROTATION_DAY.match(rotation_id)
+    if found is None:
+        return None
+    try:
+        return datetime.strptime("".join(found.groups()), "%Y%m%d").replace(tzinfo=UTC)
+    except ValueError:  # no such day
+        return None
 
 
 class RegisteredImage(BaseModel):
@@ -230,9 +264,28 @@ class VpcRotationResult(BaseModel):
     """The key's versions before and after, and every registered image on the new one."""
 
     root_key_crn: str
-    previous_version: str
+    rotated: bool = Field(
+        description="False: rotated already by this rotation (an earlier run), only verified."
+    )
+    previous_version: str | None = Field(None, description="None: not rotated by this run.")
     key_version: str
     images: list[RegisteredImage]
+
+
+def rotation_began(scheduled: datetime) -> datetime:
+    """When the rotation scheduled at `scheduled` began, as Key Protect can tell: the start of
+    its UTC day. Key Protect keys carry no tags, so a rotation's day stands for its id."""
+    return scheduled.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def rotated_since(last_rotated: str | None, began: datetime | None) -> datetime | None:
+    """When a key (Key Protect's `lastRotateDate`) was rotated by the rotation that `began`:
+    on or after it, that rotation rotated it, and a re-run verifies, never rotates again.
+    None: not by it."""
+    if not last_rotated or began is None:
+        return None
+    last = datetime.fromisoformat(last_rotated.replace("Z", "+00:00"))
+    return last if last >= began else None
 
 
 def check_rotation_due(ref: str, last_rotated: str | None, now: datetime) -> None:

@@ -11,8 +11,9 @@ behind its latest version (a run that rotated and stopped) is not rotated again,
 are rewrapped to the version it has (images already on it are only checked). Key Protect
 keys carry no tags, so the rotation's day stands for its id: a key last rotated on or after
 the day the rotation is scheduled for (UTC) was rotated by it, and a re-run that day or later
-(a retry of a scheduled run keeps its date) finishes and verifies, never rotates again.
-`tags` selects Azure keys only."""
+(a retry of a scheduled run keeps its date) finishes and verifies, never rotates again
+(`byok.ibm_vpc.rotated_since`, the rule rotate-vpc-root-key keeps too). `tags` selects Azure
+keys only."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 
+from byok.ibm_vpc import rotated_since
 from byok.inventory.ibm import CosImage, IbmAccountSnapshot, key_protect_id
 from byok.inventory.request import IbmAccountScope
 from byok.rotation import FleetRotationRequest, KeyFacts, RotationRow, Status, due_reason
@@ -132,8 +134,8 @@ def _plan_key(
     last = _time(key.get("lastRotateDate"))
     if behind:
         rotate, reason = False, f"finishing: {len(behind)} wrapped DEK(s) behind version {version}"
-    elif last is not None and since is not None and last >= since:
-        rotate, reason = False, f"resuming: rotated at {last.isoformat()} by this rotation"
+    elif (done := rotated_since(key.get("lastRotateDate"), since)) is not None:
+        rotate, reason = False, f"resuming: rotated at {done.isoformat()} by this rotation"
     else:
         facts = KeyFacts(
             key_id=crn,

@@ -139,9 +139,10 @@ def rotate_vpc_root_key_flow(
     request: VpcRotationRequest, credentials: IBMCloudCredentials | None = None
 ) -> VpcRotationResult | Plan:
     """Rotate a root key protecting VPC images (at most once per hour), then prove through Key
-    Protect's registrations and the images' state that VPC re-wrapped every image.
-    `plan_only`: the rotation it would make (or its refusal) and the registrations it would
-    verify.
+    Protect's registrations and the images' state that VPC re-wrapped every image. A key
+    rotated since this rotation's day began (`rotation_id`, else the scheduled day) is only
+    verified: a re-run never rotates twice. `plan_only`: the rotation it would make (or its
+    refusal) and the registrations it would verify.
 
     Args:
         credentials: A saved 'BYOK IBM Cloud Credentials' block (picked from the saved blocks);
@@ -162,6 +163,10 @@ def rotate_vpc_root_key_flow(
     summarize(ROTATION_FLOW)
     return publish_vpc_rotation(
         VpcRotationResult(
-            root_key_crn=crn, previous_version=previous, key_version=version, images=images
+            root_key_crn=crn,
+            rotated=previous is not None,
+            previous_version=previous,
+            key_version=version,
+            images=images,
         )
     )

@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 from blocks.ibm import IBMCloudCredentials
 from byok.azure_errors import one_line
 from byok.errors import ResourceError, VerificationFailed
-from byok.ibm_vpc import VpcRotationRequest
+from byok.ibm_vpc import VpcRotationRequest, rotation_began
 from byok.rotation import FleetRotationRequest, RotationRow, Status
 from byok.rotation_ibm import IbmPlannedKey, IbmRotationPlan, plan_ibm
 from clients.ibm import IBMClients
@@ -37,9 +37,7 @@ def plan_ibm_keys(request: FleetRotationRequest) -> IbmRotationPlan:
         for scope in request.ibm_accounts
     ]
     now = datetime.now(UTC)
-    day = (flow_run.scheduled_start_time or now).astimezone(UTC)
-    since = day.replace(hour=0, minute=0, second=0, microsecond=0)
-    return plan_ibm(accounts, request, now, since)
+    return plan_ibm(accounts, request, now, rotation_began(flow_run.scheduled_start_time or now))
 
 
 @task(name="Rotate the root key", task_run_name="Rotate {key.crn}")

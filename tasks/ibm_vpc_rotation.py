@@ -1,6 +1,8 @@
 """VPC root-key rotation steps: rotate (at most once per hour; a lost answer is checked by
 reading the key again), then prove through Key Protect's registrations and the images' state
-that VPC re-wrapped every image itself."""
+that VPC re-wrapped every image itself. A key rotated since the rotation's day began was
+rotated by this rotation (Key Protect keys carry no tags: the fleet's rule): a re-run
+verifies, never rotates again."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 
 from blocks.ibm import IBMCloudCredentials
 from blocks.secrets import decode_root_material
@@ -19,6 +22,7 @@ from byok.ibm_vpc import (
     VpcRotationRequest,
     VpcRotationResult,
     check_rotation_due,
+    rotated_since,
 )
 from byok.ibm_writes import create_once
 from byok.outcomes import Change
@@ -27,31 +31,46 @@ from clients.key_protect_keys import find_root_key
 from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
 
+RESUMED = "rotated already by this rotation, verify only"
 
-def rotatable(kp: KeyProtectClient, request: VpcRotationRequest) -> dict[str, Any]:
-    """The root key, if it may rotate now: not within the hour after its last rotation, and
-    an imported key only with new material."""
+
+def rotatable(kp: KeyProtectClient, request: VpcRotationRequest) -> tuple[dict[str, Any], str]:
+    """The root key, and `RESUMED` with the version and when, if this rotation rotated it
+    already (its day began before the key's last rotation); "" if it may rotate now: not
+    within the hour after its last rotation, and an imported key only with new material."""
     key = find_root_key(kp, request.root_key)
     if key is None:
         raise InvalidRequest("root_key", request.root_key, "no such root key")
-    check_rotation_due(request.root_key, key.get("lastRotateDate"), datetime.now(UTC))
+    now = datetime.now(UTC)
+    began = request.began(flow_run.scheduled_start_time or now)
+    if (done := rotated_since(key.get("lastRotateDate"), began)) is not None:
+        at, version = done.isoformat(), key["keyVersion"]["id"]
+        return (
+            key,
+            f"{RESUMED}: version {version}, rotated at {at} by the rotation of {began.date()}",
+        )
+    check_rotation_due(request.root_key, key.get("lastRotateDate"), now)
     if key.get("imported") and not request.root_key_material_block:
         raise InvalidRequest(
             "root_key_material_block",
             None,
             "the root key was imported: rotating it needs the new material (a Secret block)",
         )
-    return key
+    return key, ""
 
 
 @task(name="Rotate the root key", **STEP_RETRIES)
 def rotate_vpc_root_key(
     credentials: IBMCloudCredentials, request: VpcRotationRequest
-) -> tuple[str, str, str]:
-    """Rotate (refused within the hour after the last rotation, before any write); after a
-    lost answer the key is read again and a new version counts as done. (crn, old, new)."""
+) -> tuple[str, str | None, str]:
+    """Rotate (refused within the hour after the last rotation, before any write), unless
+    this rotation did already (old: None); after a lost answer the key is read again and a
+    new version counts as done. (crn, old, new)."""
     kp = IBMClients.of(credentials).key_protect(request.key_protect_instance_id)
-    key = rotatable(kp, request)
+    key, resumed = rotatable(kp, request)
+    if resumed:
+        report(f"root key {key['name']}", None, note=resumed)
+        return str(key["crn"]), None, str(key["keyVersion"]["id"])
     material = request.root_key_material_block
     payload = decode_root_material(material) if key.get("imported") and material else None
     previous = key["keyVersion"]["id"]
@@ -111,13 +130,16 @@ def verify_vpc_rewrap(
 
 @task(name="Plan the root key rotation", **STEP_RETRIES)
 def plan_vpc_rotation(credentials: IBMCloudCredentials, request: VpcRotationRequest) -> None:
-    """What rotate-vpc-root-key would do: rotate the key (refused as the run would be), then
-    verify each registration of it."""
+    """What rotate-vpc-root-key would do: rotate the key (refused as the run would be; not
+    if this rotation rotated it already), then verify each registration of it."""
     kp = IBMClients.of(credentials).key_protect(request.key_protect_instance_id)
-    key = rotatable(kp, request)
-    version = Change(field="version", old=key["keyVersion"]["id"], new="(new version)")
-    step = rotate_vpc_root_key.name
-    report(f"root key {key['name']}", "rotate", step=step, changes=[version], planned=True)
+    key, resumed = rotatable(kp, request)
+    step, name = rotate_vpc_root_key.name, f"root key {key['name']}"
+    if resumed:
+        report(name, None, step=step, note=resumed, planned=True)
+    else:
+        version = Change(field="version", old=key["keyVersion"]["id"], new="(new version)")
+        report(name, "rotate", step=step, changes=[version], planned=True)
     registrations = kp.registrations(key["id"])
     images = sum(":image:" in r["resourceCrn"] for r in registrations)
     note = f"{len(registrations)} registration(s), {images} image(s)"
@@ -128,7 +150,10 @@ def plan_vpc_rotation(credentials: IBMCloudCredentials, request: VpcRotationRequ
 def publish_vpc_rotation(result: VpcRotationResult) -> VpcRotationResult:
     """A markdown artifact: the versions and each image's state."""
     lines = [f"# Rotated {result.root_key_crn}", ""]
-    lines += [f"Version {result.previous_version} → {result.key_version}", ""]
+    if result.rotated:
+        lines += [f"Version {result.previous_version} → {result.key_version}", ""]
+    else:
+        lines += [f"Version {result.key_version} ({RESUMED})", ""]
     lines += [f"- {i.resource_crn}: {i.status}, key version {i.key_version}" for i in result.images]
     create_markdown_artifact("\n".join(lines), key="vpc-key-rotation")
     return result

@@ -11,6 +11,7 @@ import os
 import subprocess
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -384,7 +385,7 @@ def test_rotation_is_rewrapped_by_vpc_and_refused_within_the_hour(
     ibm_block: str, emulator: Emulator, vpc: VpcModel, source: Path
 ) -> None:
     """After a rotation every registered image reports the new key version and stays
-    available; a second rotation within the hour is refused before any write."""
+    available; a rotation for a later day within the hour is refused before any write."""
     made = provision_encrypted_vpc_image(request(ibm_block, emulator, source, instance=None))
     rotation = VpcRotationRequest(
         ibm_credentials_block=ibm_block,
@@ -402,6 +403,7 @@ def test_rotation_is_rewrapped_by_vpc_and_refused_within_the_hour(
         (made.image_crn, key.latest.id, "available")
     ]
     emulator.requests.clear()
+    tomorrow = f"vpc-{datetime.now(UTC) + timedelta(days=1):%Y%m%d}"
     with pytest.raises(InvalidRequest, match="one rotation per hour"):
-        rotate_vpc_root_key_flow(rotation)
+        rotate_vpc_root_key_flow(rotation.model_copy(update={"rotation_id": tomorrow}))
     assert writes(emulator) == [] and len(key.versions) == 2

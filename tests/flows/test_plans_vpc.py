@@ -1,8 +1,8 @@
 """Plan before apply (`plan_only`) and honest re-run output for the IBM VPC flows: a plan
 reads and writes nothing, names what each step would do, and the run then does it; a re-run
 says `unchanged` for every step and writes nothing; a rotation's plan names the version it
-replaces and the registrations it would verify, and is refused within the hour as the
-rotation is.
+replaces and the registrations it would verify; for the same rotation (its day) again it
+only verifies, for a later one within the hour it is refused as the rotation is.
 
 What counts as a write (`tests.helpers.write_requests`): every PUT, PATCH and DELETE, and
 every POST but IAM's token exchange (`POST /identity/token`) and the other reads it lists. The
@@ -13,6 +13,7 @@ Protect's wrap and rotate, VPC's create_* and SoftLayer's copyToIcos count as wr
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -189,7 +190,7 @@ def test_image_plan_after_a_crash_at_the_import_says_what_remains(
     assert len(vpc(emulator).images) == 1
 
 
-def test_rotation_plan_then_rotation_then_refused_within_the_hour(
+def test_rotation_plan_then_rotation_then_verify_only_or_refused_within_the_hour(
     ibm_block: str, emulator: Emulator, tmp_path: Path
 ) -> None:
     made = provision_encrypted_vpc_image(
@@ -225,8 +226,13 @@ def test_rotation_plan_then_rotation_then_refused_within_the_hour(
     ]  # fmt: skip
 
     before = len(emulator.requests)
+    plan, _ = run_with_tables(rotate_vpc_root_key_flow, as_plan(rotation))
+    # the same rotation (its scheduled day) again: verified, not rotated twice
+    resumed = "exists, unchanged (rotated already by this rotation, verify only"
+    assert plan.steps[0].said().startswith(f"{resumed}: version {new}, rotated at ")
+    tomorrow = f"vpc-{datetime.now(UTC) + timedelta(days=1):%Y%m%d}"
     with pytest.raises(InvalidRequest, match="one rotation per hour"):
-        rotate_vpc_root_key_flow(as_plan(rotation))
+        rotate_vpc_root_key_flow(as_plan(rotation.model_copy(update={"rotation_id": tomorrow})))
     assert write_requests(emulator, before) == []
 
 
