@@ -133,7 +133,8 @@ def _convert_to(
         elif blocks is not None and reader.seekable:
             scratch = itertools.repeat(memoryview(bytearray(BLOCK_SIZE)))
             blocks_read = reader.blocks(scratch, mapped=True)
-            plan = [i for i, data, _ in blocks_read if keep_zero or not is_zero(data)]
+            with reader.shrink_errors():
+                plan = [i for i, data, _ in blocks_read if keep_zero or not is_zero(data)]
             sink = PlannedSink(out, blocks, plan, digest)
         elif blocks is not None and keep_zero:
             sink = PlannedSink(out, blocks, reader.stream_order(), digest)

@@ -13,10 +13,16 @@ the workers and the writer are stopped and joined before the error propagates, s
 writes to the output afterwards (the writer is given `_WRITER_GRACE` seconds: a write to a
 stuck pipe must not hold an interrupted run). The reader is not waited for (it may be blocked
 on a pipe); it stops by itself at its next block.
+
+With one worker (one core), nothing can run in parallel: the calling thread reads, transforms
+and writes each block itself, in one 2 MiB buffer, without the hand-overs between four threads
+(they cost about 0.06 CPU s/GiB on one core: best of 8 interleaved runs of
+`bench/vhd_encrypt.py`'s one-core encryption, 0.75 against 0.81).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
@@ -63,10 +69,13 @@ def run_blocks(
 ) -> int:
     """Stream every data block of `reader` through a transform into `write`, in source order.
 
-    Each worker thread calls `new_transform()` once (transforms need not be thread-safe).
-    All-zero blocks are dropped when `skip_zero`. Returns the number of blocks written.
+    Each worker thread calls `new_transform()` once (transforms need not be thread-safe); one
+    worker runs in the calling thread. All-zero blocks are dropped when `skip_zero`. Returns
+    the number of blocks written.
     """
     workers = workers or default_workers()
+    if workers == 1:
+        return _run_inline(reader, new_transform(), write, skip_zero, progress)
     pool: queue.Queue[memoryview] = queue.Queue()
     for _ in range(workers + 2 * depth):
         pool.put(memoryview(bytearray(BLOCK_SIZE)))
@@ -146,27 +155,27 @@ def run_blocks(
     handed = written = 0  # blocks put back in order; blocks written (not dropped)
     expected: int | None = None
     try:
-        while expected is None or handed < expected:
-            item = done.get()
-            if isinstance(item, _Failure):
-                raise item.error
-            if item[0] is _DONE:
-                expected = item[1]
-                continue
-            seq, index, buf = item
-            pending[seq] = (index, buf)
-            while handed in pending:
-                index, kept = pending.pop(handed)
-                handed += 1
-                if kept is not None:
-                    to_write.put((index, kept))
-                    written += 1
-                if progress is not None:
-                    done_bytes = min((index + 1) * BLOCK_SIZE, total or (index + 1) * BLOCK_SIZE)
-                    progress(done_bytes, total)
-        to_write.put(_DONE)
-        others[-1].join()
-        _raise_failure(done)
+        with reader.shrink_errors():  # a worker read a mapped block of a shrunk file
+            while expected is None or handed < expected:
+                item = done.get()
+                if isinstance(item, _Failure):
+                    raise item.error
+                if item[0] is _DONE:
+                    expected = item[1]
+                    continue
+                seq, index, buf = item
+                pending[seq] = (index, buf)
+                while handed in pending:
+                    index, kept = pending.pop(handed)
+                    handed += 1
+                    if kept is not None:
+                        to_write.put((index, kept))
+                        written += 1
+                    if progress is not None:
+                        _report(progress, index, total)
+            to_write.put(_DONE)
+            others[-1].join()
+            _raise_failure(done)
         reader_thread.join()
         return written
     except BaseException:
@@ -179,6 +188,34 @@ def run_blocks(
         for thread in others[:-1]:
             thread.join()
         others[-1].join(_WRITER_GRACE)
+
+
+def _run_inline(
+    reader: VhdReader,
+    transform: Transform,
+    write: Callable[[int, memoryview], None],
+    skip_zero: bool,
+    progress: Progress | None,
+) -> int:
+    """`run_blocks` in the calling thread, with one buffer."""
+    buf = memoryview(bytearray(BLOCK_SIZE))
+    total = reader.virtual_size or 0
+    written = 0
+    with reader.shrink_errors():
+        for index, data, holes in reader.blocks(itertools.repeat(buf), mapped=True):
+            if not (skip_zero and is_zero(data)):
+                transform(index, data, buf, holes)
+                write(index, buf)
+                written += 1
+            del data  # no reference left here to a mapped block: unmapped when done
+            if progress is not None:
+                _report(progress, index, total)
+    return written
+
+
+def _report(progress: Progress, index: int, total: int) -> None:
+    end = (index + 1) * BLOCK_SIZE
+    progress(min(end, total or end), total)
 
 
 def _raise_failure(done: queue.Queue[Any]) -> None:

@@ -4,11 +4,11 @@ Each sector s is one XTS data unit with tweak uint32_le(s mod 2^32) || 12 zero b
 what vhd-util (OpenSSL EVP AES-XTS, one call per sector) produces.
 
 The C extension `byok.vhd._xts` (setup.py, needs OpenSSL headers) does it with VAES (two AES
-blocks per instruction) or AES-NI, whichever the CPU has (else OpenSSL AES-ECB in 32 KiB
-chunks), the GIL released; it is used by default, and tells all-zero blocks (`is_zero`). Without
-it, or with `backend="numpy"`, the NumPy implementation in `byok.vhd._xts_numpy` (about 2.5
-times as slow) is loaded on first use: importing this module loads neither NumPy nor
-`cryptography`.
+blocks per instruction, four with AVX-512) or AES-NI, whichever the CPU has (else OpenSSL
+AES-ECB in 32 KiB chunks), the GIL released; it is used by default, and tells all-zero blocks
+(`is_zero`), both reading under a SIGBUS guard (`BUS_ERRORS`). Without it, or with
+`backend="numpy"`, the NumPy implementation in `byok.vhd._xts_numpy` (about 2.5 times as slow)
+is loaded on first use: importing this module loads neither NumPy nor `cryptography`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ DEFAULT_BATCH_SECTORS = 2048
 
 BACKENDS: tuple[str, ...] = ("c", "numpy") if _xts is not None else ("numpy",)
 """Available implementations, fastest first."""
+
+BUS_ERRORS: tuple[type[OSError], ...] = (_xts.BusError,) if _xts is not None else ()
+"""What `is_zero` and the C backend raise when their input is a mapped file that shrank (they
+read under a SIGBUS guard); empty without the C extension, whose readers are unguarded."""
 
 
 def is_zero(data: object) -> bool:

@@ -125,11 +125,18 @@ def _without_footer_identity(image: bytes) -> bytes:
     return bytes(out)
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-core", "threads"])
 @pytest.mark.parametrize("subformat", ["dynamic", "fixed"])
 def test_file_and_stream_outputs_have_one_layout(
-    make_vhd: MakeVhd, tmp_path: Path, subformat: str
+    make_vhd: MakeVhd,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    subformat: str,
+    workers: int,
 ) -> None:
-    """All-zero blocks are dropped on every path, allocated in the source or not."""
+    """All-zero blocks are dropped on every path, allocated in the source or not, whether
+    the blocks go through worker threads or (one core) through the calling thread alone."""
+    monkeypatch.setattr("byok.vhd.pipeline.default_workers", lambda: workers)
     src = make_vhd(disk(7 * MIB, zero_blocks=(2,)), subformat)
     if subformat == "dynamic":  # an allocated block of zeros (qemu-img leaves none)
         raw = bytearray(src.read_bytes())

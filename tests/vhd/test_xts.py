@@ -106,7 +106,7 @@ def test_unknown_backend() -> None:
         SectorXts(KEY64, backend="rust")
 
 
-@pytest.mark.parametrize("impl", ["vaes", "aesni", "openssl"])
+@pytest.mark.parametrize("impl", ["vaes512", "vaes", "aesni", "openssl"])
 @settings(max_examples=20, deadline=None)
 @given(
     key=keys,
