@@ -295,6 +295,22 @@ def registry_id(subscription_id: str, resource_group: str, name: str) -> str:
     )
 
 
+def deployment_id(subscription_id: str, resource_group: str, name: str) -> str:
+    """A resource group's deployment's id."""
+    return resource_id(
+        subscription=subscription_id,
+        resource_group=resource_group,
+        namespace="Microsoft.Resources",
+        type="deployments",
+        name=name,
+    )
+
+
+def identity_note(identity_id: str, assigned: bool) -> str:
+    """A summary's note on one user-assigned identity of a registry."""
+    return f"identity {identity_id.rsplit('/', 1)[-1]} {'assigned' if assigned else 'removed'}"
+
+
 def target_registry(request: NamesRegistry, default_subscription: str) -> str:
     """The id of the registry a request names (the block's subscription by default)."""
     return registry_id(

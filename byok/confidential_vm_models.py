@@ -230,8 +230,9 @@ class ConfidentialRotationRequest(BaseModel):
     )
     plan_only: bool = Field(
         False,
-        description="List the VMs the rotation would stop and start, and what each step "
-        "would do (the `rotate-confidential-vm-key-plan` artifact); write nothing.",
+        description="Report the VMs on the set, the ones the rotation would stop and start, "
+        "and what each step would do (the `rotate-confidential-vm-key-plan` artifact and the "
+        "run's result); write nothing.",
     )
     rotation_id: str | None = Field(
         None,
@@ -391,30 +392,25 @@ class RotationPlan(BaseModel):
 
 
 class ConfidentialRotationResult(BaseModel):
-    """What the rotation did (or, with plan_only, would do)."""
+    """What the rotation did."""
 
     disk_encryption_set_id: str
-    plan_only: bool
     vms: list[SetVm] = Field(description="The VMs on the set and their power states before.")
     to_stop: list[str] = Field(description="VMs deallocated (`<group>/<name>`).")
     to_start: list[str] = Field(description="VMs started again: the ones that were running.")
     old_key: str
-    new_key: str | None = None
+    new_key: str
     stop_start_seconds: float | None = Field(
         None, description="Measured: deallocating and starting the VMs (this run)."
     )
 
 
 def rotation_result(
-    plan: RotationPlan,
-    plan_only: bool,
-    new_key: str | None = None,
-    measured: float | None = None,
+    plan: RotationPlan, new_key: str, measured: float | None = None
 ) -> ConfidentialRotationResult:
-    """The result of a rotation (or of its plan)."""
+    """The result of a rotation."""
     return ConfidentialRotationResult(
         disk_encryption_set_id=plan.des.id,
-        plan_only=plan_only,
         vms=plan.vms,
         to_stop=plan.to_stop,
         to_start=plan.to_start,

@@ -20,6 +20,10 @@ from byok.parameters import AZURE_BLOCK_NAME
 from byok.sdk_values import text
 from byok.validation import GalleryImageName, GalleryName, ImageVersionName, region_key
 
+SIG_ENCRYPTION = ("Microsoft.Compute", "SIGEncryption")
+"""The preview feature of encrypted image versions (unknown to a subscription once GA)."""
+SIG_ENCRYPTION_TIMEOUT = 60 * 60  # seconds to wait for it to be Registered (users see 30+ min)
+
 
 class DataDiskEncryption(BaseModel):
     """One data disk's disk encryption set."""

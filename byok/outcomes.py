@@ -15,11 +15,15 @@ DONE = {
     "delete": "deleted",
     "deploy": "deployed",
     "download": "downloaded",
+    "emit": "emitted",
     "encrypt": "encrypted",
     "export": "exported",
+    "find": "found",
     "generate": "generated",
     "grant": "granted",
     "import": "imported",
+    "publish": "published",
+    "read": "read",
     "recreate": "recreated",
     "register": "registered",
     "revoke": "revoked",
@@ -37,7 +41,7 @@ DONE = {
     "write": "written",
 }
 """The verbs a step reports, with the past tense its summary shows."""
-READS = frozenset({"adopt", "verify", "wait for"})
+READS = frozenset({"adopt", "find", "read", "verify", "wait for"})
 """The verbs that write nothing."""
 
 

@@ -30,6 +30,7 @@ from azure.mgmt.keyvault.models import (
 from prefect import get_run_logger
 
 from byok.azure_errors import (
+    error_code,
     is_azure_error,
     is_lost_answer,
     is_propagation_delay,
@@ -329,12 +330,12 @@ def version_made_for(keys: KeyClient, in_use: KeyId, rotation: str) -> str | Non
 
 
 def log_retry(what: str) -> Any:
-    """A `retry_while` callback logging that `what` is retried and when."""
+    """A `retry_while` callback logging that `what` is retried (and why: the service's
+    error code, else the exception's type) and when."""
 
     def log(exc: Exception, wait: float) -> None:
-        get_run_logger().info(
-            "%s not possible yet (%s); retrying in %.1f s", what, type(exc).__name__, wait
-        )
+        why = error_code(exc) or type(exc).__name__
+        get_run_logger().info("%s not possible yet (%s); retrying in %.1f s", what, why, wait)
 
     return log
 

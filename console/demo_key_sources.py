@@ -219,15 +219,17 @@ def confidential_vm_rotation(emulator: Any, block: str) -> list[str]:
         )
     )
     prepared = applied(prepared)
-    rotated = rotate_confidential_vm_key(
-        ConfidentialRotationRequest(
-            azure_credentials_block=block,
-            resource_group=DEMO_GROUP,
-            des_name=prepared.disk_encryption_set.name,
-            maintenance_window_minutes=30,
-            rotation_id="demo-cvm-rotation",
-            timeout_minutes=2,
-            poll_seconds=0.5,
+    rotated = applied(
+        rotate_confidential_vm_key(
+            ConfidentialRotationRequest(
+                azure_credentials_block=block,
+                resource_group=DEMO_GROUP,
+                des_name=prepared.disk_encryption_set.name,
+                maintenance_window_minutes=30,
+                rotation_id="demo-cvm-rotation",
+                timeout_minutes=2,
+                poll_seconds=0.5,
+            )
         )
     )
     return [

@@ -41,29 +41,35 @@ from byok.permissions import (
 )
 from byok.validation import check_name
 from tasks.acr import (
-    assign_user_identity,
-    deploy_template,
-    enable_system_identity,
     ensure_encrypted_registry,
+    require_registry,
+    show_encryption_status,
+    validate_create_request,
+    validate_rotation,
+)
+from tasks.acr_identity import (
+    assign_user_identity,
+    enable_system_identity,
     ensure_user_identity,
+    reassign_user_identity,
+    remove_user_identity,
+)
+from tasks.acr_key import (
+    prove_data_refused,
+    prove_data_served,
+    rotate_registry_key,
+    switch_to_system_identity,
+    verify_registry_key,
+)
+from tasks.acr_plan import (
     plan_encrypted_registry,
     plan_identity_switch,
     plan_key_revocation,
     plan_registry_firewall,
     plan_registry_key_rotation,
     plan_registry_template,
-    prove_data_refused,
-    prove_data_served,
-    reassign_user_identity,
-    remove_user_identity,
-    require_registry,
-    rotate_registry_key,
-    show_encryption_status,
-    switch_to_system_identity,
-    validate_create_request,
-    validate_rotation,
-    verify_registry_key,
 )
+from tasks.acr_template import deploy_template
 from tasks.events import emit_byok_event
 from tasks.key_vault import (
     allow_trusted_services,

@@ -12,7 +12,7 @@ from byok.aks_kms import TAG_CURRENT, EnableKmsRequest, KmsState, RotateKmsReque
 from byok.aks_models import cluster_id
 from byok.outcomes import Plan
 from byok.parameters import parse_request
-from tasks.acr import ensure_user_identity
+from tasks.acr_identity import ensure_user_identity
 from tasks.aks_kms import (
     apply_kms,
     grant_kms_access,
@@ -59,7 +59,7 @@ def enable_aks_kms_encryption(
     sub, rg = request.subscription_id or credentials.subscription_id, request.resource_group
     check_subscription_regions(credentials, sub, {})
     vault = validate_enable(credentials, request)
-    version = key_version(credentials, sub, request.key_id)
+    version = key_version(credentials, sub, request.key_id, vault)
     if request.plan_only:
         plan_kms_encryption(credentials, request, vault, version)
         return publish_plan("enable-aks-kms-encryption")

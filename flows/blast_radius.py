@@ -9,8 +9,8 @@ A Key Protect root key:
    templates, VPC images).
 Then find the key's dependents and the path to each (key → set → disk → VM, key → registry,
 key → cluster, key → set → image version region/LUN, key → set → StorageClass; root key →
-wrapped DEK in COS → image template, root key → VPC image), published as an artifact.
-It writes nothing: `plan_only` returns an empty plan."""
+wrapped DEK in COS → image template, root key → VPC image), published as an artifact, and
+what each step read as the run's summary. It writes nothing: `plan_only` returns an empty plan."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from byok.parameters import parse_request
 from tasks.inventory import discover_resources, find_dependents, readable_subscriptions
 from tasks.inventory_ibm import read_ibm_account
 from tasks.inventory_kubernetes import read_storage_classes
-from tasks.outcomes import publish_plan
+from tasks.outcomes import publish_plan, summarize
 from tasks.refusal import refuse_quietly
 
 
@@ -62,7 +62,6 @@ def key_blast_radius(
         rows = discover_resources(credentials, subscriptions, True)
         if request.read_kubernetes:
             classes = read_storage_classes(credentials, quote(rows))
-    return BlastRadiusResult(
-        key_id=request.key_id,
-        dependents=find_dependents(request.key_id, quote(rows), quote(accounts), quote(classes)),
-    )
+    dependents = find_dependents(request.key_id, quote(rows), quote(accounts), quote(classes))
+    summarize("key-blast-radius")
+    return BlastRadiusResult(key_id=request.key_id, dependents=dependents)

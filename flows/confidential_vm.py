@@ -180,11 +180,11 @@ def prepare_confidential_vm_encryption(
 @refuse_quietly
 def rotate_confidential_vm_key(
     request: ConfidentialRotationRequest, credentials: AzureCredentials | None = None
-) -> ConfidentialRotationResult:
+) -> ConfidentialRotationResult | Plan:
     """Deallocate every VM on the set → new key version → the set's key → verify → start the
     VMs that were running. A re-run finishes a rotation a crash interrupted (the VMs to start
-    again are recorded on the set before any stops); `plan_only` lists what would stop, and
-    publishes what each step would do as the plan artifact.
+    again are recorded on the set before any stops); `plan_only`: what each step would do
+    (the VMs it would stop and start among them), nothing written.
 
     Args:
         credentials: A saved 'BYOK Azure Credentials' block (picked from the saved blocks);
@@ -196,8 +196,7 @@ def rotate_confidential_vm_key(
     if request.plan_only:
         plan = plan_confidential_rotation(credentials, request)
         plan_rotation_steps(credentials, sub, plan)
-        publish_plan("rotate-confidential-vm-key")
-        return rotation_result(plan, plan_only=True)
+        return publish_plan("rotate-confidential-vm-key")
     check_permissions(
         credentials, sub, rg, [DES_WRITE, VM_DEALLOCATE, VM_START], "rotate-confidential-vm-key"
     )
@@ -231,4 +230,4 @@ def rotate_confidential_vm_key(
                 payload={"new_version": key.version},
             )
         summarize("rotate-confidential-vm-key")
-        return rotation_result(plan, plan_only=False, new_key=new_key, measured=measured)
+        return rotation_result(plan, new_key=new_key, measured=measured)

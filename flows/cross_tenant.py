@@ -22,7 +22,7 @@ from byok.cross_tenant_models import CrossTenantDesRequest, CrossTenantDesResult
 from byok.outcomes import Plan
 from byok.parameters import parse_request
 from byok.permissions import DES_WRITE, IDENTITY_WRITE, ROLE_ASSIGNMENT_WRITE, VAULT_WRITE
-from tasks.acr import ensure_user_identity
+from tasks.acr_identity import ensure_user_identity
 from tasks.cross_tenant import (
     ensure_app_installed,
     ensure_federated_credential,

@@ -3,7 +3,8 @@ in every target region.
 
 publish-encrypted-image-version: validate (request, subscription, regions, source and its
 LUNs, each region's disk encryption sets) → one run per version → SIGEncryption feature and
-provider → gallery and image definition → image version with per-region encryption → wait
+provider (ensure-feature-registration's steps, run as this run's tasks so that its summary has
+them) → gallery and image definition → image version with per-region encryption → wait
 for replication (progress artifact) → verify each region's sets → the run's summary.
 `plan_only`: what each step would do (feature, gallery, definition, version), nothing
 written."""
@@ -13,10 +14,16 @@ from __future__ import annotations
 from prefect import flow
 
 from blocks.azure import AzureCredentials
-from byok.gallery import ImageDefinition, ImageVersionRequest, ImageVersionResult
+from byok.gallery import (
+    SIG_ENCRYPTION,
+    SIG_ENCRYPTION_TIMEOUT,
+    ImageDefinition,
+    ImageVersionRequest,
+    ImageVersionResult,
+)
 from byok.outcomes import Plan
 from byok.parameters import parse_request
-from flows.registration import FeatureRegistrationRequest, ensure_feature_registration
+from byok.registration_models import FEATURE_NOT_FOUND
 from tasks.disk_encryption_set import check_disk_encryption_sets
 from tasks.events import emit_byok_event
 from tasks.gallery import (
@@ -30,7 +37,12 @@ from tasks.gallery import (
 )
 from tasks.outcomes import publish_plan, summarize
 from tasks.refusal import refuse_quietly
-from tasks.registration import plan_feature_registration
+from tasks.registration import (
+    ensure_provider_registered,
+    plan_feature_registration,
+    register_feature,
+    wait_for_feature,
+)
 from tasks.resource_group import ensure_resource_group
 from tasks.run_lock import resource_lock
 from tasks.subscription import check_subscription_regions, plan_resource_group
@@ -61,6 +73,7 @@ def publish_encrypted_image_version(
     credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     sub = request.subscription_id or credentials.subscription_id
     rg, gallery, image = request.resource_group, request.gallery_name, request.image_name
+    namespace, poll = SIG_ENCRYPTION[0], request.poll_seconds
     check_subscription_regions(
         credentials,
         sub,
@@ -73,24 +86,17 @@ def publish_encrypted_image_version(
     validate_image_request(credentials, request, sub)
     if request.plan_only:
         if request.ensure_feature:
-            plan_feature_registration(credentials, sub, "Microsoft.Compute", "SIGEncryption", True)
+            plan_feature_registration(credentials, sub, *SIG_ENCRYPTION, True)
         if request.create_gallery:
             plan_resource_group(credentials, sub, rg)
         plan_image_version(credentials, sub, request)
         return publish_plan("publish-encrypted-image-version")
     with resource_lock(request.version_id(sub), wait=request.wait_for_other_run):
         if request.ensure_feature:
-            ensure_feature_registration(
-                FeatureRegistrationRequest(
-                    azure_credentials_block=request.azure_credentials_block,
-                    subscription_id=sub,
-                    namespace="Microsoft.Compute",
-                    feature="SIGEncryption",
-                    optional=True,
-                    poll_seconds=request.poll_seconds,
-                ),
-                credentials,
-            )
+            state = register_feature(credentials, sub, *SIG_ENCRYPTION)
+            if state not in ("Registered", FEATURE_NOT_FOUND):  # not found: it went GA
+                wait_for_feature(credentials, sub, *SIG_ENCRYPTION, SIG_ENCRYPTION_TIMEOUT, poll)
+            ensure_provider_registered(credentials, sub, namespace, SIG_ENCRYPTION_TIMEOUT, poll)
         if request.create_gallery:
             ensure_resource_group(credentials, sub, rg, request.location)
             ensure_gallery(credentials, sub, rg, gallery, request.location)

@@ -18,6 +18,7 @@ subscriptions and IBM Cloud accounts.
    and keep the run's rows (changes since the last run).
 7. Publish the report as artifacts.
 8. Emit events for keys too old or near expiry and resources without a customer key.
+9. Publish what each step read, published and wrote as the run's summary.
 It writes only the report files of step 6: `plan_only` checks the directory (a bucket is not
 probed: the probe writes) and lists those files, nothing written."""
 
@@ -48,7 +49,7 @@ from tasks.inventory import (
 from tasks.inventory_ibm import read_ibm_account
 from tasks.inventory_kubernetes import read_storage_classes
 from tasks.inventory_report import check_report_bucket, write_report_files
-from tasks.outcomes import publish_plan
+from tasks.outcomes import publish_plan, summarize
 from tasks.refusal import refuse_quietly
 
 
@@ -104,6 +105,7 @@ def inventory_customer_managed_keys(
     files, changes = write_report_files(quote(evidence), started, request.report_dir, bucket)
     publish_report(quote(evidence), changes)
     emit_inventory_events(quote(evidence))
+    summarize("inventory-customer-managed-keys")
     return InventoryResult(
         resources=len(rows) + sum(a.resources for a in accounts),
         rows=len(evidence),

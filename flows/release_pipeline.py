@@ -4,7 +4,9 @@ version encrypted in those regions → an AKS cluster and node pool on the home 
 Two ways to chain: subflows (one process, typed results directly), or deployments through
 `run_deployment` with idempotency keys derived from each child's request, so that a re-run
 of the pipeline finds the children it already started instead of starting them again (the
-children persist their results so the parent can read them back typed). `plan_only` runs
+children persist their results so the parent can read them back typed). The pipeline's
+summary has a row per child run (what the child did is in that run's own summary); a re-run
+chained by deployments adopts the runs it finds. `plan_only` runs
 each child with `plan_only` (by the same chain) and publishes their plans as the pipeline's;
 the image and cluster children, which check the sets, are planned once the sets exist (until
 then: `would run`)."""
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, TypeVar
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
@@ -36,9 +39,9 @@ from byok.release_models import (
 from flows.aks import add_encrypted_node_pool, create_encrypted_aks_cluster
 from flows.disk_encryption_set import prepare_disk_encryption_set
 from flows.gallery import publish_encrypted_image_version
-from tasks.outcomes import publish_plan
+from tasks.outcomes import publish_plan, summarize
 from tasks.refusal import refuse_quietly
-from tasks.release_pipeline import add_to_plan, validate_pipeline_request
+from tasks.release_pipeline import add_child_run, add_to_plan, validate_pipeline_request
 from tasks.subscription import check_subscription_regions
 
 __all__ = ["ReleasePipelineRequest", "ReleasePipelineResult", "release_pipeline"]
@@ -59,10 +62,24 @@ def chained(
     credentials: AzureCredentials,
 ) -> ResultT:
     """Run a child flow as a subflow or through its deployment (the credentials block passed
-    by reference, never by value); returns its typed result. A plan-only child is run again
-    each time (no idempotency key: its plan must be read afresh)."""
+    by reference, never by value); returns its typed result, its run kept in the pipeline's
+    summary. A plan-only child is run again each time (no idempotency key: its plan must be
+    read afresh)."""
     if mode == "subflows":
-        return result_type.model_validate(child(request, credentials))
+        state = child(request, credentials, return_state=True)
+        run_id, value = state.state_details.flow_run_id, state.result()
+    else:
+        run_id, value = _deployed(deployment, request, result_type, credentials)
+    result = result_type.model_validate(value)
+    if isinstance(result, DiskEncryptionSetResult | ImageVersionResult | ClusterInfo):  # not a plan
+        add_child_run(deployment.split("/")[0], result, run_id)
+    return result
+
+
+def _deployed(
+    deployment: str, request: BaseModel, result_type: type[BaseModel], credentials: AzureCredentials
+) -> tuple[UUID, Any]:
+    """The child's run through its deployment: its id and result."""
     parameters: dict[str, Any] = {"request": request.model_dump(mode="json")}
     if credentials._block_document_id is not None:
         parameters["credentials"] = {
@@ -77,7 +94,7 @@ def chained(
             f"{run.state and run.state.message}",
         )
     get_run_logger().info("%s: run %s", deployment, run.name)
-    return result_type.model_validate(run.state.result())
+    return run.id, run.state.result()
 
 
 def planned(
@@ -157,6 +174,7 @@ def release_pipeline(
         ClusterInfo,
         credentials,
     )
+    summarize("release-pipeline")
     return ReleasePipelineResult(disk_encryption_sets=sets, image_version=image, cluster=cluster)
 
 

@@ -145,12 +145,6 @@ def validate_enable(credentials: AzureCredentials, request: EnableKmsRequest) ->
         raise InvalidRequest(
             "key_vault_resource_id", vault_id, f"not the vault of key_id ({vault.id})"
         )
-    key = or_none(lambda: clients.keys(vault.url).get_key(kid.name, kid.version))
-    if key is None:
-        raise InvalidRequest("key_id", request.key_id, f"no such key in vault '{vault.name}'")
-    check_key_type("key_id", request.key_id, text(key.key_type))
-    if not key.properties.enabled:
-        raise InvalidRequest("key_id", request.key_id, "the key is disabled")
     found = clients.keyvault_management().vaults.get(vault.id.split("/")[4], vault.name)
     private = request.key_vault_network_access == "Private"
     if not private and text(found.properties.public_network_access) == "Disabled":
@@ -160,6 +154,12 @@ def validate_enable(credentials: AzureCredentials, request: EnableKmsRequest) ->
             f"key vault '{vault.name}' has public network access disabled: use Private, with "
             f"key_vault_resource_id {vault.id}",
         )
+    key = or_none(lambda: _arm_key(clients, vault, kid))
+    if key is None:
+        raise InvalidRequest("key_id", request.key_id, f"no such key in vault '{vault.name}'")
+    check_key_type("key_id", request.key_id, text(key.properties.kty))
+    if not key.properties.attributes.enabled:
+        raise InvalidRequest("key_id", request.key_id, "the key is disabled")
     if not request.grant_key_access:
         _check_identity_access(clients, request, vault, found, private)
     return vault
@@ -237,12 +237,23 @@ def _is_access_delay(exc: BaseException) -> bool:
     )
 
 
+def _arm_key(clients: AzureClients, vault: VaultInfo, kid: KeyId) -> Any:
+    """The key (its version, if `kid` names one) read through ARM: the management plane
+    answers whatever the vault's network rules (a private vault's data plane is reached by
+    AKS through its private endpoint, not by this flow)."""
+    keys, group = clients.keyvault_management().keys, vault.id.split("/")[4]
+    if kid.version:
+        return keys.get_version(group, vault.name, kid.name, kid.version)
+    return keys.get(group, vault.name, kid.name)
+
+
 @task(name="Read the key's current version", **STEP_RETRIES)
-def key_version(credentials: AzureCredentials, subscription_id: str | None, key_id: str) -> str:
+def key_version(
+    credentials: AzureCredentials, subscription_id: str | None, key_id: str, vault: VaultInfo
+) -> str:
     """The versioned id a key id names now (a versionless one: the latest version)."""
-    kid = KeyId.parse(key_id)
-    keys = AzureClients.of(credentials, subscription_id).keys(kid.vault_url)
-    return str(keys.get_key(kid.name, kid.version).id)
+    clients = AzureClients.of(credentials, subscription_id)
+    return str(_arm_key(clients, vault, KeyId.parse(key_id)).properties.key_uri_with_version)
 
 
 def _kms_outcome(

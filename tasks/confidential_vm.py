@@ -399,14 +399,9 @@ def plan_confidential_rotation(
             "maintenance_window_minutes", request.maintenance_window_minutes, needed / 60, "min"
         )
         recorded_tags(found.tags, plan.record)  # the record fits on the set
-    get_run_logger().info(
-        "Set %s: %d VMs; to deallocate: %s; to start again: %s%s",
-        name,
-        len(vms),
-        ", ".join(plan.to_stop) or "none",
-        ", ".join(plan.to_start) or "none",
-        " (the set is on this rotation's key already)" if rotated else "",
-    )
+    on_key = "; the set is on this rotation's key already" if rotated else ""
+    vms_said = ", ".join(f"{vm.ref} {vm.power_state}" for vm in vms) or "none"
+    report(des.id, "read", note=f"VMs on the set: {vms_said}{on_key}")
     return plan
 
 

@@ -19,7 +19,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from blocks.azure import AzureCredentials
 from byok.azure_errors import error_code
-from byok.inventory import discovery, ibm, report, storage_classes
+from byok.inventory import discovery, ibm, report, said, storage_classes
 from byok.inventory.blast import Dependent, blast_radius, ibm_blast_radius
 from byok.inventory.controls import Limits, evaluate
 from byok.inventory.ibm import IbmAccountSnapshot, key_protect_id
@@ -44,8 +44,6 @@ def readable_subscriptions(
     no-access finding for each wanted one the credentials cannot read."""
     subscriptions = AzureClients.of(credentials).subscriptions().subscriptions
     visible = {str(s.subscription_id).lower() for s in subscriptions.list()}
-    if not wanted:
-        return sorted(visible), []
     hidden = [
         Finding(
             resource_id=f"/subscriptions/{sub}",
@@ -57,7 +55,9 @@ def readable_subscriptions(
         for sub in wanted
         if sub not in visible
     ]
-    return [s for s in wanted if s in visible], hidden
+    readable = [s for s in wanted if s in visible] if wanted else sorted(visible)
+    report_outcome("/subscriptions", "read", note=said.subscriptions_note(readable, hidden))
+    return readable, hidden
 
 
 @task(name="Discover resources", **STEP_RETRIES, **IN_MEMORY)
@@ -67,8 +67,14 @@ def discover_resources(
     """Every disk encryption set, disk, VM, image version, registry, cluster, key vault and
     managed HSM of the subscriptions, in Resource Graph's row shape (with the power state of
     the VMs on confidential sets)."""
-    if not subscriptions:
-        return []
+    rows = _discovered(credentials, subscriptions, use_resource_graph) if subscriptions else []
+    report_outcome(said.scope(subscriptions), "read", note=said.counted(len(rows), "resource"))
+    return rows
+
+
+def _discovered(
+    credentials: AzureCredentials, subscriptions: list[str], use_resource_graph: bool
+) -> list[dict[str, Any]]:
     clients = AzureClients.of(credentials)
     rows = None
     if use_resource_graph:
@@ -182,6 +188,7 @@ def read_key_states(
             )
             continue
         states[url] = _key_state(url, key, policy, vault, props)
+    report_outcome("keys the resources use", "read", note=said.keys_note(states))
     return states
 
 
@@ -301,6 +308,7 @@ def publish_report(evidence: list[EvidenceRow], changes: list[report.Change]) ->
             f"- `{c.resource_id}` {c.part}: {c.what}" for c in changes
         )
     create_markdown_artifact(key="customer-key-inventory-summary", markdown=summary)
+    report_outcome("customer-key-inventory", "publish", note=said.evidence_note(evidence, changes))
 
 
 @task(name="Announce what needs action", **IN_MEMORY)
@@ -330,6 +338,7 @@ def emit_inventory_events(evidence: list[EvidenceRow]) -> int:
             related={"resource": row.resource_id},
             payload={"rule": row.rule, "part": row.part, "subscription": row.scope},
         )
+    report_outcome("byok events", "emit", note=said.counted(len(sent), "event"))
     return len(sent)
 
 
@@ -360,6 +369,7 @@ def find_dependents(
         ],
         description=f"What {key_id} protects ({len(dependents)} dependents).",
     )
+    report_outcome(key_id, "find", note=said.counted(len(dependents), "dependent"))
     return dependents
 
 

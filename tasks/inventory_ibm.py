@@ -17,9 +17,11 @@ from byok.ibm_dek import META_KEY_VERSION, META_ROOT_KEY
 from byok.inventory.ibm import CosImage, IbmAccountSnapshot
 from byok.inventory.models import Finding, Kind
 from byok.inventory.request import IbmAccountScope
+from byok.inventory.said import account_note
 from clients.ibm import IBMClients
 from clients.softlayer_templates import TEMPLATE_MASK
 from tasks.in_memory import IN_MEMORY
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES, is_transient
 
 REFUSED = frozenset({401, 403, 404})  # not allowed, or not there
@@ -42,6 +44,7 @@ def read_ibm_account(
         snapshot, "softlayer:image-templates", Kind.IBM_IMAGE_TEMPLATE, _read_templates, clients
     )
     _guarded(snapshot, "vpc:images", Kind.IBM_VPC_IMAGE, _read_vpc_images, clients)
+    report(f"IBM Cloud account {snapshot.account_id}", "read", note=account_note(snapshot))
     return snapshot
 
 

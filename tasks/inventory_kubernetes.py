@@ -12,10 +12,12 @@ from urllib3.exceptions import HTTPError as ConnectionProblem
 
 from blocks.azure import AzureCredentials
 from byok.azure_errors import error_code
+from byok.inventory.said import classes_note
 from byok.inventory.storage_classes import Classes
 from clients.azure import AzureClients
 from clients.kubernetes import storage_api
 from tasks.in_memory import IN_MEMORY
+from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
 
 AKS_TYPE = "microsoft.containerservice/managedclusters"
@@ -28,11 +30,13 @@ def read_storage_classes(
 ) -> dict[str, Classes]:
     """Per AKS cluster (lower-cased id): its StorageClasses, or why they could not be read
     (user credentials refused, API server refusing them or not reachable)."""
-    return {
+    classes = {
         row["id"].lower(): _classes(credentials, row["id"])
         for row in rows
         if row["type"].lower() == AKS_TYPE
     }
+    report("StorageClasses of the AKS clusters", "read", note=classes_note(classes))
+    return classes
 
 
 def _classes(credentials: AzureCredentials, cluster_id: str) -> Classes:

@@ -17,8 +17,10 @@ from byok.inventory import report
 from byok.inventory.models import EvidenceRow
 from byok.inventory.oscal import assessment_results, to_oscal_json
 from byok.inventory.request import ReportBucket
+from byok.inventory.said import counted
 from clients.ibm import IBMClients
 from tasks.in_memory import IN_MEMORY
+from tasks.outcomes import report as report_outcome
 from tasks.retry import STEP_RETRIES, is_transient
 
 LATEST = "inventory.json"
@@ -86,6 +88,7 @@ def check_report_bucket(credentials: IBMCloudCredentials, target: ReportBucket) 
             f"({exc.response.get('Error', {}).get('Code', status)})"
         )
         raise InvalidRequest("report_bucket.bucket", target.bucket, rule) from None
+    report_outcome(_where(target), "verify", note="takes writes")
 
 
 @task(name="Write the report files", **STEP_RETRIES, **IN_MEMORY)
@@ -99,9 +102,9 @@ def write_report_files(
     history; the changes since the previous run's rows. Neither: nothing written."""
     destination: _Destination
     if report_dir is not None:
-        destination = _Folder(report_dir)
+        destination, where, verb = _Folder(report_dir), report_dir, "write"
     elif bucket is not None:
-        destination = _Bucket(*bucket)
+        destination, where, verb = _Bucket(*bucket), _where(bucket[1]), "upload"
     else:
         return [], []
     previous_text = destination.read(LATEST)
@@ -117,4 +120,10 @@ def write_report_files(
         f"history/{started.strftime('%Y%m%dT%H%M%SZ')}.json": rows,
     }
     written = [destination.write(name, text) for name, text in texts.items()]
+    names = ", ".join(texts)
+    report_outcome(where, verb, note=f"{counted(len(written), 'file')}: {names}")
     return written, report.changes(previous, evidence)
+
+
+def _where(target: ReportBucket) -> str:
+    return f"cos bucket {target.bucket}/{target.prefix}"

@@ -17,9 +17,9 @@ import pytest
 ROOT = Path(__file__).parents[1]
 PACKAGES = ["blocks", "byok", "clients", "console", "emulator", "flows", "tasks"]
 LOAD = """
-import json, tasks.acr
-template = tasks.acr.load_template()
-print(json.dumps({"module": tasks.acr.__file__,
+import json, tasks.acr_template
+template = tasks.acr_template.load_template()
+print(json.dumps({"module": tasks.acr_template.__file__,
                   "resources": [r["type"] for r in template["resources"]]}))
 """
 

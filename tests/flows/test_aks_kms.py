@@ -306,6 +306,19 @@ def test_a_private_vault_gets_key_vault_contributor_and_its_resource_id(
     assert roles == sorted([KEY_VAULT_CRYPTO_USER, KEY_VAULT_CONTRIBUTOR])
     assert set(aks.sealed_with().values()) == {aks.key_id}
 
+    # the flow reads the key through ARM, but a new key version is a data-plane write its
+    # public-network client cannot send to the private vault: refused, naming vault and rule
+    before = changes(emulator)
+    message = refused(rotate_aks_kms_key, rotate(azure_block, "r1").model_dump(mode="json"))
+    assert message.startswith(
+        f"{aks.key_id.rsplit('/', 1)[0]}: new key version refused: ForbiddenByConnection: "
+        "Public network access is disabled and request is not from a trusted service nor via "
+        "an approved private link."
+    )
+    assert message.endswith("Vault: kv-kms;location=westeurope")
+    latest = azure.keyvault_management().keys.get("rg", "kv-kms", "kms")
+    assert (changes(emulator), latest.properties.key_uri_with_version) == (before, aks.key_id)
+
 
 def test_a_missing_cluster_is_created_with_kms_and_a_lost_answer_is_not_written_again(
     azure_block: str, azure: AzureClients, emulator: Emulator

@@ -24,6 +24,7 @@ from byok.confidential_vm_models import (
     without_record,
 )
 from byok.errors import ByokError
+from byok.outcomes import Plan
 from byok.rotation import ROTATION_TAG
 from byok.validation import InvalidRequest
 from clients.azure import AzureClients
@@ -359,12 +360,12 @@ def test_rotation_stops_all_and_starts_again_only_the_running_vm(
     before = set_state(emulator, two_vms)["properties"]["activeKey"]["keyUrl"]
     emulator.requests.clear()
     plan = rotate_confidential_vm_key(rotation(azure_block, plan_only=True))
-    assert [vm.power_state for vm in plan.vms] == ["running", "deallocated"]
-    assert (plan.to_stop, plan.to_start, plan.new_key) == (
-        [f"{GROUP}/cvm1"],
-        [f"{GROUP}/cvm1"],
-        None,
-    )
+    assert isinstance(plan, Plan) and plan.flow == "rotate-confidential-vm-key"
+    assert plan.steps[0].note == f"VMs on the set: {GROUP}/cvm1 running, {GROUP}/cvm2 deallocated"
+    assert [(s.verb, s.resource) for s in plan.steps if s.verb in ("stop", "start")] == [
+        ("stop", f"{GROUP}/cvm1"),
+        ("start", f"{GROUP}/cvm1"),
+    ]
     short = rotation(azure_block, maintenance_window_minutes=10, stop_start_estimate_minutes=12)
     with pytest.raises(InvalidRequest, match=r"maintenance_window_minutes = 10\.0: shorter than"):
         rotate_confidential_vm_key(short)

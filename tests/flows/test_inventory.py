@@ -27,6 +27,7 @@ from flows.blast_radius import key_blast_radius
 from flows.disk_encryption_set import prepare_disk_encryption_set
 from flows.inventory import InventoryRequest, inventory_customer_managed_keys
 from tests.flows.test_disk_encryption_set import request as des_request
+from tests.helpers import outcomes, run_with_tables
 
 DISK = {
     "location": "westeurope",
@@ -64,7 +65,8 @@ def verdicts(path: Path) -> dict[tuple[str, str], str]:
 def test_inventory_reports_keys_and_gaps_across_subscriptions(
     azure_block: str, emulator: Emulator, fleet: dict[str, str], tmp_path: Path
 ) -> None:
-    result = inventory(azure_block, report_dir=str(tmp_path))
+    request = InventoryRequest(azure_credentials_block=azure_block, report_dir=str(tmp_path))
+    result, tables = run_with_tables(inventory_customer_managed_keys, request)
     found = verdicts(tmp_path)
     assert found[("des-aks", "key-age")] == "compliant"
     assert found[("des-aks", "vault-recoverable")] == "compliant"
@@ -80,6 +82,27 @@ def test_inventory_reports_keys_and_gaps_across_subscriptions(
     assert findings is not None and len(findings) == result.rows
     # One Resource Graph query made the whole discovery.
     assert len(emulator.requests.find("POST", "Microsoft.ResourceGraph/resources")) == 1
+    # The summary: what each step read, published and wrote.
+    summary = tables["inventory-customer-managed-keys-summary"]
+    assert outcomes(summary) == [
+        ("Find the subscriptions", "read"),
+        ("Discover resources", "read"),
+        ("Read the keys", "read"),
+        ("Read the StorageClasses", "read"),
+        ("Write the report files", "written"),
+        ("Publish the report", "published"),
+        ("Announce what needs action", "emitted"),
+    ]
+    assert summary[1]["outcome"] == f"read ({result.resources} resources)"
+    assert summary[2]["outcome"] == "read (1 key)"
+    assert summary[4]["resource"] == str(tmp_path)
+    assert summary[4]["outcome"].startswith(
+        "written (4 files: inventory.csv, inventory.json, inventory-oscal.json, history/"
+    )
+    assert summary[5]["outcome"] == (
+        f"published ({result.rows} evidence rows: {result.rows - 3} compliant, 3 non-compliant; "
+        f"{len(result.changes)} changes since the last run)"
+    )
 
 
 def test_rotation_policy_and_changes_between_runs(
@@ -137,9 +160,22 @@ def test_unknown_subscription_is_a_row_and_bad_input_is_refused(
 
 def test_blast_radius_lists_what_the_key_protects(azure_block: str, fleet: dict[str, str]) -> None:
     versionless = fleet["key"].rsplit("/", 1)[0]
-    result = key_blast_radius(
-        BlastRadiusRequest(azure_credentials_block=azure_block, key_id=versionless)
+    result, tables = run_with_tables(
+        key_blast_radius,
+        BlastRadiusRequest(azure_credentials_block=azure_block, key_id=versionless),
     )
     assert [(d.resource_id, d.path) for d in result.dependents] == [
         (fleet["des"], [fleet["key"], fleet["des"]])
     ]
+    summary = tables["key-blast-radius-summary"]
+    assert outcomes(summary) == [
+        ("Find the subscriptions", "read"),
+        ("Discover resources", "read"),
+        ("Read the StorageClasses", "read"),
+        ("Find the key's dependents", "found"),
+    ]
+    assert summary[-1] == {
+        "step": "Find the key's dependents",
+        "resource": versionless,
+        "outcome": "found (1 dependent)",
+    }

@@ -29,6 +29,7 @@ from emulator.services.softlayer.models import SEED_TEMPLATE_ID, Template
 from emulator.services.vpc.models import Image
 from flows.blast_radius import key_blast_radius
 from flows.inventory import inventory_customer_managed_keys
+from tests.helpers import outcomes, run_with_tables
 
 BUCKET = "byok-images"
 MISSING_INSTANCE = "00000000-0000-4000-8000-00000000dead"
@@ -106,8 +107,9 @@ def test_ibm_account_rows_and_the_dek_control_reported_to_a_bucket(
     kept = kp.create_key("rotated-quarterly")
     kp.set_rotation_policy(kept["id"], 3)
     destination = ReportBucket(ibm_credentials_block=ibm_block, bucket=BUCKET, prefix="reports/")
-    result = inventory_customer_managed_keys(
-        InventoryRequest(ibm_accounts=[account["scope"]], report_bucket=destination)
+    result, tables = run_with_tables(
+        inventory_customer_managed_keys,
+        InventoryRequest(ibm_accounts=[account["scope"]], report_bucket=destination),
     )
     s3 = ibm.cos()
     text = s3.get_object(Bucket=BUCKET, Key="reports/inventory.json")["Body"].read()
@@ -159,14 +161,31 @@ def test_ibm_account_rows_and_the_dek_control_reported_to_a_bucket(
     assert result.no_access == 2 and result.non_compliant == 7
     assert result.resources == 2 + 3 + 3 + 1  # root keys, objects, templates, VPC image
     assert emulator.requests.find("POST", "ResourceGraph") == []  # no Azure asked for
+    summary = tables["inventory-customer-managed-keys-summary"]
+    assert outcomes(summary) == [
+        ("Check the report bucket", "verified"),
+        ("Read the IBM Cloud account", "read"),
+        ("Write the report files", "uploaded"),
+        ("Publish the report", "published"),
+        ("Announce what needs action", "emitted"),
+    ]
+    assert summary[1]["outcome"] == (
+        "read (2 root keys, 3 images in COS, 3 image templates, 1 VPC image, not readable: "
+        f"key-protect:{MISSING_INSTANCE}, cos://us-south/no-such-bucket)"
+    )
+    assert summary[2]["resource"] == f"cos bucket {BUCKET}/reports/"
 
 
 def test_blast_radius_of_a_root_key(
     account: dict[str, Any], emulator: Emulator, ibm_block: str, capsys: pytest.CaptureFixture
 ) -> None:
-    result = key_blast_radius(
-        BlastRadiusRequest(key_id=account["crn"], ibm_accounts=[account["scope"]])
+    result, tables = run_with_tables(
+        key_blast_radius, BlastRadiusRequest(key_id=account["crn"], ibm_accounts=[account["scope"]])
     )
+    assert outcomes(tables["key-blast-radius-summary"]) == [
+        ("Read the IBM Cloud account", "read"),
+        ("Find the key's dependents", "found"),
+    ]
     cos = "cos://us-south/byok-images"
     paths = sorted(d.path for d in result.dependents)
     assert paths == sorted(

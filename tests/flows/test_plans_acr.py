@@ -36,7 +36,7 @@ from tests.flows.test_confidential_vm_flow import (
     rotation,
     with_vm,
 )
-from tests.helpers import outcomes, run_tables, run_with_tables, write_requests
+from tests.helpers import outcomes, run_with_tables, write_requests
 
 
 def registry_request(block: str, **overrides: Any) -> EncryptedRegistryRequest:
@@ -308,14 +308,11 @@ def test_confidential_rotation_plan_then_run_then_rerun(
     prepared = applied(prepare_confidential_vm_encryption(asked))
     des = prepared.disk_encryption_set
     request = rotation(azure_block)
-    before = len(emulator.requests.find())
-    state = rotate_confidential_vm_key(
-        request.model_copy(update={"plan_only": True}), return_state=True
-    )
-    assert write_requests(emulator, before) == []
-    tables = run_tables(state.state_details.flow_run_id)
+    plan = planned(rotate_confidential_vm_key, request, emulator)
+    assert plan.flow == "rotate-confidential-vm-key"
     vm = f"{prepared.key.versionless_id}/(new version)"
-    assert [(row["step"], row["outcome"]) for row in tables["rotate-confidential-vm-key-plan"]] == [
+    assert [(s.step, s.said()) for s in plan.steps] == [
+        ("Plan the offline rotation", "read (VMs on the set: rg-cvm/cvm1 running)"),
         (
             "Record the VMs to start again",
             "would update (rotation r1 recorded, to start again: rg-cvm/cvm1)",
@@ -329,6 +326,7 @@ def test_confidential_rotation_plan_then_run_then_rerun(
     ]
     _, tables = run_with_tables(rotate_confidential_vm_key, request)
     assert outcomes(tables["rotate-confidential-vm-key-summary"]) == [
+        ("Plan the offline rotation", "read"),
         ("Record the VMs to start again", "updated"),
         ("Deallocate the VMs", "stopped"),
         ("Create a new key version", "created"),
@@ -341,6 +339,7 @@ def test_confidential_rotation_plan_then_run_then_rerun(
     _, tables = run_with_tables(rotate_confidential_vm_key, request)
     assert write_requests(emulator, before) == []
     assert outcomes(tables["rotate-confidential-vm-key-summary"]) == [
+        ("Plan the offline rotation", "read"),
         ("Verify the disk encryption set key", "verified"),
         ("Start the VMs again", "unchanged"),
         ("Clear the rotation record", "unchanged"),

@@ -22,7 +22,7 @@ from emulator.server import Emulator
 from flows.release_pipeline import ReleasePipelineRequest, release_pipeline
 from tests.conftest import Demo
 from tests.flows.refusals import refused, writes
-from tests.helpers import managed_image
+from tests.helpers import managed_image, run_with_tables
 
 
 def pipeline_request(block: str, image: str, chain_by: str) -> ReleasePipelineRequest:
@@ -49,7 +49,7 @@ def test_pipeline_by_subflows_and_its_rerun(
     azure_block: str, emulator: Emulator, azure: AzureClients
 ) -> None:
     request = pipeline_request(azure_block, managed_image(azure, "westeurope"), "subflows")
-    result = release_pipeline(request)
+    result, tables = run_with_tables(release_pipeline, request)
     assert sorted(result.disk_encryption_sets) == ["eastus", "westeurope"]
     us_set = result.disk_encryption_sets["eastus"].disk_encryption_set
     assert us_set.location == "eastus"
@@ -59,7 +59,19 @@ def test_pipeline_by_subflows_and_its_rerun(
     home = result.disk_encryption_sets["westeurope"].disk_encryption_set.id
     assert result.cluster.disk_encryption_set_id == home
     assert result.cluster.node_pools == ["system", "release"]
-    assert release_pipeline(request) == result
+    sets = [result.disk_encryption_sets[r].disk_encryption_set.id for r in request.regions]
+    ids = [*sets, result.image_version.id, result.cluster.id, result.cluster.id]
+    ran = list(zip((CHILDREN[0], *CHILDREN), ids, strict=True))  # a set per region
+    summary = tables["release-pipeline-summary"]
+    assert [(row["step"], row["resource"]) for row in summary] == ran
+    assert all(
+        row["outcome"].startswith("ran (flow run ")
+        and row["outcome"].endswith(f"; its steps: the {row['step']}-summary artifact)")
+        for row in summary
+    ), summary
+    again, tables = run_with_tables(release_pipeline, request)
+    assert again == result
+    assert [(row["step"], row["resource"]) for row in tables["release-pipeline-summary"]] == ran
     assert count(emulator, "Microsoft.Compute/diskEncryptionSets") == 2
     assert count(emulator, "Microsoft.Compute/galleries/images/versions") == 1
     assert len(emulator.requests.find("PUT", "versions/1.0.0$")) == 1
