@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
+from itertools import zip_longest
 from typing import Literal
 
 from azure.mgmt.core.tools import parse_resource_id
@@ -275,6 +276,17 @@ class RotationPlan(BaseModel):
                 for d in key.dependents
             ]
         return rows
+
+    def moves(self, keys: list[RotationRow]) -> list[tuple[Dependent, RotationRow]]:
+        """Every dependent with its key's row (`keys`: one per rotation, in order), taking
+        the subscriptions in turn: ARM paces each subscription apart, so work sent in this
+        order draws on every subscription's buckets at once instead of on one at a time."""
+        queues: dict[str, list[tuple[Dependent, RotationRow]]] = {}
+        for planned, row in zip(self.rotations, keys, strict=True):
+            for d in planned.dependents:
+                queues.setdefault(d.subscription_id.lower(), []).append((d, row))
+        turns = zip_longest(*queues.values())
+        return [move for turn in turns for move in turn if move is not None]
 
 
 class FleetRotationResult(BaseModel):

@@ -165,15 +165,20 @@ class _Subscription:
         )
         grants = [identity.principal_id] if identity else []
         revoked = ""
-        for i, name in enumerate(self.plan.sets):
-            des = self._set(self.vault.id, self.versions, i, name)
-            if des is not None:
-                grants.append(des.identity.principal_id)
-                revoked = des.identity.principal_id if i == REVOKED_SET else revoked
-        self._grant(grants, revoked)
-        uai = msi.get(GROUP, IDENTITY)
-        for i, name in enumerate(self.plan.registries):
-            self._registry(i, name, uai, self.versions["k2"][-1])
+        with ThreadPoolExecutor(WORKERS) as pool:
+            made = pool.map(
+                lambda job: self._set(self.vault.id, self.versions, job[0], job[1]),
+                enumerate(self.plan.sets),
+            )
+            for i, des in enumerate(list(made)):
+                if des is not None:
+                    grants.append(des.identity.principal_id)
+                    revoked = des.identity.principal_id if i == REVOKED_SET else revoked
+            self._grant(grants, revoked)
+            uai = msi.get(GROUP, IDENTITY)
+            k2 = self.versions["k2"][-1]
+            registries = enumerate(self.plan.registries)
+            list(pool.map(lambda job: self._registry(job[0], job[1], uai, k2), registries))
         return self
 
     # -- each kind -------------------------------------------------------------------------

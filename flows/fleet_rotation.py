@@ -77,18 +77,17 @@ def apply_rotation_plan(
     ibm: IbmRotationPlan,
     credentials: AzureCredentials | None = None,
 ) -> list[RotationRow]:
-    """Every key of the plan at once, each dependent as soon as its key has rotated; each
-    IBM root key with its images."""
+    """Every key of the plan at once (and each IBM root key with its images), then every
+    dependent, the subscriptions in turn."""
     credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     wait, policy = request.wait_for_other_run, request.rotation_policy
-    keys = [
+    roots = [rotate_ibm_key.submit(k, request) for k in ibm.rotations]
+    rotating = [
         rotate_key.submit(credentials, k, plan.rotation_id, wait, policy) for k in plan.rotations
     ]
+    keys = [f.result() for f in rotating]
     moves = [
         move_dependent.submit(credentials, d, key, plan.rotation_id, request)
-        for k, key in zip(plan.rotations, keys, strict=True)
-        for d in k.dependents
+        for d, key in plan.moves(keys)
     ]
-    roots = [rotate_ibm_key.submit(k, request) for k in ibm.rotations]
-    done = [f.result() for f in keys] + [f.result() for f in moves]
-    return done + [row for f in roots for row in f.result()]
+    return keys + [f.result() for f in moves] + [row for f in roots for row in f.result()]

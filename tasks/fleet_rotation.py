@@ -12,7 +12,7 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.runtime import flow_run
+from prefect.runtime import flow_run, task_run
 
 from blocks.azure import AzureCredentials
 from byok.aks_kms import RotateKmsRequest, rotated_kms
@@ -37,18 +37,19 @@ from byok.rotation import (
     plan_rotation,
 )
 from clients.azure import AzureClients
-from tasks.acr import rotate_registry_key, verify_registry_key
+from tasks.acr_key import rotate_registry_key, verify_registry_key
 from tasks.aks_kms import apply_kms, rewrite_secrets, validate_rotation, verify_kms
 from tasks.disk_encryption_set import update_des_key, verify_des_key
 from tasks.events import emit_byok_event
+from tasks.in_memory import IN_MEMORY
 from tasks.key_vault import ensure_rotation_policy, new_key_version
-from tasks.retry import STEP_RETRIES
+from tasks.retry import STEP_RETRIES, is_transient
 from tasks.run_lock import resource_lock
 
 READERS = 16  # concurrent key reads
 
 
-@task(name="Select the keys")
+@task(name="Select the keys", **IN_MEMORY)
 def select_keys(
     rows: list[dict[str, Any]], request: FleetRotationRequest
 ) -> dict[str, list[Dependent]]:
@@ -57,7 +58,7 @@ def select_keys(
     return candidate_keys(rows, request)
 
 
-@task(name="Read the keys", **STEP_RETRIES)
+@task(name="Read the keys", **STEP_RETRIES, **IN_MEMORY)
 def read_key_facts(credentials: AzureCredentials, key_ids: list[str]) -> dict[str, KeyFacts]:
     """Each key's latest version (created, expiry, enabled, tags), by lower-cased
     versionless id; a key these credentials cannot read gets the reason instead."""
@@ -82,7 +83,7 @@ def read_key_facts(credentials: AzureCredentials, key_ids: list[str]) -> dict[st
         return {f.key_id.lower(): f for f in pool.map(read, key_ids)}
 
 
-@task(name="Plan the rotation")
+@task(name="Plan the rotation", **IN_MEMORY)
 def plan_keys(
     candidates: dict[str, list[Dependent]],
     facts: dict[str, KeyFacts],
@@ -117,7 +118,7 @@ def _kms_request(
     )
 
 
-@task(name="Check the KMS clusters")
+@task(name="Check the KMS clusters", **IN_MEMORY)
 def check_kms_clusters(
     credentials: AzureCredentials, plan: RotationPlan, request: FleetRotationRequest
 ) -> RotationPlan:
@@ -159,7 +160,7 @@ def _move_cluster(
     return written
 
 
-@task(name="Rotate the key", task_run_name="Rotate {key.key_id}")
+@task(name="Rotate the key", task_run_name="Rotate {key.key_id}", **IN_MEMORY)
 def rotate_key(
     credentials: AzureCredentials,
     key: PlannedKey,
@@ -188,7 +189,12 @@ def rotate_key(
     )
 
 
-@task(name="Move the dependent", task_run_name="Move {dependent.resource_id}")
+@task(
+    name="Move the dependent",
+    task_run_name="Move {dependent.resource_id}",
+    **STEP_RETRIES,
+    **IN_MEMORY,
+)
 def move_dependent(
     credentials: AzureCredentials,
     dependent: Dependent,
@@ -198,7 +204,12 @@ def move_dependent(
 ) -> RotationRow:
     """Point a set or registry at the key's new version (or, when it follows the latest
     version, wait for it to pick it up), then verify it reports that version; a KMS cluster
-    gets the version and every Secret re-written, verified none is left on an older one."""
+    gets the version and every Secret re-written, verified none is left on an older one.
+
+    A set's or registry's steps run as plain calls (`.fn`), not task runs of their own: at
+    fleet scale each task run's Prefect bookkeeping (its record and state events) cost more
+    than the ARM requests (bench/fleet_rotation.py); this task retries them as one, and a
+    transient failure on the last attempt is the dependent's failed row."""
     row = RotationRow(
         key_id=key.key_id,
         dependent_id=dependent.resource_id,
@@ -219,21 +230,25 @@ def move_dependent(
         elif dependent.kind == DependentKind.DISK_ENCRYPTION_SET:
             if not dependent.follows_latest and dependent.key_url != key.version:
                 in_use = dependent.key_url
-                update_des_key(credentials, sub, rg, name, key.version, in_use=in_use)
-            verify_des_key(credentials, sub, rg, name, key.version, timeout_seconds, poll_seconds)
+                update_des_key.fn(credentials, sub, rg, name, key.version, in_use=in_use)
+            verify_des_key.fn(
+                credentials, sub, rg, name, key.version, timeout_seconds, poll_seconds
+            )
         else:
             if not dependent.follows_latest:  # with the identity it uses (None: read it)
                 identity = dependent.identity
-                rotate_registry_key(credentials, sub, rg, name, key.version, identity, 900)
-            verify_registry_key(
+                rotate_registry_key.fn(credentials, sub, rg, name, key.version, identity, 900)
+            verify_registry_key.fn(
                 credentials, sub, rg, name, key.version, timeout_seconds, poll_seconds
             )
     except Exception as exc:  # one dependent's failure is its row; the others go on
+        if is_transient(exc) and task_run.run_count <= STEP_RETRIES["retries"]:
+            raise  # Prefect runs this task again
         return row.model_copy(update={"status": Status.FAILED, "reason": one_line(exc)})
     return row
 
 
-@task(name="Publish the rotation")
+@task(name="Publish the rotation", **IN_MEMORY)
 def publish_rotation(
     plan: RotationPlan, rows: list[RotationRow], plan_only: bool
 ) -> FleetRotationResult:
@@ -277,7 +292,7 @@ def publish_rotation(
     return result
 
 
-@task(name="Check every row")
+@task(name="Check every row", **IN_MEMORY)
 def check_complete(result: FleetRotationResult) -> FleetRotationResult:
     """The result, or `RotationIncomplete` naming each failed row."""
     failed = [

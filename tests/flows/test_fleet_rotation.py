@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 from azure.mgmt.keyvault.models import AccessPolicyEntry, Permissions, VaultAccessPolicyProperties
+from prefect import flow
 
 from blocks.azure import AzureCredentials
 from byok.errors import InvalidRequest
@@ -279,7 +280,30 @@ def test_a_registry_whose_identity_discovery_missed_keeps_its_own(
         key_id=KeyId.parse(key_id).versionless, action="new version", status=Status.ROTATED,
         version=new,
     )  # fmt: skip
-    row = move_dependent.fn(azure.block, dependent, key, "r1", request("unused"))
+
+    @flow(name="move-one-registry")
+    def move_one() -> RotationRow:
+        return move_dependent(azure.block, dependent, key, "r1", request("unused"))
+
+    row = move_one()
     assert (row.status, row.reason) == (Status.VERIFIED, "")
     kvp = registries.get("rg-fid", "acrfid1").encryption.key_vault_properties
     assert (kvp.identity, kvp.key_identifier) == (uai.client_id, new)
+
+
+def test_a_dependent_whose_reads_fail_past_the_sdk_retries_is_moved_on_the_task_retry(
+    azure_block: str, emulator: Emulator, azure_credentials: AzureCredentials, fleet: FleetSeed
+) -> None:
+    """A set's steps run inside its one move task: a transient failure the SDK's own retries
+    (10) do not outlast fails the attempt, and the task's retry moves the set."""
+    target = next(d for d in fleet.des_ids if d.endswith("des-0"))
+    start = active_keys(azure_credentials, fleet)[target]
+    fault = emulator.faults.add(
+        Fault("status", status=503, retry_after=0.01, method="GET", path=f"{target}$", count=11)
+    )
+    state = rotate_customer_keys(request(azure_block, rotation_id="r-retry"), return_state=True)
+    revoked = [d for d in fleet.des_ids if d.endswith("des-3")]
+    assert state.message.startswith(f"{len(revoked)} of "), state.message
+    assert target not in state.message
+    assert fault.fired == 11
+    assert active_keys(azure_credentials, fleet)[target] != start

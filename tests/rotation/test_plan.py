@@ -10,9 +10,13 @@ from byok.errors import InvalidRequest
 from byok.parameters import parse_request
 from byok.rotation import (
     ROTATION_TAG,
+    Dependent,
     DependentKind,
     FleetRotationRequest,
     KeyFacts,
+    PlannedKey,
+    RotationPlan,
+    RotationRow,
     Status,
     candidate_keys,
     default_rotation_id,
@@ -223,3 +227,42 @@ def test_confidential_vm_sets_are_held_back_with_the_flow_that_rotates_them() ->
 def test_plan_only_is_also_read_under_its_former_name_dry_run() -> None:
     assert request(dry_run=True).plan_only and request(plan_only=True).plan_only
     assert "plan_only" in FleetRotationRequest.model_json_schema()["properties"]
+
+
+def test_moves_take_the_subscriptions_in_turn() -> None:
+    """Dependents of keys in different subscriptions alternate, each with its key's row."""
+
+    def dependent(sub: str, name: str) -> Dependent:
+        return Dependent(
+            resource_id=f"/subscriptions/{sub}/resourceGroups/rg/providers/"
+            f"Microsoft.Compute/diskEncryptionSets/{name}",
+            kind=DependentKind.DISK_ENCRYPTION_SET,
+            key_url=f"{VAULT}/keys/k/v1",
+            follows_latest=False,
+        )
+
+    other = "00000000-0000-0000-0000-000000000002"
+    keys = [
+        PlannedKey(
+            key_id=f"{VAULT}/keys/a",
+            latest="v1",
+            make_version=True,
+            reason="due",
+            dependents=[dependent(SUB, "a1"), dependent(SUB, "a2"), dependent(SUB, "a3")],
+        ),
+        PlannedKey(
+            key_id=f"{OTHER}/keys/b",
+            latest="v1",
+            make_version=True,
+            reason="due",
+            dependents=[dependent(other, "b1")],
+        ),
+    ]
+    rows = [RotationRow(key_id=k.key_id, action="new version", status=Status.ROTATED) for k in keys]
+    moves = RotationPlan(rotation_id="r", rotations=keys).moves(rows)
+    assert [(d.name, row.key_id) for d, row in moves] == [
+        ("a1", keys[0].key_id),
+        ("b1", keys[1].key_id),
+        ("a2", keys[0].key_id),
+        ("a3", keys[0].key_id),
+    ]
