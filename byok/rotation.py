@@ -82,7 +82,13 @@ class FleetRotationRequest(FleetScope):
         "task_runner 'dask': a local cluster of `dask_workers` processes.",
     )
     dask_workers: int = Field(2, ge=1, description="Workers of a local Dask cluster.")
-    max_concurrency: int = Field(16, ge=1, description="Threads of the thread runner.")
+    max_concurrency: int = Field(
+        32,
+        ge=1,
+        description="Moves at once: threads of the thread runner, or of a local Dask "
+        "cluster's workers together (ARM's pacing, not this, bounds the rate: enough threads "
+        "keep every subscription's buckets busy while others wait on polls).",
+    )
     wait_for_other_run: bool = Field(
         False,
         description="When another run is rotating one of the keys: wait for it (true) or "

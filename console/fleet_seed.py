@@ -76,6 +76,7 @@ class _Plan:
     subscription: str
     per_subscription: int
     seed: int
+    revoke: bool = True  # withdraw the fourth set's grant
     vault: str = ""
     sets: list[str] = field(default_factory=list)
     registries: list[str] = field(default_factory=list)
@@ -99,13 +100,15 @@ def seed_fleet(
     resources: int,
     region: str = "westeurope",
     seed: int = 0,
+    revoke: bool = True,
 ) -> FleetSeed:
     """Make (or complete) the fleet: about `resources` ARM resources spread over
-    `subscriptions`, which must exist; the seeded draw of disk encryption is `seed`'s."""
+    `subscriptions`, which must exist; the seeded draw of disk encryption is `seed`'s;
+    `revoke`: the fourth set of each subscription loses its grant (its rotation fails)."""
     if not subscriptions:
         raise ValueError("subscriptions = []: at least one subscription is needed")
     per_sub = max(resources // len(subscriptions), MIN_PER_SUBSCRIPTION)
-    plans = [_Plan(sub, per_sub, seed) for sub in subscriptions]
+    plans = [_Plan(sub, per_sub, seed, revoke) for sub in subscriptions]
     # Vaults and keys one subscription after the other: the emulator deadlocks when a vault
     # PUT meets a key operation (see the report); the rest in parallel.
     done = [_Subscription(block, plan, region).store() for plan in plans]
@@ -173,7 +176,8 @@ class _Subscription:
             for i, des in enumerate(list(made)):
                 if des is not None:
                     grants.append(des.identity.principal_id)
-                    revoked = des.identity.principal_id if i == REVOKED_SET else revoked
+                    if i == REVOKED_SET and self.plan.revoke:
+                        revoked = des.identity.principal_id
             self._grant(grants, revoked)
             uai = msi.get(GROUP, IDENTITY)
             k2 = self.versions["k2"][-1]

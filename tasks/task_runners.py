@@ -22,7 +22,16 @@ def task_runner_for(request: FleetRotationRequest) -> Any:
 
     if request.dask_address:
         return DaskTaskRunner(address=request.dask_address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": request.dask_workers, "processes": True})
+    # Dask's default is one thread per core: a move mostly waits on ARM (its polls and the
+    # pacing), so the workers share `max_concurrency` threads as the thread runner has them
+    threads = -(-request.max_concurrency // request.dask_workers)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": request.dask_workers,
+            "threads_per_worker": threads,
+            "processes": True,
+        }
+    )
 
 
 @task(name="Check the task runner")

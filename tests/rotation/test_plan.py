@@ -22,6 +22,7 @@ from byok.rotation import (
     default_rotation_id,
     plan_rotation,
 )
+from tasks.task_runners import task_runner_for
 
 SUB = "00000000-0000-0000-0000-000000000001"
 VAULT = "https://kv-a.vault.azure.net"
@@ -266,3 +267,14 @@ def test_moves_take_the_subscriptions_in_turn() -> None:
         ("a2", keys[0].key_id),
         ("a3", keys[0].key_id),
     ]
+
+
+def test_a_local_dask_cluster_shares_max_concurrency_threads() -> None:
+    """A move mostly waits on ARM: the local cluster's workers together run as many threads
+    as the thread runner would (Dask's default is one per core)."""
+    asked = FleetRotationRequest(
+        azure_credentials_block="b", task_runner="dask", dask_workers=3, max_concurrency=32
+    )
+    runner = task_runner_for(asked)
+    assert runner.cluster_kwargs["n_workers"] == 3
+    assert runner.cluster_kwargs["threads_per_worker"] == 11
