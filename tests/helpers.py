@@ -206,13 +206,6 @@ def des_in_region(
 ) -> str:
     """A usable disk encryption set in `region` (its own vault there, access policy granted);
     returns its id."""
-    from azure.mgmt.keyvault.models import (
-        AccessPolicyEntry,
-        Permissions,
-        VaultAccessPolicyParameters,
-        VaultAccessPolicyProperties,
-    )
-
     azure.resources().resource_groups.create_or_update(group, {"location": "westeurope"})
     params = vault_parameters(emulator)
     params.location = region
@@ -235,23 +228,35 @@ def des_in_region(
         )
         .result()
     )
+    grant_wrap(azure, emulator, group, f"kv-{name}", des.identity.principal_id)
+    return str(des.id)
+
+
+def grant_wrap(
+    azure: AzureClients, emulator: Emulator, group: str, vault: str, principal_id: str
+) -> None:
+    """An access policy letting `principal_id` get, wrap and unwrap with the vault's keys (what
+    a disk encryption set's identity needs)."""
+    from azure.mgmt.keyvault.models import (
+        AccessPolicyEntry,
+        Permissions,
+        VaultAccessPolicyParameters,
+        VaultAccessPolicyProperties,
+    )
+
+    entry = AccessPolicyEntry(
+        tenant_id=emulator.identity.tenant_id,
+        object_id=principal_id,
+        permissions=Permissions(keys_property=["get", "wrapKey", "unwrapKey"]),
+    )
     azure.keyvault_management().vaults.update_access_policy(
         group,
-        f"kv-{name}",
+        vault,
         "add",
         VaultAccessPolicyParameters(
-            properties=VaultAccessPolicyProperties(
-                access_policies=[
-                    AccessPolicyEntry(
-                        tenant_id=emulator.identity.tenant_id,
-                        object_id=des.identity.principal_id,
-                        permissions=Permissions(keys_property=["get", "wrapKey", "unwrapKey"]),
-                    )
-                ]
-            )
+            properties=VaultAccessPolicyProperties(access_policies=[entry])
         ),
     )
-    return str(des.id)
 
 
 def managed_image(

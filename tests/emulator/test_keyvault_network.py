@@ -14,15 +14,11 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import KeyWrapAlgorithm
 from azure.mgmt.keyvault.models import (
-    AccessPolicyEntry,
     IPRule,
     ManagedHsm,
     ManagedHsmProperties,
     ManagedHsmSku,
     NetworkRuleSet,
-    Permissions,
-    VaultAccessPolicyParameters,
-    VaultAccessPolicyProperties,
     VaultPatchParameters,
     VaultPatchProperties,
 )
@@ -31,7 +27,7 @@ from byok.azure_errors import error_code
 from clients.azure import AzureClients
 from emulator.server import Emulator
 from tests.emulator.test_aks_kms import Setup as KmsSetup
-from tests.helpers import vault_with_key
+from tests.helpers import grant_wrap, vault_with_key
 
 CONNECTION = (
     "Public network access is disabled and request is not from a trusted service nor via an "
@@ -128,22 +124,7 @@ def test_disk_encryption_set_reaches_its_key_as_a_trusted_service(
         return sets.begin_create_or_update("rg", "des", body).result()
 
     des = put(kid)
-    azure.keyvault_management().vaults.update_access_policy(
-        "rg",
-        "kv-des",
-        "add",
-        VaultAccessPolicyParameters(
-            properties=VaultAccessPolicyProperties(
-                access_policies=[
-                    AccessPolicyEntry(
-                        tenant_id=emulator.identity.tenant_id,
-                        object_id=des.identity.principal_id,
-                        permissions=Permissions(keys_property=["get", "wrapKey", "unwrapKey"]),
-                    )
-                ]
-            )
-        ),
-    )
+    grant_wrap(azure, emulator, "rg", "kv-des", des.identity.principal_id)
     v2, v3 = (str(keys.create_rsa_key("des-key", size=2048).id) for _ in range(2))
     # private vault, trusted services bypass (the default): the set still uses its key
     network(azure, public="Disabled")
