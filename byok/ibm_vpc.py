@@ -275,7 +275,8 @@ class VpcRotationResult(BaseModel):
 def rotation_began(scheduled: datetime) -> datetime:
     """When the rotation scheduled at `scheduled` began, as Key Protect can tell: the start of
     its UTC day. Key Protect keys carry no tags, so a rotation's day stands for its id."""
-    return scheduled.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    day = scheduled.astimezone(UTC).date()  # a plain date: Prefect's times are pendulum's
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def rotated_since(last_rotated: str | None, began: datetime | None) -> datetime | None:

@@ -295,6 +295,14 @@ class RotationPlan(BaseModel):
         return [move for turn in turns for move in turn if move is not None]
 
 
+def shares(
+    moves: list[tuple[Dependent, RotationRow]], n: int
+) -> list[list[tuple[Dependent, RotationRow]]]:
+    """`moves` dealt into at most `n` shares, one move to each in turn: shares worked
+    through at the same pace keep the order of `moves` (the subscriptions in turn)."""
+    return [share for share in (moves[i::n] for i in range(n)) if share]
+
+
 class FleetRotationResult(BaseModel):
     """What a run did (or, with plan_only, would do), row by row."""
 

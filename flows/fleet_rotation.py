@@ -9,9 +9,10 @@ encryption set and registry that uses it moves to that version, verified.
    this rotation (or a rotation policy) already made; KMS clusters the two-slot rule stops
    are held back (rows); plan_only publishes the plan and stops.
 5. Rotate each key once (tagged with the rotation id: a re-run reuses the version).
-6. Move each dependent: update a set or registry pinned to a version, or wait for one that
-   follows the latest version to pick it up; verify it reports the new version. A KMS
-   cluster gets the version and every Secret re-written, verified none is left behind.
+6. Move each dependent, in as many shares as run at once: update a set or registry pinned
+   to a version, or wait for one that follows the latest version to pick it up; verify it
+   reports the new version. A KMS cluster gets the version and every Secret re-written,
+   verified none is left behind.
 7. IBM Cloud (`ibm_accounts`): each account's root keys and images read; per selected
    root key, rotate (at most once per hour; not again while images are behind its latest
    version), rewrap and record each classic image's wrapped DEK, verify VPC re-wrapped its
@@ -25,12 +26,12 @@ from prefect.utilities.annotations import quote
 
 from blocks.azure import AzureCredentials
 from byok.parameters import parse_request
-from byok.rotation import FleetRotationRequest, FleetRotationResult, RotationPlan, RotationRow
+from byok.rotation import FleetRotationRequest, FleetRotationResult, shares
 from byok.rotation_ibm import IbmRotationPlan
 from tasks.fleet_rotation import (
     check_complete,
     check_kms_clusters,
-    move_dependent,
+    move_dependents,
     plan_keys,
     publish_rotation,
     read_key_facts,
@@ -40,7 +41,7 @@ from tasks.fleet_rotation import (
 from tasks.fleet_rotation_ibm import plan_ibm_keys, rotate_ibm_key
 from tasks.inventory import discover_resources, readable_subscriptions
 from tasks.refusal import refuse_quietly
-from tasks.task_runners import check_task_runner, task_runner_for
+from tasks.task_runners import check_task_runner, tasks_run_on
 
 
 @flow(name="rotate-customer-keys", validate_parameters=False)
@@ -69,30 +70,21 @@ def rotate_customer_keys(
     ibm = plan_ibm_keys(request) if request.ibm_accounts else IbmRotationPlan()
     if request.plan_only:
         return publish_rotation(quote(plan), quote(plan.rows() + ibm.rows()), True)
-    runner = task_runner_for(request)
-    done = apply_rotation_plan.with_options(task_runner=runner)(request, plan, ibm, credentials)
+    wait, policy = request.wait_for_other_run, request.rotation_policy
+    with tasks_run_on(request) as at_once:
+        # every key at once (and each IBM root key with its images), then every dependent,
+        # the subscriptions in turn, dealt into as many shares as run at once
+        roots = [rotate_ibm_key.submit(k, request) for k in ibm.rotations]
+        rotating = [
+            rotate_key.submit(credentials, k, plan.rotation_id, wait, policy)
+            for k in plan.rotations
+        ]
+        keys = [f.result() for f in rotating]
+        moving = [
+            move_dependents.submit(credentials, share, plan.rotation_id, request, number)
+            for number, share in enumerate(shares(plan.moves(keys), at_once), 1)
+        ]
+        moved = [row for f in moving for row in f.result()]
+        done = keys + moved + [row for f in roots for row in f.result()]
     result = publish_rotation(quote(plan), quote(plan.skipped + ibm.skipped + done), False)
     return check_complete(quote(result))
-
-
-@flow(name="apply-key-rotation-plan", validate_parameters=False)
-def apply_rotation_plan(
-    request: FleetRotationRequest,
-    plan: RotationPlan,
-    ibm: IbmRotationPlan,
-    credentials: AzureCredentials | None = None,
-) -> list[RotationRow]:
-    """Every key of the plan at once (and each IBM root key with its images), then every
-    dependent, the subscriptions in turn."""
-    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
-    wait, policy = request.wait_for_other_run, request.rotation_policy
-    roots = [rotate_ibm_key.submit(k, request) for k in ibm.rotations]
-    rotating = [
-        rotate_key.submit(credentials, k, plan.rotation_id, wait, policy) for k in plan.rotations
-    ]
-    keys = [f.result() for f in rotating]
-    moves = [
-        move_dependent.submit(credentials, d, key, plan.rotation_id, request)
-        for d, key in plan.moves(keys)
-    ]
-    return keys + [f.result() for f in moves] + [row for f in roots for row in f.result()]

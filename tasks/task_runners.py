@@ -3,9 +3,12 @@ scheduler, or a local cluster of worker processes) through prefect-dask."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import task
+from prefect.context import FlowRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from byok.errors import InvalidRequest
@@ -32,6 +35,25 @@ def task_runner_for(request: FleetRotationRequest) -> Any:
             "processes": True,
         }
     )
+
+
+@contextmanager
+def tasks_run_on(request: FleetRotationRequest) -> Iterator[int]:
+    """Tasks submitted inside run on the request's runner, as tasks of this flow run; gives
+    how many run at once (`max_concurrency`, or fewer when a Dask cluster has fewer threads).
+
+    prefect-dask sends the flow run's context, its parameters included, with every task: a
+    subflow holding the plan cost 255 ms and megabytes per task (measured at 300 sets), so
+    the fan-out stays in the flow whose parameters are the request. A copy of the context
+    with another runner is how Prefect's own engine gives a run its runner."""
+    context = FlowRunContext.get()
+    if context is None:
+        raise RuntimeError("tasks_run_on() is for a flow run")
+    with task_runner_for(request) as runner, context.model_copy(update={"task_runner": runner}):
+        if isinstance(runner, ThreadPoolTaskRunner):
+            yield request.max_concurrency
+        else:
+            yield min(request.max_concurrency, sum(runner.client.nthreads().values()))
 
 
 @task(name="Check the task runner")

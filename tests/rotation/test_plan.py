@@ -21,6 +21,7 @@ from byok.rotation import (
     candidate_keys,
     default_rotation_id,
     plan_rotation,
+    shares,
 )
 from tasks.task_runners import task_runner_for
 
@@ -266,6 +267,18 @@ def test_moves_take_the_subscriptions_in_turn() -> None:
         ("b1", keys[1].key_id),
         ("a2", keys[0].key_id),
         ("a3", keys[0].key_id),
+    ]
+    # dealt into shares one at a time: shares worked at one pace keep that order
+    assert [[d.name for d, _ in share] for share in shares(moves, 3)] == [
+        ["a1", "a3"],
+        ["b1"],
+        ["a2"],
+    ]
+    assert [[d.name for d, _ in share] for share in shares(moves, 8)] == [
+        ["a1"],
+        ["b1"],
+        ["a2"],
+        ["a3"],
     ]
 
 
