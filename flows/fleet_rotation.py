@@ -9,7 +9,7 @@ encryption set and registry that uses it moves to that version, verified.
    this rotation (or a rotation policy) already made; KMS clusters the two-slot rule stops
    are held back (rows); plan_only publishes the plan and stops.
 5. Rotate each key once (tagged with the rotation id: a re-run reuses the version).
-6. Move each dependent, in as many shares as run at once: update a set or registry pinned
+6. Move each dependent (in one share per Dask worker): update a set or registry pinned
    to a version, or wait for one that follows the latest version to pick it up; verify it
    reports the new version. A KMS cluster gets the version and every Secret re-written,
    verified none is left behind.
@@ -41,7 +41,7 @@ from tasks.fleet_rotation import (
 from tasks.fleet_rotation_ibm import plan_ibm_keys, rotate_ibm_key
 from tasks.inventory import discover_resources, readable_subscriptions
 from tasks.refusal import refuse_quietly
-from tasks.task_runners import check_task_runner, tasks_run_on
+from tasks.task_runners import check_task_runner, fleet_runner
 
 
 @flow(name="rotate-customer-keys", validate_parameters=False)
@@ -71,9 +71,9 @@ def rotate_customer_keys(
     if request.plan_only:
         return publish_rotation(quote(plan), quote(plan.rows() + ibm.rows()), True)
     wait, policy = request.wait_for_other_run, request.rotation_policy
-    with tasks_run_on(request) as at_once:
+    with fleet_runner(request) as (count, threads):
         # every key at once (and each IBM root key with its images), then every dependent,
-        # the subscriptions in turn, dealt into as many shares as run at once
+        # the subscriptions in turn, in shares (one per Dask worker)
         roots = [rotate_ibm_key.submit(k, request) for k in ibm.rotations]
         rotating = [
             rotate_key.submit(credentials, k, plan.rotation_id, wait, policy)
@@ -81,8 +81,8 @@ def rotate_customer_keys(
         ]
         keys = [f.result() for f in rotating]
         moving = [
-            move_dependents.submit(credentials, share, plan.rotation_id, request, number)
-            for number, share in enumerate(shares(plan.moves(keys), at_once), 1)
+            move_dependents.submit(credentials, share, plan.rotation_id, request, number, threads)
+            for number, share in enumerate(shares(plan.moves(keys), count), 1)
         ]
         moved = [row for f in moving for row in f.result()]
         done = keys + moved + [row for f in roots for row in f.result()]

@@ -22,7 +22,7 @@ from flows.release_pipeline import release_pipeline
 from flows.revocation_drill import revocation_drill
 from flows.virtual_machine import VmFromImageRequest, create_vm_from_encrypted_image
 from tests.flows.test_cross_tenant_flow import Customer, customer, xt_request  # noqa: F401
-from tests.flows.test_release_pipeline import pipeline_request
+from tests.flows.test_release_pipeline import CHILDREN, count, pipeline_request, ran_children
 from tests.flows.test_revocation_drill import drilled, key_versions  # noqa: F401
 from tests.helpers import des_in_region, managed_image, outcomes, run_with_tables, write_requests
 
@@ -257,7 +257,7 @@ def test_cross_tenant_plan_then_set_up_then_rerun(
 # -- release-pipeline -------------------------------------------------------------------------
 
 
-def test_pipeline_plan_is_its_children_plans(
+def test_pipeline_plan_is_its_children_plans_then_it_runs_them_once(
     azure_block: str, emulator: Emulator, azure: AzureClients
 ) -> None:
     request = pipeline_request(azure_block, managed_image(azure, "westeurope"), "subflows")
@@ -278,16 +278,17 @@ def test_pipeline_plan_is_its_children_plans(
     assert plan.steps[-3].resource == request.image_request(
         request.set_ids(emulator.identity.subscription_id)
     ).version_id(emulator.identity.subscription_id)
-    release_pipeline(request)
+    result, tables = run_with_tables(release_pipeline, request)
+    ran = ran_children(result, request, tables)
     plan, _ = planned(emulator, release_pipeline, request)
     assert plan.writes == [], [s.row() for s in plan.writes]
-    children = {s.step.split(": ")[0] for s in plan.steps}
-    assert children == {
-        "prepare-disk-encryption-set",
-        "publish-encrypted-image-version",
-        "create-encrypted-aks-cluster",
-        "add-encrypted-node-pool",
-    }
+    assert {s.step.split(": ")[0] for s in plan.steps} == set(CHILDREN)
+    again, tables = run_with_tables(release_pipeline, request)  # the re-run adopts it all
+    assert again == result
+    assert [(row["step"], row["resource"]) for row in tables["release-pipeline-summary"]] == ran
+    assert count(emulator, "Microsoft.Compute/diskEncryptionSets") == 2
+    assert count(emulator, "Microsoft.Compute/galleries/images/versions") == 1
+    assert len(emulator.requests.find("PUT", "versions/1.0.0$")) == 1
 
 
 # -- inventory-customer-managed-keys, key-blast-radius (read-only) ----------------------------
