@@ -147,12 +147,23 @@ def validate_enable(credentials: AzureCredentials, request: EnableKmsRequest) ->
         )
     found = clients.keyvault_management().vaults.get(vault.id.split("/")[4], vault.name)
     private = request.key_vault_network_access == "Private"
+    acls = found.properties.network_acls
     if not private and text(found.properties.public_network_access) == "Disabled":
         raise InvalidRequest(
             "key_vault_network_access",
             request.key_vault_network_access,
             f"key vault '{vault.name}' has public network access disabled: use Private, with "
             f"key_vault_resource_id {vault.id}",
+        )
+    if not private and acls is not None and text(acls.default_action) == "Deny":
+        # AKS does not support a public vault whose firewall admits selected networks only:
+        # https://learn.microsoft.com/azure/aks/use-kms-etcd-encryption#limitations
+        raise InvalidRequest(
+            "key_vault_network_access",
+            request.key_vault_network_access,
+            f"key vault '{vault.name}' has a firewall (default action Deny), which blocks the "
+            "KMS plugin: allow all networks, or use Private with key_vault_resource_id "
+            f"{vault.id}",
         )
     key = or_none(lambda: _arm_key(clients, vault, kid))
     if key is None:

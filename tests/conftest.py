@@ -114,16 +114,15 @@ def azure(azure_credentials: AzureCredentials) -> AzureClients:
 
 @pytest.fixture(scope="session")
 def prefect_harness(request: pytest.FixtureRequest) -> Iterator[None]:
-    """The session's Prefect server (started here when no xdist controller did), as
-    `prefect_test_harness` sets one up: the API URL and the server's database in this
-    process's settings; the log and event workers drained at the end."""
+    """This process's Prefect server (tests/prefect_server.py), as `prefect_test_harness`
+    sets one up: the API URL in this process's settings; the log and event workers drained
+    at the end."""
     from prefect.context import _temporary_global_settings_context, get_settings_context
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
     from prefect.settings import (
         PREFECT_API_SSL_CERT_FILE,
         PREFECT_API_URL,
-        PREFECT_SERVER_DATABASE_CONNECTION_URL,
         temporary_settings,
     )
 
@@ -133,9 +132,6 @@ def prefect_harness(request: pytest.FixtureRequest) -> Iterator[None]:
     settings = {
         PREFECT_API_URL: os.environ["PREFECT_API_URL"],
         PREFECT_API_SSL_CERT_FILE: os.environ["PREFECT_API_SSL_CERT_FILE"],
-        PREFECT_SERVER_DATABASE_CONNECTION_URL: prefect_server.database_url(
-            prefect_server.home()  # type: ignore[arg-type]
-        ),
     }
     with (
         temporary_settings(updates=settings),

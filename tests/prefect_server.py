@@ -1,11 +1,16 @@
-"""One Prefect server for a whole test session, shared by every pytest-xdist worker.
+"""The Prefect server of a pytest process: its workers, CLIs and subprocesses all use it.
 
-The xdist controller starts it before it starts the workers (with `-n 0`, the first test that
-needs it): a temporary PREFECT_HOME holding its SQLite database, what `prefect_test_harness`
-gives its server (no UI; the services of an ephemeral server), and the API on a socket bound
-here, so its address is known at once and the workers start while the server migrates its
-database. `PREFECT_API_URL` and `HOME_ENV` are exported: processes started afterwards (the
-workers, the CLIs the tests run) find it, and each waits until it answers.
+Each pytest process starts its own on first use (one server shared by the xdist workers
+made them queue on its database): a temporary PREFECT_HOME, what `prefect_test_harness` gives
+its server (no UI; the services of an ephemeral server), and the API on a socket bound here,
+so its address is known at once. `PREFECT_API_URL` and `HOME_ENV` are exported: processes
+started afterwards (the CLIs the tests run) find it, and each waits until it answers.
+
+Its database is a new one on the PostgreSQL server that BYOK_TEST_POSTGRES names (`./dev
+test` starts `./dev postgres` and sets it), else SQLite in its home. SQLite refuses a write
+transaction that races another ("database is locked": a 503 the client retries 2 s later),
+and a flow run's lock slot raced the server's own writes of the previous run's events: most
+flow tests ran three times slower on SQLite.
 
 Also exported, `PREFECT_API_SSL_CERT_FILE`: one CA certificate. Every Prefect client builds
 an SSL context from it, even for this http:// API, and the default (certifi's whole bundle)
@@ -26,11 +31,19 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 HOME_ENV = "BYOK_TEST_PREFECT_HOME"  # the shared server's PREFECT_HOME, for every process
+POSTGRES_ENV = "BYOK_TEST_POSTGRES"  # a PostgreSQL server's URL, for the servers' databases
+_DATABASE_PREFIX = "byok_test_"
+T = TypeVar("T")
 
 
 # What a process needs to use the server (the demo, with its own server, is given none).
@@ -44,8 +57,83 @@ def home() -> Path | None:
 
 
 def database_url(home: Path) -> str:
-    """The SQLite database of the server at `home`."""
+    """The database of the server at `home`: on PostgreSQL, named after the home (whose name
+    holds the pid of the process that made it)."""
+    if base := os.environ.get(POSTGRES_ENV):
+        name = _DATABASE_PREFIX + home.name.removeprefix("byok-prefect-").replace("-", "_")
+        return make_url(base).set(database=name.lower()).render_as_string(hide_password=False)
     return f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+
+
+def _on_postgres(url: str, database: str, work: Callable[[Any], Awaitable[T]]) -> T:
+    """`work(connection)` on `database` of `url`'s PostgreSQL server."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> T:
+        parts = make_url(url)
+        connection = await asyncpg.connect(
+            user=parts.username,
+            password=parts.password,
+            host=parts.query.get("host") or parts.host,
+            port=parts.port,
+            database=database,
+        )
+        try:
+            return await work(connection)
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
+
+
+def _reset_postgres(url: str, *, create: bool) -> None:
+    """Drop the database of `url` and those left by test processes now gone; make it again,
+    empty, when `create`."""
+    import asyncpg
+
+    name = str(make_url(url).database)
+
+    def gone(other: str) -> bool:
+        try:
+            os.kill(int(other.removeprefix(_DATABASE_PREFIX).split("_", 1)[0]), 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    async def work(connection: Any) -> None:
+        rows = await connection.fetch(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", _DATABASE_PREFIX
+        )
+        for other in (row["datname"] for row in rows):
+            if other == name or gone(other):
+                with suppress(asyncpg.PostgresError):  # another process dropped it first
+                    await connection.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
+        if create:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+
+    _on_postgres(url, "postgres", work)
+
+
+def stored(home: Path) -> dict[str, bytes]:
+    """Everything the server at `home` has stored, by where: its SQLite files (database and
+    journals), or on PostgreSQL every table's rows as text (bytea as hex)."""
+    url = database_url(home)
+    if not url.startswith("postgresql"):
+        return {p.name: p.read_bytes() for p in home.iterdir() if p.name.startswith("prefect.db")}
+
+    async def work(connection: Any) -> dict[str, bytes]:
+        tables = await connection.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        )
+        contents = {}
+        for table in (row["tablename"] for row in tables):
+            rows = await connection.fetch(f'SELECT t::text AS row FROM "{table}" t')
+            contents[table] = "\n".join(row["row"] for row in rows).encode()
+        return contents
+
+    return _on_postgres(url, str(make_url(url).database), work)
 
 
 @dataclass
@@ -61,23 +149,27 @@ class Server:
         return log.read_text(errors="replace")[-size:] if log.exists() else ""
 
     def stop(self) -> None:
-        """Stop it and remove its home."""
+        """Stop it and remove its home and database."""
         self.process.terminate()
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        if (url := database_url(self.home)).startswith("postgresql"):
+            _reset_postgres(url, create=False)
         shutil.rmtree(self.home, ignore_errors=True)
 
 
 def start() -> Server:
     """Start the server (without waiting for it) and export its address."""
-    server_home = Path(tempfile.mkdtemp(prefix="byok-prefect-"))
+    server_home = Path(tempfile.mkdtemp(prefix=f"byok-prefect-{os.getpid()}-"))
+    if (url := database_url(server_home)).startswith("postgresql"):
+        _reset_postgres(url, create=True)
     env = {
         **os.environ,
         "PREFECT_HOME": str(server_home),
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url(server_home),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "0",
         # a request refused as busy (503: SQLite locked, pool exhausted) is logged: the

@@ -11,9 +11,12 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.keyvault.models import (
     AccessPolicyEntry,
+    NetworkRuleSet,
     Permissions,
     VaultAccessPolicyParameters,
     VaultAccessPolicyProperties,
+    VaultPatchParameters,
+    VaultPatchProperties,
 )
 from kubernetes.client import ApiException
 
@@ -275,3 +278,34 @@ def test_removed_key_access_fails_the_cluster(setup: Setup) -> None:
     with pytest.raises(ApiException) as info:
         setup.core().read_namespaced_secret("a", "default")
     assert info.value.status == 500
+
+
+def test_a_vault_firewall_blocks_a_public_plugin(setup: Setup) -> None:
+    """A public vault must admit all networks (AKS's limitation): a firewall closed under a
+    running cluster fails it; a cluster put on such a vault is refused; Private is not."""
+    setup.allow(["encrypt", "decrypt"])
+    setup.put(setup.key_id).result()
+    setup.core().create_namespaced_secret("default", secret("a", "one"))
+    firewall = NetworkRuleSet(default_action="Deny", bypass="AzureServices")
+    vaults = setup.azure.keyvault_management().vaults
+    vaults.update(
+        "rg", "kv-kms", VaultPatchParameters(properties=VaultPatchProperties(network_acls=firewall))
+    )
+    failed = setup.clusters.get("rg", "aks")
+    assert failed.properties.provisioning_state == "Failed"
+    error = failed.properties.status.provisioning_error
+    assert error.code == "AzureKeyVaultKmsValidateIdentityPermissionCustomerError"
+    with pytest.raises(ApiException) as info:
+        setup.core().read_namespaced_secret("a", "default")
+    assert info.value.status == 500
+    with pytest.raises(HttpResponseError) as refused:
+        setup.put(setup.key_id).result()
+    assert refused.value.error.code == "AzureKeyVaultKmsValidateIdentityPermissionCustomerError"
+    setup.emulator.state.grant_role(setup.principal, "Key Vault Contributor", setup.vault.id)
+    private = setup.put(
+        setup.key_id, keyVaultNetworkAccess="Private", keyVaultResourceId=setup.vault.id
+    ).result()
+    assert private.properties.provisioning_state == "Succeeded"
+    assert setup.core().read_namespaced_secret("a", "default").data["v"] == (
+        base64.b64encode(b"one").decode()
+    )

@@ -11,7 +11,7 @@ import threading
 import uuid
 from typing import Any
 
-from azure.mgmt.keyvault.models import VaultPatchParameters, VaultPatchProperties
+from azure.mgmt.keyvault.models import NetworkRuleSet, VaultPatchParameters, VaultPatchProperties
 
 from byok.aks_kms import (
     KEY_VAULT_CONTRIBUTOR,
@@ -222,6 +222,16 @@ def test_bad_requests_are_refused_before_any_write(
     assert message(key_id=ec_key) == f"key_id = '{ec_key}': is a EC key; KMS needs an RSA key"
     assert message(grant_key_access=False).startswith(
         "identity_name = 'aks-kms': has no encrypt/decrypt permission on key vault 'kv-kms'"
+    )
+    firewall = NetworkRuleSet(default_action="Deny", bypass="AzureServices")
+    vaults.update(
+        "rg", "kv-kms", VaultPatchParameters(properties=VaultPatchProperties(network_acls=firewall))
+    )
+    before = changes(emulator)
+    assert message() == (
+        "key_vault_network_access = 'Public': key vault 'kv-kms' has a firewall (default "
+        "action Deny), which blocks the KMS plugin: allow all networks, or use Private with "
+        f"key_vault_resource_id {aks.vault.id}"
     )
     assert changes(emulator) == before
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, PREFECT_SERVER_DATABASE_CONNECTION_URL
+from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 
 from blocks.ibm import IBMCloudCredentials
 from byok.ibm_dek_file import sidecar_path
@@ -27,6 +27,7 @@ from emulator.faults import Fault
 from emulator.server import Emulator
 from flows.ibm_image import provision_encrypted_ibm_image
 from tasks.ibm_validation import validate_image_request
+from tests import prefect_server
 from tests.flows.test_ibm_image import (  # noqa: F401 (quick_softlayer: autouse fixture)
     BUCKET,
     OBJECT,
@@ -173,19 +174,13 @@ def test_no_dek_in_the_prefect_database_or_result_storage(
     )
     dek = load_key(key_file)
     assert keyhash(dek).hex() == result.keyhash
-    url = str(PREFECT_SERVER_DATABASE_CONNECTION_URL.value())
-    database = Path(url.split("///", 1)[1])
-    assert database.is_file()
-    files = [p for p in database.parent.iterdir() if p.name.startswith(database.name)]
+    files = prefect_server.stored(prefect_server.home())  # type: ignore[arg-type]
     storage = Path(PREFECT_LOCAL_STORAGE_PATH.value())
     if storage.exists():
-        files += [p for p in storage.rglob("*") if p.is_file()]
+        files |= {str(p): p.read_bytes() for p in storage.rglob("*") if p.is_file()}
     secrets = [dek, dek.hex().encode(), dek.hex().upper().encode(), base64.b64encode(dek)]
-    scanned = 0
-    for file in files:
-        content = file.read_bytes()
-        scanned += len(content)
-        assert not [s for s in secrets if s in content], file
-    assert scanned > 0
+    assert sum(len(content) for content in files.values()) > 0
+    for where, content in files.items():
+        assert not [s for s in secrets if s in content], where
     # the scan looks at live data: the run of the key file's task is recorded there
-    assert any(b"Write the DEK key file" in p.read_bytes() for p in files)
+    assert any(b"Write the DEK key file" in content for content in files.values())

@@ -28,7 +28,13 @@ from typing import Any
 from emulator.http import HttpError
 from emulator.services.arm.models import PutContext
 from emulator.services.authorization.models import principal_allowed
-from emulator.services.kubernetes.kms import ACCESS_ERROR, KmsProvider, identity_principal, settings
+from emulator.services.kubernetes.kms import (
+    ACCESS_ERROR,
+    Caller,
+    KmsProvider,
+    plugin_caller,
+    settings,
+)
 from emulator.services.kubernetes.models import KubernetesModel
 
 FIELD = "properties.securityProfile.azureKeyVaultKms"
@@ -102,7 +108,7 @@ def check(ctx: PutContext, provider: KmsProvider, kubernetes_version: str) -> No
     if not version.kty.startswith("RSA"):
         raise _bad(f"{FIELD}.keyId '{key_id}' is a {version.kty} key; KMS needs an RSA key.")
     principal = _principal(ctx)
-    problem = provider.problem(provider.version_id(key_id), principal)
+    problem = provider.problem(provider.version_id(key_id), Caller(principal, access == "Private"))
     if problem:
         code, message = problem
         raise _bad(message, code if code == ACCESS_ERROR else "InvalidParameter")
@@ -149,7 +155,7 @@ def failure(resource: dict[str, Any], kube: KubernetesModel, provider: KmsProvid
     keys = [cluster.kms_slots.current or kms["keyId"]]
     keys += [k for k in [cluster.kms_slots.previous] if k in in_use]
     for key in keys:
-        problem = provider.problem(str(key), identity_principal(resource))
+        problem = provider.problem(str(key), plugin_caller(resource))
         if problem:
             props["provisioningState"] = "Failed"
             props["status"] = {"provisioningError": {"code": problem[0], "message": problem[1]}}

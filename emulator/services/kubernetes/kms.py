@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from emulator.http import HttpError
 from emulator.services.keyvault import crypto
-from emulator.services.keyvault.models import KeyVaultModel, KeyVersion
+from emulator.services.keyvault.models import KeyVaultModel, KeyVersion, public_access_disabled
 from emulator.services.kubernetes.status import KubeError
 
 ALG = "RSA-OAEP-256"
@@ -53,12 +53,24 @@ def settings(cluster: dict[str, Any]) -> dict[str, Any] | None:
     return kms if kms and kms.get("enabled") else None
 
 
-def identity_principal(cluster: dict[str, Any]) -> str | None:
-    """The control plane identity's principal (user-assigned first, else system)."""
+@dataclass(frozen=True)
+class Caller:
+    """How a cluster's KMS plugin reaches Key Vault: as the control plane identity, over the
+    public network or through the private endpoint AKS makes (`keyVaultNetworkAccess`)."""
+
+    principal: str | None
+    private: bool = False
+
+
+def plugin_caller(cluster: dict[str, Any]) -> Caller:
+    """The cluster's plugin: its identity's principal (user-assigned first, else system)."""
     identity = cluster.get("identity") or {}
+    principal = identity.get("principalId")
     for uai in (identity.get("userAssignedIdentities") or {}).values():
-        return str(uai.get("principalId"))
-    return identity.get("principalId")
+        principal = str(uai.get("principalId"))
+        break
+    kms = settings(cluster) or {}
+    return Caller(principal, kms.get("keyVaultNetworkAccess") == "Private")
 
 
 class KmsProvider:
@@ -75,9 +87,14 @@ class KmsProvider:
             return f"{base}/{version.version}"
         return base
 
-    def problem(self, key_id: str, principal: str | None) -> tuple[str, str] | None:
+    def problem(self, key_id: str, caller: Caller) -> tuple[str, str] | None:
         """Why the plugin cannot use `key_id` now ((code, message)), or None. The codes
-        besides the access one are the emulator's: AKS does not document them."""
+        besides the access one are the emulator's: AKS does not document them. Over the
+        public network the vault must be open to all networks: AKS does not support a vault
+        firewall that admits selected networks ("the firewall blocks traffic from the KMS
+        plugin": https://learn.microsoft.com/azure/aks/use-kms-etcd-encryption#limitations),
+        and answers such a vault with its access error (Azure/terraform-azurerm-aks#390,
+        MicrosoftDocs/azure-docs#98954)."""
         try:
             vault, _, version = self.keyvault.resolve_key_url(key_id)
         except HttpError as exc:
@@ -86,8 +103,10 @@ class KmsProvider:
             return "KeyVaultKeyDisabled", f"The key '{key_id}' is disabled."
         if version.exp is not None and version.exp <= self.keyvault.clock.now():
             return "KeyExpired", f"The key '{key_id}' expired."
-        granted = self.keyvault.effective_key_operations(vault, str(principal))
-        if not granted >= KMS_KEY_OPERATIONS:
+        granted = self.keyvault.effective_key_operations(vault, str(caller.principal))
+        acls = vault["properties"].get("networkAcls") or {}
+        closed = public_access_disabled(vault) or acls.get("defaultAction") == "Deny"
+        if not granted >= KMS_KEY_OPERATIONS or (closed and not caller.private):
             return (
                 ACCESS_ERROR,
                 f"The identity does not have keys encrypt/decrypt permission on key vault "
@@ -95,22 +114,22 @@ class KmsProvider:
             )
         return None
 
-    def _usable(self, key_id: str, principal: str | None) -> KeyVersion:
-        problem = self.problem(key_id, principal)
+    def _usable(self, key_id: str, caller: Caller) -> KeyVersion:
+        problem = self.problem(key_id, caller)
         if problem:
             raise KubeError(500, "InternalError", f"Internal error occurred: KMS: {problem[1]}")
         return self.keyvault.resolve_key_url(key_id)[2]
 
-    def seal(self, key_id: str | None, principal: str | None, plaintext: bytes) -> Sealed:
+    def seal(self, key_id: str | None, caller: Caller, plaintext: bytes) -> Sealed:
         """Encrypt with a fresh data key wrapped by `key_id` (None: stored as is)."""
         if key_id is None:
             return Sealed(None, b"", b"", plaintext)
-        version = self._usable(key_id, principal)
+        version = self._usable(key_id, caller)
         data_key, nonce = AESGCM.generate_key(bit_length=256), os.urandom(12)
         wrapped = crypto.wrap(version.material, ALG, data_key, "encrypt")
         return Sealed(key_id, wrapped, nonce, AESGCM(data_key).encrypt(nonce, plaintext, None))
 
-    def open(self, sealed: Sealed, slots: Slots, principal: str | None) -> bytes:
+    def open(self, sealed: Sealed, slots: Slots, caller: Caller) -> bytes:
         """Decrypt; 500 when the key left the slots or cannot be used."""
         if sealed.key is None:
             return sealed.data
@@ -120,6 +139,6 @@ class KmsProvider:
                 "InternalError",
                 f"Internal error occurred: KMS: the key '{sealed.key}' is in neither key slot",
             )
-        version = self._usable(sealed.key, principal)
+        version = self._usable(sealed.key, caller)
         data_key = crypto.unwrap(version.material, ALG, sealed.wrapped_key, "decrypt")
         return AESGCM(data_key).decrypt(sealed.nonce, sealed.data, None)

@@ -12,10 +12,11 @@ from typing import Any
 
 from emulator.services.arm.models import ArmModel, utc_now
 from emulator.services.kubernetes.kms import (
+    Caller,
     KmsProvider,
     Sealed,
     Slots,
-    identity_principal,
+    plugin_caller,
     settings,
 )
 from emulator.services.kubernetes.status import KubeError
@@ -62,17 +63,17 @@ class KubernetesModel:
                 return cluster
         return None
 
-    def kms_key(self, cluster: KubeCluster) -> tuple[str | None, str | None]:
-        """(versioned key id new Secrets are sealed with or None, the identity's principal).
+    def kms_key(self, cluster: KubeCluster) -> tuple[str | None, Caller]:
+        """(versioned key id new Secrets are sealed with or None, the cluster's plugin).
         A settled cluster's key id is taken into the current slot (a versionless id picks up
         the latest key version: the new KMS experience's automatic rotation)."""
         resource = self.arm.get(cluster.resource_id) or {}
         kms = settings(resource)
         if kms is None or self.kms is None:
-            return None, None
+            return None, Caller(None)
         if resource["properties"].get("provisioningState") == "Succeeded":
             cluster.kms_slots.take(self.kms.version_id(kms["keyId"]))
-        return cluster.kms_slots.current, identity_principal(resource)
+        return cluster.kms_slots.current, plugin_caller(resource)
 
     def sealed_with(self, cluster: KubeCluster) -> dict[str, str | None]:
         """Which key id each Secret ("namespace/name") was written with (None: no KMS)."""

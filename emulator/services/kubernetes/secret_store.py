@@ -92,7 +92,7 @@ def _write(
         "metadata": {**meta, "namespace": namespace},
         "type": body.get("type") or (current or {}).get("type") or "Opaque",
     }
-    key, principal = kube.kms_key(cluster)
+    key, caller = kube.kms_key(cluster)
     sealed = cluster.sealed.get((namespace, name))
     if current is not None and sealed is not None and sealed.key == key:
         same = {k: v for k, v in current.items() if k != "metadata"} == {
@@ -103,7 +103,7 @@ def _write(
     if kube.kms is None:
         raise KubeError(503, "ServiceUnavailable", "the KMS provider is not configured")
     plaintext = json.dumps(data, sort_keys=True).encode()
-    cluster.sealed[(namespace, name)] = kube.kms.seal(key, principal, plaintext)
+    cluster.sealed[(namespace, name)] = kube.kms.seal(key, caller, plaintext)
     cluster.resource_version += 1
     old_meta = (current or {}).get("metadata") or {}
     stored["metadata"].update(
@@ -119,8 +119,8 @@ def _open(kube: KubernetesModel, cluster: KubeCluster, namespace: str, name: str
     sealed = cluster.sealed[(namespace, name)]
     if kube.kms is None:
         return json.loads(sealed.data)
-    _, principal = kube.kms_key(cluster)
-    return json.loads(kube.kms.open(sealed, cluster.kms_slots, principal))
+    _, caller = kube.kms_key(cluster)
+    return json.loads(kube.kms.open(sealed, cluster.kms_slots, caller))
 
 
 def _read(kube: KubernetesModel, cluster: KubeCluster, namespace: str, name: str) -> Any:
