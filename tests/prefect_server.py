@@ -8,9 +8,9 @@ started afterwards (the CLIs the tests run) find it, and each waits until it ans
 
 Its database is a new one on the PostgreSQL server that BYOK_TEST_POSTGRES names (`./dev
 test` starts `./dev postgres` and sets it), else SQLite in its home. SQLite refuses a write
-transaction that races another ("database is locked": a 503 the client retries 2 s later),
-and a flow run's lock slot raced the server's own writes of the previous run's events: most
-flow tests ran three times slower on SQLite.
+transaction that races another ("database is locked": a 503 the client retries 2 s later,
+PrefectHQ/prefect#9938), and a flow run's lock slot raced the server's own writes of the
+run's first events: most flow tests ran three times slower on SQLite.
 
 Also exported, `PREFECT_API_SSL_CERT_FILE`: one CA certificate. Every Prefect client builds
 an SSL context from it, even for this http:// API, and the default (certifi's whole bundle)
