@@ -96,10 +96,13 @@ def _reset_postgres(url: str, *, create: bool) -> None:
     name = str(make_url(url).database)
 
     def gone(other: str) -> bool:
+        pid = other.removeprefix(_DATABASE_PREFIX).split("_", 1)[0]
         try:
-            os.kill(int(other.removeprefix(_DATABASE_PREFIX).split("_", 1)[0]), 0)
+            os.kill(int(pid), 0)
         except ProcessLookupError:
             return True
+        except (ValueError, PermissionError):  # not named by a pid, or another user's
+            return False
         return False
 
     async def work(connection: Any) -> None:
