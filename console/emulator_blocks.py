@@ -5,6 +5,7 @@ from __future__ import annotations
 from blocks.azure import AzureCredentials
 from blocks.ibm import IBMCloudCredentials
 from emulator.server import Emulator
+from emulator.services.ibm_iam.models import IbmIdentity
 
 
 def emulator_azure_credentials(emulator: Emulator, **overrides: object) -> AzureCredentials:
@@ -32,10 +33,12 @@ def save_emulator_block(emulator: Emulator, name: str) -> AzureCredentials:
     return block
 
 
-def emulator_ibm_credentials(emulator: Emulator, **overrides: object) -> IBMCloudCredentials:
-    """An IBMCloudCredentials block for the emulator's seeded IBM account (user API key with
-    Administrator access, COS HMAC key) and its endpoints."""
-    ibm = emulator.ibm_identity
+def emulator_ibm_credentials(
+    emulator: Emulator, account: IbmIdentity | None = None, **overrides: object
+) -> IBMCloudCredentials:
+    """An IBMCloudCredentials block for an IBM account of the emulator (default: the seeded
+    one): its user's API key with Administrator access, its COS HMAC key, the endpoints."""
+    ibm = account or emulator.ibm_identity
     values: dict[str, object] = {
         "api_key": ibm.api_key,
         "account_id": ibm.account_id,
@@ -53,8 +56,10 @@ def emulator_ibm_credentials(emulator: Emulator, **overrides: object) -> IBMClou
     return IBMCloudCredentials(**values)
 
 
-def save_emulator_ibm_block(emulator: Emulator, name: str) -> IBMCloudCredentials:
-    """Save (overwrite) the emulator's IBMCloudCredentials block as `name`."""
-    block = emulator_ibm_credentials(emulator)
+def save_emulator_ibm_block(
+    emulator: Emulator, name: str, account: IbmIdentity | None = None
+) -> IBMCloudCredentials:
+    """Save (overwrite) the IBMCloudCredentials block of an emulator's account as `name`."""
+    block = emulator_ibm_credentials(emulator, account)
     block.save(name, overwrite=True)
     return block

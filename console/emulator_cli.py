@@ -12,6 +12,8 @@ import ssl
 import sys
 import threading
 import urllib.request
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,13 @@ def register(subparsers: Any) -> None:
         help=f"where the CA and endpoints.json live (default {DEFAULT_STATE_DIR})",
     )
     parser.set_defaults(
-        func=_serve, port=0, save_block=None, save_ibm_block=None, throttle=False, subscriptions=1
+        func=_serve,
+        port=0,
+        save_block=None,
+        save_ibm_block=None,
+        throttle=False,
+        subscriptions=1,
+        ibm_accounts=1,
     )
     commands = parser.add_subparsers(dest="emulator_command")
 
@@ -82,6 +90,14 @@ def register(subparsers: Any) -> None:
         default=1,
         metavar="N",
         help="subscriptions of the home tenant, the default one included (default 1)",
+    )
+    serve.add_argument(
+        "--ibm-accounts",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="IBM Cloud accounts, the seeded one included (default 1); with --save-ibm-block "
+        "NAME, the others' blocks are NAME-2 … NAME-N",
     )
     serve.set_defaults(func=_serve)
 
@@ -207,7 +223,11 @@ def _serve(args: argparse.Namespace) -> int:
         else None
     )
     emulator = Emulator(
-        port=args.port, state_dir=state_dir, throttle=limits, subscriptions=args.subscriptions
+        port=args.port,
+        state_dir=state_dir,
+        throttle=limits,
+        subscriptions=args.subscriptions,
+        ibm_accounts=args.ibm_accounts,
     ).start()
     endpoints = publish(emulator, state_dir)
     stop = threading.Event()
@@ -233,15 +253,17 @@ def _save_blocks(emulator: Any, args: argparse.Namespace) -> None:
 
     from console.emulator_blocks import save_emulator_block, save_emulator_ibm_block
 
-    wanted = [
-        (args.save_block, save_emulator_block),
-        (args.save_ibm_block, save_emulator_ibm_block),
-    ]
+    wanted: list[tuple[str, Callable[[], object]]] = []
+    if args.save_block:
+        wanted.append((args.save_block, partial(save_emulator_block, emulator, args.save_block)))
+    if args.save_ibm_block:
+        accounts = [None, *emulator.other_ibm_identities]
+        for number, account in enumerate(accounts, start=1):
+            name = args.save_ibm_block + (f"-{number}" if number > 1 else "")
+            wanted.append((name, partial(save_emulator_ibm_block, emulator, name, account)))
     for name, save in wanted:
-        if not name:
-            continue
         try:
-            save(emulator, name)
+            save()
         except httpx.HTTPError as exc:
             raise SystemExit(
                 f"byok emulator: cannot save the block {name!r}: the Prefect API at "
@@ -268,11 +290,25 @@ def describe(endpoints: dict[str, str]) -> str:
             f"  COS (S3, HMAC)    {endpoints['ibm_cos']}  (key id "
             f"{endpoints['ibm_cos_hmac_access_key_id']})",
             f"  account / API key {endpoints['ibm_account_id']} / {endpoints['ibm_api_key']}",
+            *_other_ibm_accounts(endpoints),
             f"CA bundle           {endpoints['ca_bundle']}",
             f"admin API token     {endpoints['admin_token']}  (byok emulator fault|reset|"
             "requests|throttle send it)",
         ]
     )
+
+
+def _other_ibm_accounts(endpoints: dict[str, str]) -> list[str]:
+    """A line per IBM account besides the seeded one (their API keys: in the blocks that
+    --save-ibm-block saves)."""
+    accounts = endpoints.get("ibm_other_account_ids")
+    if not accounts:
+        return []
+    instances = endpoints["ibm_other_key_protect_instances"].split(",")
+    return [
+        f"  other account     {account}  (Key Protect instance {instance})"
+        for account, instance in zip(accounts.split(","), instances, strict=True)
+    ]
 
 
 def _running(args: argparse.Namespace) -> dict[str, str]:

@@ -15,6 +15,7 @@ from emulator.clock import clock_admin
 from emulator.cos import CosServer
 from emulator.faults import Fault, FaultInjector
 from emulator.http import HttpError, Request, Response
+from emulator.ibm_accounts import new_identity
 from emulator.requestlog import RequestLog
 from emulator.services.arm.models import ArmModel
 from emulator.services.ibm_iam.models import IbmIdentity
@@ -41,6 +42,7 @@ class Emulator:
         identity: Identity | None = None,
         throttle: Limits | None = None,
         subscriptions: int = 1,
+        ibm_accounts: int = 1,
     ) -> None:
         self.identity = identity or Identity()
         self.subscriptions = subscriptions  # of the home tenant, made again on every reset
@@ -58,6 +60,10 @@ class Emulator:
         self.state: EmulatorState | None = None
         self.base_url = ""
         self.ibm_identity = IbmIdentity()
+        # IBM accounts besides the seeded one, the same after every reset
+        self.other_ibm_identities = [
+            new_identity(self.ibm_identity.region) for _ in range(ibm_accounts - 1)
+        ]
         self.cos = CosServer(
             self.ibm_identity.cos_hmac_access_key_id,
             self.ibm_identity.cos_hmac_secret_access_key,
@@ -104,6 +110,8 @@ class Emulator:
             ca_pem=self.ca_path.read_bytes(),
         )
         self.state.ensure_subscriptions(self.subscriptions)
+        for other in self.other_ibm_identities:
+            self.state.ibm.add(other)
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -179,6 +187,11 @@ class Emulator:
             "ibm_key_protect_instance": self.ibm_identity.key_protect_instance,
             "ibm_cos_instance": self.ibm_identity.cos_instance,
             "ibm_cos_hmac_access_key_id": self.ibm_identity.cos_hmac_access_key_id,
+            # the other accounts, in order (comma-separated)
+            "ibm_other_account_ids": ",".join(i.account_id for i in self.other_ibm_identities),
+            "ibm_other_key_protect_instances": ",".join(
+                i.key_protect_instance for i in self.other_ibm_identities
+            ),
         }
 
     # -- the admin API (main origin, under /_emulator) ----------------------------------------

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from ibm_cloud_sdk_core import ApiException
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from blocks.azure import AzureCredentials
 from blocks.ibm import IBMCloudCredentials
+from clients.ibm import IBMClients
 from console.cli import main
 from console.emulator_cli import publish
 from emulator.server import Emulator
@@ -102,10 +104,23 @@ def test_serve_then_inject_a_fault_from_the_cli(prefect_harness: None, tmp_path:
     env = {**os.environ, "BYOK_EMULATOR_DIR": str(tmp_path)}
     server, endpoints = serve(
         tmp_path, "--throttle", "--throttle-reads", "1/0.2", "--subscriptions", "2",
-        "--save-block", "cli-azure", "--save-ibm-block", "cli-ibm",
+        "--ibm-accounts", "2", "--save-block", "cli-azure", "--save-ibm-block", "cli-ibm",
     )  # fmt: skip
     try:
         assert len(subscriptions(endpoints)) == 2
+        # printed once the blocks were saved
+        assert server.stdout and server.stdout.readline().startswith("byok cloud emulator running")
+        other = IBMCloudCredentials.load("cli-ibm-2")
+        assert isinstance(other, IBMCloudCredentials)
+        assert other.account_id == endpoints["ibm_other_account_ids"] != endpoints["ibm_account_id"]
+        # the second account's own API key and instance answer; the seeded one's instance
+        # is not its own
+        keys = IBMClients(other).key_protect(endpoints["ibm_other_key_protect_instances"])
+        assert keys.create_key("root")["crn"].split(":")[6] == f"a/{other.account_id}"
+        seeded = IBMClients(other).key_protect(endpoints["ibm_key_protect_instance"])
+        with pytest.raises(ApiException) as refused:
+            seeded.list_keys()
+        assert refused.value.status_code == 401
         for name in ("endpoints.json", "az-env.sh", "tls/server-key.pem"):
             assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
         assert "az login --service-principal" in (tmp_path / "az-env.sh").read_text()
@@ -137,7 +152,7 @@ def test_serve_then_inject_a_fault_from_the_cli(prefect_harness: None, tmp_path:
     assert not (tmp_path / "endpoints.json").exists()
     assert not (tmp_path / "az-env.sh").exists()
     out = server.stdout.read() if server.stdout else ""
-    assert "byok cloud emulator running" in out  # printed once the blocks were saved
+    assert f"other account     {endpoints['ibm_other_account_ids']}  (Key Protect" in out
     assert f"source {tmp_path.resolve() / 'az-env.sh'}" in out
     ibm, azure = IBMCloudCredentials.load("cli-ibm"), AzureCredentials.load("cli-azure")
     assert isinstance(ibm, IBMCloudCredentials) and isinstance(azure, AzureCredentials)

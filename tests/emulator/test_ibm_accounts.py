@@ -22,14 +22,11 @@ from tests.emulator.test_ibm_softlayer import seed_order
 def other(emulator: Emulator) -> tuple[IBMClients, str, str]:
     """Clients of a second account: (clients, account id, its Key Protect instance)."""
     identity = emulator.state.add_ibm_account()
-    credentials = emulator_ibm_credentials(
-        emulator,
-        api_key=identity.api_key,
-        account_id=identity.account_id,
-        cos_hmac_access_key_id=identity.cos_hmac_access_key_id,
-        cos_hmac_secret_access_key=identity.cos_hmac_secret_access_key,
+    return (
+        IBMClients(emulator_ibm_credentials(emulator, identity)),
+        identity.account_id,
+        identity.key_protect_instance,
     )
-    return IBMClients(credentials), identity.account_id, identity.key_protect_instance
 
 
 def status_of(call: object) -> int:
