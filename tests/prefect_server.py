@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
-HOME_ENV = "BYOK_TEST_PREFECT_HOME"  # the shared server's PREFECT_HOME, for every process
+HOME_ENV = "BYOK_TEST_PREFECT_HOME"  # the server's PREFECT_HOME, for the processes it serves
 POSTGRES_ENV = "BYOK_TEST_POSTGRES"  # a PostgreSQL server's URL, for the servers' databases
 _DATABASE_PREFIX = "byok_test_"
 T = TypeVar("T")
@@ -51,7 +51,7 @@ EXPORTED = ("PREFECT_API_URL", "PREFECT_API_SSL_CERT_FILE", HOME_ENV)
 
 
 def home() -> Path | None:
-    """The running shared server's home, if this session has one."""
+    """The home of the running server this process uses, if any."""
     value = os.environ.get(HOME_ENV)
     return Path(value) if value else None
 
