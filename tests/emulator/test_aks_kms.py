@@ -85,6 +85,16 @@ class Setup:
         kubeconfig = self.clusters.list_cluster_user_credentials("rg", "aks").kubeconfigs[0].value
         return core_api(kubeconfig)
 
+    def assert_failed_on_key_access(self, secret_name: str) -> None:
+        """The cluster is Failed with AKS's key access error and the Secret no longer reads."""
+        failed = self.clusters.get("rg", "aks")
+        assert failed.properties.provisioning_state == "Failed"
+        error = failed.properties.status.provisioning_error
+        assert error.code == "AzureKeyVaultKmsValidateIdentityPermissionCustomerError"
+        with pytest.raises(ApiException) as info:
+            self.core().read_namespaced_secret(secret_name, "default")
+        assert info.value.status == 500
+
     def sealed_with(self) -> dict[str, str | None]:
         kube = self.emulator.state.kubernetes
         (cluster,) = kube.clusters.values()
@@ -271,13 +281,7 @@ def test_removed_key_access_fails_the_cluster(setup: Setup) -> None:
             )
         ),
     )
-    failed = setup.clusters.get("rg", "aks")
-    assert failed.properties.provisioning_state == "Failed"
-    error = failed.properties.status.provisioning_error
-    assert error.code == "AzureKeyVaultKmsValidateIdentityPermissionCustomerError"
-    with pytest.raises(ApiException) as info:
-        setup.core().read_namespaced_secret("a", "default")
-    assert info.value.status == 500
+    setup.assert_failed_on_key_access("a")
 
 
 def test_a_vault_firewall_blocks_a_public_plugin(setup: Setup) -> None:
@@ -291,13 +295,7 @@ def test_a_vault_firewall_blocks_a_public_plugin(setup: Setup) -> None:
     vaults.update(
         "rg", "kv-kms", VaultPatchParameters(properties=VaultPatchProperties(network_acls=firewall))
     )
-    failed = setup.clusters.get("rg", "aks")
-    assert failed.properties.provisioning_state == "Failed"
-    error = failed.properties.status.provisioning_error
-    assert error.code == "AzureKeyVaultKmsValidateIdentityPermissionCustomerError"
-    with pytest.raises(ApiException) as info:
-        setup.core().read_namespaced_secret("a", "default")
-    assert info.value.status == 500
+    setup.assert_failed_on_key_access("a")
     with pytest.raises(HttpResponseError) as refused:
         setup.put(setup.key_id).result()
     assert refused.value.error.code == "AzureKeyVaultKmsValidateIdentityPermissionCustomerError"
