@@ -65,10 +65,8 @@ class Caller:
 def plugin_caller(cluster: dict[str, Any]) -> Caller:
     """The cluster's plugin: its identity's principal (user-assigned first, else system)."""
     identity = cluster.get("identity") or {}
-    principal = identity.get("principalId")
-    for uai in (identity.get("userAssignedIdentities") or {}).values():
-        principal = str(uai.get("principalId"))
-        break
+    assigned = list((identity.get("userAssignedIdentities") or {}).values())
+    principal = str(assigned[0].get("principalId")) if assigned else identity.get("principalId")
     kms = settings(cluster) or {}
     return Caller(principal, kms.get("keyVaultNetworkAccess") == "Private")
 
