@@ -298,9 +298,20 @@ class RotationPlan(BaseModel):
 def shares(
     moves: list[tuple[Dependent, RotationRow]], n: int
 ) -> list[list[tuple[Dependent, RotationRow]]]:
-    """`moves` dealt into at most `n` shares, one move to each in turn: shares worked
-    through at the same pace keep the order of `moves` (the subscriptions in turn)."""
-    return [share for share in (moves[i::n] for i in range(n)) if share]
+    """`moves` dealt into at most `n` shares, each subscription's moves one to each share in
+    turn (the next subscription starting at the next share), each share in the order of
+    `moves`. Every share draws on every subscription: a Dask worker paces to its part of each
+    subscription's buckets (`clients.ratelimit.dask_share`), and a share without a
+    subscription leaves its part unused (dealt move by move, 2 subscriptions on 2 workers ran
+    at half ARM's rate: bench/fleet_rotation.py)."""
+    dealt: list[list[tuple[Dependent, RotationRow]]] = [[] for _ in range(n)]
+    turns: dict[str, int] = {}
+    for move in moves:
+        subscription = move[0].subscription_id.lower()
+        turn = turns.setdefault(subscription, len(turns))
+        dealt[turn % n].append(move)
+        turns[subscription] = turn + 1
+    return [share for share in dealt if share]
 
 
 class FleetRotationResult(BaseModel):
