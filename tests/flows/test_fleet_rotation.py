@@ -291,11 +291,11 @@ def test_a_registry_whose_identity_discovery_missed_keeps_its_own(
     assert (kvp.identity, kvp.key_identifier) == (uai.client_id, new)
 
 
-def test_a_dependent_whose_reads_fail_past_the_sdk_retries_is_moved_on_the_task_retry(
+def test_a_dependent_whose_reads_fail_past_the_sdk_retries_is_moved_again(
     azure_block: str, emulator: Emulator, azure_credentials: AzureCredentials, fleet: FleetSeed
 ) -> None:
-    """A set's steps run inside its one move task: a transient failure the SDK's own retries
-    (10) do not outlast fails the attempt, and the task's retry moves the set."""
+    """A transient failure the SDK's own retries (10) do not outlast fails the set's move,
+    and the move runs again and moves it."""
     target = next(d for d in fleet.des_ids if d.endswith("des-0"))
     start = active_keys(azure_credentials, fleet)[target]
     fault = emulator.faults.add(
