@@ -8,7 +8,8 @@ encryption set and registry that uses it moves to that version, verified.
 4. Read each key's latest version; plan: due by age or expiry, a new version or the one
    this rotation (or a rotation policy) already made; KMS clusters the two-slot rule stops
    are held back (rows); plan_only publishes the plan and stops.
-5. Rotate each key once (tagged with the rotation id: a re-run reuses the version).
+5. Rotate each key once (tagged with the rotation id: a re-run reuses the version), on the
+   flow's own threads.
 6. Move each dependent (in one share per Dask worker): update a set or registry pinned
    to a version, or wait for one that follows the latest version to pick it up; verify it
    reports the new version. A KMS cluster gets the version and every Secret re-written,
@@ -71,15 +72,15 @@ def rotate_customer_keys(
     if request.plan_only:
         return publish_rotation(quote(plan), quote(plan.rows() + ibm.rows()), True)
     wait, policy = request.wait_for_other_run, request.rotation_policy
+    # every key at once, on this run's threads: one write each, not worth a trip to Dask
+    rotating = [
+        rotate_key.submit(credentials, k, plan.rotation_id, wait, policy) for k in plan.rotations
+    ]
+    keys = [f.result() for f in rotating]
     with fleet_runner(request) as (count, threads):
-        # every key at once (and each IBM root key with its images), then every dependent,
-        # the subscriptions in turn, in shares (one per Dask worker)
+        # each IBM root key with its images, and every dependent, the subscriptions in
+        # turn, in shares (one per Dask worker)
         roots = [rotate_ibm_key.submit(k, request) for k in ibm.rotations]
-        rotating = [
-            rotate_key.submit(credentials, k, plan.rotation_id, wait, policy)
-            for k in plan.rotations
-        ]
-        keys = [f.result() for f in rotating]
         moving = [
             move_dependents.submit(credentials, share, plan.rotation_id, request, number, threads)
             for number, share in enumerate(shares(plan.moves(keys), count), 1)
