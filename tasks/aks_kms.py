@@ -106,6 +106,41 @@ def _has_key_access(clients: AzureClients, vault: VaultInfo, found: Any, princip
     return "all" in granted or {"encrypt", "decrypt"} <= granted
 
 
+def _closed_to_public(found: Any) -> str | None:
+    """Why the KMS plugin cannot reach this vault (an ARM Vault) over the public network:
+    public access disabled, or a firewall (AKS supports no vault that admits selected
+    networks only: https://learn.microsoft.com/azure/aks/use-kms-etcd-encryption#limitations);
+    None when it can."""
+    if text(found.properties.public_network_access) == "Disabled":
+        return "has public network access disabled"
+    acls = found.properties.network_acls
+    if acls is not None and text(acls.default_action) == "Deny":
+        return "has a firewall (default action Deny), which blocks the KMS plugin"
+    return None
+
+
+def _check_public_vault(clients: AzureClients, name: str, kms: dict[str, Any]) -> None:
+    """A cluster whose KMS plugin reaches its vault over the public network: refused when
+    the vault is closed to it (a new key version would leave the cluster Failed). A vault
+    these credentials cannot see is left to the plugin's own error."""
+    if kms.get("keyVaultNetworkAccess") == "Private":
+        return
+    try:
+        vault = vault_for_key(clients, kms["keyId"])
+    except InvalidRequest:
+        return
+    found = clients.keyvault_management().vaults.get(vault.id.split("/")[4], vault.name)
+    closed = _closed_to_public(found)
+    if closed:
+        raise InvalidRequest(
+            "cluster_name",
+            name,
+            f"its KMS key vault '{vault.name}' {closed} (the cluster reaches it over the public "
+            "network): allow public access from all networks, or switch the cluster to Private "
+            "(enable-aks-kms-encryption with key_vault_network_access Private)",
+        )
+
+
 @task(name="Check the KMS request", **STEP_RETRIES)
 def validate_enable(credentials: AzureCredentials, request: EnableKmsRequest) -> VaultInfo:
     """Experience and key id, cluster version (or the new cluster's), key region and type,
@@ -147,23 +182,13 @@ def validate_enable(credentials: AzureCredentials, request: EnableKmsRequest) ->
         )
     found = clients.keyvault_management().vaults.get(vault.id.split("/")[4], vault.name)
     private = request.key_vault_network_access == "Private"
-    acls = found.properties.network_acls
-    if not private and text(found.properties.public_network_access) == "Disabled":
+    closed = None if private else _closed_to_public(found)
+    if closed:
         raise InvalidRequest(
             "key_vault_network_access",
             request.key_vault_network_access,
-            f"key vault '{vault.name}' has public network access disabled: use Private, with "
-            f"key_vault_resource_id {vault.id}",
-        )
-    if not private and acls is not None and text(acls.default_action) == "Deny":
-        # AKS does not support a public vault whose firewall admits selected networks only:
-        # https://learn.microsoft.com/azure/aks/use-kms-etcd-encryption#limitations
-        raise InvalidRequest(
-            "key_vault_network_access",
-            request.key_vault_network_access,
-            f"key vault '{vault.name}' has a firewall (default action Deny), which blocks the "
-            "KMS plugin: allow all networks, or use Private with key_vault_resource_id "
-            f"{vault.id}",
+            f"key vault '{vault.name}' {closed}: allow public access from all networks, or use "
+            f"Private with key_vault_resource_id {vault.id}",
         )
     key = or_none(lambda: _arm_key(clients, vault, kid))
     if key is None:
@@ -448,9 +473,10 @@ def _verified(key_id: str) -> str:
 def validate_rotation(
     credentials: AzureCredentials, request: RotateKmsRequest, rotation: str
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """The cluster uses KMS with a recorded key version; a new rotation is refused while
-    Secrets may still need the previous version (the two-slot rule), unless it is the
-    rotation in progress re-run. Returns the cluster's tags and KMS settings."""
+    """The cluster uses KMS with a recorded key version, and a vault its plugin can reach; a
+    new rotation is refused while Secrets may still need the previous version (the two-slot
+    rule), unless it is the rotation in progress re-run. Returns the cluster's tags and KMS
+    settings."""
     rg, name = request.resource_group, request.cluster_name
     clients = AzureClients.of(credentials, request.subscription_id)
     cluster = read_cluster(clients, rg, name)
@@ -464,6 +490,7 @@ def validate_rotation(
             "KMS etcd encryption is not enabled by this tool on the cluster: run "
             "enable-aks-kms-encryption first",
         )
+    _check_public_vault(clients, name, kms)
     if tags.get(TAG_ROTATION) == rotation or not tags.get(TAG_PREVIOUS):
         return tags, kms
     left = _pending(clients, rg, name, tags, request.secrets_page_size)

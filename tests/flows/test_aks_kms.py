@@ -230,10 +230,37 @@ def test_bad_requests_are_refused_before_any_write(
     before = changes(emulator)
     assert message() == (
         "key_vault_network_access = 'Public': key vault 'kv-kms' has a firewall (default "
-        "action Deny), which blocks the KMS plugin: allow all networks, or use Private with "
-        f"key_vault_resource_id {aks.vault.id}"
+        "action Deny), which blocks the KMS plugin: allow public access from all networks, or "
+        f"use Private with key_vault_resource_id {aks.vault.id}"
     )
     assert changes(emulator) == before
+
+
+def test_a_rotation_is_refused_before_any_write_when_a_vault_firewall_blocks_the_plugin(
+    azure_block: str, azure: AzureClients, emulator: Emulator
+) -> None:
+    """A vault closed after KMS was enabled over the public network: a new key version would
+    leave the cluster Failed, so the rotation is refused before it makes one."""
+    aks = Cluster(azure, emulator)
+    enable_aks_kms_encryption(enable(azure_block, aks.key_id))
+    versions = aks.versions()
+
+    def firewall(action: str) -> None:
+        rules = NetworkRuleSet(default_action=action, bypass="AzureServices")
+        patch = VaultPatchParameters(properties=VaultPatchProperties(network_acls=rules))
+        azure.keyvault_management().vaults.update("rg", "kv-kms", patch)
+
+    firewall("Deny")
+    before = changes(emulator)
+    assert refused(rotate_aks_kms_key, rotate(azure_block, "r1").model_dump(mode="json")) == (
+        "cluster_name = 'aks': its KMS key vault 'kv-kms' has a firewall (default action Deny), "
+        "which blocks the KMS plugin (the cluster reaches it over the public network): allow "
+        "public access from all networks, or switch the cluster to Private "
+        "(enable-aks-kms-encryption with key_vault_network_access Private)"
+    )
+    assert changes(emulator) == before
+    firewall("Allow")  # to read the key's versions
+    assert aks.versions() == versions
 
 
 def test_two_rotations_at_once_make_one_key_version_and_seal_every_secret_once(
@@ -290,7 +317,8 @@ def test_a_private_vault_gets_key_vault_contributor_and_its_resource_id(
 
     assert message() == (
         "key_vault_network_access = 'Public': key vault 'kv-kms' has public network access "
-        f"disabled: use Private, with key_vault_resource_id {aks.vault.id}"
+        "disabled: allow public access from all networks, or use Private with "
+        f"key_vault_resource_id {aks.vault.id}"
     )
     assert message(key_vault_network_access="Private") == (
         "key_vault_resource_id = None: a private key vault (key_vault_network_access = "
