@@ -16,6 +16,7 @@ def retry_while(
     retryable: Callable[[Exception], bool],
     *,
     timeout_seconds: float,
+    max_attempts: int | None = None,
     first_delay: float = 1.0,
     max_delay: float = 30.0,
     jitter: float = 0.25,
@@ -25,15 +26,18 @@ def retry_while(
 ) -> T:
     """Return `call()`; while it raises an exception `retryable` accepts, wait (doubling from
     `first_delay` up to `max_delay`, ± `jitter` of it) and call again, until
-    `timeout_seconds` have passed, when the last exception is raised."""
+    `timeout_seconds` have passed or `max_attempts` calls were made, when the last exception
+    is raised."""
     deadline = clock() + timeout_seconds
     delay = first_delay
+    attempts = 0
     while True:
         try:
+            attempts += 1
             return call()
         except Exception as exc:
             remaining = deadline - clock()
-            if not retryable(exc) or remaining <= 0:
+            if not retryable(exc) or remaining <= 0 or attempts == max_attempts:
                 raise
             wait = min(remaining, delay * (1 + random.uniform(-jitter, jitter)))
             if on_retry:

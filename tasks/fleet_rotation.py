@@ -234,11 +234,11 @@ def move_dependent(
     gets the version and every Secret re-written, verified none is left on an older one.
 
     Plain calls (`.fn`), not task runs: at fleet scale each task run's Prefect bookkeeping
-    (its record and state events) cost more than the ARM requests (bench/fleet_rotation.py,
-    1,000 sets on SQLite and Dask: 1.45 times ARM's floor with a task run per dependent,
-    1.30 without). A transient failure the SDK's own retries did not outlast moves the dependent
-    again, until its pickup wait plus `MOVE_RETRY_SECONDS` have passed; then, like any other
-    failure, it is the dependent's failed row."""
+    (its record and state events, from every worker) costs more than the ARM requests; the
+    rows say what happened to each dependent. A transient failure the SDK's own retries did
+    not outlast moves the dependent again, as a step's task retries would (at most 3 more
+    times, within its pickup wait plus `MOVE_RETRY_SECONDS`); then, like any other failure,
+    it is the dependent's failed row."""
     row = RotationRow(
         key_id=key.key_id,
         dependent_id=dependent.resource_id,
@@ -254,6 +254,7 @@ def move_dependent(
             lambda: _move(credentials, dependent, key.version, rotation_id, request),
             is_transient,
             timeout_seconds=request.pickup_timeout_minutes * 60 + MOVE_RETRY_SECONDS,
+            max_attempts=1 + STEP_RETRIES["retries"],
             first_delay=2,
             on_retry=lambda exc, wait: get_run_logger().info(
                 "Moving %s failed (%s); again in %.1f s", dependent.name, one_line(exc), wait

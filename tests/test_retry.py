@@ -23,6 +23,7 @@ from SoftLayer import SoftLayerAPIError, TransportError
 
 from byok.azure_errors import RetryAfterTooLong, as_byok_error, is_propagation_delay
 from byok.errors import InvalidRequest, OperationFailed, PropagationTimedOut, ServiceRefused
+from byok.retrying import retry_while
 from clients.azure import AzureClients, SafeRetryPolicy
 from emulator.faults import Fault
 from emulator.server import Emulator
@@ -285,3 +286,20 @@ def test_every_error_survives_pickling_as_persisted_results_need() -> None:
     for error in errors:
         again = pickle.loads(pickle.dumps(error))
         assert (type(again), str(again)) == (type(error), str(error))
+
+
+def test_retry_while_stops_after_max_attempts_or_at_a_failure_it_does_not_retry() -> None:
+    calls: list[int] = []
+    waits: list[float] = []
+
+    def fail() -> None:
+        calls.append(1)
+        raise ConnectionError("dropped")
+
+    with pytest.raises(ConnectionError):
+        retry_while(fail, is_transient, timeout_seconds=3600, max_attempts=4, sleep=waits.append)
+    assert len(calls) == 4 and len(waits) == 3 and waits[-1] > waits[0]
+    calls.clear()
+    with pytest.raises(ConnectionError):
+        retry_while(fail, lambda exc: False, timeout_seconds=3600, sleep=waits.append)
+    assert len(calls) == 1
