@@ -72,15 +72,16 @@ def rotate_customer_keys(
     if request.plan_only:
         return publish_rotation(quote(plan), quote(plan.rows() + ibm.rows()), True)
     wait, policy = request.wait_for_other_run, request.rotation_policy
-    # every key at once, on this run's threads: one write each, not worth a trip to Dask
+    # every key at once, on this run's threads (one write each, not worth a trip to Dask)
+    # while a local Dask cluster starts
     rotating = [
         rotate_key.submit(credentials, k, plan.rotation_id, wait, policy) for k in plan.rotations
     ]
-    keys = [f.result() for f in rotating]
     with fleet_runner(request) as (count, threads):
         # each IBM root key with its images, and every dependent, the subscriptions in
         # turn, in shares (one per Dask worker)
         roots = [rotate_ibm_key.submit(k, request) for k in ibm.rotations]
+        keys = [f.result() for f in rotating]
         moving = [
             move_dependents.submit(credentials, share, plan.rotation_id, request, number, threads)
             for number, share in enumerate(shares(plan.moves(keys), count), 1)

@@ -33,6 +33,7 @@ def task_runner_for(request: FleetRotationRequest) -> Any:
             "n_workers": request.dask_workers,
             "threads_per_worker": threads,
             "processes": True,
+            "preload": ["tasks.fleet_rotation"],
         }
     )
 
