@@ -9,7 +9,7 @@ encryption set and registry that uses it moves to that version, verified.
    this rotation (or a rotation policy) already made; KMS clusters the two-slot rule stops
    are held back (rows); plan_only publishes the plan and stops.
 5. Rotate each key once (tagged with the rotation id: a re-run reuses the version), on the
-   flow's own threads.
+   flow's own threads while the task runner starts.
 6. Move each dependent (in one share per Dask worker): update a set or registry pinned
    to a version, or wait for one that follows the latest version to pick it up; verify it
    reports the new version. A KMS cluster gets the version and every Secret re-written,
