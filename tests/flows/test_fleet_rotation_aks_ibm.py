@@ -2,10 +2,11 @@
 least-privilege principal): the plan lists them, each moves to the key's one new version with
 every Secret re-written (the emulator's record of the key each Secret is sealed with), a
 cluster that fails half way is a named row (the other cluster goes on), the two-slot rule
-holds it back from another rotation, and a re-run of the same rotation finishes it without a
-second key version. Root keys: one rotation, every classic image's wrapped DEK rewrapped and
-recorded (still unwrapping to the same DEK), a failed record finished by a re-run without a
-second rotation, and Key Protect's one rotation per hour kept."""
+holds it back from another rotation, a re-run of the same rotation finishes it without a
+second key version, and a vault firewall closed to the clusters holds both back. Root keys:
+one rotation, every classic image's wrapped DEK rewrapped and recorded (still unwrapping to
+the same DEK), a failed record finished by a re-run without a second rotation, and Key
+Protect's one rotation per hour kept."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.mgmt.keyvault.models import (
+    IPRule,
+    NetworkRuleSet,
+    VaultPatchParameters,
+    VaultPatchProperties,
+)
 from prefect.blocks.system import Secret
 
 from byok.ibm_dek import META_KEY_VERSION, META_KEYHASH, META_ROOT_KEY, META_WDEK
@@ -119,6 +126,23 @@ def test_kms_clusters_rotate_fail_alone_are_held_by_two_slots_and_resume(
     for name, namespace in CLUSTERS.items():  # the data survived
         secret = cores[name].read_namespaced_secret("s2", namespace)
         assert secret.data["v"]
+
+    # a firewall closes kv-kms to the clusters' public KMS plugins (this client admitted): a
+    # rotation would leave them Failed, so both are held back, read only
+    rules = NetworkRuleSet(
+        default_action="Deny", bypass="AzureServices", ip_rules=[IPRule(value="127.0.0.1")]
+    )
+    patch = VaultPatchParameters(properties=VaultPatchProperties(network_acls=rules))
+    azure.keyvault_management().vaults.update("rg", "kv-kms", patch)
+    emulator.requests.clear()
+    closed = rotate_customer_keys(fleet(azure_block, plan_only=True, rotation_id="r3"))
+    assert writes(emulator) == []
+    held_back = {r.dependent_id: r for r in closed.rows if r.kind == "aks-cluster"}
+    assert set(held_back) == set(ids.values())
+    assert all(
+        r.status == "failed" and "has a firewall (default action Deny)" in r.reason
+        for r in held_back.values()
+    ), held_back
 
 
 @pytest.mark.slow
