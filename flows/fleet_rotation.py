@@ -42,10 +42,10 @@ from tasks.fleet_rotation import (
 from tasks.fleet_rotation_ibm import plan_ibm_keys, rotate_ibm_key
 from tasks.inventory import discover_resources, readable_subscriptions
 from tasks.refusal import refuse_quietly
-from tasks.task_runners import check_task_runner, fleet_runner
+from tasks.task_runners import check_task_runner, fleet_runner, key_threads
 
 
-@flow(name="rotate-customer-keys", validate_parameters=False)
+@flow(name="rotate-customer-keys", validate_parameters=False, task_runner=key_threads())
 @refuse_quietly
 def rotate_customer_keys(
     request: FleetRotationRequest, credentials: AzureCredentials | None = None

@@ -15,6 +15,13 @@ from byok.errors import InvalidRequest
 from byok.rotation import FleetRotationRequest
 
 CONNECT_SECONDS = 3
+KEY_THREADS = 16
+
+
+def key_threads() -> Any:
+    """The fleet flow run's own task runner, on which the keys rotate: `KEY_THREADS` at a
+    time (Prefect's default thread pool has no bound)."""
+    return ThreadPoolTaskRunner(max_workers=KEY_THREADS)
 
 
 def task_runner_for(request: FleetRotationRequest) -> Any:
@@ -33,6 +40,8 @@ def task_runner_for(request: FleetRotationRequest) -> Any:
             "n_workers": request.dask_workers,
             "threads_per_worker": threads,
             "processes": True,
+            # each worker imports the moves' code as it starts (while the flow rotates the
+            # keys), not when its share arrives
             "preload": ["tasks.fleet_rotation"],
         }
     )
