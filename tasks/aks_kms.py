@@ -129,6 +129,8 @@ def _check_public_vault(clients: AzureClients, name: str, kms: dict[str, Any]) -
         vault = vault_for_key(clients, kms["keyId"])
     except InvalidRequest:
         return
+    if isinstance(vault, HsmInfo):  # not a KMS key store (enabling refuses it): not ours
+        return
     found = clients.keyvault_management().vaults.get(vault.id.split("/")[4], vault.name)
     closed = _closed_to_public(found)
     if closed:

@@ -49,9 +49,8 @@ from tasks.retry import STEP_RETRIES, is_transient
 from tasks.run_lock import resource_lock
 
 READERS = 16  # concurrent key reads
-MOVE_RETRY_SECONDS = (
-    60  # beyond a dependent's pickup wait, to move it again after a transient failure
-)
+# beyond a dependent's pickup wait: the time left to move it again after a transient failure
+MOVE_RETRY_SECONDS = 60
 
 
 @task(name="Select the keys", **IN_MEMORY)
