@@ -18,7 +18,7 @@ from pydantic import AliasChoices, BaseModel, Field, field_validator
 
 from byok.aks_kms import experience_of
 from byok.errors import InvalidRequest
-from byok.inventory.discovery import Row, get, vaults_by_uri
+from byok.inventory.discovery import STORE_KINDS, Row, get, vaults_by_uri
 from byok.inventory.ibm import key_protect_id
 from byok.inventory.request import FleetScope, IbmAccountScope
 from byok.key_policy import RotationPolicySpec
@@ -348,6 +348,13 @@ def default_rotation_id(request: FleetRotationRequest, day: datetime) -> str:
     return f"fleet-{digest}-{day:%Y%m%d}"
 
 
+SET_TYPE = "microsoft.compute/diskencryptionsets"
+REGISTRY_TYPE = "microsoft.containerregistry/registries"
+CLUSTER_TYPE = "microsoft.containerservice/managedclusters"
+# what a rotation discovers: its dependents, and the key stores a vault filter names
+ROTATION_TYPES = (SET_TYPE, REGISTRY_TYPE, CLUSTER_TYPE, *STORE_KINDS)
+
+
 def dependents(rows: Sequence[Row]) -> dict[str, list[Dependent]]:
     """The disk encryption sets, customer-key registries and KMS clusters of the discovery
     rows, by the versionless id (lower case) of the key they use."""
@@ -355,7 +362,7 @@ def dependents(rows: Sequence[Row]) -> dict[str, list[Dependent]]:
     for row in rows:
         kind = row["type"].lower()
         props = row.get("properties") or {}
-        if kind == "microsoft.compute/diskencryptionsets":
+        if kind == SET_TYPE:
             url = get(props, "activeKey", "keyUrl")
             if not url:
                 continue
@@ -366,7 +373,7 @@ def dependents(rows: Sequence[Row]) -> dict[str, list[Dependent]]:
                 follows_latest=bool(props.get("rotationToLatestKeyVersionEnabled")),
                 confidential=props.get("encryptionType") == CONFIDENTIAL_SET,
             )
-        elif kind == "microsoft.containerregistry/registries":
+        elif kind == REGISTRY_TYPE:
             vault = get(props, "encryption", "keyVaultProperties") or {}
             url = vault.get("keyIdentifier")
             if get(props, "encryption", "status") != "enabled" or not url:
@@ -378,7 +385,7 @@ def dependents(rows: Sequence[Row]) -> dict[str, list[Dependent]]:
                 follows_latest=url.rstrip("/").count("/") == 4,  # https://vault/keys/name
                 identity=vault.get("identity"),
             )
-        elif kind == "microsoft.containerservice/managedclusters":
+        elif kind == CLUSTER_TYPE:
             kms = get(props, "securityProfile", "azureKeyVaultKms") or {}
             if not kms.get("enabled") or not kms.get("keyId"):
                 continue

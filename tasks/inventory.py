@@ -6,6 +6,7 @@ plan, the report files it would write."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,24 +63,32 @@ def readable_subscriptions(
 
 @task(name="Discover resources", **STEP_RETRIES, **IN_MEMORY)
 def discover_resources(
-    credentials: AzureCredentials, subscriptions: list[str], use_resource_graph: bool
+    credentials: AzureCredentials,
+    subscriptions: list[str],
+    use_resource_graph: bool,
+    types: tuple[str, ...] = discovery.ALL_TYPES,
 ) -> list[dict[str, Any]]:
     """Every disk encryption set, disk, VM, image version, registry, cluster, key vault and
-    managed HSM of the subscriptions, in Resource Graph's row shape (with the power state of
-    the VMs on confidential sets)."""
-    rows = _discovered(credentials, subscriptions, use_resource_graph) if subscriptions else []
+    managed HSM of the subscriptions (or those of `types`), in Resource Graph's row shape
+    (with the power state of the VMs on confidential sets)."""
+    rows = (
+        _discovered(credentials, subscriptions, use_resource_graph, types) if subscriptions else []
+    )
     report_outcome(said.scope(subscriptions), "read", note=said.counted(len(rows), "resource"))
     return rows
 
 
 def _discovered(
-    credentials: AzureCredentials, subscriptions: list[str], use_resource_graph: bool
+    credentials: AzureCredentials,
+    subscriptions: list[str],
+    use_resource_graph: bool,
+    types: tuple[str, ...],
 ) -> list[dict[str, Any]]:
     clients = AzureClients.of(credentials)
     rows = None
     if use_resource_graph:
         try:
-            rows = _query_graph(clients, subscriptions)
+            rows = _query_graph(clients, subscriptions, types)
         except HttpResponseError as exc:
             if exc.status_code != 403:
                 raise
@@ -88,7 +97,7 @@ def _discovered(
                 error_code(exc),
             )
     if rows is None:
-        rows = [row for sub in subscriptions for row in _list_through_arm(credentials, sub)]
+        rows = [row for sub in subscriptions for row in _list_through_arm(credentials, sub, types)]
     _add_power_states(credentials, rows)
     return rows
 
@@ -110,7 +119,9 @@ def _add_power_states(credentials: AzureCredentials, rows: list[dict[str, Any]])
         extended["instanceView"] = {"powerState": {"code": code}}
 
 
-def _query_graph(clients: AzureClients, subscriptions: list[str]) -> list[dict[str, Any]]:
+def _query_graph(
+    clients: AzureClients, subscriptions: list[str], types: tuple[str, ...] = discovery.ALL_TYPES
+) -> list[dict[str, Any]]:
     graph = clients.resource_graph()
     rows: list[dict[str, Any]] = []
     token = None
@@ -118,7 +129,7 @@ def _query_graph(clients: AzureClients, subscriptions: list[str]) -> list[dict[s
         page = graph.resources(
             QueryRequest(
                 subscriptions=subscriptions,
-                query=discovery.DISCOVERY_QUERY,
+                query=discovery.discovery_query(types),
                 options=QueryRequestOptions(top=PAGE, skip_token=token),
             )
         )
@@ -128,26 +139,43 @@ def _query_graph(clients: AzureClients, subscriptions: list[str]) -> list[dict[s
             return rows
 
 
-def _list_through_arm(credentials: AzureCredentials, subscription: str) -> list[dict[str, Any]]:
+def _list_through_arm(
+    credentials: AzureCredentials, subscription: str, types: tuple[str, ...] = discovery.ALL_TYPES
+) -> list[dict[str, Any]]:
     """The same rows from ARM's list operations, one subscription at a time."""
     clients = AzureClients.of(credentials, subscription)
     compute = clients.compute()
-    models: list[Any] = [
-        *compute.disk_encryption_sets.list(),
-        *compute.disks.list(),
-        *compute.virtual_machines.list_all(),
-        *clients.container_registry().registries.list(),
-        *clients.container_service().managed_clusters.list(),
-        *clients.keyvault_management().vaults.list_by_subscription(),
-        *clients.keyvault_management().managed_hsms.list_by_subscription(),
+    listings: dict[str, Callable[[], Iterable[Any]]] = {
+        "microsoft.compute/diskencryptionsets": compute.disk_encryption_sets.list,
+        "microsoft.compute/disks": compute.disks.list,
+        "microsoft.compute/virtualmachines": compute.virtual_machines.list_all,
+        "microsoft.compute/galleries/images/versions": lambda: _image_versions(compute),
+        "microsoft.containerregistry/registries": lambda: (
+            clients.container_registry().registries.list()
+        ),
+        "microsoft.containerservice/managedclusters": lambda: (
+            clients.container_service().managed_clusters.list()
+        ),
+        discovery.VAULT_TYPE: lambda: clients.keyvault_management().vaults.list_by_subscription(),
+        discovery.HSM_TYPE: lambda: (
+            clients.keyvault_management().managed_hsms.list_by_subscription()
+        ),
+    }
+    return [
+        {**_wire(model), "subscriptionId": subscription}
+        for kind in types
+        for model in listings[kind]()
     ]
+
+
+def _image_versions(compute: Any) -> Iterator[Any]:
+    """Every image version of every gallery of the subscription."""
     for gallery in compute.galleries.list():
         group = str(gallery.id).split("/")[4]
         for image in compute.gallery_images.list_by_gallery(group, str(gallery.name)):
-            models += compute.gallery_image_versions.list_by_gallery_image(
+            yield from compute.gallery_image_versions.list_by_gallery_image(
                 group, str(gallery.name), str(image.name)
             )
-    return [{**_wire(model), "subscriptionId": subscription} for model in models]
 
 
 def _wire(model: Any) -> dict[str, Any]:

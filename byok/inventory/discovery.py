@@ -1,7 +1,7 @@
 """From Resource Graph rows (ARM's resource shapes) to findings: what each resource is
 encrypted with, down to an image version's regions and LUNs and a VM's disks.
 
-The query the inventory sends (`DISCOVERY_QUERY`) selects the types below; each row becomes
+The query the inventory sends (`discovery_query()`) selects the types below; each row becomes
 one or more findings. Key facts (age, expiry, rotation policy, the vault's protection) come
 from Key Vault, looked up once per key by the caller and passed in as `keys`.
 
@@ -37,12 +37,18 @@ _HOST_LABELS = {"vault": "key-vault", "managedhsm": "managed-hsm"}
 CONFIDENTIAL_SET = "ConfidentialVmEncryptedWithCustomerKey"
 DEALLOCATED = "PowerState/deallocated"
 POWER_STATE = ("properties", "extended", "instanceView", "powerState", "code")
-DISCOVERY_QUERY = (
-    "Resources | where type in~ ("
-    + ", ".join(f"'{t}'" for t in [*TYPES, *STORE_KINDS])
-    + ") | project id, name, type, location, subscriptionId, managedBy, identity, tags,"
-    + " properties | order by id asc"
-)
+ALL_TYPES = (*TYPES, *STORE_KINDS)
+
+
+def discovery_query(types: Sequence[str] = ALL_TYPES) -> str:
+    """The Resource Graph query for the rows of `types` (lower-case resource types)."""
+    return (
+        "Resources | where type in~ ("
+        + ", ".join(f"'{t}'" for t in types)
+        + ") | project id, name, type, location, subscriptionId, managedBy, identity, tags,"
+        + " properties | order by id asc"
+    )
+
 
 Row = Mapping[str, Any]
 KeyLookup = Callable[[str], KeyState | None]

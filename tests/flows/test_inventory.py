@@ -20,12 +20,14 @@ from trestle.oscal.assessment_results import AssessmentResults
 
 from blocks.azure import AzureCredentials
 from byok.inventory.request import BlastRadiusRequest
+from byok.rotation import ROTATION_TYPES
 from byok.validation import InvalidRequest
 from clients.azure import AzureClients
 from emulator.server import Emulator
 from flows.blast_radius import key_blast_radius
 from flows.disk_encryption_set import prepare_disk_encryption_set
 from flows.inventory import InventoryRequest, inventory_customer_managed_keys
+from tasks.inventory import discover_resources
 from tests.flows.test_disk_encryption_set import request as des_request
 from tests.helpers import outcomes, run_with_tables
 
@@ -138,6 +140,21 @@ def test_arm_listing_finds_what_resource_graph_finds(
     inventory(azure_block, report_dir=str(graph))
     inventory(azure_block, report_dir=str(listing), use_resource_graph=False)
     assert verdicts(graph) == verdicts(listing)
+
+
+def test_a_rotation_discovers_only_its_dependents_and_key_stores(
+    azure_block: str, fleet: dict[str, str]
+) -> None:
+    credentials = AzureCredentials.load_saved(azure_block)
+    subscriptions = [fleet["des"].split("/")[2], fleet["other"]]
+    graph = discover_resources(credentials, subscriptions, True, ROTATION_TYPES)
+    listing = discover_resources(credentials, subscriptions, False, ROTATION_TYPES)
+    # the other subscription's disk is left out; the set and its vault are found both ways
+    assert {(r["type"].lower(), r["id"].lower()) for r in graph} == {
+        ("microsoft.compute/diskencryptionsets", fleet["des"].lower()),
+        ("microsoft.keyvault/vaults", fleet["vault"].lower()),
+    }
+    assert {r["id"].lower() for r in listing} == {r["id"].lower() for r in graph}
 
 
 def test_unknown_subscription_is_a_row_and_bad_input_is_refused(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from byok.inventory.discovery import (
-    DISCOVERY_QUERY,
+    discovery_query,
     findings,
     key_urls,
     set_ids,
@@ -134,4 +134,4 @@ def test_vaults_are_found_by_the_key_url_origin() -> None:
     }
     assert vault_for(KEY, vaults_by_uri([vault])) is vault
     assert find(vault) == []
-    assert "'microsoft.keyvault/vaults'" in DISCOVERY_QUERY
+    assert "'microsoft.keyvault/vaults'" in discovery_query()
