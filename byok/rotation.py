@@ -86,8 +86,9 @@ class FleetRotationRequest(FleetScope):
         32,
         ge=1,
         description="Moves at once: threads of the thread runner, or of a local Dask "
-        "cluster's workers together (ARM's pacing, not this, bounds the rate: enough threads "
-        "keep every subscription's buckets busy while others wait on polls).",
+        "cluster's workers together. Many dependents per subscription: ARM's pacing bounds "
+        "the rate; spread over many subscriptions, a move mostly waits on its polls and more "
+        "threads go faster (10 subscriptions, 1,000 dependents: 32 → 30 s, 96 → 18 s).",
     )
     wait_for_other_run: bool = Field(
         False,
