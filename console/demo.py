@@ -167,7 +167,7 @@ def _demo(args: argparse.Namespace, emulator: Any, api: str) -> None:
                 while True:
                     time.sleep(3600)
             except KeyboardInterrupt:
-                pass
+                print("Stopping the worker, the Prefect server and the emulator…", flush=True)
 
 
 def _prefect_env(api: str) -> dict[str, str]:

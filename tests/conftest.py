@@ -173,9 +173,10 @@ class Demo:
     stderr: Path
 
     def stop(self) -> int:
-        """Ctrl-C, as a user stops it; returns its exit code."""
+        """Ctrl-C, as a user stops it (a terminal signals the demo's whole process group: its
+        Prefect server and worker too); returns its exit code."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            os.killpg(self.process.pid, signal.SIGINT)
             try:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:  # hung: its server and worker go with it
