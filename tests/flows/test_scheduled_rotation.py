@@ -25,8 +25,10 @@ SET = ("rg-byok-demo", "des-byok-demo")
 
 
 async def turn_on_schedule(key_id: str) -> str:
-    """What a user does in the UI: set the parameters, turn on a schedule (here: every 15 s
-    from 5 s on; the test turns it off after the first completed run)."""
+    """What a user does in the UI: set the parameters, turn on a schedule (here: hourly from
+    5 s on; the test turns it off after the first completed run). Not shorter: the worker
+    takes a run up to 10 s before it is due (its prefetch), so with 15 s a second run was
+    already under way when the test ended, and held up the demo's Ctrl-C."""
     async with get_client() as client:
         deployment = await client.read_deployment_by_name(DEPLOYMENT)
         await client.update_deployment(
@@ -47,7 +49,7 @@ async def turn_on_schedule(key_id: str) -> str:
         first = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
         await client.create_deployment_schedules(
             deployment.id,
-            [(IntervalSchedule(interval=dt.timedelta(seconds=15), anchor_date=first), True)],
+            [(IntervalSchedule(interval=dt.timedelta(hours=1), anchor_date=first), True)],
         )
         return str(deployment.id)
 
