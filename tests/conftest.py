@@ -173,13 +173,14 @@ class Demo:
     stderr: Path
 
     def stop(self) -> int:
-        """Ctrl-C, as a user stops it (a terminal signals the demo's whole process group: its
-        Prefect server and worker too); returns its exit code."""
+        """Ctrl-C, as a terminal sends it (to the demo's process group; its Prefect server
+        and worker run in sessions of their own and are the demo's to stop); returns its exit
+        code."""
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGINT)
             try:
                 self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:  # hung: its server and worker go with it
+            except subprocess.TimeoutExpired:  # hung
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         return int(self.process.returncode)
