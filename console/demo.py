@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -165,11 +166,24 @@ def _demo(args: argparse.Namespace, emulator: Any, api: str) -> None:
                 "from the UI. Ctrl-C stops them.",
                 flush=True,
             )
+            _stop_on_signals()
             try:
                 while True:
                     time.sleep(3600)
             except KeyboardInterrupt:
                 print("Stopping the worker, the Prefect server and the emulator…", flush=True)
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C (SIGINT) and `kill` (SIGTERM) stop the demo cleanly, even where it started
+    with SIGINT ignored, as a script's background jobs start (Python then never turns it into
+    KeyboardInterrupt: the demo ignored Ctrl-C)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, stop)
 
 
 def _prefect_env(api: str) -> dict[str, str]:
@@ -209,10 +223,10 @@ def deploy_all(api: str) -> int:
 def process_worker(api: str) -> Iterator[None]:
     """A process worker polling the demo's work pool.
 
-    The worker and the server run in sessions of their own, so that Ctrl-C reaches only the
-    demo, which stops the worker first and the server after it: a worker whose server went
-    first (Ctrl-C reaches a terminal's whole process group) kept the demo from exiting for
-    over a minute while it tried to report a run that had just ended."""
+    The worker and the server run in sessions of their own, so that Ctrl-C (which a terminal
+    sends to its whole process group) reaches only the demo, which stops the worker first and
+    the server after it: a worker whose server went first could not report the run it was
+    finishing (seen in the tests' logs)."""
     worker = subprocess.Popen(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL],
         env=_prefect_env(api),

@@ -207,6 +207,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             [sys.executable, "-m", "console.cli", "demo", "--port", str(port), "--home",
              str(tmp / "home"), "--keep-running"],
             env=env, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True,
+            # with SIGINT ignored, as a script's background job starts: Ctrl-C must still work
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )  # fmt: skip
     lines: queue.Queue[str] = queue.Queue()
 

@@ -27,8 +27,8 @@ SET = ("rg-byok-demo", "des-byok-demo")
 async def turn_on_schedule(key_id: str) -> str:
     """What a user does in the UI: set the parameters, turn on a schedule (here: hourly from
     5 s on; the test turns it off after the first completed run). Not shorter: the worker
-    takes a run up to 10 s before it is due (its prefetch), so with 15 s a second run was
-    already under way when the test ended, and held up the demo's Ctrl-C."""
+    takes a run up to 10 s before it is due (its prefetch), so with 15 s a second run could
+    be under way when the test ends."""
     async with get_client() as client:
         deployment = await client.read_deployment_by_name(DEPLOYMENT)
         await client.update_deployment(
