@@ -116,6 +116,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from console.emulator_cli import DEFAULT_STATE_DIR, claim, publish, retract
     from emulator.server import Emulator
 
+    _stop_on_signals()
     DEFAULT_STATE_DIR.mkdir(parents=True, exist_ok=True)
     claim(DEFAULT_STATE_DIR)
     with tempfile.TemporaryDirectory(prefix="byok-demo-") as tmp:
@@ -166,7 +167,6 @@ def _demo(args: argparse.Namespace, emulator: Any, api: str) -> None:
                 "from the UI. Ctrl-C stops them.",
                 flush=True,
             )
-            _stop_on_signals()
             try:
                 while True:
                     time.sleep(3600)
@@ -177,7 +177,8 @@ def _demo(args: argparse.Namespace, emulator: Any, api: str) -> None:
 def _stop_on_signals() -> None:
     """Ctrl-C (SIGINT) and `kill` (SIGTERM) stop the demo cleanly, even where it started
     with SIGINT ignored, as a script's background jobs start (Python then never turns it into
-    KeyboardInterrupt: the demo ignored Ctrl-C)."""
+    KeyboardInterrupt: the demo ignored Ctrl-C). Set before the server and the worker start:
+    an ignored signal stays ignored in a child, a handled one is reset."""
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

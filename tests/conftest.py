@@ -203,12 +203,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     }
     stderr = tmp / "stderr.log"
     with stderr.open("w") as err:
+        # started with SIGINT ignored, as a script's background job is: Ctrl-C must still
+        # stop it (a shell's `trap`, not preexec_fn, which may deadlock a threaded parent)
         process = subprocess.Popen(
-            [sys.executable, "-m", "console.cli", "demo", "--port", str(port), "--home",
-             str(tmp / "home"), "--keep-running"],
+            ["sh", "-c", 'trap "" INT; exec "$0" "$@"', sys.executable, "-m", "console.cli",
+             "demo", "--port", str(port), "--home", str(tmp / "home"), "--keep-running"],
             env=env, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True,
-            # with SIGINT ignored, as a script's background job starts: Ctrl-C must still work
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )  # fmt: skip
     lines: queue.Queue[str] = queue.Queue()
 
