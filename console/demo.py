@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK_POOL = "byok-process"
 DEMO_BLOCK = "emulator-azure"
 DEMO_IBM_BLOCK = "emulator-ibm"
-WORKER_STOP_SECONDS = 15  # then the worker is killed (a run it holds is left to its lease)
+WORKER_STOP_SECONDS = 15  # to stop on SIGTERM, then the worker is killed
 
 
 def register(subparsers: Any) -> None:
@@ -175,15 +175,17 @@ def _demo(args: argparse.Namespace, emulator: Any, api: str) -> None:
 
 
 def _stop_on_signals() -> None:
-    """Ctrl-C (SIGINT) and `kill` (SIGTERM) stop the demo cleanly, even where it started
-    with SIGINT ignored, as a script's background jobs start (Python then never turns it into
-    KeyboardInterrupt: the demo ignored Ctrl-C). Set before the server and the worker start:
-    an ignored signal stays ignored in a child, a handled one is reset."""
+    """Ctrl-C (SIGINT), `kill` (SIGTERM) and a closed terminal (SIGHUP: it no longer reaches
+    the server and the worker, in sessions of their own) stop the demo and them cleanly, even
+    where it started with SIGINT ignored, as a script's background jobs start (Python then
+    never turns it into KeyboardInterrupt: the demo ignored Ctrl-C). Set before the server
+    and the worker start: an ignored signal stays ignored in a child, a handled one is
+    reset."""
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    for number in (signal.SIGINT, signal.SIGTERM):
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(number, stop)
 
 

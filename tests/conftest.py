@@ -180,7 +180,8 @@ class Demo:
             os.killpg(self.process.pid, signal.SIGINT)
             try:
                 self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:  # hung
+            except subprocess.TimeoutExpired:  # hung: killed; its server and worker (in
+                # sessions of their own) are left running
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         return int(self.process.returncode)
