@@ -3,6 +3,7 @@ scheduler, or a local cluster of worker processes) through prefect-dask."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +17,15 @@ from byok.rotation import FleetRotationRequest
 
 CONNECT_SECONDS = 3
 KEY_THREADS = 16
+# Dask's worker profiler reads every thread's stack (sys._current_frames) every 10 ms. On
+# Python 3.11 before 3.11.9 that call can deadlock with a thread starting or ending (CPython
+# gh-106883, fixed in 3.11.9 by python/cpython#117332), and the moves start threads all the
+# time (azure-core starts one per long-running operation). It froze a worker for good in
+# `bench/fleet_rotation.py` (py-spy: the worker's main thread in `trigger_profile`, a move's
+# thread in `start_new_thread` holding the GIL). distributed switches its event-loop profiler
+# off on 3.11 for this reason (distributed/core.py), but not the worker's.
+PROFILER = "distributed.worker.profile.enabled"
+FIXED_IN = (3, 11, 9)
 
 
 def key_threads() -> Any:
@@ -43,6 +53,7 @@ def task_runner_for(request: FleetRotationRequest) -> Any:
             # each worker imports the moves' code as it starts (while the flow rotates the
             # keys), not when its share arrives
             "preload": ["tasks.fleet_rotation"],
+            "config": {PROFILER: False},  # dotted: the workers set it over their config
         }
     )
 
@@ -82,7 +93,8 @@ def fleet_runner(request: FleetRotationRequest) -> Iterator[tuple[int, int]]:
 
 @task(name="Check the task runner")
 def check_task_runner(request: FleetRotationRequest) -> None:
-    """Before any write: prefect-dask is installed and the Dask scheduler answers."""
+    """Before any write: prefect-dask is installed, the Dask scheduler answers and none of
+    its workers can freeze as above."""
     if request.task_runner != "dask":
         return
     try:
@@ -94,10 +106,34 @@ def check_task_runner(request: FleetRotationRequest) -> None:
     if request.dask_address is None:
         return
     try:
-        Client(request.dask_address, timeout=CONNECT_SECONDS).close()
+        client = Client(request.dask_address, timeout=CONNECT_SECONDS)
     except (OSError, TimeoutError) as exc:
         raise InvalidRequest(
             "dask_address",
             request.dask_address,
             f"no Dask scheduler answered within {CONNECT_SECONDS} s ({type(exc).__name__})",
         ) from None
+    with client:
+        frozen = _workers_that_can_freeze(client)
+    if frozen:
+        raise InvalidRequest(
+            "dask_address",
+            request.dask_address,
+            f"{len(frozen)} worker(s) run Python {frozen[0]} with Dask's profiler on, which can "
+            "freeze a worker for good (CPython gh-106883, fixed in 3.11.9): start the workers "
+            f"with {PROFILER} false (DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False) or on "
+            "Python 3.11.9 or later",
+        )
+
+
+def _workers_that_can_freeze(client: Any) -> list[str]:
+    """The Python versions of the workers that profile on a Python with gh-106883."""
+    import dask.config
+
+    profiling = client.run(dask.config.get, PROFILER)
+    frozen = []
+    for worker, facts in client.get_versions()["workers"].items():
+        release = tuple(int(n) for n in re.findall(r"\d+", facts["host"]["python"])[:3])
+        if profiling.get(worker) and release[:2] == FIXED_IN[:2] and release < FIXED_IN:
+            frozen.append(".".join(map(str, release)))  # 3.11.7.final.0 → 3.11.7
+    return frozen

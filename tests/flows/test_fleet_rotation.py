@@ -4,6 +4,7 @@ re-run that resumes (no second version), a dry run that writes nothing."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 
@@ -21,6 +22,7 @@ from emulator.faults import Fault
 from emulator.server import Emulator
 from emulator.services.entra.models import Principal
 from flows.fleet_rotation import rotate_customer_keys
+from tasks.task_runners import check_task_runner, task_runner_for
 
 
 @pytest.fixture
@@ -155,6 +157,44 @@ def test_unreachable_dask_scheduler_is_refused_before_any_write(
             request(azure_block, task_runner="dask", dask_address="tcp://127.0.0.1:9")
         )
     assert writes(emulator) == []
+
+
+@pytest.mark.parametrize("profiler", [True, False])
+def test_dask_workers_that_can_freeze_are_refused_before_any_write(
+    azure_block: str, emulator: Emulator, profiler: bool
+) -> None:
+    """Dask's profiler on Python 3.11 before 3.11.9 can freeze a worker (CPython gh-106883):
+    such an existing cluster is refused, one with the profiler off is taken."""
+    import dask.config
+    from distributed import LocalCluster
+
+    emulator.requests.clear()
+    can_freeze = profiler and (3, 11) <= sys.version_info[:3] < (3, 11, 9)
+    with (
+        dask.config.set({"distributed.worker.profile.enabled": profiler}),
+        LocalCluster(n_workers=2, processes=False, dashboard_address=":0") as cluster,
+    ):
+        asked = request(azure_block, task_runner="dask", dask_address=cluster.scheduler_address)
+        if can_freeze:
+            with pytest.raises(
+                InvalidRequest,
+                match=r"dask_address = .*: 2 worker\(s\) run Python 3\.11\.\d+ with Dask's "
+                r"profiler on, .*distributed\.worker\.profile\.enabled false",
+            ):
+                rotate_customer_keys(asked)
+            assert writes(emulator) == []
+        else:
+            check_task_runner.fn(asked)
+
+
+def test_a_local_dask_clusters_workers_do_not_profile() -> None:
+    """The local cluster's workers run without Dask's profiler (see the test above)."""
+    runner = task_runner_for(request("unused", task_runner="dask", dask_workers=1))
+    with runner:
+        sampling = runner.client.run(
+            lambda dask_worker: "profile" in dask_worker.periodic_callbacks
+        )
+    assert list(sampling.values()) == [False]
 
 
 def test_lost_answers_and_a_failing_set_leave_no_duplicate_and_a_rerun_finishes(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,49 @@ def test_kms_clusters_rotate_fail_alone_are_held_by_two_slots_and_resume(
         r.status == "failed" and "has a firewall (default action Deny)" in r.reason
         for r in held_back.values()
     ), held_back
+
+
+def test_a_vault_closed_after_the_check_leaves_its_cluster_on_the_old_version(
+    azure_block: str, azure: AzureClients, emulator: Emulator
+) -> None:
+    """The vault closes to the cluster's plugin after the plan's check and before the move:
+    the move checks again under the cluster's lock, so the cluster is a failed row with the
+    reason, still on the old version with every Secret sealed with it."""
+    vault, v1 = vault_with_key(azure, emulator, "rg", "kv-late", "late")
+    kms_cluster(azure, azure_block, "aks-late", "late", v1)
+    vaults = azure.keyvault_management().vaults
+    emulator.requests.clear()
+    # the new version's answer is held back 3 s: the vault closes meanwhile, once checked
+    emulator.faults.add(Fault("latency", method="POST", path="/keys/late/create$", seconds=3))
+
+    def close_when_checked() -> None:
+        deadline = time.monotonic() + 60
+        while not emulator.requests.find("GET", "/vaults/kv-late$"):
+            assert time.monotonic() < deadline, "the plan never checked the vault"
+            time.sleep(0.02)
+        rules = NetworkRuleSet(default_action="Deny", ip_rules=[IPRule(value="127.0.0.1")])
+        vaults.update(
+            "rg",
+            "kv-late",
+            VaultPatchParameters(properties=VaultPatchProperties(network_acls=rules)),
+        )
+
+    closer = threading.Thread(target=close_when_checked)
+    closer.start()
+    state = rotate_customer_keys(
+        fleet(azure_block, key_vaults=["kv-late"], rotation_id="late"), return_state=True
+    )
+    closer.join(60)
+    cluster_id = str(azure.container_service().managed_clusters.get("rg", "aks-late").id)
+    assert state.is_failed(), state.message
+    assert f"{cluster_id}: " in str(state.message)
+    assert "has a firewall (default action Deny)" in str(state.message)
+    keys = azure.keys(str(vault.properties.vault_uri))
+    assert len(list(keys.list_properties_of_key_versions("late"))) == 2  # the key rotated
+    found = azure.container_service().managed_clusters.get("rg", "aks-late")
+    assert found.properties.security_profile.azure_key_vault_kms.key_id == v1
+    assert sealed(emulator)["aks-late"] == {v1}
+    assert not [w for w in writes(emulator) if "managedClusters" in w or "/secrets/" in w]
 
 
 @pytest.mark.slow
