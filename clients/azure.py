@@ -24,6 +24,7 @@ from byok.retrying import IDEMPOTENT_METHODS, resend_allowed
 from clients.context import shared
 from clients.lazy import load
 from clients.ratelimit import RateLimitPolicy, new_buckets
+from clients.token_once import OneFetchPerScope
 
 if TYPE_CHECKING:  # the clients themselves are loaded on first use (clients.lazy)
     from azure.mgmt.authorization import AuthorizationManagementClient
@@ -40,8 +41,9 @@ if TYPE_CHECKING:  # the clients themselves are loaded on first use (clients.laz
     from azure.mgmt.resourcegraph import ResourceGraphClient
 
 ClientT = TypeVar("ClientT")
-HTTP_POOL_SIZE = 64
-"""Connections kept per host: above the fleet flows' thread count."""
+HTTP_POOL_SIZE = 160
+"""Connections kept per host: above the fleet flows' thread count (by default at most 128
+moves and 16 keys at once)."""
 
 
 class SafeRetryPolicy(RetryPolicy):
@@ -109,8 +111,11 @@ class AzureClients:
 
     @cached_property
     def credential(self) -> TokenCredential:
-        """The token credential, one per block in the process (shared by its subscriptions)."""
-        return shared(self.block, "credential", make=self.block.get_credential)
+        """The token credential, one per block in the process (shared by its subscriptions),
+        fetching one token per scope at a time."""
+        return shared(
+            self.block, "credential", make=lambda: OneFetchPerScope(self.block.get_credential())
+        )
 
     def retry_policy(self) -> SafeRetryPolicy:
         """The retry policy of every client (a new one per client: it keeps no state)."""
