@@ -5,7 +5,7 @@ server in another, on threads and on a local Dask cluster, with the server on SQ
 PostgreSQL (`./dev postgres`).
 
     .venv/bin/python bench/fleet_rotation.py [--sets 1000] [--subscriptions 10]
-        [--runner threads,dask] [--database sqlite,postgres]
+        [--runner threads,dask] [--database sqlite,postgres] [--max-concurrency N]
 
 Prints per run: wall time of the flow; the floor ARM's buckets allow for the requests the run
 made (per bucket: what exceeds its burst, at its refill rate; the slowest bucket decides) and
@@ -51,7 +51,9 @@ def main() -> None:
     parser.add_argument("--subscriptions", type=int, default=10)
     parser.add_argument("--runner", default="threads,dask")
     parser.add_argument("--database", default="sqlite,postgres")
-    parser.add_argument("--max-concurrency", type=int, default=32)
+    parser.add_argument(
+        "--max-concurrency", type=int, help="moves at once (default: the flow's, by subscription)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)  # the flow's process: its request
     args = parser.parse_args()
     if args.child:

@@ -26,6 +26,8 @@ from byok.keyvault_ids import KeyId
 
 # The tag on a key version this tool made, naming the rotation it was made for.
 ROTATION_TAG = "byok-rotation"
+THREADS_PER_SUBSCRIPTION = 32
+AUTO_THREADS_MAX = 128
 
 
 class FleetRotationRequest(FleetScope):
@@ -82,13 +84,14 @@ class FleetRotationRequest(FleetScope):
         "task_runner 'dask': a local cluster of `dask_workers` processes.",
     )
     dask_workers: int = Field(2, ge=1, description="Workers of a local Dask cluster.")
-    max_concurrency: int = Field(
-        32,
+    max_concurrency: int | None = Field(
+        None,
         ge=1,
         description="Moves at once: threads of the thread runner, or of a local Dask "
-        "cluster's workers together. Many dependents per subscription: ARM's pacing bounds "
-        "the rate; spread over many subscriptions, a move mostly waits on its polls and more "
-        "threads go faster (10 subscriptions, 1,000 dependents: 32 → 30 s, 96 → 18 s).",
+        f"cluster's workers together. Empty: {THREADS_PER_SUBSCRIPTION} for each subscription "
+        f"the run moves dependents in, at most {AUTO_THREADS_MAX}: ARM paces each "
+        "subscription apart, and spread over many a move mostly waits on its polls (10 "
+        "subscriptions, 1,000 dependents: 32 threads 30 s, the default 128 12-16 s).",
     )
     wait_for_other_run: bool = Field(
         False,
@@ -294,6 +297,16 @@ class RotationPlan(BaseModel):
                 queues.setdefault(d.subscription_id.lower(), []).append((d, row))
         turns = zip_longest(*queues.values())
         return [move for turn in turns for move in turn if move is not None]
+
+    def concurrency(self, request: FleetRotationRequest) -> int:
+        """Moves at once: the request's `max_concurrency`, else `THREADS_PER_SUBSCRIPTION`
+        for each subscription with dependents to move, at most `AUTO_THREADS_MAX`."""
+        if request.max_concurrency is not None:
+            return request.max_concurrency
+        subscriptions = {
+            d.subscription_id.lower() for key in self.rotations for d in key.dependents
+        }
+        return min(AUTO_THREADS_MAX, THREADS_PER_SUBSCRIPTION * max(1, len(subscriptions)))
 
 
 def shares(

@@ -79,7 +79,7 @@ def rotate_customer_keys(
     rotating = [
         rotate_key.submit(credentials, k, plan.rotation_id, wait, policy) for k in plan.rotations
     ]
-    with fleet_runner(request) as (count, threads):
+    with fleet_runner(request, plan.concurrency(request)) as (count, threads):
         # each IBM root key with its images, and every dependent, the subscriptions in
         # turn, in shares (one per Dask worker)
         roots = [rotate_ibm_key.submit(k, request) for k in ibm.rotations]

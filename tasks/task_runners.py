@@ -34,17 +34,17 @@ def key_threads() -> Any:
     return ThreadPoolTaskRunner(max_workers=KEY_THREADS)
 
 
-def task_runner_for(request: FleetRotationRequest) -> Any:
-    """The task runner the request asks for."""
+def task_runner_for(request: FleetRotationRequest, concurrency: int) -> Any:
+    """The task runner the request asks for, for `concurrency` moves at once."""
     if request.task_runner == "threads":
-        return ThreadPoolTaskRunner(max_workers=request.max_concurrency)
+        return ThreadPoolTaskRunner(max_workers=concurrency)
     from prefect_dask import DaskTaskRunner  # only fleets that use Dask need it
 
     if request.dask_address:
         return DaskTaskRunner(address=request.dask_address)
     # Dask's default is one thread per core: a move mostly waits on ARM (its polls and the
-    # pacing), so the workers share `max_concurrency` threads as the thread runner has them
-    threads = -(-request.max_concurrency // request.dask_workers)
+    # pacing), so the workers share `concurrency` threads as the thread runner has them
+    threads = -(-concurrency // request.dask_workers)
     return DaskTaskRunner(
         cluster_kwargs={
             "n_workers": request.dask_workers,
@@ -74,21 +74,21 @@ def tasks_run_on(runner: TaskRunner[Any]) -> Iterator[None]:
 
 
 @contextmanager
-def fleet_runner(request: FleetRotationRequest) -> Iterator[tuple[int, int]]:
+def fleet_runner(request: FleetRotationRequest, concurrency: int) -> Iterator[tuple[int, int]]:
     """Tasks submitted inside run on the request's runner; gives how many shares of the
-    fleet to send and how many threads each share runs: one share of `max_concurrency`
-    threads on the thread runner, one per Dask worker sharing `max_concurrency` threads.
+    fleet to send and how many threads each share runs: one share of `concurrency` threads
+    on the thread runner, one per Dask worker sharing `concurrency` threads.
 
     A share, not each dependent, is what goes to Dask: each task sent cost the flow ~0.4 s
     (Prefect's settings serialised, the payload tokenised) and the worker two new Prefect
     clients (py-spy, 300 sets); a share's moves run on its worker's threads and client."""
-    runner = task_runner_for(request)
+    runner = task_runner_for(request, concurrency)
     with tasks_run_on(runner):
         if isinstance(runner, ThreadPoolTaskRunner):
-            yield 1, request.max_concurrency
+            yield 1, concurrency
         else:
             workers = len(runner.client.nthreads())
-            yield workers, -(-request.max_concurrency // workers)
+            yield workers, -(-concurrency // workers)
 
 
 @task(name="Check the task runner")

@@ -189,7 +189,7 @@ def test_dask_workers_that_can_freeze_are_refused_before_any_write(
 
 def test_a_local_dask_clusters_workers_do_not_profile() -> None:
     """The local cluster's workers run without Dask's profiler (see the test above)."""
-    runner = task_runner_for(request("unused", task_runner="dask", dask_workers=1))
+    runner = task_runner_for(request("unused", task_runner="dask", dask_workers=1), 1)
     with runner:
         sampling = runner.client.run(
             lambda dask_worker: "profile" in dask_worker.periodic_callbacks

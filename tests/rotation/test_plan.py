@@ -231,18 +231,18 @@ def test_plan_only_is_also_read_under_its_former_name_dry_run() -> None:
     assert "plan_only" in FleetRotationRequest.model_json_schema()["properties"]
 
 
+def dependent(sub: str, name: str) -> Dependent:
+    return Dependent(
+        resource_id=f"/subscriptions/{sub}/resourceGroups/rg/providers/"
+        f"Microsoft.Compute/diskEncryptionSets/{name}",
+        kind=DependentKind.DISK_ENCRYPTION_SET,
+        key_url=f"{VAULT}/keys/k/v1",
+        follows_latest=False,
+    )
+
+
 def test_moves_take_the_subscriptions_in_turn() -> None:
     """Dependents of keys in different subscriptions alternate, each with its key's row."""
-
-    def dependent(sub: str, name: str) -> Dependent:
-        return Dependent(
-            resource_id=f"/subscriptions/{sub}/resourceGroups/rg/providers/"
-            f"Microsoft.Compute/diskEncryptionSets/{name}",
-            kind=DependentKind.DISK_ENCRYPTION_SET,
-            key_url=f"{VAULT}/keys/k/v1",
-            follows_latest=False,
-        )
-
     other = "00000000-0000-0000-0000-000000000002"
     keys = [
         PlannedKey(
@@ -284,9 +284,28 @@ def test_moves_take_the_subscriptions_in_turn() -> None:
 def test_a_local_dask_cluster_shares_max_concurrency_threads() -> None:
     """A move mostly waits on ARM: the local cluster's workers together run as many threads
     as the thread runner would (Dask's default is one per core)."""
-    asked = FleetRotationRequest(
-        azure_credentials_block="b", task_runner="dask", dask_workers=3, max_concurrency=32
-    )
-    runner = task_runner_for(asked)
+    asked = FleetRotationRequest(azure_credentials_block="b", task_runner="dask", dask_workers=3)
+    runner = task_runner_for(asked, 32)
     assert runner.cluster_kwargs["n_workers"] == 3
     assert runner.cluster_kwargs["threads_per_worker"] == 11
+
+
+@pytest.mark.parametrize(
+    ("subscriptions", "asked", "threads"),
+    [(0, None, 32), (1, None, 32), (3, None, 96), (10, None, 128), (10, 7, 7)],
+)
+def test_moves_at_once_scale_with_the_subscriptions_unless_asked(
+    subscriptions: int, asked: int | None, threads: int
+) -> None:
+    """ARM paces each subscription apart: 32 moves at once for each, at most 128, unless
+    the request says how many."""
+    subs = [f"00000000-0000-0000-0000-{i:012d}" for i in range(subscriptions)]
+    key = PlannedKey(
+        key_id=f"{VAULT}/keys/a",
+        latest="v1",
+        make_version=True,
+        reason="due",
+        dependents=[dependent(sub, f"d{i}-{n}") for i, sub in enumerate(subs) for n in range(2)],
+    )
+    request = FleetRotationRequest(azure_credentials_block="b", max_concurrency=asked)
+    assert RotationPlan(rotation_id="r", rotations=[key]).concurrency(request) == threads
