@@ -20,10 +20,11 @@ KEY_THREADS = 16
 # Dask's worker profiler reads every thread's stack (sys._current_frames) every 10 ms. On
 # Python 3.11 before 3.11.9 that call can deadlock with a thread starting or ending (CPython
 # gh-106883, fixed in 3.11.9 by python/cpython#117332), and the moves start threads all the
-# time (azure-core starts one per long-running operation). It froze a worker for good in
-# `bench/fleet_rotation.py` (py-spy: the worker's main thread in `trigger_profile`, a move's
-# thread in `start_new_thread` holding the GIL). distributed switches its event-loop profiler
-# off on 3.11 for this reason (distributed/core.py), but not the worker's.
+# time (azure-core starts one per long-running operation). It froze a worker in
+# `bench/fleet_rotation.py`, whose runs then took 10 minutes instead of 20 s (py-spy: the
+# worker's main thread in `trigger_profile`, a move's thread in `start_new_thread` holding
+# the GIL). distributed switches its event-loop profiler off on 3.11 for this reason
+# (distributed/core.py), but not the worker's.
 PROFILER = "distributed.worker.profile.enabled"
 FIXED_IN = (3, 11, 9)
 
@@ -120,7 +121,7 @@ def check_task_runner(request: FleetRotationRequest) -> None:
             "dask_address",
             request.dask_address,
             f"{len(frozen)} worker(s) run Python {frozen[0]} with Dask's profiler on, which can "
-            "freeze a worker for good (CPython gh-106883, fixed in 3.11.9): start the workers "
+            "freeze a worker (CPython gh-106883, fixed in 3.11.9): start the workers "
             f"with {PROFILER} false (DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False) or on "
             "Python 3.11.9 or later",
         )
