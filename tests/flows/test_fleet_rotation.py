@@ -258,6 +258,28 @@ def test_rotation_on_a_local_dask_cluster(
     assert versions(azure_credentials, fleet.key_ids) == {k: n + 1 for k, n in before.items()}
 
 
+def test_rotation_on_an_existing_dask_cluster(
+    azure_block: str, emulator: Emulator, azure_credentials: AzureCredentials, fleet: FleetSeed
+) -> None:
+    """`dask_address`: the shares go to a running scheduler's workers (here in this process,
+    their profiler off)."""
+    import dask.config
+    from distributed import LocalCluster
+
+    before = versions(azure_credentials, fleet.key_ids)
+    with (
+        dask.config.set({"distributed.worker.profile.enabled": False}),
+        LocalCluster(n_workers=2, processes=False, dashboard_address=":0") as cluster,
+    ):
+        asked = request(azure_block, task_runner="dask", dask_address=cluster.scheduler_address)
+        state = rotate_customer_keys(asked, return_state=True)
+        ran = dict(cluster.scheduler.task_prefixes["move_dependents"].state_counts)
+    revoked = [d for d in fleet.des_ids if d.endswith("des-3")]
+    assert state.message.startswith(f"{len(revoked)} of "), state.message
+    assert versions(azure_credentials, fleet.key_ids) == {k: n + 1 for k, n in before.items()}
+    assert ran["memory"] == 2, ran  # one share per worker went through the scheduler
+
+
 def test_a_registry_whose_identity_discovery_missed_keeps_its_own(
     prefect_harness: None, emulator: Emulator, azure: AzureClients
 ) -> None:
