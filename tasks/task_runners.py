@@ -128,7 +128,8 @@ def check_task_runner(request: FleetRotationRequest) -> None:
 
 
 def _workers_that_can_freeze(client: Any) -> list[str]:
-    """The Python versions of the workers that profile on a Python with gh-106883."""
+    """The Python versions of the workers that profile on a Python with gh-106883, read
+    with Dask's own calls (a worker without this project installed answers them too)."""
     import dask.config
 
     profiling = client.run(dask.config.get, PROFILER)
