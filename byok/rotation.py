@@ -28,6 +28,12 @@ from byok.keyvault_ids import KeyId
 ROTATION_TAG = "byok-rotation"
 THREADS_PER_SUBSCRIPTION = 32
 AUTO_THREADS_MAX = 128
+THREADS_MAX = 256
+"""Moves at once a request may ask for: each process's HTTP pool keeps a connection for each
+of its threads (`clients.azure.HTTP_POOL_SIZE`); a larger pool would near the usual limit of
+1,024 open files."""
+KEY_THREADS = 16
+"""Keys rotated at once by the fleet flow run itself."""
 
 
 class FleetRotationRequest(FleetScope):
@@ -87,11 +93,13 @@ class FleetRotationRequest(FleetScope):
     max_concurrency: int | None = Field(
         None,
         ge=1,
-        description="Moves at once: threads of the thread runner, or of a local Dask "
-        f"cluster's workers together. Empty: {THREADS_PER_SUBSCRIPTION} for each subscription "
-        f"the run moves dependents in, at most {AUTO_THREADS_MAX}: ARM paces each "
-        "subscription apart, and spread over many a move mostly waits on its polls (10 "
-        "subscriptions, 1,000 dependents: 32 threads 30 s, the default 128 12-16 s).",
+        le=THREADS_MAX,
+        description=f"Moves at once (at most {THREADS_MAX}): threads of the thread runner, "
+        "or of a local Dask cluster's workers together. Empty: "
+        f"{THREADS_PER_SUBSCRIPTION} for each subscription the run moves dependents in, at most "
+        f"{AUTO_THREADS_MAX}: ARM paces each subscription apart, and spread over many a move "
+        "mostly waits on its polls (10 subscriptions, 1,000 dependents: 32 threads 30 s, the "
+        "default 128 12-16 s).",
     )
     wait_for_other_run: bool = Field(
         False,

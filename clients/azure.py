@@ -21,6 +21,7 @@ from urllib3.util.retry import Retry
 from blocks.azure import AzureCredentials
 from byok.azure_errors import RetryAfterTooLong
 from byok.retrying import IDEMPOTENT_METHODS, resend_allowed
+from byok.rotation import KEY_THREADS, THREADS_MAX
 from clients.context import shared
 from clients.lazy import load
 from clients.ratelimit import RateLimitPolicy, new_buckets
@@ -41,9 +42,9 @@ if TYPE_CHECKING:  # the clients themselves are loaded on first use (clients.laz
     from azure.mgmt.resourcegraph import ResourceGraphClient
 
 ClientT = TypeVar("ClientT")
-HTTP_POOL_SIZE = 160
-"""Connections kept per host: above the fleet flows' thread count (by default at most 128
-moves and 16 keys at once)."""
+HTTP_POOL_SIZE = THREADS_MAX + KEY_THREADS
+"""Connections kept per host: one for each thread a fleet run can have in a process (its
+moves and keys at once); beyond it urllib3 drops connections ("Connection pool is full")."""
 
 
 class SafeRetryPolicy(RetryPolicy):

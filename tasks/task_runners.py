@@ -13,10 +13,9 @@ from prefect.context import FlowRunContext
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from byok.errors import InvalidRequest
-from byok.rotation import FleetRotationRequest
+from byok.rotation import KEY_THREADS, FleetRotationRequest
 
 CONNECT_SECONDS = 3
-KEY_THREADS = 16
 # Dask's worker profiler reads every thread's stack (sys._current_frames) every 10 ms. On
 # Python 3.11 before 3.11.9 that call can deadlock with a thread starting or ending (CPython
 # gh-106883, fixed in 3.11.9 by python/cpython#117332), and the moves start threads all the

@@ -8,24 +8,32 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from clients.azure import HTTP_POOL_SIZE, AzureClients
+from byok.rotation import KEY_THREADS, THREADS_MAX
+from clients.azure import AzureClients
 from emulator.server import Emulator
 from tests.conftest import emulator_credentials
 
 
-def test_thirty_threads_share_the_connections_without_dropping_any(
+def test_a_fleet_runs_threads_share_the_connections_without_dropping_any(
     emulator: Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """As many threads as a fleet run may have in one process (the most moves a request may
+    ask for, and the keys) each hold a connection at once, and the pool keeps them all."""
     clients = AzureClients.of(emulator_credentials(emulator))
     groups = clients.resources().resource_groups
     groups.create_or_update("rg", {"location": "westeurope"})
     assert clients.compute()._client._pipeline._transport is clients.transport
     caplog.set_level(logging.WARNING, logger="urllib3.connectionpool")
-    threads = 30
-    assert threads < HTTP_POOL_SIZE
+    threads = THREADS_MAX + KEY_THREADS
+    together = threading.Barrier(threads)
+
+    def requests_at_once(_: int) -> str:
+        together.wait()
+        return groups.get("rg").name
+
     with ThreadPoolExecutor(threads) as pool:
-        names = list(pool.map(lambda _: groups.get("rg").name, range(threads * 4)))
-    assert names == ["rg"] * threads * 4
+        assert list(pool.map(requests_at_once, range(threads))) == ["rg"] * threads
+        assert list(pool.map(lambda _: groups.get("rg").name, range(threads))) == ["rg"] * threads
     assert [r.getMessage() for r in caplog.records if "pool is full" in r.getMessage()] == []
 
 

@@ -196,6 +196,7 @@ def test_rotation_id_is_stable_per_selection_and_day() -> None:
         ({"key_ids": ["kv/keys/x"]}, "key_ids[0] = 'kv/keys/x': must be https://"),
         ({"dask_address": "host:8786"}, "dask_address = 'host:8786': must be a URL"),
         ({"older_than_days": -1}, "request.older_than_days = -1: "),
+        ({"max_concurrency": 257}, "max_concurrency = 257: .*less than or equal to 256"),
     ],
 )
 def test_bad_requests_name_the_field(fields: dict, message: str) -> None:
