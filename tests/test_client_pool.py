@@ -27,7 +27,7 @@ def test_a_fleet_runs_threads_share_the_connections_without_dropping_any(
     threads = THREADS_MAX + KEY_THREADS
     together = threading.Barrier(threads)
 
-    def requests_at_once(_: int) -> str:
+    def requests_at_once(_: int) -> str | None:
         together.wait()
         return groups.get("rg").name
 
