@@ -12,7 +12,8 @@ made (per bucket: what exceeds its burst, at its refill rate; the slowest bucket
 the ratio; the 429s ARM answered; failed rows (every grant is in place: any is a defect);
 duplicates (key versions made beyond one per key); the
 peak memory (RSS) of the flow's process tree (with its Dask workers) and of the Prefect
-server's."""
+server's; where the run's time went, from its task runs: planning (the run's start to the
+first key's rotation), the keys' rotation and the dependents' moves."""
 
 from __future__ import annotations
 
@@ -147,7 +148,8 @@ def report(
         f"rows {outcome['rows']}  keys rotated {outcome['keys_rotated']} "
         f"({len(made)} new versions, {duplicates} duplicates)  failed {outcome['failed']} "
         f"{outcome['failed_reasons']}  state {outcome['state']}  peak RSS flow "
-        f"{flow_peak / 2**20:.0f} MiB, server {server_peak / 2**20:.0f} MiB",
+        f"{flow_peak / 2**20:.0f} MiB, server {server_peak / 2**20:.0f} MiB; "
+        + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in outcome["phases"].items()),
         flush=True,
     )
 
@@ -279,7 +281,32 @@ def run_flow(request: dict[str, Any]) -> None:
         reasons = Counter(_cause(part) for part in text.split("; "))
         outcome = {"rows": rows, "keys_rotated": -1, "failed": failed,
                    "failed_reasons": dict(reasons)}  # fmt: skip
-    print(json.dumps({**outcome, "wall": wall, "state": state.type.value}))
+    phases = _phases(state.state_details.flow_run_id)
+    print(json.dumps({**outcome, "wall": wall, "state": state.type.value, "phases": phases}))
+
+
+def _phases(flow_run_id: Any) -> dict[str, float]:
+    """Seconds from the flow run's start to the first key's rotation, the keys' rotation
+    (first start to last end) and the moves (likewise), from the run's task runs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200
+        )
+
+    def span(prefix: str) -> tuple[Any, Any]:
+        runs = [t for t in tasks if t.name.startswith(prefix) and t.start_time and t.end_time]
+        return min(t.start_time for t in runs), max(t.end_time for t in runs)
+
+    keys, moves = span("Rotate https://"), span("Move share ")
+    return {
+        "planning": (keys[0] - run.start_time).total_seconds(),
+        "keys": (keys[1] - keys[0]).total_seconds(),
+        "moves": (moves[1] - moves[0]).total_seconds(),
+    }
 
 
 def _cause(reason: str) -> str:
