@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 import time
 
+import httpx
 import pytest
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
 
 from byok.errors import ConcurrentRun
-from tasks.run_lock import lock_name, resource_lock
+from tasks.run_lock import BUSY_RETRIES, _send, lock_name, resource_lock
 
 RESOURCE = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/diskEncryptionSets/d"
 
@@ -39,3 +41,61 @@ def test_second_holder_fails_fast_then_waits(prefect_harness: None) -> None:
         assert not thread.is_alive() or release.is_set()
     assert time.monotonic() - started >= 0.4
     thread.join(10)
+
+
+def _answer(status: int) -> httpx.HTTPStatusError:
+    request = httpx.Request("POST", "http://prefect/api/v2/concurrency_limits/increment")
+    response = httpx.Response(status, request=request)
+    return httpx.HTTPStatusError(f"{status}", request=request, response=response)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [_answer(503), httpx.RemoteProtocolError("Server disconnected without sending a response")],
+)
+def test_a_busy_server_is_asked_again_at_once_without_prefects_own_resends(
+    failure: Exception,
+) -> None:
+    """A SQLite server answers 503 when two slot writes overlap: asked again after waits of
+    tens of milliseconds (Prefect's client waits 2, 4, 8 s), its own re-sends off."""
+    asked: list[int] = []
+
+    def request() -> str:
+        asked.append(PREFECT_CLIENT_MAX_RETRIES.value())
+        if len(asked) < 3:
+            raise failure
+        return "lease"
+
+    started = time.monotonic()
+    assert _send(request) == "lease"
+    assert time.monotonic() - started < 0.5
+    assert asked == [0, 0, 0]
+    assert PREFECT_CLIENT_MAX_RETRIES.value() > 0
+
+
+@pytest.mark.parametrize("status", [409, 423, 500])
+def test_other_answers_are_not_asked_again(status: int) -> None:
+    asked: list[int] = []
+
+    def request() -> None:
+        asked.append(status)
+        raise _answer(status)
+
+    with pytest.raises(httpx.HTTPStatusError):
+        _send(request)
+    assert asked == [status]
+
+
+def test_a_server_busy_for_good_gives_up_after_the_last_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("tasks.run_lock.BUSY_FIRST_WAIT", 0.001)
+    asked: list[int] = []
+
+    def request() -> None:
+        asked.append(503)
+        raise _answer(503)
+
+    with pytest.raises(httpx.HTTPStatusError, match="503"):
+        _send(request)
+    assert len(asked) == BUSY_RETRIES + 1
