@@ -70,7 +70,8 @@ def resource_lock(resource_id: str, *, wait: bool) -> Iterator[None]:
 
 @cache
 def _client(api_url: str | None, api_key: str | None) -> SyncPrefectClient:
-    """The process's client for this API (thread-safe, like the httpx client under it)."""
+    """The process's client for the API that URL and key name (thread-safe, like the httpx
+    client under it); open for the process's life."""
     client = get_client(sync_client=True)
     client.__enter__()
     return client
