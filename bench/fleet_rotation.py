@@ -291,11 +291,14 @@ def _phases(flow_run_id: Any) -> dict[str, float]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    tasks: list[Any] = []
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(flow_run_id)
-        tasks = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200
-        )
+        while page := client.read_task_runs(
+            flow_run_filter=this_run, limit=200, offset=len(tasks)
+        ):  # a page at a time: the API gives at most 200
+            tasks += page
 
     def span(prefix: str) -> tuple[Any, Any]:
         runs = [t for t in tasks if t.name.startswith(prefix) and t.start_time and t.end_time]
