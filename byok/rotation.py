@@ -99,7 +99,7 @@ class FleetRotationRequest(FleetScope):
         f"{THREADS_PER_SUBSCRIPTION} for each subscription the run moves dependents in, at most "
         f"{AUTO_THREADS_MAX}: ARM paces each subscription apart, and spread over many a move "
         "mostly waits on its polls (10 subscriptions, 1,000 dependents: 32 threads 30 s, the "
-        "default 128 12-16 s).",
+        "default 128 12-18 s).",
     )
     wait_for_other_run: bool = Field(
         False,
