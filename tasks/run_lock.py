@@ -40,6 +40,7 @@ T = TypeVar("T")
 WAIT_SECONDS = 3600.0  # how long a waiting run waits at most
 LEASE_SECONDS = 300.0  # a dead holder's slot comes free after this
 BUSY_RETRIES = 8  # re-sends when the Prefect server is busy (503) or a connection drops
+RESENT = {408, 429, 502, 503}  # the answers Prefect's client re-sends
 BUSY_FIRST_WAIT = 0.05  # seconds, doubling, drawn at random below it: 0.05 … 6.4 s
 
 
@@ -78,18 +79,28 @@ def _client(api_url: str | None, api_key: str | None) -> SyncPrefectClient:
 
 
 def _send(request: Callable[[], T]) -> T:
-    """`request`, re-sent as Prefect's client re-sends (a 503, a dropped connection) but
-    after short random waits (Prefect's client waits 2, 4, 8 s, so its own are off here)."""
+    """`request`, re-sent when Prefect's client would re-send it (a dropped connection; 408,
+    429, 502, 503: prefect/client/base.py) after the answer's `Retry-After`, else after a
+    short random wait (Prefect's client waits 2, 4, 8 s, so its own re-sends are off here)."""
     for attempt in range(BUSY_RETRIES + 1):
         try:
             with _without_resends():
                 return request()
         except (httpx.HTTPStatusError, httpx.TransportError) as exc:
-            busy = isinstance(exc, httpx.TransportError) or exc.response.status_code == 503
-            if not busy or attempt == BUSY_RETRIES:
+            answer = exc.response if isinstance(exc, httpx.HTTPStatusError) else None
+            if attempt == BUSY_RETRIES or (answer is not None and answer.status_code not in RESENT):
                 raise
-            time.sleep(random.uniform(0, BUSY_FIRST_WAIT * 2**attempt))
+            time.sleep(_pause(answer, attempt))
     raise AssertionError("unreachable")
+
+
+def _pause(answer: httpx.Response | None, attempt: int) -> float:
+    """The answer's `Retry-After` in seconds (Prefect Cloud's 429s say it), else a random
+    wait below `BUSY_FIRST_WAIT` doubled per attempt."""
+    asked = answer.headers.get("Retry-After", "") if answer is not None else ""
+    with suppress(ValueError):  # none, or an HTTP date: wait our own
+        return max(0.0, float(asked))
+    return random.uniform(0, BUSY_FIRST_WAIT * 2**attempt)
 
 
 _quiet: tuple[Settings, Settings] | None = None  # the last settings seen, and without re-sends

@@ -43,15 +43,21 @@ def test_second_holder_fails_fast_then_waits(prefect_harness: None) -> None:
     thread.join(10)
 
 
-def _answer(status: int) -> httpx.HTTPStatusError:
+def _answer(status: int, headers: dict[str, str] | None = None) -> httpx.HTTPStatusError:
     request = httpx.Request("POST", "http://prefect/api/v2/concurrency_limits/increment")
-    response = httpx.Response(status, request=request)
+    response = httpx.Response(status, request=request, headers=headers)
     return httpx.HTTPStatusError(f"{status}", request=request, response=response)
 
 
 @pytest.mark.parametrize(
     "failure",
-    [_answer(503), httpx.RemoteProtocolError("Server disconnected without sending a response")],
+    [
+        _answer(503),
+        _answer(502),
+        _answer(408),
+        _answer(429, {"Retry-After": "soon"}),  # not a number of seconds: our own short wait
+        httpx.RemoteProtocolError("Server disconnected without sending a response"),
+    ],
 )
 def test_a_busy_server_is_asked_again_at_once_without_prefects_own_resends(
     failure: Exception,
@@ -71,6 +77,20 @@ def test_a_busy_server_is_asked_again_at_once_without_prefects_own_resends(
     assert time.monotonic() - started < 0.5
     assert asked == [0, 0, 0]
     assert PREFECT_CLIENT_MAX_RETRIES.value() > 0
+
+
+def test_a_rate_limited_request_waits_as_long_as_the_answer_says() -> None:
+    """Prefect Cloud answers 429 with `Retry-After` (Prefect's client honours it too)."""
+    sent: list[float] = []
+
+    def request() -> str:
+        sent.append(time.monotonic())
+        if len(sent) == 1:
+            raise _answer(429, {"Retry-After": "0.3"})
+        return "lease"
+
+    assert _send(request) == "lease"
+    assert len(sent) == 2 and sent[1] - sent[0] >= 0.3
 
 
 @pytest.mark.parametrize("status", [409, 423, 500])
