@@ -11,7 +11,7 @@ after short waits when the server is busy, rather than with Prefect's `concurren
 makes three new clients per slot (each loading certifi's CA bundle: ~100 ms of CPU a slot),
 and Prefect's client waits 2, 4, 8 s before re-sending a 503, which a SQLite server answers
 whenever two slot writes overlap. Measured: 30 slots taken from 16 threads, PostgreSQL
-4.0-4.1 s before, 1.4-2.6 s now; the fleet rotation's 30 keys on SQLite 15-17 s, now 10 s.
+4.0-4.1 s before, 1.4-2.6 s now; the fleet rotation's 30 keys on SQLite 15-17 s, now 9-10 s.
 The lease is renewed by Prefect's own `maintain_concurrency_lease` (a private module:
 prefect is pinned)."""
 
@@ -39,7 +39,7 @@ from byok.errors import ConcurrentRun
 T = TypeVar("T")
 WAIT_SECONDS = 3600.0  # how long a waiting run waits at most
 LEASE_SECONDS = 300.0  # a dead holder's slot comes free after this
-BUSY_RETRIES = 8  # re-sends when the Prefect server is busy (503) or a connection drops
+BUSY_RETRIES = 8  # re-sends of an answer in RESENT or of a dropped connection
 RESENT = {408, 429, 502, 503}  # the answers Prefect's client re-sends
 BUSY_FIRST_WAIT = 0.05  # seconds, doubling, drawn at random below it: 0.05 … 6.4 s
 
