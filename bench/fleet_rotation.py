@@ -287,7 +287,8 @@ def run_flow(request: dict[str, Any]) -> None:
 
 def _phases(flow_run_id: Any) -> dict[str, float]:
     """Seconds from the flow run's start to the first key's rotation, the keys' rotation
-    (first start to last end) and the moves (likewise), from the run's task runs."""
+    (first start to last end) and the moves (likewise), from the run's task runs; a phase
+    the run did not reach is left out."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -300,16 +301,19 @@ def _phases(flow_run_id: Any) -> dict[str, float]:
         ):  # a page at a time: the API gives at most 200
             tasks += page
 
-    def span(prefix: str) -> tuple[Any, Any]:
+    def span(prefix: str) -> tuple[Any, Any] | None:
         runs = [t for t in tasks if t.name.startswith(prefix) and t.start_time and t.end_time]
+        if not runs:  # a run that ended before this phase
+            return None
         return min(t.start_time for t in runs), max(t.end_time for t in runs)
 
-    keys, moves = span("Rotate https://"), span("Move share ")
-    return {
-        "planning": (keys[0] - run.start_time).total_seconds(),
-        "keys": (keys[1] - keys[0]).total_seconds(),
-        "moves": (moves[1] - moves[0]).total_seconds(),
-    }
+    phases = {}
+    if keys := span("Rotate https://"):
+        phases["planning"] = (keys[0] - run.start_time).total_seconds()
+        phases["keys"] = (keys[1] - keys[0]).total_seconds()
+    if moves := span("Move share "):
+        phases["moves"] = (moves[1] - moves[0]).total_seconds()
+    return phases
 
 
 def _cause(reason: str) -> str:
