@@ -13,7 +13,10 @@ the ratio; the 429s ARM answered; failed rows (every grant is in place: any is a
 duplicates (key versions made beyond one per key); the
 peak memory (RSS) of the flow's process tree (with its Dask workers) and of the Prefect
 server's; where the run's time went, from its task runs: planning (the run's start to the
-first key's rotation), the keys' rotation and the dependents' moves."""
+first key's rotation), the keys' rotation and the dependents' moves; the CPU seconds of the
+flow's process tree, of the server's and of the emulator (this process), and of the whole
+machine (PostgreSQL's included) over the flow process's life: a run whose machine was busy
+near its cores' limit is bounded by CPU, not by ARM."""
 
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 
@@ -44,6 +47,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 BLOCK = "bench-fleet"
 # seed_fleet's mix: a tenth of each subscription's resources are sets, a twentieth registries
 SETS_AND_REGISTRIES_SHARE = 0.15
+# the flow's process logs nothing: the figures are the report (Dask's own INFO lines too)
+QUIET = {"PREFECT_LOGGING_LEVEL": "CRITICAL", "DASK_LOGGING__DISTRIBUTED": "warning"}
 
 
 def main() -> None:
@@ -104,8 +109,8 @@ def bench(args: argparse.Namespace) -> None:
                         "poll_seconds": 1,
                         "pickup_timeout_minutes": 10,
                     }
-                    outcome, flow_peak, server_peak = server.run(request)
-                    report(emulator, database, runner, outcome, flow_peak, server_peak)
+                    outcome, usage = server.run(request)
+                    report(emulator, database, runner, outcome, usage)
                     emulator.throttle = None
 
 
@@ -114,8 +119,7 @@ def report(
     database: str,
     runner: str,
     outcome: dict[str, Any],
-    flow_peak: float,
-    server_peak: float,
+    usage: RunUsage,
 ) -> None:
     from byok.ratelimit import RateLimits
 
@@ -141,15 +145,24 @@ def report(
     )
     duplicates = sum(n - 1 for n in made.values())
     wall = outcome["wall"]
-    ratio = wall / floor if floor else float("nan")
+    # no bucket past its burst: ARM would take every request at once (no ratio to give)
+    ratio = f"ratio {wall / floor:5.2f}" if floor else "within every bucket's burst"
     print(
-        f"{database:<8} {runner:<7} wall {wall:7.1f} s  floor {floor:6.1f} s  ratio {ratio:5.2f}  "
+        f"{database:<8} {runner:<7} wall {wall:7.1f} s  floor {floor:6.1f} s  {ratio}  "
         f"{throttled:5d} x 429  ARM writes {writes} reads {reads} (busiest bucket {busiest})  "
         f"rows {outcome['rows']}  keys rotated {outcome['keys_rotated']} "
         f"({len(made)} new versions, {duplicates} duplicates)  failed {outcome['failed']} "
         f"{outcome['failed_reasons']}  state {outcome['state']}  peak RSS flow "
-        f"{flow_peak / 2**20:.0f} MiB, server {server_peak / 2**20:.0f} MiB; "
+        f"{usage.flow.peak / 2**20:.0f} MiB, server {usage.server.peak / 2**20:.0f} MiB; "
         + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in outcome["phases"].items()),
+        flush=True,
+    )
+    cores = psutil.cpu_count() or 1
+    print(
+        f"  CPU: flow {usage.flow.cpu:.1f} s, Prefect server {usage.server.cpu:.1f} s, "
+        f"emulator {usage.emulator:.1f} s; the machine busy {usage.machine:.1f} of {cores} x "
+        f"{usage.elapsed:.1f} s ({usage.machine / cores / usage.elapsed:.0%}): at least "
+        f"{usage.machine / cores:.1f} s of wall on {cores} cores",
         flush=True,
     )
 
@@ -213,48 +226,90 @@ class PrefectServer:
         with temporary_settings({PREFECT_API_URL: self.api}):
             block.save(BLOCK, overwrite=True)
 
-    def run(self, request: dict[str, Any]) -> tuple[dict[str, Any], float, float]:
-        """The flow in its own process; its outcome, and the peak RSS of its process tree and
-        of the server's."""
+    def run(self, request: dict[str, Any]) -> tuple[dict[str, Any], RunUsage]:
+        """The flow in its own process; its outcome, and what the flow's process tree, the
+        server's and this process (the emulator) used."""
+        machine, emulator = _busy_cpu(), _cpu(psutil.Process())
+        started = time.perf_counter()
         child = subprocess.Popen(
             [sys.executable, __file__, "--child", json.dumps(request)],
-            env={**self.env, "PREFECT_LOGGING_LEVEL": "CRITICAL"}, stdout=subprocess.PIPE,
+            env={**self.env, **QUIET}, stdout=subprocess.PIPE,
             text=True,
         )  # fmt: skip
-        flow_peak, server_peak = Peak(child.pid), Peak(self.process.pid)
+        flow, server = Usage(child.pid), Usage(self.process.pid)
         out, _ = child.communicate()
-        flow_peak.stop()
-        server_peak.stop()
+        flow.stop()
+        server.stop()
+        usage = RunUsage(
+            flow, server, _cpu(psutil.Process()) - emulator, _busy_cpu() - machine,
+            time.perf_counter() - started,
+        )  # fmt: skip
         if child.returncode != 0:
             raise SystemExit(f"the flow's process ended with {child.returncode}")
-        return json.loads(out.strip().splitlines()[-1]), flow_peak.peak, server_peak.peak
+        return json.loads(out.strip().splitlines()[-1]), usage
 
 
-class Peak:
-    """The largest RSS a process tree reached, sampled every 0.2 s."""
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def _busy_cpu() -> float:
+    """CPU seconds the whole machine has spent not idle (all cores, every process)."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+class Usage:
+    """The largest RSS a process tree reached and the CPU seconds its processes spent (each
+    process's as last seen), sampled every 0.2 s."""
 
     def __init__(self, pid: int) -> None:
         self.root = psutil.Process(pid)
         self.peak = 0.0
+        self.start = {p.pid: _cpu(p) for p in self._tree()}
+        self.last = dict(self.start)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
 
+    @property
+    def cpu(self) -> float:
+        """CPU seconds the tree spent since this sampling began."""
+        return sum(self.last.values()) - sum(self.start.values())
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            return [self.root, *self.root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
     def _sample(self) -> None:
         while not self._stop.wait(0.2):
-            try:
-                tree = [self.root, *self.root.children(recursive=True)]
-            except psutil.NoSuchProcess:
+            tree = self._tree()
+            if not tree:
                 return
             total = 0
             for process in tree:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     total += process.memory_info().rss
+                    self.last[process.pid] = _cpu(process)
             self.peak = max(self.peak, total)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class RunUsage(NamedTuple):
+    """What one flow run used: its process tree, the Prefect server's, this process's CPU
+    seconds (the emulator's), the whole machine's busy CPU seconds, and the seconds elapsed."""
+
+    flow: Usage
+    server: Usage
+    emulator: float
+    machine: float
+    elapsed: float
 
 
 def run_flow(request: dict[str, Any]) -> None:

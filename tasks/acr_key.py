@@ -42,12 +42,27 @@ def rotate_registry_key(
     `system`, or None: the identity it uses now); nothing when the registry already uses
     them."""
     clients = AzureClients.of(credentials, subscription_id)
+    return encryption_status(
+        point_registry_key(clients, resource_group, name, key_id, identity, timeout_seconds)
+    )
+
+
+def point_registry_key(
+    clients: AzureClients,
+    resource_group: str,
+    name: str,
+    key_id: str,
+    identity: str | None,
+    timeout_seconds: float,
+) -> Registry:
+    """`rotate_registry_key`'s work; the registry as last read (after the update, if any)."""
     target = registry_id(clients.subscription_id, resource_group, name)
-    current = encryption_status(clients.container_registry().registries.get(resource_group, name))
+    found = clients.container_registry().registries.get(resource_group, name)
+    current = encryption_status(found)
     diff = key_changes(current, key_id, identity)
     if not diff:
         report(target, None, note=f"key {key_id}, identity {current.identity}")
-        return current
+        return found
     identity = identity or str(current.identity)
     update = key_update(key_id, identity)
 
@@ -64,7 +79,7 @@ def rotate_registry_key(
             on_retry=log_retry(f"key rotation of {name}"),
         )
     report(target, "update", changes=diff)
-    return encryption_status(rotated)
+    return rotated
 
 
 switch_to_system_identity = rotate_registry_key.with_options(
@@ -85,11 +100,31 @@ def verify_registry_key(
     """Wait until the registry reports encryption enabled with `versioned_key_id` (a
     versionless registry picks a new version up by itself, within an hour in Azure)."""
     clients = AzureClients.of(credentials, subscription_id)
+    return registry_info(
+        await_registry_key(
+            clients, resource_group, name, versioned_key_id, timeout_seconds, poll_seconds
+        )
+    )
+
+
+def await_registry_key(
+    clients: AzureClients,
+    resource_group: str,
+    name: str,
+    versioned_key_id: str,
+    timeout_seconds: float,
+    poll_seconds: float,
+    seen: Registry | None = None,
+) -> Registry:
+    """`verify_registry_key`'s work, starting from `seen` (the registry as the caller's
+    update left it: one read fewer when it is already done); the registry as last read."""
+    registries = clients.container_registry().registries
+    given = [] if seen is None else [seen]
+    last: list[Registry] = []
 
     def state() -> str:
-        status = encryption_status(
-            clients.container_registry().registries.get(resource_group, name)
-        )
+        last[:] = [given.pop() if given else registries.get(resource_group, name)]
+        status = encryption_status(last[0])
         if status.status != "enabled":
             return status.status
         return "done" if status.versioned_key_identifier == versioned_key_id else "old key"
@@ -101,9 +136,8 @@ def verify_registry_key(
         interval_seconds=poll_seconds,
         what=f"Registry {name}",
     )
-    verified = registry_info(clients.container_registry().registries.get(resource_group, name))
-    report(verified.id, "verify", note=f"key {versioned_key_id}")
-    return verified
+    report(str(last[0].id), "verify", note=f"key {versioned_key_id}")
+    return last[0]
 
 
 @task(name="Use registry data", **STEP_RETRIES)

@@ -254,19 +254,28 @@ def update_des_key(
     """Point the set at a new key version (Azure re-wraps the disks' keys); nothing when it
     points there already. `in_use`: the key the caller just read on the set (else read)."""
     clients = AzureClients.of(credentials, subscription_id)
+    point_des_key(clients, resource_group, name, key_url, in_use)
+
+
+def point_des_key(
+    clients: AzureClients, resource_group: str, name: str, key_url: str, in_use: str | None
+) -> DiskEncryptionSet | None:
+    """`update_des_key`'s work; the set as the update's operation left it (None: nothing
+    was written)."""
     target = des_id(clients.subscription_id, resource_group, name)
     if in_use is None:
         current = read_settled_des(clients, resource_group, name)
         in_use = str(current.properties.active_key.key_url) if current is not None else None
     if in_use == key_url:
         report(target, None, note=f"activeKey {key_url}")
-        return
+        return None
     properties = DiskEncryptionSetUpdateProperties(
         active_key=KeyForDiskEncryptionSet(key_url=key_url)
     )
     with named_failure(target, "updating the key"):
-        _apply(clients, resource_group, name, properties)
+        updated = _apply(clients, resource_group, name, properties)
     report(target, "update", changes=[Change(field="activeKey", old=in_use, new=key_url)])
+    return updated
 
 
 @task(name="Verify the disk encryption set key", **STEP_RETRIES)
@@ -282,12 +291,28 @@ def verify_des_key(
     """Wait until the set reports `key_url` active with re-wrapping done (empty previousKeys)
     and no automatic-rotation error."""
     clients = AzureClients.of(credentials, subscription_id)
-    sets = clients.compute().disk_encryption_sets
+    return des_info(
+        await_des_key(clients, resource_group, name, key_url, timeout_seconds, poll_seconds)
+    )
 
+
+def await_des_key(
+    clients: AzureClients,
+    resource_group: str,
+    name: str,
+    key_url: str,
+    timeout_seconds: float,
+    poll_seconds: float,
+    seen: DiskEncryptionSet | None = None,
+) -> DiskEncryptionSet:
+    """`verify_des_key`'s work, starting from `seen` (the set as the caller's update left
+    it: one read fewer when it is already done); the set as last read."""
+    sets = clients.compute().disk_encryption_sets
+    given = [] if seen is None else [seen]
     last: list[DiskEncryptionSet] = []
 
     def state() -> str:
-        last[:] = [sets.get(resource_group, name)]
+        last[:] = [given.pop() if given else sets.get(resource_group, name)]
         props = last[0].properties
         if props.auto_key_rotation_error:
             raise OperationFailed(
@@ -305,9 +330,8 @@ def verify_des_key(
         interval_seconds=poll_seconds,
         what=f"Disk encryption set {name}",
     )
-    verified = des_info(last[0])
-    report(verified.id, "verify", note=f"activeKey {key_url}, previousKeys empty")
-    return verified
+    report(str(last[0].id), "verify", note=f"activeKey {key_url}, previousKeys empty")
+    return last[0]
 
 
 @task(name="Validate request")

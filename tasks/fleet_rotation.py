@@ -39,9 +39,9 @@ from byok.rotation import (
     plan_rotation,
 )
 from clients.azure import AzureClients
-from tasks.acr_key import rotate_registry_key, verify_registry_key
+from tasks.acr_key import await_registry_key, point_registry_key
 from tasks.aks_kms import apply_kms, rewrite_secrets, validate_rotation, verify_kms
-from tasks.disk_encryption_set import update_des_key, verify_des_key
+from tasks.disk_encryption_set import await_des_key, point_des_key
 from tasks.events import emit_byok_event
 from tasks.in_memory import IN_MEMORY
 from tasks.key_vault import ensure_rotation_policy, new_key_version
@@ -208,16 +208,18 @@ def _move(
     if dependent.kind == DependentKind.AKS_CLUSTER:
         written = _move_cluster(credentials, dependent, version, rotation_id, request)
         return f"{written} Secret(s) re-written"
+    clients = AzureClients.of(credentials, sub)
+    # each check starts from what the update's own read returned (one read fewer a move)
     if dependent.kind == DependentKind.DISK_ENCRYPTION_SET:
+        des = None
         if not dependent.follows_latest and dependent.key_url != version:
-            in_use = dependent.key_url
-            update_des_key.fn(credentials, sub, rg, name, version, in_use=in_use)
-        verify_des_key.fn(credentials, sub, rg, name, version, timeout_seconds, poll_seconds)
+            des = point_des_key(clients, rg, name, version, dependent.key_url)
+        await_des_key(clients, rg, name, version, timeout_seconds, poll_seconds, des)
         return ""
+    registry = None
     if not dependent.follows_latest:  # with the identity it uses (None: read it)
-        identity = dependent.identity
-        rotate_registry_key.fn(credentials, sub, rg, name, version, identity, 900)
-    verify_registry_key.fn(credentials, sub, rg, name, version, timeout_seconds, poll_seconds)
+        registry = point_registry_key(clients, rg, name, version, dependent.identity, 900)
+    await_registry_key(clients, rg, name, version, timeout_seconds, poll_seconds, registry)
     return ""
 
 

@@ -103,19 +103,23 @@ def _pause(answer: httpx.Response | None, attempt: int) -> float:
     return random.uniform(0, BUSY_FIRST_WAIT * 2**attempt)
 
 
-_quiet: tuple[Settings, Settings] | None = None  # the last settings seen, and without re-sends
+_QUIET_KEPT = 8  # settings objects a process sees: the root's and a few runs' copies
+_quiet: dict[int, tuple[Settings, Settings]] = {}  # id(settings): (settings, without re-sends)
 
 
 def _without_resends() -> SettingsContext:
-    """The current settings with Prefect's client re-sends off, made once per settings
-    (`temporary_settings` rebuilds them from the environment: 90 ms a call, measured)."""
-    global _quiet
+    """The current settings with Prefect's client re-sends off, made once per settings object
+    (`copy_with_update` rebuilds them from the environment: 30-90 ms a call, measured; the
+    threads of a run may see different objects, so one each is kept)."""
     current = SettingsContext.get()
     assert current is not None  # Prefect enters its root settings context on import
-    if _quiet is None or _quiet[0] is not current.settings:
+    kept = _quiet.get(id(current.settings))
+    if kept is None or kept[0] is not current.settings:
         quiet = current.settings.copy_with_update(updates={PREFECT_CLIENT_MAX_RETRIES: 0})
-        _quiet = (current.settings, quiet)
-    return SettingsContext(profile=current.profile, settings=_quiet[1])
+        if len(_quiet) >= _QUIET_KEPT:
+            _quiet.clear()
+        kept = _quiet[id(current.settings)] = (current.settings, quiet)
+    return SettingsContext(profile=current.profile, settings=kept[1])
 
 
 def _ensure_limit(client: SyncPrefectClient, name: str) -> None:

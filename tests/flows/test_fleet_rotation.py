@@ -20,6 +20,7 @@ from clients.azure import AzureClients
 from console.fleet_seed import GROUP, FleetSeed, seed_fleet
 from emulator.faults import Fault
 from emulator.server import Emulator
+from emulator.services.compute.models import DiskEncryptionSetHooks
 from emulator.services.entra.models import Principal
 from flows.fleet_rotation import rotate_customer_keys
 from tasks.task_runners import check_task_runner, task_runner_for
@@ -369,3 +370,24 @@ def test_a_dependent_whose_reads_fail_past_the_sdk_retries_is_moved_again(
     assert target not in state.message
     assert fault.fired == 11
     assert active_keys(azure_credentials, fleet)[target] != start
+
+
+def test_a_moved_dependent_is_verified_from_what_its_update_read_back(
+    azure_block: str, emulator: Emulator, fleet: FleetSeed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check after an update starts from the resource the update's operation read back:
+    a set pinned to a version is read once (the operation's final read), a registry twice
+    (before its PATCH, and the operation's), not once or twice more to verify them (ARM's
+    read bucket binds at scale). Disks re-wrapped at once, so that the first read is final."""
+    monkeypatch.setattr(DiskEncryptionSetHooks, "rewrap_seconds", 0)
+    emulator.requests.clear()
+    rotate_customer_keys(request(azure_block), return_state=True)
+    for kind, expected in (("diskEncryptionSets", 1), ("registries", 2)):
+        patched = {
+            r.path
+            for r in emulator.requests.find("PATCH", f"/{kind}/[^/]+$")
+            if r.status < 300  # a set whose grant was revoked is refused
+        }
+        assert patched, kind  # the seed pins some of each to a version
+        reads = {path: len(emulator.requests.find("GET", f"^{path}$")) for path in patched}
+        assert reads == {path: expected for path in patched}
