@@ -370,6 +370,15 @@ def rotation_identity(registry: Registry, requested: str) -> str:
     raise InvalidRequest("identity", requested, "not a user-assigned identity of the registry")
 
 
+def registry_key_state(registry: Registry, versioned_key_id: str) -> str:
+    """How far the registry is in moving to `versioned_key_id`: its encryption status when
+    not 'enabled', else 'old key' or 'done'."""
+    status = encryption_status(registry)
+    if status.status != "enabled":
+        return str(status.status)
+    return "done" if status.versioned_key_identifier == versioned_key_id else "old key"
+
+
 def registry_info(registry: Registry) -> RegistryInfo:
     """The typed summary of an encrypted registry."""
     status = encryption_status(registry)

@@ -19,7 +19,7 @@ from azure.mgmt.compute.models import (
 from azure.mgmt.core.tools import resource_id
 from pydantic import BaseModel, Field, model_validator
 
-from byok.errors import InvalidRequest
+from byok.errors import InvalidRequest, OperationFailed
 from byok.key_policy import KeyRotationPolicyField
 from byok.key_sources import StoreKind
 from byok.key_store import HsmInfo, KeyInfo, KeyStore
@@ -188,6 +188,20 @@ def des_id(subscription_id: str, resource_group: str, name: str) -> str:
         type="diskEncryptionSets",
         name=name,
     )
+
+
+def des_key_state(des: DiskEncryptionSet, key_url: str) -> str:
+    """How far the set is in moving to `key_url`: 'old key', 're-wrapping' (previousKeys
+    not empty yet) or 'done'; OperationFailed when its automatic rotation reports an error."""
+    props = des.properties
+    if props.auto_key_rotation_error:
+        raise OperationFailed(
+            str(des.id),
+            f"automatic key rotation failed: {props.auto_key_rotation_error.message}",
+        )
+    if props.active_key.key_url != key_url:
+        return "old key"
+    return "re-wrapping" if props.previous_keys else "done"
 
 
 def des_info(des: DiskEncryptionSet) -> DiskEncryptionSetInfo:

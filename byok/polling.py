@@ -13,6 +13,13 @@ class PollTimeout(TimeoutError):
     """The state did not reach a wanted value before the deadline."""
 
 
+def timed_out(what: str, state: str, wanted: frozenset[str], seconds: float) -> PollTimeout:
+    """The PollTimeout of `what` still in `state` after `seconds`."""
+    return PollTimeout(
+        f"{what} is still {state!r} after {seconds:g} s (waiting for {' or '.join(sorted(wanted))})"
+    )
+
+
 def poll_until(
     read_state: Callable[[], str],
     wanted: frozenset[str],
@@ -37,10 +44,7 @@ def poll_until(
         if stop and state in stop:
             raise stop[state](state)
         if clock() >= deadline:
-            raise PollTimeout(
-                f"{what} is still {state!r} after {timeout_seconds:g} s "
-                f"(waiting for {' or '.join(sorted(wanted))})"
-            )
+            raise timed_out(what, state, wanted, timeout_seconds)
         sleep(min(interval_seconds, max(0.0, deadline - clock())))
 
 

@@ -259,6 +259,18 @@ class RotationRow(BaseModel):
     version: str = Field("", description="The key version the row is about.")
 
 
+def moved_row(dependent: Dependent, key: RotationRow) -> RotationRow:
+    """A dependent's row once on its key's new version (verified)."""
+    return RotationRow(
+        key_id=key.key_id,
+        dependent_id=dependent.resource_id,
+        kind=dependent.kind,
+        action=dependent.action,
+        status=Status.VERIFIED,
+        version=key.version,
+    )
+
+
 class RotationPlan(BaseModel):
     """What a run does: the keys to rotate (`rotations`; a field named `keys` would break
     `dict(model)`, which Prefect uses) and the rows of what it leaves alone."""

@@ -16,6 +16,7 @@ from byok.acr_models import (
     key_update,
     registry_id,
     registry_info,
+    registry_key_state,
 )
 from byok.azure_errors import is_propagation_delay, named_failure
 from byok.polling import poll_until
@@ -124,10 +125,7 @@ def await_registry_key(
 
     def state() -> str:
         last[:] = [given.pop() if given else registries.get(resource_group, name)]
-        status = encryption_status(last[0])
-        if status.status != "enabled":
-            return status.status
-        return "done" if status.versioned_key_identifier == versioned_key_id else "old key"
+        return registry_key_state(last[0], versioned_key_id)
 
     poll_until(
         state,

@@ -32,8 +32,8 @@ from byok.disk_encryption_set_models import (
     des_body,
     des_id,
     des_info,
+    des_key_state,
 )
-from byok.errors import OperationFailed
 from byok.key_store import (
     READER,
     KeyInfo,
@@ -313,15 +313,7 @@ def await_des_key(
 
     def state() -> str:
         last[:] = [given.pop() if given else sets.get(resource_group, name)]
-        props = last[0].properties
-        if props.auto_key_rotation_error:
-            raise OperationFailed(
-                des_id(clients.subscription_id, resource_group, name),
-                f"automatic key rotation failed: {props.auto_key_rotation_error.message}",
-            )
-        if props.active_key.key_url != key_url:
-            return "old key"
-        return "re-wrapping" if props.previous_keys else "done"
+        return des_key_state(last[0], key_url)
 
     poll_until(
         state,

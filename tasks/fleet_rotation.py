@@ -36,6 +36,7 @@ from byok.rotation import (
     candidate_keys,
     default_rotation_id,
     hold_clusters,
+    moved_row,
     plan_rotation,
 )
 from clients.azure import AzureClients
@@ -43,6 +44,7 @@ from tasks.acr_key import await_registry_key, point_registry_key
 from tasks.aks_kms import apply_kms, rewrite_secrets, validate_rotation, verify_kms
 from tasks.disk_encryption_set import await_des_key, point_des_key
 from tasks.events import emit_byok_event
+from tasks.fleet_pickups import await_pickups, is_pickup
 from tasks.in_memory import IN_MEMORY
 from tasks.key_vault import ensure_rotation_policy, new_key_version
 from tasks.retry import STEP_RETRIES, is_transient
@@ -200,8 +202,8 @@ def _move(
     rotation_id: str,
     request: FleetRotationRequest,
 ) -> str:
-    """One dependent on `version`, verified (every step get-or-set: safe to run again); the
-    row's note."""
+    """One dependent pinned to a version (or a KMS cluster) on `version`, verified (every
+    step get-or-set: safe to run again); the row's note."""
     sub, rg, name = dependent.subscription_id, dependent.resource_group, dependent.name
     timeout_seconds = request.pickup_timeout_minutes * 60
     poll_seconds = request.poll_seconds
@@ -212,13 +214,12 @@ def _move(
     # each check starts from what the update's own read returned (one read fewer a move)
     if dependent.kind == DependentKind.DISK_ENCRYPTION_SET:
         des = None
-        if not dependent.follows_latest and dependent.key_url != version:
+        if dependent.key_url != version:
             des = point_des_key(clients, rg, name, version, dependent.key_url)
         await_des_key(clients, rg, name, version, timeout_seconds, poll_seconds, des)
         return ""
-    registry = None
-    if not dependent.follows_latest:  # with the identity it uses (None: read it)
-        registry = point_registry_key(clients, rg, name, version, dependent.identity, 900)
+    # with the identity it uses (None: read it)
+    registry = point_registry_key(clients, rg, name, version, dependent.identity, 900)
     await_registry_key(clients, rg, name, version, timeout_seconds, poll_seconds, registry)
     return ""
 
@@ -230,24 +231,18 @@ def move_dependent(
     rotation_id: str,
     request: FleetRotationRequest,
 ) -> RotationRow:
-    """Point a set or registry at the key's new version (or, when it follows the latest
-    version, wait for it to pick it up), then verify it reports that version; a KMS cluster
-    gets the version and every Secret re-written, verified none is left on an older one.
+    """Point a set or registry pinned to a version at the key's new version, then verify it
+    reports that version (those that follow the latest version: `await_pickups`); a KMS
+    cluster gets the version and every Secret re-written, verified none is left on an older
+    one.
 
-    Plain calls (`.fn`), not task runs: at fleet scale each task run's Prefect bookkeeping
+    Plain calls, not task runs: at fleet scale each task run's Prefect bookkeeping
     (its record and state events, from every worker) costs more than the ARM requests; the
     rows say what happened to each dependent. A transient failure the SDK's own retries did
     not outlast moves the dependent again, as a step's task retries would (at most 3 more
     times, within its pickup wait plus `MOVE_RETRY_SECONDS`); then, like any other failure,
     it is the dependent's failed row."""
-    row = RotationRow(
-        key_id=key.key_id,
-        dependent_id=dependent.resource_id,
-        kind=dependent.kind,
-        action=dependent.action,
-        status=Status.VERIFIED,
-        version=key.version,
-    )
+    row = moved_row(dependent, key)
     if key.status == Status.FAILED:
         return row.model_copy(update={"status": Status.SKIPPED, "reason": "the key did not rotate"})
     try:
@@ -276,15 +271,23 @@ def move_dependents(
     threads: int,
 ) -> list[RotationRow]:
     """One share of the dependents (all of them on the thread runner, a Dask worker's share
-    on Dask), `threads` at a time, each move in a copy of this run's context (its logger)."""
+    on Dask): those pinned to a version (and KMS clusters) moved `threads` at a time, each in
+    a copy of this run's context (its logger), while this thread waits for those that follow
+    the latest version to pick it up (`await_pickups`)."""
+    pickups = [(d, key) for d, key in moves if is_pickup(d, key)]
     with ThreadPoolExecutor(threads) as pool:
-        moving = [
-            pool.submit(
+        moving = {
+            d.resource_id: pool.submit(
                 copy_context().run, move_dependent, credentials, d, key, rotation_id, request
             )
             for d, key in moves
+            if not is_pickup(d, key)
+        }
+        picked = {row.dependent_id: row for row in await_pickups(credentials, pickups, request)}
+        return [
+            picked[d.resource_id] if is_pickup(d, key) else moving[d.resource_id].result()
+            for d, key in moves
         ]
-        return [f.result() for f in moving]
 
 
 @task(name="Publish the rotation", **IN_MEMORY)

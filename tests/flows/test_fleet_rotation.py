@@ -20,7 +20,6 @@ from clients.azure import AzureClients
 from console.fleet_seed import GROUP, FleetSeed, seed_fleet
 from emulator.faults import Fault
 from emulator.server import Emulator
-from emulator.services.compute.models import DiskEncryptionSetHooks
 from emulator.services.entra.models import Principal
 from flows.fleet_rotation import rotate_customer_keys
 from tasks.task_runners import check_task_runner, task_runner_for
@@ -84,6 +83,11 @@ def versions(credentials: AzureCredentials, key_ids: list[str]) -> dict[str, int
             list(clients.keys(kid.vault_url).list_properties_of_key_versions(kid.name))
         )
     return found
+
+
+def set_hooks(emulator: Emulator) -> object:
+    """The emulator's rules of disk encryption sets (their timings)."""
+    return emulator.arm.types["microsoft.compute/diskencryptionsets"].hooks
 
 
 def active_keys(credentials: AzureCredentials, seeded: FleetSeed) -> dict[str, str]:
@@ -379,7 +383,7 @@ def test_a_moved_dependent_is_verified_from_what_its_update_read_back(
     a set pinned to a version is read once (the operation's final read), a registry twice
     (before its PATCH, and the operation's), not once or twice more to verify them (ARM's
     read bucket binds at scale). Disks re-wrapped at once, so that the first read is final."""
-    monkeypatch.setattr(DiskEncryptionSetHooks, "rewrap_seconds", 0)
+    monkeypatch.setattr(set_hooks(emulator), "rewrap_seconds", 0)
     emulator.requests.clear()
     rotate_customer_keys(request(azure_block), return_state=True)
     for kind, expected in (("diskEncryptionSets", 1), ("registries", 2)):
@@ -391,3 +395,42 @@ def test_a_moved_dependent_is_verified_from_what_its_update_read_back(
         assert patched, kind  # the seed pins some of each to a version
         reads = {path: len(emulator.requests.find("GET", f"^{path}$")) for path in patched}
         assert reads == {path: expected for path in patched}
+
+
+def test_dependents_that_follow_the_latest_version_are_checked_by_listing_them(
+    azure_block: str, emulator: Emulator, fleet: FleetSeed
+) -> None:
+    """A set or registry that picks the new version up by itself is never read on its own:
+    each round lists each subscription's sets and registries once."""
+    emulator.requests.clear()
+    # the emulator's pickups take 0.5 s from the version's creation: 3 rounds at most
+    state = rotate_customer_keys(request(azure_block, poll_seconds=0.25), return_state=True)
+    revoked = [d for d in fleet.des_ids if d.endswith("des-3")]
+    assert state.message.startswith(f"{len(revoked)} of "), state.message
+    followers = [d for d in fleet.des_ids if d.endswith("des-1")] + [
+        r for r in fleet.registry_ids if r.endswith("x1")
+    ]
+    assert followers
+    for resource in followers:
+        assert not emulator.requests.find(None, f"^{resource}$"), resource
+    for kind in ("diskEncryptionSets", "registries"):
+        listings = emulator.requests.find("GET", f"^/subscriptions/[^/]+/providers/[^/]+/{kind}$")
+        assert 2 <= len(listings) <= 2 * 4, kind  # two subscriptions, 1-3 rounds (1 spare)
+
+
+def test_a_dependent_that_does_not_pick_the_version_up_in_time_is_a_named_failure(
+    azure_block: str, emulator: Emulator, fleet: FleetSeed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sets that follow the latest version and take longer than `pickup_timeout_minutes`
+    fail by name with the state they were left in; the others are verified."""
+    monkeypatch.setattr(set_hooks(emulator), "auto_rotation_seconds", 3600)
+    fields = {"pickup_timeout_minutes": 0.02, "poll_seconds": 0.3}
+    state = rotate_customer_keys(request(azure_block, **fields), return_state=True)
+    late = [d for d in fleet.des_ids if d.endswith("des-1")]
+    revoked = [d for d in fleet.des_ids if d.endswith("des-3")]
+    assert state.message.startswith(f"{len(late) + len(revoked)} of "), state.message
+    for resource in late:
+        name = resource.rsplit("/", 1)[-1]
+        assert f"{resource}: Disk encryption set {name} is still 'old key' after 1.2 s" in (
+            state.message
+        )

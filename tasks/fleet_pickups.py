@@ -1,0 +1,115 @@
+"""Waiting for the sets and registries that follow their key's latest version to pick the new
+one up: each round lists every subscription's sets or registries once, instead of reading each
+dependent on a thread of its own. Azure takes up to an hour to pick a version up; a thread per
+dependent held the moves that long (`max_concurrency` of them at a time), and a read per
+dependent per poll spends ARM's read bucket (250, refilling 25 a second per subscription)
+where one listing reads a page of 100 (`bench/fleet_rotation.py`)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from blocks.azure import AzureCredentials
+from byok.acr_models import registry_key_state
+from byok.azure_errors import one_line
+from byok.disk_encryption_set_models import des_key_state
+from byok.polling import timed_out
+from byok.rotation import (
+    Dependent,
+    DependentKind,
+    FleetRotationRequest,
+    RotationRow,
+    Status,
+    moved_row,
+)
+from clients.azure import AzureClients
+from tasks.outcomes import report
+from tasks.retry import is_transient
+
+DONE = frozenset({"done"})
+
+# per kind: what messages call it, its listing in a subscription, how far it has moved
+_KINDS: dict[
+    DependentKind, tuple[str, Callable[[AzureClients], Iterable[Any]], Callable[[Any, str], str]]
+] = {
+    DependentKind.DISK_ENCRYPTION_SET: (
+        "Disk encryption set",
+        lambda clients: clients.compute().disk_encryption_sets.list(),
+        des_key_state,
+    ),
+    DependentKind.REGISTRY: (
+        "Registry",
+        lambda clients: clients.container_registry().registries.list(),
+        registry_key_state,
+    ),
+}
+
+
+def is_pickup(dependent: Dependent, key: RotationRow) -> bool:
+    """Whether the dependent is left to pick its rotated key's new version up by itself."""
+    return dependent.follows_latest and dependent.kind in _KINDS and key.status != Status.FAILED
+
+
+def await_pickups(
+    credentials: AzureCredentials,
+    pickups: list[tuple[Dependent, RotationRow]],
+    request: FleetRotationRequest,
+) -> list[RotationRow]:
+    """One row per pickup, in order: verified once its set or registry reports the new
+    version (a set: re-wrapping done too), failed with the reason when its automatic rotation
+    reports an error, its listing is refused, or `pickup_timeout_minutes` pass. A listing
+    that fails transiently is tried again the next round."""
+    timeout_seconds = request.pickup_timeout_minutes * 60
+    deadline = time.monotonic() + timeout_seconds
+    rows = {d.resource_id.lower(): moved_row(d, key) for d, key in pickups}
+    pending = {d.resource_id.lower(): d for d, _ in pickups}
+    states: dict[str, str] = {}
+
+    def fail(rid: str, reason: str) -> None:
+        pending.pop(rid)
+        rows[rid] = rows[rid].model_copy(update={"status": Status.FAILED, "reason": reason})
+
+    while pending:
+        for (subscription, kind), rids in _groups(pending).items():
+            what, listing, state_of = _KINDS[kind]
+            clients = AzureClients.of(credentials, subscription)
+            try:
+                listed = {str(r.id).lower(): r for r in listing(clients)}
+            except Exception as exc:  # refused: these dependents' rows; else the next round
+                if not is_transient(exc):
+                    for rid in rids:
+                        fail(rid, one_line(exc))
+                continue
+            for rid in rids:
+                found = listed.get(rid)
+                if found is None:
+                    fail(rid, f"{what} {pending[rid].name} is no longer in its subscription")
+                    continue
+                version = str(rows[rid].version)
+                try:
+                    states[rid] = state_of(found, version)
+                except Exception as exc:  # its automatic rotation failed: its row
+                    fail(rid, one_line(exc))
+                    continue
+                if states[rid] in DONE:
+                    pending.pop(rid)
+                    report(str(found.id), "verify", note=f"key {version}")
+        if pending and time.monotonic() >= deadline:
+            for rid, dependent in list(pending.items()):
+                what = _KINDS[dependent.kind][0]
+                state = states.get(rid, "not read")
+                fail(rid, str(timed_out(f"{what} {dependent.name}", state, DONE, timeout_seconds)))
+        if pending:
+            time.sleep(min(request.poll_seconds, max(0.0, deadline - time.monotonic())))
+    return [rows[d.resource_id.lower()] for d, _ in pickups]
+
+
+def _groups(pending: dict[str, Dependent]) -> dict[tuple[str, DependentKind], list[str]]:
+    """The pending dependents by subscription and kind."""
+    groups: dict[tuple[str, DependentKind], list[str]] = defaultdict(list)
+    for rid, dependent in pending.items():
+        groups[(dependent.subscription_id.lower(), dependent.kind)].append(rid)
+    return groups
