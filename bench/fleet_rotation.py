@@ -363,7 +363,7 @@ def _phases(flow_run_id: Any) -> dict[str, float]:
         return min(t.start_time for t in runs), max(t.end_time for t in runs)
 
     phases = {}
-    if keys := span("Rotate https://"):
+    if keys := span("Rotate the keys"):
         phases["planning"] = (keys[0] - run.start_time).total_seconds()
         phases["keys"] = (keys[1] - keys[0]).total_seconds()
     if moves := span("Move share "):

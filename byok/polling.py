@@ -48,6 +48,32 @@ def poll_until(
         sleep(min(interval_seconds, max(0.0, deadline - clock())))
 
 
+def poll_read(
+    read: Callable[[], T],
+    state_of: Callable[[T], str],
+    *,
+    seen: T | None = None,
+    wanted: frozenset[str] = frozenset({"done"}),
+    timeout_seconds: float,
+    interval_seconds: float,
+    what: str,
+) -> T:
+    """`read()` until the state of what it returns is in `wanted`, starting from `seen` (a
+    read the caller has already: none is made when it is there); the last read. PollTimeout
+    past `timeout_seconds`."""
+    given = [] if seen is None else [seen]
+    last: list[T] = []
+
+    def state() -> str:
+        last[:] = [given.pop() if given else read()]
+        return state_of(last[0])
+
+    poll_until(
+        state, wanted, timeout_seconds=timeout_seconds, interval_seconds=interval_seconds, what=what
+    )
+    return last[0]
+
+
 # Provisioning states after which a resource no longer changes by itself.
 # https://learn.microsoft.com/azure/azure-resource-manager/management/async-operations#provisioningstate-values
 TERMINAL_STATES = frozenset({"Succeeded", "Failed", "Canceled"})

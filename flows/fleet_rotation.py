@@ -9,8 +9,8 @@ encryption set and registry that uses it moves to that version, verified.
 4. Read each key's latest version; plan: due by age or expiry, a new version or the one
    this rotation (or a rotation policy) already made; KMS clusters the two-slot rule stops
    are held back (rows); plan_only publishes the plan and stops.
-5. Rotate each key once (tagged with the rotation id: a re-run reuses the version), on the
-   flow's own threads while the task runner starts.
+5. Rotate each key once (tagged with the rotation id: a re-run reuses the version), their
+   run locks under one lease, on the flow's own threads while the task runner starts.
 6. Move each dependent (in one share per Dask worker): update a set or registry pinned
    to a version, or wait for one that follows the latest version to pick it up; verify it
    reports the new version. A KMS cluster gets the version and every Secret re-written,
@@ -37,16 +37,16 @@ from tasks.fleet_rotation import (
     plan_keys,
     publish_rotation,
     read_key_facts,
-    rotate_key,
+    rotate_keys,
     select_keys,
 )
 from tasks.fleet_rotation_ibm import plan_ibm_keys, rotate_ibm_key
 from tasks.inventory import discover_resources, readable_subscriptions
 from tasks.refusal import refuse_quietly
-from tasks.task_runners import check_task_runner, fleet_runner, key_threads
+from tasks.task_runners import check_task_runner, fleet_runner
 
 
-@flow(name="rotate-customer-keys", validate_parameters=False, task_runner=key_threads())
+@flow(name="rotate-customer-keys", validate_parameters=False)
 @refuse_quietly
 def rotate_customer_keys(
     request: FleetRotationRequest, credentials: AzureCredentials | None = None
@@ -74,16 +74,16 @@ def rotate_customer_keys(
     if request.plan_only:
         return publish_rotation(quote(plan), quote(plan.rows() + ibm.rows()), True)
     wait, policy = request.wait_for_other_run, request.rotation_policy
-    # every key at once, on this run's threads (one write each, not worth a trip to Dask)
-    # while a local Dask cluster starts
-    rotating = [
-        rotate_key.submit(credentials, k, plan.rotation_id, wait, policy) for k in plan.rotations
-    ]
+    # the keys, on this run's threads (one write each, not worth a trip to Dask) while a
+    # local Dask cluster starts
+    rotating = rotate_keys.submit(
+        credentials, quote(plan.rotations), plan.rotation_id, wait, policy
+    )
     with fleet_runner(request, plan.concurrency(request)) as (count, threads):
         # each IBM root key with its images, and every dependent, the subscriptions in
         # turn, in shares (one per Dask worker)
         roots = [rotate_ibm_key.submit(k, request) for k in ibm.rotations]
-        keys = [f.result() for f in rotating]
+        keys = rotating.result()
         moving = [
             move_dependents.submit(credentials, share, plan.rotation_id, request, number, threads)
             for number, share in enumerate(shares(plan.moves(keys), count), 1)

@@ -4,7 +4,6 @@ not)."""
 
 from __future__ import annotations
 
-from azure.mgmt.containerregistry.models import Registry
 from prefect import task
 
 from blocks.azure import AzureCredentials
@@ -12,19 +11,13 @@ from byok.acr_models import (
     EncryptionStatus,
     RegistryInfo,
     encryption_status,
-    key_changes,
-    key_update,
     registry_id,
     registry_info,
-    registry_key_state,
 )
-from byok.azure_errors import is_propagation_delay, named_failure
-from byok.polling import poll_until
 from byok.registry_probe import probe_registry_data
-from byok.retrying import retry_while
 from clients.azure import AzureClients
 from clients.key_store_access import log_retry
-from clients.registries import patch_registry
+from clients.registries import await_registry_key, set_registry_key
 from tasks.outcomes import report
 from tasks.retry import STEP_RETRIES
 
@@ -43,44 +36,16 @@ def rotate_registry_key(
     `system`, or None: the identity it uses now); nothing when the registry already uses
     them."""
     clients = AzureClients.of(credentials, subscription_id)
-    return encryption_status(
-        point_registry_key(clients, resource_group, name, key_id, identity, timeout_seconds)
-    )
-
-
-def point_registry_key(
-    clients: AzureClients,
-    resource_group: str,
-    name: str,
-    key_id: str,
-    identity: str | None,
-    timeout_seconds: float,
-) -> Registry:
-    """`rotate_registry_key`'s work; the registry as last read (after the update, if any)."""
     target = registry_id(clients.subscription_id, resource_group, name)
-    found = clients.container_registry().registries.get(resource_group, name)
-    current = encryption_status(found)
-    diff = key_changes(current, key_id, identity)
-    if not diff:
-        report(target, None, note=f"key {key_id}, identity {current.identity}")
-        return found
-    identity = identity or str(current.identity)
-    update = key_update(key_id, identity)
-
-    def done(registry: Registry) -> bool:
-        status = encryption_status(registry)
-        return (status.key_identifier, status.identity) == (key_id, identity)
-
-    with named_failure(target, "key rotation", waited=True):
-        rotated = retry_while(
-            lambda: patch_registry(clients, resource_group, name, update, done),
-            is_propagation_delay,
-            timeout_seconds=timeout_seconds,
-            first_delay=1,
-            on_retry=log_retry(f"key rotation of {name}"),
-        )
-    report(target, "update", changes=diff)
-    return rotated
+    registry, diff = set_registry_key(
+        clients, resource_group, name, key_id, identity, timeout_seconds
+    )
+    status = encryption_status(registry)
+    if diff:
+        report(target, "update", changes=diff)
+    else:
+        report(target, None, note=f"key {key_id}, identity {status.identity}")
+    return status
 
 
 switch_to_system_identity = rotate_registry_key.with_options(
@@ -101,41 +66,13 @@ def verify_registry_key(
     """Wait until the registry reports encryption enabled with `versioned_key_id` (a
     versionless registry picks a new version up by itself, within an hour in Azure)."""
     clients = AzureClients.of(credentials, subscription_id)
-    return registry_info(
+    verified = registry_info(
         await_registry_key(
             clients, resource_group, name, versioned_key_id, timeout_seconds, poll_seconds
         )
     )
-
-
-def await_registry_key(
-    clients: AzureClients,
-    resource_group: str,
-    name: str,
-    versioned_key_id: str,
-    timeout_seconds: float,
-    poll_seconds: float,
-    seen: Registry | None = None,
-) -> Registry:
-    """`verify_registry_key`'s work, starting from `seen` (the registry as the caller's
-    update left it: one read fewer when it is already done); the registry as last read."""
-    registries = clients.container_registry().registries
-    given = [] if seen is None else [seen]
-    last: list[Registry] = []
-
-    def state() -> str:
-        last[:] = [given.pop() if given else registries.get(resource_group, name)]
-        return registry_key_state(last[0], versioned_key_id)
-
-    poll_until(
-        state,
-        frozenset({"done"}),
-        timeout_seconds=timeout_seconds,
-        interval_seconds=poll_seconds,
-        what=f"Registry {name}",
-    )
-    report(str(last[0].id), "verify", note=f"key {versioned_key_id}")
-    return last[0]
+    report(verified.id, "verify", note=f"key {versioned_key_id}")
+    return verified
 
 
 @task(name="Use registry data", **STEP_RETRIES)

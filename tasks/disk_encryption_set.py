@@ -7,7 +7,6 @@ from __future__ import annotations
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.compute.models import (
     DiskEncryptionSet,
-    DiskEncryptionSetUpdate,
     DiskEncryptionSetUpdateProperties,
     KeyForDiskEncryptionSet,
 )
@@ -19,10 +18,8 @@ from byok.azure_errors import (
     as_byok_error,
     is_azure_error,
     is_failed_operation,
-    is_lost_answer,
     is_propagation_delay,
     named_failure,
-    or_none,
 )
 from byok.disk_encryption_set_models import (
     DesKeyRotationRequest,
@@ -32,7 +29,6 @@ from byok.disk_encryption_set_models import (
     des_body,
     des_id,
     des_info,
-    des_key_state,
 )
 from byok.key_store import (
     READER,
@@ -41,11 +37,17 @@ from byok.key_store import (
 )
 from byok.keyvault_ids import KeyId
 from byok.outcomes import Change, changes
-from byok.polling import poll_until, read_settled
 from byok.retrying import retry_while, write_or_find
-from byok.sdk_values import text
 from byok.validation import InvalidRequest, check_name, check_rsa_key_size, region_key, same_region
 from clients.azure import AzureClients
+from clients.disk_encryption_sets import (
+    await_des_key,
+    des_state,
+    patch_des,
+    patch_des_key,
+    read_des,
+    read_settled_des,
+)
 from clients.key_store_access import (
     holds_role,
     holds_service_key_use,
@@ -54,29 +56,6 @@ from tasks.key_vault import plan_key, plan_key_vault, plan_new_key_version, plan
 from tasks.outcomes import planned, report
 from tasks.retry import STEP_RETRIES
 from tasks.subscription import plan_resource_group
-
-
-def read_des(clients: AzureClients, resource_group: str, name: str) -> DiskEncryptionSet | None:
-    """The set, or None."""
-    return or_none(lambda: clients.compute().disk_encryption_sets.get(resource_group, name))
-
-
-def _state(des: DiskEncryptionSet) -> str | None:
-    state = des.properties.provisioning_state
-    return text(state) if state else None
-
-
-def read_settled_des(
-    clients: AzureClients, resource_group: str, name: str
-) -> DiskEncryptionSet | None:
-    """The set once no operation on it is running (None: it does not exist)."""
-    return read_settled(
-        lambda: read_des(clients, resource_group, name),
-        _state,
-        timeout_seconds=600,
-        interval_seconds=clients.block.polling_interval_seconds,
-        what=f"Disk encryption set {name}",
-    )
 
 
 @task(name="Create disk encryption set", **STEP_RETRIES)
@@ -143,7 +122,7 @@ def ensure_disk_encryption_set(
         )
     check_existing_des(des, encryption_type)
     info = des_info(des)
-    if _state(des) == "Failed":
+    if des_state(des) == "Failed":
         get_run_logger().warning(
             "Disk encryption set %s: its creation ended Failed; granting its identity key "
             "access, then re-submitting it",
@@ -154,30 +133,6 @@ def ensure_disk_encryption_set(
     else:
         report(info.id, None)
     return info.model_copy(update=wanted)
-
-
-def _apply(
-    clients: AzureClients,
-    resource_group: str,
-    name: str,
-    properties: DiskEncryptionSetUpdateProperties,
-) -> DiskEncryptionSet:
-    """PATCH the set; a lost answer is followed by a read, not a second PATCH."""
-    sets = clients.compute().disk_encryption_sets
-    key_url = properties.active_key.key_url
-
-    def applied() -> DiskEncryptionSet | None:
-        found = read_settled_des(clients, resource_group, name)
-        done = found is not None and _state(found) == "Succeeded"
-        return found if done and found.properties.active_key.key_url == key_url else None
-
-    return write_or_find(
-        lambda: sets.begin_update(
-            resource_group, name, DiskEncryptionSetUpdate(properties=properties)
-        ).result(),
-        applied,
-        is_lost_answer,
-    )
 
 
 @task(name="Wait until the grant is effective", **STEP_RETRIES)
@@ -201,7 +156,7 @@ def wait_for_key_access(
     )
     with named_failure(des.id, "applying the key", waited=True):
         applied = retry_while(
-            lambda: _apply(clients, resource_group, des.name, properties),
+            lambda: patch_des(clients, resource_group, des.name, properties),
             is_propagation_delay,
             timeout_seconds=timeout_seconds,
             first_delay=2,
@@ -254,28 +209,15 @@ def update_des_key(
     """Point the set at a new key version (Azure re-wraps the disks' keys); nothing when it
     points there already. `in_use`: the key the caller just read on the set (else read)."""
     clients = AzureClients.of(credentials, subscription_id)
-    point_des_key(clients, resource_group, name, key_url, in_use)
-
-
-def point_des_key(
-    clients: AzureClients, resource_group: str, name: str, key_url: str, in_use: str | None
-) -> DiskEncryptionSet | None:
-    """`update_des_key`'s work; the set as the update's operation left it (None: nothing
-    was written)."""
     target = des_id(clients.subscription_id, resource_group, name)
     if in_use is None:
         current = read_settled_des(clients, resource_group, name)
         in_use = str(current.properties.active_key.key_url) if current is not None else None
     if in_use == key_url:
         report(target, None, note=f"activeKey {key_url}")
-        return None
-    properties = DiskEncryptionSetUpdateProperties(
-        active_key=KeyForDiskEncryptionSet(key_url=key_url)
-    )
-    with named_failure(target, "updating the key"):
-        updated = _apply(clients, resource_group, name, properties)
+        return
+    patch_des_key(clients, resource_group, name, key_url)
     report(target, "update", changes=[Change(field="activeKey", old=in_use, new=key_url)])
-    return updated
 
 
 @task(name="Verify the disk encryption set key", **STEP_RETRIES)
@@ -291,39 +233,11 @@ def verify_des_key(
     """Wait until the set reports `key_url` active with re-wrapping done (empty previousKeys)
     and no automatic-rotation error."""
     clients = AzureClients.of(credentials, subscription_id)
-    return des_info(
+    verified = des_info(
         await_des_key(clients, resource_group, name, key_url, timeout_seconds, poll_seconds)
     )
-
-
-def await_des_key(
-    clients: AzureClients,
-    resource_group: str,
-    name: str,
-    key_url: str,
-    timeout_seconds: float,
-    poll_seconds: float,
-    seen: DiskEncryptionSet | None = None,
-) -> DiskEncryptionSet:
-    """`verify_des_key`'s work, starting from `seen` (the set as the caller's update left
-    it: one read fewer when it is already done); the set as last read."""
-    sets = clients.compute().disk_encryption_sets
-    given = [] if seen is None else [seen]
-    last: list[DiskEncryptionSet] = []
-
-    def state() -> str:
-        last[:] = [given.pop() if given else sets.get(resource_group, name)]
-        return des_key_state(last[0], key_url)
-
-    poll_until(
-        state,
-        frozenset({"done"}),
-        timeout_seconds=timeout_seconds,
-        interval_seconds=poll_seconds,
-        what=f"Disk encryption set {name}",
-    )
-    report(str(last[0].id), "verify", note=f"activeKey {key_url}, previousKeys empty")
-    return last[0]
+    report(verified.id, "verify", note=f"activeKey {key_url}, previousKeys empty")
+    return verified
 
 
 @task(name="Validate request")

@@ -6,6 +6,7 @@ publish one row per key and dependent."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from contextvars import copy_context
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,7 @@ from byok.key_policy import RotationPolicySpec
 from byok.keyvault_ids import KeyId
 from byok.retrying import retry_while
 from byok.rotation import (
+    KEY_THREADS,
     Dependent,
     DependentKind,
     FleetRotationRequest,
@@ -40,15 +42,15 @@ from byok.rotation import (
     plan_rotation,
 )
 from clients.azure import AzureClients
-from tasks.acr_key import await_registry_key, point_registry_key
+from clients.disk_encryption_sets import await_des_key, patch_des_key
+from clients.fleet_pickups import await_pickups, is_pickup
+from clients.registries import await_registry_key, set_registry_key
 from tasks.aks_kms import apply_kms, rewrite_secrets, validate_rotation, verify_kms
-from tasks.disk_encryption_set import await_des_key, point_des_key
 from tasks.events import emit_byok_event
-from tasks.fleet_pickups import await_pickups, is_pickup
 from tasks.in_memory import IN_MEMORY
 from tasks.key_vault import ensure_rotation_policy, new_key_version
 from tasks.retry import STEP_RETRIES, is_transient
-from tasks.run_lock import resource_lock
+from tasks.run_lock import resource_lock, resource_locks
 
 READERS = 16  # concurrent key reads
 # beyond a dependent's pickup wait: the time left to move it again after a transient failure
@@ -166,22 +168,45 @@ def _move_cluster(
     return written
 
 
-@task(name="Rotate the key", task_run_name="Rotate {key.key_id}", **IN_MEMORY)
+@task(name="Rotate the keys", **IN_MEMORY)
+def rotate_keys(
+    credentials: AzureCredentials,
+    keys: list[PlannedKey],
+    rotation_id: str,
+    wait: bool,
+    policy: RotationPolicySpec | None,
+) -> list[RotationRow]:
+    """Each key once, `KEY_THREADS` at a time, each in a copy of this run's context (its
+    logger), one row each. The run locks of the keys that get a new version are taken under
+    one lease (`resource_locks`); when another run holds one of them, each key takes its own,
+    and only the held one waits or fails."""
+    making = [key.key_id for key in keys if key.make_version]
+    with resource_locks(making) as locked, ThreadPoolExecutor(KEY_THREADS) as pool:
+        rotating = [
+            pool.submit(
+                copy_context().run, rotate_key, credentials, key, rotation_id, wait, policy, locked
+            )
+            for key in keys
+        ]
+        return [f.result() for f in rotating]
+
+
 def rotate_key(
     credentials: AzureCredentials,
     key: PlannedKey,
     rotation_id: str,
     wait: bool,
     policy: RotationPolicySpec | None,
+    locked: bool,
 ) -> RotationRow:
     """One new version per rotation (tagged with it; a re-run reuses it), made by one run at
-    a time, and the key's rotation policy when one is asked for; a failure is this key's
-    row, not the run's end."""
+    a time (`locked`: this run holds the key's lock already), and the key's rotation policy
+    when one is asked for; a failure is this key's row, not the run's end."""
     made = key.latest
     action = "new version" if key.make_version else "reuse version"
     try:
         if key.make_version:
-            with resource_lock(key.key_id, wait=wait):
+            with nullcontext() if locked else resource_lock(key.key_id, wait=wait):
                 made = new_key_version(credentials, None, key.latest, rotation_id)
         if policy is not None:
             ensure_rotation_policy(credentials, None, key.key_id, policy)
@@ -211,15 +236,16 @@ def _move(
         written = _move_cluster(credentials, dependent, version, rotation_id, request)
         return f"{written} Secret(s) re-written"
     clients = AzureClients.of(credentials, sub)
-    # each check starts from what the update's own read returned (one read fewer a move)
+    # each check starts from what the update's own read returned (one read fewer a move);
+    # no log line per step: the rows are the record
     if dependent.kind == DependentKind.DISK_ENCRYPTION_SET:
         des = None
         if dependent.key_url != version:
-            des = point_des_key(clients, rg, name, version, dependent.key_url)
+            des = patch_des_key(clients, rg, name, version)
         await_des_key(clients, rg, name, version, timeout_seconds, poll_seconds, des)
         return ""
     # with the identity it uses (None: read it)
-    registry = point_registry_key(clients, rg, name, version, dependent.identity, 900)
+    registry, _ = set_registry_key(clients, rg, name, version, dependent.identity, 900)
     await_registry_key(clients, rg, name, version, timeout_seconds, poll_seconds, registry)
     return ""
 

@@ -59,10 +59,44 @@ def resource_lock(resource_id: str, *, wait: bool) -> Iterator[None]:
     client = _client(PREFECT_API_URL.value(), PREFECT_API_KEY.value())
     name = lock_name(resource_id)
     _ensure_limit(client, name)
-    lease = _acquire(client, name, resource_id, wait=wait)
+    with _held(client, _acquire(client, name, resource_id, wait=wait)):
+        yield
+
+
+@contextmanager
+def resource_locks(resource_ids: list[str]) -> Iterator[bool]:
+    """Hold every resource's slot under one lease (one request takes them all, one gives them
+    back) and yield True; yield False, holding none, when another run holds any of them (or
+    the server refuses the request): the caller then takes each with `resource_lock`, which
+    waits or fails for that resource alone. Measured: a fleet run's 30 keys locked one by one
+    on a SQLite server took 10.5 s, 1.6 s with no locks at all (bench/fleet_rotation.py)."""
+    client = _client(PREFECT_API_URL.value(), PREFECT_API_KEY.value())
+    names = [lock_name(resource_id) for resource_id in resource_ids]
     try:
-        # renewed while held; if renewal fails, the holder is stopped (as strict Prefect
-        # concurrency does) rather than going on without the slot
+        for name in names:
+            _ensure_limit(client, name)
+        response = _send(
+            lambda: client.increment_concurrency_slots_with_lease(
+                names=names, slots=1, mode="concurrency", lease_duration=LEASE_SECONDS
+            )
+        )
+    except (httpx.HTTPStatusError, httpx.TransportError):  # 423: one is held
+        taken = None
+    else:
+        taken = UUID(response.json()["lease_id"])
+    if taken is None:
+        yield False
+        return
+    with _held(client, taken):
+        yield True
+
+
+@contextmanager
+def _held(client: SyncPrefectClient, lease: UUID) -> Iterator[None]:
+    """The lease renewed while the block runs (if renewal fails, the holder is stopped, as
+    strict Prefect concurrency does, rather than going on without the slot), then given
+    back."""
+    try:
         with maintain_concurrency_lease(lease, LEASE_SECONDS, raise_on_lease_renewal_failure=True):
             yield
     finally:

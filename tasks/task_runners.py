@@ -13,7 +13,7 @@ from prefect.context import FlowRunContext
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from byok.errors import InvalidRequest
-from byok.rotation import KEY_THREADS, FleetRotationRequest
+from byok.rotation import FleetRotationRequest
 
 CONNECT_SECONDS = 3
 # Dask's worker profiler reads every thread's stack (sys._current_frames) every 10 ms. On
@@ -26,12 +26,6 @@ CONNECT_SECONDS = 3
 # (distributed/core.py), but not the worker's.
 PROFILER = "distributed.worker.profile.enabled"
 FIXED_IN = (3, 11, 9)
-
-
-def key_threads() -> Any:
-    """The fleet flow run's own task runner, on which the keys rotate: `KEY_THREADS` at a
-    time (Prefect's default thread pool has no bound)."""
-    return ThreadPoolTaskRunner(max_workers=KEY_THREADS)
 
 
 def task_runner_for(request: FleetRotationRequest, concurrency: int) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from byok.polling import PollTimeout, poll_until, read_settled
+from byok.polling import PollTimeout, poll_read, poll_until, read_settled
 
 
 class FakeClock:
@@ -97,3 +97,19 @@ def test_read_settled_returns_missing_and_stateless_resources_at_once() -> None:
 def test_read_settled_times_out_naming_the_resource() -> None:
     with pytest.raises(PollTimeout, match=r"Vault v is still 'Creating' after 10 s"):
         settled([{"state": "Creating"}] * 10, FakeClock(), timeout=10)
+
+
+def test_poll_read_starts_from_the_callers_read_and_returns_the_last_one() -> None:
+    reads: list[str] = []
+
+    def read() -> str:
+        reads.append(["old", "done"][len(reads)])
+        return reads[-1]
+
+    def polled(seen: str) -> str:
+        return poll_read(
+            read, str, seen=seen, timeout_seconds=5, interval_seconds=0.001, what="The set"
+        )
+
+    assert polled("done") == "done" and reads == []  # done already: not read again
+    assert polled("stale") == "done" and reads == ["old", "done"]

@@ -10,7 +10,7 @@ import pytest
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
 
 from byok.errors import ConcurrentRun
-from tasks.run_lock import BUSY_RETRIES, _send, lock_name, resource_lock
+from tasks.run_lock import BUSY_RETRIES, _send, lock_name, resource_lock, resource_locks
 
 RESOURCE = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/diskEncryptionSets/d"
 
@@ -41,6 +41,25 @@ def test_second_holder_fails_fast_then_waits(prefect_harness: None) -> None:
         assert not thread.is_alive() or release.is_set()
     assert time.monotonic() - started >= 0.4
     thread.join(10)
+
+
+def test_many_resources_are_held_under_one_lease_or_none_when_one_is_taken(
+    prefect_harness: None,
+) -> None:
+    """`resource_locks` holds every slot at once (each refused to a second holder meanwhile,
+    all free after); when one is held elsewhere it holds none and says so."""
+    others = [f"{RESOURCE}-{n}" for n in range(3)]
+    with resource_locks(others) as held:
+        assert held
+        for other in others:
+            with pytest.raises(ConcurrentRun), resource_lock(other, wait=False):
+                pytest.fail("two holders at once")
+    with resource_lock(others[1], wait=False), resource_locks(others) as held:
+        assert not held
+        with resource_lock(others[0], wait=False), resource_lock(others[2], wait=False):
+            pass  # the others were not taken
+    with resource_locks(others) as held:  # all given back
+        assert held
 
 
 def _answer(status: int, headers: dict[str, str] | None = None) -> httpx.HTTPStatusError:

@@ -434,3 +434,24 @@ def test_a_dependent_that_does_not_pick_the_version_up_in_time_is_a_named_failur
         assert f"{resource}: Disk encryption set {name} is still 'old key' after 1.2 s" in (
             state.message
         )
+
+
+def test_a_key_another_run_holds_fails_alone_and_the_other_keys_rotate(
+    azure_block: str, azure_credentials: AzureCredentials, fleet: FleetSeed
+) -> None:
+    """The keys' run locks are taken together under one lease; while another run holds one
+    key's, each key takes its own: that key's row fails (its dependents skipped), the others
+    rotate."""
+    from tasks.run_lock import resource_lock
+
+    before = versions(azure_credentials, fleet.key_ids)
+    held = next(k for k in fleet.key_ids if k.endswith("/keys/k0"))
+    held_key = KeyId.parse(held).versionless
+    with resource_lock(held_key, wait=False):
+        state = rotate_customer_keys(request(azure_block), return_state=True)
+    assert state.is_failed()
+    assert f"{held_key}: another run is working on this resource" in state.message
+    held_name = KeyId.parse(held).name + "@" + KeyId.parse(held).vault_url
+    assert versions(azure_credentials, fleet.key_ids) == {
+        k: n if k == held_name else n + 1 for k, n in before.items()
+    }

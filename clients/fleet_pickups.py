@@ -14,7 +14,7 @@ from typing import Any
 
 from blocks.azure import AzureCredentials
 from byok.acr_models import registry_key_state
-from byok.azure_errors import one_line
+from byok.azure_errors import is_transient_azure, one_line
 from byok.disk_encryption_set_models import des_key_state
 from byok.polling import timed_out
 from byok.rotation import (
@@ -26,8 +26,6 @@ from byok.rotation import (
     moved_row,
 )
 from clients.azure import AzureClients
-from tasks.outcomes import report
-from tasks.retry import is_transient
 
 DONE = frozenset({"done"})
 
@@ -79,7 +77,7 @@ def await_pickups(
             try:
                 listed = {str(r.id).lower(): r for r in listing(clients)}
             except Exception as exc:  # refused: these dependents' rows; else the next round
-                if not is_transient(exc):
+                if not is_transient_azure(exc):
                     for rid in rids:
                         fail(rid, one_line(exc))
                 continue
@@ -96,7 +94,6 @@ def await_pickups(
                     continue
                 if states[rid] in DONE:
                     pending.pop(rid)
-                    report(str(found.id), "verify", note=f"key {version}")
         if pending and time.monotonic() >= deadline:
             for rid, dependent in list(pending.items()):
                 what = _KINDS[dependent.kind][0]
