@@ -138,3 +138,14 @@ def test_a_server_busy_for_good_gives_up_after_the_last_retry(
     with pytest.raises(httpx.HTTPStatusError, match="503"):
         _send(request)
     assert len(asked) == BUSY_RETRIES + 1
+
+
+def test_no_resources_hold_nothing_without_asking_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_server(*_: object) -> None:
+        raise AssertionError("the server was asked")
+
+    monkeypatch.setattr("tasks.run_lock._client", no_server)
+    with resource_locks([]) as held:
+        assert held
