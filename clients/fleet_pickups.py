@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from blocks.azure import AzureCredentials
 from byok.acr_models import registry_key_state
@@ -29,17 +29,27 @@ from clients.azure import AzureClients
 
 DONE = frozenset({"done"})
 
-# per kind: what messages call it, its listing in a subscription, how far it has moved
-_KINDS: dict[
-    DependentKind, tuple[str, Callable[[AzureClients], Iterable[Any]], Callable[[Any, str], str]]
-] = {
-    DependentKind.DISK_ENCRYPTION_SET: (
+
+class _Kind(NamedTuple):
+    """What messages call a kind of dependent, its listing in a subscription, how far one
+    has moved to a version."""
+
+    name: str
+    plural: str
+    listing: Callable[[AzureClients], Iterable[Any]]
+    state_of: Callable[[Any, str], str]
+
+
+_KINDS = {
+    DependentKind.DISK_ENCRYPTION_SET: _Kind(
         "Disk encryption set",
+        "disk encryption sets",
         lambda clients: clients.compute().disk_encryption_sets.list(),
         des_key_state,
     ),
-    DependentKind.REGISTRY: (
+    DependentKind.REGISTRY: _Kind(
         "Registry",
+        "registries",
         lambda clients: clients.container_registry().registries.list(),
         registry_key_state,
     ),
@@ -72,23 +82,23 @@ def await_pickups(
 
     while pending:
         for (subscription, kind), rids in _groups(pending).items():
-            what, listing, state_of = _KINDS[kind]
+            of = _KINDS[kind]
             clients = AzureClients.of(credentials, subscription)
             try:
-                listed = {str(r.id).lower(): r for r in listing(clients)}
+                listed = {str(r.id).lower(): r for r in of.listing(clients)}
             except Exception as exc:  # refused: these dependents' rows; else the next round
                 if not is_transient_azure(exc):
                     for rid in rids:
-                        fail(rid, one_line(exc))
+                        fail(rid, f"listing its subscription's {of.plural}: {one_line(exc)}")
                 continue
             for rid in rids:
                 found = listed.get(rid)
                 if found is None:
-                    fail(rid, f"{what} {pending[rid].name} is no longer in its subscription")
+                    fail(rid, f"{of.name} {pending[rid].name} is no longer in its subscription")
                     continue
                 version = str(rows[rid].version)
                 try:
-                    states[rid] = state_of(found, version)
+                    states[rid] = of.state_of(found, version)
                 except Exception as exc:  # its automatic rotation failed: its row
                     fail(rid, one_line(exc))
                     continue
@@ -96,7 +106,7 @@ def await_pickups(
                     pending.pop(rid)
         if pending and time.monotonic() >= deadline:
             for rid, dependent in list(pending.items()):
-                what = _KINDS[dependent.kind][0]
+                what = _KINDS[dependent.kind].name
                 state = states.get(rid, "not read")
                 fail(rid, str(timed_out(f"{what} {dependent.name}", state, DONE, timeout_seconds)))
         if pending:

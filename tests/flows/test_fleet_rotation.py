@@ -455,3 +455,33 @@ def test_a_key_another_run_holds_fails_alone_and_the_other_keys_rotate(
     assert versions(azure_credentials, fleet.key_ids) == {
         k: n if k == held_name else n + 1 for k, n in before.items()
     }
+
+
+def test_a_listing_that_fails_for_a_while_is_asked_again_the_next_round(
+    azure_block: str, emulator: Emulator, fleet: FleetSeed
+) -> None:
+    """The sets' listing answers 503 past the SDK's own retries (10): the pickups wait for
+    the next round and are verified; a refused listing (403) fails its pickups by name."""
+    listing = r"/providers/Microsoft.Compute/diskEncryptionSets$"
+    fault = emulator.faults.add(
+        Fault("status", status=503, retry_after=0.01, method="GET", path=listing, count=11)
+    )
+    state = rotate_customer_keys(request(azure_block, rotation_id="r-list"), return_state=True)
+    revoked = [d for d in fleet.des_ids if d.endswith("des-3")]
+    assert state.message.startswith(f"{len(revoked)} of "), state.message
+    assert fault.fired == 11
+    emulator.faults.clear()
+    emulator.faults.add(
+        Fault(
+            "status", status=403, method="GET", path=listing, count=None, code="AuthorizationFailed"
+        )
+    )
+    k0 = [k for k in fleet.key_ids if k.endswith("/keys/k0")]  # des-0 pinned, des-1 follows
+    state = rotate_customer_keys(
+        request(azure_block, rotation_id="r-refused", key_ids=k0), return_state=True
+    )
+    followers = [d for d in fleet.des_ids if d.endswith("des-1")]
+    assert state.message.startswith(f"{len(followers)} of "), state.message
+    for follower in followers:
+        refused = f"{follower}: listing its subscription's disk encryption sets: Authorization"
+        assert refused in state.message, state.message
