@@ -26,8 +26,11 @@ from byok.rotation import (
     moved_row,
 )
 from clients.azure import AzureClients
+from clients.disk_encryption_sets import read_des
+from clients.registries import read_registry
 
 DONE = frozenset({"done"})
+PAGE = 100  # resources a listing's page holds (ARM's compute and registry lists, the emulator)
 
 
 class _Kind(NamedTuple):
@@ -37,6 +40,7 @@ class _Kind(NamedTuple):
     name: str
     plural: str
     listing: Callable[[AzureClients], Iterable[Any]]
+    read: Callable[[AzureClients, str, str], Any]  # one by group and name (None: gone)
     state_of: Callable[[Any, str], str]
 
 
@@ -45,12 +49,14 @@ _KINDS = {
         "Disk encryption set",
         "disk encryption sets",
         lambda clients: clients.compute().disk_encryption_sets.list(),
+        read_des,
         des_key_state,
     ),
     DependentKind.REGISTRY: _Kind(
         "Registry",
         "registries",
         lambda clients: clients.container_registry().registries.list(),
+        read_registry,
         registry_key_state,
     ),
 }
@@ -68,8 +74,9 @@ def await_pickups(
 ) -> list[RotationRow]:
     """One row per pickup, in order: verified once its set or registry reports the new
     version (a set: re-wrapping done too), failed with the reason when its automatic rotation
-    reports an error, its listing is refused, or `pickup_timeout_minutes` pass. A listing
-    that fails transiently is tried again the next round."""
+    reports an error, its listing (or read) is refused, or `pickup_timeout_minutes` pass. A
+    subscription's pickups are listed together, or read one by one once fewer are left than
+    its listing has pages; a read that fails transiently is tried again the next round."""
     timeout_seconds = request.pickup_timeout_minutes * 60
     deadline = time.monotonic() + timeout_seconds
     rows = {d.resource_id.lower(): moved_row(d, key) for d, key in pickups}
@@ -80,25 +87,20 @@ def await_pickups(
         pending.pop(rid)
         rows[rid] = rows[rid].model_copy(update={"status": Status.FAILED, "reason": reason})
 
+    sizes: dict[tuple[str, DependentKind], list[int]] = {}  # what each listing held
     while pending:
-        for (subscription, kind), rids in _groups(pending).items():
-            of = _KINDS[kind]
-            clients = AzureClients.of(credentials, subscription)
-            try:
-                listed = {str(r.id).lower(): r for r in of.listing(clients)}
-            except Exception as exc:  # refused: these dependents' rows; else the next round
-                if not is_transient_azure(exc):
-                    for rid in rids:
-                        fail(rid, f"listing its subscription's {of.plural}: {one_line(exc)}")
-                continue
-            for rid in rids:
-                found = listed.get(rid)
-                if found is None:
+        for group, rids in _groups(pending).items():
+            of = _KINDS[group[1]]
+            clients = AzureClients.of(credentials, group[0])
+            dependents = {rid: pending[rid] for rid in rids}
+            found = _read_group(of, clients, dependents, sizes.setdefault(group, []), fail)
+            for rid, resource in found.items():
+                if resource is None:
                     fail(rid, f"{of.name} {pending[rid].name} is no longer in its subscription")
                     continue
                 version = str(rows[rid].version)
                 try:
-                    states[rid] = of.state_of(found, version)
+                    states[rid] = of.state_of(resource, version)
                 except Exception as exc:  # its automatic rotation failed: its row
                     fail(rid, one_line(exc))
                     continue
@@ -120,3 +122,34 @@ def _groups(pending: dict[str, Dependent]) -> dict[tuple[str, DependentKind], li
     for rid, dependent in pending.items():
         groups[(dependent.subscription_id.lower(), dependent.kind)].append(rid)
     return groups
+
+
+def _read_group(
+    of: _Kind,
+    clients: AzureClients,
+    dependents: dict[str, Dependent],
+    sizes: list[int],
+    fail: Callable[[str, str], None],
+) -> dict[str, Any]:
+    """One subscription's pending dependents of a kind as ARM reports them (None: gone):
+    listed (its size kept in `sizes`), or read one by one once fewer are left than the last
+    listing had pages. A refusal fails those it covers; a transient failure leaves them out
+    until the next round."""
+    found: dict[str, Any] = {}
+    if sizes and len(dependents) < -(-sizes[-1] // PAGE):
+        for rid, dependent in dependents.items():
+            try:
+                found[rid] = of.read(clients, dependent.resource_group, dependent.name)
+            except Exception as exc:  # refused: its row; else the next round
+                if not is_transient_azure(exc):
+                    fail(rid, f"reading it: {one_line(exc)}")
+        return found
+    try:
+        listed = {str(r.id).lower(): r for r in of.listing(clients)}
+    except Exception as exc:  # refused: these dependents' rows; else the next round
+        if not is_transient_azure(exc):
+            for rid in dependents:
+                fail(rid, f"listing its subscription's {of.plural}: {one_line(exc)}")
+        return found
+    sizes.append(len(listed))
+    return {rid: listed.get(rid) for rid in dependents}

@@ -485,3 +485,22 @@ def test_a_listing_that_fails_for_a_while_is_asked_again_the_next_round(
     for follower in followers:
         refused = f"{follower}: listing its subscription's disk encryption sets: Authorization"
         assert refused in state.message, state.message
+
+
+def test_a_few_pickups_left_in_a_long_listing_are_read_one_by_one(
+    azure_block: str, emulator: Emulator, fleet: FleetSeed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once fewer pickups are left than the subscription's listing has pages (here a page of
+    one set), each is read on its own: a subscription of thousands of sets is not listed
+    every round for a handful."""
+    monkeypatch.setattr("clients.fleet_pickups.PAGE", 1)
+    monkeypatch.setattr(set_hooks(emulator), "auto_rotation_seconds", 3)  # not at once
+    emulator.requests.clear()
+    rotate_customer_keys(request(azure_block, poll_seconds=0.5), return_state=True)
+    for follower in [d for d in fleet.des_ids if d.endswith("des-1")]:
+        sub = follower.split("/")[2]
+        listings = emulator.requests.find(
+            "GET", f"^/subscriptions/{sub}/providers/Microsoft.Compute/diskEncryptionSets$"
+        )
+        assert len(listings) == 1  # then 4 pages of one set against 1 left: read on its own
+        assert emulator.requests.find("GET", f"^{follower}$"), follower
