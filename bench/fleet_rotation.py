@@ -13,7 +13,8 @@ the ratio; the 429s ARM answered; failed rows (every grant is in place: any is a
 duplicates (key versions made beyond one per key); the
 peak memory (RSS) of the flow's process tree (with its Dask workers) and of the Prefect
 server's; where the run's time went, from its task runs: planning (the run's start to the
-first key's rotation), the keys' rotation and the dependents' moves; the CPU seconds of the
+first key's rotation), the keys' rotation, the wait for the task runner (a local Dask cluster
+starting), the dependents' moves and what follows them; the CPU seconds of the
 flow's process tree, of the server's and of the emulator (this process), and of the whole
 machine (PostgreSQL's included) over the flow process's life: a run whose machine was busy
 near its cores' limit is bounded by CPU, not by ARM."""
@@ -367,7 +368,11 @@ def _phases(flow_run_id: Any) -> dict[str, float]:
         phases["planning"] = (keys[0] - run.start_time).total_seconds()
         phases["keys"] = (keys[1] - keys[0]).total_seconds()
     if moves := span("Move share "):
+        if keys:  # the task runner not ready yet (a local Dask cluster starting)
+            phases["waiting for the runner"] = max(0.0, (moves[0] - keys[1]).total_seconds())
         phases["moves"] = (moves[1] - moves[0]).total_seconds()
+        if run.end_time:  # publishing, and a local Dask cluster shutting down
+            phases["after the moves"] = (run.end_time - moves[1]).total_seconds()
     return phases
 
 
