@@ -302,18 +302,16 @@ def move_dependents(
     the latest version to pick it up (`await_pickups`)."""
     pickups = [(d, key) for d, key in moves if is_pickup(d, key)]
     with ThreadPoolExecutor(threads) as pool:
-        moving = {
-            d.resource_id: pool.submit(
+        moving = [
+            None
+            if is_pickup(d, key)
+            else pool.submit(
                 copy_context().run, move_dependent, credentials, d, key, rotation_id, request
             )
             for d, key in moves
-            if not is_pickup(d, key)
-        }
-        picked = {row.dependent_id: row for row in await_pickups(credentials, pickups, request)}
-        return [
-            picked[d.resource_id] if is_pickup(d, key) else moving[d.resource_id].result()
-            for d, key in moves
         ]
+        picked = iter(await_pickups(credentials, pickups, request))  # in the pickups' order
+        return [next(picked) if f is None else f.result() for f in moving]
 
 
 @task(name="Publish the rotation", **IN_MEMORY)
