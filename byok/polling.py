@@ -57,6 +57,8 @@ def poll_read(
     timeout_seconds: float,
     interval_seconds: float,
     what: str,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> T:
     """`read()` until the state of what it returns is in `wanted`, starting from `seen` (a
     read the caller has already: none is made when it is there); the last read. PollTimeout
@@ -69,7 +71,13 @@ def poll_read(
         return state_of(last[0])
 
     poll_until(
-        state, wanted, timeout_seconds=timeout_seconds, interval_seconds=interval_seconds, what=what
+        state,
+        wanted,
+        timeout_seconds=timeout_seconds,
+        interval_seconds=interval_seconds,
+        what=what,
+        sleep=sleep,
+        clock=clock,
     )
     return last[0]
 
@@ -91,20 +99,18 @@ def read_settled(
 ) -> T | None:
     """`read()` once the resource it returns is in a terminal provisioning state (or has
     none); None when it does not exist. PollTimeout past `timeout_seconds`."""
-    seen: list[T | None] = [None]
 
-    def state() -> str:
-        seen[0] = found = read()
+    def state(found: T | None) -> str:
         current = state_of(found) if found is not None else None
         return "Succeeded" if current is None else current
 
-    poll_until(
+    return poll_read(
+        read,
         state,
-        TERMINAL_STATES,
+        wanted=TERMINAL_STATES,
         timeout_seconds=timeout_seconds,
         interval_seconds=interval_seconds,
         what=what,
         sleep=sleep,
         clock=clock,
     )
-    return seen[0]
