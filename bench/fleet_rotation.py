@@ -35,6 +35,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -56,8 +57,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", type=int, default=1000, help="sets and registries to seed")
     parser.add_argument("--subscriptions", type=int, default=10)
-    parser.add_argument("--runner", default="threads,dask")
-    parser.add_argument("--database", default="sqlite,postgres")
+    parser.add_argument("--runner", type=choices("threads", "dask"), default="threads,dask")
+    parser.add_argument("--database", type=choices("sqlite", "postgres"), default="sqlite,postgres")
     parser.add_argument(
         "--max-concurrency", type=int, help="moves at once (default: the flow's, by subscription)"
     )
@@ -67,6 +68,18 @@ def main() -> None:
         run_flow(json.loads(args.child))
         return
     bench(args)
+
+
+def choices(*allowed: str) -> Callable[[str], list[str]]:
+    """A comma-separated list of `allowed` words, refused before the seeding if not."""
+
+    def parse(text: str) -> list[str]:
+        words = text.split(",")
+        if not words or any(w not in allowed for w in words):
+            raise argparse.ArgumentTypeError(f"{text}: a comma-separated list of {allowed}")
+        return words
+
+    return parse
 
 
 def bench(args: argparse.Namespace) -> None:
@@ -93,11 +106,11 @@ def bench(args: argparse.Namespace) -> None:
             f"subscriptions in {time.perf_counter() - started:.0f} s, throttling off",
             flush=True,
         )
-        for database in args.database.split(","):
+        for database in args.database:
             with PrefectServer(database) as server:
                 # a new block per server: a saved one keeps its document id on the first
                 server.save_block(emulator_azure_credentials(emulator, polling_interval_seconds=1))
-                for runner in args.runner.split(","):
+                for runner in args.runner:
                     emulator.throttle = Throttle(Limits())  # ARM's rates, buckets full
                     emulator.requests.clear()
                     request = {
@@ -190,8 +203,6 @@ class PrefectServer:
     def _database_url(self) -> str:
         if self.database == "sqlite":
             return f"sqlite+aiosqlite:///{self.home.name}/prefect.db"
-        if self.database != "postgres":
-            raise SystemExit(f"--database = {self.database}: sqlite or postgres")
         lines = subprocess.run(
             [str(ROOT / "dev"), "postgres"], check=True, capture_output=True, text=True
         ).stdout

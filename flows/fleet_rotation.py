@@ -1,7 +1,8 @@
 """Fleet key rotation: every selected customer key gets one new version, and every disk
 encryption set and registry that uses it moves to that version, verified.
 
-1. Check the task runner (a Dask scheduler must answer) before anything else.
+1. Check the task runner (a Dask scheduler must answer) before anything else; then a local
+   Dask cluster starts, beside steps 2-5.
 2. Find the subscriptions and discover the sets, registries, clusters and key stores
    (Resource Graph).
 3. Select the keys: those named, or every key a set, registry or KMS cluster uses; by vault
@@ -10,7 +11,7 @@ encryption set and registry that uses it moves to that version, verified.
    this rotation (or a rotation policy) already made; KMS clusters the two-slot rule stops
    are held back (rows); plan_only publishes the plan and stops.
 5. Rotate each key once (tagged with the rotation id: a re-run reuses the version), their
-   run locks under one lease, on the flow's own threads while the task runner starts.
+   run locks under one lease, on the flow's own threads.
 6. Move each dependent (in one share per Dask worker): update a set or registry pinned
    to a version, or wait for one that follows the latest version to pick it up; verify it
    reports the new version. A KMS cluster gets the version and every Secret re-written,
@@ -43,7 +44,7 @@ from tasks.fleet_rotation import (
 from tasks.fleet_rotation_ibm import plan_ibm_keys, rotate_ibm_key
 from tasks.inventory import discover_resources, readable_subscriptions
 from tasks.refusal import refuse_quietly
-from tasks.task_runners import check_task_runner, fleet_runner
+from tasks.task_runners import FleetRunner, check_task_runner
 
 
 @flow(name="rotate-customer-keys", validate_parameters=False)
@@ -60,35 +61,39 @@ def rotate_customer_keys(
     """
     request = parse_request(FleetRotationRequest, request)
     check_task_runner(request)
-    credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
-    subscriptions, _ = readable_subscriptions(credentials, request.subscriptions)
-    # only the dependents' and the key stores' rows: 0.3-0.4 s for a fleet of 6,666
-    # resources, where all of them took 2.3 s (measured); quote(): the rows handed on as
-    # they are (Prefect would visit every row and dependent on each hand-off)
-    rows = discover_resources(credentials, subscriptions, True, ROTATION_TYPES)
-    candidates = select_keys(quote(rows), request)
-    facts = read_key_facts(credentials, list(candidates))
-    planned = plan_keys(quote(candidates), facts, request)
-    plan = check_kms_clusters(credentials, quote(planned), request)
-    ibm = plan_ibm_keys(request) if request.ibm_accounts else IbmRotationPlan()
-    if request.plan_only:
-        return publish_rotation(quote(plan), quote(plan.rows() + ibm.rows()), True)
-    wait, policy = request.wait_for_other_run, request.rotation_policy
-    # the keys, on this run's threads (one write each, not worth a trip to Dask) while a
-    # local Dask cluster starts
-    rotating = rotate_keys.submit(
-        credentials, quote(plan.rotations), plan.rotation_id, wait, policy
-    )
-    with fleet_runner(request, plan.concurrency(request)) as (count, threads):
-        # each IBM root key with its images, and every dependent, the subscriptions in
-        # turn, in shares (one per Dask worker)
-        roots = [rotate_ibm_key.submit(k, request) for k in ibm.rotations]
-        keys = rotating.result()
-        moving = [
-            move_dependents.submit(credentials, share, plan.rotation_id, request, number, threads)
-            for number, share in enumerate(shares(plan.moves(keys), count), 1)
-        ]
-        moved = [row for f in moving for row in f.result()]
-        done = keys + moved + [row for f in roots for row in f.result()]
-    result = publish_rotation(quote(plan), quote(plan.skipped + ibm.skipped + done), False)
+    # a local Dask cluster starts beside the planning and the keys, and closes beside the
+    # publishing
+    with FleetRunner(request) as runner:
+        credentials = AzureCredentials.chosen(credentials, request.azure_credentials_block)
+        subscriptions, _ = readable_subscriptions(credentials, request.subscriptions)
+        # only the dependents' and the key stores' rows: 0.3-0.4 s for a fleet of 6,666
+        # resources, where all of them took 2.3 s (measured); quote(): the rows handed on as
+        # they are (Prefect would visit every row and dependent on each hand-off)
+        rows = discover_resources(credentials, subscriptions, True, ROTATION_TYPES)
+        candidates = select_keys(quote(rows), request)
+        facts = read_key_facts(credentials, list(candidates))
+        planned = plan_keys(quote(candidates), facts, request)
+        plan = check_kms_clusters(credentials, quote(planned), request)
+        ibm = plan_ibm_keys(request) if request.ibm_accounts else IbmRotationPlan()
+        if request.plan_only:
+            return publish_rotation(quote(plan), quote(plan.rows() + ibm.rows()), True)
+        wait, policy = request.wait_for_other_run, request.rotation_policy
+        # the keys, on this run's threads (one write each, not worth a trip to Dask)
+        rotating = rotate_keys.submit(
+            credentials, quote(plan.rotations), plan.rotation_id, wait, policy
+        )
+        with runner.tasks(plan.concurrency(request)) as (count, threads):
+            # each IBM root key with its images, and every dependent, the subscriptions in
+            # turn, in shares (one per Dask worker)
+            roots = [rotate_ibm_key.submit(k, request) for k in ibm.rotations]
+            keys = rotating.result()
+            moving = [
+                move_dependents.submit(
+                    credentials, share, plan.rotation_id, request, number, threads
+                )
+                for number, share in enumerate(shares(plan.moves(keys), count), 1)
+            ]
+            moved = [row for f in moving for row in f.result()]
+            done = keys + moved + [row for f in roots for row in f.result()]
+        result = publish_rotation(quote(plan), quote(plan.skipped + ibm.skipped + done), False)
     return check_complete(quote(result))

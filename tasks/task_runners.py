@@ -3,8 +3,12 @@ scheduler, or a local cluster of worker processes) through prefect-dask."""
 
 from __future__ import annotations
 
+import importlib.util
+import multiprocessing
+import multiprocessing.forkserver
 import re
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -13,7 +17,7 @@ from prefect.context import FlowRunContext
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from byok.errors import InvalidRequest
-from byok.rotation import FleetRotationRequest
+from byok.rotation import AUTO_THREADS_MAX, FleetRotationRequest
 
 CONNECT_SECONDS = 3
 # Dask's worker profiler reads every thread's stack (sys._current_frames) every 10 ms. On
@@ -26,35 +30,126 @@ CONNECT_SECONDS = 3
 # (distributed/core.py), but not the worker's.
 PROFILER = "distributed.worker.profile.enabled"
 FIXED_IN = (3, 11, 9)
+# A local cluster's workers fork from one server process that imported Dask and the moves'
+# code once (multiprocessing's forkserver, Linux and macOS; nothing they import starts a
+# thread, so the fork is safe), instead of each spawning a new Python that imports them. On
+# 2 cores, beside the planning (bench/fleet_rotation.py, 2 workers): ready 4.2 s after the
+# start began when spawned, 2.1 s forked; closed in 1.2 s (each spawned Python's exit) and
+# 0.12 s. The server lives as long as the flow's process (a later run forks from it too).
+FORKSERVER = {"distributed.worker.multiprocessing-method": "forkserver"}
+MOVES_CODE = "tasks.fleet_rotation"
 
 
-def task_runner_for(request: FleetRotationRequest, concurrency: int) -> Any:
-    """The task runner the request asks for, for `concurrency` moves at once."""
-    if request.task_runner == "threads":
-        return ThreadPoolTaskRunner(max_workers=concurrency)
+def dask_runner_for(request: FleetRotationRequest) -> Any:
+    """The Dask task runner the request asks for: its scheduler, or a local cluster."""
     from prefect_dask import DaskTaskRunner  # only fleets that use Dask need it
 
     if request.dask_address:
         return DaskTaskRunner(address=request.dask_address)
     # Dask's default is one thread per core: a move mostly waits on ARM (its polls and the
-    # pacing), so the workers share `concurrency` threads as the thread runner has them
-    threads = -(-concurrency // request.dask_workers)
+    # pacing), so the workers share as many threads as the thread runner may have (the
+    # cluster starts before the plan says how many the run takes; Dask starts a thread when
+    # a task needs one)
+    threads = -(-(request.max_concurrency or AUTO_THREADS_MAX) // request.dask_workers)
     return DaskTaskRunner(
         cluster_kwargs={
             "n_workers": request.dask_workers,
             "threads_per_worker": threads,
             "processes": True,
-            # each worker imports the moves' code as it starts (while the flow rotates the
-            # keys), not when its share arrives
-            "preload": ["tasks.fleet_rotation"],
+            # each worker imports the moves' code as it starts (while the flow plans and
+            # rotates the keys), not when its share arrives
+            "preload": [MOVES_CODE],
             "config": {PROFILER: False},  # dotted: the workers set it over their config
         }
     )
 
 
+class FleetRunner:
+    """Where a fleet run's moves go: a thread pool, or Dask, whose local cluster (or the
+    connection to a scheduler) starts in a thread of its own when the run begins.
+
+    A local cluster's workers take 2-4 s to start (they import the moves' code): they start
+    beside the planning and the keys' rotation instead of after them, and close beside the
+    publishing. The start and the close run on the same thread: the Dask client is the
+    current one of the thread that entered it (a context variable)."""
+
+    def __init__(self, request: FleetRotationRequest) -> None:
+        self.request = request
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="byok-dask")
+        self._dask: Future[Any] | None = None
+        self._closed: Future[None] | None = None
+
+    def __enter__(self) -> FleetRunner:
+        if self.request.task_runner == "dask" and not self.request.plan_only:
+            self._dask = self._thread.submit(_started, self.request)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
+        if self._closed is not None:
+            self._closed.result()
+        self._thread.shutdown()
+
+    @contextmanager
+    def tasks(self, concurrency: int) -> Iterator[tuple[int, int]]:
+        """Tasks submitted inside run on the request's runner; gives how many shares of the
+        fleet to send and how many threads each share runs: one share of `concurrency`
+        threads on the thread runner, one per Dask worker sharing `concurrency` threads.
+
+        A share, not each dependent, is what goes to Dask: each task sent cost the flow
+        ~0.4 s (Prefect's settings serialised, the payload tokenised) and the worker two new
+        Prefect clients (py-spy, 300 sets); a share's moves run on its worker's threads and
+        client. A Dask runner closes as the block ends, while the run goes on."""
+        if self._dask is None:
+            pool: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=concurrency)
+            with pool, tasks_run_on(pool):
+                yield 1, concurrency
+            return
+        runner = self._dask.result()
+        workers = len(runner.client.nthreads())
+        try:
+            with tasks_run_on(runner):
+                yield workers, -(-concurrency // workers)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self._dask is not None and self._closed is None:
+            self._closed = self._thread.submit(_closed, self._dask)
+
+
+def _started(request: FleetRotationRequest) -> Any:
+    """The request's Dask runner entered and its client made (a local cluster started);
+    prefect-dask and Dask imported here too (~1 s), beside the planning."""
+    if not request.dask_address:
+        # the server imports Dask and the moves' code while Dask is imported here and its
+        # scheduler starts (Dask's own list, set as it first uses the server, comes too late)
+        multiprocessing.get_context("forkserver").set_forkserver_preload(
+            ["distributed", MOVES_CODE]
+        )
+        multiprocessing.forkserver.ensure_running()
+    import dask.config
+
+    runner = dask_runner_for(request)
+    runner.__enter__()
+    try:
+        with dask.config.set(FORKSERVER):
+            runner.client  # noqa: B018  (prefect-dask starts the cluster on first use)
+    except BaseException:
+        runner.__exit__(None, None, None)
+        raise
+    return runner
+
+
+def _closed(starting: Future[Any]) -> None:
+    """The runner `starting` gave closed, if it started."""
+    if starting.exception() is None:
+        starting.result().__exit__(None, None, None)
+
+
 @contextmanager
 def tasks_run_on(runner: TaskRunner[Any]) -> Iterator[None]:
-    """Tasks submitted inside run on `runner`, as tasks of the current flow run.
+    """Tasks submitted inside run on the started `runner`, as tasks of the current flow run.
 
     A copy of the run's context with another runner is how Prefect's own engine gives a run
     its runner. The fan-out stays in the flow whose parameters are the request: prefect-dask
@@ -63,26 +158,8 @@ def tasks_run_on(runner: TaskRunner[Any]) -> Iterator[None]:
     context = FlowRunContext.get()
     if context is None:
         raise RuntimeError("tasks_run_on() is for a flow run")
-    with runner, context.model_copy(update={"task_runner": runner}):
+    with context.model_copy(update={"task_runner": runner}):
         yield
-
-
-@contextmanager
-def fleet_runner(request: FleetRotationRequest, concurrency: int) -> Iterator[tuple[int, int]]:
-    """Tasks submitted inside run on the request's runner; gives how many shares of the
-    fleet to send and how many threads each share runs: one share of `concurrency` threads
-    on the thread runner, one per Dask worker sharing `concurrency` threads.
-
-    A share, not each dependent, is what goes to Dask: each task sent cost the flow ~0.4 s
-    (Prefect's settings serialised, the payload tokenised) and the worker two new Prefect
-    clients (py-spy, 300 sets); a share's moves run on its worker's threads and client."""
-    runner = task_runner_for(request, concurrency)
-    with tasks_run_on(runner):
-        if isinstance(runner, ThreadPoolTaskRunner):
-            yield 1, concurrency
-        else:
-            workers = len(runner.client.nthreads())
-            yield workers, -(-concurrency // workers)
 
 
 @task(name="Check the task runner")
@@ -91,14 +168,12 @@ def check_task_runner(request: FleetRotationRequest) -> None:
     its workers can freeze as above."""
     if request.task_runner != "dask":
         return
-    try:
-        from distributed import Client
-    except ImportError:
-        raise InvalidRequest(
-            "task_runner", "dask", "needs prefect-dask (pip install prefect-dask)"
-        ) from None
+    if importlib.util.find_spec("prefect_dask") is None:  # not imported: it takes ~1 s
+        raise InvalidRequest("task_runner", "dask", "needs prefect-dask (pip install prefect-dask)")
     if request.dask_address is None:
         return
+    from distributed import Client
+
     try:
         client = Client(request.dask_address, timeout=CONNECT_SECONDS)
     except (OSError, TimeoutError) as exc:

@@ -4,10 +4,13 @@ re-run that resumes (no second version), a dry run that writes nothing."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import threading
 from collections.abc import Callable
 
+import psutil
 import pytest
 from azure.mgmt.keyvault.models import AccessPolicyEntry, Permissions, VaultAccessPolicyProperties
 from prefect import flow
@@ -22,7 +25,7 @@ from emulator.faults import Fault
 from emulator.server import Emulator
 from emulator.services.entra.models import Principal
 from flows.fleet_rotation import rotate_customer_keys
-from tasks.task_runners import check_task_runner, task_runner_for
+from tasks.task_runners import check_task_runner, dask_runner_for
 
 
 @pytest.fixture
@@ -194,7 +197,7 @@ def test_dask_workers_that_can_freeze_are_refused_before_any_write(
 
 def test_a_local_dask_clusters_workers_do_not_profile() -> None:
     """The local cluster's workers run without Dask's profiler (see the test above)."""
-    runner = task_runner_for(request("unused", task_runner="dask", dask_workers=1), 1)
+    runner = dask_runner_for(request("unused", task_runner="dask", dask_workers=1))
     with runner:
         sampling = runner.client.run(
             lambda dask_worker: "profile" in dask_worker.periodic_callbacks
@@ -261,6 +264,42 @@ def test_rotation_on_a_local_dask_cluster(
     revoked = [d for d in fleet.des_ids if d.endswith("des-3")]
     assert state.message.startswith(f"{len(revoked)} of "), state.message
     assert versions(azure_credentials, fleet.key_ids) == {k: n + 1 for k, n in before.items()}
+
+
+def test_a_local_dask_cluster_starts_with_the_run_and_closes_when_it_fails_early(
+    prefect_harness: None, emulator: Emulator
+) -> None:
+    """The local cluster starts as the run begins (beside the planning): a run that fails
+    before its moves still had its worker, and leaves none."""
+    seen: set[int] = set()
+    running = threading.Event()
+
+    def watch() -> None:
+        while not running.wait(0.05):
+            seen.update(_dask_workers())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        asked = request("no-such-block", task_runner="dask", dask_workers=1)
+        state = rotate_customer_keys(asked, return_state=True)
+    finally:
+        running.set()
+        watcher.join()
+    assert state.is_failed() and "no-such-block" in str(state.message), state.message
+    assert len(seen) == 1  # its worker started
+    assert _dask_workers() == []
+    assert writes(emulator) == []
+
+
+def _dask_workers() -> list[int]:
+    """This process's local Dask workers: the children of its fork server."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.ppid() != os.getpid() and "forkserver" in " ".join(process.cmdline()):
+                found.append(process.pid)
+    return found
 
 
 def test_rotation_on_an_existing_dask_cluster(

@@ -23,7 +23,7 @@ from byok.rotation import (
     plan_rotation,
     shares,
 )
-from tasks.task_runners import task_runner_for
+from tasks.task_runners import dask_runner_for
 
 SUB = "00000000-0000-0000-0000-000000000001"
 VAULT = "https://kv-a.vault.azure.net"
@@ -282,13 +282,18 @@ def test_moves_take_the_subscriptions_in_turn() -> None:
     ]
 
 
-def test_a_local_dask_cluster_shares_max_concurrency_threads() -> None:
+@pytest.mark.parametrize(("asked", "threads"), [(None, 43), (32, 11)])
+def test_a_local_dask_cluster_shares_max_concurrency_threads(
+    asked: int | None, threads: int
+) -> None:
     """A move mostly waits on ARM: the local cluster's workers together run as many threads
-    as the thread runner would (Dask's default is one per core)."""
-    asked = FleetRotationRequest(azure_credentials_block="b", task_runner="dask", dask_workers=3)
-    runner = task_runner_for(asked, 32)
+    as the thread runner may (Dask's default is one per core)."""
+    request = FleetRotationRequest(
+        azure_credentials_block="b", task_runner="dask", dask_workers=3, max_concurrency=asked
+    )
+    runner = dask_runner_for(request)
     assert runner.cluster_kwargs["n_workers"] == 3
-    assert runner.cluster_kwargs["threads_per_worker"] == 11
+    assert runner.cluster_kwargs["threads_per_worker"] == threads
 
 
 @pytest.mark.parametrize(
