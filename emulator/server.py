@@ -19,6 +19,7 @@ from emulator.ibm_accounts import new_identity
 from emulator.requestlog import RequestLog
 from emulator.services.arm.models import ArmModel
 from emulator.services.ibm_iam.models import IbmIdentity
+from emulator.services.keyvault.throttling import VaultThrottle
 from emulator.serving import Listener
 from emulator.state import EmulatorState, Identity
 from emulator.throttling import Limits, Throttle
@@ -32,8 +33,9 @@ def _close(listener: Listener) -> None:
 
 class Emulator:
     """The local cloud: start it, point clients at `base_url` trusting `ca_path`, reset it
-    between tests, stop it at the end. ARM throttling is off unless `throttle` gives its
-    limits (or a test sets `emulator.throttle` until the next reset)."""
+    between tests, stop it at the end. Throttling (ARM's, Compute's and Key Vault's) is off
+    unless `throttle` gives ARM's limits (or a test sets `emulator.throttle` until the next
+    reset)."""
 
     def __init__(
         self,
@@ -52,12 +54,12 @@ class Emulator:
         self.ssl_context = self.tls.server_context()
         self.requests = RequestLog()
         self.limits = throttle
-        self.throttle: Throttle | None = None
+        self.state: EmulatorState | None = None
+        self._throttle: Throttle | None = None
         self._port = port
         self._listeners: dict[int, Listener] = {}
         self._vault_ports: set[int] = set()  # every port a vault was ever served on
         self._lock = threading.Lock()
-        self.state: EmulatorState | None = None
         self.base_url = ""
         self.ibm_identity = IbmIdentity()
         # IBM accounts besides the seeded one, the same after every reset
@@ -100,7 +102,6 @@ class Emulator:
             self._unlisten(port)
         self.requests.clear()
         self.cos.reset()
-        self.throttle = Throttle(self.limits) if self.limits else None
         self.state = EmulatorState(
             self.identity,
             self.base_url,
@@ -112,6 +113,19 @@ class Emulator:
         self.state.ensure_subscriptions(self.subscriptions)
         for other in self.other_ibm_identities:
             self.state.ibm.add(other)
+        self.throttle = Throttle(self.limits) if self.limits else None
+
+    @property
+    def throttle(self) -> Throttle | None:
+        """ARM's and Compute's buckets while throttling is on (None: off). Setting it switches
+        Key Vault's windows too, fresh."""
+        return self._throttle
+
+    @throttle.setter
+    def throttle(self, throttle: Throttle | None) -> None:
+        self._throttle = throttle
+        if self.state is not None:
+            self.state.keyvault.throttle = VaultThrottle() if throttle else None
 
     def __enter__(self) -> Emulator:
         return self.start()

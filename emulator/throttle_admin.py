@@ -1,5 +1,5 @@
-"""`/_emulator/throttle`: switch ARM's and Compute's throttling on or off in a running
-emulator (`byok emulator throttle on|off`). GET shows the limits in force (null: off); POST
+"""`/_emulator/throttle`: switch ARM's, Compute's and Key Vault's throttling on or off in a
+running emulator (`byok emulator throttle on|off`). GET shows the limits in force (null: off); POST
 {"enabled": bool, "reads"/"writes"/"deletes": "SIZE/RATE", "compute": bool} sets them, fresh
 buckets, for this state and every reset after it."""
 

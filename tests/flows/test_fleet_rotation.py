@@ -543,3 +543,27 @@ def test_a_few_pickups_left_in_a_long_listing_are_read_one_by_one(
         )
         assert len(listings) == 1  # then 4 pages of one set against 1 left: read on its own
         assert emulator.requests.find("GET", f"^{follower}$"), follower
+
+
+def test_keys_past_their_vaults_create_limit_rotate_once_each(
+    azure_block: str, emulator: Emulator, azure: AzureClients
+) -> None:
+    """21 keys of one vault: Key Vault creates 20 software-key versions per window and
+    refuses the next with a 429 that has no Retry-After; the create is sent again after a
+    back-off (the service did not act on it), and every key gets exactly one new version."""
+    from emulator.services.keyvault.throttling import VaultThrottle
+    from tests.helpers import vault_with_key
+
+    vault, first = vault_with_key(azure, emulator, "rg", "kv-many", "k0")
+    keys = azure.keys(str(vault.properties.vault_uri))
+    ids = [first] + [str(keys.create_rsa_key(f"k{n}", size=2048).id) for n in range(1, 21)]
+    assert emulator.state is not None
+    emulator.state.keyvault.throttle = VaultThrottle(window_seconds=4)  # Azure's: 10 s
+    emulator.requests.clear()
+    result = rotate_customer_keys(request(azure_block, key_ids=ids))
+    refused = [r for r in emulator.requests.find() if r.status == 429]
+    assert refused and all(r.path.endswith("/create") for r in refused)
+    assert result.keys_rotated == 21 and result.failed == 0
+    assert versions(AzureCredentials.load_saved(azure_block), ids) == {
+        f"k{n}@{vault.properties.vault_uri.rstrip('/')}": 2 for n in range(21)
+    }

@@ -25,6 +25,7 @@ from emulator.services.authorization.roles import ALL_KEY_OPERATIONS, KEY_DATA_A
 from emulator.services.entra.models import Principal
 from emulator.services.keyvault import crypto
 from emulator.services.keyvault.rotation import expiry_of, next_rotation
+from emulator.services.keyvault.throttling import VaultThrottle
 
 VAULT_TYPE = "Microsoft.KeyVault/vaults"
 _KEY_URL = re.compile(
@@ -194,10 +195,18 @@ class KeyVaultModel:
         self.vaults: dict[int, VaultData] = {}  # by port
         self.deleted_vaults: dict[str, DeletedVault] = {}  # by lower-case name
         self.store_rules: dict[str, StoreRules] = {}  # other key stores, by lower-case type
+        self.throttle: VaultThrottle | None = None  # on with ARM's (the emulator's switch)
 
     def rules_of(self, resource: dict[str, Any]) -> StoreRules | None:
         """The rules of a key store that is not a vault (a managed HSM), or None."""
         return self.store_rules.get(resource["type"].lower())
+
+    def draw(self, resource: dict[str, Any], cost: float) -> None:
+        """Spend `cost` of a vault's throttling windows and its subscription's (when on;
+        managed HSMs are not throttled), or refuse the transaction (`Throttled`)."""
+        if self.throttle is not None and self.rules_of(resource) is None:
+            subscription = ids.subscription_of(resource["id"])
+            self.throttle.take(resource["id"], subscription, resource["location"], cost)
 
     def audience(self, resource: dict[str, Any]) -> str:
         """The resource a key store's tokens are for (its challenge names it)."""

@@ -23,6 +23,7 @@ from emulator.services.keyvault.models import (
     update_access_policies,
 )
 from emulator.services.keyvault.rotation import checked_rotation_policy, default_rotation_policy
+from emulator.services.keyvault.throttling import transaction_cost
 
 VAULT_KEY_TYPE = "Microsoft.KeyVault/vaults/keys"
 Caller = Callable[[Request], tuple[VaultData, dict[str, Any], Principal]]
@@ -132,9 +133,24 @@ def register(router: Router, keyvault: KeyVaultModel, base_url: str, tenant_id: 
             # ARM's lock first, as ARM handlers take them (a set's PATCH resolves its key):
             # the other order deadlocks a key write against a concurrent ARM write
             with arm.lock, keyvault.lock:
+                keyvault.draw(resource, cost_of(data, operation, request))
                 return handler(request, data, f"https://{request.host}")
 
         router.add(method, template, served, ports="vault")
+
+    def cost_of(data: VaultData, operation: str, request: Request) -> float:
+        """What one transaction costs of the vault's throttling window: by the type and size
+        of the key it names (of the key sent, for a create or import); a vault transaction
+        when it names none (lists) or one that does not exist."""
+        kty, size = None, None
+        if operation in ("create", "import"):
+            body = request.json()
+            kty = body.get("kty") or (body.get("key") or {}).get("kty")
+            size = body.get("key_size")
+        elif (key := data.keys.get(request.params.get("name", "").lower())) and key.versions:
+            kty = key.versions[-1].kty
+            size = getattr(key.versions[-1].material, "key_size", None)
+        return transaction_cost(kty, size, operation in ("create", "import", "rotate"))
 
     def live_key(data: VaultData, name: str) -> StoredKey:
         key = data.keys.get(name.lower())
