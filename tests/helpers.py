@@ -305,3 +305,13 @@ def gallery_image(azure: AzureClients, group: str = "rg-img") -> None:
             },
         },
     ).result()
+
+
+class ManualClock:
+    """A monotonic clock that stands still until a test moves `now`."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -19,20 +19,13 @@ from byok.ratelimit import (
     subscription_of,
 )
 from clients.ratelimit import RateLimitPolicy, retry_after_seconds
+from tests.helpers import ManualClock
 
 SUB = "5f6a9e1c-0000-4000-8000-00000000b10c"
 WRITES: BucketKey = (SUB, "app", "writes")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def limiter(clock: Clock, writes: Rate | None = None) -> Limiter:
+def limiter(clock: ManualClock, writes: Rate | None = None) -> Limiter:
     return Limiter(RateLimits(writes=writes or Rate(3, 2)), clock)
 
 
@@ -46,7 +39,7 @@ def test_defaults_are_arms_documented_buckets() -> None:
 
 
 def test_burst_then_one_token_per_refill_interval_in_order() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     buckets = limiter(clock)
     waits = [buckets.reserve(WRITES) for _ in range(6)]
     # 3 at once, then the waiting requests at 2 tokens/s: 0.5 s, 1 s, 1.5 s from now
@@ -58,7 +51,7 @@ def test_burst_then_one_token_per_refill_interval_in_order() -> None:
 
 
 def test_one_bucket_per_subscription_principal_and_kind() -> None:
-    buckets = Limiter(RateLimits(Rate(1, 1), Rate(1, 1), Rate(1, 1)), Clock())
+    buckets = Limiter(RateLimits(Rate(1, 1), Rate(1, 1), Rate(1, 1)), ManualClock(1000.0))
     keys: list[BucketKey] = [
         (SUB, "app", "reads"),
         (SUB, "app", "writes"),
@@ -71,7 +64,7 @@ def test_one_bucket_per_subscription_principal_and_kind() -> None:
 
 
 def test_the_remaining_header_lowers_the_estimate_never_raises_it() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     buckets = limiter(clock, Rate(200, 10))
     buckets.reserve(WRITES)
     buckets.settle(WRITES, remaining=5)  # another client of the principal drew from ARM's
@@ -83,7 +76,7 @@ def test_the_remaining_header_lowers_the_estimate_never_raises_it() -> None:
 
 
 def test_requests_still_outstanding_are_taken_from_the_services_count() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     buckets = limiter(clock, Rate(10, 20))
     assert [buckets.reserve(WRITES) for _ in range(4)] == [0] * 4
     # ARM's bucket started later than ours: it says 5 left after the first of our 4 requests
@@ -92,7 +85,7 @@ def test_requests_still_outstanding_are_taken_from_the_services_count() -> None:
 
 
 def test_retry_after_empties_the_bucket_for_that_long() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     buckets = limiter(clock, Rate(200, 10))
     buckets.reserve(WRITES)
     buckets.settle(WRITES, retry_after=3)
@@ -161,7 +154,7 @@ def send(policy: RateLimitPolicy, method: str, url: str, answer: Next) -> None:
 
 
 def test_policy_waits_its_turn_and_learns_from_the_answer() -> None:
-    clock, slept = Clock(), []
+    clock, slept = ManualClock(1000.0), []
     buckets = limiter(clock, Rate(2, 10))
     policy = RateLimitPolicy("app", buckets, sleep=slept.append)
     url = f"https://m.local/subscriptions/{SUB}/resourcegroups/rg?api-version=1"
@@ -178,7 +171,7 @@ def test_policy_waits_its_turn_and_learns_from_the_answer() -> None:
 
 
 def test_policy_settles_a_request_whose_answer_is_lost() -> None:
-    buckets = limiter(Clock())
+    buckets = limiter(ManualClock(1000.0))
 
     class Lost:
         def send(self, request: Any) -> Any:

@@ -12,17 +12,9 @@ from clients.azure import AzureClients
 from emulator.server import Emulator
 from emulator.services.keyvault.throttling import Throttled, VaultThrottle, transaction_cost
 from emulator.throttling import Limits, Throttle
-from tests.helpers import vault_with_key
+from tests.helpers import ManualClock, vault_with_key
 
 SUB = "5f6a9e1c-0000-4000-8000-00000000b10c"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def spend(throttle: VaultThrottle, vault: str, cost: float, times: int) -> int:
@@ -38,7 +30,7 @@ def spend(throttle: VaultThrottle, vault: str, cost: float, times: int) -> int:
 
 
 def test_a_vault_takes_twenty_software_key_creates_in_ten_seconds() -> None:
-    clock = Clock()
+    clock = ManualClock()
     throttle = VaultThrottle(clock)
     create = transaction_cost("RSA", 2048, creates=True)
     assert spend(throttle, "kv1", create, 25) == 20
@@ -52,7 +44,7 @@ def test_a_vault_takes_twenty_software_key_creates_in_ten_seconds() -> None:
 def test_transactions_are_weighted_by_key_type_and_summed() -> None:
     """The service's own example at today's limits: 249 RSA 4,096-bit HSM-key GETs (1/250
     each) leave room for 8 RSA 2,048-bit HSM-key GETs (1/2,000 each)."""
-    throttle = VaultThrottle(Clock())
+    throttle = VaultThrottle(ManualClock())
     assert spend(throttle, "kv", transaction_cost("RSA-HSM", 4096, creates=False), 249) == 249
     assert spend(throttle, "kv", transaction_cost("RSA-HSM", 2048, creates=False), 9) == 8
     assert transaction_cost("EC-HSM", None, creates=True) == 1 / 10
@@ -60,7 +52,7 @@ def test_transactions_are_weighted_by_key_type_and_summed() -> None:
 
 
 def test_a_subscription_takes_five_vaults_worth_in_a_region() -> None:
-    throttle = VaultThrottle(Clock())
+    throttle = VaultThrottle(ManualClock())
     create = transaction_cost("RSA", 2048, creates=True)
     taken = [spend(throttle, f"kv{i}", create, 20) for i in range(6)]
     assert taken == [20, 20, 20, 20, 20, 0]

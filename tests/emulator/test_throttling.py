@@ -17,21 +17,13 @@ from clients.ratelimit import dask_share, use_buckets
 from emulator.server import Emulator
 from emulator.throttling import Limit, Limits, Throttle
 from tests.conftest import emulator_credentials
-from tests.helpers import arm_request
+from tests.helpers import ManualClock, arm_request
 
 SUB = "5f6a9e1c-0000-4000-8000-00000000b10c"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_bucket_empties_then_refills_at_its_rate_up_to_its_size() -> None:
-    clock = Clock()
+    clock = ManualClock()
     throttle = Throttle(Limits(reads=Limit(3, 2)), clock)
     drawn = [throttle.take(SUB, "p1", "GET") for _ in range(4)]
     assert [d.remaining for d in drawn[:3]] == [2, 1, 0]
@@ -44,7 +36,7 @@ def test_a_bucket_empties_then_refills_at_its_rate_up_to_its_size() -> None:
 
 
 def test_one_bucket_per_subscription_principal_and_kind() -> None:
-    throttle = Throttle(Limits(Limit(1, 1), Limit(1, 1), Limit(1, 1)), Clock())
+    throttle = Throttle(Limits(Limit(1, 1), Limit(1, 1), Limit(1, 1)), ManualClock())
     first = [
         throttle.take(SUB, "p1", "GET"),
         throttle.take(SUB, "p1", "PUT"),
