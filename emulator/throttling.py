@@ -7,21 +7,23 @@ deletes 200 refilling 10 per second; every answer reports what is left in
 with `Retry-After`. Source: "Understand how Azure Resource Manager throttles requests",
 https://learn.microsoft.com/en-us/azure/azure-resource-manager/management/request-limits-and-throttling
 
-Behind ARM, Microsoft.Compute throttles virtual machine calls with its own token buckets per
-subscription and policy ("operation group"), each policy over a 3-minute and a 30-minute
-window; every answer lists what is left as `x-ms-ratelimit-remaining-resource:
-Microsoft.Compute/<policy>;<count>,…` and an empty bucket answers 429 OperationNotAllowed
-with a TooManyRequests detail naming the policy. Sources: "Troubleshooting API throttling
-errors", https://learn.microsoft.com/troubleshoot/azure/virtual-machines/
-troubleshooting-throttling-errors (headers, error shape, e.g. `HighCostGet3Min;159`) and
+Behind ARM, Microsoft.Compute throttles virtual machine calls with its own token buckets, one
+pair per policy (a kind of call): one bucket per virtual machine and one per subscription (and
+region), each refilled every minute; every answer lists what is left as
+`x-ms-ratelimit-remaining-resource: Microsoft.Compute/<policy>;<count>` and an empty bucket
+answers 429 OperationNotAllowed with a TooManyRequests detail naming the policy. Sources:
 "Compute throttling limits", https://learn.microsoft.com/azure/virtual-machines/
-compute-throttling-limits (token buckets per resource and subscription, per region).
+compute-throttling-limits (the policies, the calls each covers, both buckets' capacity and
+refill per minute) and "Troubleshooting API throttling errors",
+https://learn.microsoft.com/troubleshoot/azure/virtual-machines/troubleshooting-throttling-errors
+(headers, error shape, e.g. `Microsoft.Compute/HighCostGet;159`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -58,28 +60,79 @@ class Limit:
 
 @dataclass(frozen=True)
 class ComputePolicy:
-    """One Microsoft.Compute throttling policy: the methods on virtual machines it counts and
-    its bucket."""
+    """One Microsoft.Compute throttling policy: its bucket per virtual machine (None: the
+    policy has none) and its bucket per subscription."""
 
     name: str
-    methods: frozenset[str]
-    limit: Limit
+    resource: Limit | None
+    subscription: Limit
 
 
-def _window(name: str, methods: str, requests: int, minutes: int) -> ComputePolicy:
-    return ComputePolicy(name, frozenset(methods.split()), Limit(requests, requests / minutes / 60))
+def _per_minute(
+    name: str, resource: tuple[int, int] | None, subscription: tuple[int, int]
+) -> ComputePolicy:
+    """A policy from the page's figures: (refill per minute, capacity) of each bucket."""
+
+    def limit(refill: int, capacity: int) -> Limit:
+        return Limit(capacity, refill / 60)
+
+    return ComputePolicy(name, limit(*resource) if resource else None, limit(*subscription))
 
 
-# The policy names are Azure's (the pages above); the page's table of numbers could not be
-# read back, so the sizes are the emulator's: `requests` per window, refilled evenly over it.
+# The page's table for virtual machines; the names are the page's policy categories in the
+# headers' spelling (the troubleshooting page shows `HighCostGet`).
 COMPUTE_POLICIES: tuple[ComputePolicy, ...] = (
-    _window("HighCostGet3Min", "GET HEAD", 240, 3),
-    _window("HighCostGet30Min", "GET HEAD", 1200, 30),
-    _window("PutVM3Min", "PUT PATCH", 240, 3),
-    _window("PutVM30Min", "PUT PATCH", 1200, 30),
-    _window("DeleteVM3Min", "DELETE", 240, 3),
-    _window("DeleteVM30Min", "DELETE", 1200, 30),
+    _per_minute("PutVM", (4, 12), (500, 1500)),
+    _per_minute("UpdateVM", (4, 12), (500, 1500)),
+    _per_minute("DeleteVM", (4, 12), (500, 1500)),
+    _per_minute("LowCostGet", (12, 36), (8000, 24000)),
+    _per_minute("HighCostGet", None, (300, 900)),
+    _per_minute("GetOperation", (15, 45), (5000, 15000)),
+    _per_minute("VMGuestPatchOperations", (2, 6), (200, 600)),
 )
+
+_VMS = re.compile(
+    r"/subscriptions/[^/]+(?:/resourcegroups/[^/]+)?/providers/microsoft\.compute"
+    r"(?:/locations/[^/]+)?/virtualmachines(?P<vm>/[^/]+)?(?P<rest>/.*)?"
+)
+_OPERATION = re.compile(
+    r"/subscriptions/[^/]+/providers/microsoft\.compute/locations/[^/]+/operation\w*/[^/]+"
+)
+_DELETING_ACTIONS = frozenset({"deallocate", "simulateeviction"})
+_PATCH_ACTIONS = frozenset({"assesspatches", "installpatches"})
+_READING_ACTIONS = frozenset({"instanceview", "vmsizes", "retrievebootdiagnosticsdata"})
+
+
+def compute_policy(method: str, path: str) -> tuple[str, str | None] | None:
+    """The Compute policy a request draws from and the resource whose bucket it also draws
+    from (None: the subscription's only), per the page's table: a VM's reads, instance view,
+    sizes, boot diagnostics and its extensions' and run commands' reads are low-cost gets;
+    lists of VMs high-cost gets; create is PutVM; delete, deallocate and simulated eviction
+    DeleteVM; patch assessment and installation their own policy; every other change to a VM,
+    its extensions or run commands UpdateVM; the status of an async Compute operation
+    GetOperation, per operation (the page names VM operations; a monitor's URL does not say
+    whose operation it is, so every Compute operation counts)."""
+    lowered = path.lower().rstrip("/")
+    if _OPERATION.fullmatch(lowered):
+        return ("GetOperation", lowered) if method == "GET" else None
+    match = _VMS.fullmatch(lowered)
+    if match is None:
+        return None
+    if not match["vm"]:
+        return ("HighCostGet", None) if method == "GET" else None
+    vm = lowered[: match.start("rest")] if match["rest"] else lowered
+    rest = (match["rest"] or "").strip("/").split("/")
+    if method in ("GET", "HEAD"):
+        return "LowCostGet", vm
+    if rest[0] in _READING_ACTIONS:
+        return "LowCostGet", vm
+    if rest[0] in _PATCH_ACTIONS:
+        return "VMGuestPatchOperations", vm
+    if rest == [""]:
+        policy = {"PUT": "PutVM", "DELETE": "DeleteVM"}.get(method, "UpdateVM")
+    else:
+        policy = "DeleteVM" if rest[0] in _DELETING_ACTIONS else "UpdateVM"
+    return policy, vm
 
 
 @dataclass(frozen=True)
@@ -104,14 +157,18 @@ class _Bucket:
     def __init__(self, limit: Limit, now: float) -> None:
         self.limit, self.tokens, self.stamp = limit, limit.size, now
 
-    def take(self, now: float) -> float | None:
-        """Draw one token: None when drawn, else the seconds until one is available."""
+    def wait(self, now: float) -> float | None:
+        """Refill to `now`: None when a token is there, else the seconds until one is."""
         self.tokens = min(self.limit.size, self.tokens + (now - self.stamp) * self.limit.rate)
         self.stamp = now
-        if self.tokens >= 1:
+        return None if self.tokens >= 1 else (1 - self.tokens) / self.limit.rate
+
+    def take(self, now: float) -> float | None:
+        """Draw one token: None when drawn, else the seconds until one is available."""
+        wait = self.wait(now)
+        if wait is None:
             self.tokens -= 1
-            return None
-        return (1 - self.tokens) / self.limit.rate
+        return wait
 
 
 @dataclass(frozen=True)
@@ -192,6 +249,7 @@ class Throttle:
         self._clock = clock
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, str, str], _Bucket] = {}
+        self._policies = {p.name: p for p in self.limits.compute}
 
     def _bucket(self, key: tuple[str, str, str], limit: Limit, now: float) -> _Bucket:
         bucket = self._buckets.get(key)
@@ -201,7 +259,8 @@ class Throttle:
 
     def take(self, subscription: str, principal: str, method: str, path: str = "") -> Drawn:
         """Draw a token for one request (`retry_after` set when a bucket is empty): ARM's,
-        then, for a virtual machine at `path`, one from each of Compute's policies."""
+        then, for a Compute call with a policy, one from the policy's bucket for the resource
+        and one from its bucket for the subscription (both or neither)."""
         kind = operation_kind(method)
         subscription = subscription.lower()
         with self._lock:
@@ -211,26 +270,28 @@ class Throttle:
             remaining = int(arm.tokens)
             if wait is not None:
                 return Drawn(subscription, principal, kind, remaining, max(1, math.ceil(wait)))
-            policies = (
-                [p for p in self.limits.compute if method in p.methods] if _is_vm(path) else []
-            )
+            drawn = compute_policy(method, path)
+            policy = self._policies.get(drawn[0]) if drawn else None
+            if drawn is None or policy is None:
+                return Drawn(subscription, principal, kind, remaining)
+            name, resource = drawn
             buckets = [
-                (p.name, self._bucket((subscription, "Microsoft.Compute", p.name), p.limit, now))
-                for p in policies
+                self._bucket((subscription, "Microsoft.Compute", name), policy.subscription, now)
             ]
-            for name, bucket in buckets:
-                wait = bucket.take(now)
-                if wait is not None:
-                    left = tuple((n, int(b.tokens)) for n, b in buckets)
-                    retry = max(1, math.ceil(wait))
-                    return Drawn(subscription, principal, kind, remaining, retry, left, name)
-            left = tuple((n, int(b.tokens)) for n, b in buckets)
+            if resource and policy.resource:
+                buckets.append(
+                    self._bucket((resource, "Microsoft.Compute", name), policy.resource, now)
+                )
+            waits = [w for w in (b.wait(now) for b in buckets) if w is not None]
+            if not waits:
+                for bucket in buckets:
+                    bucket.tokens -= 1
+            # the header shows the emptier bucket: what the next call of this policy can count on
+            left = ((name, int(min(b.tokens for b in buckets))),)
+            if waits:
+                retry = max(1, math.ceil(max(waits)))
+                return Drawn(subscription, principal, kind, remaining, retry, left, name)
         return Drawn(subscription, principal, kind, remaining, compute=left)
-
-
-def _is_vm(path: str) -> bool:
-    """Whether an ARM path names virtual machines (a VM, their list, or a VM's action)."""
-    return "/providers/microsoft.compute/virtualmachines" in path.lower()
 
 
 def principal_of(authorization: str) -> str | None:

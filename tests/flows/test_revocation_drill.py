@@ -29,6 +29,7 @@ from byok.errors import InvalidRequest, VerificationFailed
 from clients.azure import AzureClients
 from emulator.server import Emulator
 from emulator.services.entra.models import Principal
+from emulator.throttling import ComputePolicy, Limit, Limits, Throttle
 from flows.revocation_drill import revocation_drill
 from tasks.revocation import revoke_key_access
 from tests.encrypted_vm import GROUP, encrypted_vm, power_state
@@ -210,3 +211,24 @@ def test_a_dependent_not_proved_fails_the_run_and_the_key_is_restored(
     assert not emulator.requests.find("POST", r"/virtualMachines/vm1/start$")
     for props in key_versions(azure, drilled):
         assert props.enabled and REVOKED_TAG not in (props.tags or {})
+
+
+def test_the_drill_waits_out_computes_vm_throttling(
+    azure: AzureClients, emulator: Emulator, drilled: dict[str, Any]
+) -> None:
+    """Compute refuses a VM's reads past its bucket (429 OperationNotAllowed, Retry-After):
+    the drill's reads of the VM wait and go on; the drill proves and restores as before."""
+    reads = ComputePolicy("LowCostGet", Limit(2, 1.0), Limit(24_000, 8_000 / 60))
+    emulator.requests.clear()
+    emulator.throttle = Throttle(Limits(compute=(reads,)))  # a VM: 2 reads, then 1 a second
+    try:
+        result = drill(drilled)
+    finally:
+        emulator.throttle = None
+    refused = [r for r in emulator.requests.find() if r.status == 429]
+    assert refused and {r.bucket.rsplit("/", 1)[1] for r in refused} == {"LowCostGet"}
+    assert {r.verdict for r in result.rows} == {
+        "proved",
+        "not observable (Azure reports the failure on the resources that use it)",
+    }
+    assert_restored(azure, emulator, drilled)
