@@ -43,6 +43,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -60,7 +61,9 @@ def main() -> None:
     parser.add_argument("--runner", type=choices("threads", "dask"), default="threads,dask")
     parser.add_argument("--database", type=choices("sqlite", "postgres"), default="sqlite,postgres")
     parser.add_argument(
-        "--max-concurrency", type=int, help="moves at once (default: the flow's, by subscription)"
+        "--max-concurrency",
+        type=moves_at_once,
+        help="moves at once, as the flow allows (default: the flow's, by subscription)",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)  # the flow's process: its request
     args = parser.parse_args()
@@ -80,6 +83,15 @@ def choices(*allowed: str) -> Callable[[str], list[str]]:
         return words
 
     return parse
+
+
+def moves_at_once(text: str) -> int:
+    """`--max-concurrency`, refused before the seeding if the flow would refuse it."""
+    from byok.rotation import THREADS_MAX
+
+    if not text.isdigit() or not 1 <= int(text) <= THREADS_MAX:
+        raise argparse.ArgumentTypeError(f"{text}: a whole number from 1 to {THREADS_MAX}")
+    return int(text)
 
 
 def bench(args: argparse.Namespace) -> None:
