@@ -63,7 +63,11 @@ class AzureCredentials(Block):
         "resource; turn off for non-public clouds served from other hosts.",
     )
     ca_bundle: str | None = Field(
-        None, description="Path of a PEM CA bundle to trust (private CA, emulator)."
+        None,
+        description="Path of a PEM CA bundle to trust (private CA, emulator); empty: "
+        "REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE if set, else the public CAs. Proxies: HTTPS_PROXY "
+        "and NO_PROXY as requests reads them (a process with no proxy set when it first calls "
+        "Azure does not look again).",
     )
     polling_interval_seconds: float = Field(
         30.0,

@@ -4,8 +4,10 @@ credential, TLS trust, polling interval and one retry policy in one place."""
 from __future__ import annotations
 
 from functools import cached_property
+from os import environ
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
+from urllib.request import getproxies
 
 import requests
 from azure.core.credentials import TokenCredential
@@ -141,9 +143,18 @@ class AzureClients:
         )
         for scheme in ("https://", "http://"):
             session.mount(scheme, adapter)
-        verify: dict[str, Any] = (
-            {"connection_verify": self.block.ca_bundle} if self.block.ca_bundle else {}
-        )
+        ca_bundle = self.block.ca_bundle
+        if not getproxies():
+            # No proxy to honour: the environment is read once, here, instead of by requests
+            # on every request (every variable scanned twice for proxies, ~/.netrc looked
+            # up, the CA bundle variables read): 0.11 of 0.80 CPU ms per ARM read measured
+            # with 39 variables (a Kubernetes pod has one per service). The bundle variables
+            # as requests reads them; no ~/.netrc (ARM and Key Vault take bearer tokens).
+            session.trust_env = False
+            ca_bundle = (
+                ca_bundle or environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE")
+            )
+        verify: dict[str, Any] = {"connection_verify": ca_bundle} if ca_bundle else {}
         return RequestsTransport(session=session, session_owner=False, **verify)
 
     def _transport_options(self) -> dict[str, Any]:

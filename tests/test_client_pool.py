@@ -1,4 +1,5 @@
-"""One context's clients share one HTTP transport whose pool holds a fleet run's threads."""
+"""One context's clients share one HTTP transport whose pool holds a fleet run's threads and
+which reads the environment once (proxies, CA bundle), not on every request."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests.sessions
+from azure.core.exceptions import ServiceRequestError
 
 from byok.rotation import KEY_THREADS, THREADS_MAX
 from clients.azure import AzureClients
@@ -61,3 +64,51 @@ def test_threads_that_start_together_fetch_one_token(
     assert len(emulator.requests.find("POST", r"/oauth2/v2\.0/token$")) == 1
     assert len(emulator.requests.find("GET", r"/resourcegroups$")) == threads
     assert [r.getMessage() for r in caplog.records if "pool is full" in r.getMessage()] == []
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                   "all_proxy", "NO_PROXY", "no_proxy")  # fmt: skip
+
+
+def _from_environment(emulator: Emulator, retry_total: int) -> AzureClients:
+    """A context of its own (a new transport) whose block names no CA bundle: TLS trust of
+    the emulator comes from REQUESTS_CA_BUNDLE, as a user behind an inspecting proxy sets it."""
+    return AzureClients.of(emulator_credentials(emulator, ca_bundle=None, retry_total=retry_total))
+
+
+def test_without_a_proxy_the_environment_is_read_once_not_per_request(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(emulator.ca_path))
+    clients = _from_environment(emulator, retry_total=7)
+    groups = clients.resources().resource_groups
+    groups.create_or_update("rg", {"location": "westeurope"})
+    looked_up: list[str] = []
+    for name in ("get_environ_proxies", "get_netrc_auth"):  # what requests reads per request
+        real = getattr(requests.sessions, name)
+        monkeypatch.setattr(
+            requests.sessions,
+            name,
+            lambda *a, _n=name, _f=real, **k: looked_up.append(_n) or _f(*a, **k),
+        )
+
+    assert [groups.get("rg").name for _ in range(5)] == ["rg"] * 5  # trusted: the variable's CA
+    assert looked_up == []
+
+
+def test_a_proxy_in_the_environment_is_honoured_with_its_exceptions(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(emulator.ca_path))
+    clients = _from_environment(emulator, retry_total=0)
+    clients.credential.get_token(clients.endpoints.arm_scope)  # the token, before any proxy
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    groups = clients.resources().resource_groups  # its transport made now, a proxy set
+    with pytest.raises(ServiceRequestError, match="Unable to connect to proxy"):
+        groups.get("rg")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # read per request, as requests does
+    assert groups.create_or_update("rg", {"location": "westeurope"}).name == "rg"
