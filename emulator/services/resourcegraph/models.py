@@ -15,6 +15,7 @@ learn.microsoft.com/azure/virtual-machines/resource-graph-samples)."""
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import threading
 import time
@@ -22,7 +23,7 @@ from collections import deque
 from typing import Any
 
 from emulator.http import HttpError
-from emulator.services.arm.models import ArmModel, public
+from emulator.services.arm.models import ArmModel
 from emulator.services.authorization.models import readable
 from emulator.services.entra.models import Principal
 from emulator.services.resourcegraph.kql import KqlError, parse
@@ -93,7 +94,9 @@ class ResourceGraphModel:
         start = int(options.get("$skip") or 0)
         if options.get("$skipToken"):
             start = json.loads(base64.b64decode(options["$skipToken"]))["offset"]
-        page = rows[start : start + top]
+        # the query reads the resources as they are; only the page's rows are copied out
+        # (copying every resource first took 80 % of a page's time: 0.5 s for 6,660)
+        page = copy.deepcopy(rows[start : start + top])
         body: dict[str, Any] = {
             "totalRecords": len(rows),
             "count": len(page),
@@ -119,11 +122,13 @@ class ResourceGraphModel:
         return [r for r in found if r is not None]
 
     def _row(self, resource: dict[str, Any]) -> dict[str, Any]:
-        body = public(resource)
+        """The resource's row, sharing the resource's values (not a copy): its public
+        fields (the emulator's own start with '_')."""
+        body = resource
         if body["type"].lower() == VM_TYPE:
-            body["properties"] = {
-                **body.get("properties", {}),
-                "extended": self._extended(resource),
+            body = {
+                **body,
+                "properties": {**body.get("properties", {}), "extended": self._extended(resource)},
             }
         parts = body["id"].split("/")
         sub = self.arm.subscriptions.get(parts[2].lower())
