@@ -138,7 +138,8 @@ def compute_policy(method: str, path: str) -> tuple[str, str | None] | None:
 @dataclass(frozen=True)
 class Limits:
     """The buckets' limits per operation kind (ARM's documented defaults) and Compute's
-    policies (none: Compute does not throttle)."""
+    policies (a call whose policy is left out draws from none; none: Compute does not
+    throttle)."""
 
     reads: Limit = field(default_factory=lambda: Limit(250, 25))
     writes: Limit = field(default_factory=lambda: Limit(200, 10))
