@@ -34,6 +34,7 @@ from byok.rotation import (
     PlannedKey,
     RotationPlan,
     RotationRow,
+    Share,
     Status,
     candidate_keys,
     default_rotation_id,
@@ -290,7 +291,7 @@ def move_dependent(
 @task(name="Move a share of the dependents", task_run_name="Move share {number}", **IN_MEMORY)
 def move_dependents(
     credentials: AzureCredentials,
-    moves: list[tuple[Dependent, RotationRow]],
+    moves: Share,
     rotation_id: str,
     request: FleetRotationRequest,
     number: int,
