@@ -12,7 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.context import FlowRunContext
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
@@ -84,11 +84,18 @@ class FleetRunner:
             self._dask = self._thread.submit(_started, self.request)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: object, error: BaseException | None, trace: object) -> None:
         self._close()
-        if self._closed is not None:
-            self._closed.result()
-        self._thread.shutdown()
+        try:
+            if self._closed is not None:
+                self._closed.result()
+        except Exception as exc:
+            if error is None:
+                raise
+            # the run's own error is the one to report; the close's is a warning beside it
+            get_run_logger().warning("The Dask cluster did not close cleanly: %s", exc)
+        finally:
+            self._thread.shutdown()
 
     @contextmanager
     def tasks(self, concurrency: int) -> Iterator[tuple[int, int]]:

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 
 import psutil
 import pytest
@@ -26,6 +27,7 @@ from emulator.faults import Fault
 from emulator.server import Emulator
 from emulator.services.entra.models import Principal
 from flows.fleet_rotation import rotate_customer_keys
+from tasks import task_runners
 from tasks.task_runners import check_task_runner, dask_runner_for
 
 
@@ -289,6 +291,26 @@ def test_a_local_dask_cluster_starts_with_the_run_and_closes_when_it_fails_early
         watcher.join()
     assert state.is_failed() and "no-such-block" in str(state.message), state.message
     assert len(seen) == 1  # its worker started
+    assert _dask_workers() == []
+    assert writes(emulator) == []
+
+
+def test_a_close_that_fails_while_the_run_fails_leaves_the_runs_error(
+    prefect_harness: None, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's own error is what its state reports, not a failed close of its cluster."""
+
+    def closed_then_failed(starting: Future[object]) -> None:
+        real_close(starting)  # the workers do go
+        raise RuntimeError("the cluster's close failed")
+
+    real_close = task_runners._closed
+    monkeypatch.setattr(task_runners, "_closed", closed_then_failed)
+    asked = request("no-such-block", task_runner="dask", dask_workers=1)
+    state = rotate_customer_keys(asked, return_state=True)
+
+    assert state.is_failed() and "no-such-block" in str(state.message), state.message
+    assert "close failed" not in str(state.message)
     assert _dask_workers() == []
     assert writes(emulator) == []
 
