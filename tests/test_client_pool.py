@@ -70,19 +70,22 @@ PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "AL
                    "all_proxy", "NO_PROXY", "no_proxy")  # fmt: skip
 
 
-def _from_environment(emulator: Emulator, retry_total: int) -> AzureClients:
-    """A context of its own (a new transport) whose block names no CA bundle: TLS trust of
-    the emulator comes from REQUESTS_CA_BUNDLE, as a user behind an inspecting proxy sets it."""
+def _from_environment(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, retry_total: int
+) -> AzureClients:
+    """A context of its own (a new transport) whose block names no CA bundle, in an
+    environment without proxies: TLS trust of the emulator comes from REQUESTS_CA_BUNDLE, as
+    a user behind an inspecting proxy sets it."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(emulator.ca_path))
     return AzureClients.of(emulator_credentials(emulator, ca_bundle=None, retry_total=retry_total))
 
 
 def test_without_a_proxy_the_environment_is_read_once_not_per_request(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(emulator.ca_path))
-    clients = _from_environment(emulator, retry_total=7)
+    clients = _from_environment(emulator, monkeypatch, retry_total=7)
     groups = clients.resources().resource_groups
     groups.create_or_update("rg", {"location": "westeurope"})
     looked_up: list[str] = []
@@ -101,10 +104,7 @@ def test_without_a_proxy_the_environment_is_read_once_not_per_request(
 def test_a_proxy_in_the_environment_is_honoured_with_its_exceptions(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(emulator.ca_path))
-    clients = _from_environment(emulator, retry_total=0)
+    clients = _from_environment(emulator, monkeypatch, retry_total=0)
     clients.credential.get_token(clients.endpoints.arm_scope)  # the token, before any proxy
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # nothing listens there
     groups = clients.resources().resource_groups  # its transport made now, a proxy set
