@@ -63,8 +63,8 @@ def test_a_zero_ms_benchmark_round_is_tried_again(
     target = tmp_path / "disk.qcow2"
     encrypt_to_qcow2(raw, target, PASSPHRASE, "raw", iter_time_ms=10)
     # 2 shimmed failures, then the real qemu-img: itself tried again when its own benchmark
-    # round measures 0 ms (seen on a loaded CI machine), up to the attempts left
-    assert 3 <= len(calls.read_text().splitlines()) <= 5
+    # round measures 0 ms (often, on a machine with tick-based CPU accounting)
+    assert len(calls.read_text().splitlines()) >= 3
     assert image_info(target)["format"] == "qcow2"
 
 
