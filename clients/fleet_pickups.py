@@ -1,12 +1,15 @@
-"""Waiting for the sets and registries that follow their key's latest version to pick the new
-one up: each round lists every subscription's sets or registries once, instead of reading each
-dependent on a thread of its own. Azure takes up to an hour to pick a version up; a thread per
-dependent held the moves that long (`max_concurrency` of them at a time), and a read per
-dependent per poll spends ARM's read bucket (250, refilling 25 a second per subscription)
-where one listing reads a page of 100 (`bench/fleet_rotation.py`)."""
+"""Waiting for the sets and registries to report their key's new version (those that follow
+the latest version to pick it up, those pinned to a version to finish their update: a set
+re-wraps its disks): each round lists every subscription's sets or registries once, instead
+of reading each dependent on a thread of its own. Azure takes up to an hour to pick a version
+up, and a set's re-wrap takes as long as its disks need; a thread per dependent held the
+moves that long (`max_concurrency` of them at a time), and a read per dependent per poll
+spends ARM's read bucket (250, refilling 25 a second per subscription) where one listing
+reads a page of 100 (`bench/fleet_rotation.py`)."""
 
 from __future__ import annotations
 
+import queue
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -67,53 +70,106 @@ def is_pickup(dependent: Dependent, key: RotationRow) -> bool:
     return dependent.follows_latest and dependent.kind in _KINDS and key.status != Status.FAILED
 
 
-def await_pickups(
-    credentials: AzureCredentials,
-    pickups: list[tuple[Dependent, RotationRow]],
-    request: FleetRotationRequest,
-) -> list[RotationRow]:
-    """One row per pickup, in order: verified once its set or registry reports the new
-    version (a set: re-wrapping done too), failed with the reason when its automatic rotation
-    reports an error, its listing (or read) is refused, or `pickup_timeout_minutes` pass. A
-    subscription's pickups are listed together, or read one by one once fewer are left than
-    its listing has pages; a read that fails transiently is tried again the next round."""
-    timeout_seconds = request.pickup_timeout_minutes * 60
-    deadline = time.monotonic() + timeout_seconds
-    rows = {d.resource_id.lower(): moved_row(d, key) for d, key in pickups}
-    pending = {d.resource_id.lower(): d for d, _ in pickups}
-    states: dict[str, str] = {}
+class Pickups:
+    """The sets and registries waited for together until each reports its key's new version:
+    those that follow the latest version from the start, those pinned to a version as their
+    update hands them over (`add`, from any thread; a set re-wraps its disks for a while
+    after its update). `wait` (on a thread of its own) runs until `close` and nothing is left:
+    a row per dependent, verified once it reports the version (a set: re-wrapping done too),
+    failed with the reason when its automatic rotation reports an error, its listing (or
+    read) is refused, or `pickup_timeout_minutes` pass from its hand-over. A subscription's
+    dependents are listed together, or read one by one once fewer are left than its listing
+    has pages; a read that fails transiently is tried again the next round."""
 
-    def fail(rid: str, reason: str) -> None:
-        pending.pop(rid)
-        rows[rid] = rows[rid].model_copy(update={"status": Status.FAILED, "reason": reason})
+    _CLOSED = None
 
-    sizes: dict[tuple[str, DependentKind], list[int]] = {}  # what each listing held
-    while pending:
-        for group, rids in _groups(pending).items():
-            of = _KINDS[group[1]]
-            clients = AzureClients.of(credentials, group[0])
-            dependents = {rid: pending[rid] for rid in rids}
-            found = _read_group(of, clients, dependents, sizes.setdefault(group, []), fail)
-            for rid, resource in found.items():
-                if resource is None:
-                    fail(rid, f"{of.name} {pending[rid].name} is no longer in its subscription")
-                    continue
-                version = str(rows[rid].version)
+    def __init__(
+        self,
+        credentials: AzureCredentials,
+        request: FleetRotationRequest,
+        pickups: list[tuple[Dependent, RotationRow]],
+    ) -> None:
+        self._credentials = credentials
+        self._request = request
+        self._arrived: queue.SimpleQueue[tuple[Dependent, RotationRow] | None] = queue.SimpleQueue()
+        for dependent, key in pickups:
+            self.add(dependent, key)
+
+    def add(self, dependent: Dependent, key: RotationRow) -> None:
+        """Wait for `dependent` to report `key`'s new version too."""
+        self._arrived.put((dependent, key))
+
+    def close(self) -> None:
+        """No more are added: `wait` returns once those added are done."""
+        self._arrived.put(self._CLOSED)
+
+    def wait(self) -> dict[str, RotationRow]:
+        """Every added dependent's row, by its id in lower case."""
+        timeout_seconds = self._request.pickup_timeout_minutes * 60
+        poll_seconds = self._request.poll_seconds
+        rows: dict[str, RotationRow] = {}
+        pending: dict[str, Dependent] = {}
+        deadlines: dict[str, float] = {}
+        states: dict[str, str] = {}
+        closed = False
+
+        def take(block: bool) -> bool:
+            """Those handed over since the last round (waiting for one with `block`); True
+            once closed."""
+            while True:
                 try:
-                    states[rid] = of.state_of(resource, version)
-                except Exception as exc:  # its automatic rotation failed: its row
-                    fail(rid, one_line(exc))
-                    continue
-                if states[rid] in DONE:
-                    pending.pop(rid)
-        if pending and time.monotonic() >= deadline:
-            for rid, dependent in list(pending.items()):
-                what = _KINDS[dependent.kind].name
-                state = states.get(rid, "not read")
+                    arrived = self._arrived.get(block=block)
+                except queue.Empty:
+                    return False
+                if arrived is self._CLOSED:
+                    return True
+                dependent, key = arrived
+                rid = dependent.resource_id.lower()
+                rows[rid], pending[rid] = moved_row(dependent, key), dependent
+                deadlines[rid] = time.monotonic() + timeout_seconds
+                block = False
+
+        def fail(rid: str, reason: str) -> None:
+            pending.pop(rid)
+            rows[rid] = rows[rid].model_copy(update={"status": Status.FAILED, "reason": reason})
+
+        sizes: dict[tuple[str, DependentKind], list[int | None]] = {}  # what each listing held
+        while True:
+            if not pending and not closed:
+                # nothing to read: wait for a hand-over, then a poll's interval, as a poll
+                # after its update would
+                closed = take(block=True)
+                if pending:
+                    time.sleep(poll_seconds)
+            closed = take(block=False) or closed
+            if not pending:
+                if closed:
+                    return rows
+                continue
+            for group, rids in _groups(pending).items():
+                of = _KINDS[group[1]]
+                clients = AzureClients.of(self._credentials, group[0])
+                dependents = {rid: pending[rid] for rid in rids}
+                found = _read_group(of, clients, dependents, sizes.setdefault(group, []), fail)
+                for rid, resource in found.items():
+                    if resource is None:
+                        fail(rid, f"{of.name} {pending[rid].name} is no longer in its subscription")
+                        continue
+                    try:
+                        states[rid] = of.state_of(resource, str(rows[rid].version))
+                    except Exception as exc:  # its automatic rotation failed: its row
+                        fail(rid, one_line(exc))
+                        continue
+                    if states[rid] in DONE:
+                        pending.pop(rid)
+            now = time.monotonic()
+            for rid in [rid for rid in pending if deadlines[rid] <= now]:
+                dependent = pending[rid]
+                what, state = _KINDS[dependent.kind].name, states.get(rid, "not read")
                 fail(rid, str(timed_out(f"{what} {dependent.name}", state, DONE, timeout_seconds)))
-        if pending:
-            time.sleep(min(request.poll_seconds, max(0.0, deadline - time.monotonic())))
-    return [rows[d.resource_id.lower()] for d, _ in pickups]
+            if pending:
+                soonest = min(deadlines[rid] for rid in pending)
+                time.sleep(min(poll_seconds, max(0.0, soonest - time.monotonic())))
 
 
 def _groups(pending: dict[str, Dependent]) -> dict[tuple[str, DependentKind], list[str]]:
@@ -128,15 +184,16 @@ def _read_group(
     of: _Kind,
     clients: AzureClients,
     dependents: dict[str, Dependent],
-    sizes: list[int],
+    sizes: list[int | None],
     fail: Callable[[str, str], None],
 ) -> dict[str, Any]:
     """One subscription's pending dependents of a kind as ARM reports them (None: gone):
     listed (its size kept in `sizes`), or read one by one once fewer are left than the last
-    listing had pages. A refusal fails those it covers; a transient failure leaves them out
-    until the next round."""
-    found: dict[str, Any] = {}
-    if sizes and len(dependents) < -(-sizes[-1] // PAGE):
+    listing had pages, or once the listing was refused (a role assigned on resource groups
+    only may read each but not list the subscription's: `sizes` holds None). A transient
+    failure leaves them out until the next round; a refused read fails its dependent."""
+    if sizes and (sizes[-1] is None or len(dependents) < -(-sizes[-1] // PAGE)):
+        found: dict[str, Any] = {}
         for rid, dependent in dependents.items():
             try:
                 found[rid] = of.read(clients, dependent.resource_group, dependent.name)
@@ -146,10 +203,10 @@ def _read_group(
         return found
     try:
         listed = {str(r.id).lower(): r for r in of.listing(clients)}
-    except Exception as exc:  # refused: these dependents' rows; else the next round
-        if not is_transient_azure(exc):
-            for rid in dependents:
-                fail(rid, f"listing its subscription's {of.plural}: {one_line(exc)}")
-        return found
+    except Exception as exc:  # refused: read each; else the next round
+        if is_transient_azure(exc):
+            return {}
+        sizes.append(None)
+        return _read_group(of, clients, dependents, sizes, fail)
     sizes.append(len(listed))
     return {rid: listed.get(rid) for rid in dependents}

@@ -17,9 +17,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from blocks.azure import AzureCredentials
+from byok.acr_models import registry_key_state
 from byok.aks_kms import RotateKmsRequest, rotated_kms
 from byok.aks_models import cluster_id
 from byok.azure_errors import one_line
+from byok.disk_encryption_set_models import des_key_state
 from byok.errors import RotationIncomplete
 from byok.key_policy import RotationPolicySpec
 from byok.keyvault_ids import KeyId
@@ -43,9 +45,9 @@ from byok.rotation import (
     plan_rotation,
 )
 from clients.azure import AzureClients
-from clients.disk_encryption_sets import await_des_key, patch_des_key
-from clients.fleet_pickups import await_pickups, is_pickup
-from clients.registries import await_registry_key, set_registry_key
+from clients.disk_encryption_sets import patch_des_key
+from clients.fleet_pickups import DONE, Pickups, is_pickup
+from clients.registries import set_registry_key
 from tasks.aks_kms import apply_kms, rewrite_secrets, validate_rotation, verify_kms
 from tasks.events import emit_byok_event
 from tasks.in_memory import IN_MEMORY
@@ -227,28 +229,25 @@ def _move(
     version: str,
     rotation_id: str,
     request: FleetRotationRequest,
-) -> str:
-    """One dependent pinned to a version (or a KMS cluster) on `version`, verified (every
-    step get-or-set: safe to run again); the row's note."""
+) -> str | None:
+    """One dependent pinned to a version (or a KMS cluster) updated to `version` (every step
+    get-or-set: safe to run again); the row's note, or None when the set or registry does
+    not report the version done yet (`Pickups` waits for it)."""
     sub, rg, name = dependent.subscription_id, dependent.resource_group, dependent.name
-    timeout_seconds = request.pickup_timeout_minutes * 60
-    poll_seconds = request.poll_seconds
     if dependent.kind == DependentKind.AKS_CLUSTER:
         written = _move_cluster(credentials, dependent, version, rotation_id, request)
         return f"{written} Secret(s) re-written"
     clients = AzureClients.of(credentials, sub)
-    # each check starts from what the update's own read returned (one read fewer a move);
-    # no log line per step: the rows are the record
+    # what the update's own read returned decides (no read more); no log line per step:
+    # the rows are the record
     if dependent.kind == DependentKind.DISK_ENCRYPTION_SET:
-        des = None
-        if dependent.key_url != version:
-            des = patch_des_key(clients, rg, name, version)
-        await_des_key(clients, rg, name, version, timeout_seconds, poll_seconds, des)
-        return ""
+        if dependent.key_url == version:  # a re-run: moved already, maybe re-wrapping
+            return None
+        des = patch_des_key(clients, rg, name, version)
+        return "" if des_key_state(des, version) in DONE else None
     # with the identity it uses (None: read it)
     registry, _ = set_registry_key(clients, rg, name, version, dependent.identity, 900)
-    await_registry_key(clients, rg, name, version, timeout_seconds, poll_seconds, registry)
-    return ""
+    return "" if registry_key_state(registry, version) in DONE else None
 
 
 def move_dependent(
@@ -257,9 +256,10 @@ def move_dependent(
     key: RotationRow,
     rotation_id: str,
     request: FleetRotationRequest,
-) -> RotationRow:
-    """Point a set or registry pinned to a version at the key's new version, then verify it
-    reports that version (those that follow the latest version: `await_pickups`); a KMS
+    pickups: Pickups,
+) -> RotationRow | None:
+    """Point a set or registry pinned to a version at the key's new version, handing it to
+    `pickups` unless it reports that version done at once (None: its row is theirs); a KMS
     cluster gets the version and every Secret re-written, verified none is left on an older
     one.
 
@@ -285,6 +285,9 @@ def move_dependent(
         )
     except Exception as exc:  # one dependent's failure is its row; the others go on
         return row.model_copy(update={"status": Status.FAILED, "reason": one_line(exc)})
+    if note is None:
+        pickups.add(dependent, key)
+        return None
     return row.model_copy(update={"reason": note})
 
 
@@ -299,20 +302,33 @@ def move_dependents(
 ) -> list[RotationRow]:
     """One share of the dependents (all of them on the thread runner, a Dask worker's share
     on Dask): those pinned to a version (and KMS clusters) moved `threads` at a time, each in
-    a copy of this run's context (its logger), while this thread waits for those that follow
-    the latest version to pick it up (`await_pickups`)."""
-    pickups = [(d, key) for d, key in moves if is_pickup(d, key)]
-    with ThreadPoolExecutor(threads) as pool:
-        moving = [
-            None
-            if is_pickup(d, key)
-            else pool.submit(
-                copy_context().run, move_dependent, credentials, d, key, rotation_id, request
-            )
-            for d, key in moves
-        ]
-        picked = iter(await_pickups(credentials, pickups, request))  # in the pickups' order
-        return [next(picked) if f is None else f.result() for f in moving]
+    a copy of this run's context (its logger), while one more thread waits for the sets and
+    registries to report the new version (`Pickups`: those that follow the latest version
+    from the start, the others once updated)."""
+    pickups = Pickups(credentials, request, [(d, key) for d, key in moves if is_pickup(d, key)])
+    with ThreadPoolExecutor(threads + 1) as pool:
+        waiting = pool.submit(pickups.wait)
+        try:
+            moving = [
+                None
+                if is_pickup(d, key)
+                else pool.submit(
+                    copy_context().run,
+                    move_dependent,
+                    credentials,
+                    d,
+                    key,
+                    rotation_id,
+                    request,
+                    pickups,
+                )
+                for d, key in moves
+            ]
+            moved = [None if f is None else f.result() for f in moving]
+        finally:
+            pickups.close()
+        waited = waiting.result()
+    return [row or waited[d.resource_id.lower()] for row, (d, _) in zip(moved, moves, strict=True)]
 
 
 @task(name="Publish the rotation", **IN_MEMORY)

@@ -364,6 +364,7 @@ def test_a_registry_whose_identity_discovery_missed_keeps_its_own(
     from azure.mgmt.keyvault.models import VaultAccessPolicyParameters
 
     from byok.rotation import Dependent, DependentKind, RotationRow, Status
+    from clients.fleet_pickups import Pickups
     from tasks.fleet_rotation import move_dependent
     from tests.helpers import vault_with_key
 
@@ -411,11 +412,13 @@ def test_a_registry_whose_identity_discovery_missed_keeps_its_own(
     )  # fmt: skip
 
     @flow(name="move-one-registry")
-    def move_one() -> RotationRow:
-        return move_dependent(azure.block, dependent, key, "r1", request("unused"))
+    def move_one() -> RotationRow | None:
+        asked = request("unused")
+        pickups = Pickups(azure.block, asked, [])
+        return move_dependent(azure.block, dependent, key, "r1", asked, pickups)
 
-    row = move_one()
-    assert (row.status, row.reason) == (Status.VERIFIED, "")
+    row = move_one()  # the registry reports the version at once: nothing left to wait for
+    assert row is not None and (row.status, row.reason) == (Status.VERIFIED, "")
     kvp = registries.get("rg-fid", "acrfid1").encryption.key_vault_properties
     assert (kvp.identity, kvp.key_identifier) == (uai.client_id, new)
 
@@ -457,6 +460,34 @@ def test_a_moved_dependent_is_verified_from_what_its_update_read_back(
         assert patched, kind  # the seed pins some of each to a version
         reads = {path: len(emulator.requests.find("GET", f"^{path}$")) for path in patched}
         assert reads == {path: expected for path in patched}
+
+
+def test_sets_pinned_to_a_version_re_wrap_together_not_a_thread_each(
+    azure_block: str,
+    emulator: Emulator,
+    azure_credentials: AzureCredentials,
+    fleet: FleetSeed,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One move at a time, disks re-wrapped 2 s after a set's update: each pinned set is
+    updated right after the one before, not after its re-wrap (the re-wraps are waited for
+    together); every set ends on the new version with no previous key left."""
+    monkeypatch.setattr(set_hooks(emulator), "rewrap_seconds", 2)
+    before = active_keys(azure_credentials, fleet)
+    emulator.requests.clear()
+    state = rotate_customer_keys(request(azure_block, max_concurrency=1), return_state=True)
+    revoked = [d for d in fleet.des_ids if d.endswith("des-3")]
+    assert state.message.startswith(f"{len(revoked)} of "), state.message
+    patched = [
+        r for r in emulator.requests.find("PATCH", "/diskEncryptionSets/[^/]+$") if r.status < 300
+    ]
+    assert len(patched) >= 3, patched
+    assert patched[-1].time - patched[0].time < 2
+    for r in patched:
+        sub, name = r.path.split("/")[2], r.path.rsplit("/", 1)[-1]
+        des = AzureClients(azure_credentials, sub).compute().disk_encryption_sets.get(GROUP, name)
+        assert des.previous_keys == []
+        assert des.active_key.key_url != before[next(d for d in before if d.endswith(r.path))]
 
 
 def test_dependents_that_follow_the_latest_version_are_checked_by_listing_them(
@@ -523,7 +554,8 @@ def test_a_listing_that_fails_for_a_while_is_asked_again_the_next_round(
     azure_block: str, emulator: Emulator, fleet: FleetSeed
 ) -> None:
     """The sets' listing answers 503 past the SDK's own retries (10): the pickups wait for
-    the next round and are verified; a refused listing (403) fails its pickups by name."""
+    the next round and are verified. A refused listing (403: a role on resource groups only)
+    has each set read on its own; a refused read fails its set by name."""
     listing = r"/providers/Microsoft.Compute/diskEncryptionSets$"
     fault = emulator.faults.add(
         Fault("status", status=503, retry_after=0.01, method="GET", path=listing, count=11)
@@ -533,20 +565,36 @@ def test_a_listing_that_fails_for_a_while_is_asked_again_the_next_round(
     assert state.message.startswith(f"{len(revoked)} of "), state.message
     assert fault.fired == 11
     emulator.faults.clear()
-    emulator.faults.add(
-        Fault(
-            "status", status=403, method="GET", path=listing, count=None, code="AuthorizationFailed"
+
+    def refuse(path: str) -> None:
+        emulator.faults.add(
+            Fault(
+                "status",
+                status=403,
+                method="GET",
+                path=path,
+                count=None,
+                code="AuthorizationFailed",
+            )
         )
-    )
+
+    refuse(listing)
     k0 = [k for k in fleet.key_ids if k.endswith("/keys/k0")]  # des-0 pinned, des-1 follows
+    followers = [d for d in fleet.des_ids if d.endswith("des-1")]
+    emulator.requests.clear()
+    result = rotate_customer_keys(request(azure_block, rotation_id="r-unlisted", key_ids=k0))
+    sets = [r for r in result.rows if r.kind == "disk-encryption-set"]
+    assert len(sets) == 2 * len(followers) and {r.status for r in sets} == {"verified"}
+    for follower in followers:
+        assert [r for r in emulator.requests.find("GET", f"^{follower}$") if r.status == 200]
+    for follower in followers:
+        refuse(f"{follower}$")
     state = rotate_customer_keys(
         request(azure_block, rotation_id="r-refused", key_ids=k0), return_state=True
     )
-    followers = [d for d in fleet.des_ids if d.endswith("des-1")]
     assert state.message.startswith(f"{len(followers)} of "), state.message
     for follower in followers:
-        refused = f"{follower}: listing its subscription's disk encryption sets: Authorization"
-        assert refused in state.message, state.message
+        assert f"{follower}: reading it: AuthorizationFailed" in state.message, state.message
 
 
 def test_a_few_pickups_left_in_a_long_listing_are_read_one_by_one(
