@@ -41,7 +41,6 @@ class _Kind(NamedTuple):
     has moved to a version."""
 
     name: str
-    plural: str
     listing: Callable[[AzureClients], Iterable[Any]]
     read: Callable[[AzureClients, str, str], Any]  # one by group and name (None: gone)
     state_of: Callable[[Any, str], str]
@@ -50,14 +49,12 @@ class _Kind(NamedTuple):
 _KINDS = {
     DependentKind.DISK_ENCRYPTION_SET: _Kind(
         "Disk encryption set",
-        "disk encryption sets",
         lambda clients: clients.compute().disk_encryption_sets.list(),
         read_des,
         des_key_state,
     ),
     DependentKind.REGISTRY: _Kind(
         "Registry",
-        "registries",
         lambda clients: clients.container_registry().registries.list(),
         read_registry,
         registry_key_state,

@@ -529,6 +529,23 @@ def test_a_dependent_that_does_not_pick_the_version_up_in_time_is_a_named_failur
         )
 
 
+def test_a_set_whose_re_wrap_outlasts_the_wait_is_a_named_failure(
+    azure_block: str, emulator: Emulator, fleet: FleetSeed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A set pinned to a version, updated, whose disks are not re-wrapped within
+    `pickup_timeout_minutes` of its update fails by name, still 're-wrapping'."""
+    monkeypatch.setattr(set_hooks(emulator), "rewrap_seconds", 3600)
+    fields = {"pickup_timeout_minutes": 0.02, "poll_seconds": 0.3}
+    state = rotate_customer_keys(request(azure_block, **fields), return_state=True)
+    pinned = [d for d in fleet.des_ids if d.endswith(("des-0", "des-2"))]
+    assert pinned
+    for resource in pinned:
+        name = resource.rsplit("/", 1)[-1]
+        assert f"{resource}: Disk encryption set {name} is still 're-wrapping' after 1.2 s" in (
+            state.message
+        ), state.message
+
+
 def test_a_key_another_run_holds_fails_alone_and_the_other_keys_rotate(
     azure_block: str, azure_credentials: AzureCredentials, fleet: FleetSeed
 ) -> None:
