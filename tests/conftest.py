@@ -6,6 +6,7 @@ real server, deployments and a worker."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import signal
@@ -112,6 +113,25 @@ def azure(azure_credentials: AzureCredentials) -> AzureClients:
     return AzureClients(azure_credentials)
 
 
+class _ServiceFailureCause(logging.Filter):
+    """Prefect logs an event or log item its worker failed to send with the item's whole repr
+    and, above DEBUG, without the cause: this names the item and its cause instead (the
+    traceback of the first few), so a CI log says why the events were lost."""
+
+    tracebacks = 3
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Service %r failed to process item"):
+            service, item = record.args if isinstance(record.args, tuple) else ("?", None)
+            cause = sys.exc_info()[1]
+            record.msg = "Service %r failed to process %s %s: %r"
+            record.args = (service, getattr(item, "event", ""), getattr(item, "id", ""), cause)
+            if cause is not None and self.tracebacks > 0:
+                self.tracebacks -= 1
+                record.exc_info = sys.exc_info()
+        return True
+
+
 @pytest.fixture(scope="session")
 def prefect_harness(request: pytest.FixtureRequest) -> Iterator[None]:
     """This process's Prefect server (tests/prefect_server.py), as `prefect_test_harness`
@@ -126,6 +146,7 @@ def prefect_harness(request: pytest.FixtureRequest) -> Iterator[None]:
         temporary_settings,
     )
 
+    logging.getLogger("prefect._internal.concurrency").addFilter(_ServiceFailureCause())
     if prefect_server.home() is None:
         request.config.stash[_SERVER] = prefect_server.start()
     prefect_server.wait_until_up(_server_timeout())

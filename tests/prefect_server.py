@@ -31,8 +31,8 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
-from contextlib import suppress
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -212,6 +212,31 @@ def _one_ca_certificate(server_home: Path) -> Path:
     path = server_home / "api-ca.pem"
     path.write_text(first + "\n")
     return path
+
+
+@contextmanager
+def using(api: str) -> Iterator[None]:
+    """This process's Prefect clients pointed at the server at `api` (the demo's) inside the
+    block. Prefect keeps one event worker and one log worker a process, whatever the API URL
+    (`EventsWorker.instance()` keys a running server's client by no option), and each binds
+    the URL current when it starts: both are drained on the way in and out, so that what is
+    emitted inside goes to `api` and what follows back to this process's server. Else the
+    next tests' events went to the other server, each failing there as its flow is unknown
+    (a lost `byok.key.rotated`, a CI failure)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    def drain() -> None:
+        APILogWorker.drain_all(timeout=30)
+        EventsWorker.drain_all(timeout=30)
+
+    drain()
+    try:
+        with temporary_settings({PREFECT_API_URL: api}):
+            yield
+    finally:
+        drain()
 
 
 def wait_until_up(timeout: float) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 from ibm_cloud_sdk_core import ApiException
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_URL
 
 from blocks.azure import AzureCredentials
 from blocks.ibm import IBMCloudCredentials
@@ -21,6 +21,7 @@ from clients.ibm import IBMClients
 from console.cli import main
 from console.emulator_cli import publish
 from emulator.server import Emulator
+from tests import prefect_server
 
 
 def byok(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -178,7 +179,7 @@ def test_save_block_without_a_prefect_server_is_an_error_not_a_traceback(tmp_pat
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         api = f"http://127.0.0.1:{sock.getsockname()[1]}/api"  # nothing listens there
-    with temporary_settings({PREFECT_API_URL: api}), pytest.raises(SystemExit) as stopped:
+    with prefect_server.using(api), pytest.raises(SystemExit) as stopped:
         main(["emulator", "--state-dir", str(tmp_path), "serve", "--save-ibm-block", "cli-ibm"])
     message = str(stopped.value.code)
     assert message.startswith("byok emulator: cannot save the block 'cli-ibm'") and api in message

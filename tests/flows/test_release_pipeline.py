@@ -14,13 +14,13 @@ from prefect.client.schemas.filters import (
     FlowFilter,
     FlowFilterName,
 )
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from blocks.azure import AzureCredentials
 from clients.azure import AzureClients
 from console.demo import DEMO_BLOCK
 from emulator.server import Emulator
 from flows.release_pipeline import ReleasePipelineRequest, release_pipeline
+from tests import prefect_server
 from tests.conftest import Demo
 from tests.flows.refusals import refused, writes
 from tests.helpers import managed_image
@@ -99,7 +99,7 @@ async def child_runs() -> int:
 @pytest.mark.slow  # five child runs, each a process the worker starts: a minute or more
 def test_pipeline_by_deployments_starts_children_once(demo: Demo) -> None:
     """On the running demo (its server, deployments and worker, its emulator)."""
-    with temporary_settings({PREFECT_API_URL: demo.api}):
+    with prefect_server.using(demo.api):
         azure = AzureClients(AzureCredentials.load_saved(DEMO_BLOCK))
         request = pipeline_request(DEMO_BLOCK, managed_image(azure, "westeurope"), "deployments")
         before = asyncio.run(child_runs())

@@ -13,11 +13,11 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import DeploymentUpdate
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.schedules import IntervalSchedule
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from blocks.azure import AzureCredentials
 from clients.azure import AzureClients
 from console.demo import DEMO_BLOCK
+from tests import prefect_server
 from tests.conftest import Demo
 
 DEPLOYMENT = "rotate-customer-keys/rotate-customer-keys-monthly"
@@ -70,7 +70,7 @@ async def completed_runs(deployment_id: str) -> int:
 
 
 def test_turned_on_schedule_rotates_the_key(demo: Demo) -> None:
-    with temporary_settings({PREFECT_API_URL: demo.api}):
+    with prefect_server.using(demo.api):
         sets = AzureClients(AzureCredentials.load_saved(DEMO_BLOCK)).compute()
         before = sets.disk_encryption_sets.get(*SET).active_key.key_url
         deployment_id = asyncio.run(turn_on_schedule(before.rsplit("/", 1)[0]))
