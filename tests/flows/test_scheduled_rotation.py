@@ -17,8 +17,10 @@ from prefect.client.schemas.schedules import IntervalSchedule
 from blocks.azure import AzureCredentials
 from clients.azure import AzureClients
 from console.demo import DEMO_BLOCK
+from tasks.events import emit_byok_event
 from tests import prefect_server
 from tests.conftest import Demo
+from tests.flows.test_events import byok_events
 
 DEPLOYMENT = "rotate-customer-keys/rotate-customer-keys-monthly"
 SET = ("rg-byok-demo", "des-byok-demo")
@@ -69,7 +71,7 @@ async def completed_runs(deployment_id: str) -> int:
         return sum(1 for r in runs if r.state and r.state.is_completed())
 
 
-def test_turned_on_schedule_rotates_the_key(demo: Demo) -> None:
+def test_turned_on_schedule_rotates_the_key(demo: Demo, prefect_harness: None) -> None:
     with prefect_server.using(demo.api):
         sets = AzureClients(AzureCredentials.load_saved(DEMO_BLOCK)).compute()
         before = sets.disk_encryption_sets.get(*SET).active_key.key_url
@@ -83,3 +85,7 @@ def test_turned_on_schedule_rotates_the_key(demo: Demo) -> None:
             asyncio.run(turn_off_schedules(deployment_id))
         after = sets.disk_encryption_sets.get(*SET).active_key.key_url
     assert after != before and after.rsplit("/", 1)[0] == before.rsplit("/", 1)[0]
+    # this process's events reach its own server again, not the demo's
+    since = time.time() - 1
+    emit_byok_event("test.marker", "after-the-demo", "test")
+    assert [e["event"] for e in byok_events(since, ["after-the-demo"])] == ["byok.test.marker"]
