@@ -138,8 +138,6 @@ def prefect_harness(request: pytest.FixtureRequest) -> Iterator[None]:
     sets one up: the API URL in this process's settings; the log and event workers drained
     at the end."""
     from prefect.context import _temporary_global_settings_context, get_settings_context
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
     from prefect.settings import (
         PREFECT_API_SSL_CERT_FILE,
         PREFECT_API_URL,
@@ -160,8 +158,7 @@ def prefect_harness(request: pytest.FixtureRequest) -> Iterator[None]:
     ):
         _register_block_types()
         yield
-        APILogWorker.drain_all(timeout=30)
-        EventsWorker.drain_all(timeout=30)
+        prefect_server.drain_workers()
 
 
 def _register_block_types() -> None:

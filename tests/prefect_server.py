@@ -223,20 +223,24 @@ def using(api: str) -> Iterator[None]:
     emitted inside goes to `api` and what follows back to this process's server. Else the
     next tests' events went to the other server, each failing there as its flow is unknown
     (a lost `byok.key.rotated`, a CI failure)."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    def drain() -> None:
-        APILogWorker.drain_all(timeout=30)
-        EventsWorker.drain_all(timeout=30)
-
-    drain()
+    drain_workers()
     try:
         with temporary_settings({PREFECT_API_URL: api}):
             yield
     finally:
-        drain()
+        drain_workers()
+
+
+def drain_workers() -> None:
+    """Send what this process's Prefect log and event workers still hold, and stop them (the
+    next log or event starts new ones, bound to the API URL current then)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=30)
+    EventsWorker.drain_all(timeout=30)
 
 
 def wait_until_up(timeout: float) -> None:
